@@ -1,0 +1,259 @@
+//! `diffugen generate`: one job through the supervised engine, with a progress bar or JSON events.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Args;
+use diffugen_engine::params::{ImageInput, LoraRequest, PreviewRequest};
+use diffugen_engine::{Destination, Engine, EngineError, GenerateRequest, JobEvent, Stage, WorkerCommand};
+use diffugen_models::Library;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::paths::Paths;
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Model id from the models folder (see `diffugen models`) or a path to a model file or preset.
+    #[arg(long, short)]
+    model: String,
+    /// What to draw. `<lora:name:weight>` applies a LoRA from the models folder's loras/ subfolder.
+    #[arg(long, short)]
+    prompt: String,
+    #[arg(long, short = 'n')]
+    negative_prompt: Option<String>,
+    /// Multiple of 8, 64..2048 [default: the model family's]
+    #[arg(long, short = 'W')]
+    width: Option<u32>,
+    /// Multiple of 8, 64..2048 [default: the model family's]
+    #[arg(long, short = 'H')]
+    height: Option<u32>,
+    /// Sampling steps, 1..150 [default: the model family's]
+    #[arg(long)]
+    steps: Option<u32>,
+    /// Classifier-free guidance scale [default: the model family's]
+    #[arg(long)]
+    cfg_scale: Option<f32>,
+    /// sd.cpp sampler: euler, euler_a, heun, dpm2, dpm++2s_a, dpm++2m, dpm++2mv2, ipndm, ipndm_v, lcm, ...
+    #[arg(long)]
+    sampler: Option<String>,
+    /// sd.cpp scheduler: discrete, karras, exponential, ays, gits, sgm_uniform, simple, ... [default: the model's]
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// -1 for a random seed; the seed used is always printed.
+    #[arg(long, short, allow_negative_numbers = true)]
+    seed: Option<i64>,
+    /// Images to generate (seeds seed, seed+1, ...).
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    #[arg(long, allow_negative_numbers = true)]
+    clip_skip: Option<i32>,
+    /// img2img: start from this image.
+    #[arg(long, value_name = "PATH")]
+    init_image: Option<PathBuf>,
+    /// img2img: how much of the init image to repaint, 0..1 [default: 0.75]
+    #[arg(long)]
+    strength: Option<f32>,
+    /// Inpainting: white areas of this mask are repainted (needs --init-image).
+    #[arg(long, value_name = "PATH")]
+    mask: Option<PathBuf>,
+    /// A LoRA from the loras/ folder, NAME:WEIGHT (repeatable).
+    #[arg(long = "lora", value_name = "NAME:WEIGHT")]
+    loras: Vec<String>,
+    /// CPU threads [default: physical cores]
+    #[arg(long)]
+    threads: Option<u32>,
+    /// Write to this file (a batch adds -2, -3, ...).
+    #[arg(long, short, value_name = "FILE", conflicts_with = "output_dir")]
+    output: Option<PathBuf>,
+    /// Write into this folder with generated names [default: <data dir>/outputs]
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// Emit live previews every N steps (with --json: `preview` events carrying a PNG).
+    #[arg(long, value_name = "N")]
+    preview_every: Option<u32>,
+    /// One JSON event per line on stdout instead of a progress bar.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_lora(text: &str) -> Result<LoraRequest, String> {
+    let (name, weight) = match text.rsplit_once(':') {
+        Some((name, weight)) => {
+            let weight = weight
+                .parse()
+                .map_err(|_| format!("--lora {text}: weight '{weight}' is not a number (write NAME:WEIGHT)"))?;
+            (name, weight)
+        }
+        None => (text, 1.0),
+    };
+    Ok(LoraRequest { name: name.to_string(), weight })
+}
+
+fn job_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("cli-{:x}-{}", nanos, std::process::id())
+}
+
+pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
+    let loras = args.loras.iter().map(|l| parse_lora(l)).collect::<Result<Vec<_>, _>>()?;
+    let request = GenerateRequest {
+        model: args.model.clone(),
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        width: args.width,
+        height: args.height,
+        steps: args.steps,
+        cfg_scale: args.cfg_scale,
+        sampler: args.sampler.clone(),
+        scheduler: args.scheduler.clone(),
+        seed: args.seed,
+        count: Some(args.count),
+        clip_skip: args.clip_skip,
+        loras,
+        init_image: args.init_image.clone().map(ImageInput::Path),
+        mask: args.mask.clone().map(ImageInput::Path),
+        strength: args.strength,
+        threads: args.threads,
+        preview: args.preview_every.map(|interval| PreviewRequest { mode: "proj".into(), interval }),
+    };
+    let library = Library::new(&paths.models_dir);
+    let spec = diffugen_engine::validate(&request, &library).map_err(|errors| {
+        errors.0.iter().map(|e| format!("invalid {}: {}", e.field, e.message)).collect::<Vec<_>>().join("\nerror: ")
+    })?;
+    let destination = match (&args.output, &args.output_dir) {
+        (Some(file), _) => Destination::File(file.clone()),
+        (None, Some(dir)) => Destination::Folder(dir.clone()),
+        (None, None) => Destination::Folder(paths.outputs_dir()),
+    };
+
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        let command = WorkerCommand::current_exe(&[diffugen_engine::WORKER_SUBCOMMAND])
+            .map_err(|e| format!("cannot find the diffugen executable: {e}"))?;
+        let engine = Arc::new(Engine::new(command));
+        let id = job_id();
+        let started = Instant::now();
+        let mut reporter = Reporter::new(args.json);
+        reporter.event(JobEvent {
+            job_id: id.clone(),
+            elapsed_seconds: 0.0,
+            percent: None,
+            eta_seconds: None,
+            stage: Stage::Queued { position: 0 },
+        });
+
+        // Ctrl+C cancels the job (ending the worker process) instead of leaving it orphaned.
+        let cancel_engine = engine.clone();
+        let cancel_id = id.clone();
+        let interrupt = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel_engine.cancel(&cancel_id, "interrupted (Ctrl+C)");
+            }
+        });
+        let result =
+            diffugen_engine::job::run(&engine, &id, &spec, &destination, started, &mut |e| reporter.event(e)).await;
+        interrupt.abort();
+        engine.stop().await;
+        reporter.finish();
+        match result {
+            Ok(done) => {
+                if !args.json {
+                    for output in &done.outputs {
+                        println!("{}", output.path);
+                    }
+                    eprintln!(
+                        "seed {}; {} image(s) in {:.1}s",
+                        done.seed,
+                        done.outputs.len(),
+                        done.seconds
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(EngineError::Cancelled(reason)) => {
+                eprintln!("cancelled: {reason}");
+                Ok(ExitCode::from(130))
+            }
+            Err(EngineError::Failed(error)) => Err(error),
+        }
+    })
+}
+
+/// Progress on the terminal: a bar on an interactive stderr, one line per phase otherwise, or JSON lines.
+struct Reporter {
+    json: bool,
+    bar: Option<ProgressBar>,
+    last_phase: &'static str,
+}
+
+impl Reporter {
+    fn new(json: bool) -> Reporter {
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(100);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg:<32} [{bar:30}] {pos:>3}%")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Reporter { json, bar, last_phase: "" }
+    }
+
+    fn event(&mut self, event: JobEvent) {
+        if self.json {
+            let mut stdout = std::io::stdout().lock();
+            if let Ok(line) = serde_json::to_string(&event) {
+                let _ = writeln!(stdout, "{line}");
+                let _ = stdout.flush();
+            }
+            return;
+        }
+        let message = match &event.stage {
+            Stage::Queued { .. } => "queued".to_string(),
+            Stage::LoadingModel { part, tensors_loaded, tensors_total } => {
+                format!("loading model (part {part}) {tensors_loaded}/{tensors_total}")
+            }
+            Stage::EncodingPrompt => "encoding prompt".into(),
+            Stage::Sampling { image, images, step, steps, seconds_per_step } => {
+                let rate = seconds_per_step.map(|s| format!(" {s:.2}s/it")).unwrap_or_default();
+                let eta = event.eta_seconds.map(|e| format!(" eta {e:.0}s")).unwrap_or_default();
+                if *images > 1 {
+                    format!("sampling image {image}/{images} step {step}/{steps}{rate}{eta}")
+                } else {
+                    format!("sampling {step}/{steps}{rate}{eta}")
+                }
+            }
+            Stage::Preview { .. } => return,
+            Stage::Decoding => "decoding".into(),
+            Stage::Saving => "saving".into(),
+            Stage::Done { .. } | Stage::Failed { .. } | Stage::Cancelled { .. } => return,
+        };
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(message);
+                if let Some(percent) = event.percent {
+                    bar.set_position(percent.round() as u64);
+                }
+            }
+            None => {
+                // Not a terminal: one line per phase change, plus each sampling step.
+                let phase = event.stage.name();
+                if phase != self.last_phase || phase == "sampling" {
+                    eprintln!("{message}");
+                }
+                self.last_phase = phase;
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! `diffugen`: the headless door onto DiffuGen's job API. It validates a request, runs it through the supervised
+//! engine worker (which is this same executable, started with a hidden subcommand), and reports progress.
+
+mod generate;
+mod models;
+mod paths;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "diffugen", version, about = "Local image generation with stable-diffusion.cpp")]
+struct Cli {
+    #[command(flatten)]
+    paths: paths::PathArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate images from a prompt.
+    Generate(Box<generate::GenerateArgs>),
+    /// List the models found in the models folder, identified from their file headers.
+    Models(models::ModelsArgs),
+    /// Internal: run as the engine worker process (spoken to over stdin/stdout by a supervisor).
+    #[command(name = "engine-worker", hide = true)]
+    EngineWorker,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::EngineWorker) {
+        return ExitCode::from(diffugen_engine::worker::run().clamp(0, 255) as u8);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DIFFUGEN_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let paths = cli.paths.resolve();
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(&paths, *args),
+        Command::Models(args) => models::run(&paths, &args),
+        Command::EngineWorker => unreachable!("handled above"),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The typed progress events every front door (terminal, HTTP SSE, desktop UI) receives for a job.
+//!
+//! A phase is a tagged variant, so a tensor-loading count can never be read as a sampling step.
+
+use serde::{Deserialize, Serialize};
+
+/// One moment of a job's life.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct JobEvent {
+    pub job_id: String,
+    /// Seconds since the job was accepted.
+    pub elapsed_seconds: f64,
+    /// Overall progress 0..=100, from measured times; `null` until something has been measured.
+    pub percent: Option<f64>,
+    /// Seconds left, from measured times; `null` until something has been measured.
+    pub eta_seconds: Option<f64>,
+    #[serde(flatten)]
+    pub stage: Stage,
+}
+
+/// What the job is doing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Stage {
+    /// Waiting for the engine; `position` jobs are ahead.
+    Queued { position: u32 },
+    /// sd.cpp is reading weights. It loads lazily, one part at a time (text encoder, diffusion model, VAE), so this
+    /// phase can return during a first job; `part` counts those loads.
+    LoadingModel { part: u32, tensors_loaded: u32, tensors_total: u32 },
+    EncodingPrompt,
+    /// `step` of `steps` for image `image` of `images` (1-based); step 0 announces the start of sampling.
+    Sampling { image: u32, images: u32, step: u32, steps: u32, seconds_per_step: Option<f64> },
+    /// A live preview frame during sampling, PNG, base64.
+    Preview { image: u32, step: u32, width: u32, height: u32, png_base64: String },
+    Decoding,
+    Saving,
+    Done { outputs: Vec<Output> },
+    Failed { error: String },
+    Cancelled { reason: String },
+}
+
+impl Stage {
+    /// The phase name as it appears on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Stage::Queued { .. } => "queued",
+            Stage::LoadingModel { .. } => "loading_model",
+            Stage::EncodingPrompt => "encoding_prompt",
+            Stage::Sampling { .. } => "sampling",
+            Stage::Preview { .. } => "preview",
+            Stage::Decoding => "decoding",
+            Stage::Saving => "saving",
+            Stage::Done { .. } => "done",
+            Stage::Failed { .. } => "failed",
+            Stage::Cancelled { .. } => "cancelled",
+        }
+    }
+
+    /// Whether this ends the job.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Stage::Done { .. } | Stage::Failed { .. } | Stage::Cancelled { .. })
+    }
+}
+
+/// One written image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct Output {
+    pub path: String,
+    /// The seed this image was generated with (the job's seed + its index in the batch).
+    #[specta(type = f64)]
+    pub seed: i64,
+    pub width: u32,
+    pub height: u32,
+}

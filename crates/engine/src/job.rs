@@ -1,0 +1,80 @@
+//! One job from validated spec to files on disk: render in the engine, save, and report the final stage.
+//! Every front door (CLI, HTTP, desktop) runs jobs through here.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::events::{JobEvent, Output, Stage};
+use crate::output::{self, Destination, Record};
+use crate::params::JobSpec;
+use crate::supervisor::{Engine, EngineError};
+
+/// A finished job.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub outputs: Vec<Output>,
+    pub seed: i64,
+    pub model_was_resident: bool,
+    pub seconds: f64,
+    pub worker_pid: u32,
+}
+
+/// Runs `spec` on `engine`, writes its images to `destination`, and reports every stage — the final one included
+/// (`done`, `failed` or `cancelled`) — to `on_event`.
+pub async fn run(
+    engine: &Engine,
+    job_id: &str,
+    spec: &JobSpec,
+    destination: &Destination,
+    started: Instant,
+    on_event: &mut (dyn FnMut(JobEvent) + Send),
+) -> Result<JobResult, EngineError> {
+    let result = render_and_save(engine, job_id, spec, destination, started, on_event).await;
+    let stage = match &result {
+        Ok(done) => Stage::Done { outputs: done.outputs.clone() },
+        Err(EngineError::Cancelled(reason)) => Stage::Cancelled { reason: reason.clone() },
+        Err(EngineError::Failed(error)) => Stage::Failed { error: error.clone() },
+    };
+    let finished = result.is_ok();
+    on_event(JobEvent {
+        job_id: job_id.to_string(),
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        percent: finished.then_some(100.0),
+        eta_seconds: finished.then_some(0.0),
+        stage,
+    });
+    result
+}
+
+async fn render_and_save(
+    engine: &Engine,
+    job_id: &str,
+    spec: &JobSpec,
+    destination: &Destination,
+    started: Instant,
+    on_event: &mut (dyn FnMut(JobEvent) + Send),
+) -> Result<JobResult, EngineError> {
+    let generated = engine.generate(job_id, spec, started, on_event).await?;
+    on_event(JobEvent {
+        job_id: job_id.to_string(),
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        percent: None,
+        eta_seconds: None,
+        stage: Stage::Saving,
+    });
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
+    let mut outputs = Vec::with_capacity(generated.images.len());
+    for (index, image) in generated.images.iter().enumerate() {
+        let record = Record::new(spec, job_id, index as u32, created, seconds);
+        let path = output::save(destination, index as u32, image, &record)
+            .map_err(|e| EngineError::Failed(format!("cannot write the image: {e}")))?;
+        outputs.push(Output { path: path.display().to_string(), seed: record.seed, width: image.width, height: image.height });
+    }
+    Ok(JobResult {
+        outputs,
+        seed: spec.seed,
+        model_was_resident: generated.model_was_resident,
+        seconds,
+        worker_pid: generated.worker_pid,
+    })
+}

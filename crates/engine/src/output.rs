@@ -1,0 +1,296 @@
+//! Writes finished images as PNG files that carry their parameters twice: A1111's `parameters` text (read by
+//! A1111, Forge, InvokeAI, Civitai and most galleries) and DiffuGen's full JSON record (`diffugen`), so a gallery can
+//! be rebuilt from the files alone. Files appear atomically: written to a temporary name, then linked into place.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::params::JobSpec;
+
+/// The PNG text key of DiffuGen's JSON record.
+pub const RECORD_KEY: &str = "diffugen";
+/// The PNG text key A1111 uses.
+pub const PARAMETERS_KEY: &str = "parameters";
+
+/// Everything needed to reproduce one image, as stored in its PNG.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub app: String,
+    pub job_id: String,
+    /// Unix time in seconds.
+    pub created: f64,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub model: String,
+    pub family: String,
+    pub width: u32,
+    pub height: u32,
+    pub steps: u32,
+    pub cfg_scale: f32,
+    pub sampler: String,
+    pub scheduler: Option<String>,
+    pub seed: i64,
+    pub batch_index: u32,
+    pub clip_skip: i32,
+    pub loras: Vec<RecordLora>,
+    pub init_image: Option<String>,
+    pub mask: Option<String>,
+    pub strength: Option<f32>,
+    pub generation_seconds: f64,
+}
+
+/// A LoRA as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordLora {
+    pub name: String,
+    pub weight: f32,
+}
+
+impl Record {
+    pub fn new(spec: &JobSpec, job_id: &str, batch_index: u32, created: f64, generation_seconds: f64) -> Record {
+        Record {
+            app: format!("DiffuGen {}", env!("CARGO_PKG_VERSION")),
+            job_id: job_id.to_string(),
+            created,
+            prompt: spec.prompt.clone(),
+            negative_prompt: spec.negative_prompt.clone(),
+            model: spec.model_id.clone(),
+            family: spec.family.clone(),
+            width: spec.width,
+            height: spec.height,
+            steps: spec.steps,
+            cfg_scale: spec.cfg_scale,
+            sampler: spec.sampler.clone(),
+            scheduler: spec.scheduler.clone(),
+            seed: spec.seed + i64::from(batch_index),
+            batch_index,
+            clip_skip: spec.clip_skip,
+            loras: spec.loras.iter().map(|l| RecordLora { name: l.name.clone(), weight: l.weight }).collect(),
+            init_image: spec.init_image_source.clone(),
+            mask: spec.mask_source.clone(),
+            strength: spec.strength,
+            generation_seconds,
+        }
+    }
+
+    /// The A1111 `parameters` text.
+    pub fn a1111_parameters(&self) -> String {
+        let mut text = self.prompt.clone();
+        if !self.negative_prompt.is_empty() {
+            text.push_str(&format!("\nNegative prompt: {}", self.negative_prompt));
+        }
+        let mut fields = vec![
+            format!("Steps: {}", self.steps),
+            format!("Sampler: {}", a1111_sampler(&self.sampler)),
+        ];
+        if let Some(scheduler) = &self.scheduler {
+            fields.push(format!("Schedule type: {}", a1111_scheduler(scheduler)));
+        }
+        fields.push(format!("CFG scale: {}", self.cfg_scale));
+        fields.push(format!("Seed: {}", self.seed));
+        fields.push(format!("Size: {}x{}", self.width, self.height));
+        fields.push(format!("Model: {}", self.model));
+        if let Some(strength) = self.strength {
+            fields.push(format!("Denoising strength: {strength}"));
+        }
+        if self.clip_skip > 0 {
+            fields.push(format!("Clip skip: {}", self.clip_skip));
+        }
+        if !self.loras.is_empty() {
+            let loras: Vec<String> = self.loras.iter().map(|l| format!("{}: {}", l.name, l.weight)).collect();
+            fields.push(format!("Lora weights: \"{}\"", loras.join(", ")));
+        }
+        fields.push(format!("Version: {}", self.app));
+        text.push('\n');
+        text.push_str(&fields.join(", "));
+        text
+    }
+}
+
+fn a1111_sampler(name: &str) -> &str {
+    match name {
+        "euler" => "Euler",
+        "euler_a" => "Euler a",
+        "heun" => "Heun",
+        "dpm2" => "DPM2",
+        "dpm++2s_a" => "DPM++ 2S a",
+        "dpm++2m" => "DPM++ 2M",
+        "lcm" => "LCM",
+        "ddim_trailing" => "DDIM",
+        "ipndm" => "iPNDM",
+        other => other,
+    }
+}
+
+fn a1111_scheduler(name: &str) -> &str {
+    match name {
+        "karras" => "Karras",
+        "exponential" => "Exponential",
+        "sgm_uniform" => "SGM Uniform",
+        "simple" => "Simple",
+        "kl_optimal" => "KL Optimal",
+        "ays" => "Align Your Steps",
+        "discrete" => "Automatic",
+        other => other,
+    }
+}
+
+/// Encodes `image` as PNG with both text chunks.
+pub fn encode_png(image: &diffugen_sd::RgbImage, record: &Record) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, image.width, image.height);
+        encoder.set_color(if image.channels == 1 { png::ColorType::Grayscale } else { png::ColorType::Rgb });
+        encoder.set_depth(png::BitDepth::Eight);
+        let parameters = record.a1111_parameters();
+        let json = serde_json::to_string(record).map_err(io::Error::other)?;
+        // tEXt is Latin-1; A1111 readers also read iTXt, which holds any UTF-8 prompt.
+        if parameters.chars().all(|c| (c as u32) < 0x80) {
+            encoder.add_text_chunk(PARAMETERS_KEY.into(), parameters).map_err(io::Error::other)?;
+        } else {
+            encoder.add_itxt_chunk(PARAMETERS_KEY.into(), parameters).map_err(io::Error::other)?;
+        }
+        encoder.add_itxt_chunk(RECORD_KEY.into(), json).map_err(io::Error::other)?;
+        let mut writer = encoder.write_header().map_err(io::Error::other)?;
+        writer.write_image_data(&image.data).map_err(io::Error::other)?;
+        writer.finish().map_err(io::Error::other)?;
+    }
+    Ok(bytes)
+}
+
+/// Reads every text chunk (tEXt, zTXt, iTXt) of a PNG file.
+pub fn read_png_text(path: &Path) -> io::Result<Vec<(String, String)>> {
+    let decoder = png::Decoder::new(fs::File::open(path)?);
+    let reader = decoder.read_info().map_err(io::Error::other)?;
+    let info = reader.info();
+    let mut out: Vec<(String, String)> =
+        info.uncompressed_latin1_text.iter().map(|t| (t.keyword.clone(), t.text.clone())).collect();
+    for chunk in &info.compressed_latin1_text {
+        if let Ok(text) = chunk.get_text() {
+            out.push((chunk.keyword.clone(), text));
+        }
+    }
+    for chunk in &info.utf8_text {
+        if let Ok(text) = chunk.get_text() {
+            out.push((chunk.keyword.clone(), text));
+        }
+    }
+    Ok(out)
+}
+
+/// Where a job's images go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// Readable, collision-free names in this folder.
+    Folder(PathBuf),
+    /// This exact file (replaced if it exists); a batch gets `-2`, `-3`, ... before the extension.
+    File(PathBuf),
+}
+
+fn slug(prompt: &str) -> String {
+    let mut slug = String::new();
+    for word in prompt.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        if slug.len() + word.len() > 40 {
+            break;
+        }
+        if !slug.is_empty() {
+            slug.push('-');
+        }
+        slug.push_str(&word.to_lowercase());
+    }
+    if slug.is_empty() {
+        "image".into()
+    } else {
+        slug
+    }
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC for a Unix time.
+fn timestamp(unix: f64) -> String {
+    let secs = unix.max(0.0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn temp_path(dir: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    dir.join(format!(".diffugen-{}-{}.png.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)))
+}
+
+fn write_temp(dir: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let tmp = temp_path(dir);
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(tmp)
+}
+
+/// Writes one image atomically and returns its final path.
+pub fn save(destination: &Destination, index: u32, image: &diffugen_sd::RgbImage, record: &Record) -> io::Result<PathBuf> {
+    let bytes = encode_png(image, record)?;
+    match destination {
+        Destination::File(path) => {
+            let target = if index == 0 {
+                path.clone()
+            } else {
+                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "png".into());
+                path.with_file_name(format!("{stem}-{}.{ext}", index + 1))
+            };
+            let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let tmp = write_temp(dir, &bytes)?;
+            fs::rename(&tmp, &target).inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })?;
+            Ok(target)
+        }
+        Destination::Folder(dir) => {
+            let tmp = write_temp(dir, &bytes)?;
+            let base = format!("{}-{}-{}", timestamp(record.created), record.seed, slug(&record.prompt));
+            // Link into place without replacing anything: a name that exists gets the next suffix.
+            let result = (1..10_000).find_map(|n| {
+                let name = if n == 1 { format!("{base}.png") } else { format!("{base}-{n}.png") };
+                let target = dir.join(name);
+                match fs::hard_link(&tmp, &target) {
+                    Ok(()) => Some(Ok(target)),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => None,
+                    Err(e) => Some(Err(e)),
+                }
+            });
+            let _ = fs::remove_file(&tmp);
+            result.unwrap_or_else(|| Err(io::Error::other("no free file name")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        assert_eq!(timestamp(0.0), "19700101-000000");
+        assert_eq!(timestamp(1_795_478_400.0 + 3_723.0), "20261124-010203");
+    }
+
+    #[test]
+    fn slugs_keep_the_first_words_of_the_prompt() {
+        assert_eq!(slug("A red fox, in the snow!"), "a-red-fox-in-the-snow");
+        assert_eq!(slug("!!!"), "image");
+    }
+}

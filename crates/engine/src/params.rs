@@ -1,0 +1,367 @@
+//! Generation parameters: what a client asks for ([`GenerateRequest`]), checked field by field against what sd.cpp
+//! and the chosen model allow, and turned into the [`JobSpec`] the worker runs. Every problem names its field and
+//! the allowed values; nothing is silently clamped.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use diffugen_models::{Components, Library};
+use diffugen_sd::{SAMPLERS, SCHEDULERS};
+use serde::{Deserialize, Serialize};
+
+use crate::lora;
+use crate::protocol::RawImage;
+
+/// The largest seed accepted: 2^53 - 1, exact in JavaScript and JSON clients.
+pub const MAX_SEED: i64 = (1 << 53) - 1;
+
+/// An image given to a job: a file on disk (CLI) or encoded bytes (HTTP uploads).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageInput {
+    Path(PathBuf),
+    #[serde(skip)]
+    Bytes(Vec<u8>),
+}
+
+/// A LoRA requested by name from the LoRA folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraRequest {
+    pub name: String,
+    pub weight: f32,
+}
+
+/// Live previews during sampling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviewRequest {
+    /// `proj` (nearly free), `tae` or `vae`.
+    pub mode: String,
+    /// A frame every `interval` steps.
+    pub interval: u32,
+}
+
+/// A generation as a client asks for it. `None` means "the model's default".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    /// A model id from the models folder, or a path to a model file or preset.
+    pub model: String,
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub steps: Option<u32>,
+    pub cfg_scale: Option<f32>,
+    pub sampler: Option<String>,
+    pub scheduler: Option<String>,
+    /// -1 (or none) picks a random seed; the seed used is always reported.
+    pub seed: Option<i64>,
+    pub count: Option<u32>,
+    pub clip_skip: Option<i32>,
+    #[serde(default)]
+    pub loras: Vec<LoraRequest>,
+    pub init_image: Option<ImageInput>,
+    pub mask: Option<ImageInput>,
+    pub strength: Option<f32>,
+    pub threads: Option<u32>,
+    pub preview: Option<PreviewRequest>,
+}
+
+/// A LoRA resolved to its file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    pub name: String,
+    pub path: PathBuf,
+    pub weight: f32,
+}
+
+/// A validated job: everything the worker needs, nothing left to default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub model_id: String,
+    pub family: String,
+    pub components: Components,
+    pub threads: Option<u32>,
+    /// The prompt as the user wrote it (LoRA tags included), for the image's metadata.
+    pub prompt: String,
+    /// The prompt sd.cpp encodes (LoRA tags removed).
+    pub sd_prompt: String,
+    pub negative_prompt: String,
+    pub width: u32,
+    pub height: u32,
+    pub steps: u32,
+    pub cfg_scale: f32,
+    pub guidance: f32,
+    pub sampler: String,
+    pub scheduler: Option<String>,
+    pub seed: i64,
+    pub count: u32,
+    pub clip_skip: i32,
+    pub loras: Vec<LoraSpec>,
+    pub strength: Option<f32>,
+    pub init_image: Option<RawImage>,
+    pub mask: Option<RawImage>,
+    /// Where the init image came from (file name), for the metadata.
+    pub init_image_source: Option<String>,
+    pub mask_source: Option<String>,
+    pub preview: Option<PreviewRequest>,
+}
+
+/// One invalid field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// Every invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ParamErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ParamErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+impl ParamErrors {
+    /// The first invalid field (what single-error formats such as OpenAI's report).
+    pub fn first(&self) -> &FieldError {
+        &self.0[0]
+    }
+}
+
+struct Checker(Vec<FieldError>);
+
+impl Checker {
+    fn fail(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.into(), message: message.into() });
+    }
+
+    fn size(&mut self, field: &str, value: u32) {
+        if !(64..=2048).contains(&value) || value % 8 != 0 {
+            self.fail(field, format!("must be a multiple of 8 from 64 to 2048, got {value}"));
+        }
+    }
+
+    fn range_f32(&mut self, field: &str, value: f32, min: f32, max: f32) {
+        if !value.is_finite() || value < min || value > max {
+            self.fail(field, format!("must be a number from {min} to {max}, got {value}"));
+        }
+    }
+}
+
+fn random_seed() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    // Seeds in the 32-bit range, as A1111 and sd.cpp users are used to seeing.
+    (hasher.finish() & 0xffff_ffff) as i64
+}
+
+fn load_image(input: &ImageInput) -> Result<(image::DynamicImage, Option<String>), String> {
+    match input {
+        ImageInput::Path(path) => {
+            let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let image = image::load_from_memory(&bytes)
+                .map_err(|e| format!("{} is not a readable PNG, JPEG or WebP image: {e}", path.display()))?;
+            Ok((image, path.file_name().map(|n| n.to_string_lossy().into_owned())))
+        }
+        ImageInput::Bytes(bytes) => image::load_from_memory(bytes)
+            .map(|image| (image, None))
+            .map_err(|e| format!("not a readable PNG, JPEG or WebP image: {e}")),
+    }
+}
+
+fn to_raw(image: &image::DynamicImage, width: u32, height: u32, channels: u32) -> RawImage {
+    let resized = if image.width() == width && image.height() == height {
+        image.clone()
+    } else {
+        image.resize_exact(width, height, image::imageops::FilterType::Lanczos3)
+    };
+    let data = if channels == 1 { resized.to_luma8().into_raw() } else { resized.to_rgb8().into_raw() };
+    RawImage::encode(&diffugen_sd::RgbImage { width, height, channels, data })
+}
+
+/// Checks a request and resolves its model, LoRAs and images. Returns every problem at once.
+pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec, ParamErrors> {
+    let mut check = Checker(Vec::new());
+
+    let model = if request.model.trim().is_empty() {
+        check.fail("model", format!("is required; available models: {}", library.ids().join(", ")));
+        None
+    } else {
+        match library.resolve(request.model.trim()) {
+            Ok(model) => Some(model),
+            Err(e) => {
+                check.fail("model", e.to_string());
+                None
+            }
+        }
+    };
+
+    if request.prompt.contains('\0') {
+        check.fail("prompt", "must not contain NUL characters");
+    }
+    let negative_prompt = request.negative_prompt.clone().unwrap_or_default();
+    if negative_prompt.contains('\0') {
+        check.fail("negative_prompt", "must not contain NUL characters");
+    }
+    let (sd_prompt, prompt_loras) = match lora::extract(&request.prompt) {
+        Ok(parts) => parts,
+        Err(message) => {
+            check.fail("prompt", message);
+            (request.prompt.clone(), Vec::new())
+        }
+    };
+
+    let init = match &request.init_image {
+        Some(input) => match load_image(input) {
+            Ok(image) => Some(image),
+            Err(message) => {
+                check.fail("init_image", message);
+                None
+            }
+        },
+        None => None,
+    };
+    let mask = match &request.mask {
+        Some(_) if request.init_image.is_none() => {
+            check.fail("mask", "needs an init_image to paint into (inpainting = init image + mask)");
+            None
+        }
+        Some(input) => match load_image(input) {
+            Ok(image) => Some(image),
+            Err(message) => {
+                check.fail("mask", message);
+                None
+            }
+        },
+        None => None,
+    };
+
+    let defaults = model.as_ref().map(|m| m.defaults.clone());
+    // With an init image and no explicit size, keep the init image's size (rounded down to a multiple of 8).
+    let init_size = |side: u32| (side / 8 * 8).clamp(64, 2048);
+    let width = request
+        .width
+        .or_else(|| init.as_ref().map(|(i, _)| init_size(i.width())))
+        .or(defaults.as_ref().map(|d| d.width))
+        .unwrap_or(512);
+    let height = request
+        .height
+        .or_else(|| init.as_ref().map(|(i, _)| init_size(i.height())))
+        .or(defaults.as_ref().map(|d| d.height))
+        .unwrap_or(512);
+    check.size("width", width);
+    check.size("height", height);
+
+    let steps = request.steps.or(defaults.as_ref().map(|d| d.steps)).unwrap_or(20);
+    if !(1..=150).contains(&steps) {
+        check.fail("steps", format!("must be from 1 to 150, got {steps}"));
+    }
+    let cfg_scale = request.cfg_scale.or(defaults.as_ref().map(|d| d.cfg_scale)).unwrap_or(7.0);
+    check.range_f32("cfg_scale", cfg_scale, 0.0, 30.0);
+
+    let sampler = request
+        .sampler
+        .clone()
+        .or(defaults.as_ref().map(|d| d.sampler.clone()))
+        .unwrap_or_else(|| "euler".into());
+    if !SAMPLERS.contains(&sampler.as_str()) {
+        check.fail("sampler", format!("unknown sampler '{sampler}'; allowed: {}", SAMPLERS.join(", ")));
+    }
+    let scheduler = request.scheduler.clone().or(defaults.as_ref().and_then(|d| d.scheduler.clone()));
+    if let Some(name) = &scheduler {
+        if !SCHEDULERS.contains(&name.as_str()) {
+            check.fail("scheduler", format!("unknown scheduler '{name}'; allowed: {}", SCHEDULERS.join(", ")));
+        }
+    }
+
+    let seed = match request.seed {
+        None | Some(-1) => random_seed(),
+        Some(seed) if (0..=MAX_SEED).contains(&seed) => seed,
+        Some(seed) => {
+            check.fail("seed", format!("must be -1 (random) or from 0 to {MAX_SEED}, got {seed}"));
+            0
+        }
+    };
+    let count = request.count.unwrap_or(1);
+    if !(1..=16).contains(&count) {
+        check.fail("count", format!("must be from 1 to 16, got {count}"));
+    }
+    let clip_skip = request.clip_skip.unwrap_or(-1);
+    if !(clip_skip == -1 || (0..=12).contains(&clip_skip)) {
+        check.fail("clip_skip", format!("must be -1 or 0 (model default) or from 1 to 12, got {clip_skip}"));
+    }
+    if let Some(threads) = request.threads {
+        if !(1..=256).contains(&threads) {
+            check.fail("threads", format!("must be from 1 to 256, got {threads}"));
+        }
+    }
+    let strength = match (request.strength, &request.init_image) {
+        (Some(_), None) => {
+            check.fail("strength", "only applies to img2img: give an init_image too");
+            None
+        }
+        (Some(s), Some(_)) => {
+            check.range_f32("strength", s, 0.0, 1.0);
+            Some(s)
+        }
+        (None, Some(_)) => Some(0.75),
+        (None, None) => None,
+    };
+    if let Some(preview) = &request.preview {
+        if !["proj", "tae", "vae"].contains(&preview.mode.as_str()) {
+            check.fail("preview.mode", format!("unknown preview mode '{}'; allowed: proj, tae, vae", preview.mode));
+        }
+        if preview.interval == 0 {
+            check.fail("preview.interval", "must be at least 1 (a frame every N steps)");
+        }
+    }
+
+    let mut loras = Vec::new();
+    let named = request.loras.iter().map(|l| (l.name.clone(), l.weight)).chain(prompt_loras.into_iter().map(|t| (t.name, t.weight)));
+    for (name, weight) in named {
+        if !weight.is_finite() || !(-10.0..=10.0).contains(&weight) {
+            check.fail("loras", format!("LoRA '{name}' weight must be from -10 to 10, got {weight}"));
+            continue;
+        }
+        match library.resolve_lora(&name) {
+            Ok(path) => loras.push(LoraSpec { name, path, weight }),
+            Err(e) => check.fail("loras", e.to_string()),
+        }
+    }
+
+    if !check.0.is_empty() {
+        return Err(ParamErrors(check.0));
+    }
+    let model = model.expect("no errors means the model resolved");
+    let guidance = model.defaults.guidance;
+    Ok(JobSpec {
+        model_id: model.id,
+        family: model.family,
+        components: model.components,
+        threads: request.threads,
+        prompt: request.prompt.clone(),
+        sd_prompt,
+        negative_prompt,
+        width,
+        height,
+        steps,
+        cfg_scale,
+        guidance,
+        sampler,
+        scheduler,
+        seed,
+        count,
+        clip_skip,
+        loras,
+        strength,
+        init_image: init.as_ref().map(|(image, _)| to_raw(image, width, height, 3)),
+        init_image_source: init.and_then(|(_, source)| source),
+        mask: mask.as_ref().map(|(image, _)| to_raw(image, width, height, 1)),
+        mask_source: mask.and_then(|(_, source)| source),
+        preview: request.preview.clone(),
+    })
+}

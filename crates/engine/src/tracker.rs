@@ -1,0 +1,212 @@
+//! Turns sd.cpp's two process-global signals — log lines and the `(step, steps, time)` progress callback — into
+//! typed stages.
+//!
+//! sd.cpp fires the progress callback both while loading tensors and for sampling steps, and it loads weights lazily
+//! in parts (text encoder before encoding, diffusion model after sampling has begun, VAE before decoding). Its
+//! `loading N/M tensors` / `loading tensors completed` log lines bracket every load, so a callback inside that
+//! bracket is a loading count and never a step.
+
+use std::time::Instant;
+
+use crate::protocol::WorkerStage;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Idle,
+    Encoding,
+    Sampling { image: u32, images: u32 },
+    Decoding,
+}
+
+/// The per-job state machine. Feed it every log line and progress callback; it returns the stages to report.
+#[derive(Debug)]
+pub struct Tracker {
+    phase: Phase,
+    /// Tensors in the load under way, while one is.
+    loading: Option<u32>,
+    loads: u32,
+    last_loaded: u32,
+    steps: u32,
+    last_step: u32,
+    step_clock: Option<Instant>,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker {
+            phase: Phase::Idle,
+            loading: None,
+            loads: 0,
+            last_loaded: 0,
+            steps: 0,
+            last_step: 0,
+            step_clock: None,
+        }
+    }
+}
+
+fn parse_pair(text: &str, after: &str) -> Option<(u32, u32)> {
+    let start = text.find(after)? + after.len();
+    let rest = text[start..].trim_start();
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '/')).unwrap_or(rest.len());
+    let (a, b) = rest[..end].split_once('/')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+impl Tracker {
+    /// Starts a job of `steps` sampling steps per image.
+    pub fn begin(&mut self, steps: u32) -> Vec<WorkerStage> {
+        *self = Tracker { steps, phase: Phase::Encoding, ..Tracker::default() };
+        Vec::new()
+    }
+
+    fn current(&self) -> Option<WorkerStage> {
+        match self.phase {
+            Phase::Idle => None,
+            Phase::Encoding => Some(WorkerStage::EncodingPrompt),
+            Phase::Sampling { image, images } => Some(WorkerStage::Sampling {
+                image,
+                images,
+                step: self.last_step,
+                steps: self.steps,
+                seconds_per_step: None,
+            }),
+            Phase::Decoding => Some(WorkerStage::Decoding),
+        }
+    }
+
+    /// Called for every sd.cpp log line (all levels).
+    pub fn on_log(&mut self, text: &str) -> Vec<WorkerStage> {
+        if self.phase == Phase::Idle {
+            return Vec::new();
+        }
+        if text.contains(" tensors from ") {
+            if let Some((count, _of_all)) = parse_pair(text, "loading ") {
+                self.loading = Some(count);
+                self.loads += 1;
+                self.last_loaded = 0;
+                return vec![WorkerStage::LoadingModel { part: self.loads, tensors_loaded: 0, tensors_total: count }];
+            }
+        }
+        if text.contains("loading tensors completed") {
+            self.loading = None;
+            // Time spent loading is not sampling time.
+            if self.step_clock.is_some() {
+                self.step_clock = Some(Instant::now());
+            }
+            return self.current().into_iter().collect();
+        }
+        if let Some((image, images)) = parse_pair(text, "generating image:") {
+            self.phase = Phase::Sampling { image, images };
+            self.last_step = 0;
+            self.step_clock = Some(Instant::now());
+            return self.current().into_iter().collect();
+        }
+        if text.contains("decoding ") && text.contains(" latents") {
+            self.phase = Phase::Decoding;
+            return vec![WorkerStage::Decoding];
+        }
+        Vec::new()
+    }
+
+    /// Called for every progress callback.
+    pub fn on_progress(&mut self, step: i32, steps: i32) -> Vec<WorkerStage> {
+        let (Ok(step), Ok(steps)) = (u32::try_from(step), u32::try_from(steps)) else { return Vec::new() };
+        if let Some(total) = self.loading {
+            if step > self.last_loaded && steps == total {
+                self.last_loaded = step;
+                return vec![WorkerStage::LoadingModel { part: self.loads, tensors_loaded: step, tensors_total: total }];
+            }
+            return Vec::new();
+        }
+        let Phase::Sampling { image, images } = self.phase else { return Vec::new() };
+        if step == 0 || step <= self.last_step || step > steps {
+            return Vec::new();
+        }
+        // img2img runs fewer steps than asked (strength): trust sd.cpp's count.
+        self.steps = steps;
+        let now = Instant::now();
+        let elapsed = self.step_clock.map(|t| now.duration_since(t).as_secs_f64());
+        let seconds_per_step = elapsed.map(|e| e / f64::from(step - self.last_step));
+        self.step_clock = Some(now);
+        self.last_step = step;
+        vec![WorkerStage::Sampling { image, images, step, steps, seconds_per_step }]
+    }
+
+    /// The 1-based index of the image being sampled (1 outside sampling).
+    pub fn image(&self) -> u32 {
+        match self.phase {
+            Phase::Sampling { image, .. } => image,
+            _ => 1,
+        }
+    }
+
+    /// Ends the job.
+    pub fn finish(&mut self) {
+        self.phase = Phase::Idle;
+        self.loading = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phases(stages: &[WorkerStage]) -> Vec<String> {
+        stages
+            .iter()
+            .map(|s| match s {
+                WorkerStage::LoadingModel { tensors_loaded, tensors_total, .. } => {
+                    format!("load {tensors_loaded}/{tensors_total}")
+                }
+                WorkerStage::Sampling { step, steps, .. } => format!("step {step}/{steps}"),
+                WorkerStage::EncodingPrompt => "encode".into(),
+                WorkerStage::Decoding => "decode".into(),
+                WorkerStage::Preview { .. } => "preview".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lazy_loading_inside_sampling_is_reported_as_loading_not_as_steps() {
+        // The order sd.cpp really produces on a cold first job (observed with the test model).
+        let mut t = Tracker::default();
+        let mut out = t.begin(2);
+        out.extend(t.on_log("loading 196/610 tensors from /m.gguf"));
+        out.extend(t.on_progress(0, 196));
+        out.extend(t.on_progress(196, 196));
+        out.extend(t.on_log("loading tensors completed, taking 0.20s"));
+        out.extend(t.on_log("get_learned_condition completed, taking 0.71s"));
+        out.extend(t.on_log("generating image: 1/1 - seed 1"));
+        out.extend(t.on_progress(0, 2));
+        out.extend(t.on_log("loading 280/610 tensors from /m.gguf"));
+        out.extend(t.on_progress(0, 280));
+        out.extend(t.on_progress(2, 280));
+        out.extend(t.on_progress(280, 280));
+        out.extend(t.on_log("loading tensors completed, taking 0.62s"));
+        out.extend(t.on_progress(1, 2));
+        out.extend(t.on_progress(2, 2));
+        out.extend(t.on_log("sampling completed, taking 1.20s"));
+        out.extend(t.on_log("decoding 1 latents"));
+        out.extend(t.on_log("loading 67/610 tensors from /m.gguf"));
+        out.extend(t.on_progress(67, 67));
+        out.extend(t.on_log("loading tensors completed"));
+        assert_eq!(
+            phases(&out),
+            [
+                "load 0/196", "load 196/196", "encode", "step 0/2", "load 0/280", "load 2/280", "load 280/280",
+                "step 0/2", "step 1/2", "step 2/2", "decode", "load 0/67", "load 67/67", "decode"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_repeated_or_out_of_range_step_is_not_reported_twice() {
+        let mut t = Tracker::default();
+        t.begin(3);
+        t.on_log("generating image: 1/1 - seed 5");
+        assert_eq!(t.on_progress(1, 3).len(), 1);
+        assert!(t.on_progress(1, 3).is_empty());
+        assert!(t.on_progress(4, 3).is_empty());
+    }
+}

@@ -1,0 +1,240 @@
+//! The engine worker: the process that links sd.cpp and runs one generation at a time for the supervisor.
+//!
+//! It keeps the last model's context alive between jobs, so a second job on the same model skips loading. It never
+//! decides anything about a job: the supervisor validated it already.
+
+use std::fs::File;
+use std::io::{BufRead, BufWriter, Write};
+use std::os::fd::FromRawFd;
+use std::sync::{Arc, Mutex};
+
+use diffugen_sd::{Context, ContextParams, ImageRequest, LogLevel, LoraWeight, PreviewMode};
+
+use crate::params::JobSpec;
+use crate::protocol::{FromWorker, RawImage, ToWorker, WorkerStage};
+use crate::tracker::Tracker;
+
+type Out = Arc<Mutex<BufWriter<File>>>;
+
+fn send(out: &Out, message: &FromWorker) {
+    let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+    // If the supervisor is gone there is nobody to tell; the next read of stdin ends the loop.
+    if serde_json::to_writer(&mut *out, message).is_ok() {
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+    }
+}
+
+/// Moves the protocol to a private duplicate of stdout and points fd 1 at stderr, so that anything sd.cpp or ggml
+/// prints with printf cannot interleave with protocol lines.
+fn protocol_channel() -> std::io::Result<File> {
+    // SAFETY: dup/dup2 on the process's own standard descriptors; the duplicate is owned by the returned File.
+    unsafe {
+        let fd = libc::dup(1);
+        if fd < 0 || libc::dup2(2, 1) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(File::from_raw_fd(fd))
+    }
+}
+
+struct Resident {
+    params: ContextParams,
+    context: Context,
+}
+
+fn context_params(spec: &JobSpec) -> ContextParams {
+    let c = &spec.components;
+    ContextParams {
+        model_path: c.model.clone(),
+        diffusion_model_path: c.diffusion_model.clone(),
+        vae_path: c.vae.clone(),
+        clip_l_path: c.clip_l.clone(),
+        clip_g_path: c.clip_g.clone(),
+        t5xxl_path: c.t5xxl.clone(),
+        llm_path: c.llm.clone(),
+        taesd_path: c.taesd.clone(),
+        threads: spec.threads.map(|t| t as i32),
+        flash_attn: false,
+    }
+}
+
+/// Builds the sd.cpp request for a validated job.
+pub fn image_request(spec: &JobSpec) -> Result<ImageRequest, String> {
+    Ok(ImageRequest {
+        prompt: spec.sd_prompt.clone(),
+        negative_prompt: spec.negative_prompt.clone(),
+        clip_skip: spec.clip_skip,
+        width: spec.width,
+        height: spec.height,
+        sampler: Some(spec.sampler.clone()),
+        scheduler: spec.scheduler.clone(),
+        steps: spec.steps,
+        cfg_scale: spec.cfg_scale,
+        guidance: spec.guidance,
+        seed: spec.seed,
+        batch_count: spec.count,
+        strength: spec.strength.unwrap_or(0.75),
+        init_image: spec.init_image.as_ref().map(RawImage::decode).transpose()?,
+        mask: spec.mask.as_ref().map(RawImage::decode).transpose()?,
+        loras: spec.loras.iter().map(|l| LoraWeight { path: l.path.clone(), multiplier: l.weight }).collect(),
+    })
+}
+
+fn encode_png(image: &diffugen_sd::RgbImage) -> Option<String> {
+    use base64::Engine as _;
+    let color = if image.channels == 1 { image::ExtendedColorType::L8 } else { image::ExtendedColorType::Rgb8 };
+    let mut bytes = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut bytes),
+        &image.data,
+        image.width,
+        image.height,
+        color,
+    )
+    .ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// Runs the worker loop on stdin until `shutdown` or end of input. Returns the process exit code.
+pub fn run() -> i32 {
+    let out: Out = match protocol_channel() {
+        Ok(file) => Arc::new(Mutex::new(BufWriter::new(file))),
+        Err(e) => {
+            eprintln!("diffugen engine worker: cannot set up its protocol channel: {e}");
+            return 2;
+        }
+    };
+    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let job_id = Arc::new(Mutex::new(String::new()));
+    let recent_errors = Arc::new(Mutex::new(Vec::<String>::new()));
+
+    {
+        let (out, tracker, job_id, recent_errors) = (out.clone(), tracker.clone(), job_id.clone(), recent_errors.clone());
+        diffugen_sd::set_log_handler(move |level, text| {
+            let stages = tracker.lock().unwrap_or_else(|e| e.into_inner()).on_log(text);
+            emit(&out, &job_id, stages);
+            if level == LogLevel::Debug {
+                return;
+            }
+            if level == LogLevel::Error {
+                let mut errors = recent_errors.lock().unwrap_or_else(|e| e.into_inner());
+                errors.push(text.to_string());
+                let excess = errors.len().saturating_sub(8);
+                errors.drain(..excess);
+            }
+            let level = format!("{level:?}").to_ascii_lowercase();
+            send(&out, &FromWorker::Log { level, text: text.to_string() });
+        });
+    }
+    {
+        let (out, tracker, job_id) = (out.clone(), tracker.clone(), job_id.clone());
+        diffugen_sd::set_progress_handler(move |step, steps, _seconds| {
+            let stages = tracker.lock().unwrap_or_else(|e| e.into_inner()).on_progress(step, steps);
+            emit(&out, &job_id, stages);
+        });
+    }
+
+    send(&out, &FromWorker::Ready { pid: std::process::id(), system_info: diffugen_sd::system_info() });
+
+    let mut resident: Option<Resident> = None;
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let message: ToWorker = match serde_json::from_str(&line) {
+            Ok(message) => message,
+            Err(e) => {
+                eprintln!("diffugen engine worker: unreadable request ({e}): {line}");
+                continue;
+            }
+        };
+        match message {
+            ToWorker::Shutdown => break,
+            ToWorker::Unload => {
+                resident = None;
+                send(&out, &FromWorker::Unloaded);
+            }
+            ToWorker::Generate { job_id: id, spec } => {
+                *job_id.lock().unwrap_or_else(|e| e.into_inner()) = id.clone();
+                recent_errors.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                let result = generate(&out, &tracker, &id, &spec, &mut resident);
+                tracker.lock().unwrap_or_else(|e| e.into_inner()).finish();
+                match result {
+                    Ok(model_was_resident) => send(&out, &FromWorker::Finished { job_id: id, model_was_resident }),
+                    Err(error) => {
+                        let errors = recent_errors.lock().unwrap_or_else(|e| e.into_inner()).join("; ");
+                        let error = if errors.is_empty() { error } else { format!("{error}: {errors}") };
+                        send(&out, &FromWorker::Failed { job_id: id, error });
+                    }
+                }
+            }
+        }
+    }
+    0
+}
+
+fn emit(out: &Out, job_id: &Mutex<String>, stages: Vec<WorkerStage>) {
+    if stages.is_empty() {
+        return;
+    }
+    let job_id = job_id.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for stage in stages {
+        send(out, &FromWorker::Stage { job_id: job_id.clone(), stage });
+    }
+}
+
+fn generate(
+    out: &Out,
+    tracker: &Arc<Mutex<Tracker>>,
+    job_id: &str,
+    spec: &JobSpec,
+    resident: &mut Option<Resident>,
+) -> Result<bool, String> {
+    let params = context_params(spec);
+    let was_resident = resident.as_ref().is_some_and(|r| r.params == params);
+    if !was_resident {
+        // Free the old model before loading the next: two resident models may not fit.
+        *resident = None;
+        let context = Context::new(&params).map_err(|e| e.to_string())?;
+        *resident = Some(Resident { params, context });
+    }
+    let request = image_request(spec)?;
+
+    match &spec.preview {
+        Some(preview) => {
+            let mode = match preview.mode.as_str() {
+                "tae" => PreviewMode::Tae,
+                "vae" => PreviewMode::Vae,
+                _ => PreviewMode::Proj,
+            };
+            let (out, job_id, tracker) = (out.clone(), job_id.to_string(), tracker.clone());
+            diffugen_sd::set_preview_handler(mode, preview.interval, move |step, frames, _noisy| {
+                let Some(frame) = frames.first() else { return };
+                let image = tracker.lock().unwrap_or_else(|e| e.into_inner()).image();
+                let Some(png_base64) = encode_png(frame) else { return };
+                let stage = WorkerStage::Preview {
+                    image,
+                    step: step.max(0) as u32,
+                    width: frame.width,
+                    height: frame.height,
+                    png_base64,
+                };
+                send(&out, &FromWorker::Stage { job_id: job_id.clone(), stage });
+            });
+        }
+        None => diffugen_sd::clear_callbacks(),
+    }
+
+    tracker.lock().unwrap_or_else(|e| e.into_inner()).begin(spec.steps);
+    if was_resident {
+        send(out, &FromWorker::Stage { job_id: job_id.to_string(), stage: WorkerStage::EncodingPrompt });
+    }
+    let context = &mut resident.as_mut().expect("a context was just ensured").context;
+    let images = context.generate(&request).map_err(|e| e.to_string())?;
+    for (index, image) in images.iter().enumerate() {
+        send(out, &FromWorker::Image { job_id: job_id.to_string(), index: index as u32, image: RawImage::encode(image) });
+    }
+    Ok(was_resident)
+}

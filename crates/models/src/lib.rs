@@ -1,0 +1,15 @@
+//! The model library: which model files exist under the models folder, what each one is (read from its header,
+//! never its weights), how a `--model` argument or an API `model` id becomes the component paths the engine loads,
+//! and where LoRAs named in a prompt live.
+
+pub mod header;
+pub mod identify;
+mod library;
+mod preset;
+
+pub use identify::{identify, quantization, Identity, Role};
+pub use library::{Library, ModelEntry, ModelError, ResolvedModel};
+pub use preset::{Components, FamilyDefaults, Preset};
+
+/// File extensions sd.cpp can load weights from.
+pub const MODEL_EXTENSIONS: &[&str] = &["gguf", "safetensors", "sft", "ckpt", "pt", "pth", "bin"];

@@ -1,0 +1,344 @@
+//! The models folder: listing, identifying and resolving models and LoRAs.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::header::{self, Format, HeaderError};
+use crate::identify::{identify, quantization, Role};
+use crate::preset::{Components, FamilyDefaults, Preset};
+use crate::MODEL_EXTENSIONS;
+
+/// One model file or preset as listed to users.
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+pub struct ModelEntry {
+    /// What `--model` / the API's `model` selects it by: the file stem, or the preset name.
+    pub id: String,
+    pub path: String,
+    /// `gguf`, `safetensors`, `preset`, or `null` when unreadable.
+    pub format: Option<String>,
+    pub family: String,
+    pub variant: Option<String>,
+    pub role: Role,
+    pub quantization: Option<String>,
+    /// Parameter count (f64: exact far beyond any model size, and safe for JavaScript).
+    pub parameters: f64,
+    pub size_bytes: f64,
+    /// Why the file cannot be used, when it cannot.
+    pub error: Option<String>,
+}
+
+/// A model ready for the engine: every component path plus the family's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedModel {
+    pub id: String,
+    pub family: String,
+    pub components: Components,
+    pub defaults: FamilyDefaults,
+}
+
+/// Why a model or LoRA could not be resolved. Messages name the problem and what would work.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("unknown model '{id}'; available models: {}", list_or_none(.available))]
+    UnknownId { id: String, available: Vec<String> },
+    #[error("model file not found: {}", .0.display())]
+    FileMissing(PathBuf),
+    #[error("model file {} cannot be used: {reason}", .path.display())]
+    Damaged { path: PathBuf, reason: String },
+    #[error("{} is a {role} file, not a model that can generate images{hint}", .path.display(), role = role_name(*.role))]
+    NotAModel { path: PathBuf, role: Role, hint: String },
+    #[error("preset {} is invalid: {reason}", .path.display())]
+    Preset { path: PathBuf, reason: String },
+    #[error("unknown LoRA '{name}' (looked in {}); available LoRAs: {}", .dir.display(), list_or_none(.available))]
+    UnknownLora { name: String, dir: PathBuf, available: Vec<String> },
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Checkpoint => "checkpoint",
+        Role::DiffusionModel => "diffusion-model-only",
+        Role::Vae => "VAE",
+        Role::TextEncoder => "text-encoder",
+        Role::Lora => "LoRA",
+        Role::Taesd => "TAESD",
+        Role::Unknown => "unrecognised",
+    }
+}
+
+/// The user's models folder (`<data dir>/models` unless configured), with LoRAs in its `loras/` subfolder.
+#[derive(Debug, Clone)]
+pub struct Library {
+    models_dir: PathBuf,
+}
+
+fn has_model_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| MODEL_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+fn preset_name(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    if let Some(stem) = file.strip_suffix(".preset.json") {
+        return Some(stem.to_string());
+    }
+    let in_presets = path.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "presets");
+    file.strip_suffix(".json").filter(|_| in_presets).map(str::to_string)
+}
+
+fn walk(dir: &Path, skip: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        if path == skip {
+            continue;
+        }
+        if path.is_dir() {
+            walk(&path, skip, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+impl Library {
+    pub fn new(models_dir: impl Into<PathBuf>) -> Library {
+        Library { models_dir: models_dir.into() }
+    }
+
+    pub fn models_dir(&self) -> &Path {
+        &self.models_dir
+    }
+
+    /// Where LoRAs named in prompts (`<lora:name:0.8>`) are looked up.
+    pub fn lora_dir(&self) -> PathBuf {
+        self.models_dir.join("loras")
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        walk(&self.models_dir, &self.lora_dir(), &mut files);
+        files
+    }
+
+    /// Every model file and preset under the models folder, identified from its header.
+    pub fn scan(&self) -> Vec<ModelEntry> {
+        self.files()
+            .iter()
+            .filter_map(|path| {
+                if let Some(name) = preset_name(path) {
+                    Some(self.preset_entry(path, &name))
+                } else if has_model_extension(path) {
+                    Some(inspect(path))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn preset_entry(&self, path: &Path, name: &str) -> ModelEntry {
+        let mut entry = ModelEntry {
+            id: name.to_string(),
+            path: path.display().to_string(),
+            format: Some("preset".into()),
+            family: "unknown".into(),
+            variant: None,
+            role: Role::Checkpoint,
+            quantization: None,
+            parameters: 0.0,
+            size_bytes: 0.0,
+            error: None,
+        };
+        match load_preset(path, name) {
+            Ok(model) => {
+                entry.id = model.id;
+                entry.family = model.family;
+                for (_, file) in model.components.files() {
+                    let part = inspect(file);
+                    entry.parameters += part.parameters;
+                    entry.size_bytes += part.size_bytes;
+                    if entry.quantization.is_none() && part.role != Role::Vae {
+                        entry.quantization = part.quantization;
+                    }
+                    if let Some(error) = part.error {
+                        entry.error.get_or_insert(format!("{}: {error}", file.display()));
+                    }
+                }
+            }
+            Err(e) => entry.error = Some(e.to_string()),
+        }
+        entry
+    }
+
+    /// The ids `resolve` accepts.
+    pub fn ids(&self) -> Vec<String> {
+        self.scan()
+            .into_iter()
+            .filter(|e| e.error.is_none() && matches!(e.role, Role::Checkpoint))
+            .map(|e| e.id)
+            .collect()
+    }
+
+    /// Turns a `--model` argument — a path to a file or preset, or an id from the models folder — into the
+    /// component paths the engine loads, checking each file's header on the way.
+    pub fn resolve(&self, spec: &str) -> Result<ResolvedModel, ModelError> {
+        let looks_like_path =
+            spec.contains(std::path::MAIN_SEPARATOR) || spec.contains('/') || has_model_extension(Path::new(spec));
+        if looks_like_path || Path::new(spec).is_file() {
+            let path = PathBuf::from(spec);
+            if !path.is_file() {
+                return Err(ModelError::FileMissing(path));
+            }
+            if let Some(name) = preset_name(&path) {
+                return load_preset(&path, &name);
+            }
+            return resolve_file(&path);
+        }
+        for path in self.files() {
+            if preset_name(&path).as_deref() == Some(spec) {
+                return load_preset(&path, spec);
+            }
+            if has_model_extension(&path) && path.file_stem().and_then(|s| s.to_str()) == Some(spec) {
+                return resolve_file(&path);
+            }
+        }
+        Err(ModelError::UnknownId { id: spec.to_string(), available: self.ids() })
+    }
+
+    /// Finds a LoRA by name (file stem) in the LoRA folder.
+    pub fn resolve_lora(&self, name: &str) -> Result<PathBuf, ModelError> {
+        let dir = self.lora_dir();
+        let mut files = Vec::new();
+        walk(&dir, Path::new(""), &mut files);
+        let loras: Vec<&PathBuf> = files.iter().filter(|p| has_model_extension(p)).collect();
+        if let Some(found) = loras.iter().find(|p| p.file_stem().and_then(|s| s.to_str()) == Some(name)) {
+            return Ok((*found).clone());
+        }
+        Err(ModelError::UnknownLora {
+            name: name.to_string(),
+            dir,
+            available: loras.iter().filter_map(|p| p.file_stem()?.to_str().map(str::to_string)).collect(),
+        })
+    }
+}
+
+/// Reads one file's header and describes it.
+pub fn inspect(path: &Path) -> ModelEntry {
+    let id = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut entry = ModelEntry {
+        id,
+        path: path.display().to_string(),
+        format: None,
+        family: "unknown".into(),
+        variant: None,
+        role: Role::Unknown,
+        quantization: None,
+        parameters: 0.0,
+        size_bytes: size as f64,
+        error: None,
+    };
+    match header::read(path) {
+        Ok(header) => {
+            let identity = identify(&header.tensors);
+            entry.format = Some(match header.format {
+                Format::Gguf => "gguf".into(),
+                Format::Safetensors => "safetensors".into(),
+            });
+            entry.family = identity.family;
+            entry.variant = identity.variant;
+            entry.role = identity.role;
+            entry.quantization = quantization(&header.tensors);
+            entry.parameters = header.tensors.iter().map(|t| t.elements() as f64).sum();
+        }
+        Err(HeaderError::UnknownFormat) if path.extension().is_some_and(|e| e != "gguf" && e != "safetensors") => {
+            entry.error = Some("pickle checkpoints are not inspected; convert it to safetensors or GGUF".into());
+        }
+        Err(e) => entry.error = Some(e.to_string()),
+    }
+    entry
+}
+
+fn resolve_file(path: &Path) -> Result<ResolvedModel, ModelError> {
+    let entry = inspect(path);
+    if let Some(reason) = entry.error {
+        return Err(ModelError::Damaged { path: path.to_path_buf(), reason });
+    }
+    match entry.role {
+        Role::Checkpoint => {}
+        Role::DiffusionModel => {
+            return Err(ModelError::NotAModel {
+                path: path.to_path_buf(),
+                role: entry.role,
+                hint: format!(
+                    "; a {} diffusion model needs its VAE and text encoders: describe them in a preset \
+                     (<models>/{}.preset.json)",
+                    entry.family, entry.id
+                ),
+            })
+        }
+        role => return Err(ModelError::NotAModel { path: path.to_path_buf(), role, hint: String::new() }),
+    }
+    if entry.family == "unknown" {
+        return Err(ModelError::Damaged {
+            path: path.to_path_buf(),
+            reason: "its tensors match no model family stable-diffusion.cpp supports".into(),
+        });
+    }
+    Ok(ResolvedModel {
+        defaults: FamilyDefaults::for_family(&entry.family, &entry.id),
+        id: entry.id,
+        family: entry.family,
+        components: Components { model: Some(path.to_path_buf()), ..Default::default() },
+    })
+}
+
+fn load_preset(path: &Path, name: &str) -> Result<ResolvedModel, ModelError> {
+    let invalid = |reason: String| ModelError::Preset { path: path.to_path_buf(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+    let preset: Preset = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let components = preset.components.clone().relative_to(base);
+    let main = components
+        .model
+        .clone()
+        .or_else(|| components.diffusion_model.clone())
+        .ok_or_else(|| invalid("it names neither `model` nor `diffusion_model`".into()))?;
+    for (field, file) in components.files() {
+        if !file.is_file() {
+            return Err(invalid(format!("{field} file not found: {}", file.display())));
+        }
+        if let Err(e) = header::read(file) {
+            if !matches!(e, HeaderError::UnknownFormat) {
+                return Err(invalid(format!("{field} file {}: {e}", file.display())));
+            }
+        }
+    }
+    let family = match preset.family {
+        Some(family) => family,
+        None => header::read(&main).map(|h| identify(&h.tensors).family).unwrap_or_else(|_| "unknown".into()),
+    };
+    let id = if preset.name.is_empty() { name.to_string() } else { preset.name };
+    let mut defaults = FamilyDefaults::for_family(&family, &id);
+    if let Some(overrides) = preset.defaults {
+        let mut merged = serde_json::to_value(&defaults).expect("defaults serialize");
+        if let (Some(base), Some(extra)) = (merged.as_object_mut(), overrides.as_object()) {
+            for (k, v) in extra {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+        defaults = serde_json::from_value(merged).map_err(|e| invalid(format!("defaults: {e}")))?;
+    }
+    Ok(ResolvedModel { id, family, components, defaults })
+}

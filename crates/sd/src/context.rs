@@ -1,0 +1,264 @@
+//! An sd.cpp context (a loaded model) and one image generation on it.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+use diffusion_rs_sys as sys;
+
+use crate::names::{sampler_from_name, scheduler_from_name};
+use crate::SdError;
+
+/// Where a model's components live and how the context runs them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContextParams {
+    /// A single-file checkpoint (SD 1.x, SDXL, ...).
+    pub model_path: Option<PathBuf>,
+    /// A standalone diffusion model (FLUX, Z-Image, ...).
+    pub diffusion_model_path: Option<PathBuf>,
+    pub vae_path: Option<PathBuf>,
+    pub clip_l_path: Option<PathBuf>,
+    pub clip_g_path: Option<PathBuf>,
+    pub t5xxl_path: Option<PathBuf>,
+    pub llm_path: Option<PathBuf>,
+    pub taesd_path: Option<PathBuf>,
+    /// CPU threads; `None` lets sd.cpp use the physical core count.
+    pub threads: Option<i32>,
+    pub flash_attn: bool,
+}
+
+/// An 8-bit image in row-major order with 1 (mask) or 3 (RGB) channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u32,
+    pub data: Vec<u8>,
+}
+
+impl RgbImage {
+    /// Copies an image out of sd.cpp's memory.
+    ///
+    /// # Safety
+    /// `image.data` must be NULL or point to `width * height * channel` readable bytes.
+    pub(crate) unsafe fn copy_from_raw(image: &sys::sd_image_t) -> Option<RgbImage> {
+        if image.data.is_null() {
+            return None;
+        }
+        let len = (image.width as usize) * (image.height as usize) * (image.channel as usize);
+        // SAFETY: guaranteed by the caller.
+        let data = unsafe { std::slice::from_raw_parts(image.data, len) }.to_vec();
+        Some(RgbImage { width: image.width, height: image.height, channels: image.channel, data })
+    }
+
+    fn check(&self, field: &'static str, channels: u32) -> Result<(), SdError> {
+        let expected = (self.width as usize) * (self.height as usize) * (channels as usize);
+        if self.channels != channels || self.data.len() != expected {
+            return Err(SdError::BadImage {
+                field,
+                message: format!(
+                    "expected {}x{} with {channels} channel(s) ({expected} bytes), got {} channel(s) and {} bytes",
+                    self.width,
+                    self.height,
+                    self.channels,
+                    self.data.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// A borrowed view for sd.cpp. sd.cpp takes `uint8_t*` but only reads through it.
+    fn as_raw(&self) -> sys::sd_image_t {
+        sys::sd_image_t {
+            width: self.width,
+            height: self.height,
+            channel: self.channels,
+            data: self.data.as_ptr().cast_mut(),
+        }
+    }
+}
+
+/// A LoRA file applied with a weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraWeight {
+    pub path: PathBuf,
+    pub multiplier: f32,
+}
+
+/// One call of `generate_image`. `None` for sampler or scheduler lets sd.cpp pick the model's default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRequest {
+    pub prompt: String,
+    pub negative_prompt: String,
+    /// `<= 0` leaves the model's default.
+    pub clip_skip: i32,
+    pub width: u32,
+    pub height: u32,
+    pub sampler: Option<String>,
+    pub scheduler: Option<String>,
+    pub steps: u32,
+    pub cfg_scale: f32,
+    /// Distilled guidance for FLUX-style models.
+    pub guidance: f32,
+    pub seed: i64,
+    pub batch_count: u32,
+    pub strength: f32,
+    pub init_image: Option<RgbImage>,
+    /// One channel; white areas are repainted.
+    pub mask: Option<RgbImage>,
+    pub loras: Vec<LoraWeight>,
+}
+
+impl Default for ImageRequest {
+    fn default() -> Self {
+        ImageRequest {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            clip_skip: -1,
+            width: 512,
+            height: 512,
+            sampler: None,
+            scheduler: None,
+            steps: 20,
+            cfg_scale: 7.0,
+            guidance: 3.5,
+            seed: 42,
+            batch_count: 1,
+            strength: 0.75,
+            init_image: None,
+            mask: None,
+            loras: Vec::new(),
+        }
+    }
+}
+
+/// A loaded model. Weights are read lazily by the first generation and stay resident until the context is dropped.
+pub struct Context {
+    ptr: NonNull<sys::sd_ctx_t>,
+}
+
+// SAFETY: an sd_ctx_t is not tied to the thread that created it; `&mut self` on `generate` keeps use exclusive.
+unsafe impl Send for Context {}
+
+fn c_string(field: &'static str, value: &str) -> Result<CString, SdError> {
+    CString::new(value).map_err(|_| SdError::Nul { field })
+}
+
+fn c_path(field: &'static str, path: &Option<PathBuf>) -> Result<Option<CString>, SdError> {
+    path.as_deref().map(|p: &Path| c_string(field, &p.to_string_lossy())).transpose()
+}
+
+fn ptr_or_null(value: &Option<CString>) -> *const std::os::raw::c_char {
+    value.as_ref().map_or(std::ptr::null(), |s| s.as_ptr())
+}
+
+impl Context {
+    /// Validates the model's metadata and prepares a context (about 0.1 s; weights load on first use).
+    pub fn new(params: &ContextParams) -> Result<Context, SdError> {
+        let model = c_path("model_path", &params.model_path)?;
+        let diffusion = c_path("diffusion_model_path", &params.diffusion_model_path)?;
+        let vae = c_path("vae_path", &params.vae_path)?;
+        let clip_l = c_path("clip_l_path", &params.clip_l_path)?;
+        let clip_g = c_path("clip_g_path", &params.clip_g_path)?;
+        let t5xxl = c_path("t5xxl_path", &params.t5xxl_path)?;
+        let llm = c_path("llm_path", &params.llm_path)?;
+        let taesd = c_path("taesd_path", &params.taesd_path)?;
+
+        // SAFETY: sd_ctx_params_t is plain data; sd_ctx_params_init fills every field with sd.cpp's defaults.
+        let mut raw: sys::sd_ctx_params_t = unsafe { std::mem::zeroed() };
+        unsafe { sys::sd_ctx_params_init(&mut raw) };
+        raw.model_path = ptr_or_null(&model);
+        raw.diffusion_model_path = ptr_or_null(&diffusion);
+        raw.vae_path = ptr_or_null(&vae);
+        raw.clip_l_path = ptr_or_null(&clip_l);
+        raw.clip_g_path = ptr_or_null(&clip_g);
+        raw.t5xxl_path = ptr_or_null(&t5xxl);
+        raw.llm_path = ptr_or_null(&llm);
+        raw.taesd_path = ptr_or_null(&taesd);
+        if let Some(threads) = params.threads {
+            raw.n_threads = threads;
+        }
+        raw.flash_attn = params.flash_attn;
+
+        // SAFETY: every pointer in `raw` refers to a CString that outlives this call; sd.cpp copies what it keeps.
+        let ptr = unsafe { sys::new_sd_ctx(&raw) };
+        NonNull::new(ptr).map(|ptr| Context { ptr }).ok_or(SdError::ContextCreation)
+    }
+
+    /// Runs one generation and returns `batch_count` images.
+    pub fn generate(&mut self, request: &ImageRequest) -> Result<Vec<RgbImage>, SdError> {
+        let prompt = c_string("prompt", &request.prompt)?;
+        let negative = c_string("negative_prompt", &request.negative_prompt)?;
+        let lora_paths = request
+            .loras
+            .iter()
+            .map(|l| c_string("lora", &l.path.to_string_lossy()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let loras: Vec<sys::sd_lora_t> = request
+            .loras
+            .iter()
+            .zip(&lora_paths)
+            .map(|(l, path)| sys::sd_lora_t { is_high_noise: false, multiplier: l.multiplier, path: path.as_ptr() })
+            .collect();
+
+        // SAFETY: plain data, filled with sd.cpp's defaults.
+        let mut raw: sys::sd_img_gen_params_t = unsafe { std::mem::zeroed() };
+        unsafe { sys::sd_img_gen_params_init(&mut raw) };
+        raw.prompt = prompt.as_ptr();
+        raw.negative_prompt = negative.as_ptr();
+        raw.clip_skip = request.clip_skip;
+        raw.width = i32::try_from(request.width).unwrap_or(i32::MAX);
+        raw.height = i32::try_from(request.height).unwrap_or(i32::MAX);
+        raw.seed = request.seed;
+        raw.batch_count = i32::try_from(request.batch_count.max(1)).unwrap_or(i32::MAX);
+        raw.strength = request.strength;
+        raw.loras = if loras.is_empty() { std::ptr::null() } else { loras.as_ptr() };
+        raw.lora_count = loras.len() as u32;
+        raw.sample_params.sample_steps = i32::try_from(request.steps).unwrap_or(i32::MAX);
+        raw.sample_params.guidance.txt_cfg = request.cfg_scale;
+        raw.sample_params.guidance.distilled_guidance = request.guidance;
+        if let Some(name) = &request.sampler {
+            raw.sample_params.sample_method = sampler_from_name(name)
+                .ok_or_else(|| SdError::UnknownName { field: "sampler", value: name.clone() })?;
+        }
+        if let Some(name) = &request.scheduler {
+            raw.sample_params.scheduler = scheduler_from_name(name)
+                .ok_or_else(|| SdError::UnknownName { field: "scheduler", value: name.clone() })?;
+        }
+        if let Some(init) = &request.init_image {
+            init.check("init_image", 3)?;
+            raw.init_image = init.as_raw();
+        }
+        if let Some(mask) = &request.mask {
+            mask.check("mask", 1)?;
+            raw.mask_image = mask.as_raw();
+        }
+
+        // SAFETY: `raw` points into `prompt`, `negative`, `loras`, `lora_paths` and the request's images, all alive
+        // until the call returns; sd.cpp only reads them.
+        let images = unsafe { sys::generate_image(self.ptr.as_ptr(), &raw) };
+        if images.is_null() {
+            return Err(SdError::Generation);
+        }
+        let count = raw.batch_count.max(0) as usize;
+        // SAFETY: on success sd.cpp returns `batch_count` images, which we copy and then free with its own function.
+        let out = unsafe {
+            let slice = std::slice::from_raw_parts(images, count);
+            let copied: Vec<RgbImage> = slice.iter().filter_map(|img| RgbImage::copy_from_raw(img)).collect();
+            sys::free_sd_images(images, raw.batch_count);
+            copied
+        };
+        if out.is_empty() {
+            return Err(SdError::Generation);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from new_sd_ctx and is freed exactly once.
+        unsafe { sys::free_sd_ctx(self.ptr.as_ptr()) };
+    }
+}

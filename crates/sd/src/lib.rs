@@ -1,0 +1,56 @@
+//! The only place DiffuGen touches stable-diffusion.cpp's C API.
+//!
+//! sd.cpp keeps its log, progress and preview callbacks in process-global state and has no cancel call, so this
+//! wrapper is meant to be driven by one engine worker process (see `diffugen-engine`), one generation at a time.
+//! Everything unsafe lives in this crate; callers see owned Rust values and `Result`s.
+
+mod callbacks;
+mod context;
+mod names;
+
+pub use callbacks::{clear_callbacks, set_log_handler, set_preview_handler, set_progress_handler, LogLevel, PreviewMode};
+pub use context::{Context, ContextParams, ImageRequest, LoraWeight, RgbImage};
+pub use names::{sampler_names, scheduler_names, SAMPLERS, SCHEDULERS};
+
+/// What can go wrong when talking to sd.cpp.
+#[derive(Debug, thiserror::Error)]
+pub enum SdError {
+    /// A string handed to sd.cpp contained a NUL byte.
+    #[error("{field} contains a NUL byte, which sd.cpp cannot accept")]
+    Nul { field: &'static str },
+    /// `new_sd_ctx` refused the model (missing file, unknown architecture, damaged header, ...).
+    #[error("stable-diffusion.cpp could not load the model")]
+    ContextCreation,
+    /// `generate_image` returned no images.
+    #[error("stable-diffusion.cpp failed to generate the image")]
+    Generation,
+    /// An image handed in has a size or channel count sd.cpp cannot use.
+    #[error("{field}: {message}")]
+    BadImage { field: &'static str, message: String },
+    /// An unknown sampler or scheduler name.
+    #[error("unknown {field} '{value}'")]
+    UnknownName { field: &'static str, value: String },
+}
+
+/// sd.cpp's description of the compute backends compiled in (CPU features, CUDA, Vulkan, ...).
+pub fn system_info() -> String {
+    // SAFETY: returns a pointer to a static, NUL-terminated string owned by sd.cpp.
+    unsafe { cstr_lossy(diffusion_rs_sys::sd_get_system_info()) }
+}
+
+/// The number of physical cores sd.cpp would use by default.
+pub fn physical_cores() -> i32 {
+    // SAFETY: a pure query without arguments.
+    unsafe { diffusion_rs_sys::sd_get_num_physical_cores() }
+}
+
+/// Copies a C string owned by sd.cpp into a Rust string (empty for NULL).
+///
+/// # Safety
+/// `ptr` must be NULL or point to a NUL-terminated string valid for the duration of the call.
+pub(crate) unsafe fn cstr_lossy(ptr: *const std::os::raw::c_char) -> String {
+    if ptr.is_null() {
+        return String::new();
+    }
+    std::ffi::CStr::from_ptr(ptr).to_string_lossy().into_owned()
+}

@@ -1,0 +1,9 @@
+//! Test support for DiffuGen: a GGUF writer and the small real model the tests and benchmarks generate with.
+//!
+//! No model can be downloaded where the tests run, so this crate builds one: the SDXS (512-DS) architecture that
+//! sd.cpp knows, with the tensor list it asks for (`data/sdxs-512-ds.manifest`) and deterministic random weights.
+
+pub mod gguf;
+mod model;
+
+pub use model::{build_test_model, test_model, test_model_cache_dir, TEST_MODEL_FILE};

@@ -1,0 +1,135 @@
+//! Generating images through the `diffugen` CLI with the real sd.cpp and the small real test model.
+
+mod support;
+
+use diffugen_engine::output::{read_png_text, Record, PARAMETERS_KEY, RECORD_KEY};
+use diffugen_engine::Stage;
+use support::{outputs, pixels, stderr, Workspace};
+
+#[test]
+fn a_64x64_two_step_generation_writes_a_png_of_that_size_whose_parameters_read_back() {
+    let ws = Workspace::new();
+    let file = ws.path("fox.png");
+    let (events, output) =
+        ws.generate_json(&["--prompt", "a red fox", "--negative-prompt", "blurry", "--seed", "7", "--output", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let written = outputs(&events);
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].path, file.display().to_string());
+    assert_eq!(written[0].seed, 7);
+    let image = pixels(&written[0].path);
+    assert_eq!(image.dimensions(), (64, 64));
+
+    let text = read_png_text(&file).unwrap();
+    let parameters = &text.iter().find(|(k, _)| k == PARAMETERS_KEY).expect("A1111 parameters chunk").1;
+    assert!(parameters.starts_with("a red fox\nNegative prompt: blurry\n"), "{parameters}");
+    for field in ["Steps: 2", "Sampler: Euler", "CFG scale: 1", "Seed: 7", "Size: 64x64", "Model: tiny"] {
+        assert!(parameters.contains(field), "missing '{field}' in {parameters}");
+    }
+    let record: Record = serde_json::from_str(&text.iter().find(|(k, _)| k == RECORD_KEY).expect("record").1).unwrap();
+    assert_eq!((record.prompt.as_str(), record.negative_prompt.as_str()), ("a red fox", "blurry"));
+    assert_eq!((record.width, record.height, record.steps, record.seed), (64, 64, 2, 7));
+    assert_eq!((record.model.as_str(), record.family.as_str(), record.sampler.as_str()), ("tiny", "sdxs", "euler"));
+}
+
+#[test]
+fn the_same_seed_gives_identical_pixels_and_another_seed_gives_different_pixels() {
+    let ws = Workspace::new();
+    let run = |seed: &str| {
+        let (events, output) = ws.generate_json(&["--prompt", "a lighthouse", "--seed", seed]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        pixels(&outputs(&events)[0].path)
+    };
+    let first = run("1234");
+    let again = run("1234");
+    let other = run("4321");
+    assert!(first == again, "the same seed gave different pixels");
+    assert!(first != other, "two different seeds gave identical pixels");
+}
+
+#[test]
+fn progress_reports_phases_in_order_and_every_sampling_step_exactly_once() {
+    let ws = Workspace::new();
+    let (events, output) = ws.generate_json(&["--prompt", "a tree", "--steps", "3", "--seed", "3"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    // Phases in order (repeats collapsed). sd.cpp loads weights lazily in parts, so loading_model may return
+    // inside later phases; everything else keeps its order.
+    let mut phases: Vec<&str> = Vec::new();
+    for event in events.iter().filter(|e| e.stage.name() != "loading_model") {
+        if phases.last() != Some(&event.stage.name()) {
+            phases.push(event.stage.name());
+        }
+    }
+    assert_eq!(phases, ["queued", "encoding_prompt", "sampling", "decoding", "saving", "done"]);
+
+    let steps: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e.stage {
+            Stage::Sampling { step, steps, .. } if step > 0 => {
+                assert_eq!(steps, 3, "a sampling event reported {steps} steps");
+                Some(step)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, [1, 2, 3], "each sampling step exactly once, in order");
+
+    // A cold first job loads weights, and no loading count is a step: loading events carry tensor counts.
+    let loads: Vec<(u32, u32)> = events
+        .iter()
+        .filter_map(|e| match e.stage {
+            Stage::LoadingModel { tensors_loaded, tensors_total, .. } => Some((tensors_loaded, tensors_total)),
+            _ => None,
+        })
+        .collect();
+    assert!(!loads.is_empty(), "a cold job reports loading_model");
+    assert!(loads.iter().all(|(done, total)| done <= total && *total > 3));
+    assert!(events.last().unwrap().stage.is_final());
+    assert_eq!(events.last().unwrap().percent, Some(100.0));
+    let timed: Vec<f64> = events.iter().filter_map(|e| e.eta_seconds).collect();
+    assert!(!timed.is_empty(), "an ETA is reported once a step has been measured");
+    assert!(events.windows(2).all(|w| w[0].elapsed_seconds <= w[1].elapsed_seconds));
+}
+
+#[test]
+fn without_an_output_flag_the_image_lands_in_the_data_dirs_outputs_folder_and_the_seed_is_printed() {
+    let ws = Workspace::new();
+    let output = ws.diffugen(&[
+        "generate", "-m", "tiny", "-p", "a small boat", "-W", "64", "-H", "64", "--steps", "1", "--threads", "2",
+        "--count", "2", "--seed", "-1",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect();
+    assert_eq!(printed.len(), 2, "one path per image: {printed:?}");
+    for path in &printed {
+        assert!(path.starts_with(&ws.path("outputs").display().to_string()), "{path}");
+        assert!(path.ends_with(".png") && path.contains("a-small-boat"), "readable name: {path}");
+        assert_eq!(pixels(path).dimensions(), (64, 64));
+    }
+    assert_ne!(printed[0], printed[1], "collision-free names");
+    let err = stderr(&output);
+    assert!(err.contains("seed "), "the seed used is reported: {err}");
+}
+
+#[test]
+fn img2img_and_inpainting_return_images_of_the_requested_size() {
+    let ws = Workspace::new();
+    let init = ws.path("init.png");
+    image::RgbImage::from_fn(96, 80, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 128])).save(&init).unwrap();
+    let mask = ws.path("mask.png");
+    image::GrayImage::from_fn(64, 64, |x, _| image::Luma([if x < 32 { 255 } else { 0 }])).save(&mask).unwrap();
+
+    let (events, output) =
+        ws.generate_json(&["--prompt", "a painting", "--init-image", init.to_str().unwrap(), "--strength", "0.6"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(pixels(&outputs(&events)[0].path).dimensions(), (64, 64));
+
+    let (events, output) = ws.generate_json(&[
+        "--prompt", "a painting", "--init-image", init.to_str().unwrap(), "--mask", mask.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let inpainted = pixels(&outputs(&events)[0].path);
+    assert_eq!(inpainted.dimensions(), (64, 64));
+}

@@ -1,0 +1,87 @@
+//! Shared helpers for the end-to-end specifications: a data folder holding the real test model, and ways to run
+//! the real `diffugen` binary and read what it reports.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use diffugen_engine::{JobEvent, Stage};
+
+/// A throwaway data folder whose models folder holds the test model as `tiny.gguf`.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("models/loras")).unwrap();
+        std::os::unix::fs::symlink(diffugen_testkit::test_model(), dir.path().join("models/tiny.gguf")).unwrap();
+        Workspace { dir }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn models_dir(&self) -> PathBuf {
+        self.dir.path().join("models")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `diffugen --data-dir <ws> ARGS...`
+    pub fn diffugen(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_diffugen"))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(args)
+            .env_remove("DIFFUGEN_MODELS_DIR")
+            .output()
+            .expect("diffugen runs")
+    }
+
+    /// A small real generation through the CLI with `--json` (64x64, 2 steps on the test model unless `extra`
+    /// says otherwise); returns the events.
+    pub fn generate_json(&self, extra: &[&str]) -> (Vec<JobEvent>, Output) {
+        let mut args = vec!["generate", "--json"];
+        for (flag, value) in [("--model", "tiny"), ("--width", "64"), ("--height", "64"), ("--steps", "2"), ("--threads", "2")] {
+            if !extra.contains(&flag) {
+                args.extend_from_slice(&[flag, value]);
+            }
+        }
+        args.extend_from_slice(extra);
+        let output = self.diffugen(&args);
+        let events = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JobEvent ({e}): {l}")))
+            .collect();
+        (events, output)
+    }
+}
+
+/// The engine as the CLI would start it: the real binary as its worker.
+pub fn engine() -> diffugen_engine::Engine {
+    diffugen_engine::Engine::new(diffugen_engine::WorkerCommand {
+        program: env!("CARGO_BIN_EXE_diffugen").into(),
+        args: vec![diffugen_engine::WORKER_SUBCOMMAND.into()],
+    })
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The written files of a finished job's events.
+pub fn outputs(events: &[JobEvent]) -> Vec<diffugen_engine::Output> {
+    match events.last().map(|e| &e.stage) {
+        Some(Stage::Done { outputs }) => outputs.clone(),
+        other => panic!("the job did not finish: last stage {other:?}"),
+    }
+}
+
+pub fn pixels(path: &str) -> image::RgbImage {
+    image::open(path).unwrap_or_else(|e| panic!("{path}: {e}")).to_rgb8()
+}
