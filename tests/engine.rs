@@ -24,7 +24,10 @@ fn spec(ws: &Workspace, seed: i64) -> diffugen_engine::JobSpec {
 }
 
 fn loads(events: &[JobEvent]) -> usize {
-    events.iter().filter(|e| matches!(e.stage, Stage::LoadingModel { .. })).count()
+    events
+        .iter()
+        .filter(|e| matches!(e.stage, Stage::LoadingModel { .. }))
+        .count()
 }
 
 fn alive(pid: u32) -> bool {
@@ -38,17 +41,39 @@ async fn a_second_job_on_the_same_model_reuses_the_resident_model() {
     let engine = engine();
     let dest = Destination::Folder(ws.path("out"));
     let (mut first, mut second) = (Vec::new(), Vec::new());
-    let cold = diffugen_engine::job::run(&engine, "a", &spec(&ws, 1), &dest, Instant::now(), &mut |e| first.push(e))
-        .await
-        .unwrap();
-    let warm = diffugen_engine::job::run(&engine, "b", &spec(&ws, 2), &dest, Instant::now(), &mut |e| second.push(e))
-        .await
-        .unwrap();
+    let cold = diffugen_engine::job::run(
+        &engine,
+        "a",
+        &spec(&ws, 1),
+        &dest,
+        Instant::now(),
+        &mut |e| first.push(e),
+    )
+    .await
+    .unwrap();
+    let warm = diffugen_engine::job::run(
+        &engine,
+        "b",
+        &spec(&ws, 2),
+        &dest,
+        Instant::now(),
+        &mut |e| second.push(e),
+    )
+    .await
+    .unwrap();
     assert!(loads(&first) > 0 && !cold.model_was_resident);
     assert_eq!(loads(&second), 0, "the second job loaded weights again");
     assert!(warm.model_was_resident);
-    assert_eq!(cold.worker_pid, warm.worker_pid, "the same worker process served both jobs");
-    assert!(warm.seconds < cold.seconds, "warm {:.2}s is not faster than cold {:.2}s", warm.seconds, cold.seconds);
+    assert_eq!(
+        cold.worker_pid, warm.worker_pid,
+        "the same worker process served both jobs"
+    );
+    assert!(
+        warm.seconds < cold.seconds,
+        "warm {:.2}s is not faster than cold {:.2}s",
+        warm.seconds,
+        cold.seconds
+    );
     engine.stop().await;
 }
 
@@ -57,27 +82,62 @@ async fn killing_the_worker_during_sampling_fails_only_that_job_and_the_next_job
     let ws = Workspace::new();
     let engine = engine();
     let dest = Destination::Folder(ws.path("out"));
-    let warmup = diffugen_engine::job::run(&engine, "w", &spec(&ws, 1), &dest, Instant::now(), &mut |_| {}).await.unwrap();
+    let warmup = diffugen_engine::job::run(
+        &engine,
+        "w",
+        &spec(&ws, 1),
+        &dest,
+        Instant::now(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
     let pid = warmup.worker_pid;
 
     let mut events = Vec::new();
-    let result = diffugen_engine::job::run(&engine, "k", &spec(&ws, 2), &dest, Instant::now(), &mut |e| {
-        if matches!(e.stage, Stage::Sampling { step: 1, .. }) {
-            // SAFETY: kills the worker process this test's engine started.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-        events.push(e);
-    })
+    let result = diffugen_engine::job::run(
+        &engine,
+        "k",
+        &spec(&ws, 2),
+        &dest,
+        Instant::now(),
+        &mut |e| {
+            if matches!(e.stage, Stage::Sampling { step: 1, .. }) {
+                // SAFETY: kills the worker process this test's engine started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+            events.push(e);
+        },
+    )
     .await;
-    let Err(EngineError::Failed(error)) = result else { panic!("expected a failed job, got {result:?}") };
-    assert!(error.contains("crashed") && error.contains("signal 9"), "{error}");
+    let Err(EngineError::Failed(error)) = result else {
+        panic!("expected a failed job, got {result:?}")
+    };
+    assert!(
+        error.contains("crashed") && error.contains("signal 9"),
+        "{error}"
+    );
     assert!(error.contains("while sampling"), "names the phase: {error}");
-    assert!(error.contains("sd.cpp log"), "includes the log tail: {error}");
+    assert!(
+        error.contains("sd.cpp log"),
+        "includes the log tail: {error}"
+    );
     assert!(matches!(events.last().unwrap().stage, Stage::Failed { .. }));
 
-    let next = diffugen_engine::job::run(&engine, "n", &spec(&ws, 3), &dest, Instant::now(), &mut |_| {}).await;
+    let next = diffugen_engine::job::run(
+        &engine,
+        "n",
+        &spec(&ws, 3),
+        &dest,
+        Instant::now(),
+        &mut |_| {},
+    )
+    .await;
     let next = next.expect("the job after a crash succeeds");
-    assert_ne!(next.worker_pid, pid, "a fresh worker replaced the crashed one");
+    assert_ne!(
+        next.worker_pid, pid,
+        "a fresh worker replaced the crashed one"
+    );
     engine.stop().await;
 }
 
@@ -89,22 +149,55 @@ async fn cancelling_a_running_job_ends_it_as_cancelled_and_ends_the_worker() {
     let pid = Arc::new(Mutex::new(None));
     let (canceller, seen) = (engine.clone(), pid.clone());
     let mut events = Vec::new();
-    let result = diffugen_engine::job::run(&engine, "c", &spec(&ws, 5), &dest, Instant::now(), &mut |e| {
-        if matches!(e.stage, Stage::Sampling { step: 1, .. }) && seen.lock().unwrap().is_none() {
-            *seen.lock().unwrap() = Some(());
-            assert!(canceller.cancel("c", "user pressed cancel"));
-        }
-        events.push(e);
-    })
+    let result = diffugen_engine::job::run(
+        &engine,
+        "c",
+        &spec(&ws, 5),
+        &dest,
+        Instant::now(),
+        &mut |e| {
+            if matches!(e.stage, Stage::Sampling { step: 1, .. }) && seen.lock().unwrap().is_none()
+            {
+                *seen.lock().unwrap() = Some(());
+                assert!(canceller.cancel("c", "user pressed cancel"));
+            }
+            events.push(e);
+        },
+    )
     .await;
-    assert_eq!(result.unwrap_err(), EngineError::Cancelled("user pressed cancel".into()));
-    assert!(matches!(&events.last().unwrap().stage, Stage::Cancelled { reason } if reason == "user pressed cancel"));
-    assert_eq!(engine.worker_pid().await, None, "the worker was ended, so its memory is back");
-    assert!(!std::fs::read_dir(ws.path("out")).map(|d| d.count() > 0).unwrap_or(false), "nothing was written");
+    assert_eq!(
+        result.unwrap_err(),
+        EngineError::Cancelled("user pressed cancel".into())
+    );
+    assert!(
+        matches!(&events.last().unwrap().stage, Stage::Cancelled { reason } if reason == "user pressed cancel")
+    );
+    assert_eq!(
+        engine.worker_pid().await,
+        None,
+        "the worker was ended, so its memory is back"
+    );
+    assert!(
+        !std::fs::read_dir(ws.path("out"))
+            .map(|d| d.count() > 0)
+            .unwrap_or(false),
+        "nothing was written"
+    );
 
-    let after = diffugen_engine::job::run(&engine, "d", &spec(&ws, 6), &dest, Instant::now(), &mut |_| {}).await;
+    let after = diffugen_engine::job::run(
+        &engine,
+        "d",
+        &spec(&ws, 6),
+        &dest,
+        Instant::now(),
+        &mut |_| {},
+    )
+    .await;
     assert!(after.is_ok(), "{after:?}");
-    assert!(!engine.cancel("nope", "not running"), "cancelling an unknown job does nothing");
+    assert!(
+        !engine.cancel("nope", "not running"),
+        "cancelling an unknown job does nothing"
+    );
     engine.stop().await;
 }
 
@@ -113,15 +206,38 @@ async fn freeing_memory_unloads_the_model_so_the_next_job_loads_it_again() {
     let ws = Workspace::new();
     let engine = engine();
     let dest = Destination::Folder(ws.path("out"));
-    let first = diffugen_engine::job::run(&engine, "1", &spec(&ws, 1), &dest, Instant::now(), &mut |_| {}).await.unwrap();
+    let first = diffugen_engine::job::run(
+        &engine,
+        "1",
+        &spec(&ws, 1),
+        &dest,
+        Instant::now(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
     engine.unload().await;
     let mut events = Vec::new();
-    let second =
-        diffugen_engine::job::run(&engine, "2", &spec(&ws, 1), &dest, Instant::now(), &mut |e| events.push(e)).await.unwrap();
+    let second = diffugen_engine::job::run(
+        &engine,
+        "2",
+        &spec(&ws, 1),
+        &dest,
+        Instant::now(),
+        &mut |e| events.push(e),
+    )
+    .await
+    .unwrap();
     assert!(!second.model_was_resident && loads(&events) > 0);
-    assert_eq!(first.worker_pid, second.worker_pid, "unloading keeps the worker process");
+    assert_eq!(
+        first.worker_pid, second.worker_pid,
+        "unloading keeps the worker process"
+    );
 
     engine.stop().await;
     assert_eq!(engine.worker_pid().await, None);
-    assert!(!alive(second.worker_pid), "stopping ends the worker process");
+    assert!(
+        !alive(second.worker_pid),
+        "stopping ends the worker process"
+    );
 }

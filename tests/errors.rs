@@ -9,11 +9,19 @@ use support::{stderr, Workspace};
 
 fn fails_with(ws: &Workspace, args: &[&str], expected: &[&str]) {
     let (events, output) = ws.generate_json(args);
-    assert_eq!(output.status.code(), Some(1), "exit code for {args:?}; stderr: {}", stderr(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "exit code for {args:?}; stderr: {}",
+        stderr(&output)
+    );
     assert_eq!(output.status.signal(), None, "the parent process crashed");
     let err = stderr(&output);
     for text in expected {
-        assert!(err.contains(text), "stderr for {args:?} lacks '{text}': {err}");
+        assert!(
+            err.contains(text),
+            "stderr for {args:?} lacks '{text}': {err}"
+        );
     }
     assert!(events.iter().all(|e| e.stage.name() != "done"));
 }
@@ -21,8 +29,16 @@ fn fails_with(ws: &Workspace, args: &[&str], expected: &[&str]) {
 #[test]
 fn a_missing_model_is_named_with_the_models_that_exist() {
     let ws = Workspace::new();
-    fails_with(&ws, &["--model", "nope", "--prompt", "x"], &["invalid model", "unknown model 'nope'", "tiny"]);
-    fails_with(&ws, &["--model", "/no/such/file.gguf", "--prompt", "x"], &["model file not found: /no/such/file.gguf"]);
+    fails_with(
+        &ws,
+        &["--model", "nope", "--prompt", "x"],
+        &["invalid model", "unknown model 'nope'", "tiny"],
+    );
+    fails_with(
+        &ws,
+        &["--model", "/no/such/file.gguf", "--prompt", "x"],
+        &["model file not found: /no/such/file.gguf"],
+    );
 }
 
 #[test]
@@ -32,8 +48,15 @@ fn a_truncated_model_file_is_reported_as_damaged() {
     let mut head = vec![0u8; 4 << 20];
     source.read_exact(&mut head).unwrap();
     let truncated = ws.models_dir().join("broken.gguf");
-    std::fs::File::create(&truncated).unwrap().write_all(&head).unwrap();
-    fails_with(&ws, &["--model", "broken", "--prompt", "x"], &["broken.gguf cannot be used", "truncated"]);
+    std::fs::File::create(&truncated)
+        .unwrap()
+        .write_all(&head)
+        .unwrap();
+    fails_with(
+        &ws,
+        &["--model", "broken", "--prompt", "x"],
+        &["broken.gguf cannot be used", "truncated"],
+    );
 }
 
 #[test]
@@ -42,41 +65,73 @@ fn a_model_sd_cpp_rejects_fails_the_job_with_sd_cpps_reason() {
     let ws = Workspace::new();
     // The two tensors that make sd.cpp see SDXS, and nothing else: our header check passes, sd.cpp refuses.
     let tensors = vec![
-        TensorInfo { name: "model.diffusion_model.input_blocks.0.0.weight".into(), ne: vec![3, 3, 4, 320], dtype: DType::F16 },
         TensorInfo {
-            name: "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight".into(),
+            name: "model.diffusion_model.input_blocks.0.0.weight".into(),
+            ne: vec![3, 3, 4, 320],
+            dtype: DType::F16,
+        },
+        TensorInfo {
+            name: "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
+                .into(),
             ne: vec![768, 8],
             dtype: DType::F16,
         },
     ];
     let mut file = std::fs::File::create(ws.models_dir().join("hollow.gguf")).unwrap();
-    gguf::write(&mut file, &[], &tensors, |i, w| w.write_all(&vec![0u8; tensors[i].data_bytes() as usize])).unwrap();
-    fails_with(&ws, &["--model", "hollow", "--prompt", "x"], &["could not load the model", "not in model metadata"]);
+    gguf::write(&mut file, &[], &tensors, |i, w| {
+        w.write_all(&vec![0u8; tensors[i].data_bytes() as usize])
+    })
+    .unwrap();
+    fails_with(
+        &ws,
+        &["--model", "hollow", "--prompt", "x"],
+        &["could not load the model", "not in model metadata"],
+    );
 }
 
 #[test]
 fn an_unknown_sampler_lists_the_samplers_sd_cpp_knows() {
     let ws = Workspace::new();
-    fails_with(&ws, &["--prompt", "x", "--sampler", "warp9"], &["invalid sampler", "'warp9'", "euler_a", "dpm++2m"]);
+    fails_with(
+        &ws,
+        &["--prompt", "x", "--sampler", "warp9"],
+        &["invalid sampler", "'warp9'", "euler_a", "dpm++2m"],
+    );
 }
 
 #[test]
 fn a_width_that_is_not_a_multiple_of_8_is_refused_with_the_allowed_range() {
     let ws = Workspace::new();
-    fails_with(&ws, &["--prompt", "x", "--width", "63"], &["invalid width", "multiple of 8 from 64 to 2048", "63"]);
+    fails_with(
+        &ws,
+        &["--prompt", "x", "--width", "63"],
+        &["invalid width", "multiple of 8 from 64 to 2048", "63"],
+    );
 }
 
 #[test]
 fn zero_steps_are_refused_with_the_allowed_range() {
     let ws = Workspace::new();
-    fails_with(&ws, &["--prompt", "x", "--steps", "0"], &["invalid steps", "from 1 to 150", "got 0"]);
+    fails_with(
+        &ws,
+        &["--prompt", "x", "--steps", "0"],
+        &["invalid steps", "from 1 to 150", "got 0"],
+    );
 }
 
 #[test]
 fn an_unknown_lora_is_named_in_flag_and_prompt_syntax() {
     let ws = Workspace::new();
-    fails_with(&ws, &["--prompt", "x", "--lora", "ghost:0.5"], &["invalid loras", "unknown LoRA 'ghost'", "loras"]);
-    fails_with(&ws, &["--prompt", "x <lora:phantom:0.8>"], &["unknown LoRA 'phantom'"]);
+    fails_with(
+        &ws,
+        &["--prompt", "x", "--lora", "ghost:0.5"],
+        &["invalid loras", "unknown LoRA 'ghost'", "loras"],
+    );
+    fails_with(
+        &ws,
+        &["--prompt", "x <lora:phantom:0.8>"],
+        &["unknown LoRA 'phantom'"],
+    );
 }
 
 #[test]
@@ -84,7 +139,26 @@ fn every_invalid_field_is_reported_at_once() {
     let ws = Workspace::new();
     fails_with(
         &ws,
-        &["--prompt", "x", "--width", "70", "--steps", "151", "--cfg-scale", "99", "--seed", "-5", "--strength", "0.5"],
-        &["invalid width", "invalid steps", "invalid cfg_scale", "invalid seed", "invalid strength"],
+        &[
+            "--prompt",
+            "x",
+            "--width",
+            "70",
+            "--steps",
+            "151",
+            "--cfg-scale",
+            "99",
+            "--seed",
+            "-5",
+            "--strength",
+            "0.5",
+        ],
+        &[
+            "invalid width",
+            "invalid steps",
+            "invalid cfg_scale",
+            "invalid seed",
+            "invalid strength",
+        ],
     );
 }

@@ -10,8 +10,16 @@ use support::{outputs, pixels, stderr, Workspace};
 fn a_64x64_two_step_generation_writes_a_png_of_that_size_whose_parameters_read_back() {
     let ws = Workspace::new();
     let file = ws.path("fox.png");
-    let (events, output) =
-        ws.generate_json(&["--prompt", "a red fox", "--negative-prompt", "blurry", "--seed", "7", "--output", file.to_str().unwrap()]);
+    let (events, output) = ws.generate_json(&[
+        "--prompt",
+        "a red fox",
+        "--negative-prompt",
+        "blurry",
+        "--seed",
+        "7",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
 
     let written = outputs(&events);
@@ -22,15 +30,52 @@ fn a_64x64_two_step_generation_writes_a_png_of_that_size_whose_parameters_read_b
     assert_eq!(image.dimensions(), (64, 64));
 
     let text = read_png_text(&file).unwrap();
-    let parameters = &text.iter().find(|(k, _)| k == PARAMETERS_KEY).expect("A1111 parameters chunk").1;
-    assert!(parameters.starts_with("a red fox\nNegative prompt: blurry\n"), "{parameters}");
-    for field in ["Steps: 2", "Sampler: Euler", "CFG scale: 1", "Seed: 7", "Size: 64x64", "Model: tiny"] {
-        assert!(parameters.contains(field), "missing '{field}' in {parameters}");
+    let parameters = &text
+        .iter()
+        .find(|(k, _)| k == PARAMETERS_KEY)
+        .expect("A1111 parameters chunk")
+        .1;
+    assert!(
+        parameters.starts_with("a red fox\nNegative prompt: blurry\n"),
+        "{parameters}"
+    );
+    for field in [
+        "Steps: 2",
+        "Sampler: Euler",
+        "CFG scale: 1",
+        "Seed: 7",
+        "Size: 64x64",
+        "Model: tiny",
+    ] {
+        assert!(
+            parameters.contains(field),
+            "missing '{field}' in {parameters}"
+        );
     }
-    let record: Record = serde_json::from_str(&text.iter().find(|(k, _)| k == RECORD_KEY).expect("record").1).unwrap();
-    assert_eq!((record.prompt.as_str(), record.negative_prompt.as_str()), ("a red fox", "blurry"));
-    assert_eq!((record.width, record.height, record.steps, record.seed), (64, 64, 2, 7));
-    assert_eq!((record.model.as_str(), record.family.as_str(), record.sampler.as_str()), ("tiny", "sdxs", "euler"));
+    let record: Record = serde_json::from_str(
+        &text
+            .iter()
+            .find(|(k, _)| k == RECORD_KEY)
+            .expect("record")
+            .1,
+    )
+    .unwrap();
+    assert_eq!(
+        (record.prompt.as_str(), record.negative_prompt.as_str()),
+        ("a red fox", "blurry")
+    );
+    assert_eq!(
+        (record.width, record.height, record.steps, record.seed),
+        (64, 64, 2, 7)
+    );
+    assert_eq!(
+        (
+            record.model.as_str(),
+            record.family.as_str(),
+            record.sampler.as_str()
+        ),
+        ("tiny", "sdxs", "euler")
+    );
 }
 
 #[test]
@@ -62,7 +107,17 @@ fn progress_reports_phases_in_order_and_every_sampling_step_exactly_once() {
             phases.push(event.stage.name());
         }
     }
-    assert_eq!(phases, ["queued", "encoding_prompt", "sampling", "decoding", "saving", "done"]);
+    assert_eq!(
+        phases,
+        [
+            "queued",
+            "encoding_prompt",
+            "sampling",
+            "decoding",
+            "saving",
+            "done"
+        ]
+    );
 
     let steps: Vec<u32> = events
         .iter()
@@ -74,38 +129,78 @@ fn progress_reports_phases_in_order_and_every_sampling_step_exactly_once() {
             _ => None,
         })
         .collect();
-    assert_eq!(steps, [1, 2, 3], "each sampling step exactly once, in order");
+    assert_eq!(
+        steps,
+        [1, 2, 3],
+        "each sampling step exactly once, in order"
+    );
 
     // A cold first job loads weights, and no loading count is a step: loading events carry tensor counts.
     let loads: Vec<(u32, u32)> = events
         .iter()
         .filter_map(|e| match e.stage {
-            Stage::LoadingModel { tensors_loaded, tensors_total, .. } => Some((tensors_loaded, tensors_total)),
+            Stage::LoadingModel {
+                tensors_loaded,
+                tensors_total,
+                ..
+            } => Some((tensors_loaded, tensors_total)),
             _ => None,
         })
         .collect();
     assert!(!loads.is_empty(), "a cold job reports loading_model");
-    assert!(loads.iter().all(|(done, total)| done <= total && *total > 3));
+    assert!(loads
+        .iter()
+        .all(|(done, total)| done <= total && *total > 3));
     assert!(events.last().unwrap().stage.is_final());
     assert_eq!(events.last().unwrap().percent, Some(100.0));
     let timed: Vec<f64> = events.iter().filter_map(|e| e.eta_seconds).collect();
-    assert!(!timed.is_empty(), "an ETA is reported once a step has been measured");
-    assert!(events.windows(2).all(|w| w[0].elapsed_seconds <= w[1].elapsed_seconds));
+    assert!(
+        !timed.is_empty(),
+        "an ETA is reported once a step has been measured"
+    );
+    assert!(events
+        .windows(2)
+        .all(|w| w[0].elapsed_seconds <= w[1].elapsed_seconds));
 }
 
 #[test]
-fn without_an_output_flag_the_image_lands_in_the_data_dirs_outputs_folder_and_the_seed_is_printed() {
+fn without_an_output_flag_the_image_lands_in_the_data_dirs_outputs_folder_and_the_seed_is_printed()
+{
     let ws = Workspace::new();
     let output = ws.diffugen(&[
-        "generate", "-m", "tiny", "-p", "a small boat", "-W", "64", "-H", "64", "--steps", "1", "--threads", "2",
-        "--count", "2", "--seed", "-1",
+        "generate",
+        "-m",
+        "tiny",
+        "-p",
+        "a small boat",
+        "-W",
+        "64",
+        "-H",
+        "64",
+        "--steps",
+        "1",
+        "--threads",
+        "2",
+        "--count",
+        "2",
+        "--seed",
+        "-1",
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let printed: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect();
+    let printed: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
     assert_eq!(printed.len(), 2, "one path per image: {printed:?}");
     for path in &printed {
-        assert!(path.starts_with(&ws.path("outputs").display().to_string()), "{path}");
-        assert!(path.ends_with(".png") && path.contains("a-small-boat"), "readable name: {path}");
+        assert!(
+            path.starts_with(&ws.path("outputs").display().to_string()),
+            "{path}"
+        );
+        assert!(
+            path.ends_with(".png") && path.contains("a-small-boat"),
+            "readable name: {path}"
+        );
         assert_eq!(pixels(path).dimensions(), (64, 64));
     }
     assert_ne!(printed[0], printed[1], "collision-free names");
@@ -117,19 +212,78 @@ fn without_an_output_flag_the_image_lands_in_the_data_dirs_outputs_folder_and_th
 fn img2img_and_inpainting_return_images_of_the_requested_size() {
     let ws = Workspace::new();
     let init = ws.path("init.png");
-    image::RgbImage::from_fn(96, 80, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, 128])).save(&init).unwrap();
+    image::RgbImage::from_fn(96, 80, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, 128])
+    })
+    .save(&init)
+    .unwrap();
     let mask = ws.path("mask.png");
-    image::GrayImage::from_fn(64, 64, |x, _| image::Luma([if x < 32 { 255 } else { 0 }])).save(&mask).unwrap();
+    image::GrayImage::from_fn(64, 64, |x, _| image::Luma([if x < 32 { 255 } else { 0 }]))
+        .save(&mask)
+        .unwrap();
 
-    let (events, output) =
-        ws.generate_json(&["--prompt", "a painting", "--init-image", init.to_str().unwrap(), "--strength", "0.6"]);
+    let (events, output) = ws.generate_json(&[
+        "--prompt",
+        "a painting",
+        "--init-image",
+        init.to_str().unwrap(),
+        "--strength",
+        "0.6",
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(pixels(&outputs(&events)[0].path).dimensions(), (64, 64));
 
     let (events, output) = ws.generate_json(&[
-        "--prompt", "a painting", "--init-image", init.to_str().unwrap(), "--mask", mask.to_str().unwrap(),
+        "--prompt",
+        "a painting",
+        "--init-image",
+        init.to_str().unwrap(),
+        "--mask",
+        mask.to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let inpainted = pixels(&outputs(&events)[0].path);
     assert_eq!(inpainted.dimensions(), (64, 64));
+}
+
+#[test]
+fn live_previews_arrive_during_sampling_as_png_frames() {
+    use base64::Engine as _;
+    let ws = Workspace::new();
+    let (events, output) = ws.generate_json(&[
+        "--prompt",
+        "a comet",
+        "--steps",
+        "3",
+        "--preview-every",
+        "1",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let previews: Vec<(u32, Vec<u8>)> = events
+        .iter()
+        .filter_map(|e| match &e.stage {
+            Stage::Preview {
+                step, png_base64, ..
+            } => Some((
+                *step,
+                base64::engine::general_purpose::STANDARD
+                    .decode(png_base64)
+                    .unwrap(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        previews.iter().map(|(step, _)| *step).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    for (_, png) in &previews {
+        let frame = image::load_from_memory(png).expect("a preview is a PNG");
+        assert!(frame.width() > 0 && frame.height() > 0);
+    }
+    let saving = events.iter().find(|e| e.stage.name() == "saving").unwrap();
+    assert!(
+        saving.percent.is_some(),
+        "saving keeps the last measured percent"
+    );
 }

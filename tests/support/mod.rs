@@ -16,7 +16,11 @@ impl Workspace {
     pub fn new() -> Workspace {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("models/loras")).unwrap();
-        std::os::unix::fs::symlink(diffugen_testkit::test_model(), dir.path().join("models/tiny.gguf")).unwrap();
+        std::os::unix::fs::symlink(
+            diffugen_testkit::test_model(),
+            dir.path().join("models/tiny.gguf"),
+        )
+        .unwrap();
         Workspace { dir }
     }
 
@@ -47,7 +51,13 @@ impl Workspace {
     /// says otherwise); returns the events.
     pub fn generate_json(&self, extra: &[&str]) -> (Vec<JobEvent>, Output) {
         let mut args = vec!["generate", "--json"];
-        for (flag, value) in [("--model", "tiny"), ("--width", "64"), ("--height", "64"), ("--steps", "2"), ("--threads", "2")] {
+        for (flag, value) in [
+            ("--model", "tiny"),
+            ("--width", "64"),
+            ("--height", "64"),
+            ("--steps", "2"),
+            ("--threads", "2"),
+        ] {
             if !extra.contains(&flag) {
                 args.extend_from_slice(&[flag, value]);
             }
@@ -56,7 +66,9 @@ impl Workspace {
         let output = self.diffugen(&args);
         let events = String::from_utf8_lossy(&output.stdout)
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JobEvent ({e}): {l}")))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JobEvent ({e}): {l}"))
+            })
             .collect();
         (events, output)
     }
@@ -83,5 +95,7 @@ pub fn outputs(events: &[JobEvent]) -> Vec<diffugen_engine::Output> {
 }
 
 pub fn pixels(path: &str) -> image::RgbImage {
-    image::open(path).unwrap_or_else(|e| panic!("{path}: {e}")).to_rgb8()
+    image::open(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .to_rgb8()
 }

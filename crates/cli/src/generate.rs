@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use clap::Args;
 use diffugen_engine::params::{ImageInput, LoraRequest, PreviewRequest};
-use diffugen_engine::{Destination, Engine, EngineError, GenerateRequest, JobEvent, Stage, WorkerCommand};
+use diffugen_engine::{
+    Destination, Engine, EngineError, GenerateRequest, JobEvent, Stage, WorkerCommand,
+};
 use diffugen_models::Library;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -82,23 +84,33 @@ pub struct GenerateArgs {
 fn parse_lora(text: &str) -> Result<LoraRequest, String> {
     let (name, weight) = match text.rsplit_once(':') {
         Some((name, weight)) => {
-            let weight = weight
-                .parse()
-                .map_err(|_| format!("--lora {text}: weight '{weight}' is not a number (write NAME:WEIGHT)"))?;
+            let weight = weight.parse().map_err(|_| {
+                format!("--lora {text}: weight '{weight}' is not a number (write NAME:WEIGHT)")
+            })?;
             (name, weight)
         }
         None => (text, 1.0),
     };
-    Ok(LoraRequest { name: name.to_string(), weight })
+    Ok(LoraRequest {
+        name: name.to_string(),
+        weight,
+    })
 }
 
 fn job_id() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     format!("cli-{:x}-{}", nanos, std::process::id())
 }
 
 pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
-    let loras = args.loras.iter().map(|l| parse_lora(l)).collect::<Result<Vec<_>, _>>()?;
+    let loras = args
+        .loras
+        .iter()
+        .map(|l| parse_lora(l))
+        .collect::<Result<Vec<_>, _>>()?;
     let request = GenerateRequest {
         model: args.model.clone(),
         prompt: args.prompt.clone(),
@@ -117,11 +129,19 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
         mask: args.mask.clone().map(ImageInput::Path),
         strength: args.strength,
         threads: args.threads,
-        preview: args.preview_every.map(|interval| PreviewRequest { mode: "proj".into(), interval }),
+        preview: args.preview_every.map(|interval| PreviewRequest {
+            mode: "proj".into(),
+            interval,
+        }),
     };
     let library = Library::new(&paths.models_dir);
     let spec = diffugen_engine::validate(&request, &library).map_err(|errors| {
-        errors.0.iter().map(|e| format!("invalid {}: {}", e.field, e.message)).collect::<Vec<_>>().join("\nerror: ")
+        errors
+            .0
+            .iter()
+            .map(|e| format!("invalid {}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("\nerror: ")
     })?;
     let destination = match (&args.output, &args.output_dir) {
         (Some(file), _) => Destination::File(file.clone()),
@@ -129,7 +149,8 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
         (None, None) => Destination::Folder(paths.outputs_dir()),
     };
 
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
         let command = WorkerCommand::current_exe(&[diffugen_engine::WORKER_SUBCOMMAND])
             .map_err(|e| format!("cannot find the diffugen executable: {e}"))?;
@@ -154,7 +175,10 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
             }
         });
         let result =
-            diffugen_engine::job::run(&engine, &id, &spec, &destination, started, &mut |e| reporter.event(e)).await;
+            diffugen_engine::job::run(&engine, &id, &spec, &destination, started, &mut |e| {
+                reporter.event(e)
+            })
+            .await;
         interrupt.abort();
         engine.stop().await;
         reporter.finish();
@@ -201,7 +225,11 @@ impl Reporter {
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
         });
-        Reporter { json, bar, last_phase: "" }
+        Reporter {
+            json,
+            bar,
+            last_phase: "",
+        }
     }
 
     fn event(&mut self, event: JobEvent) {
@@ -215,13 +243,28 @@ impl Reporter {
         }
         let message = match &event.stage {
             Stage::Queued { .. } => "queued".to_string(),
-            Stage::LoadingModel { part, tensors_loaded, tensors_total } => {
+            Stage::LoadingModel {
+                part,
+                tensors_loaded,
+                tensors_total,
+            } => {
                 format!("loading model (part {part}) {tensors_loaded}/{tensors_total}")
             }
             Stage::EncodingPrompt => "encoding prompt".into(),
-            Stage::Sampling { image, images, step, steps, seconds_per_step } => {
-                let rate = seconds_per_step.map(|s| format!(" {s:.2}s/it")).unwrap_or_default();
-                let eta = event.eta_seconds.map(|e| format!(" eta {e:.0}s")).unwrap_or_default();
+            Stage::Sampling {
+                image,
+                images,
+                step,
+                steps,
+                seconds_per_step,
+            } => {
+                let rate = seconds_per_step
+                    .map(|s| format!(" {s:.2}s/it"))
+                    .unwrap_or_default();
+                let eta = event
+                    .eta_seconds
+                    .map(|e| format!(" eta {e:.0}s"))
+                    .unwrap_or_default();
                 if *images > 1 {
                     format!("sampling image {image}/{images} step {step}/{steps}{rate}{eta}")
                 } else {

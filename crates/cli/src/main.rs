@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "diffugen", version, about = "Local image generation with stable-diffusion.cpp")]
+#[command(
+    name = "diffugen",
+    version,
+    about = "Local image generation with stable-diffusion.cpp"
+)]
 struct Cli {
     #[command(flatten)]
     paths: paths::PathArgs,
@@ -36,7 +40,8 @@ fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DIFFUGEN_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("DIFFUGEN_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

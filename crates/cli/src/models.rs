@@ -29,7 +29,10 @@ pub fn run(paths: &Paths, args: &ModelsArgs) -> Result<ExitCode, String> {
     let library = Library::new(&paths.models_dir);
     let entries = library.scan();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&entries).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entries).map_err(|e| e.to_string())?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if entries.is_empty() {
@@ -40,9 +43,15 @@ pub fn run(paths: &Paths, args: &ModelsArgs) -> Result<ExitCode, String> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<28} {:<8} {:<16} {:<8} {:>10} {:>8}  PATH", "ID", "FAMILY", "ROLE", "QUANT", "SIZE", "PARAMS");
+    println!(
+        "{:<28} {:<8} {:<16} {:<8} {:>10} {:>8}  PATH",
+        "ID", "FAMILY", "ROLE", "QUANT", "SIZE", "PARAMS"
+    );
     for e in entries {
-        let role = serde_json::to_value(e.role).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let role = serde_json::to_value(e.role)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
         let family = match &e.variant {
             Some(v) => format!("{} {v}", e.family),
             None => e.family.clone(),
@@ -56,7 +65,9 @@ pub fn run(paths: &Paths, args: &ModelsArgs) -> Result<ExitCode, String> {
             human_size(e.size_bytes),
             e.parameters / 1e6,
             e.path,
-            e.error.map(|err| format!("  (unusable: {err})")).unwrap_or_default()
+            e.error
+                .map(|err| format!("  (unusable: {err})"))
+                .unwrap_or_default()
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -34,7 +34,13 @@ impl PathArgs {
             .clone()
             .or_else(|| dirs::data_dir().map(|d| d.join("diffugen")))
             .unwrap_or_else(|| PathBuf::from(".diffugen"));
-        let models_dir = self.models_dir.clone().unwrap_or_else(|| data_dir.join("models"));
-        Paths { data_dir, models_dir }
+        let models_dir = self
+            .models_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("models"));
+        Paths {
+            data_dir,
+            models_dir,
+        }
     }
 }

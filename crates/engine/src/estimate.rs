@@ -57,7 +57,15 @@ fn key(phase: Phase) -> &'static str {
 
 impl Estimator {
     /// Starts timing a job.
-    pub fn start(&mut self, model: &str, steps: u32, images: u32, width: u32, height: u32, started: Instant) {
+    pub fn start(
+        &mut self,
+        model: &str,
+        steps: u32,
+        images: u32,
+        width: u32,
+        height: u32,
+        started: Instant,
+    ) {
         self.job = Some(Job {
             model: model.to_string(),
             steps,
@@ -74,8 +82,13 @@ impl Estimator {
 
     /// Folds in a stage and returns `(percent, eta_seconds)`.
     pub fn observe(&mut self, stage: &WorkerStage, now: Instant) -> (Option<f64>, Option<f64>) {
-        let history = self.job.as_ref().and_then(|j| self.history.get(&j.model).copied());
-        let Some(job) = self.job.as_mut() else { return (None, None) };
+        let history = self
+            .job
+            .as_ref()
+            .and_then(|j| self.history.get(&j.model).copied());
+        let Some(job) = self.job.as_mut() else {
+            return (None, None);
+        };
         let phase = match stage {
             WorkerStage::LoadingModel { .. } => Phase::Loading,
             WorkerStage::EncodingPrompt => Phase::Encoding,
@@ -84,11 +97,19 @@ impl Estimator {
         };
         if job.phase.map(|(p, _)| p) != Some(phase) {
             if let Some((previous, since)) = job.phase {
-                *job.spent.entry(key(previous)).or_default() += now.duration_since(since).as_secs_f64();
+                *job.spent.entry(key(previous)).or_default() +=
+                    now.duration_since(since).as_secs_f64();
             }
             job.phase = Some((phase, now));
         }
-        if let WorkerStage::Sampling { step, steps, image, seconds_per_step: Some(seconds), .. } = stage {
+        if let WorkerStage::Sampling {
+            step,
+            steps,
+            image,
+            seconds_per_step: Some(seconds),
+            ..
+        } = stage
+        {
             job.steps = *steps;
             job.images = job.images.max(*image);
             job.sampled_steps += 1;
@@ -99,14 +120,20 @@ impl Estimator {
         let remaining = remaining(job, stage, history, now);
         let estimate = remaining.map(|r| (100.0 * elapsed / (elapsed + r).max(1e-9), r));
         if let Some((percent, _)) = estimate {
-            job.percent = Some(job.percent.map_or(percent, |p: f64| p.max(percent)).min(99.0));
+            job.percent = Some(
+                job.percent
+                    .map_or(percent, |p: f64| p.max(percent))
+                    .min(99.0),
+            );
         }
         (job.percent, estimate.map(|(_, r)| r))
     }
 
     /// Ends the job; a successful one updates the model's history.
     pub fn finish(&mut self, succeeded: bool, now: Instant) {
-        let Some(mut job) = self.job.take() else { return };
+        let Some(mut job) = self.job.take() else {
+            return;
+        };
         if !succeeded {
             return;
         }
@@ -126,38 +153,66 @@ impl Estimator {
             job.model,
             History {
                 // A warm job loads nothing: keep the last cold load time for the next cold start.
-                load_seconds: if load > 0.0 { load } else { previous.load_seconds },
-                encode_seconds: job.spent.get("encode").copied().unwrap_or(previous.encode_seconds),
+                load_seconds: if load > 0.0 {
+                    load
+                } else {
+                    previous.load_seconds
+                },
+                encode_seconds: job
+                    .spent
+                    .get("encode")
+                    .copied()
+                    .unwrap_or(previous.encode_seconds),
                 step_seconds_per_megapixel: step_seconds,
-                decode_seconds_per_megapixel: job.spent.get("decode").map_or(previous.decode_seconds_per_megapixel, |d| {
-                    d / images / mp
-                }),
+                decode_seconds_per_megapixel: job
+                    .spent
+                    .get("decode")
+                    .map_or(previous.decode_seconds_per_megapixel, |d| d / images / mp),
             },
         );
     }
 }
 
-fn remaining(job: &Job, stage: &WorkerStage, history: Option<History>, now: Instant) -> Option<f64> {
-    let in_phase = job.phase.map_or(0.0, |(_, since)| now.duration_since(since).as_secs_f64());
+fn remaining(
+    job: &Job,
+    stage: &WorkerStage,
+    history: Option<History>,
+    now: Instant,
+) -> Option<f64> {
+    let in_phase = job
+        .phase
+        .map_or(0.0, |(_, since)| now.duration_since(since).as_secs_f64());
     let total_steps = f64::from(job.steps) * f64::from(job.images);
-    let decode = history.map(|h| h.decode_seconds_per_megapixel * job.megapixels * f64::from(job.images));
-    let measured_step = (job.sampled_steps > 0).then(|| job.sampling_seconds / f64::from(job.sampled_steps));
+    let decode =
+        history.map(|h| h.decode_seconds_per_megapixel * job.megapixels * f64::from(job.images));
+    let measured_step =
+        (job.sampled_steps > 0).then(|| job.sampling_seconds / f64::from(job.sampled_steps));
     let step = measured_step.or(history.map(|h| h.step_seconds_per_megapixel * job.megapixels))?;
     match stage {
-        WorkerStage::Sampling { image, step: done, .. } => {
-            let finished = f64::from(image.saturating_sub(1)) * f64::from(job.steps) + f64::from(*done);
+        WorkerStage::Sampling {
+            image, step: done, ..
+        } => {
+            let finished =
+                f64::from(image.saturating_sub(1)) * f64::from(job.steps) + f64::from(*done);
             Some((total_steps - finished).max(0.0) * step + decode.unwrap_or(0.0))
         }
         WorkerStage::Preview { .. } => None,
         WorkerStage::Decoding => decode.map(|d| (d - in_phase).max(0.0)),
         WorkerStage::EncodingPrompt => {
             let h = history?;
-            Some((h.encode_seconds - in_phase).max(0.0) + total_steps * step + decode.unwrap_or(0.0))
+            Some(
+                (h.encode_seconds - in_phase).max(0.0) + total_steps * step + decode.unwrap_or(0.0),
+            )
         }
         WorkerStage::LoadingModel { .. } => {
             let h = history?;
             let loaded = job.spent.get("load").copied().unwrap_or(0.0) + in_phase;
-            Some((h.load_seconds - loaded).max(0.0) + h.encode_seconds + total_steps * step + decode.unwrap_or(0.0))
+            Some(
+                (h.load_seconds - loaded).max(0.0)
+                    + h.encode_seconds
+                    + total_steps * step
+                    + decode.unwrap_or(0.0),
+            )
         }
     }
 }
@@ -168,7 +223,13 @@ mod tests {
     use std::time::Duration;
 
     fn sampling(step: u32, seconds: f64) -> WorkerStage {
-        WorkerStage::Sampling { image: 1, images: 1, step, steps: 4, seconds_per_step: Some(seconds) }
+        WorkerStage::Sampling {
+            image: 1,
+            images: 1,
+            step,
+            steps: 4,
+            seconds_per_step: Some(seconds),
+        }
     }
 
     #[test]
@@ -176,7 +237,10 @@ mod tests {
         let t0 = Instant::now();
         let mut e = Estimator::default();
         e.start("m", 4, 1, 64, 64, t0);
-        assert_eq!(e.observe(&WorkerStage::EncodingPrompt, t0 + Duration::from_secs(1)), (None, None));
+        assert_eq!(
+            e.observe(&WorkerStage::EncodingPrompt, t0 + Duration::from_secs(1)),
+            (None, None)
+        );
         let (percent, eta) = e.observe(&sampling(1, 2.0), t0 + Duration::from_secs(3));
         // 3 steps left at the measured 2 s each; nothing known about decoding yet.
         assert_eq!(eta, Some(6.0));
@@ -190,7 +254,10 @@ mod tests {
         e.start("m", 4, 1, 64, 64, t0);
         e.observe(&WorkerStage::EncodingPrompt, t0);
         for step in 1..=4 {
-            e.observe(&sampling(step, 1.0), t0 + Duration::from_secs(u64::from(step)));
+            e.observe(
+                &sampling(step, 1.0),
+                t0 + Duration::from_secs(u64::from(step)),
+            );
         }
         e.observe(&WorkerStage::Decoding, t0 + Duration::from_secs(4));
         e.finish(true, t0 + Duration::from_secs(5));

@@ -23,20 +23,44 @@ pub struct JobEvent {
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Stage {
     /// Waiting for the engine; `position` jobs are ahead.
-    Queued { position: u32 },
+    Queued {
+        position: u32,
+    },
     /// sd.cpp is reading weights. It loads lazily, one part at a time (text encoder, diffusion model, VAE), so this
     /// phase can return during a first job; `part` counts those loads.
-    LoadingModel { part: u32, tensors_loaded: u32, tensors_total: u32 },
+    LoadingModel {
+        part: u32,
+        tensors_loaded: u32,
+        tensors_total: u32,
+    },
     EncodingPrompt,
     /// `step` of `steps` for image `image` of `images` (1-based); step 0 announces the start of sampling.
-    Sampling { image: u32, images: u32, step: u32, steps: u32, seconds_per_step: Option<f64> },
+    Sampling {
+        image: u32,
+        images: u32,
+        step: u32,
+        steps: u32,
+        seconds_per_step: Option<f64>,
+    },
     /// A live preview frame during sampling, PNG, base64.
-    Preview { image: u32, step: u32, width: u32, height: u32, png_base64: String },
+    Preview {
+        image: u32,
+        step: u32,
+        width: u32,
+        height: u32,
+        png_base64: String,
+    },
     Decoding,
     Saving,
-    Done { outputs: Vec<Output> },
-    Failed { error: String },
-    Cancelled { reason: String },
+    Done {
+        outputs: Vec<Output>,
+    },
+    Failed {
+        error: String,
+    },
+    Cancelled {
+        reason: String,
+    },
 }
 
 impl Stage {
@@ -58,7 +82,10 @@ impl Stage {
 
     /// Whether this ends the job.
     pub fn is_final(&self) -> bool {
-        matches!(self, Stage::Done { .. } | Stage::Failed { .. } | Stage::Cancelled { .. })
+        matches!(
+            self,
+            Stage::Done { .. } | Stage::Failed { .. } | Stage::Cancelled { .. }
+        )
     }
 }
 

@@ -30,9 +30,15 @@ pub async fn run(
 ) -> Result<JobResult, EngineError> {
     let result = render_and_save(engine, job_id, spec, destination, started, on_event).await;
     let stage = match &result {
-        Ok(done) => Stage::Done { outputs: done.outputs.clone() },
-        Err(EngineError::Cancelled(reason)) => Stage::Cancelled { reason: reason.clone() },
-        Err(EngineError::Failed(error)) => Stage::Failed { error: error.clone() },
+        Ok(done) => Stage::Done {
+            outputs: done.outputs.clone(),
+        },
+        Err(EngineError::Cancelled(reason)) => Stage::Cancelled {
+            reason: reason.clone(),
+        },
+        Err(EngineError::Failed(error)) => Stage::Failed {
+            error: error.clone(),
+        },
     };
     let finished = result.is_ok();
     on_event(JobEvent {
@@ -53,22 +59,37 @@ async fn render_and_save(
     started: Instant,
     on_event: &mut (dyn FnMut(JobEvent) + Send),
 ) -> Result<JobResult, EngineError> {
-    let generated = engine.generate(job_id, spec, started, on_event).await?;
+    // Saving has no measured duration of its own: it keeps the last percent, so progress never jumps back.
+    let mut last_percent = None;
+    let generated = engine
+        .generate(job_id, spec, started, &mut |event: JobEvent| {
+            last_percent = event.percent.or(last_percent);
+            on_event(event)
+        })
+        .await?;
     on_event(JobEvent {
         job_id: job_id.to_string(),
         elapsed_seconds: started.elapsed().as_secs_f64(),
-        percent: None,
+        percent: last_percent,
         eta_seconds: None,
         stage: Stage::Saving,
     });
-    let created = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
     let seconds = started.elapsed().as_secs_f64();
     let mut outputs = Vec::with_capacity(generated.images.len());
     for (index, image) in generated.images.iter().enumerate() {
         let record = Record::new(spec, job_id, index as u32, created, seconds);
         let path = output::save(destination, index as u32, image, &record)
             .map_err(|e| EngineError::Failed(format!("cannot write the image: {e}")))?;
-        outputs.push(Output { path: path.display().to_string(), seed: record.seed, width: image.width, height: image.height });
+        outputs.push(Output {
+            path: path.display().to_string(),
+            seed: record.seed,
+            width: image.width,
+            height: image.height,
+        });
     }
     Ok(JobResult {
         outputs,

@@ -17,7 +17,10 @@ pub fn extract(prompt: &str) -> Result<(String, Vec<LoraTag>), String> {
         cleaned.push_str(&rest[..start]);
         let after = &rest[start + "<lora:".len()..];
         let Some(end) = after.find('>') else {
-            return Err(format!("unclosed LoRA tag '{}': write <lora:name:weight>", &rest[start..]));
+            return Err(format!(
+                "unclosed LoRA tag '{}': write <lora:name:weight>",
+                &rest[start..]
+            ));
         };
         let body = &after[..end];
         let (name, weight) = match body.rsplit_once(':') {
@@ -32,7 +35,10 @@ pub fn extract(prompt: &str) -> Result<(String, Vec<LoraTag>), String> {
         if name.is_empty() {
             return Err(format!("LoRA tag '<lora:{body}>' has no name"));
         }
-        tags.push(LoraTag { name: name.to_string(), weight });
+        tags.push(LoraTag {
+            name: name.to_string(),
+            weight,
+        });
         rest = &after[end + 1..];
     }
     cleaned.push_str(rest);
@@ -50,18 +56,32 @@ mod tests {
         assert_eq!(prompt, "a cat on a mat");
         assert_eq!(
             tags,
-            vec![LoraTag { name: "pixel-art".into(), weight: 0.7 }, LoraTag { name: "detail".into(), weight: 1.0 }]
+            vec![
+                LoraTag {
+                    name: "pixel-art".into(),
+                    weight: 0.7
+                },
+                LoraTag {
+                    name: "detail".into(),
+                    weight: 1.0
+                }
+            ]
         );
     }
 
     #[test]
     fn a_lora_tag_with_a_bad_weight_is_an_error_naming_it() {
         let err = extract("x <lora:style:heavy>").unwrap_err();
-        assert!(err.contains("<lora:style:heavy>") && err.contains("not a number"), "{err}");
+        assert!(
+            err.contains("<lora:style:heavy>") && err.contains("not a number"),
+            "{err}"
+        );
     }
 
     #[test]
     fn an_unclosed_lora_tag_is_an_error() {
-        assert!(extract("x <lora:style:0.5").unwrap_err().contains("unclosed"));
+        assert!(extract("x <lora:style:0.5")
+            .unwrap_err()
+            .contains("unclosed"));
     }
 }

@@ -50,7 +50,13 @@ pub struct RecordLora {
 }
 
 impl Record {
-    pub fn new(spec: &JobSpec, job_id: &str, batch_index: u32, created: f64, generation_seconds: f64) -> Record {
+    pub fn new(
+        spec: &JobSpec,
+        job_id: &str,
+        batch_index: u32,
+        created: f64,
+        generation_seconds: f64,
+    ) -> Record {
         Record {
             app: format!("DiffuGen {}", env!("CARGO_PKG_VERSION")),
             job_id: job_id.to_string(),
@@ -68,7 +74,14 @@ impl Record {
             seed: spec.seed + i64::from(batch_index),
             batch_index,
             clip_skip: spec.clip_skip,
-            loras: spec.loras.iter().map(|l| RecordLora { name: l.name.clone(), weight: l.weight }).collect(),
+            loras: spec
+                .loras
+                .iter()
+                .map(|l| RecordLora {
+                    name: l.name.clone(),
+                    weight: l.weight,
+                })
+                .collect(),
             init_image: spec.init_image_source.clone(),
             mask: spec.mask_source.clone(),
             strength: spec.strength,
@@ -100,7 +113,11 @@ impl Record {
             fields.push(format!("Clip skip: {}", self.clip_skip));
         }
         if !self.loras.is_empty() {
-            let loras: Vec<String> = self.loras.iter().map(|l| format!("{}: {}", l.name, l.weight)).collect();
+            let loras: Vec<String> = self
+                .loras
+                .iter()
+                .map(|l| format!("{}: {}", l.name, l.weight))
+                .collect();
             fields.push(format!("Lora weights: \"{}\"", loras.join(", ")));
         }
         fields.push(format!("Version: {}", self.app));
@@ -143,19 +160,31 @@ pub fn encode_png(image: &diffugen_sd::RgbImage, record: &Record) -> io::Result<
     let mut bytes = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut bytes, image.width, image.height);
-        encoder.set_color(if image.channels == 1 { png::ColorType::Grayscale } else { png::ColorType::Rgb });
+        encoder.set_color(if image.channels == 1 {
+            png::ColorType::Grayscale
+        } else {
+            png::ColorType::Rgb
+        });
         encoder.set_depth(png::BitDepth::Eight);
         let parameters = record.a1111_parameters();
         let json = serde_json::to_string(record).map_err(io::Error::other)?;
         // tEXt is Latin-1; A1111 readers also read iTXt, which holds any UTF-8 prompt.
         if parameters.chars().all(|c| (c as u32) < 0x80) {
-            encoder.add_text_chunk(PARAMETERS_KEY.into(), parameters).map_err(io::Error::other)?;
+            encoder
+                .add_text_chunk(PARAMETERS_KEY.into(), parameters)
+                .map_err(io::Error::other)?;
         } else {
-            encoder.add_itxt_chunk(PARAMETERS_KEY.into(), parameters).map_err(io::Error::other)?;
+            encoder
+                .add_itxt_chunk(PARAMETERS_KEY.into(), parameters)
+                .map_err(io::Error::other)?;
         }
-        encoder.add_itxt_chunk(RECORD_KEY.into(), json).map_err(io::Error::other)?;
+        encoder
+            .add_itxt_chunk(RECORD_KEY.into(), json)
+            .map_err(io::Error::other)?;
         let mut writer = encoder.write_header().map_err(io::Error::other)?;
-        writer.write_image_data(&image.data).map_err(io::Error::other)?;
+        writer
+            .write_image_data(&image.data)
+            .map_err(io::Error::other)?;
         writer.finish().map_err(io::Error::other)?;
     }
     Ok(bytes)
@@ -166,8 +195,11 @@ pub fn read_png_text(path: &Path) -> io::Result<Vec<(String, String)>> {
     let decoder = png::Decoder::new(fs::File::open(path)?);
     let reader = decoder.read_info().map_err(io::Error::other)?;
     let info = reader.info();
-    let mut out: Vec<(String, String)> =
-        info.uncompressed_latin1_text.iter().map(|t| (t.keyword.clone(), t.text.clone())).collect();
+    let mut out: Vec<(String, String)> = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|t| (t.keyword.clone(), t.text.clone()))
+        .collect();
     for chunk in &info.compressed_latin1_text {
         if let Ok(text) = chunk.get_text() {
             out.push((chunk.keyword.clone(), text));
@@ -192,7 +224,10 @@ pub enum Destination {
 
 fn slug(prompt: &str) -> String {
     let mut slug = String::new();
-    for word in prompt.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+    for word in prompt
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
         if slug.len() + word.len() > 40 {
             break;
         }
@@ -222,13 +257,22 @@ fn timestamp(unix: f64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn temp_path(dir: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    dir.join(format!(".diffugen-{}-{}.png.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)))
+    dir.join(format!(
+        ".diffugen-{}-{}.png.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 fn write_temp(dir: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
@@ -241,18 +285,32 @@ fn write_temp(dir: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
 }
 
 /// Writes one image atomically and returns its final path.
-pub fn save(destination: &Destination, index: u32, image: &diffugen_sd::RgbImage, record: &Record) -> io::Result<PathBuf> {
+pub fn save(
+    destination: &Destination,
+    index: u32,
+    image: &diffugen_sd::RgbImage,
+    record: &Record,
+) -> io::Result<PathBuf> {
     let bytes = encode_png(image, record)?;
     match destination {
         Destination::File(path) => {
             let target = if index == 0 {
                 path.clone()
             } else {
-                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "png".into());
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let ext = path
+                    .extension()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "png".into());
                 path.with_file_name(format!("{stem}-{}.{ext}", index + 1))
             };
-            let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = target
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             let tmp = write_temp(dir, &bytes)?;
             fs::rename(&tmp, &target).inspect_err(|_| {
                 let _ = fs::remove_file(&tmp);
@@ -261,10 +319,19 @@ pub fn save(destination: &Destination, index: u32, image: &diffugen_sd::RgbImage
         }
         Destination::Folder(dir) => {
             let tmp = write_temp(dir, &bytes)?;
-            let base = format!("{}-{}-{}", timestamp(record.created), record.seed, slug(&record.prompt));
+            let base = format!(
+                "{}-{}-{}",
+                timestamp(record.created),
+                record.seed,
+                slug(&record.prompt)
+            );
             // Link into place without replacing anything: a name that exists gets the next suffix.
             let result = (1..10_000).find_map(|n| {
-                let name = if n == 1 { format!("{base}.png") } else { format!("{base}-{n}.png") };
+                let name = if n == 1 {
+                    format!("{base}.png")
+                } else {
+                    format!("{base}-{n}.png")
+                };
                 let target = dir.join(name);
                 match fs::hard_link(&tmp, &target) {
                     Ok(()) => Some(Ok(target)),

@@ -119,7 +119,11 @@ pub struct ParamErrors(pub Vec<FieldError>);
 
 impl fmt::Display for ParamErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
         f.write_str(&parts.join("; "))
     }
 }
@@ -135,18 +139,27 @@ struct Checker(Vec<FieldError>);
 
 impl Checker {
     fn fail(&mut self, field: &str, message: impl Into<String>) {
-        self.0.push(FieldError { field: field.into(), message: message.into() });
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
     }
 
     fn size(&mut self, field: &str, value: u32) {
-        if !(64..=2048).contains(&value) || value % 8 != 0 {
-            self.fail(field, format!("must be a multiple of 8 from 64 to 2048, got {value}"));
+        if !(64..=2048).contains(&value) || !value.is_multiple_of(8) {
+            self.fail(
+                field,
+                format!("must be a multiple of 8 from 64 to 2048, got {value}"),
+            );
         }
     }
 
     fn range_f32(&mut self, field: &str, value: f32, min: f32, max: f32) {
         if !value.is_finite() || value < min || value > max {
-            self.fail(field, format!("must be a number from {min} to {max}, got {value}"));
+            self.fail(
+                field,
+                format!("must be a number from {min} to {max}, got {value}"),
+            );
         }
     }
 }
@@ -154,7 +167,12 @@ impl Checker {
 fn random_seed() -> i64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     // Seeds in the 32-bit range, as A1111 and sd.cpp users are used to seeing.
     (hasher.finish() & 0xffff_ffff) as i64
 }
@@ -162,10 +180,18 @@ fn random_seed() -> i64 {
 fn load_image(input: &ImageInput) -> Result<(image::DynamicImage, Option<String>), String> {
     match input {
         ImageInput::Path(path) => {
-            let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let image = image::load_from_memory(&bytes)
-                .map_err(|e| format!("{} is not a readable PNG, JPEG or WebP image: {e}", path.display()))?;
-            Ok((image, path.file_name().map(|n| n.to_string_lossy().into_owned())))
+            let bytes =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let image = image::load_from_memory(&bytes).map_err(|e| {
+                format!(
+                    "{} is not a readable PNG, JPEG or WebP image: {e}",
+                    path.display()
+                )
+            })?;
+            Ok((
+                image,
+                path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            ))
         }
         ImageInput::Bytes(bytes) => image::load_from_memory(bytes)
             .map(|image| (image, None))
@@ -179,8 +205,17 @@ fn to_raw(image: &image::DynamicImage, width: u32, height: u32, channels: u32) -
     } else {
         image.resize_exact(width, height, image::imageops::FilterType::Lanczos3)
     };
-    let data = if channels == 1 { resized.to_luma8().into_raw() } else { resized.to_rgb8().into_raw() };
-    RawImage::encode(&diffugen_sd::RgbImage { width, height, channels, data })
+    let data = if channels == 1 {
+        resized.to_luma8().into_raw()
+    } else {
+        resized.to_rgb8().into_raw()
+    };
+    RawImage::encode(&diffugen_sd::RgbImage {
+        width,
+        height,
+        channels,
+        data,
+    })
 }
 
 /// Checks a request and resolves its model, LoRAs and images. Returns every problem at once.
@@ -188,7 +223,13 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
     let mut check = Checker(Vec::new());
 
     let model = if request.model.trim().is_empty() {
-        check.fail("model", format!("is required; available models: {}", library.ids().join(", ")));
+        check.fail(
+            "model",
+            format!(
+                "is required; available models: {}",
+                library.ids().join(", ")
+            ),
+        );
         None
     } else {
         match library.resolve(request.model.trim()) {
@@ -227,7 +268,10 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
     };
     let mask = match &request.mask {
         Some(_) if request.init_image.is_none() => {
-            check.fail("mask", "needs an init_image to paint into (inpainting = init image + mask)");
+            check.fail(
+                "mask",
+                "needs an init_image to paint into (inpainting = init image + mask)",
+            );
             None
         }
         Some(input) => match load_image(input) {
@@ -256,11 +300,17 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
     check.size("width", width);
     check.size("height", height);
 
-    let steps = request.steps.or(defaults.as_ref().map(|d| d.steps)).unwrap_or(20);
+    let steps = request
+        .steps
+        .or(defaults.as_ref().map(|d| d.steps))
+        .unwrap_or(20);
     if !(1..=150).contains(&steps) {
         check.fail("steps", format!("must be from 1 to 150, got {steps}"));
     }
-    let cfg_scale = request.cfg_scale.or(defaults.as_ref().map(|d| d.cfg_scale)).unwrap_or(7.0);
+    let cfg_scale = request
+        .cfg_scale
+        .or(defaults.as_ref().map(|d| d.cfg_scale))
+        .unwrap_or(7.0);
     check.range_f32("cfg_scale", cfg_scale, 0.0, 30.0);
 
     let sampler = request
@@ -269,12 +319,27 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
         .or(defaults.as_ref().map(|d| d.sampler.clone()))
         .unwrap_or_else(|| "euler".into());
     if !SAMPLERS.contains(&sampler.as_str()) {
-        check.fail("sampler", format!("unknown sampler '{sampler}'; allowed: {}", SAMPLERS.join(", ")));
+        check.fail(
+            "sampler",
+            format!(
+                "unknown sampler '{sampler}'; allowed: {}",
+                SAMPLERS.join(", ")
+            ),
+        );
     }
-    let scheduler = request.scheduler.clone().or(defaults.as_ref().and_then(|d| d.scheduler.clone()));
+    let scheduler = request
+        .scheduler
+        .clone()
+        .or(defaults.as_ref().and_then(|d| d.scheduler.clone()));
     if let Some(name) = &scheduler {
         if !SCHEDULERS.contains(&name.as_str()) {
-            check.fail("scheduler", format!("unknown scheduler '{name}'; allowed: {}", SCHEDULERS.join(", ")));
+            check.fail(
+                "scheduler",
+                format!(
+                    "unknown scheduler '{name}'; allowed: {}",
+                    SCHEDULERS.join(", ")
+                ),
+            );
         }
     }
 
@@ -282,7 +347,10 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
         None | Some(-1) => random_seed(),
         Some(seed) if (0..=MAX_SEED).contains(&seed) => seed,
         Some(seed) => {
-            check.fail("seed", format!("must be -1 (random) or from 0 to {MAX_SEED}, got {seed}"));
+            check.fail(
+                "seed",
+                format!("must be -1 (random) or from 0 to {MAX_SEED}, got {seed}"),
+            );
             0
         }
     };
@@ -292,7 +360,10 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
     }
     let clip_skip = request.clip_skip.unwrap_or(-1);
     if !(clip_skip == -1 || (0..=12).contains(&clip_skip)) {
-        check.fail("clip_skip", format!("must be -1 or 0 (model default) or from 1 to 12, got {clip_skip}"));
+        check.fail(
+            "clip_skip",
+            format!("must be -1 or 0 (model default) or from 1 to 12, got {clip_skip}"),
+        );
     }
     if let Some(threads) = request.threads {
         if !(1..=256).contains(&threads) {
@@ -301,7 +372,10 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
     }
     let strength = match (request.strength, &request.init_image) {
         (Some(_), None) => {
-            check.fail("strength", "only applies to img2img: give an init_image too");
+            check.fail(
+                "strength",
+                "only applies to img2img: give an init_image too",
+            );
             None
         }
         (Some(s), Some(_)) => {
@@ -313,18 +387,34 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
     };
     if let Some(preview) = &request.preview {
         if !["proj", "tae", "vae"].contains(&preview.mode.as_str()) {
-            check.fail("preview.mode", format!("unknown preview mode '{}'; allowed: proj, tae, vae", preview.mode));
+            check.fail(
+                "preview.mode",
+                format!(
+                    "unknown preview mode '{}'; allowed: proj, tae, vae",
+                    preview.mode
+                ),
+            );
         }
         if preview.interval == 0 {
-            check.fail("preview.interval", "must be at least 1 (a frame every N steps)");
+            check.fail(
+                "preview.interval",
+                "must be at least 1 (a frame every N steps)",
+            );
         }
     }
 
     let mut loras = Vec::new();
-    let named = request.loras.iter().map(|l| (l.name.clone(), l.weight)).chain(prompt_loras.into_iter().map(|t| (t.name, t.weight)));
+    let named = request
+        .loras
+        .iter()
+        .map(|l| (l.name.clone(), l.weight))
+        .chain(prompt_loras.into_iter().map(|t| (t.name, t.weight)));
     for (name, weight) in named {
         if !weight.is_finite() || !(-10.0..=10.0).contains(&weight) {
-            check.fail("loras", format!("LoRA '{name}' weight must be from -10 to 10, got {weight}"));
+            check.fail(
+                "loras",
+                format!("LoRA '{name}' weight must be from -10 to 10, got {weight}"),
+            );
             continue;
         }
         match library.resolve_lora(&name) {
@@ -358,9 +448,13 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
         clip_skip,
         loras,
         strength,
-        init_image: init.as_ref().map(|(image, _)| to_raw(image, width, height, 3)),
+        init_image: init
+            .as_ref()
+            .map(|(image, _)| to_raw(image, width, height, 3)),
         init_image_source: init.and_then(|(_, source)| source),
-        mask: mask.as_ref().map(|(image, _)| to_raw(image, width, height, 1)),
+        mask: mask
+            .as_ref()
+            .map(|(image, _)| to_raw(image, width, height, 1)),
         mask_source: mask.and_then(|(_, source)| source),
         preview: request.preview.clone(),
     })

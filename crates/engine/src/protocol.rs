@@ -11,7 +11,10 @@ use crate::params::JobSpec;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToWorker {
-    Generate { job_id: String, spec: Box<JobSpec> },
+    Generate {
+        job_id: String,
+        spec: Box<JobSpec>,
+    },
     /// Drop the resident model (frees its RAM/VRAM) but keep the process.
     Unload,
     Shutdown,
@@ -21,14 +24,33 @@ pub enum ToWorker {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FromWorker {
-    Ready { pid: u32, system_info: String },
+    Ready {
+        pid: u32,
+        system_info: String,
+    },
     /// A raw stage change; the supervisor adds timing, percent and ETA.
-    Stage { job_id: String, stage: WorkerStage },
+    Stage {
+        job_id: String,
+        stage: WorkerStage,
+    },
     /// An sd.cpp log line at info level or above.
-    Log { level: String, text: String },
-    Image { job_id: String, index: u32, image: RawImage },
-    Finished { job_id: String, model_was_resident: bool },
-    Failed { job_id: String, error: String },
+    Log {
+        level: String,
+        text: String,
+    },
+    Image {
+        job_id: String,
+        index: u32,
+        image: RawImage,
+    },
+    Finished {
+        job_id: String,
+        model_was_resident: bool,
+    },
+    Failed {
+        job_id: String,
+        error: String,
+    },
     Unloaded,
 }
 
@@ -36,10 +58,26 @@ pub enum FromWorker {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum WorkerStage {
-    LoadingModel { part: u32, tensors_loaded: u32, tensors_total: u32 },
+    LoadingModel {
+        part: u32,
+        tensors_loaded: u32,
+        tensors_total: u32,
+    },
     EncodingPrompt,
-    Sampling { image: u32, images: u32, step: u32, steps: u32, seconds_per_step: Option<f64> },
-    Preview { image: u32, step: u32, width: u32, height: u32, png_base64: String },
+    Sampling {
+        image: u32,
+        images: u32,
+        step: u32,
+        steps: u32,
+        seconds_per_step: Option<f64>,
+    },
+    Preview {
+        image: u32,
+        step: u32,
+        width: u32,
+        height: u32,
+        png_base64: String,
+    },
     Decoding,
 }
 
@@ -65,11 +103,21 @@ impl RawImage {
 
     pub fn decode(&self) -> Result<diffugen_sd::RgbImage, String> {
         use base64::Engine as _;
-        let data = base64::engine::general_purpose::STANDARD.decode(&self.data_base64).map_err(|e| e.to_string())?;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(&self.data_base64)
+            .map_err(|e| e.to_string())?;
         let expected = self.width as usize * self.height as usize * self.channels as usize;
         if data.len() != expected {
-            return Err(format!("image data has {} bytes, expected {expected}", data.len()));
+            return Err(format!(
+                "image data has {} bytes, expected {expected}",
+                data.len()
+            ));
         }
-        Ok(diffugen_sd::RgbImage { width: self.width, height: self.height, channels: self.channels, data })
+        Ok(diffugen_sd::RgbImage {
+            width: self.width,
+            height: self.height,
+            channels: self.channels,
+            data,
+        })
     }
 }

@@ -31,7 +31,10 @@ pub struct WorkerCommand {
 impl WorkerCommand {
     /// The running executable with `args`: the CLI, the server and the app host the worker themselves.
     pub fn current_exe(args: &[&str]) -> std::io::Result<WorkerCommand> {
-        Ok(WorkerCommand { program: std::env::current_exe()?, args: args.iter().map(|a| a.to_string()).collect() })
+        Ok(WorkerCommand {
+            program: std::env::current_exe()?,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        })
     }
 }
 
@@ -112,7 +115,10 @@ impl Engine {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
-                EngineError::Failed(format!("cannot start the engine worker {}: {e}", self.command.program.display()))
+                EngineError::Failed(format!(
+                    "cannot start the engine worker {}: {e}",
+                    self.command.program.display()
+                ))
             })?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -147,13 +153,22 @@ impl Engine {
         match tokio::time::timeout(READY_TIMEOUT, messages.recv()).await {
             Ok(Some(FromWorker::Ready { pid, system_info })) => {
                 tracing::info!(pid, %system_info, "engine worker started");
-                Ok(Worker { child, stdin, messages, pid })
+                Ok(Worker {
+                    child,
+                    stdin,
+                    messages,
+                    pid,
+                })
             }
             other => {
                 let _ = child.kill().await;
                 Err(EngineError::Failed(format!(
                     "the engine worker did not start ({}): {}",
-                    if other.is_err() { "timed out" } else { "it exited" },
+                    if other.is_err() {
+                        "timed out"
+                    } else {
+                        "it exited"
+                    },
                     self.log_tail.take()
                 )))
             }
@@ -181,7 +196,11 @@ impl Engine {
         let mut guard = self.worker.lock().await;
         let Some(worker) = guard.as_mut() else { return };
         let unloaded = async {
-            worker.stdin.write_all(b"{\"type\":\"unload\"}\n").await.ok()?;
+            worker
+                .stdin
+                .write_all(b"{\"type\":\"unload\"}\n")
+                .await
+                .ok()?;
             worker.stdin.flush().await.ok()?;
             while let Some(message) = worker.messages.recv().await {
                 if matches!(message, FromWorker::Unloaded) {
@@ -190,7 +209,12 @@ impl Engine {
             }
             None
         };
-        if tokio::time::timeout(UNLOAD_TIMEOUT, unloaded).await.ok().flatten().is_none() {
+        if tokio::time::timeout(UNLOAD_TIMEOUT, unloaded)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
             if let Some(mut worker) = guard.take() {
                 let _ = worker.child.kill().await;
             }
@@ -201,7 +225,10 @@ impl Engine {
     pub async fn stop(&self) {
         if let Some(mut worker) = self.worker.lock().await.take() {
             let _ = worker.stdin.write_all(b"{\"type\":\"shutdown\"}\n").await;
-            if tokio::time::timeout(Duration::from_secs(5), worker.child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), worker.child.wait())
+                .await
+                .is_err()
+            {
                 let _ = worker.child.kill().await;
             }
         }
@@ -217,18 +244,27 @@ impl Engine {
     ) -> Result<Generated, EngineError> {
         let mut guard = self.worker.lock().await;
         let (cancel_tx, mut cancel_rx) = oneshot::channel();
-        *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = Some((job_id.to_string(), cancel_tx));
-        self.estimator.lock().unwrap_or_else(|e| e.into_inner()).start(
-            &spec.model_id,
-            spec.steps,
-            spec.count,
-            spec.width,
-            spec.height,
-            started,
-        );
-        let result = self.run(&mut guard, job_id, spec, started, on_event, &mut cancel_rx).await;
+        *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((job_id.to_string(), cancel_tx));
+        self.estimator
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .start(
+                &spec.model_id,
+                spec.steps,
+                spec.count,
+                spec.width,
+                spec.height,
+                started,
+            );
+        let result = self
+            .run(&mut guard, job_id, spec, started, on_event, &mut cancel_rx)
+            .await;
         self.cancel.lock().unwrap_or_else(|e| e.into_inner()).take();
-        self.estimator.lock().unwrap_or_else(|e| e.into_inner()).finish(result.is_ok(), Instant::now());
+        self.estimator
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish(result.is_ok(), Instant::now());
         result
     }
 
@@ -251,13 +287,19 @@ impl Engine {
         }
         let worker = slot.as_mut().expect("a worker was just ensured");
         let pid = worker.pid;
-        let request = ToWorker::Generate { job_id: job_id.to_string(), spec: Box::new(spec.clone()) };
-        let mut line = serde_json::to_vec(&request).map_err(|e| EngineError::Failed(e.to_string()))?;
+        let request = ToWorker::Generate {
+            job_id: job_id.to_string(),
+            spec: Box::new(spec.clone()),
+        };
+        let mut line =
+            serde_json::to_vec(&request).map_err(|e| EngineError::Failed(e.to_string()))?;
         line.push(b'\n');
         let _ = self.log_tail.take();
         if let Err(e) = worker.stdin.write_all(&line).await {
             *slot = None;
-            return Err(EngineError::Failed(format!("the engine worker stopped accepting jobs: {e}")));
+            return Err(EngineError::Failed(format!(
+                "the engine worker stopped accepting jobs: {e}"
+            )));
         }
         let _ = worker.stdin.flush().await;
 
@@ -276,8 +318,11 @@ impl Engine {
             };
             match message {
                 Some(FromWorker::Stage { job_id: id, stage }) if id == job_id => {
-                    let (percent, eta_seconds) =
-                        self.estimator.lock().unwrap_or_else(|e| e.into_inner()).observe(&stage, Instant::now());
+                    let (percent, eta_seconds) = self
+                        .estimator
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .observe(&stage, Instant::now());
                     let stage = to_stage(stage);
                     last_phase = stage.name();
                     on_event(JobEvent {
@@ -288,18 +333,34 @@ impl Engine {
                         stage,
                     });
                 }
-                Some(FromWorker::Image { job_id: id, image, .. }) if id == job_id => {
-                    images.push(image.decode().map_err(|e| EngineError::Failed(format!("engine sent a bad image: {e}")))?);
+                Some(FromWorker::Image {
+                    job_id: id, image, ..
+                }) if id == job_id => {
+                    images.push(image.decode().map_err(|e| {
+                        EngineError::Failed(format!("engine sent a bad image: {e}"))
+                    })?);
                 }
-                Some(FromWorker::Finished { job_id: id, model_was_resident }) if id == job_id => {
-                    return Ok(Generated { images, model_was_resident, worker_pid: pid });
+                Some(FromWorker::Finished {
+                    job_id: id,
+                    model_was_resident,
+                }) if id == job_id => {
+                    return Ok(Generated {
+                        images,
+                        model_was_resident,
+                        worker_pid: pid,
+                    });
                 }
                 Some(FromWorker::Failed { job_id: id, error }) if id == job_id => {
                     return Err(EngineError::Failed(error));
                 }
                 Some(_) => {}
                 None => {
-                    let status = worker.child.wait().await.map(describe_exit).unwrap_or_else(|e| e.to_string());
+                    let status = worker
+                        .child
+                        .wait()
+                        .await
+                        .map(describe_exit)
+                        .unwrap_or_else(|e| e.to_string());
                     *slot = None;
                     // Let the stderr reader drain what the dying process printed.
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -340,16 +401,42 @@ fn signal_name(signal: i32) -> &'static str {
 
 fn to_stage(stage: WorkerStage) -> Stage {
     match stage {
-        WorkerStage::LoadingModel { part, tensors_loaded, tensors_total } => {
-            Stage::LoadingModel { part, tensors_loaded, tensors_total }
-        }
+        WorkerStage::LoadingModel {
+            part,
+            tensors_loaded,
+            tensors_total,
+        } => Stage::LoadingModel {
+            part,
+            tensors_loaded,
+            tensors_total,
+        },
         WorkerStage::EncodingPrompt => Stage::EncodingPrompt,
-        WorkerStage::Sampling { image, images, step, steps, seconds_per_step } => {
-            Stage::Sampling { image, images, step, steps, seconds_per_step }
-        }
-        WorkerStage::Preview { image, step, width, height, png_base64 } => {
-            Stage::Preview { image, step, width, height, png_base64 }
-        }
+        WorkerStage::Sampling {
+            image,
+            images,
+            step,
+            steps,
+            seconds_per_step,
+        } => Stage::Sampling {
+            image,
+            images,
+            step,
+            steps,
+            seconds_per_step,
+        },
+        WorkerStage::Preview {
+            image,
+            step,
+            width,
+            height,
+            png_base64,
+        } => Stage::Preview {
+            image,
+            step,
+            width,
+            height,
+            png_base64,
+        },
         WorkerStage::Decoding => Stage::Decoding,
     }
 }

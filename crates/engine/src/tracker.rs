@@ -48,7 +48,9 @@ impl Default for Tracker {
 fn parse_pair(text: &str, after: &str) -> Option<(u32, u32)> {
     let start = text.find(after)? + after.len();
     let rest = text[start..].trim_start();
-    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '/')).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '/'))
+        .unwrap_or(rest.len());
     let (a, b) = rest[..end].split_once('/')?;
     Some((a.parse().ok()?, b.parse().ok()?))
 }
@@ -56,7 +58,11 @@ fn parse_pair(text: &str, after: &str) -> Option<(u32, u32)> {
 impl Tracker {
     /// Starts a job of `steps` sampling steps per image.
     pub fn begin(&mut self, steps: u32) -> Vec<WorkerStage> {
-        *self = Tracker { steps, phase: Phase::Encoding, ..Tracker::default() };
+        *self = Tracker {
+            steps,
+            phase: Phase::Encoding,
+            ..Tracker::default()
+        };
         Vec::new()
     }
 
@@ -85,7 +91,11 @@ impl Tracker {
                 self.loading = Some(count);
                 self.loads += 1;
                 self.last_loaded = 0;
-                return vec![WorkerStage::LoadingModel { part: self.loads, tensors_loaded: 0, tensors_total: count }];
+                return vec![WorkerStage::LoadingModel {
+                    part: self.loads,
+                    tensors_loaded: 0,
+                    tensors_total: count,
+                }];
             }
         }
         if text.contains("loading tensors completed") {
@@ -111,15 +121,23 @@ impl Tracker {
 
     /// Called for every progress callback.
     pub fn on_progress(&mut self, step: i32, steps: i32) -> Vec<WorkerStage> {
-        let (Ok(step), Ok(steps)) = (u32::try_from(step), u32::try_from(steps)) else { return Vec::new() };
+        let (Ok(step), Ok(steps)) = (u32::try_from(step), u32::try_from(steps)) else {
+            return Vec::new();
+        };
         if let Some(total) = self.loading {
             if step > self.last_loaded && steps == total {
                 self.last_loaded = step;
-                return vec![WorkerStage::LoadingModel { part: self.loads, tensors_loaded: step, tensors_total: total }];
+                return vec![WorkerStage::LoadingModel {
+                    part: self.loads,
+                    tensors_loaded: step,
+                    tensors_total: total,
+                }];
             }
             return Vec::new();
         }
-        let Phase::Sampling { image, images } = self.phase else { return Vec::new() };
+        let Phase::Sampling { image, images } = self.phase else {
+            return Vec::new();
+        };
         if step == 0 || step <= self.last_step || step > steps {
             return Vec::new();
         }
@@ -130,7 +148,13 @@ impl Tracker {
         let seconds_per_step = elapsed.map(|e| e / f64::from(step - self.last_step));
         self.step_clock = Some(now);
         self.last_step = step;
-        vec![WorkerStage::Sampling { image, images, step, steps, seconds_per_step }]
+        vec![WorkerStage::Sampling {
+            image,
+            images,
+            step,
+            steps,
+            seconds_per_step,
+        }]
     }
 
     /// The 1-based index of the image being sampled (1 outside sampling).
@@ -156,7 +180,11 @@ mod tests {
         stages
             .iter()
             .map(|s| match s {
-                WorkerStage::LoadingModel { tensors_loaded, tensors_total, .. } => {
+                WorkerStage::LoadingModel {
+                    tensors_loaded,
+                    tensors_total,
+                    ..
+                } => {
                     format!("load {tensors_loaded}/{tensors_total}")
                 }
                 WorkerStage::Sampling { step, steps, .. } => format!("step {step}/{steps}"),
@@ -194,8 +222,20 @@ mod tests {
         assert_eq!(
             phases(&out),
             [
-                "load 0/196", "load 196/196", "encode", "step 0/2", "load 0/280", "load 2/280", "load 280/280",
-                "step 0/2", "step 1/2", "step 2/2", "decode", "load 0/67", "load 67/67", "decode"
+                "load 0/196",
+                "load 196/196",
+                "encode",
+                "step 0/2",
+                "load 0/280",
+                "load 2/280",
+                "load 280/280",
+                "step 0/2",
+                "step 1/2",
+                "step 2/2",
+                "decode",
+                "load 0/67",
+                "load 67/67",
+                "decode"
             ]
         );
     }

@@ -77,13 +77,24 @@ pub fn image_request(spec: &JobSpec) -> Result<ImageRequest, String> {
         strength: spec.strength.unwrap_or(0.75),
         init_image: spec.init_image.as_ref().map(RawImage::decode).transpose()?,
         mask: spec.mask.as_ref().map(RawImage::decode).transpose()?,
-        loras: spec.loras.iter().map(|l| LoraWeight { path: l.path.clone(), multiplier: l.weight }).collect(),
+        loras: spec
+            .loras
+            .iter()
+            .map(|l| LoraWeight {
+                path: l.path.clone(),
+                multiplier: l.weight,
+            })
+            .collect(),
     })
 }
 
 fn encode_png(image: &diffugen_sd::RgbImage) -> Option<String> {
     use base64::Engine as _;
-    let color = if image.channels == 1 { image::ExtendedColorType::L8 } else { image::ExtendedColorType::Rgb8 };
+    let color = if image.channels == 1 {
+        image::ExtendedColorType::L8
+    } else {
+        image::ExtendedColorType::Rgb8
+    };
     let mut bytes = Vec::new();
     image::ImageEncoder::write_image(
         image::codecs::png::PngEncoder::new(&mut bytes),
@@ -110,9 +121,17 @@ pub fn run() -> i32 {
     let recent_errors = Arc::new(Mutex::new(Vec::<String>::new()));
 
     {
-        let (out, tracker, job_id, recent_errors) = (out.clone(), tracker.clone(), job_id.clone(), recent_errors.clone());
+        let (out, tracker, job_id, recent_errors) = (
+            out.clone(),
+            tracker.clone(),
+            job_id.clone(),
+            recent_errors.clone(),
+        );
         diffugen_sd::set_log_handler(move |level, text| {
-            let stages = tracker.lock().unwrap_or_else(|e| e.into_inner()).on_log(text);
+            let stages = tracker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .on_log(text);
             emit(&out, &job_id, stages);
             if level == LogLevel::Debug {
                 return;
@@ -124,18 +143,33 @@ pub fn run() -> i32 {
                 errors.drain(..excess);
             }
             let level = format!("{level:?}").to_ascii_lowercase();
-            send(&out, &FromWorker::Log { level, text: text.to_string() });
+            send(
+                &out,
+                &FromWorker::Log {
+                    level,
+                    text: text.to_string(),
+                },
+            );
         });
     }
     {
         let (out, tracker, job_id) = (out.clone(), tracker.clone(), job_id.clone());
         diffugen_sd::set_progress_handler(move |step, steps, _seconds| {
-            let stages = tracker.lock().unwrap_or_else(|e| e.into_inner()).on_progress(step, steps);
+            let stages = tracker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .on_progress(step, steps);
             emit(&out, &job_id, stages);
         });
     }
 
-    send(&out, &FromWorker::Ready { pid: std::process::id(), system_info: diffugen_sd::system_info() });
+    send(
+        &out,
+        &FromWorker::Ready {
+            pid: std::process::id(),
+            system_info: diffugen_sd::system_info(),
+        },
+    );
 
     let mut resident: Option<Resident> = None;
     for line in std::io::stdin().lock().lines() {
@@ -158,14 +192,30 @@ pub fn run() -> i32 {
             }
             ToWorker::Generate { job_id: id, spec } => {
                 *job_id.lock().unwrap_or_else(|e| e.into_inner()) = id.clone();
-                recent_errors.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                recent_errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
                 let result = generate(&out, &tracker, &id, &spec, &mut resident);
                 tracker.lock().unwrap_or_else(|e| e.into_inner()).finish();
                 match result {
-                    Ok(model_was_resident) => send(&out, &FromWorker::Finished { job_id: id, model_was_resident }),
+                    Ok(model_was_resident) => send(
+                        &out,
+                        &FromWorker::Finished {
+                            job_id: id,
+                            model_was_resident,
+                        },
+                    ),
                     Err(error) => {
-                        let errors = recent_errors.lock().unwrap_or_else(|e| e.into_inner()).join("; ");
-                        let error = if errors.is_empty() { error } else { format!("{error}: {errors}") };
+                        let errors = recent_errors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .join("; ");
+                        let error = if errors.is_empty() {
+                            error
+                        } else {
+                            format!("{error}: {errors}")
+                        };
                         send(&out, &FromWorker::Failed { job_id: id, error });
                     }
                 }
@@ -181,7 +231,13 @@ fn emit(out: &Out, job_id: &Mutex<String>, stages: Vec<WorkerStage>) {
     }
     let job_id = job_id.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for stage in stages {
-        send(out, &FromWorker::Stage { job_id: job_id.clone(), stage });
+        send(
+            out,
+            &FromWorker::Stage {
+                job_id: job_id.clone(),
+                stage,
+            },
+        );
     }
 }
 
@@ -210,31 +266,62 @@ fn generate(
                 _ => PreviewMode::Proj,
             };
             let (out, job_id, tracker) = (out.clone(), job_id.to_string(), tracker.clone());
-            diffugen_sd::set_preview_handler(mode, preview.interval, move |step, frames, _noisy| {
-                let Some(frame) = frames.first() else { return };
-                let image = tracker.lock().unwrap_or_else(|e| e.into_inner()).image();
-                let Some(png_base64) = encode_png(frame) else { return };
-                let stage = WorkerStage::Preview {
-                    image,
-                    step: step.max(0) as u32,
-                    width: frame.width,
-                    height: frame.height,
-                    png_base64,
-                };
-                send(&out, &FromWorker::Stage { job_id: job_id.clone(), stage });
-            });
+            diffugen_sd::set_preview_handler(
+                mode,
+                preview.interval,
+                move |step, frames, _noisy| {
+                    let Some(frame) = frames.first() else { return };
+                    let image = tracker.lock().unwrap_or_else(|e| e.into_inner()).image();
+                    let Some(png_base64) = encode_png(frame) else {
+                        return;
+                    };
+                    let stage = WorkerStage::Preview {
+                        image,
+                        step: step.max(0) as u32,
+                        width: frame.width,
+                        height: frame.height,
+                        png_base64,
+                    };
+                    send(
+                        &out,
+                        &FromWorker::Stage {
+                            job_id: job_id.clone(),
+                            stage,
+                        },
+                    );
+                },
+            );
         }
         None => diffugen_sd::clear_callbacks(),
     }
 
-    tracker.lock().unwrap_or_else(|e| e.into_inner()).begin(spec.steps);
+    tracker
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .begin(spec.steps);
     if was_resident {
-        send(out, &FromWorker::Stage { job_id: job_id.to_string(), stage: WorkerStage::EncodingPrompt });
+        send(
+            out,
+            &FromWorker::Stage {
+                job_id: job_id.to_string(),
+                stage: WorkerStage::EncodingPrompt,
+            },
+        );
     }
-    let context = &mut resident.as_mut().expect("a context was just ensured").context;
+    let context = &mut resident
+        .as_mut()
+        .expect("a context was just ensured")
+        .context;
     let images = context.generate(&request).map_err(|e| e.to_string())?;
     for (index, image) in images.iter().enumerate() {
-        send(out, &FromWorker::Image { job_id: job_id.to_string(), index: index as u32, image: RawImage::encode(image) });
+        send(
+            out,
+            &FromWorker::Image {
+                job_id: job_id.to_string(),
+                index: index as u32,
+                image: RawImage::encode(image),
+            },
+        );
     }
     Ok(was_resident)
 }

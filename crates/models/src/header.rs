@@ -58,24 +58,25 @@ pub fn read(path: &Path) -> Result<Header, HeaderError> {
     let file = File::open(path)?;
     let file_size = file.metadata()?.len();
     let mut reader = BufReader::new(file);
-    let mut magic = [0u8; 8];
-    if file_size < 8 {
+    let mut magic = [0u8; 9];
+    if file_size < 9 {
         return Err(HeaderError::UnknownFormat);
     }
     reader.read_exact(&mut magic)?;
     reader.seek(SeekFrom::Start(0))?;
     if &magic[..4] == b"GGUF" {
         read_gguf(&mut reader, file_size)
-    } else if is_safetensors(&magic, file_size) {
+    } else if is_safetensors(&magic) {
         read_safetensors(&mut reader, file_size)
     } else {
         Err(HeaderError::UnknownFormat)
     }
 }
 
-fn is_safetensors(magic: &[u8; 8], file_size: u64) -> bool {
-    let len = u64::from_le_bytes(*magic);
-    len >= 2 && len <= MAX_SAFETENSORS_HEADER && len + 8 <= file_size.max(len + 8)
+/// A safetensors file starts with the little-endian length of its JSON header, then the JSON object itself.
+fn is_safetensors(magic: &[u8; 9]) -> bool {
+    let len = u64::from_le_bytes(magic[..8].try_into().expect("8 bytes"));
+    (2..=MAX_SAFETENSORS_HEADER).contains(&len) && magic[8] == b'{'
 }
 
 struct Gguf<'a, R> {
@@ -85,7 +86,9 @@ struct Gguf<'a, R> {
 impl<R: Read> Gguf<'_, R> {
     fn bytes<const N: usize>(&mut self) -> Result<[u8; N], HeaderError> {
         let mut buf = [0u8; N];
-        self.reader.read_exact(&mut buf).map_err(|_| HeaderError::Damaged("header ends early".into()))?;
+        self.reader
+            .read_exact(&mut buf)
+            .map_err(|_| HeaderError::Damaged("header ends early".into()))?;
         Ok(buf)
     }
     fn u32(&mut self) -> Result<u32, HeaderError> {
@@ -100,7 +103,9 @@ impl<R: Read> Gguf<'_, R> {
             return Err(HeaderError::Damaged(format!("a string of {len} bytes")));
         }
         let mut buf = vec![0u8; len as usize];
-        self.reader.read_exact(&mut buf).map_err(|_| HeaderError::Damaged("header ends early".into()))?;
+        self.reader
+            .read_exact(&mut buf)
+            .map_err(|_| HeaderError::Damaged("header ends early".into()))?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
     fn skip(&mut self, n: u64) -> Result<(), HeaderError> {
@@ -128,7 +133,9 @@ impl<R: Read> Gguf<'_, R> {
                 }
                 Ok(())
             }
-            other => Err(HeaderError::Damaged(format!("unknown metadata type {other}"))),
+            other => Err(HeaderError::Damaged(format!(
+                "unknown metadata type {other}"
+            ))),
         }
     }
 }
@@ -177,12 +184,16 @@ fn read_gguf<R: Read + Seek>(reader: &mut R, file_size: u64) -> Result<Header, H
     g.skip(4)?;
     let version = g.u32()?;
     if !(2..=3).contains(&version) {
-        return Err(HeaderError::Damaged(format!("unsupported GGUF version {version}")));
+        return Err(HeaderError::Damaged(format!(
+            "unsupported GGUF version {version}"
+        )));
     }
     let tensor_count = g.u64()?;
     let kv_count = g.u64()?;
     if tensor_count > MAX_TENSORS || kv_count > MAX_TENSORS {
-        return Err(HeaderError::Damaged(format!("{tensor_count} tensors and {kv_count} metadata entries")));
+        return Err(HeaderError::Damaged(format!(
+            "{tensor_count} tensors and {kv_count} metadata entries"
+        )));
     }
     let mut alignment = 32u64;
     for _ in 0..kv_count {
@@ -200,7 +211,9 @@ fn read_gguf<R: Read + Seek>(reader: &mut R, file_size: u64) -> Result<Header, H
         let name = g.string()?;
         let dims = g.u32()?;
         if dims > MAX_DIMS {
-            return Err(HeaderError::Damaged(format!("tensor '{name}' has {dims} dimensions")));
+            return Err(HeaderError::Damaged(format!(
+                "tensor '{name}' has {dims} dimensions"
+            )));
         }
         let mut ne = Vec::with_capacity(dims as usize);
         for _ in 0..dims {
@@ -214,15 +227,26 @@ fn read_gguf<R: Read + Seek>(reader: &mut R, file_size: u64) -> Result<Header, H
             data_end = data_end.max(offset.saturating_add(size));
         }
         ne.reverse();
-        tensors.push(Tensor { name, shape: ne, dtype: dtype.to_string() });
+        tensors.push(Tensor {
+            name,
+            shape: ne,
+            dtype: dtype.to_string(),
+        });
     }
     let header_end = g.reader.stream_position()?;
     let data_start = header_end.div_ceil(alignment) * alignment;
     let expected = data_start.saturating_add(data_end);
     if expected > file_size {
-        return Err(HeaderError::Truncated { expected, actual: file_size });
+        return Err(HeaderError::Truncated {
+            expected,
+            actual: file_size,
+        });
     }
-    Ok(Header { format: Format::Gguf, tensors, file_size })
+    Ok(Header {
+        format: Format::Gguf,
+        tensors,
+        file_size,
+    })
 }
 
 fn read_safetensors<R: Read>(reader: &mut R, file_size: u64) -> Result<Header, HeaderError> {
@@ -230,33 +254,57 @@ fn read_safetensors<R: Read>(reader: &mut R, file_size: u64) -> Result<Header, H
     reader.read_exact(&mut len)?;
     let len = u64::from_le_bytes(len);
     if len + 8 > file_size {
-        return Err(HeaderError::Truncated { expected: len + 8, actual: file_size });
+        return Err(HeaderError::Truncated {
+            expected: len + 8,
+            actual: file_size,
+        });
     }
     let mut json = vec![0u8; len as usize];
     reader.read_exact(&mut json)?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&json).map_err(|e| HeaderError::Damaged(format!("safetensors header: {e}")))?;
-    let map = value.as_object().ok_or_else(|| HeaderError::Damaged("safetensors header is not an object".into()))?;
+    let value: serde_json::Value = serde_json::from_slice(&json)
+        .map_err(|e| HeaderError::Damaged(format!("safetensors header: {e}")))?;
+    let map = value
+        .as_object()
+        .ok_or_else(|| HeaderError::Damaged("safetensors header is not an object".into()))?;
     let mut tensors = Vec::with_capacity(map.len());
     let mut data_end = 0u64;
     for (name, entry) in map {
         if name == "__metadata__" {
             continue;
         }
-        let dtype = entry.get("dtype").and_then(|d| d.as_str()).unwrap_or("unknown").to_ascii_lowercase();
+        let dtype = entry
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .unwrap_or("unknown")
+            .to_ascii_lowercase();
         let shape: Vec<u64> = entry
             .get("shape")
             .and_then(|s| s.as_array())
             .map(|dims| dims.iter().filter_map(|d| d.as_u64()).collect())
             .ok_or_else(|| HeaderError::Damaged(format!("tensor '{name}' has no shape")))?;
-        if let Some(end) = entry.get("data_offsets").and_then(|o| o.get(1)).and_then(|e| e.as_u64()) {
+        if let Some(end) = entry
+            .get("data_offsets")
+            .and_then(|o| o.get(1))
+            .and_then(|e| e.as_u64())
+        {
             data_end = data_end.max(end);
         }
-        tensors.push(Tensor { name: name.clone(), shape, dtype });
+        tensors.push(Tensor {
+            name: name.clone(),
+            shape,
+            dtype,
+        });
     }
     let expected = 8 + len + data_end;
     if expected > file_size {
-        return Err(HeaderError::Truncated { expected, actual: file_size });
+        return Err(HeaderError::Truncated {
+            expected,
+            actual: file_size,
+        });
     }
-    Ok(Header { format: Format::Safetensors, tensors, file_size })
+    Ok(Header {
+        format: Format::Safetensors,
+        tensors,
+        file_size,
+    })
 }

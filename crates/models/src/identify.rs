@@ -39,19 +39,35 @@ fn any(names: &[&str], needle: &str) -> bool {
 
 fn ne0(shapes: &HashMap<&str, &[u64]>, names: &[&str]) -> Option<u64> {
     // ggml's ne[0] is the last PyTorch dimension.
-    names.iter().find_map(|n| shapes.get(n).and_then(|s| s.last().copied()))
+    names
+        .iter()
+        .find_map(|n| shapes.get(n).and_then(|s| s.last().copied()))
 }
 
 fn ne2(shapes: &HashMap<&str, &[u64]>, name: &str) -> Option<u64> {
-    shapes.get(name).and_then(|s| if s.len() >= 3 { Some(s[s.len() - 3]) } else { None })
+    shapes.get(name).and_then(|s| {
+        if s.len() >= 3 {
+            Some(s[s.len() - 3])
+        } else {
+            None
+        }
+    })
 }
 
 /// Identifies a model from its tensors.
 pub fn identify(tensors: &[Tensor]) -> Identity {
     let raw: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
-    if raw.iter().any(|n| n.contains("lora_up") || n.contains("lora_down") || n.contains("lora_A") || n.contains("lora_B"))
-    {
-        return Identity { family: "unknown".into(), variant: None, role: Role::Lora };
+    if raw.iter().any(|n| {
+        n.contains("lora_up")
+            || n.contains("lora_down")
+            || n.contains("lora_A")
+            || n.contains("lora_B")
+    }) {
+        return Identity {
+            family: "unknown".into(),
+            variant: None,
+            role: Role::Lora,
+        };
     }
     // A standalone diffusion model has no "model.diffusion_model." prefix; sd.cpp adds it when loading one.
     let standalone = !any(&raw, "model.diffusion_model.")
@@ -62,13 +78,18 @@ pub fn identify(tensors: &[Tensor]) -> Identity {
             || any(&raw, "cap_embedder.")
             || any(&raw, "input_blocks.0.0."));
     let prefixed: Vec<String> = if standalone {
-        raw.iter().map(|n| format!("model.diffusion_model.{n}")).collect()
+        raw.iter()
+            .map(|n| format!("model.diffusion_model.{n}"))
+            .collect()
     } else {
         raw.iter().map(|n| n.to_string()).collect()
     };
     let names: Vec<&str> = prefixed.iter().map(String::as_str).collect();
-    let shapes: HashMap<&str, &[u64]> =
-        names.iter().zip(tensors).map(|(n, t)| (*n, t.shape.as_slice())).collect();
+    let shapes: HashMap<&str, &[u64]> = names
+        .iter()
+        .zip(tensors)
+        .map(|(n, t)| (*n, t.shape.as_slice()))
+        .collect();
 
     let has_diffusion = any(&names, "model.diffusion_model.") || any(&names, "unet.");
     let has_text = any(&names, "cond_stage_model.")
@@ -77,7 +98,9 @@ pub fn identify(tensors: &[Tensor]) -> Identity {
         || any(&names, "text_model.")
         || any(&names, "encoder.block.0.layer.0.SelfAttention")
         || any(&names, "model.layers.0.self_attn");
-    let has_vae = any(&names, "first_stage_model.") || any(&names, "decoder.conv_in") || any(&names, "decoder.up");
+    let has_vae = any(&names, "first_stage_model.")
+        || any(&names, "decoder.conv_in")
+        || any(&names, "decoder.up");
     let role = match (has_diffusion, has_text, has_vae) {
         (true, true, _) => Role::Checkpoint,
         (true, false, _) => Role::DiffusionModel,
@@ -87,13 +110,21 @@ pub fn identify(tensors: &[Tensor]) -> Identity {
         _ if any(&names, "decoder.layers.") => Role::Taesd,
         _ => Role::Unknown,
     };
-    let (family, variant) = if has_diffusion { diffusion_family(&names, &shapes) } else { ("unknown", None) };
+    let (family, variant) = if has_diffusion {
+        diffusion_family(&names, &shapes)
+    } else {
+        ("unknown", None)
+    };
     let (family, variant) = if family == "unknown" && role == Role::TextEncoder {
         (text_encoder_kind(&names), None)
     } else {
         (family, variant)
     };
-    Identity { family: family.to_string(), variant: variant.map(str::to_string), role }
+    Identity {
+        family: family.to_string(),
+        variant: variant.map(str::to_string),
+        role,
+    }
 }
 
 fn text_encoder_kind(names: &[&str]) -> &'static str {
@@ -108,24 +139,41 @@ fn text_encoder_kind(names: &[&str]) -> &'static str {
     }
 }
 
-fn diffusion_family(names: &[&str], shapes: &HashMap<&str, &[u64]>) -> (&'static str, Option<&'static str>) {
+fn diffusion_family(
+    names: &[&str],
+    shapes: &HashMap<&str, &[u64]>,
+) -> (&'static str, Option<&'static str>) {
     if any(names, "model.diffusion_model.joint_blocks.") {
         return ("sd3", None);
     }
-    if any(names, "model.diffusion_model.transformer_blocks.0.img_mod.1.weight") {
+    if any(
+        names,
+        "model.diffusion_model.transformer_blocks.0.img_mod.1.weight",
+    ) {
         return ("qwen_image", None);
     }
     if any(names, "model.diffusion_model.cap_embedder.0.weight") {
         return ("z_image", None);
     }
-    if any(names, "model.diffusion_model.blocks.0.cross_attn.norm_k.weight") {
+    if any(
+        names,
+        "model.diffusion_model.blocks.0.cross_attn.norm_k.weight",
+    ) {
         return ("wan", None);
     }
-    if any(names, "model.diffusion_model.double_stream_modulation_img.lin.weight") {
-        let variant = if any(names, "single_blocks.47.linear1.weight") { None } else { Some("klein") };
+    if any(
+        names,
+        "model.diffusion_model.double_stream_modulation_img.lin.weight",
+    ) {
+        let variant = if any(names, "single_blocks.47.linear1.weight") {
+            None
+        } else {
+            Some("klein")
+        };
         return ("flux2", variant);
     }
-    if any(names, "model.diffusion_model.double_blocks.") || any(names, "model.diffusion_model.single_transformer_blocks.")
+    if any(names, "model.diffusion_model.double_blocks.")
+        || any(names, "model.diffusion_model.single_transformer_blocks.")
     {
         if any(names, "distilled_guidance_layer.") {
             return ("chroma", None);
@@ -139,13 +187,15 @@ fn diffusion_family(names: &[&str], shapes: &HashMap<&str, &[u64]>) -> (&'static
     }
 
     let unet = any(names, "model.diffusion_model.input_blocks.") || any(names, "unet.down_blocks.");
-    let multiple_encoders =
-        any(names, "conditioner.embedders.1") || any(names, "cond_stage_model.1") || any(names, "te.1");
+    let multiple_encoders = any(names, "conditioner.embedders.1")
+        || any(names, "cond_stage_model.1")
+        || any(names, "te.1");
     let in_channels = ne2(shapes, "model.diffusion_model.input_blocks.0.0.weight")
         .or_else(|| ne2(shapes, "unet.conv_in.weight"));
     let inpaint = in_channels == Some(9);
     let pix2pix = in_channels == Some(8);
-    let middle_block_1 = any(names, "model.diffusion_model.middle_block.1.") || any(names, "unet.mid_block.resnets.1.");
+    let middle_block_1 = any(names, "model.diffusion_model.middle_block.1.")
+        || any(names, "unet.mid_block.resnets.1.");
     if unet && multiple_encoders {
         let variant = if inpaint {
             Some("inpaint")
@@ -167,8 +217,8 @@ fn diffusion_family(names: &[&str], shapes: &HashMap<&str, &[u64]>) -> (&'static
             "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight",
         ],
     );
-    let output_block_71 =
-        any(names, "model.diffusion_model.output_blocks.7.1") || any(names, "unet.up_blocks.2.attentions.1");
+    let output_block_71 = any(names, "model.diffusion_model.output_blocks.7.1")
+        || any(names, "unet.up_blocks.2.attentions.1");
     match token_width {
         Some(768) if inpaint => ("sd1", Some("inpaint")),
         Some(768) if pix2pix => ("sd1", Some("pix2pix")),
@@ -190,5 +240,8 @@ pub fn quantization(tensors: &[Tensor]) -> Option<String> {
     for t in tensors.iter().filter(|t| t.shape.len() >= 2) {
         *counts.entry(t.dtype.as_str()).or_default() += t.elements();
     }
-    counts.into_iter().max_by_key(|(_, n)| *n).map(|(d, _)| d.to_string())
+    counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(d, _)| d.to_string())
 }

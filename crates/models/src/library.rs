@@ -47,11 +47,19 @@ pub enum ModelError {
     #[error("model file {} cannot be used: {reason}", .path.display())]
     Damaged { path: PathBuf, reason: String },
     #[error("{} is a {role} file, not a model that can generate images{hint}", .path.display(), role = role_name(*.role))]
-    NotAModel { path: PathBuf, role: Role, hint: String },
+    NotAModel {
+        path: PathBuf,
+        role: Role,
+        hint: String,
+    },
     #[error("preset {} is invalid: {reason}", .path.display())]
     Preset { path: PathBuf, reason: String },
     #[error("unknown LoRA '{name}' (looked in {}); available LoRAs: {}", .dir.display(), list_or_none(.available))]
-    UnknownLora { name: String, dir: PathBuf, available: Vec<String> },
+    UnknownLora {
+        name: String,
+        dir: PathBuf,
+        available: Vec<String>,
+    },
 }
 
 fn list_or_none(items: &[String]) -> String {
@@ -91,12 +99,19 @@ fn preset_name(path: &Path) -> Option<String> {
     if let Some(stem) = file.strip_suffix(".preset.json") {
         return Some(stem.to_string());
     }
-    let in_presets = path.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "presets");
-    file.strip_suffix(".json").filter(|_| in_presets).map(str::to_string)
+    let in_presets = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == "presets");
+    file.strip_suffix(".json")
+        .filter(|_| in_presets)
+        .map(str::to_string)
 }
 
 fn walk(dir: &Path, skip: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     entries.sort();
     for path in entries {
@@ -113,7 +128,9 @@ fn walk(dir: &Path, skip: &Path, out: &mut Vec<PathBuf>) {
 
 impl Library {
     pub fn new(models_dir: impl Into<PathBuf>) -> Library {
-        Library { models_dir: models_dir.into() }
+        Library {
+            models_dir: models_dir.into(),
+        }
     }
 
     pub fn models_dir(&self) -> &Path {
@@ -172,7 +189,9 @@ impl Library {
                         entry.quantization = part.quantization;
                     }
                     if let Some(error) = part.error {
-                        entry.error.get_or_insert(format!("{}: {error}", file.display()));
+                        entry
+                            .error
+                            .get_or_insert(format!("{}: {error}", file.display()));
                     }
                 }
             }
@@ -193,8 +212,9 @@ impl Library {
     /// Turns a `--model` argument — a path to a file or preset, or an id from the models folder — into the
     /// component paths the engine loads, checking each file's header on the way.
     pub fn resolve(&self, spec: &str) -> Result<ResolvedModel, ModelError> {
-        let looks_like_path =
-            spec.contains(std::path::MAIN_SEPARATOR) || spec.contains('/') || has_model_extension(Path::new(spec));
+        let looks_like_path = spec.contains(std::path::MAIN_SEPARATOR)
+            || spec.contains('/')
+            || has_model_extension(Path::new(spec));
         if looks_like_path || Path::new(spec).is_file() {
             let path = PathBuf::from(spec);
             if !path.is_file() {
@@ -209,11 +229,15 @@ impl Library {
             if preset_name(&path).as_deref() == Some(spec) {
                 return load_preset(&path, spec);
             }
-            if has_model_extension(&path) && path.file_stem().and_then(|s| s.to_str()) == Some(spec) {
+            if has_model_extension(&path) && path.file_stem().and_then(|s| s.to_str()) == Some(spec)
+            {
                 return resolve_file(&path);
             }
         }
-        Err(ModelError::UnknownId { id: spec.to_string(), available: self.ids() })
+        Err(ModelError::UnknownId {
+            id: spec.to_string(),
+            available: self.ids(),
+        })
     }
 
     /// Finds a LoRA by name (file stem) in the LoRA folder.
@@ -222,20 +246,30 @@ impl Library {
         let mut files = Vec::new();
         walk(&dir, Path::new(""), &mut files);
         let loras: Vec<&PathBuf> = files.iter().filter(|p| has_model_extension(p)).collect();
-        if let Some(found) = loras.iter().find(|p| p.file_stem().and_then(|s| s.to_str()) == Some(name)) {
+        if let Some(found) = loras
+            .iter()
+            .find(|p| p.file_stem().and_then(|s| s.to_str()) == Some(name))
+        {
             return Ok((*found).clone());
         }
         Err(ModelError::UnknownLora {
             name: name.to_string(),
             dir,
-            available: loras.iter().filter_map(|p| p.file_stem()?.to_str().map(str::to_string)).collect(),
+            available: loras
+                .iter()
+                .filter_map(|p| p.file_stem()?.to_str().map(str::to_string))
+                .collect(),
         })
     }
 }
 
 /// Reads one file's header and describes it.
 pub fn inspect(path: &Path) -> ModelEntry {
-    let id = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+    let id = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut entry = ModelEntry {
         id,
@@ -262,8 +296,14 @@ pub fn inspect(path: &Path) -> ModelEntry {
             entry.quantization = quantization(&header.tensors);
             entry.parameters = header.tensors.iter().map(|t| t.elements() as f64).sum();
         }
-        Err(HeaderError::UnknownFormat) if path.extension().is_some_and(|e| e != "gguf" && e != "safetensors") => {
-            entry.error = Some("pickle checkpoints are not inspected; convert it to safetensors or GGUF".into());
+        Err(HeaderError::UnknownFormat)
+            if path
+                .extension()
+                .is_some_and(|e| e != "gguf" && e != "safetensors") =>
+        {
+            entry.error = Some(
+                "pickle checkpoints are not inspected; convert it to safetensors or GGUF".into(),
+            );
         }
         Err(e) => entry.error = Some(e.to_string()),
     }
@@ -273,7 +313,10 @@ pub fn inspect(path: &Path) -> ModelEntry {
 fn resolve_file(path: &Path) -> Result<ResolvedModel, ModelError> {
     let entry = inspect(path);
     if let Some(reason) = entry.error {
-        return Err(ModelError::Damaged { path: path.to_path_buf(), reason });
+        return Err(ModelError::Damaged {
+            path: path.to_path_buf(),
+            reason,
+        });
     }
     match entry.role {
         Role::Checkpoint => {}
@@ -300,12 +343,18 @@ fn resolve_file(path: &Path) -> Result<ResolvedModel, ModelError> {
         defaults: FamilyDefaults::for_family(&entry.family, &entry.id),
         id: entry.id,
         family: entry.family,
-        components: Components { model: Some(path.to_path_buf()), ..Default::default() },
+        components: Components {
+            model: Some(path.to_path_buf()),
+            ..Default::default()
+        },
     })
 }
 
 fn load_preset(path: &Path, name: &str) -> Result<ResolvedModel, ModelError> {
-    let invalid = |reason: String| ModelError::Preset { path: path.to_path_buf(), reason };
+    let invalid = |reason: String| ModelError::Preset {
+        path: path.to_path_buf(),
+        reason,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
     let preset: Preset = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     let base = path.parent().unwrap_or(Path::new("."));
@@ -317,7 +366,10 @@ fn load_preset(path: &Path, name: &str) -> Result<ResolvedModel, ModelError> {
         .ok_or_else(|| invalid("it names neither `model` nor `diffusion_model`".into()))?;
     for (field, file) in components.files() {
         if !file.is_file() {
-            return Err(invalid(format!("{field} file not found: {}", file.display())));
+            return Err(invalid(format!(
+                "{field} file not found: {}",
+                file.display()
+            )));
         }
         if let Err(e) = header::read(file) {
             if !matches!(e, HeaderError::UnknownFormat) {
@@ -327,9 +379,15 @@ fn load_preset(path: &Path, name: &str) -> Result<ResolvedModel, ModelError> {
     }
     let family = match preset.family {
         Some(family) => family,
-        None => header::read(&main).map(|h| identify(&h.tensors).family).unwrap_or_else(|_| "unknown".into()),
+        None => header::read(&main)
+            .map(|h| identify(&h.tensors).family)
+            .unwrap_or_else(|_| "unknown".into()),
     };
-    let id = if preset.name.is_empty() { name.to_string() } else { preset.name };
+    let id = if preset.name.is_empty() {
+        name.to_string()
+    } else {
+        preset.name
+    };
     let mut defaults = FamilyDefaults::for_family(&family, &id);
     if let Some(overrides) = preset.defaults {
         let mut merged = serde_json::to_value(&defaults).expect("defaults serialize");
@@ -340,5 +398,10 @@ fn load_preset(path: &Path, name: &str) -> Result<ResolvedModel, ModelError> {
         }
         defaults = serde_json::from_value(merged).map_err(|e| invalid(format!("defaults: {e}")))?;
     }
-    Ok(ResolvedModel { id, family, components, defaults })
+    Ok(ResolvedModel {
+        id,
+        family,
+        components,
+        defaults,
+    })
 }

@@ -69,7 +69,14 @@ pub fn set_preview_handler(
     let interval = c_int::try_from(interval.max(1)).unwrap_or(c_int::MAX);
     // SAFETY: as above; sd.cpp copies the scalar arguments.
     unsafe {
-        sys::sd_set_preview_callback(Some(preview_trampoline), mode, interval, true, false, std::ptr::null_mut())
+        sys::sd_set_preview_callback(
+            Some(preview_trampoline),
+            mode,
+            interval,
+            true,
+            false,
+            std::ptr::null_mut(),
+        )
     };
 }
 
@@ -77,7 +84,14 @@ pub fn set_preview_handler(
 pub fn clear_callbacks() {
     // SAFETY: NULL callbacks are sd.cpp's documented "off" state.
     unsafe {
-        sys::sd_set_preview_callback(None, sys::preview_t::PREVIEW_NONE, 1, true, false, std::ptr::null_mut());
+        sys::sd_set_preview_callback(
+            None,
+            sys::preview_t::PREVIEW_NONE,
+            1,
+            true,
+            false,
+            std::ptr::null_mut(),
+        );
     }
     *PREVIEW.write().unwrap_or_else(|e| e.into_inner()) = None;
 }
@@ -86,7 +100,11 @@ fn current<T: Clone>(slot: &RwLock<Option<T>>) -> Option<T> {
     slot.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-unsafe extern "C" fn log_trampoline(level: sys::sd_log_level_t, text: *const c_char, _data: *mut c_void) {
+unsafe extern "C" fn log_trampoline(
+    level: sys::sd_log_level_t,
+    text: *const c_char,
+    _data: *mut c_void,
+) {
     let Some(handler) = current(&LOG) else { return };
     // SAFETY: sd.cpp passes a NUL-terminated string valid during the call.
     let text = unsafe { crate::cstr_lossy(text) };
@@ -96,7 +114,9 @@ unsafe extern "C" fn log_trampoline(level: sys::sd_log_level_t, text: *const c_c
         sys::sd_log_level_t::SD_LOG_WARN => LogLevel::Warn,
         _ => LogLevel::Error,
     };
-    let _ = catch_unwind(AssertUnwindSafe(|| handler(level, text.trim_end_matches('\n'))));
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        handler(level, text.trim_end_matches('\n'))
+    }));
 }
 
 unsafe extern "C" fn progress_trampoline(step: c_int, steps: c_int, time: f32, _data: *mut c_void) {
@@ -112,7 +132,9 @@ unsafe extern "C" fn preview_trampoline(
     is_noisy: bool,
     _data: *mut c_void,
 ) {
-    let Some(handler) = current(&PREVIEW) else { return };
+    let Some(handler) = current(&PREVIEW) else {
+        return;
+    };
     let count = usize::try_from(frame_count).unwrap_or(0);
     let images = if frames.is_null() || count == 0 {
         Vec::new()

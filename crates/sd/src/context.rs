@@ -48,7 +48,12 @@ impl RgbImage {
         let len = (image.width as usize) * (image.height as usize) * (image.channel as usize);
         // SAFETY: guaranteed by the caller.
         let data = unsafe { std::slice::from_raw_parts(image.data, len) }.to_vec();
-        Some(RgbImage { width: image.width, height: image.height, channels: image.channel, data })
+        Some(RgbImage {
+            width: image.width,
+            height: image.height,
+            channels: image.channel,
+            data,
+        })
     }
 
     fn check(&self, field: &'static str, channels: u32) -> Result<(), SdError> {
@@ -146,7 +151,9 @@ fn c_string(field: &'static str, value: &str) -> Result<CString, SdError> {
 }
 
 fn c_path(field: &'static str, path: &Option<PathBuf>) -> Result<Option<CString>, SdError> {
-    path.as_deref().map(|p: &Path| c_string(field, &p.to_string_lossy())).transpose()
+    path.as_deref()
+        .map(|p: &Path| c_string(field, &p.to_string_lossy()))
+        .transpose()
 }
 
 fn ptr_or_null(value: &Option<CString>) -> *const std::os::raw::c_char {
@@ -183,7 +190,9 @@ impl Context {
 
         // SAFETY: every pointer in `raw` refers to a CString that outlives this call; sd.cpp copies what it keeps.
         let ptr = unsafe { sys::new_sd_ctx(&raw) };
-        NonNull::new(ptr).map(|ptr| Context { ptr }).ok_or(SdError::ContextCreation)
+        NonNull::new(ptr)
+            .map(|ptr| Context { ptr })
+            .ok_or(SdError::ContextCreation)
     }
 
     /// Runs one generation and returns `batch_count` images.
@@ -199,7 +208,11 @@ impl Context {
             .loras
             .iter()
             .zip(&lora_paths)
-            .map(|(l, path)| sys::sd_lora_t { is_high_noise: false, multiplier: l.multiplier, path: path.as_ptr() })
+            .map(|(l, path)| sys::sd_lora_t {
+                is_high_noise: false,
+                multiplier: l.multiplier,
+                path: path.as_ptr(),
+            })
             .collect();
 
         // SAFETY: plain data, filled with sd.cpp's defaults.
@@ -213,18 +226,28 @@ impl Context {
         raw.seed = request.seed;
         raw.batch_count = i32::try_from(request.batch_count.max(1)).unwrap_or(i32::MAX);
         raw.strength = request.strength;
-        raw.loras = if loras.is_empty() { std::ptr::null() } else { loras.as_ptr() };
+        raw.loras = if loras.is_empty() {
+            std::ptr::null()
+        } else {
+            loras.as_ptr()
+        };
         raw.lora_count = loras.len() as u32;
         raw.sample_params.sample_steps = i32::try_from(request.steps).unwrap_or(i32::MAX);
         raw.sample_params.guidance.txt_cfg = request.cfg_scale;
         raw.sample_params.guidance.distilled_guidance = request.guidance;
         if let Some(name) = &request.sampler {
-            raw.sample_params.sample_method = sampler_from_name(name)
-                .ok_or_else(|| SdError::UnknownName { field: "sampler", value: name.clone() })?;
+            raw.sample_params.sample_method =
+                sampler_from_name(name).ok_or_else(|| SdError::UnknownName {
+                    field: "sampler",
+                    value: name.clone(),
+                })?;
         }
         if let Some(name) = &request.scheduler {
-            raw.sample_params.scheduler = scheduler_from_name(name)
-                .ok_or_else(|| SdError::UnknownName { field: "scheduler", value: name.clone() })?;
+            raw.sample_params.scheduler =
+                scheduler_from_name(name).ok_or_else(|| SdError::UnknownName {
+                    field: "scheduler",
+                    value: name.clone(),
+                })?;
         }
         if let Some(init) = &request.init_image {
             init.check("init_image", 3)?;
@@ -245,7 +268,10 @@ impl Context {
         // SAFETY: on success sd.cpp returns `batch_count` images, which we copy and then free with its own function.
         let out = unsafe {
             let slice = std::slice::from_raw_parts(images, count);
-            let copied: Vec<RgbImage> = slice.iter().filter_map(|img| RgbImage::copy_from_raw(img)).collect();
+            let copied: Vec<RgbImage> = slice
+                .iter()
+                .filter_map(|img| RgbImage::copy_from_raw(img))
+                .collect();
             sys::free_sd_images(images, raw.batch_count);
             copied
         };

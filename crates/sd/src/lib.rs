@@ -8,7 +8,10 @@ mod callbacks;
 mod context;
 mod names;
 
-pub use callbacks::{clear_callbacks, set_log_handler, set_preview_handler, set_progress_handler, LogLevel, PreviewMode};
+pub use callbacks::{
+    clear_callbacks, set_log_handler, set_preview_handler, set_progress_handler, LogLevel,
+    PreviewMode,
+};
 pub use context::{Context, ContextParams, ImageRequest, LoraWeight, RgbImage};
 pub use names::{sampler_names, scheduler_names, SAMPLERS, SCHEDULERS};
 
@@ -26,7 +29,10 @@ pub enum SdError {
     Generation,
     /// An image handed in has a size or channel count sd.cpp cannot use.
     #[error("{field}: {message}")]
-    BadImage { field: &'static str, message: String },
+    BadImage {
+        field: &'static str,
+        message: String,
+    },
     /// An unknown sampler or scheduler name.
     #[error("unknown {field} '{value}'")]
     UnknownName { field: &'static str, value: String },

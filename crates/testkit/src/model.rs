@@ -36,9 +36,13 @@ pub fn test_model_cache_dir() -> PathBuf {
 pub fn test_model() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let dir = test_model_cache_dir().join(format!("v{GENERATOR_VERSION}-{:016x}", fnv1a(MANIFEST.as_bytes())));
+        let dir = test_model_cache_dir().join(format!(
+            "v{GENERATOR_VERSION}-{:016x}",
+            fnv1a(MANIFEST.as_bytes())
+        ));
         let path = dir.join(TEST_MODEL_FILE);
-        ensure_built(&path).unwrap_or_else(|e| panic!("cannot build the test model at {}: {e}", path.display()));
+        ensure_built(&path)
+            .unwrap_or_else(|e| panic!("cannot build the test model at {}: {e}", path.display()));
         path
     })
     .clone()
@@ -66,15 +70,24 @@ pub fn manifest() -> Vec<TensorInfo> {
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|line| {
             let (name, dims) = line.split_once(' ').expect("manifest line: name dims");
-            let ne = dims.split(',').map(|d| d.parse().expect("manifest dimension")).collect();
-            TensorInfo { name: name.to_string(), ne, dtype: DType::F16 }
+            let ne = dims
+                .split(',')
+                .map(|d| d.parse().expect("manifest dimension"))
+                .collect();
+            TensorInfo {
+                name: name.to_string(),
+                ne,
+                dtype: DType::F16,
+            }
         })
         .collect()
 }
 
 fn is_norm_scale(name: &str) -> bool {
     name.ends_with(".weight")
-        && (name.contains("norm") || name.contains("in_layers.0.") || name.contains("out_layers.0."))
+        && (name.contains("norm")
+            || name.contains("in_layers.0.")
+            || name.contains("out_layers.0."))
 }
 
 /// Writes the test model to `path` (deterministic: the same bytes every time).
@@ -83,27 +96,38 @@ pub fn build_test_model(path: &Path) -> io::Result<()> {
     let mut out = BufWriter::with_capacity(8 << 20, File::create(path)?);
     let mut rng = Normal::new(WEIGHT_SEED);
     let mut bytes = Vec::with_capacity(2 << 20);
-    gguf::write(&mut out, &[("general.name", "diffugen-test-sdxs")], &tensors, |index, w| {
-        let tensor = &tensors[index];
-        let shift = if is_norm_scale(&tensor.name) { 1.0 } else { 0.0 };
-        let mut remaining = tensor.elements();
-        while remaining > 0 {
-            let chunk = remaining.min(1 << 20);
-            bytes.clear();
-            for _ in 0..chunk {
-                let value = rng.sample() * 0.05 + shift;
-                bytes.extend_from_slice(&half::f16::from_f32(value).to_le_bytes());
+    gguf::write(
+        &mut out,
+        &[("general.name", "diffugen-test-sdxs")],
+        &tensors,
+        |index, w| {
+            let tensor = &tensors[index];
+            let shift = if is_norm_scale(&tensor.name) {
+                1.0
+            } else {
+                0.0
+            };
+            let mut remaining = tensor.elements();
+            while remaining > 0 {
+                let chunk = remaining.min(1 << 20);
+                bytes.clear();
+                for _ in 0..chunk {
+                    let value = rng.sample() * 0.05 + shift;
+                    bytes.extend_from_slice(&half::f16::from_f32(value).to_le_bytes());
+                }
+                w.write_all(&bytes)?;
+                remaining -= chunk;
             }
-            w.write_all(&bytes)?;
-            remaining -= chunk;
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     out.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// Standard normal samples from SplitMix64 and the Box-Muller transform: fast, portable and reproducible.
@@ -114,7 +138,10 @@ struct Normal {
 
 impl Normal {
     fn new(seed: u64) -> Self {
-        Normal { state: seed, spare: None }
+        Normal {
+            state: seed,
+            spare: None,
+        }
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -151,8 +178,13 @@ mod tests {
         let tensors = manifest();
         let params: u64 = tensors.iter().map(TensorInfo::elements).sum();
         assert!(tensors.len() > 600, "{} tensors", tensors.len());
-        assert!((430_000_000..450_000_000).contains(&params), "{params} parameters");
-        assert!(tensors.iter().any(|t| t.name == "model.diffusion_model.input_blocks.0.0.weight"));
+        assert!(
+            (430_000_000..450_000_000).contains(&params),
+            "{params} parameters"
+        );
+        assert!(tensors
+            .iter()
+            .any(|t| t.name == "model.diffusion_model.input_blocks.0.0.weight"));
     }
 
     #[test]
