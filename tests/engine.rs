@@ -1,4 +1,5 @@
 //! The supervised engine: a resident model between jobs, a worker killed mid-job, cancel and free memory.
+//! Each test takes `ONE_AT_A_TIME`: they compare job times and kill workers, so they must not overlap.
 
 mod support;
 
@@ -7,7 +8,7 @@ use std::time::Instant;
 
 use diffugen_engine::{Destination, EngineError, GenerateRequest, JobEvent, Stage};
 use diffugen_models::Library;
-use support::{engine, Workspace};
+use support::{engine, Workspace, ONE_AT_A_TIME};
 
 fn spec(ws: &Workspace, seed: i64) -> diffugen_engine::JobSpec {
     let request = GenerateRequest {
@@ -37,6 +38,7 @@ fn alive(pid: u32) -> bool {
 
 #[tokio::test]
 async fn a_second_job_on_the_same_model_reuses_the_resident_model() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let ws = Workspace::new();
     let engine = engine();
     let dest = Destination::Folder(ws.path("out"));
@@ -79,6 +81,7 @@ async fn a_second_job_on_the_same_model_reuses_the_resident_model() {
 
 #[tokio::test]
 async fn killing_the_worker_during_sampling_fails_only_that_job_and_the_next_job_succeeds() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let ws = Workspace::new();
     let engine = engine();
     let dest = Destination::Folder(ws.path("out"));
@@ -143,6 +146,7 @@ async fn killing_the_worker_during_sampling_fails_only_that_job_and_the_next_job
 
 #[tokio::test]
 async fn cancelling_a_running_job_ends_it_as_cancelled_and_ends_the_worker() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let ws = Workspace::new();
     let engine = Arc::new(engine());
     let dest = Destination::Folder(ws.path("out"));
@@ -203,6 +207,7 @@ async fn cancelling_a_running_job_ends_it_as_cancelled_and_ends_the_worker() {
 
 #[tokio::test]
 async fn freeing_memory_unloads_the_model_so_the_next_job_loads_it_again() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let ws = Workspace::new();
     let engine = engine();
     let dest = Destination::Folder(ws.path("out"));

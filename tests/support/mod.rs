@@ -74,6 +74,9 @@ impl Workspace {
     }
 }
 
+/// Tests that compare timings take this first, so they do not measure each other (each sd.cpp job uses every core).
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The engine as the CLI would start it: the real binary as its worker.
 pub fn engine() -> diffugen_engine::Engine {
     diffugen_engine::Engine::new(diffugen_engine::WorkerCommand {

@@ -99,3 +99,47 @@ pub struct Output {
     pub width: u32,
     pub height: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_events_export_to_typescript_without_bigint() {
+        let types = specta::Types::default().register::<JobEvent>();
+        let ts = specta_typescript::Typescript::default()
+            .export(&types, specta_serde::Format)
+            .expect("the UI's TypeScript exporter accepts every event type");
+        assert!(
+            ts.contains("JobEvent")
+                && ts.contains("loading_model")
+                && ts.contains("seconds_per_step"),
+            "{ts}"
+        );
+        assert!(!ts.contains("bigint"), "{ts}");
+    }
+
+    #[test]
+    fn a_stage_is_tagged_by_its_phase_on_the_wire() {
+        let event = JobEvent {
+            job_id: "j".into(),
+            elapsed_seconds: 1.5,
+            percent: Some(50.0),
+            eta_seconds: Some(1.5),
+            stage: Stage::Sampling {
+                image: 1,
+                images: 1,
+                step: 2,
+                steps: 4,
+                seconds_per_step: Some(0.5),
+            },
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["phase"], "sampling");
+        assert_eq!(
+            (json["step"].as_u64(), json["steps"].as_u64()),
+            (Some(2), Some(4))
+        );
+        assert_eq!(serde_json::from_value::<JobEvent>(json).unwrap(), event);
+    }
+}

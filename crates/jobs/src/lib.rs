@@ -1,0 +1,403 @@
+//! The job queue shared by every front door (HTTP routes now, the desktop app and CLI-against-a-server later).
+//!
+//! Jobs run first in, first out, one at a time on the one engine (one GPU). The queue is bounded, so a flood of
+//! requests is told to come back later instead of piling up. Every job keeps its events, so a subscriber that
+//! arrives late — an SSE client reconnecting, the app opening — replays what already happened and then follows live.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use diffugen_engine::{Destination, Engine, JobEvent, JobSpec, Output, Stage};
+use serde::Serialize;
+use tokio::sync::{broadcast, Notify};
+
+/// How many finished jobs stay queryable.
+const FINISHED_KEPT: usize = 256;
+
+/// Why a job was not accepted or not found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("the queue is full ({depth} jobs waiting); try again shortly")]
+    Full { depth: usize },
+    #[error("no job with id '{0}'")]
+    NotFound(String),
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// A job as listed to clients.
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+pub struct JobInfo {
+    pub id: String,
+    pub state: JobState,
+    /// Jobs ahead of this one while it waits.
+    pub position: Option<u32>,
+    /// Who asked: `api`, `openai`, `a1111`, `app`, ...
+    pub source: String,
+    pub model: String,
+    pub prompt: String,
+    /// Unix seconds.
+    pub created: f64,
+    pub outputs: Vec<Output>,
+    pub error: Option<String>,
+    /// The latest event, if any.
+    pub last_event: Option<JobEvent>,
+}
+
+/// How a finished job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Done(Vec<Output>),
+    Failed(String),
+    Cancelled(String),
+}
+
+struct Job {
+    id: String,
+    spec: JobSpec,
+    destination: Destination,
+    source: String,
+    created: f64,
+    accepted: Instant,
+    state: JobState,
+    events: Vec<JobEvent>,
+    sender: broadcast::Sender<JobEvent>,
+}
+
+impl Job {
+    fn info(&self, position: Option<u32>) -> JobInfo {
+        let last = self
+            .events
+            .iter()
+            .rev()
+            .find(|e| !matches!(e.stage, Stage::Preview { .. }))
+            .cloned();
+        let (outputs, error) = match last.as_ref().map(|e| &e.stage) {
+            Some(Stage::Done { outputs }) => (outputs.clone(), None),
+            Some(Stage::Failed { error }) => (Vec::new(), Some(error.clone())),
+            Some(Stage::Cancelled { reason }) => (Vec::new(), Some(reason.clone())),
+            _ => (Vec::new(), None),
+        };
+        JobInfo {
+            id: self.id.clone(),
+            state: self.state,
+            position,
+            source: self.source.clone(),
+            model: self.spec.model_id.clone(),
+            prompt: self.spec.prompt.clone(),
+            created: self.created,
+            outputs,
+            error,
+            last_event: last,
+        }
+    }
+
+    fn record(&mut self, event: JobEvent) {
+        if event.stage.is_final() {
+            self.state = match event.stage {
+                Stage::Done { .. } => JobState::Done,
+                Stage::Cancelled { .. } => JobState::Cancelled,
+                _ => JobState::Failed,
+            };
+        }
+        // Previews are live-only: keeping every frame of every job would grow without bound.
+        if !matches!(event.stage, Stage::Preview { .. }) {
+            self.events.push(event.clone());
+        }
+        let _ = self.sender.send(event);
+    }
+}
+
+#[derive(Default)]
+struct State {
+    jobs: HashMap<String, Job>,
+    queue: VecDeque<String>,
+    running: Option<String>,
+    finished: VecDeque<String>,
+    next_id: u64,
+}
+
+struct Shared {
+    engine: Arc<Engine>,
+    depth: usize,
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+/// The queue. Cheap to clone; all clones share one queue and one engine.
+#[derive(Clone)]
+pub struct JobManager {
+    shared: Arc<Shared>,
+}
+
+/// A subscription: what already happened, then the live stream.
+pub struct Subscription {
+    pub history: Vec<JobEvent>,
+    pub live: broadcast::Receiver<JobEvent>,
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+impl JobManager {
+    /// Starts the queue's runner on the current tokio runtime. `depth` bounds the jobs waiting (not counting the
+    /// one running).
+    pub fn new(engine: Arc<Engine>, depth: usize) -> JobManager {
+        let manager = JobManager {
+            shared: Arc::new(Shared {
+                engine,
+                depth,
+                state: Mutex::new(State::default()),
+                wake: Notify::new(),
+            }),
+        };
+        let runner = manager.clone();
+        tokio::spawn(async move { runner.run().await });
+        manager
+    }
+
+    /// The engine behind the queue.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.shared.engine
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Accepts a validated job. Returns its id, or `Full` when `depth` jobs are already waiting.
+    pub fn submit(
+        &self,
+        spec: JobSpec,
+        destination: Destination,
+        source: &str,
+    ) -> Result<String, QueueError> {
+        let mut state = self.lock();
+        if state.queue.len() >= self.shared.depth {
+            return Err(QueueError::Full {
+                depth: self.shared.depth,
+            });
+        }
+        state.next_id += 1;
+        let id = format!("job-{:x}-{}", (now_unix() * 1000.0) as u64, state.next_id);
+        let (sender, _) = broadcast::channel(1024);
+        let position = (state.queue.len() + usize::from(state.running.is_some())) as u32;
+        let mut job = Job {
+            id: id.clone(),
+            spec,
+            destination,
+            source: source.to_string(),
+            created: now_unix(),
+            accepted: Instant::now(),
+            state: JobState::Queued,
+            events: Vec::new(),
+            sender,
+        };
+        job.record(JobEvent {
+            job_id: id.clone(),
+            elapsed_seconds: 0.0,
+            percent: None,
+            eta_seconds: None,
+            stage: Stage::Queued { position },
+        });
+        state.jobs.insert(id.clone(), job);
+        state.queue.push_back(id.clone());
+        drop(state);
+        self.shared.wake.notify_one();
+        Ok(id)
+    }
+
+    /// The job's events so far and a live receiver, taken atomically so nothing falls between them.
+    pub fn subscribe(&self, id: &str) -> Result<Subscription, QueueError> {
+        let state = self.lock();
+        let job = state
+            .jobs
+            .get(id)
+            .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
+        Ok(Subscription {
+            history: job.events.clone(),
+            live: job.sender.subscribe(),
+        })
+    }
+
+    /// Waits until the job ends.
+    pub async fn wait(&self, id: &str) -> Result<Outcome, QueueError> {
+        let Subscription { history, mut live } = self.subscribe(id)?;
+        let mut last = history.into_iter().rev().find(|e| e.stage.is_final());
+        while last.is_none() {
+            match live.recv().await {
+                Ok(event) if event.stage.is_final() => last = Some(event),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+        Ok(match last.map(|e| e.stage) {
+            Some(Stage::Done { outputs }) => Outcome::Done(outputs),
+            Some(Stage::Cancelled { reason }) => Outcome::Cancelled(reason),
+            Some(Stage::Failed { error }) => Outcome::Failed(error),
+            _ => Outcome::Failed("the job ended without a result".into()),
+        })
+    }
+
+    /// One job's state.
+    pub fn get(&self, id: &str) -> Result<JobInfo, QueueError> {
+        let state = self.lock();
+        let position = state
+            .queue
+            .iter()
+            .position(|q| q == id)
+            .map(|p| p as u32 + u32::from(state.running.is_some()));
+        state
+            .jobs
+            .get(id)
+            .map(|job| job.info(position))
+            .ok_or_else(|| QueueError::NotFound(id.to_string()))
+    }
+
+    /// The running job first, then the waiting ones in order.
+    pub fn queue(&self) -> Vec<JobInfo> {
+        let state = self.lock();
+        let running = state
+            .running
+            .iter()
+            .filter_map(|id| state.jobs.get(id))
+            .map(|j| j.info(Some(0)));
+        let offset = u32::from(state.running.is_some());
+        let waiting = state
+            .queue
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| state.jobs.get(id).map(|j| j.info(Some(i as u32 + offset))));
+        running.chain(waiting).collect()
+    }
+
+    /// Cancels a job: a waiting one leaves the queue, a running one is stopped by ending the engine worker.
+    /// Returns whether the job was still active.
+    pub fn cancel(&self, id: &str, reason: &str) -> Result<bool, QueueError> {
+        let mut state = self.lock();
+        if !state.jobs.contains_key(id) {
+            return Err(QueueError::NotFound(id.to_string()));
+        }
+        if let Some(index) = state.queue.iter().position(|q| q == id) {
+            state.queue.remove(index);
+            let job = state.jobs.get_mut(id).expect("checked above");
+            let elapsed = job.accepted.elapsed().as_secs_f64();
+            job.record(JobEvent {
+                job_id: id.to_string(),
+                elapsed_seconds: elapsed,
+                percent: None,
+                eta_seconds: None,
+                stage: Stage::Cancelled {
+                    reason: reason.to_string(),
+                },
+            });
+            finish(&mut state, id);
+            announce_positions(&mut state);
+            return Ok(true);
+        }
+        if state.running.as_deref() == Some(id) {
+            drop(state);
+            if !self.shared.engine.cancel(id, reason) {
+                // The runner has taken the job but the engine has not registered it yet: retry until it has.
+                let (manager, id, reason) = (self.clone(), id.to_string(), reason.to_string());
+                tokio::spawn(async move {
+                    while manager.lock().running.as_deref() == Some(id.as_str()) {
+                        if manager.shared.engine.cancel(&id, &reason) {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                });
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn run(self) {
+        loop {
+            let next = {
+                let mut state = self.lock();
+                let next = state.queue.pop_front();
+                if let Some(id) = &next {
+                    state.running = Some(id.clone());
+                    if let Some(job) = state.jobs.get_mut(id) {
+                        job.state = JobState::Running;
+                    }
+                    announce_positions(&mut state);
+                }
+                next.and_then(|id| {
+                    state
+                        .jobs
+                        .get(&id)
+                        .map(|j| (id, j.spec.clone(), j.destination.clone(), j.accepted))
+                })
+            };
+            let Some((id, spec, destination, accepted)) = next else {
+                self.shared.wake.notified().await;
+                continue;
+            };
+            let manager = self.clone();
+            let _ = diffugen_engine::job::run(
+                &self.shared.engine,
+                &id,
+                &spec,
+                &destination,
+                accepted,
+                &mut |event| {
+                    let mut state = manager.lock();
+                    if let Some(job) = state.jobs.get_mut(&event.job_id) {
+                        job.record(event);
+                    }
+                },
+            )
+            .await;
+            let mut state = self.lock();
+            state.running = None;
+            finish(&mut state, &id);
+        }
+    }
+}
+
+fn finish(state: &mut State, id: &str) {
+    state.finished.push_back(id.to_string());
+    while state.finished.len() > FINISHED_KEPT {
+        if let Some(old) = state.finished.pop_front() {
+            state.jobs.remove(&old);
+        }
+    }
+}
+
+/// Tells every waiting job its new place in line.
+fn announce_positions(state: &mut State) {
+    let offset = u32::from(state.running.is_some());
+    let waiting: Vec<String> = state.queue.iter().cloned().collect();
+    for (index, id) in waiting.iter().enumerate() {
+        if let Some(job) = state.jobs.get_mut(id) {
+            let elapsed = job.accepted.elapsed().as_secs_f64();
+            job.record(JobEvent {
+                job_id: id.clone(),
+                elapsed_seconds: elapsed,
+                percent: None,
+                eta_seconds: None,
+                stage: Stage::Queued {
+                    position: index as u32 + offset,
+                },
+            });
+        }
+    }
+}

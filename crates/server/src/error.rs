@@ -1,0 +1,83 @@
+//! One error type for every route, answered in the OpenAI error shape
+//! (`{"error": {"message", "type", "param", "code"}}`, all four keys present), which OpenAI clients, Open WebUI and
+//! our own UI all read.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// An HTTP error with its status, message and the request field at fault.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            param: None,
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    /// A 400 naming the field.
+    pub fn invalid(param: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            param: Some(param.to_string()),
+            ..ApiError::new(StatusCode::BAD_REQUEST, message)
+        }
+    }
+
+    pub fn code(mut self, code: &'static str) -> ApiError {
+        self.code = Some(code);
+        self
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.status {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            s if s.is_server_error() => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": { "message": self.message, "type": self.kind(), "param": self.param, "code": self.code }
+        });
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<diffugen_jobs::QueueError> for ApiError {
+    fn from(error: diffugen_jobs::QueueError) -> ApiError {
+        match error {
+            diffugen_jobs::QueueError::Full { .. } => ApiError {
+                retry_after: Some(5),
+                code: Some("queue_full"),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, error.to_string())
+            },
+            diffugen_jobs::QueueError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, error.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Serves generated images by file name from the outputs folder, and nothing else: no paths, no dot files.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+
+use crate::{ApiError, AppState};
+
+pub async fn image(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let safe = !file.is_empty()
+        && !file.starts_with('.')
+        && !file.contains(['/', '\\'])
+        && !file.contains("..")
+        && file.chars().all(|c| !c.is_control());
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no image named '{file}'"));
+    if !safe {
+        return Err(not_found());
+    }
+    let content_type = match file
+        .rsplit('.')
+        .next()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("webp") => "image/webp",
+        _ => return Err(not_found()),
+    };
+    let bytes = tokio::fs::read(state.outputs_dir.join(&file))
+        .await
+        .map_err(|_| not_found())?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (
+                header::CACHE_CONTROL,
+                "private, max-age=31536000, immutable",
+            ),
+        ],
+        bytes,
+    ))
+}

@@ -1,0 +1,156 @@
+//! DiffuGen's local HTTP API. Handlers are thin: they translate a client's request into a `GenerateRequest`,
+//! let `diffugen-engine` validate it, and put it on the shared `JobManager` queue — the same path the CLI and the
+//! desktop app use.
+//!
+//! Routes: `GET /health`; OpenAI Images (`POST /v1/images/generations`, `GET /v1/models`); generated files
+//! (`GET /images/{file}`); the native job API (`/api/v1/jobs`, `/api/v1/jobs/{id}`, `.../events` as SSE with replay,
+//! `.../cancel`, `/api/v1/queue`).
+
+mod auth;
+mod error;
+mod files;
+mod native;
+mod openai;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use diffugen_jobs::JobManager;
+use diffugen_models::Library;
+
+pub use error::ApiError;
+
+/// The largest request body accepted (uploads for img2img included).
+pub const BODY_LIMIT: usize = 50 << 20;
+
+/// What the server needs to know.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub models_dir: PathBuf,
+    /// Where generated images are written and served from.
+    pub outputs_dir: PathBuf,
+    /// Required on every route but `/health` when set.
+    pub api_key: Option<String>,
+    /// Answers requests that name no model or an OpenAI model id (`dall-e-2`, `dall-e-3`, `gpt-image-1`).
+    pub default_model: Option<String>,
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub jobs: JobManager,
+    pub library: Library,
+    pub outputs_dir: PathBuf,
+    pub api_key: Option<Arc<str>>,
+    pub default_model: Arc<RwLock<Option<String>>>,
+}
+
+impl AppState {
+    pub fn new(jobs: JobManager, config: &ServerConfig) -> AppState {
+        AppState {
+            jobs,
+            library: Library::new(&config.models_dir),
+            outputs_dir: config.outputs_dir.clone(),
+            api_key: config.api_key.as_deref().map(Arc::from),
+            default_model: Arc::new(RwLock::new(config.default_model.clone())),
+        }
+    }
+
+    /// The model for a request: its own id, or the default for none / OpenAI's ids.
+    pub fn model_for(&self, requested: Option<&str>) -> Result<String, ApiError> {
+        let requested = requested.map(str::trim).filter(|m| !m.is_empty());
+        let is_openai_id = |m: &str| m.starts_with("dall-e") || m.starts_with("gpt-image");
+        match requested {
+            Some(model) if !is_openai_id(model) => Ok(model.to_string()),
+            _ => {
+                let configured = self
+                    .default_model
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                configured
+                    .or_else(|| self.library.ids().into_iter().next())
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "model",
+                            format!(
+                                "no model is installed; put one in {}",
+                                self.library.models_dir().display()
+                            ),
+                        )
+                        .code("model_not_found")
+                    })
+            }
+        }
+    }
+}
+
+/// The full router.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/v1/models", get(openai::models))
+        .route("/v1/images/generations", post(openai::generations))
+        .route("/images/{file}", get(files::image))
+        .route("/api/v1/jobs", post(native::submit))
+        .route("/api/v1/jobs/{id}", get(native::job))
+        .route("/api/v1/jobs/{id}/events", get(native::events))
+        .route("/api/v1/jobs/{id}/cancel", post(native::cancel))
+        .route("/api/v1/queue", get(native::queue))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+    Router::new()
+        .route("/health", get(native::health))
+        .merge(protected)
+        .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// A running server: its address and a handle that stops it gracefully.
+pub struct ServerHandle {
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl ServerHandle {
+    /// Stops accepting connections, lets requests in flight finish, and returns.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.map_err(std::io::Error::other)?
+    }
+
+    /// Waits until the server stops by itself (an I/O error).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task.await.map_err(std::io::Error::other)?
+    }
+}
+
+/// Binds `addr` and serves in the background.
+pub async fn serve(addr: SocketAddr, state: AppState) -> std::io::Result<ServerHandle> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, "DiffuGen API listening");
+    Ok(ServerHandle {
+        addr,
+        shutdown: Some(tx),
+        task,
+    })
+}

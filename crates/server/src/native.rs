@@ -1,0 +1,130 @@
+//! DiffuGen's own job API, for the desktop UI and power users: submit the full typed parameters, follow a job's
+//! typed events over SSE (replaying what already happened), cancel it, list the queue.
+
+use std::convert::Infallible;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use diffugen_engine::{Destination, GenerateRequest, JobEvent, ParamErrors};
+use diffugen_jobs::{JobInfo, QueueError};
+use futures_util::{stream, Stream, StreamExt};
+use serde_json::{json, Value};
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::{ApiError, AppState};
+
+pub async fn health(State(state): State<AppState>) -> Json<Value> {
+    let queue = state.jobs.queue();
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "running": queue.iter().filter(|j| j.state == diffugen_jobs::JobState::Running).count(),
+        "queued": queue.iter().filter(|j| j.state == diffugen_jobs::JobState::Queued).count(),
+    }))
+}
+
+/// Turns validation errors into a 400 naming the first field; `rename` maps our field names to the client's.
+pub fn param_error(errors: &ParamErrors, rename: impl Fn(&str) -> &str) -> ApiError {
+    let first = errors.first();
+    let message = errors
+        .0
+        .iter()
+        .map(|e| format!("{}: {}", rename(&e.field), e.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let error = ApiError::invalid(rename(&first.field), message);
+    if first.field == "model" {
+        error.code("model_not_found")
+    } else {
+        error
+    }
+}
+
+/// Validates a request and puts it on the queue.
+pub fn enqueue(
+    state: &AppState,
+    mut request: GenerateRequest,
+    source: &str,
+    rename: impl Fn(&str) -> &str,
+) -> Result<String, ApiError> {
+    let model = if request.model.is_empty() {
+        None
+    } else {
+        Some(request.model.as_str())
+    };
+    request.model = state.model_for(model)?;
+    let spec =
+        diffugen_engine::validate(&request, &state.library).map_err(|e| param_error(&e, rename))?;
+    Ok(state
+        .jobs
+        .submit(spec, Destination::Folder(state.outputs_dir.clone()), source)?)
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    body: Result<Json<GenerateRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<JobInfo>), ApiError> {
+    let Json(request) = body.map_err(|e| ApiError::invalid("body", e.body_text()))?;
+    let id = enqueue(&state, request, "api", |f| f)?;
+    Ok((StatusCode::ACCEPTED, Json(state.jobs.get(&id)?)))
+}
+
+pub async fn job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobInfo>, ApiError> {
+    Ok(Json(state.jobs.get(&id)?))
+}
+
+pub async fn queue(State(state): State<AppState>) -> Json<Vec<JobInfo>> {
+    Json(state.jobs.queue())
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let was_active = state.jobs.cancel(&id, "cancelled by an API client")?;
+    Ok(Json(json!({ "id": id, "cancelled": was_active })))
+}
+
+fn sse_event(event: &JobEvent) -> Event {
+    Event::default()
+        .event(event.stage.name())
+        .json_data(event)
+        .unwrap_or_else(|_| Event::default())
+}
+
+/// Every event of a job — first the ones that already happened, then live ones — ending after the final event.
+pub fn job_events(
+    state: &AppState,
+    id: &str,
+) -> Result<impl Stream<Item = JobEvent> + Send + 'static, QueueError> {
+    let subscription = state.jobs.subscribe(id)?;
+    let finished = subscription.history.iter().any(|e| e.stage.is_final());
+    let live = BroadcastStream::new(subscription.live).filter_map(|item| async move { item.ok() });
+    let live = if finished {
+        stream::empty().boxed()
+    } else {
+        live.boxed()
+    };
+    let mut done = false;
+    Ok(stream::iter(subscription.history)
+        .chain(live)
+        .take_while(move |event| {
+            let keep = !done;
+            done = done || event.stage.is_final();
+            async move { keep }
+        }))
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let events = job_events(&state, &id)?.map(|event| Ok(sse_event(&event)));
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
