@@ -4,6 +4,7 @@
 mod generate;
 mod models;
 mod paths;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Generate images from a prompt.
     Generate(Box<generate::GenerateArgs>),
+    /// Serve the local HTTP API (OpenAI Images, DiffuGen's job API) until Ctrl+C.
+    Serve(serve::ServeArgs),
     /// List the models found in the models folder, identified from their file headers.
     Models(models::ModelsArgs),
     /// Internal: run as the engine worker process (spoken to over stdin/stdout by a supervisor).
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(&paths, *args),
         Command::Models(args) => models::run(&paths, &args),
+        Command::Serve(args) => serve::run(&paths, &args),
         Command::EngineWorker => unreachable!("handled above"),
     };
     match result {

@@ -81,3 +81,21 @@ impl From<diffugen_jobs::QueueError> for ApiError {
         }
     }
 }
+
+/// A body axum could not read as JSON: too large (413) or malformed (400, naming `body`).
+pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than {} MB",
+                crate::BODY_LIMIT >> 20
+            ),
+        )
+        .code("body_too_large");
+    }
+    ApiError::invalid(
+        "body",
+        format!("the body is not valid JSON: {}", rejection.body_text()),
+    )
+}

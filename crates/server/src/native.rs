@@ -29,10 +29,19 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
 /// Turns validation errors into a 400 naming the first field; `rename` maps our field names to the client's.
 pub fn param_error(errors: &ParamErrors, rename: impl Fn(&str) -> &str) -> ApiError {
     let first = errors.first();
+    let describe = |field: &str, message: &str| {
+        let client = rename(field);
+        // A client field that stands for several of ours (size = width + height) names which one.
+        if client == field {
+            format!("{field}: {message}")
+        } else {
+            format!("{client}: {field} {message}")
+        }
+    };
     let message = errors
         .0
         .iter()
-        .map(|e| format!("{}: {}", rename(&e.field), e.message))
+        .map(|e| describe(&e.field, &e.message))
         .collect::<Vec<_>>()
         .join("; ");
     let error = ApiError::invalid(rename(&first.field), message);
@@ -67,7 +76,7 @@ pub async fn submit(
     State(state): State<AppState>,
     body: Result<Json<GenerateRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<JobInfo>), ApiError> {
-    let Json(request) = body.map_err(|e| ApiError::invalid("body", e.body_text()))?;
+    let Json(request) = body.map_err(crate::error::json_rejection)?;
     let id = enqueue(&state, request, "api", |f| f)?;
     Ok((StatusCode::ACCEPTED, Json(state.jobs.get(&id)?)))
 }
@@ -98,27 +107,30 @@ fn sse_event(event: &JobEvent) -> Event {
         .unwrap_or_else(|_| Event::default())
 }
 
-/// Every event of a job — first the ones that already happened, then live ones — ending after the final event.
+/// Every event of a job — first the ones that already happened, then live ones — ending with the final event.
 pub fn job_events(
     state: &AppState,
     id: &str,
 ) -> Result<impl Stream<Item = JobEvent> + Send + 'static, QueueError> {
     let subscription = state.jobs.subscribe(id)?;
-    let finished = subscription.history.iter().any(|e| e.stage.is_final());
-    let live = BroadcastStream::new(subscription.live).filter_map(|item| async move { item.ok() });
-    let live = if finished {
-        stream::empty().boxed()
-    } else {
-        live.boxed()
-    };
-    let mut done = false;
-    Ok(stream::iter(subscription.history)
-        .chain(live)
-        .take_while(move |event| {
-            let keep = !done;
-            done = done || event.stage.is_final();
-            async move { keep }
-        }))
+    let history: std::collections::VecDeque<JobEvent> = subscription.history.into();
+    let live = BroadcastStream::new(subscription.live)
+        .filter_map(|item| async move { item.ok() })
+        .boxed();
+    Ok(stream::unfold(
+        (history, live, false),
+        |(mut history, mut live, finished)| async move {
+            if finished {
+                return None;
+            }
+            let event = match history.pop_front() {
+                Some(event) => event,
+                None => live.next().await?,
+            };
+            let finished = event.stage.is_final();
+            Some((event, (history, live, finished)))
+        },
+    ))
 }
 
 pub async fn events(

@@ -215,12 +215,7 @@ pub async fn generations(
     headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(value) = body.map_err(|e| {
-        ApiError::invalid(
-            "body",
-            format!("the body is not valid JSON: {}", e.body_text()),
-        )
-    })?;
+    let Json(value) = body.map_err(crate::error::json_rejection)?;
     let map = value
         .as_object()
         .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))?;

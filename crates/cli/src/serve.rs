@@ -1,0 +1,73 @@
+//! `diffugen serve`: the local HTTP API, headless.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use diffugen_engine::{Engine, WorkerCommand};
+use diffugen_jobs::JobManager;
+use diffugen_server::{AppState, ServerConfig};
+
+use crate::paths::Paths;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Anything but loopback exposes the API to your network: set --api-key then.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    #[arg(long, default_value_t = 5199)]
+    port: u16,
+    /// Require this key (Bearer, X-API-Key or Basic password) on every route but /health.
+    #[arg(long, env = "DIFFUGEN_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// The model for requests that name none or an OpenAI id (dall-e-2, dall-e-3, gpt-image-1)
+    /// [default: the first model found]
+    #[arg(long, value_name = "ID")]
+    default_model: Option<String>,
+    /// Jobs allowed to wait; beyond this the API answers 429 with Retry-After.
+    #[arg(long, default_value_t = 32)]
+    queue_depth: usize,
+}
+
+pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
+    if !args.host.is_loopback() && args.api_key.is_none() {
+        eprintln!(
+            "WARNING: listening on {} without an API key: anyone on your network can generate images and read \
+             your outputs. Set --api-key (or DIFFUGEN_API_KEY).",
+            args.host
+        );
+    }
+    let config = ServerConfig {
+        models_dir: paths.models_dir.clone(),
+        outputs_dir: paths.outputs_dir(),
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        default_model: args.default_model.clone(),
+    };
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let command = WorkerCommand::current_exe(&[diffugen_engine::WORKER_SUBCOMMAND])
+            .map_err(|e| format!("cannot find the diffugen executable: {e}"))?;
+        let engine = Arc::new(Engine::new(command));
+        let jobs = JobManager::new(engine.clone(), args.queue_depth);
+        let state = AppState::new(jobs, &config);
+        let server = diffugen_server::serve(SocketAddr::new(args.host, args.port), state)
+            .await
+            .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
+        eprintln!(
+            "DiffuGen API on http://{} (OpenAI base URL: http://{}/v1)",
+            server.addr, server.addr
+        );
+        eprintln!(
+            "models: {}   outputs: {}",
+            config.models_dir.display(),
+            config.outputs_dir.display()
+        );
+        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+        eprintln!("shutting down");
+        server.shutdown().await.map_err(|e| e.to_string())?;
+        engine.stop().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,502 @@
+//! The local HTTP API over a real socket, with real sd.cpp jobs behind it: requests exactly as Open WebUI and
+//! OpenAI clients send them, DiffuGen's job API with SSE, and every bad input answered with its documented error.
+
+mod support;
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use diffugen_jobs::JobManager;
+use diffugen_server::{AppState, ServerConfig, ServerHandle};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::{engine, Workspace};
+
+struct Api {
+    ws: Workspace,
+    server: Option<ServerHandle>,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn start(api_key: Option<&str>, depth: usize) -> Api {
+        let ws = Workspace::new();
+        let config = ServerConfig {
+            models_dir: ws.models_dir(),
+            outputs_dir: ws.path("outputs"),
+            api_key: api_key.map(str::to_string),
+            default_model: None,
+        };
+        let jobs = JobManager::new(Arc::new(engine()), depth);
+        let server =
+            diffugen_server::serve("127.0.0.1:0".parse().unwrap(), AppState::new(jobs, &config))
+                .await
+                .unwrap();
+        let base = format!("http://{}", server.addr);
+        Api {
+            ws,
+            server: Some(server),
+            base,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .bearer_auth("")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// An OpenAI image request shaped like Open WebUI's, with sd.cpp controls merged in (its "API params" setting).
+fn open_webui_body() -> Value {
+    json!({ "model": "dall-e-2", "prompt": "a watercolor fox", "n": 1, "size": "64x64",
+            "response_format": "b64_json", "steps": 2, "seed": 11 })
+}
+
+fn assert_openai_error(body: &Value, param: Option<&str>) {
+    let error = &body["error"];
+    for key in ["message", "type", "param", "code"] {
+        assert!(error.get(key).is_some(), "error body lacks '{key}': {body}");
+    }
+    assert!(!error["message"].as_str().unwrap_or_default().is_empty());
+    if let Some(param) = param {
+        assert_eq!(error["param"], param, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn an_open_webui_request_with_an_empty_bearer_gets_a_real_png_as_b64_json() {
+    let api = Api::start(None, 32).await;
+    let (status, body) = api.post("/v1/images/generations", open_webui_body()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["size"], "64x64");
+    assert!(body["created"].as_u64().unwrap() > 1_700_000_000);
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(body["data"][0]["b64_json"].as_str().unwrap())
+        .unwrap();
+    let image = image::load_from_memory_with_format(&png, image::ImageFormat::Png).unwrap();
+    assert_eq!((image.width(), image.height()), (64, 64));
+
+    let (status, models) = api
+        .post(
+            "/v1/images/generations",
+            json!({"prompt": "x", "n": 2, "size": "64x64",
+        "steps": 1, "output_format": "jpeg"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{models}");
+    assert_eq!(models["data"].as_array().unwrap().len(), 2);
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .decode(models["data"][1]["b64_json"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        image::guess_format(&jpeg).unwrap(),
+        image::ImageFormat::Jpeg
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_url_response_points_at_the_served_file_and_nothing_outside_the_outputs_folder_is_served()
+{
+    let api = Api::start(None, 32).await;
+    let mut body = open_webui_body();
+    body["response_format"] = json!("url");
+    let (status, body) = api.post("/v1/images/generations", body).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let url = body["data"][0]["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&api.base) && url.contains("/images/"),
+        "{url}"
+    );
+    let file = api.client.get(url).send().await.unwrap();
+    assert_eq!(file.status(), StatusCode::OK);
+    assert_eq!(file.headers()["content-type"], "image/png");
+    assert_eq!(
+        image::load_from_memory(&file.bytes().await.unwrap())
+            .unwrap()
+            .width(),
+        64
+    );
+
+    for sneaky in [
+        "/images/..%2F..%2Fetc%2Fpasswd",
+        "/images/.hidden.png",
+        "/images/..png",
+        "/images/x.txt",
+    ] {
+        let response = api.client.get(api.url(sneaky)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{sneaky}");
+    }
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn models_are_listed_with_their_real_ids() {
+    let api = Api::start(None, 32).await;
+    let body: Value = api
+        .client
+        .get(api.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["data"][0]["id"], "tiny");
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_its_documented_status_and_error_body_and_the_server_keeps_serving() {
+    let api = Api::start(None, 32).await;
+    let cases: Vec<(&str, Value, StatusCode, Option<&str>)> = vec![
+        (
+            "missing prompt",
+            json!({"n": 1}),
+            StatusCode::BAD_REQUEST,
+            Some("prompt"),
+        ),
+        (
+            "n = 0",
+            json!({"prompt": "x", "n": 0}),
+            StatusCode::BAD_REQUEST,
+            Some("n"),
+        ),
+        (
+            "n = 11",
+            json!({"prompt": "x", "n": 11}),
+            StatusCode::BAD_REQUEST,
+            Some("n"),
+        ),
+        (
+            "size abc",
+            json!({"prompt": "x", "size": "abc"}),
+            StatusCode::BAD_REQUEST,
+            Some("size"),
+        ),
+        (
+            "size 4096",
+            json!({"prompt": "x", "size": "4096x4096"}),
+            StatusCode::BAD_REQUEST,
+            Some("size"),
+        ),
+        (
+            "steps 0",
+            json!({"prompt": "x", "steps": 0}),
+            StatusCode::BAD_REQUEST,
+            Some("steps"),
+        ),
+        (
+            "unknown model",
+            json!({"prompt": "x", "model": "nope"}),
+            StatusCode::BAD_REQUEST,
+            Some("model"),
+        ),
+        (
+            "unknown sampler",
+            json!({"prompt": "x", "sampler": "warp9"}),
+            StatusCode::BAD_REQUEST,
+            Some("sampler"),
+        ),
+        (
+            "transparent",
+            json!({"prompt": "x", "background": "transparent"}),
+            StatusCode::BAD_REQUEST,
+            Some("background"),
+        ),
+    ];
+    for (name, body, expected, param) in cases {
+        let (status, body) = api.post("/v1/images/generations", body).await;
+        assert_eq!(status, expected, "{name}: {body}");
+        assert_openai_error(&body, param);
+    }
+    let (_, unknown) = api
+        .post(
+            "/v1/images/generations",
+            json!({"prompt": "x", "model": "nope"}),
+        )
+        .await;
+    assert!(
+        unknown["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tiny"),
+        "lists the valid ids: {unknown}"
+    );
+
+    let malformed = api
+        .client
+        .post(api.url("/v1/images/generations"))
+        .header("content-type", "application/json")
+        .body("{\"prompt\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    assert_openai_error(&malformed.json().await.unwrap(), Some("body"));
+
+    let huge = format!("{{\"prompt\": \"{}\"}}", "a".repeat(60 << 20));
+    let response = api
+        .client
+        .post(api.url("/v1/images/generations"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_openai_error(&body, None);
+
+    let missing = api
+        .client
+        .get(api.url("/no/such/route"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    let health = api.client.get(api.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "the server still serves");
+    let (status, _) = api.post("/v1/images/generations", open_webui_body()).await;
+    assert_eq!(status, StatusCode::OK, "and still generates");
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn with_an_api_key_a_wrong_or_missing_key_is_refused_and_bearer_x_api_key_and_basic_work() {
+    let api = Api::start(Some("s3cret"), 32).await;
+    let models = api.url("/v1/models");
+    let wrong = api
+        .client
+        .get(&models)
+        .bearer_auth("guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert_openai_error(&wrong.json().await.unwrap(), None);
+    assert_eq!(
+        api.client.get(&models).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        api.client
+            .get(&models)
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.client
+            .get(&models)
+            .header("x-api-key", "s3cret")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let basic = api
+        .client
+        .get(&models)
+        .basic_auth("anyone", Some("s3cret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), StatusCode::OK);
+    assert_eq!(
+        api.client
+            .get(api.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK,
+        "health is open"
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn the_job_api_streams_typed_events_and_replays_them_to_a_late_subscriber() {
+    let api = Api::start(None, 32).await;
+    let (status, job) = api
+        .post(
+            "/api/v1/jobs",
+            json!({"model": "tiny", "prompt": "a kite", "width": 64, "height": 64, "steps": 2}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+
+    let live = api
+        .client
+        .get(api.url(&format!("/api/v1/jobs/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    let text = live.text().await.unwrap();
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.first(), Some(&"queued"));
+    assert_eq!(names.last(), Some(&"done"), "{text}");
+    assert!(names.contains(&"sampling") && names.contains(&"saving"));
+    let steps: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|e| e["phase"] == "sampling" && e["step"].as_u64() > Some(0))
+        .filter_map(|e| e["step"].as_u64())
+        .collect();
+    assert_eq!(steps, [1, 2]);
+
+    let replay = api
+        .client
+        .get(api.url(&format!("/api/v1/jobs/{id}/events")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let replayed: Vec<&str> = replay
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(replayed, names, "a late subscriber sees the same events");
+
+    let info: Value = api
+        .client
+        .get(api.url(&format!("/api/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["state"], "done");
+    assert!(info["outputs"][0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with(".png"));
+    let unknown = api
+        .client
+        .get(api.url("/api/v1/jobs/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_429_with_retry_after_and_a_queued_job_can_be_cancelled() {
+    let api = Api::start(None, 1).await;
+    let job = json!({"model": "tiny", "prompt": "a bridge", "width": 64, "height": 64, "steps": 2});
+    let (first, running) = api.post("/api/v1/jobs", job.clone()).await;
+    let (second, queued) = api.post("/api/v1/jobs", job.clone()).await;
+    assert_eq!(
+        (first, second),
+        (StatusCode::ACCEPTED, StatusCode::ACCEPTED),
+        "{running} {queued}"
+    );
+    // The first may still be waiting for the runner; keep submitting until the one free place is taken.
+    let mut refused = None;
+    for _ in 0..3 {
+        let response = api
+            .client
+            .post(api.url("/api/v1/jobs"))
+            .json(&job)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(response);
+            break;
+        }
+    }
+    let refused = refused.expect("a full queue refuses a job");
+    assert!(refused.headers().get("retry-after").is_some());
+    assert_openai_error(&refused.json().await.unwrap(), None);
+
+    let queue: Value = api
+        .client
+        .get(api.url("/api/v1/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let waiting: Vec<String> = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["state"] == "queued")
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!waiting.is_empty());
+    for id in &waiting {
+        let (status, body) = api
+            .post(&format!("/api/v1/jobs/{id}/cancel"), json!({}))
+            .await;
+        assert_eq!(
+            (status, body["cancelled"].as_bool()),
+            (StatusCode::OK, Some(true))
+        );
+        let info: Value = api
+            .client
+            .get(api.url(&format!("/api/v1/jobs/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(info["state"], "cancelled");
+    }
+    let ws_outputs = api.ws.path("outputs");
+    let running_id = running["id"].as_str().unwrap();
+    let events = api
+        .client
+        .get(api.url(&format!("/api/v1/jobs/{running_id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert!(events.text().await.unwrap().contains("event: done"));
+    assert_eq!(
+        std::fs::read_dir(ws_outputs).unwrap().count(),
+        1,
+        "only the job that ran wrote an image"
+    );
+    api.stop().await;
+}
