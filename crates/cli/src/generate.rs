@@ -158,13 +158,7 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
         let id = job_id();
         let started = Instant::now();
         let mut reporter = Reporter::new(args.json);
-        reporter.event(JobEvent {
-            job_id: id.clone(),
-            elapsed_seconds: 0.0,
-            percent: None,
-            eta_seconds: None,
-            stage: Stage::Queued { position: 0 },
-        });
+        reporter.event(JobEvent::new(&id, 0.0, Stage::Queued { position: 0 }));
 
         // Ctrl+C cancels the job (ending the worker process) instead of leaving it orphaned.
         let cancel_engine = engine.clone();

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::protocol::WorkerStage;
+use crate::events::Stage;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct History {
@@ -81,7 +81,7 @@ impl Estimator {
     }
 
     /// Folds in a stage and returns `(percent, eta_seconds)`.
-    pub fn observe(&mut self, stage: &WorkerStage, now: Instant) -> (Option<f64>, Option<f64>) {
+    pub fn observe(&mut self, stage: &Stage, now: Instant) -> (Option<f64>, Option<f64>) {
         let history = self
             .job
             .as_ref()
@@ -90,10 +90,12 @@ impl Estimator {
             return (None, None);
         };
         let phase = match stage {
-            WorkerStage::LoadingModel { .. } => Phase::Loading,
-            WorkerStage::EncodingPrompt => Phase::Encoding,
-            WorkerStage::Sampling { .. } | WorkerStage::Preview { .. } => Phase::Sampling,
-            WorkerStage::Decoding => Phase::Decoding,
+            Stage::LoadingModel { .. } => Phase::Loading,
+            Stage::EncodingPrompt => Phase::Encoding,
+            Stage::Sampling { .. } | Stage::Preview { .. } => Phase::Sampling,
+            Stage::Decoding => Phase::Decoding,
+            // Queue and final stages are reported by the job around the engine, not timed here.
+            _ => return (job.percent, None),
         };
         if job.phase.map(|(p, _)| p) != Some(phase) {
             if let Some((previous, since)) = job.phase {
@@ -102,7 +104,7 @@ impl Estimator {
             }
             job.phase = Some((phase, now));
         }
-        if let WorkerStage::Sampling {
+        if let Stage::Sampling {
             step,
             steps,
             image,
@@ -173,12 +175,7 @@ impl Estimator {
     }
 }
 
-fn remaining(
-    job: &Job,
-    stage: &WorkerStage,
-    history: Option<History>,
-    now: Instant,
-) -> Option<f64> {
+fn remaining(job: &Job, stage: &Stage, history: Option<History>, now: Instant) -> Option<f64> {
     let in_phase = job
         .phase
         .map_or(0.0, |(_, since)| now.duration_since(since).as_secs_f64());
@@ -189,22 +186,21 @@ fn remaining(
         (job.sampled_steps > 0).then(|| job.sampling_seconds / f64::from(job.sampled_steps));
     let step = measured_step.or(history.map(|h| h.step_seconds_per_megapixel * job.megapixels))?;
     match stage {
-        WorkerStage::Sampling {
+        Stage::Sampling {
             image, step: done, ..
         } => {
             let finished =
                 f64::from(image.saturating_sub(1)) * f64::from(job.steps) + f64::from(*done);
             Some((total_steps - finished).max(0.0) * step + decode.unwrap_or(0.0))
         }
-        WorkerStage::Preview { .. } => None,
-        WorkerStage::Decoding => decode.map(|d| (d - in_phase).max(0.0)),
-        WorkerStage::EncodingPrompt => {
+        Stage::Decoding => decode.map(|d| (d - in_phase).max(0.0)),
+        Stage::EncodingPrompt => {
             let h = history?;
             Some(
                 (h.encode_seconds - in_phase).max(0.0) + total_steps * step + decode.unwrap_or(0.0),
             )
         }
-        WorkerStage::LoadingModel { .. } => {
+        Stage::LoadingModel { .. } => {
             let h = history?;
             let loaded = job.spent.get("load").copied().unwrap_or(0.0) + in_phase;
             Some(
@@ -214,6 +210,8 @@ fn remaining(
                     + decode.unwrap_or(0.0),
             )
         }
+        // Previews, and the stages reported around the engine, carry no estimate of their own.
+        _ => None,
     }
 }
 
@@ -222,8 +220,8 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn sampling(step: u32, seconds: f64) -> WorkerStage {
-        WorkerStage::Sampling {
+    fn sampling(step: u32, seconds: f64) -> Stage {
+        Stage::Sampling {
             image: 1,
             images: 1,
             step,
@@ -238,7 +236,7 @@ mod tests {
         let mut e = Estimator::default();
         e.start("m", 4, 1, 64, 64, t0);
         assert_eq!(
-            e.observe(&WorkerStage::EncodingPrompt, t0 + Duration::from_secs(1)),
+            e.observe(&Stage::EncodingPrompt, t0 + Duration::from_secs(1)),
             (None, None)
         );
         let (percent, eta) = e.observe(&sampling(1, 2.0), t0 + Duration::from_secs(3));
@@ -252,19 +250,19 @@ mod tests {
         let t0 = Instant::now();
         let mut e = Estimator::default();
         e.start("m", 4, 1, 64, 64, t0);
-        e.observe(&WorkerStage::EncodingPrompt, t0);
+        e.observe(&Stage::EncodingPrompt, t0);
         for step in 1..=4 {
             e.observe(
                 &sampling(step, 1.0),
                 t0 + Duration::from_secs(u64::from(step)),
             );
         }
-        e.observe(&WorkerStage::Decoding, t0 + Duration::from_secs(4));
+        e.observe(&Stage::Decoding, t0 + Duration::from_secs(4));
         e.finish(true, t0 + Duration::from_secs(5));
 
         let t1 = t0 + Duration::from_secs(10);
         e.start("m", 4, 1, 64, 64, t1);
-        let (_, eta) = e.observe(&WorkerStage::EncodingPrompt, t1);
+        let (_, eta) = e.observe(&Stage::EncodingPrompt, t1);
         // Encoding took 1 s, 4 steps at 1 s each, decoding 1 s.
         let eta = eta.unwrap();
         assert!((eta - 6.0).abs() < 0.01, "{eta}");

@@ -18,6 +18,19 @@ pub struct JobEvent {
     pub stage: Stage,
 }
 
+impl JobEvent {
+    /// An event without a progress estimate.
+    pub fn new(job_id: &str, elapsed_seconds: f64, stage: Stage) -> JobEvent {
+        JobEvent {
+            job_id: job_id.to_string(),
+            elapsed_seconds,
+            percent: None,
+            eta_seconds: None,
+            stage,
+        }
+    }
+}
+
 /// What the job is doing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
 #[serde(tag = "phase", rename_all = "snake_case")]

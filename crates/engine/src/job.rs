@@ -42,11 +42,9 @@ pub async fn run(
     };
     let finished = result.is_ok();
     on_event(JobEvent {
-        job_id: job_id.to_string(),
-        elapsed_seconds: started.elapsed().as_secs_f64(),
         percent: finished.then_some(100.0),
         eta_seconds: finished.then_some(0.0),
-        stage,
+        ..JobEvent::new(job_id, started.elapsed().as_secs_f64(), stage)
     });
     result
 }
@@ -68,11 +66,8 @@ async fn render_and_save(
         })
         .await?;
     on_event(JobEvent {
-        job_id: job_id.to_string(),
-        elapsed_seconds: started.elapsed().as_secs_f64(),
         percent: last_percent,
-        eta_seconds: None,
-        stage: Stage::Saving,
+        ..JobEvent::new(job_id, started.elapsed().as_secs_f64(), Stage::Saving)
     });
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::Stage;
 use crate::params::JobSpec;
 
 /// A request to the worker.
@@ -28,10 +29,11 @@ pub enum FromWorker {
         pid: u32,
         system_info: String,
     },
-    /// A raw stage change; the supervisor adds timing, percent and ETA.
+    /// A stage the worker observed (loading, encoding, sampling, preview, decoding); the supervisor adds
+    /// timing, percent and ETA.
     Stage {
         job_id: String,
-        stage: WorkerStage,
+        stage: Stage,
     },
     /// An sd.cpp log line at info level or above.
     Log {
@@ -52,33 +54,6 @@ pub enum FromWorker {
         error: String,
     },
     Unloaded,
-}
-
-/// Stages as the worker observes them from sd.cpp's callbacks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "phase", rename_all = "snake_case")]
-pub enum WorkerStage {
-    LoadingModel {
-        part: u32,
-        tensors_loaded: u32,
-        tensors_total: u32,
-    },
-    EncodingPrompt,
-    Sampling {
-        image: u32,
-        images: u32,
-        step: u32,
-        steps: u32,
-        seconds_per_step: Option<f64>,
-    },
-    Preview {
-        image: u32,
-        step: u32,
-        width: u32,
-        height: u32,
-        png_base64: String,
-    },
-    Decoding,
 }
 
 /// Pixels crossing the pipe: 1 or 3 channels, base64.

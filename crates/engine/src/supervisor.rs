@@ -14,9 +14,9 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::estimate::Estimator;
-use crate::events::{JobEvent, Stage};
+use crate::events::JobEvent;
 use crate::params::JobSpec;
-use crate::protocol::{FromWorker, ToWorker, WorkerStage};
+use crate::protocol::{FromWorker, ToWorker};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const UNLOAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -323,7 +323,6 @@ impl Engine {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .observe(&stage, Instant::now());
-                    let stage = to_stage(stage);
                     last_phase = stage.name();
                     on_event(JobEvent {
                         job_id: job_id.to_string(),
@@ -396,47 +395,5 @@ fn signal_name(signal: i32) -> &'static str {
         libc::SIGSEGV => " (SIGSEGV: sd.cpp crashed)",
         libc::SIGTERM => " (SIGTERM)",
         _ => "",
-    }
-}
-
-fn to_stage(stage: WorkerStage) -> Stage {
-    match stage {
-        WorkerStage::LoadingModel {
-            part,
-            tensors_loaded,
-            tensors_total,
-        } => Stage::LoadingModel {
-            part,
-            tensors_loaded,
-            tensors_total,
-        },
-        WorkerStage::EncodingPrompt => Stage::EncodingPrompt,
-        WorkerStage::Sampling {
-            image,
-            images,
-            step,
-            steps,
-            seconds_per_step,
-        } => Stage::Sampling {
-            image,
-            images,
-            step,
-            steps,
-            seconds_per_step,
-        },
-        WorkerStage::Preview {
-            image,
-            step,
-            width,
-            height,
-            png_base64,
-        } => Stage::Preview {
-            image,
-            step,
-            width,
-            height,
-            png_base64,
-        },
-        WorkerStage::Decoding => Stage::Decoding,
     }
 }

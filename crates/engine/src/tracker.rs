@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use crate::protocol::WorkerStage;
+use crate::events::Stage;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
@@ -57,7 +57,7 @@ fn parse_pair(text: &str, after: &str) -> Option<(u32, u32)> {
 
 impl Tracker {
     /// Starts a job of `steps` sampling steps per image.
-    pub fn begin(&mut self, steps: u32) -> Vec<WorkerStage> {
+    pub fn begin(&mut self, steps: u32) -> Vec<Stage> {
         *self = Tracker {
             steps,
             phase: Phase::Encoding,
@@ -66,23 +66,23 @@ impl Tracker {
         Vec::new()
     }
 
-    fn current(&self) -> Option<WorkerStage> {
+    fn current(&self) -> Option<Stage> {
         match self.phase {
             Phase::Idle => None,
-            Phase::Encoding => Some(WorkerStage::EncodingPrompt),
-            Phase::Sampling { image, images } => Some(WorkerStage::Sampling {
+            Phase::Encoding => Some(Stage::EncodingPrompt),
+            Phase::Sampling { image, images } => Some(Stage::Sampling {
                 image,
                 images,
                 step: self.last_step,
                 steps: self.steps,
                 seconds_per_step: None,
             }),
-            Phase::Decoding => Some(WorkerStage::Decoding),
+            Phase::Decoding => Some(Stage::Decoding),
         }
     }
 
     /// Called for every sd.cpp log line (all levels).
-    pub fn on_log(&mut self, text: &str) -> Vec<WorkerStage> {
+    pub fn on_log(&mut self, text: &str) -> Vec<Stage> {
         if self.phase == Phase::Idle {
             return Vec::new();
         }
@@ -91,7 +91,7 @@ impl Tracker {
                 self.loading = Some(count);
                 self.loads += 1;
                 self.last_loaded = 0;
-                return vec![WorkerStage::LoadingModel {
+                return vec![Stage::LoadingModel {
                     part: self.loads,
                     tensors_loaded: 0,
                     tensors_total: count,
@@ -114,20 +114,20 @@ impl Tracker {
         }
         if text.contains("decoding ") && text.contains(" latents") {
             self.phase = Phase::Decoding;
-            return vec![WorkerStage::Decoding];
+            return vec![Stage::Decoding];
         }
         Vec::new()
     }
 
     /// Called for every progress callback.
-    pub fn on_progress(&mut self, step: i32, steps: i32) -> Vec<WorkerStage> {
+    pub fn on_progress(&mut self, step: i32, steps: i32) -> Vec<Stage> {
         let (Ok(step), Ok(steps)) = (u32::try_from(step), u32::try_from(steps)) else {
             return Vec::new();
         };
         if let Some(total) = self.loading {
             if step > self.last_loaded && steps == total {
                 self.last_loaded = step;
-                return vec![WorkerStage::LoadingModel {
+                return vec![Stage::LoadingModel {
                     part: self.loads,
                     tensors_loaded: step,
                     tensors_total: total,
@@ -148,7 +148,7 @@ impl Tracker {
         let seconds_per_step = elapsed.map(|e| e / f64::from(step - self.last_step));
         self.step_clock = Some(now);
         self.last_step = step;
-        vec![WorkerStage::Sampling {
+        vec![Stage::Sampling {
             image,
             images,
             step,
@@ -176,21 +176,21 @@ impl Tracker {
 mod tests {
     use super::*;
 
-    fn phases(stages: &[WorkerStage]) -> Vec<String> {
+    fn phases(stages: &[Stage]) -> Vec<String> {
         stages
             .iter()
             .map(|s| match s {
-                WorkerStage::LoadingModel {
+                Stage::LoadingModel {
                     tensors_loaded,
                     tensors_total,
                     ..
                 } => {
                     format!("load {tensors_loaded}/{tensors_total}")
                 }
-                WorkerStage::Sampling { step, steps, .. } => format!("step {step}/{steps}"),
-                WorkerStage::EncodingPrompt => "encode".into(),
-                WorkerStage::Decoding => "decode".into(),
-                WorkerStage::Preview { .. } => "preview".into(),
+                Stage::Sampling { step, steps, .. } => format!("step {step}/{steps}"),
+                Stage::EncodingPrompt => "encode".into(),
+                Stage::Decoding => "decode".into(),
+                other => other.name().into(),
             })
             .collect()
     }

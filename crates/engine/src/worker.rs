@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use diffugen_sd::{Context, ContextParams, ImageRequest, LogLevel, LoraWeight, PreviewMode};
 
+use crate::events::Stage;
 use crate::params::JobSpec;
-use crate::protocol::{FromWorker, RawImage, ToWorker, WorkerStage};
+use crate::protocol::{FromWorker, RawImage, ToWorker};
 use crate::tracker::Tracker;
 
 type Out = Arc<Mutex<BufWriter<File>>>;
@@ -225,7 +226,7 @@ pub fn run() -> i32 {
     0
 }
 
-fn emit(out: &Out, job_id: &Mutex<String>, stages: Vec<WorkerStage>) {
+fn emit(out: &Out, job_id: &Mutex<String>, stages: Vec<Stage>) {
     if stages.is_empty() {
         return;
     }
@@ -275,7 +276,7 @@ fn generate(
                     let Some(png_base64) = encode_png(frame) else {
                         return;
                     };
-                    let stage = WorkerStage::Preview {
+                    let stage = Stage::Preview {
                         image,
                         step: step.max(0) as u32,
                         width: frame.width,
@@ -304,7 +305,7 @@ fn generate(
             out,
             &FromWorker::Stage {
                 job_id: job_id.to_string(),
-                stage: WorkerStage::EncodingPrompt,
+                stage: Stage::EncodingPrompt,
             },
         );
     }

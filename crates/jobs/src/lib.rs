@@ -207,13 +207,7 @@ impl JobManager {
             events: Vec::new(),
             sender,
         };
-        job.record(JobEvent {
-            job_id: id.clone(),
-            elapsed_seconds: 0.0,
-            percent: None,
-            eta_seconds: None,
-            stage: Stage::Queued { position },
-        });
+        job.record(JobEvent::new(&id, 0.0, Stage::Queued { position }));
         state.jobs.insert(id.clone(), job);
         state.queue.push_back(id.clone());
         drop(state);
@@ -296,15 +290,13 @@ impl JobManager {
             state.queue.remove(index);
             let job = state.jobs.get_mut(id).expect("checked above");
             let elapsed = job.accepted.elapsed().as_secs_f64();
-            job.record(JobEvent {
-                job_id: id.to_string(),
-                elapsed_seconds: elapsed,
-                percent: None,
-                eta_seconds: None,
-                stage: Stage::Cancelled {
+            job.record(JobEvent::new(
+                id,
+                elapsed,
+                Stage::Cancelled {
                     reason: reason.to_string(),
                 },
-            });
+            ));
             finish(&mut state, id);
             announce_positions(&mut state);
             return Ok(true);
@@ -389,15 +381,13 @@ fn announce_positions(state: &mut State) {
     for (index, id) in waiting.iter().enumerate() {
         if let Some(job) = state.jobs.get_mut(id) {
             let elapsed = job.accepted.elapsed().as_secs_f64();
-            job.record(JobEvent {
-                job_id: id.clone(),
-                elapsed_seconds: elapsed,
-                percent: None,
-                eta_seconds: None,
-                stage: Stage::Queued {
+            job.record(JobEvent::new(
+                id,
+                elapsed,
+                Stage::Queued {
                     position: index as u32 + offset,
                 },
-            });
+            ));
         }
     }
 }
