@@ -500,3 +500,204 @@ async fn a_full_queue_answers_429_with_retry_after_and_a_queued_job_can_be_cance
     );
     api.stop().await;
 }
+
+fn png_b64(width: u32, height: u32) -> String {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 3) as u8, (y * 3) as u8, 90])
+    })
+    .write_to(&mut bytes, image::ImageFormat::Png)
+    .unwrap();
+    base64::engine::general_purpose::STANDARD.encode(bytes.into_inner())
+}
+
+#[tokio::test]
+async fn an_a1111_client_reads_options_then_gets_real_images_from_txt2img_and_img2img() {
+    let api = Api::start(None, 32).await;
+    // What Open WebUI's Automatic1111 engine does: read the options, then txt2img (with "Basic " when no auth is set).
+    let options: Value = api
+        .client
+        .get(api.url("/sdapi/v1/options"))
+        .header("authorization", "Basic ")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(options["sd_model_checkpoint"], "tiny");
+    let (status, body) = api
+        .post("/sdapi/v1/txt2img", json!({"prompt": "a harbor", "negative_prompt": "fog", "batch_size": 1,
+            "width": 64, "height": 64, "steps": 2, "seed": 21, "sampler_name": "Euler a", "cfg_scale": 7}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(body["images"][0].as_str().unwrap())
+        .unwrap();
+    assert_eq!(image::load_from_memory(&png).unwrap().width(), 64);
+    let info: Value = serde_json::from_str(body["info"].as_str().unwrap()).unwrap();
+    assert_eq!(info["seed"], 21);
+    assert!(
+        info["infotexts"][0]
+            .as_str()
+            .unwrap()
+            .contains("Sampler: Euler a"),
+        "{info}"
+    );
+
+    let (status, body) = api
+        .post("/sdapi/v1/img2img", json!({"prompt": "a harbor at night", "steps": 2,
+            "init_images": [format!("data:image/png;base64,{}", png_b64(64, 64))], "denoising_strength": 0.5,
+            "mask": png_b64(64, 64)}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(body["images"][0].as_str().unwrap())
+        .unwrap();
+    let image = image::load_from_memory(&png).unwrap();
+    assert_eq!(
+        (image.width(), image.height()),
+        (64, 64),
+        "img2img keeps the init image's size"
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a1111_model_lists_samplers_and_option_changes_use_a1111_names_and_errors() {
+    let api = Api::start(None, 32).await;
+    let models: Value = api
+        .client
+        .get(api.url("/sdapi/v1/sd-models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models[0]["model_name"], "tiny");
+    for key in ["title", "hash", "sha256", "filename", "config"] {
+        assert!(models[0].get(key).is_some(), "sd-models entry lacks {key}");
+    }
+    let samplers: Value = api
+        .client
+        .get(api.url("/sdapi/v1/samplers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = samplers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"Euler a") && names.contains(&"DPM++ 2M"),
+        "{names:?}"
+    );
+
+    let (status, body) = api
+        .post(
+            "/sdapi/v1/options",
+            json!({"sd_model_checkpoint": "nope.safetensors [abc]"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    for key in ["error", "detail", "body", "errors"] {
+        assert!(body.get(key).is_some(), "A1111 error lacks {key}: {body}");
+    }
+    let (status, _) = api
+        .post(
+            "/sdapi/v1/options",
+            json!({"sd_model_checkpoint": "tiny.gguf [0123abcd]"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, body) = api
+        .post(
+            "/sdapi/v1/txt2img",
+            json!({"prompt": "x", "sampler_name": "Warp 9"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["detail"].as_str().unwrap().starts_with("sampler_name"),
+        "{body}"
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a1111_progress_follows_real_steps_with_a_preview_and_interrupt_stops_the_job() {
+    let api = Api::start(None, 32).await;
+    let request = json!({"prompt": "a slow storm", "width": 64, "height": 64, "steps": 40});
+    let client = api.client.clone();
+    let txt2img = tokio::spawn({
+        let url = api.url("/sdapi/v1/txt2img");
+        async move {
+            client
+                .post(url)
+                .json(&request)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    });
+    let mut seen = None;
+    for _ in 0..600 {
+        let progress: Value = api
+            .client
+            .get(api.url("/sdapi/v1/progress"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if progress["state"]["sampling_step"].as_u64() >= Some(2)
+            && !progress["current_image"].is_null()
+        {
+            seen = Some(progress);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let progress = seen.expect("progress reports sampling steps and a preview");
+    assert_eq!(progress["state"]["sampling_steps"], 40);
+    let fraction = progress["progress"].as_f64().unwrap();
+    assert!(fraction > 0.0 && fraction < 1.0, "{progress}");
+    let preview = base64::engine::general_purpose::STANDARD
+        .decode(progress["current_image"].as_str().unwrap())
+        .unwrap();
+    assert!(image::load_from_memory(&preview).is_ok());
+
+    api.client
+        .post(api.url("/sdapi/v1/interrupt"))
+        .send()
+        .await
+        .unwrap();
+    let body = txt2img.await.unwrap();
+    assert_eq!(
+        body["images"].as_array().map(Vec::len),
+        Some(0),
+        "an interrupted job returns no images: {body}"
+    );
+    let idle: Value = api
+        .client
+        .get(api.url("/sdapi/v1/progress"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(idle["progress"], 0.0);
+    api.stop().await;
+}

@@ -7,6 +7,7 @@
 //! - [`events`]: the typed progress every front door receives.
 //! - [`job`]: render + save + final event, the one path every front door uses.
 
+pub mod a1111;
 pub mod estimate;
 pub mod events;
 pub mod job;

@@ -97,10 +97,13 @@ impl Record {
         }
         let mut fields = vec![
             format!("Steps: {}", self.steps),
-            format!("Sampler: {}", a1111_sampler(&self.sampler)),
+            format!("Sampler: {}", crate::a1111::sampler_display(&self.sampler)),
         ];
         if let Some(scheduler) = &self.scheduler {
-            fields.push(format!("Schedule type: {}", a1111_scheduler(scheduler)));
+            fields.push(format!(
+                "Schedule type: {}",
+                crate::a1111::scheduler_display(scheduler)
+            ));
         }
         fields.push(format!("CFG scale: {}", self.cfg_scale));
         fields.push(format!("Seed: {}", self.seed));
@@ -124,34 +127,6 @@ impl Record {
         text.push('\n');
         text.push_str(&fields.join(", "));
         text
-    }
-}
-
-fn a1111_sampler(name: &str) -> &str {
-    match name {
-        "euler" => "Euler",
-        "euler_a" => "Euler a",
-        "heun" => "Heun",
-        "dpm2" => "DPM2",
-        "dpm++2s_a" => "DPM++ 2S a",
-        "dpm++2m" => "DPM++ 2M",
-        "lcm" => "LCM",
-        "ddim_trailing" => "DDIM",
-        "ipndm" => "iPNDM",
-        other => other,
-    }
-}
-
-fn a1111_scheduler(name: &str) -> &str {
-    match name {
-        "karras" => "Karras",
-        "exponential" => "Exponential",
-        "sgm_uniform" => "SGM Uniform",
-        "simple" => "Simple",
-        "kl_optimal" => "KL Optimal",
-        "ays" => "Align Your Steps",
-        "discrete" => "Automatic",
-        other => other,
     }
 }
 

@@ -71,6 +71,8 @@ struct Job {
     accepted: Instant,
     state: JobState,
     events: Vec<JobEvent>,
+    /// The newest preview frame (previews are not kept in `events`).
+    last_preview: Option<JobEvent>,
     sender: broadcast::Sender<JobEvent>,
 }
 
@@ -111,7 +113,9 @@ impl Job {
             };
         }
         // Previews are live-only: keeping every frame of every job would grow without bound.
-        if !matches!(event.stage, Stage::Preview { .. }) {
+        if matches!(event.stage, Stage::Preview { .. }) {
+            self.last_preview = Some(event.clone());
+        } else {
             self.events.push(event.clone());
         }
         let _ = self.sender.send(event);
@@ -205,6 +209,7 @@ impl JobManager {
             accepted: Instant::now(),
             state: JobState::Queued,
             events: Vec::new(),
+            last_preview: None,
             sender,
         };
         job.record(JobEvent::new(&id, 0.0, Stage::Queued { position }));
@@ -260,6 +265,14 @@ impl JobManager {
             .get(id)
             .map(|job| job.info(position))
             .ok_or_else(|| QueueError::NotFound(id.to_string()))
+    }
+
+    /// The newest live preview of a job, if it asked for previews and one has arrived.
+    pub fn latest_preview(&self, id: &str) -> Option<JobEvent> {
+        self.lock()
+            .jobs
+            .get(id)
+            .and_then(|job| job.last_preview.clone())
     }
 
     /// The running job first, then the waiting ones in order.

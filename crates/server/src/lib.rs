@@ -4,8 +4,9 @@
 //!
 //! Routes: `GET /health`; OpenAI Images (`POST /v1/images/generations`, `GET /v1/models`); generated files
 //! (`GET /images/{file}`); the native job API (`/api/v1/jobs`, `/api/v1/jobs/{id}`, `.../events` as SSE with replay,
-//! `.../cancel`, `/api/v1/queue`).
+//! `.../cancel`, `/api/v1/queue`); AUTOMATIC1111's `/sdapi/v1/*`.
 
+mod a1111;
 mod auth;
 mod error;
 mod files;
@@ -100,6 +101,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/events", get(native::events))
         .route("/api/v1/jobs/{id}/cancel", post(native::cancel))
         .route("/api/v1/queue", get(native::queue))
+        .route("/sdapi/v1/txt2img", post(a1111::txt2img))
+        .route("/sdapi/v1/img2img", post(a1111::img2img))
+        .route("/sdapi/v1/sd-models", get(a1111::sd_models))
+        .route(
+            "/sdapi/v1/options",
+            get(a1111::get_options).post(a1111::set_options),
+        )
+        .route("/sdapi/v1/samplers", get(a1111::samplers))
+        .route("/sdapi/v1/schedulers", get(a1111::schedulers))
+        .route("/sdapi/v1/loras", get(a1111::loras))
+        .route("/sdapi/v1/progress", get(a1111::progress))
+        .route("/sdapi/v1/interrupt", post(a1111::interrupt))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

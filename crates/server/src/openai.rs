@@ -165,9 +165,9 @@ fn parse_size(size: &str) -> Result<Option<(u32, u32)>, ApiError> {
 }
 
 /// Deletes a job that is still waiting when its HTTP client goes away (the request future is dropped).
-struct DropIfQueued {
-    jobs: JobManager,
-    id: String,
+pub(crate) struct DropIfQueued {
+    pub jobs: JobManager,
+    pub id: String,
 }
 
 impl Drop for DropIfQueued {

@@ -1,0 +1,432 @@
+//! AUTOMATIC1111's API (`/sdapi/v1/*`), as Open WebUI's Automatic1111 engine, SillyTavern, Krita plugins and many
+//! scripts speak it: txt2img and img2img on the shared queue, models, options (the default model), samplers,
+//! schedulers, LoRAs, live progress with a preview, and interrupt.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use diffugen_engine::a1111;
+use diffugen_engine::params::{ImageInput, LoraRequest, PreviewRequest};
+use diffugen_engine::{GenerateRequest, Stage};
+use diffugen_jobs::{JobState, Outcome};
+use diffugen_models::Role;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::native::enqueue;
+use crate::{ApiError, AppState};
+
+/// An error in A1111's shape: `{error, detail, body, errors}`; invalid input is 422 as in A1111 (FastAPI).
+pub struct A1111Error(ApiError);
+
+impl From<ApiError> for A1111Error {
+    fn from(error: ApiError) -> Self {
+        A1111Error(error)
+    }
+}
+
+impl IntoResponse for A1111Error {
+    fn into_response(self) -> Response {
+        let error = self.0;
+        let status = if error.status == StatusCode::BAD_REQUEST {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            error.status
+        };
+        let kind = match status {
+            StatusCode::UNPROCESSABLE_ENTITY => "ValidationError",
+            StatusCode::UNAUTHORIZED => "Unauthorized",
+            StatusCode::NOT_FOUND => "NotFound",
+            StatusCode::TOO_MANY_REQUESTS => "QueueFull",
+            StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
+            _ => "RuntimeError",
+        };
+        let detail = match &error.param {
+            Some(param) => format!("{param}: {}", error.message),
+            None => error.message.clone(),
+        };
+        let mut response = (
+            status,
+            Json(json!({ "error": kind, "detail": detail, "body": "", "errors": error.message })),
+        )
+            .into_response();
+        if let Some(seconds) = error.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
+    }
+}
+
+type Result<T> = std::result::Result<T, A1111Error>;
+
+/// Our field names as A1111 clients know them.
+fn a1111_field(field: &str) -> &str {
+    match field {
+        "count" => "batch_size",
+        "sampler" => "sampler_name",
+        "init_image" => "init_images",
+        "strength" => "denoising_strength",
+        other => other,
+    }
+}
+
+/// `model.safetensors [abc123]` (A1111 titles) → `model`.
+fn checkpoint_id(title: &str) -> String {
+    let name = title.split(" [").next().unwrap_or(title).trim();
+    let file = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    match file.rsplit_once('.') {
+        Some((stem, ext))
+            if diffugen_models::MODEL_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()) =>
+        {
+            stem.to_string()
+        }
+        _ => file.to_string(),
+    }
+}
+
+fn decode_image(field: &str, value: &Value) -> std::result::Result<Vec<u8>, ApiError> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| ApiError::invalid(field, "must be a base64 image string"))?;
+    let data = text.split_once(";base64,").map_or(text, |(_, data)| data);
+    base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|e| ApiError::invalid(field, format!("is not valid base64: {e}")))
+}
+
+fn number<T: serde::de::DeserializeOwned>(
+    body: &Map<String, Value>,
+    field: &str,
+) -> std::result::Result<Option<T>, ApiError> {
+    match body.get(field).filter(|v| !v.is_null()) {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|_| ApiError::invalid(field, format!("has the wrong type: {v}"))),
+    }
+}
+
+fn text(body: &Map<String, Value>, field: &str) -> std::result::Result<Option<String>, ApiError> {
+    match body.get(field).filter(|v| !v.is_null()) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(ApiError::invalid(
+            field,
+            format!("must be a string, got {v}"),
+        )),
+    }
+}
+
+fn request_from(
+    state: &AppState,
+    body: &Map<String, Value>,
+    img2img: bool,
+) -> std::result::Result<GenerateRequest, ApiError> {
+    let model = body
+        .get("override_settings")
+        .and_then(|o| o.get("sd_model_checkpoint"))
+        .and_then(Value::as_str)
+        .map(checkpoint_id);
+    let (sampler, implied_scheduler) =
+        match text(body, "sampler_name")?.or(text(body, "sampler_index")?) {
+            Some(name) => {
+                let (sampler, scheduler) = a1111::parse_sampler(&name);
+                (Some(sampler), scheduler)
+            }
+            None => (None, None),
+        };
+    let scheduler = text(body, "scheduler")?
+        .map(|s| a1111::parse_scheduler(&s))
+        .or(implied_scheduler);
+    let batch: u32 = number(body, "batch_size")?.unwrap_or(1);
+    let iterations: u32 = number(body, "n_iter")?.unwrap_or(1);
+    let (init_image, mask, strength) = if img2img {
+        let first = body
+            .get("init_images")
+            .and_then(Value::as_array)
+            .and_then(|images| images.first())
+            .ok_or_else(|| ApiError::invalid("init_images", "needs at least one base64 image"))?;
+        let mask = body
+            .get("mask")
+            .filter(|m| !m.is_null())
+            .map(|m| decode_image("mask", m))
+            .transpose()?;
+        let strength = number::<f32>(body, "denoising_strength")?.or(Some(0.75));
+        (
+            Some(ImageInput::Bytes(decode_image("init_images", first)?)),
+            mask.map(ImageInput::Bytes),
+            strength,
+        )
+    } else {
+        (None, None, None)
+    };
+    Ok(GenerateRequest {
+        model: state.model_for(model.as_deref())?,
+        prompt: text(body, "prompt")?.unwrap_or_default(),
+        negative_prompt: text(body, "negative_prompt")?,
+        width: number(body, "width")?,
+        height: number(body, "height")?,
+        steps: number(body, "steps")?,
+        cfg_scale: number(body, "cfg_scale")?,
+        sampler,
+        scheduler,
+        seed: number(body, "seed")?,
+        count: Some(batch.saturating_mul(iterations)),
+        clip_skip: body
+            .get("override_settings")
+            .and_then(|o| o.get("CLIP_stop_at_last_layers"))
+            .and_then(Value::as_i64)
+            .map(|c| c as i32),
+        loras: Vec::<LoraRequest>::new(),
+        init_image,
+        mask,
+        strength,
+        threads: None,
+        // Cheap latent previews feed /sdapi/v1/progress's current_image.
+        preview: Some(PreviewRequest {
+            mode: "proj".into(),
+            interval: 1,
+        }),
+    })
+}
+
+async fn generate(
+    state: AppState,
+    body: std::result::Result<Json<Value>, JsonRejection>,
+    img2img: bool,
+) -> Result<Json<Value>> {
+    let Json(value) = body.map_err(crate::error::json_rejection)?;
+    let body = value
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))?;
+    let request = request_from(&state, body, img2img)?;
+    let source = if img2img {
+        "a1111-img2img"
+    } else {
+        "a1111-txt2img"
+    };
+    let id = enqueue(&state, request, source, a1111_field)?;
+    let _guard = crate::openai::DropIfQueued {
+        jobs: state.jobs.clone(),
+        id: id.clone(),
+    };
+    let outputs = match state.jobs.wait(&id).await.map_err(ApiError::from)? {
+        Outcome::Done(outputs) => outputs,
+        Outcome::Failed(error) => {
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error).into())
+        }
+        Outcome::Cancelled(reason) => {
+            // A1111 answers an interrupted job with what it has: here, no images.
+            tracing::info!(%id, %reason, "A1111 job interrupted");
+            Vec::new()
+        }
+    };
+    let mut images = Vec::with_capacity(outputs.len());
+    let mut infotexts = Vec::with_capacity(outputs.len());
+    for output in &outputs {
+        let bytes = std::fs::read(&output.path).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read {}: {e}", output.path),
+            )
+        })?;
+        images.push(base64::engine::general_purpose::STANDARD.encode(&bytes));
+        let text = diffugen_engine::output::read_png_text(std::path::Path::new(&output.path))
+            .ok()
+            .and_then(|chunks| {
+                chunks
+                    .into_iter()
+                    .find(|(k, _)| k == "parameters")
+                    .map(|(_, v)| v)
+            })
+            .unwrap_or_default();
+        infotexts.push(text);
+    }
+    let job = state.jobs.get(&id).map_err(ApiError::from)?;
+    let seeds: Vec<i64> = outputs.iter().map(|o| o.seed).collect();
+    let first = outputs.first();
+    let info = json!({
+        "prompt": job.prompt,
+        "all_prompts": vec![job.prompt.clone(); outputs.len()],
+        "negative_prompt": body.get("negative_prompt").cloned().unwrap_or(json!("")),
+        "seed": seeds.first(),
+        "all_seeds": seeds,
+        "width": first.map(|o| o.width),
+        "height": first.map(|o| o.height),
+        "sd_model_name": job.model,
+        "sampler_name": body.get("sampler_name").cloned().unwrap_or(json!("Euler")),
+        "steps": body.get("steps").cloned(),
+        "cfg_scale": body.get("cfg_scale").cloned(),
+        "batch_size": outputs.len(),
+        "infotexts": infotexts,
+        "job_timestamp": job.created,
+    });
+    Ok(Json(
+        json!({ "images": images, "parameters": value, "info": info.to_string() }),
+    ))
+}
+
+pub async fn txt2img(
+    State(state): State<AppState>,
+    body: std::result::Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>> {
+    generate(state, body, false).await
+}
+
+pub async fn img2img(
+    State(state): State<AppState>,
+    body: std::result::Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>> {
+    generate(state, body, true).await
+}
+
+pub async fn sd_models(State(state): State<AppState>) -> Json<Value> {
+    let models: Vec<Value> = state
+        .library
+        .scan()
+        .into_iter()
+        .filter(|m| m.error.is_none() && m.role == Role::Checkpoint)
+        .map(|m| json!({ "title": m.id, "model_name": m.id, "hash": null, "sha256": null, "filename": m.path, "config": null }))
+        .collect();
+    Json(Value::Array(models))
+}
+
+pub async fn get_options(State(state): State<AppState>) -> Result<Json<Value>> {
+    let model = state.model_for(None).unwrap_or_default();
+    Ok(Json(
+        json!({ "sd_model_checkpoint": model, "samples_format": "png", "CLIP_stop_at_last_layers": 1 }),
+    ))
+}
+
+pub async fn set_options(
+    State(state): State<AppState>,
+    body: std::result::Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>> {
+    let Json(value) = body.map_err(crate::error::json_rejection)?;
+    if let Some(title) = value.get("sd_model_checkpoint").and_then(Value::as_str) {
+        let id = checkpoint_id(title);
+        state
+            .library
+            .resolve(&id)
+            .map_err(|e| ApiError::invalid("sd_model_checkpoint", e.to_string()))?;
+        *state
+            .default_model
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(id);
+    }
+    Ok(Json(Value::Null))
+}
+
+pub async fn samplers() -> Json<Value> {
+    let list: Vec<Value> = a1111::SAMPLERS
+        .iter()
+        .map(|(name, sd)| json!({ "name": name, "aliases": [sd], "options": {} }))
+        .collect();
+    Json(Value::Array(list))
+}
+
+pub async fn schedulers() -> Json<Value> {
+    let list: Vec<Value> = a1111::SCHEDULERS
+        .iter()
+        .map(|(label, sd)| json!({ "name": sd, "label": label, "aliases": null, "default_rho": -1, "need_inner_model": false }))
+        .collect();
+    Json(Value::Array(list))
+}
+
+pub async fn loras(State(state): State<AppState>) -> Json<Value> {
+    let dir = state.library.lora_dir();
+    let mut list = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for path in entries.flatten().map(|e| e.path()) {
+            let is_model = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                diffugen_models::MODEL_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+            });
+            if let (true, Some(name)) = (is_model, path.file_stem().and_then(|s| s.to_str())) {
+                list.push(json!({ "name": name, "alias": name, "path": path.display().to_string(), "metadata": {} }));
+            }
+        }
+    }
+    Json(Value::Array(list))
+}
+
+#[derive(Deserialize)]
+pub struct ProgressQuery {
+    #[serde(default)]
+    skip_current_image: bool,
+}
+
+/// Live progress of the running job, from sd.cpp's real steps.
+pub async fn progress(
+    State(state): State<AppState>,
+    Query(query): Query<ProgressQuery>,
+) -> Json<Value> {
+    let queue = state.jobs.queue();
+    let running = queue.iter().find(|j| j.state == JobState::Running);
+    let waiting = queue.iter().filter(|j| j.state == JobState::Queued).count();
+    let Some(job) = running else {
+        return Json(json!({
+            "progress": 0.0, "eta_relative": 0.0, "current_image": null, "textinfo": null,
+            "state": { "skipped": false, "interrupted": false, "job": "", "job_count": waiting, "job_timestamp": "0",
+                       "job_no": 0, "sampling_step": 0, "sampling_steps": 0 }
+        }));
+    };
+    let last = job.last_event.as_ref();
+    let (step, steps, image, images) = match last.map(|e| &e.stage) {
+        Some(Stage::Sampling {
+            step,
+            steps,
+            image,
+            images,
+            ..
+        }) => (*step, *steps, *image, *images),
+        _ => (0, 0, 1, 1),
+    };
+    let fraction = last.and_then(|e| e.percent).map_or_else(
+        || {
+            if steps > 0 {
+                f64::from(step) / f64::from(steps)
+            } else {
+                0.0
+            }
+        },
+        |p| p / 100.0,
+    );
+    let current_image = if query.skip_current_image {
+        None
+    } else {
+        state
+            .jobs
+            .latest_preview(&job.id)
+            .and_then(|e| match e.stage {
+                Stage::Preview { png_base64, .. } => Some(png_base64),
+                _ => None,
+            })
+    };
+    Json(json!({
+        "progress": fraction,
+        "eta_relative": last.and_then(|e| e.eta_seconds).unwrap_or(0.0),
+        "current_image": current_image,
+        "textinfo": last.map(|e| e.stage.name()),
+        "state": { "skipped": false, "interrupted": false, "job": job.id, "job_count": waiting + 1,
+                   "job_timestamp": format!("{}", job.created as u64), "job_no": image.saturating_sub(1),
+                   "job_images": images, "sampling_step": step, "sampling_steps": steps }
+    }))
+}
+
+/// Stops the running job (A1111's Interrupt button).
+pub async fn interrupt(State(state): State<AppState>) -> Json<Value> {
+    if let Some(job) = state
+        .jobs
+        .queue()
+        .into_iter()
+        .find(|j| j.state == JobState::Running)
+    {
+        let _ = state.jobs.cancel(&job.id, "interrupted by an A1111 client");
+    }
+    Json(Value::Null)
+}
