@@ -100,12 +100,27 @@ fn an_unknown_sampler_lists_the_samplers_sd_cpp_knows() {
 }
 
 #[test]
-fn a_width_that_is_not_a_multiple_of_8_is_refused_with_the_allowed_range() {
+fn a_width_sd_cpp_would_silently_change_is_refused_with_the_allowed_values() {
     let ws = Workspace::new();
     fails_with(
         &ws,
         &["--prompt", "x", "--width", "63"],
-        &["invalid width", "multiple of 8 from 64 to 2048", "63"],
+        &[
+            "invalid width",
+            "multiple of 64",
+            "from 64 to 2048",
+            "got 63",
+        ],
+    );
+    // sd.cpp's UNet models need multiples of 64: it would round 72 up to 128 without a word.
+    fails_with(
+        &ws,
+        &["--prompt", "x", "--width", "72"],
+        &[
+            "invalid width",
+            "multiple of 64 (what sd.cpp needs for sdxs models)",
+            "got 72",
+        ],
     );
 }
 

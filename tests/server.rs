@@ -701,3 +701,154 @@ async fn a1111_progress_follows_real_steps_with_a_preview_and_interrupt_stops_th
     assert_eq!(idle["progress"], 0.0);
     api.stop().await;
 }
+
+fn png_bytes(width: u32, height: u32, luma: bool) -> Vec<u8> {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    if luma {
+        image::GrayImage::from_fn(width, height, |x, _| {
+            image::Luma([if x < width / 2 { 255 } else { 0 }])
+        })
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .unwrap();
+    } else {
+        image::RgbImage::from_fn(width, height, |x, y| image::Rgb([x as u8, y as u8, 200]))
+            .write_to(&mut bytes, image::ImageFormat::Png)
+            .unwrap();
+    }
+    bytes.into_inner()
+}
+
+#[tokio::test]
+async fn edits_take_a_multipart_image_and_mask_and_return_an_image_of_the_requested_size() {
+    use reqwest::multipart::{Form, Part};
+    let api = Api::start(None, 32).await;
+    let form = Form::new()
+        .part(
+            "image",
+            Part::bytes(png_bytes(96, 96, false))
+                .file_name("in.png")
+                .mime_str("image/png")
+                .unwrap(),
+        )
+        .part(
+            "mask",
+            Part::bytes(png_bytes(64, 64, true))
+                .file_name("mask.png")
+                .mime_str("image/png")
+                .unwrap(),
+        )
+        .text("prompt", "a stained glass window")
+        .text("size", "64x64")
+        .text("steps", "2")
+        .text("strength", "0.6")
+        .text("response_format", "b64_json");
+    let response = api
+        .client
+        .post(api.url("/v1/images/edits"))
+        .bearer_auth("")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(body["data"][0]["b64_json"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(image::load_from_memory(&png).unwrap().width(), 64);
+
+    // Open WebUI sends repeated image[] fields and no mask; the first image is edited at its own size, rounded
+    // down to what the model family allows (multiples of 64 for this UNet model).
+    let form = Form::new()
+        .part(
+            "image[]",
+            Part::bytes(png_bytes(150, 64, false)).file_name("a.png"),
+        )
+        .part(
+            "image[]",
+            Part::bytes(png_bytes(64, 64, false)).file_name("b.png"),
+        )
+        .text("prompt", "the same, at night")
+        .text("steps", "1");
+    let body: Value = api
+        .client
+        .post(api.url("/v1/images/edits"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["size"], "128x64", "{body}");
+
+    let form = Form::new().text("prompt", "no image");
+    let response = api
+        .client
+        .post(api.url("/v1/images/edits"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_openai_error(&response.json().await.unwrap(), Some("image"));
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn streaming_sends_partial_images_from_real_previews_then_the_completed_image_then_done() {
+    let api = Api::start(None, 32).await;
+    let mut body = open_webui_body();
+    body["stream"] = json!(true);
+    body["partial_images"] = json!(2);
+    body["steps"] = json!(6);
+    let response = api
+        .client
+        .post(api.url("/v1/images/generations"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let text = response.text().await.unwrap();
+    let data: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = data.iter().filter_map(|d| d["type"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "image_generation.partial_image",
+            "image_generation.partial_image",
+            "image_generation.completed"
+        ],
+        "{text}"
+    );
+    assert_eq!(
+        (
+            data[0]["partial_image_index"].as_u64(),
+            data[1]["partial_image_index"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
+    for partial in &data[..2] {
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(partial["b64_json"].as_str().unwrap())
+            .unwrap();
+        assert!(image::load_from_memory(&png).is_ok());
+    }
+    let done = &data[2];
+    assert_eq!(done["size"], "64x64");
+    assert!(done.get("usage").is_some());
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(done["b64_json"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(image::load_from_memory(&png).unwrap().width(), 64);
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    api.stop().await;
+}

@@ -145,11 +145,16 @@ impl Checker {
         });
     }
 
-    fn size(&mut self, field: &str, value: u32) {
-        if !(64..=2048).contains(&value) || !value.is_multiple_of(8) {
+    fn size(&mut self, field: &str, value: u32, multiple: u32, family: &str) {
+        if !(64..=2048).contains(&value) || !value.is_multiple_of(multiple) {
+            let why = if multiple > 8 {
+                format!(" (what sd.cpp needs for {family} models)")
+            } else {
+                String::new()
+            };
             self.fail(
                 field,
-                format!("must be a multiple of 8 from 64 to 2048, got {value}"),
+                format!("must be a multiple of {multiple}{why} from 64 to 2048, got {value}"),
             );
         }
     }
@@ -285,8 +290,10 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
     };
 
     let defaults = model.as_ref().map(|m| m.defaults.clone());
-    // With an init image and no explicit size, keep the init image's size (rounded down to a multiple of 8).
-    let init_size = |side: u32| (side / 8 * 8).clamp(64, 2048);
+    let multiple = defaults.as_ref().map_or(8, |d| d.size_multiple.max(1));
+    let family = model.as_ref().map_or("this", |m| m.family.as_str());
+    // With an init image and no explicit size, keep the init image's size (rounded down to the size multiple).
+    let init_size = |side: u32| (side / multiple * multiple).clamp(64, 2048 / multiple * multiple);
     let width = request
         .width
         .or_else(|| init.as_ref().map(|(i, _)| init_size(i.width())))
@@ -297,8 +304,8 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
         .or_else(|| init.as_ref().map(|(i, _)| init_size(i.height())))
         .or(defaults.as_ref().map(|d| d.height))
         .unwrap_or(512);
-    check.size("width", width);
-    check.size("height", height);
+    check.size("width", width, multiple, family);
+    check.size("height", height, multiple, family);
 
     let steps = request
         .steps

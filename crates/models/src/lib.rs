@@ -9,7 +9,7 @@ mod preset;
 
 pub use identify::{identify, quantization, Identity, Role};
 pub use library::{Library, ModelEntry, ModelError, ResolvedModel};
-pub use preset::{Components, FamilyDefaults, Preset};
+pub use preset::{size_multiple, Components, FamilyDefaults, Preset};
 
 /// File extensions sd.cpp can load weights from.
 pub const MODEL_EXTENSIONS: &[&str] = &["gguf", "safetensors", "sft", "ckpt", "pt", "pth", "bin"];

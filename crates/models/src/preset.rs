@@ -80,6 +80,23 @@ pub struct FamilyDefaults {
     /// Distilled guidance for FLUX-style models.
     #[serde(default = "default_guidance")]
     pub guidance: f32,
+    /// Width and height must be multiples of this: sd.cpp silently rounds other sizes up to it (its VAE scale
+    /// factor times the diffusion model's down factor: 64 for UNet families, 8 or 16 for DiTs).
+    #[serde(default = "default_size_multiple")]
+    pub size_multiple: u32,
+}
+
+fn default_size_multiple() -> u32 {
+    8
+}
+
+/// The size multiple sd.cpp enforces for a family.
+pub fn size_multiple(family: &str) -> u32 {
+    match family {
+        "sd1" | "sd2" | "sdxl" | "sdxs" | "unknown" => 64,
+        "wan" | "flux2" => 16,
+        _ => 8,
+    }
 }
 
 fn default_guidance() -> f32 {
@@ -111,6 +128,7 @@ impl FamilyDefaults {
             width: size,
             height: size,
             guidance: default_guidance(),
+            size_multiple: size_multiple(family),
         }
     }
 }

@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/v1/models", get(openai::models))
         .route("/v1/images/generations", post(openai::generations))
+        .route("/v1/images/edits", post(openai::edits))
         .route("/images/{file}", get(files::image))
         .route("/api/v1/jobs", post(native::submit))
         .route("/api/v1/jobs/{id}", get(native::job))

@@ -1,18 +1,25 @@
 //! The OpenAI Images API as Open WebUI and the official clients speak it, plus sd.cpp's controls as extension
 //! fields in the same body (Open WebUI merges its "API params" setting into the body; that is how its users pass
-//! steps, seeds or a negative prompt).
+//! steps, seeds or a negative prompt). Generations and edits (img2img, inpainting) share one parser and one
+//! responder; `stream: true` answers with OpenAI's image streaming events.
 
 use std::io::Cursor;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::convert::Infallible;
+
+use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
-use diffugen_engine::params::LoraRequest;
-use diffugen_engine::{GenerateRequest, Output};
+use diffugen_engine::params::{ImageInput, LoraRequest, PreviewRequest};
+use diffugen_engine::{GenerateRequest, Output, Stage};
 use diffugen_jobs::{JobManager, JobState, Outcome};
+use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 
 use crate::native::enqueue;
@@ -210,17 +217,23 @@ fn encode(path: &str, format: &str, compression: Option<u32>) -> Result<Vec<u8>,
     Ok(out.into_inner())
 }
 
-pub async fn generations(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Json(value) = body.map_err(crate::error::json_rejection)?;
-    let map = value
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))?;
-    let body = Body(map);
+/// A parsed OpenAI image request: the job, and how to answer.
+struct ImageJob {
+    request: GenerateRequest,
+    response_format: String,
+    output_format: String,
+    compression: Option<u32>,
+    quality: String,
+    stream: bool,
+    partial_images: u32,
+}
 
+/// Reads the fields generations and edits share. `images` is the init image and mask of an edit.
+fn parse(
+    state: &AppState,
+    body: &Body,
+    images: Option<(Vec<u8>, Option<Vec<u8>>)>,
+) -> Result<ImageJob, ApiError> {
     let prompt = body.string("prompt")?.filter(|p| !p.trim().is_empty());
     let prompt =
         prompt.ok_or_else(|| ApiError::invalid("prompt", "is required and must not be empty"))?;
@@ -264,10 +277,21 @@ pub async fn generations(
             "transparent backgrounds are not supported; use auto or opaque",
         ));
     }
-    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+    let stream = match body.get("stream") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "stream",
+                format!("must be true or false, got {other}"),
+            ))
+        }
+    };
+    let partial_images = body.unsigned("partial_images")?.unwrap_or(0);
+    if partial_images > 3 {
         return Err(ApiError::invalid(
-            "stream",
-            "streaming is not available yet; send stream: false",
+            "partial_images",
+            format!("must be from 0 to 3, got {partial_images}"),
         ));
     }
 
@@ -284,9 +308,13 @@ pub async fn generations(
             });
         }
     }
+    let (init_image, mask) = match images {
+        Some((init, mask)) => (Some(ImageInput::Bytes(init)), mask.map(ImageInput::Bytes)),
+        None => (None, None),
+    };
     let request = GenerateRequest {
         model,
-        prompt: prompt.clone(),
+        prompt,
         negative_prompt: body.string("negative_prompt")?,
         width: size.map(|s| s.0),
         height: size.map(|s| s.1),
@@ -296,17 +324,73 @@ pub async fn generations(
         scheduler: body.string("scheduler")?,
         seed: body.integer("seed")?,
         count: Some(n),
-        clip_skip: body
-            .integer("clip_skip")?
-            .map(|c| c.clamp(i32::MIN as i64, i32::MAX as i64) as i32),
+        clip_skip: body.integer("clip_skip")?.map(|c| c.clamp(-1, 12) as i32),
         loras: body.loras()?,
+        strength: if init_image.is_some() {
+            body.number("strength")?
+        } else {
+            None
+        },
+        init_image,
+        mask,
+        // Partial images come from sd.cpp's cheap latent previews.
+        preview: (stream && partial_images > 0).then(|| PreviewRequest {
+            mode: "proj".into(),
+            interval: 1,
+        }),
         ..GenerateRequest::default()
     };
+    Ok(ImageJob {
+        request,
+        response_format,
+        output_format,
+        compression,
+        quality,
+        stream,
+        partial_images,
+    })
+}
+
+fn usage() -> Value {
+    json!({ "total_tokens": 0, "input_tokens": 0, "output_tokens": 0,
+            "input_tokens_details": { "text_tokens": 0, "image_tokens": 0 } })
+}
+
+/// Runs the job and answers with JSON, or with SSE when the client asked to stream.
+async fn respond(
+    state: AppState,
+    headers: HeaderMap,
+    job: ImageJob,
+    kind: &'static str,
+) -> Result<Response, ApiError> {
+    let ImageJob {
+        request,
+        response_format,
+        output_format,
+        compression,
+        quality,
+        stream,
+        partial_images,
+    } = job;
     let id = enqueue(&state, request, "openai", openai_field)?;
-    let _guard = DropIfQueued {
+    let guard = DropIfQueued {
         jobs: state.jobs.clone(),
         id: id.clone(),
     };
+    if stream {
+        let format = output_format.clone();
+        let events = crate::native::job_events(&state, &id)?;
+        return Ok(stream_response(
+            events,
+            guard,
+            kind,
+            quality,
+            format,
+            compression,
+            partial_images,
+        )
+        .into_response());
+    }
     let outputs = match state.jobs.wait(&id).await? {
         Outcome::Done(outputs) => outputs,
         Outcome::Failed(error) => {
@@ -322,7 +406,7 @@ pub async fn generations(
             ))
         }
     };
-
+    drop(guard);
     let host = headers
         .get("host")
         .and_then(|h| h.to_str().ok())
@@ -354,5 +438,162 @@ pub async fn generations(
         "output_format": if response_format == "url" { "png" } else { output_format.as_str() },
         "quality": quality,
         "size": format!("{width}x{height}"),
-    })))
+        "usage": usage(),
+    }))
+    .into_response())
+}
+
+/// OpenAI's image streaming: `<kind>.partial_image` events from sd.cpp's live previews (at most `partial_images`,
+/// spread over the sampling steps), then one `<kind>.completed` per image, then `[DONE]`.
+fn stream_response(
+    events: impl futures_util::Stream<Item = diffugen_engine::JobEvent> + Send + 'static,
+    guard: DropIfQueued,
+    kind: &'static str,
+    quality: String,
+    output_format: String,
+    compression: Option<u32>,
+    partial_images: u32,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let mut sent_partials = 0u32;
+    let mut total_steps = 0u32;
+    let sse = events
+        .flat_map(move |event| {
+            let _alive = &guard;
+            let created = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            let mut out = Vec::new();
+            match event.stage {
+                Stage::Sampling { steps, .. } => total_steps = steps,
+                Stage::Preview { step, png_base64, .. } if sent_partials < partial_images => {
+                    // Spread the partial images evenly over the steps.
+                    let due = total_steps.max(1) * (sent_partials + 1) / (partial_images + 1);
+                    if step >= due.max(1) {
+                        out.push(Event::default().event(format!("{kind}.partial_image")).json_data(json!({
+                            "type": format!("{kind}.partial_image"), "b64_json": png_base64, "created_at": created,
+                            "size": "auto", "quality": quality, "background": "opaque", "output_format": "png",
+                            "partial_image_index": sent_partials,
+                        })));
+                        sent_partials += 1;
+                    }
+                }
+                Stage::Done { outputs } => {
+                    for output in outputs {
+                        let data = match encode(&output.path, &output_format, compression) {
+                            Ok(bytes) => json!({
+                                "type": format!("{kind}.completed"),
+                                "b64_json": base64::engine::general_purpose::STANDARD.encode(bytes),
+                                "created_at": created, "size": format!("{}x{}", output.width, output.height),
+                                "quality": quality, "background": "opaque", "output_format": output_format,
+                                "usage": usage(),
+                            }),
+                            Err(e) => json!({ "type": "error", "error": { "message": e.message, "type": "server_error", "param": null, "code": null } }),
+                        };
+                        out.push(Event::default().event(format!("{kind}.completed")).json_data(data));
+                    }
+                    out.push(Ok(Event::default().data("[DONE]")));
+                }
+                Stage::Failed { error } | Stage::Cancelled { reason: error } => {
+                    out.push(Event::default().event("error").json_data(json!({
+                        "type": "error",
+                        "error": { "message": error, "type": "server_error", "param": null, "code": null }
+                    })));
+                    out.push(Ok(Event::default().data("[DONE]")));
+                }
+                _ => {}
+            }
+            futures_util::stream::iter(out.into_iter().map(|e| Ok(e.unwrap_or_default())))
+        });
+    Sse::new(sse).keep_alive(KeepAlive::default())
+}
+
+pub async fn generations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(value) = body.map_err(crate::error::json_rejection)?;
+    let map = value
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))?;
+    let job = parse(&state, &Body(map), None)?;
+    respond(state, headers, job, "image_generation").await
+}
+
+/// Fields that arrive as text in a multipart form but are numbers or booleans.
+const TYPED_FIELDS: &[&str] = &[
+    "n",
+    "output_compression",
+    "steps",
+    "cfg_scale",
+    "seed",
+    "clip_skip",
+    "strength",
+    "partial_images",
+    "stream",
+];
+
+/// `POST /v1/images/edits` (multipart): `image` or repeated `image[]` (the first is the init image), an optional
+/// `mask` (inpainting), and the same fields as generations → img2img / inpainting.
+pub async fn edits(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::invalid(
+            "body",
+            format!("expected multipart/form-data: {}", e.body_text()),
+        )
+    })?;
+    let mut fields = Map::new();
+    let (mut image, mut mask) = (None, None);
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the request body is larger than {} MB",
+                        crate::BODY_LIMIT >> 20
+                    ),
+                ))
+            }
+            Err(e) => {
+                return Err(ApiError::invalid(
+                    "body",
+                    format!("unreadable multipart form: {}", e.body_text()),
+                ))
+            }
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| ApiError::invalid(&name, e.body_text()))?;
+        match name.as_str() {
+            "image" | "image[]" => {
+                // Several images: the first is the one we edit.
+                image.get_or_insert(bytes.to_vec());
+            }
+            "mask" => mask = Some(bytes.to_vec()),
+            _ => {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let value = if TYPED_FIELDS.contains(&name.as_str()) {
+                    serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text))
+                } else {
+                    Value::String(text)
+                };
+                fields.insert(name, value);
+            }
+        }
+    }
+    let image = image.ok_or_else(|| {
+        ApiError::invalid(
+            "image",
+            "is required: send the image to edit as `image` or `image[]`",
+        )
+    })?;
+    let job = parse(&state, &Body(&fields), Some((image, mask)))?;
+    respond(state, headers, job, "image_edit").await
 }
