@@ -852,3 +852,120 @@ async fn streaming_sends_partial_images_from_real_previews_then_the_completed_im
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     api.stop().await;
 }
+
+#[tokio::test]
+async fn the_original_generate_routes_answer_in_their_own_shape_and_pick_models_by_family() {
+    let api = Api::start(None, 32).await;
+    let request = json!({"prompt": "a paper crane", "width": 64, "height": 64, "steps": 2, "seed": 5,
+        "cfg_scale": 1.0, "sampling_method": "euler", "negative_prompt": "blur"});
+    let (status, body) = api.post("/generate", request.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["success"], true);
+    assert_eq!(body["model"], "tiny");
+    let url = body["image_url"].as_str().unwrap();
+    assert!(body["markdown_response"].as_str().unwrap().contains(url));
+    assert!(std::path::Path::new(body["image_path"].as_str().unwrap()).is_file());
+    assert_eq!(
+        api.client.get(url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    let (status, body) = api.post("/generate/stable", request.clone()).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "an SDXS model is a Stable Diffusion model: {body}"
+    );
+    let (status, body) = api.post("/generate/flux", request.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        (body["success"].as_bool(), body["param"].as_str()),
+        (Some(false), Some("model")),
+        "{body}"
+    );
+    let (status, body) = api.post("/generate", json!({"width": 64})).await;
+    assert_eq!(
+        (status, body["param"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("prompt"))
+    );
+
+    let images: Value = api
+        .client
+        .get(api.url("/images"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(images["images"].as_array().unwrap().len(), 2);
+    let models: Value = api
+        .client
+        .get(api.url("/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["default_model"], "tiny");
+    assert_eq!(models["models"][0]["family"], "sdxs");
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn the_streaming_twins_send_real_step_progress_then_complete_then_done() {
+    let api = Api::start(None, 32).await;
+    let text = api
+        .client
+        .post(api.url("/generate/stream"))
+        .json(&json!({"prompt": "a lantern", "width": 64, "height": 64, "steps": 3}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(&events[events.len() - 2..], ["complete", "done"], "{text}");
+    assert!(events[..events.len() - 2].iter().all(|e| *e == "progress"));
+    let progress: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|d| d.get("phase").is_some())
+        .collect();
+    let steps: Vec<u64> = progress
+        .iter()
+        .filter(|p| p["phase"] == "sampling" && p["step"].as_u64() > Some(0))
+        .map(|p| p["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [1, 2, 3]);
+    assert!(progress
+        .iter()
+        .all(|p| p["total_steps"] == 3 || p["phase"] != "sampling"));
+    assert!(
+        text.contains("\"image_url\""),
+        "complete carries the result: {text}"
+    );
+
+    let text = api
+        .client
+        .post(api.url("/v1/images/generations/stream"))
+        .json(&json!({"prompt": "a lantern", "size": "64x64", "steps": 1}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("event: complete")
+            && text.contains("b64_json")
+            && text.trim_end().ends_with("data: {}")
+    );
+    api.stop().await;
+}

@@ -4,12 +4,13 @@
 //!
 //! Routes: `GET /health`; OpenAI Images (`POST /v1/images/generations`, `GET /v1/models`); generated files
 //! (`GET /images/{file}`); the native job API (`/api/v1/jobs`, `/api/v1/jobs/{id}`, `.../events` as SSE with replay,
-//! `.../cancel`, `/api/v1/queue`); AUTOMATIC1111's `/sdapi/v1/*`.
+//! `.../cancel`, `/api/v1/queue`); AUTOMATIC1111's `/sdapi/v1/*`; the original project's `/generate*` routes.
 
 mod a1111;
 mod auth;
 mod error;
 mod files;
+mod legacy;
 mod native;
 mod openai;
 
@@ -102,6 +103,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/events", get(native::events))
         .route("/api/v1/jobs/{id}/cancel", post(native::cancel))
         .route("/api/v1/queue", get(native::queue))
+        .route("/generate", post(legacy::generate_any))
+        .route("/generate/stable", post(legacy::generate_stable))
+        .route("/generate/flux", post(legacy::generate_flux))
+        .route("/generate/stream", post(legacy::stream_any))
+        .route("/generate/stable/stream", post(legacy::stream_stable))
+        .route("/generate/flux/stream", post(legacy::stream_flux))
+        .route("/v1/images/generations/stream", post(legacy::stream_openai))
+        .route("/models", get(legacy::models))
+        .route("/images", get(legacy::images))
         .route("/sdapi/v1/txt2img", post(a1111::txt2img))
         .route("/sdapi/v1/img2img", post(a1111::img2img))
         .route("/sdapi/v1/sd-models", get(a1111::sd_models))

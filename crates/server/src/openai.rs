@@ -45,14 +45,14 @@ fn openai_field(field: &str) -> &str {
 }
 
 /// Reads typed fields out of a JSON object, each mistake a 400 naming the field.
-struct Body<'a>(&'a Map<String, Value>);
+pub(crate) struct Body<'a>(pub &'a Map<String, Value>);
 
 impl Body<'_> {
-    fn get(&self, field: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, field: &str) -> Option<&Value> {
         self.0.get(field).filter(|v| !v.is_null())
     }
 
-    fn string(&self, field: &str) -> Result<Option<String>, ApiError> {
+    pub(crate) fn string(&self, field: &str) -> Result<Option<String>, ApiError> {
         match self.get(field) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -63,7 +63,7 @@ impl Body<'_> {
         }
     }
 
-    fn choice(&self, field: &str, allowed: &[&str]) -> Result<Option<String>, ApiError> {
+    pub(crate) fn choice(&self, field: &str, allowed: &[&str]) -> Result<Option<String>, ApiError> {
         let value = self.string(field)?;
         if let Some(v) = &value {
             if !allowed.contains(&v.as_str()) {
@@ -76,7 +76,7 @@ impl Body<'_> {
         Ok(value)
     }
 
-    fn integer(&self, field: &str) -> Result<Option<i64>, ApiError> {
+    pub(crate) fn integer(&self, field: &str) -> Result<Option<i64>, ApiError> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v
@@ -87,7 +87,7 @@ impl Body<'_> {
         }
     }
 
-    fn unsigned(&self, field: &str) -> Result<Option<u32>, ApiError> {
+    pub(crate) fn unsigned(&self, field: &str) -> Result<Option<u32>, ApiError> {
         match self.integer(field)? {
             None => Ok(None),
             Some(v) => u32::try_from(v).map(Some).map_err(|_| {
@@ -96,7 +96,7 @@ impl Body<'_> {
         }
     }
 
-    fn number(&self, field: &str) -> Result<Option<f32>, ApiError> {
+    pub(crate) fn number(&self, field: &str) -> Result<Option<f32>, ApiError> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v
@@ -106,7 +106,7 @@ impl Body<'_> {
         }
     }
 
-    fn loras(&self) -> Result<Vec<LoraRequest>, ApiError> {
+    pub(crate) fn loras(&self) -> Result<Vec<LoraRequest>, ApiError> {
         let Some(value) = self.get("loras") else {
             return Ok(Vec::new());
         };
@@ -191,7 +191,11 @@ impl Drop for DropIfQueued {
     }
 }
 
-fn encode(path: &str, format: &str, compression: Option<u32>) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn encode(
+    path: &str,
+    format: &str,
+    compression: Option<u32>,
+) -> Result<Vec<u8>, ApiError> {
     let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e);
     let bytes = std::fs::read(path).map_err(|e| internal(format!("cannot read {path}: {e}")))?;
     if format == "png" {

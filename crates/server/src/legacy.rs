@@ -1,0 +1,396 @@
+//! The endpoints of the project DiffuGen grew from, kept for the users and scripts that already call them:
+//! `POST /generate` (any model), `/generate/stable` (Stable Diffusion families), `/generate/flux` (FLUX families),
+//! `GET /models`, `GET /images`, and the streaming twins (`.../stream`, `/v1/images/generations/stream`) that send
+//! `event: progress` from sd.cpp's real steps, a heartbeat comment every 15 s, `event: complete` (or `error`), and
+//! `event: done` last.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use diffugen_engine::{GenerateRequest, JobEvent, Output, Stage};
+use diffugen_jobs::Outcome;
+use diffugen_models::Role;
+use futures_util::{Stream, StreamExt};
+use serde_json::{json, Map, Value};
+
+use crate::native::{enqueue, job_events};
+use crate::openai::{encode, Body, DropIfQueued};
+use crate::{ApiError, AppState};
+
+/// Which models a route may use.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Any,
+    Stable,
+    Flux,
+}
+
+impl Kind {
+    fn accepts(self, family: &str) -> bool {
+        match self {
+            Kind::Any => true,
+            Kind::Stable => matches!(family, "sd1" | "sd2" | "sdxl" | "sdxs" | "sd3"),
+            Kind::Flux => matches!(family, "flux" | "flux2" | "chroma"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Any => "any",
+            Kind::Stable => "Stable Diffusion",
+            Kind::Flux => "FLUX",
+        }
+    }
+}
+
+/// Errors in the original shape: `{success: false, error, param}`.
+pub struct LegacyError(ApiError);
+
+impl From<ApiError> for LegacyError {
+    fn from(error: ApiError) -> Self {
+        LegacyError(error)
+    }
+}
+
+impl IntoResponse for LegacyError {
+    fn into_response(self) -> Response {
+        let error = self.0;
+        (
+            error.status,
+            Json(json!({ "success": false, "error": error.message, "param": error.param })),
+        )
+            .into_response()
+    }
+}
+
+/// Picks the model: the requested one (checked against the route's families) or the first installed one that fits.
+fn choose_model(
+    state: &AppState,
+    kind: Kind,
+    requested: Option<String>,
+) -> Result<String, ApiError> {
+    let entries = state.library.scan();
+    let usable = entries
+        .iter()
+        .filter(|e| e.error.is_none() && e.role == Role::Checkpoint);
+    match requested.filter(|m| !m.trim().is_empty()) {
+        Some(model) => {
+            let resolved = state
+                .library
+                .resolve(model.trim())
+                .map_err(|e| ApiError::invalid("model", e.to_string()))?;
+            if !kind.accepts(&resolved.family) {
+                return Err(ApiError::invalid(
+                    "model",
+                    format!(
+                        "'{model}' is a {} model; this route generates with {} models",
+                        resolved.family,
+                        kind.name()
+                    ),
+                ));
+            }
+            Ok(model)
+        }
+        None if kind == Kind::Any => Ok(state.model_for(None)?),
+        None => usable
+            .filter(|e| kind.accepts(&e.family))
+            .map(|e| e.id.clone())
+            .next()
+            .ok_or_else(|| {
+                ApiError::invalid("model", format!("no {} model is installed", kind.name()))
+                    .code("model_not_found")
+            }),
+    }
+}
+
+fn request_from(state: &AppState, kind: Kind, value: &Value) -> Result<GenerateRequest, ApiError> {
+    let map: &Map<String, Value> = value
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))?;
+    let body = Body(map);
+    let prompt = body.string("prompt")?.filter(|p| !p.trim().is_empty());
+    let prompt =
+        prompt.ok_or_else(|| ApiError::invalid("prompt", "is required and must not be empty"))?;
+    Ok(GenerateRequest {
+        model: choose_model(state, kind, body.string("model")?)?,
+        prompt,
+        negative_prompt: body.string("negative_prompt")?,
+        width: body.unsigned("width")?,
+        height: body.unsigned("height")?,
+        steps: body.unsigned("steps")?,
+        cfg_scale: body.number("cfg_scale")?,
+        sampler: body.string("sampling_method")?.or(body.string("sampler")?),
+        seed: body.integer("seed")?,
+        ..GenerateRequest::default()
+    })
+}
+
+fn base_url(headers: &HeaderMap) -> String {
+    format!(
+        "http://{}",
+        headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("127.0.0.1")
+    )
+}
+
+fn result(state: &AppState, base: &str, id: &str, output: &Output) -> Value {
+    let file = std::path::Path::new(&output.path)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let url = format!("{base}/images/{file}");
+    let job = state.jobs.get(id).ok();
+    let prompt = job.as_ref().map(|j| j.prompt.clone()).unwrap_or_default();
+    json!({
+        "success": true,
+        "image_path": output.path,
+        "image_url": url,
+        "markdown_response": format!("![{}]({url})", prompt.replace(['[', ']'], "")),
+        "model": job.as_ref().map(|j| j.model.clone()),
+        "prompt": prompt,
+        "parameters": { "width": output.width, "height": output.height, "seed": output.seed },
+    })
+}
+
+async fn generate(
+    state: AppState,
+    headers: HeaderMap,
+    kind: Kind,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>, LegacyError> {
+    let Json(value) = body.map_err(crate::error::json_rejection)?;
+    let request = request_from(&state, kind, &value)?;
+    let id = enqueue(&state, request, "legacy", |f| {
+        if f == "sampler" {
+            "sampling_method"
+        } else {
+            f
+        }
+    })?;
+    let _guard = DropIfQueued {
+        jobs: state.jobs.clone(),
+        id: id.clone(),
+    };
+    match state.jobs.wait(&id).await.map_err(ApiError::from)? {
+        Outcome::Done(outputs) => {
+            let output = outputs
+                .first()
+                .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no image"))?;
+            Ok(Json(result(&state, &base_url(&headers), &id, output)))
+        }
+        Outcome::Failed(error) => {
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error).into())
+        }
+        Outcome::Cancelled(reason) => {
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason).into())
+        }
+    }
+}
+
+pub async fn generate_any(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    b: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>, LegacyError> {
+    generate(s, h, Kind::Any, b).await
+}
+pub async fn generate_stable(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    b: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>, LegacyError> {
+    generate(s, h, Kind::Stable, b).await
+}
+pub async fn generate_flux(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    b: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>, LegacyError> {
+    generate(s, h, Kind::Flux, b).await
+}
+
+/// `{phase, progress (0..100), message, step, total_steps, eta_seconds}` for one engine event.
+fn progress(event: &JobEvent) -> Value {
+    let (step, total, message) = match &event.stage {
+        Stage::Queued { position } => (0, 0, format!("queued ({position} ahead)")),
+        Stage::LoadingModel {
+            tensors_loaded,
+            tensors_total,
+            ..
+        } => (
+            0,
+            0,
+            format!("loading model weights {tensors_loaded}/{tensors_total}"),
+        ),
+        Stage::EncodingPrompt => (0, 0, "encoding the prompt".to_string()),
+        Stage::Sampling { step, steps, .. } => {
+            (*step, *steps, format!("sampling step {step}/{steps}"))
+        }
+        Stage::Decoding => (0, 0, "decoding the image".to_string()),
+        Stage::Saving => (0, 0, "saving".to_string()),
+        other => (0, 0, other.name().to_string()),
+    };
+    json!({
+        "phase": event.stage.name(),
+        "progress": event.percent.unwrap_or(0.0),
+        "message": message,
+        "step": step,
+        "total_steps": total,
+        "eta_seconds": event.eta_seconds,
+    })
+}
+
+/// The streaming twin of a route: `complete` carries what the plain route would have answered.
+fn stream(
+    state: AppState,
+    base: String,
+    id: String,
+    events: impl Stream<Item = JobEvent> + Send + 'static,
+    openai: bool,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let guard = DropIfQueued {
+        jobs: state.jobs.clone(),
+        id: id.clone(),
+    };
+    let sse = events.flat_map(move |event| {
+        let _alive = &guard;
+        let mut out = Vec::new();
+        match &event.stage {
+            Stage::Preview { .. } => {}
+            Stage::Done { outputs } => {
+                let complete = if openai {
+                    let data: Vec<Value> = outputs
+                        .iter()
+                        .filter_map(|o| encode(&o.path, "png", None).ok())
+                        .map(|bytes| json!({ "b64_json": base64::engine::general_purpose::STANDARD.encode(bytes) }))
+                        .collect();
+                    let size = outputs.first().map(|o| format!("{}x{}", o.width, o.height));
+                    json!({ "created": event.elapsed_seconds as u64, "data": data, "output_format": "png", "size": size })
+                } else {
+                    outputs.first().map(|o| result(&state, &base, &id, o)).unwrap_or(Value::Null)
+                };
+                out.push(Event::default().event("progress").json_data(progress(&event)));
+                out.push(Event::default().event("complete").json_data(complete));
+                out.push(Ok(Event::default().event("done").data("{}")));
+            }
+            Stage::Failed { error } | Stage::Cancelled { reason: error } => {
+                out.push(Event::default().event("error").json_data(json!({ "success": false, "error": error })));
+                out.push(Ok(Event::default().event("done").data("{}")));
+            }
+            _ => out.push(Event::default().event("progress").json_data(progress(&event))),
+        }
+        futures_util::stream::iter(out.into_iter().map(|e| Ok(e.unwrap_or_default())))
+    });
+    Sse::new(sse).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("heartbeat"),
+    )
+}
+
+async fn generate_stream(
+    state: AppState,
+    headers: HeaderMap,
+    kind: Kind,
+    openai: bool,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, LegacyError> {
+    let Json(mut value) = body.map_err(crate::error::json_rejection)?;
+    if openai {
+        // The OpenAI-shaped twin takes `size` instead of width/height.
+        if let Some((w, h)) = value
+            .get("size")
+            .and_then(Value::as_str)
+            .and_then(|s| s.split_once('x'))
+        {
+            let (w, h) = (w.trim().parse::<u32>().ok(), h.trim().parse::<u32>().ok());
+            if let (Some(obj), Some(w), Some(h)) = (value.as_object_mut(), w, h) {
+                obj.insert("width".into(), json!(w));
+                obj.insert("height".into(), json!(h));
+            }
+        }
+    }
+    let request = request_from(&state, kind, &value)?;
+    let id = enqueue(&state, request, "legacy", |f| {
+        if f == "sampler" {
+            "sampling_method"
+        } else {
+            f
+        }
+    })?;
+    let events = job_events(&state, &id).map_err(ApiError::from)?;
+    Ok(stream(state, base_url(&headers), id, events, openai).into_response())
+}
+
+pub async fn stream_any(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    b: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, LegacyError> {
+    generate_stream(s, h, Kind::Any, false, b).await
+}
+pub async fn stream_stable(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    b: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, LegacyError> {
+    generate_stream(s, h, Kind::Stable, false, b).await
+}
+pub async fn stream_flux(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    b: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, LegacyError> {
+    generate_stream(s, h, Kind::Flux, false, b).await
+}
+pub async fn stream_openai(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    b: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, LegacyError> {
+    generate_stream(s, h, Kind::Any, true, b).await
+}
+
+/// `GET /models`: every model with its family, and the default.
+pub async fn models(State(state): State<AppState>) -> Json<Value> {
+    let models = state.library.scan();
+    Json(json!({ "models": models, "default_model": state.model_for(None).ok() }))
+}
+
+/// `GET /images`: the generated images, newest first.
+pub async fn images(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
+    let base = base_url(&headers);
+    let mut files: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(&state.outputs_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let modified = e.metadata().ok()?.modified().ok()?;
+                    (name.ends_with(".png") && !name.starts_with('.')).then_some((modified, name))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
+    let images: Vec<Value> = files
+        .into_iter()
+        .map(|(modified, name)| {
+            let created = modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            json!({ "file": name, "url": format!("{base}/images/{name}"), "created": created })
+        })
+        .collect();
+    Json(json!({ "images": images }))
+}
