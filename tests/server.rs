@@ -969,3 +969,79 @@ async fn the_streaming_twins_send_real_step_progress_then_complete_then_done() {
     );
     api.stop().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_valid_and_describes_exactly_the_routes_the_server_mounts() {
+    let api = Api::start(None, 32).await;
+    let served: Value = api
+        .client
+        .get(api.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let doc: openapiv3::OpenAPI =
+        serde_json::from_value(served.clone()).expect("a valid OpenAPI 3.0 document");
+
+    // Every $ref points at something that exists.
+    fn refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    out.push(r.clone());
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&served, &mut all);
+    for r in &all {
+        assert!(
+            served.pointer(r.trim_start_matches('#')).is_some(),
+            "dangling $ref {r}"
+        );
+    }
+
+    // The document and the router list the same paths.
+    let source = include_str!("../crates/server/src/lib.rs");
+    let mounted: std::collections::BTreeSet<String> = source
+        .split(".route(")
+        .skip(1)
+        .filter_map(|rest| rest.trim_start().strip_prefix('"'))
+        .map(|rest| rest.split('"').next().unwrap().to_string())
+        .collect();
+    let documented: std::collections::BTreeSet<String> = doc.paths.paths.keys().cloned().collect();
+    assert_eq!(documented, mounted, "openapi.json and the router disagree");
+
+    // And every documented operation reaches a handler (not the 404 fallback, not 405 for a wrong method).
+    for (path, item) in doc.paths.iter() {
+        let item = item.as_item().unwrap();
+        let url = api.url(
+            &path
+                .replace("{id}", "no-such-job")
+                .replace("{file}", "missing.png"),
+        );
+        for (method, _) in item.iter() {
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = api
+                .client
+                .request(method.clone(), &url)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(
+                !body.contains("no such route"),
+                "{method} {path} is documented but not served"
+            );
+        }
+    }
+    api.stop().await;
+}

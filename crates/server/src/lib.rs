@@ -130,10 +130,21 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/health", get(native::health))
+        .route("/openapi.json", get(openapi))
         .merge(protected)
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// The OpenAPI 3.0 description of every route (kept in step with the router by a test).
+pub const OPENAPI: &str = include_str!("../api/openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
 }
 
 /// A running server: its address and a handle that stops it gracefully.
