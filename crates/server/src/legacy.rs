@@ -12,7 +12,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use base64::Engine as _;
 use diffugen_engine::{GenerateRequest, JobEvent, Output, Stage};
 use diffugen_jobs::Outcome;
@@ -196,28 +197,6 @@ async fn generate(
     }
 }
 
-pub async fn generate_any(
-    State(s): State<AppState>,
-    h: HeaderMap,
-    b: Result<Json<Value>, JsonRejection>,
-) -> Result<Json<Value>, LegacyError> {
-    generate(s, h, Kind::Any, b).await
-}
-pub async fn generate_stable(
-    State(s): State<AppState>,
-    h: HeaderMap,
-    b: Result<Json<Value>, JsonRejection>,
-) -> Result<Json<Value>, LegacyError> {
-    generate(s, h, Kind::Stable, b).await
-}
-pub async fn generate_flux(
-    State(s): State<AppState>,
-    h: HeaderMap,
-    b: Result<Json<Value>, JsonRejection>,
-) -> Result<Json<Value>, LegacyError> {
-    generate(s, h, Kind::Flux, b).await
-}
-
 /// `{phase, progress (0..100), message, step, total_steps, eta_seconds}` for one engine event.
 fn progress(event: &JobEvent) -> Value {
     let (step, total, message) = match &event.stage {
@@ -331,33 +310,36 @@ async fn generate_stream(
     Ok(stream(state, base_url(&headers), id, events, openai).into_response())
 }
 
-pub async fn stream_any(
-    State(s): State<AppState>,
-    h: HeaderMap,
-    b: Result<Json<Value>, JsonRejection>,
-) -> Result<Response, LegacyError> {
-    generate_stream(s, h, Kind::Any, false, b).await
-}
-pub async fn stream_stable(
-    State(s): State<AppState>,
-    h: HeaderMap,
-    b: Result<Json<Value>, JsonRejection>,
-) -> Result<Response, LegacyError> {
-    generate_stream(s, h, Kind::Stable, false, b).await
-}
-pub async fn stream_flux(
-    State(s): State<AppState>,
-    h: HeaderMap,
-    b: Result<Json<Value>, JsonRejection>,
-) -> Result<Response, LegacyError> {
-    generate_stream(s, h, Kind::Flux, false, b).await
-}
-pub async fn stream_openai(
-    State(s): State<AppState>,
-    h: HeaderMap,
-    b: Result<Json<Value>, JsonRejection>,
-) -> Result<Response, LegacyError> {
-    generate_stream(s, h, Kind::Any, true, b).await
+/// The original project's routes.
+pub fn routes() -> Router<AppState> {
+    let plain = |kind: Kind| {
+        post(
+            move |State(state): State<AppState>,
+                  headers: HeaderMap,
+                  body: Result<Json<Value>, JsonRejection>| {
+                generate(state, headers, kind, body)
+            },
+        )
+    };
+    let streaming = |kind: Kind, openai: bool| {
+        post(
+            move |State(state): State<AppState>,
+                  headers: HeaderMap,
+                  body: Result<Json<Value>, JsonRejection>| {
+                generate_stream(state, headers, kind, openai, body)
+            },
+        )
+    };
+    Router::new()
+        .route("/generate", plain(Kind::Any))
+        .route("/generate/stable", plain(Kind::Stable))
+        .route("/generate/flux", plain(Kind::Flux))
+        .route("/generate/stream", streaming(Kind::Any, false))
+        .route("/generate/stable/stream", streaming(Kind::Stable, false))
+        .route("/generate/flux/stream", streaming(Kind::Flux, false))
+        .route("/v1/images/generations/stream", streaming(Kind::Any, true))
+        .route("/models", get(models))
+        .route("/images", get(images))
 }
 
 /// `GET /models`: every model with its family, and the default.

@@ -103,15 +103,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/events", get(native::events))
         .route("/api/v1/jobs/{id}/cancel", post(native::cancel))
         .route("/api/v1/queue", get(native::queue))
-        .route("/generate", post(legacy::generate_any))
-        .route("/generate/stable", post(legacy::generate_stable))
-        .route("/generate/flux", post(legacy::generate_flux))
-        .route("/generate/stream", post(legacy::stream_any))
-        .route("/generate/stable/stream", post(legacy::stream_stable))
-        .route("/generate/flux/stream", post(legacy::stream_flux))
-        .route("/v1/images/generations/stream", post(legacy::stream_openai))
-        .route("/models", get(legacy::models))
-        .route("/images", get(legacy::images))
         .route("/sdapi/v1/txt2img", post(a1111::txt2img))
         .route("/sdapi/v1/img2img", post(a1111::img2img))
         .route("/sdapi/v1/sd-models", get(a1111::sd_models))
@@ -124,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sdapi/v1/loras", get(a1111::loras))
         .route("/sdapi/v1/progress", get(a1111::progress))
         .route("/sdapi/v1/interrupt", post(a1111::interrupt))
+        .merge(legacy::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
