@@ -21,12 +21,17 @@ struct Api {
 
 impl Api {
     async fn start(api_key: Option<&str>, depth: usize) -> Api {
+        Api::start_with(api_key, depth, Vec::new()).await
+    }
+
+    async fn start_with(api_key: Option<&str>, depth: usize, cors_origins: Vec<String>) -> Api {
         let ws = Workspace::new();
         let config = ServerConfig {
             models_dir: ws.models_dir(),
             outputs_dir: ws.path("outputs"),
             api_key: api_key.map(str::to_string),
             default_model: None,
+            cors_origins,
         };
         let jobs = JobManager::new(Arc::new(engine()), depth);
         let server =
@@ -1048,4 +1053,36 @@ async fn the_openapi_document_is_valid_and_describes_exactly_the_routes_the_serv
         }
     }
     api.stop().await;
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_allows_only_the_configured_origins() {
+    let preflight = |api: &Api, origin: &str| {
+        api.client
+            .request(reqwest::Method::OPTIONS, api.url("/v1/images/generations"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,authorization",
+            )
+            .send()
+    };
+    let closed = Api::start(None, 32).await;
+    let response = preflight(&closed, "http://localhost:3000").await.unwrap();
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    closed.stop().await;
+
+    let open = Api::start_with(None, 32, vec!["http://localhost:3000".into()]).await;
+    let allowed = preflight(&open, "http://localhost:3000").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    let other = preflight(&open, "http://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    open.stop().await;
 }

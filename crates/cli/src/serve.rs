@@ -25,6 +25,9 @@ pub struct ServeArgs {
     /// [default: the first model found]
     #[arg(long, value_name = "ID")]
     default_model: Option<String>,
+    /// Allow browser pages from this origin to call the API (repeatable; `*` for any). CORS is off without it.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
     /// Jobs allowed to wait; beyond this the API answers 429 with Retry-After.
     #[arg(long, default_value_t = 32)]
     queue_depth: usize,
@@ -43,6 +46,7 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
         outputs_dir: paths.outputs_dir(),
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         default_model: args.default_model.clone(),
+        cors_origins: args.cors_origins.clone(),
     };
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;

@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// Answers requests that name no model or an OpenAI model id (`dall-e-2`, `dall-e-3`, `gpt-image-1`).
     pub default_model: Option<String>,
+    /// Browser origins allowed to call the API (CORS); empty = CORS off.
+    pub cors_origins: Vec<String>,
 }
 
 /// Shared state of the handlers.
@@ -49,6 +51,7 @@ pub struct AppState {
     pub outputs_dir: PathBuf,
     pub api_key: Option<Arc<str>>,
     pub default_model: Arc<RwLock<Option<String>>>,
+    pub cors_origins: Vec<String>,
 }
 
 impl AppState {
@@ -59,6 +62,7 @@ impl AppState {
             outputs_dir: config.outputs_dir.clone(),
             api_key: config.api_key.as_deref().map(Arc::from),
             default_model: Arc::new(RwLock::new(config.default_model.clone())),
+            cors_origins: config.cors_origins.clone(),
         }
     }
 
@@ -120,13 +124,33 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_key,
         ));
-    Router::new()
+    let cors = cors(&state.cors_origins);
+    let router = Router::new()
         .route("/health", get(native::health))
         .route("/openapi.json", get(openapi))
         .merge(protected)
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
+}
+
+/// CORS for the configured origins only (`*` allows any); `None` when none are configured.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new().allow_methods(Any).allow_headers(Any);
+    if origins.iter().any(|o| o == "*") {
+        return Some(layer.allow_origin(Any));
+    }
+    let list: Vec<axum::http::HeaderValue> =
+        origins.iter().filter_map(|o| o.parse().ok()).collect();
+    Some(layer.allow_origin(AllowOrigin::list(list)))
 }
 
 /// The OpenAPI 3.0 description of every route (kept in step with the router by a test).
