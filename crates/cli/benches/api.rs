@@ -1,0 +1,197 @@
+//! `cargo bench -p diffugen --bench api`: what the HTTP layer costs, measured in one run on the test model.
+//! - the OpenAI route's round trip against a direct engine job with the same parameters (target ratio <= 1.03);
+//! - the delay from the supervisor turning a sampling step into an event to an SSE client reading it (p50/p99,
+//!   target p99 <= 20 ms; the worker-to-supervisor pipe before it is not included);
+//! - 50 concurrent clients on a queue of 64: every request answered, none lost, every image written.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diffugen_engine::{Destination, Engine, GenerateRequest, JobSpec, WorkerCommand};
+use diffugen_jobs::JobManager;
+use diffugen_models::Library;
+use diffugen_server::{AppState, ServerConfig};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+const RUNS: usize = 5;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn direct_job(engine: &Engine, spec: &JobSpec, out: &Destination) -> f64 {
+    let t = Instant::now();
+    diffugen_engine::job::run(engine, "direct", spec, out, Instant::now(), &mut |_| {})
+        .await
+        .unwrap();
+    t.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::os::unix::fs::symlink(diffugen_testkit::test_model(), models.join("tiny.gguf")).unwrap();
+    let worker = || WorkerCommand {
+        program: env!("CARGO_BIN_EXE_diffugen").into(),
+        args: vec![diffugen_engine::WORKER_SUBCOMMAND.into()],
+    };
+
+    // Direct: the engine with no HTTP in front.
+    let direct_engine = Engine::new(worker());
+    let request = GenerateRequest {
+        model: "tiny".into(),
+        prompt: "a lighthouse".into(),
+        width: Some(128),
+        height: Some(128),
+        steps: Some(4),
+        seed: Some(42),
+        threads: Some(2),
+        ..Default::default()
+    };
+    let spec = diffugen_engine::validate(&request, &Library::new(&models)).unwrap();
+    let out = Destination::Folder(dir.path().join("direct"));
+    direct_job(&direct_engine, &spec, &out).await; // warm the model
+
+    // Through HTTP: a real server on loopback.
+    let config = ServerConfig {
+        models_dir: models.clone(),
+        outputs_dir: dir.path().join("outputs"),
+        api_key: None,
+        default_model: None,
+        cors_origins: Vec::new(),
+    };
+    let jobs = JobManager::new(Arc::new(Engine::new(worker())), 64);
+    let server =
+        diffugen_server::serve("127.0.0.1:0".parse().unwrap(), AppState::new(jobs, &config))
+            .await
+            .unwrap();
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let body = json!({"model": "tiny", "prompt": "a lighthouse", "size": "128x128", "steps": 4, "seed": 42, "threads": 2});
+    let api_job = || {
+        let (client, url, body) = (
+            client.clone(),
+            format!("{base}/v1/images/generations"),
+            body.clone(),
+        );
+        async move {
+            let t = Instant::now();
+            let response: Value = client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert!(response["data"][0]["b64_json"].is_string(), "{response}");
+            t.elapsed().as_secs_f64()
+        }
+    };
+    api_job().await; // warm the model
+
+    let (mut direct, mut api) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        direct.push(direct_job(&direct_engine, &spec, &out).await);
+        api.push(api_job().await);
+    }
+    direct_engine.stop().await;
+    let (direct, api) = (median(direct), median(api));
+
+    // Event latency: submit a long job and read its SSE stream.
+    let submitted = Instant::now();
+    let job: Value = client
+        .post(format!("{base}/api/v1/jobs"))
+        .json(&json!({"model": "tiny", "prompt": "a storm", "width": 64, "height": 64, "steps": 40, "threads": 2}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap();
+    let mut stream = client
+        .get(format!("{base}/api/v1/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap()
+        .bytes_stream();
+    let mut latencies = Vec::new();
+    let mut buffer = String::new();
+    while let Some(chunk) = stream.next().await {
+        let received = submitted.elapsed().as_secs_f64();
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                let value: Value = serde_json::from_str(data).unwrap();
+                if value["phase"] == "sampling" && value["step"].as_u64() > Some(0) {
+                    // elapsed_seconds counts from the job's acceptance, a hair after `submitted`.
+                    latencies
+                        .push((received - value["elapsed_seconds"].as_f64().unwrap()) * 1000.0);
+                }
+            }
+        }
+    }
+
+    // 50 concurrent clients.
+    let started = Instant::now();
+    let small =
+        json!({"model": "tiny", "prompt": "a dot", "size": "64x64", "steps": 1, "threads": 2});
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (client, url, body) = (
+                client.clone(),
+                format!("{base}/v1/images/generations"),
+                small.clone(),
+            );
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .json(&body)
+                    .timeout(Duration::from_secs(600))
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    let mut answered_ok = 0;
+    for task in tasks {
+        if let Ok(Ok(response)) = task.await {
+            if response.status().is_success() {
+                answered_ok += 1;
+            }
+        }
+    }
+    let flood_seconds = started.elapsed().as_secs_f64();
+    let written = std::fs::read_dir(dir.path().join("outputs"))
+        .unwrap()
+        .count();
+    server.shutdown().await.unwrap();
+
+    println!("api benchmark: test model (SDXS), 128x128, 4 steps, 2 threads, median of {RUNS}");
+    println!("  direct engine job:               {direct:>7.3} s");
+    println!("  POST /v1/images/generations:     {api:>7.3} s");
+    println!("  ratio api/direct: {:.3} (target <= 1.03)", api / direct);
+    println!(
+        "  step event -> SSE client: p50 {:.2} ms, p99 {:.2} ms over {} steps (target p99 <= 20 ms)",
+        percentile(latencies.clone(), 0.5),
+        percentile(latencies.clone(), 0.99),
+        latencies.len()
+    );
+    println!("  50 concurrent clients, queue of 64: {answered_ok}/50 answered OK in {flood_seconds:.1} s");
+    println!(
+        "  images written by the server: {written} (expected {})",
+        1 + RUNS + 1 + 50
+    );
+}
