@@ -44,7 +44,7 @@ pub fn run(paths: &Paths, args: &ModelsArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<28} {:<8} {:<16} {:<8} {:>10} {:>8}  PATH",
+        "{:<28} {:<14} {:<16} {:<8} {:>10} {:>8}  PATH",
         "ID", "FAMILY", "ROLE", "QUANT", "SIZE", "PARAMS"
     );
     for e in entries {
@@ -57,7 +57,7 @@ pub fn run(paths: &Paths, args: &ModelsArgs) -> Result<ExitCode, String> {
             None => e.family.clone(),
         };
         println!(
-            "{:<28} {:<8} {:<16} {:<8} {:>10} {:>7.0}M  {}{}",
+            "{:<28} {:<14} {:<16} {:<8} {:>10} {:>7.0}M  {}{}",
             e.id,
             family,
             role,
