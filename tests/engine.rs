@@ -11,8 +11,12 @@ use diffugen_models::Library;
 use support::{engine, Workspace, ONE_AT_A_TIME};
 
 fn spec(ws: &Workspace, seed: i64) -> diffugen_engine::JobSpec {
+    spec_of(ws, "tiny", seed)
+}
+
+fn spec_of(ws: &Workspace, model: &str, seed: i64) -> diffugen_engine::JobSpec {
     let request = GenerateRequest {
-        model: "tiny".into(),
+        model: model.into(),
         prompt: "a mountain".into(),
         width: Some(64),
         height: Some(64),
@@ -245,4 +249,46 @@ async fn freeing_memory_unloads_the_model_so_the_next_job_loads_it_again() {
         !alive(second.worker_pid),
         "stopping ends the worker process"
     );
+}
+
+#[tokio::test]
+async fn a_job_for_another_model_switches_the_worker_to_it_and_later_jobs_reuse_it() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    // A second model id: the same weights under another file name, so a different sd.cpp context.
+    std::os::unix::fs::symlink(
+        diffugen_testkit::test_model(),
+        ws.models_dir().join("tiny-copy.gguf"),
+    )
+    .unwrap();
+    let engine = engine();
+    let dest = Destination::Folder(ws.path("out"));
+    let other = spec_of(&ws, "tiny-copy", 1);
+
+    let mut runs = Vec::new();
+    for (id, job) in [("a", spec(&ws, 1)), ("b", other.clone()), ("c", other)] {
+        let mut events = Vec::new();
+        let result =
+            diffugen_engine::job::run(&engine, id, &job, &dest, Instant::now(), &mut |e| {
+                events.push(e)
+            })
+            .await
+            .unwrap();
+        runs.push((result, loads(&events)));
+    }
+    assert!(runs[0].1 > 0, "the first model loads");
+    assert!(
+        runs[1].1 > 0 && !runs[1].0.model_was_resident,
+        "switching models loads the new one"
+    );
+    assert!(
+        runs[2].1 == 0 && runs[2].0.model_was_resident,
+        "the next job on it reuses it"
+    );
+    assert!(
+        runs.iter()
+            .all(|(r, _)| r.worker_pid == runs[0].0.worker_pid),
+        "one worker throughout"
+    );
+    engine.stop().await;
 }
