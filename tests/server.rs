@@ -1086,3 +1086,83 @@ async fn cors_is_off_by_default_and_allows_only_the_configured_origins() {
     assert!(other.headers().get("access-control-allow-origin").is_none());
     open.stop().await;
 }
+
+/// The `async-openai` crate — an OpenAI client someone else wrote — pointed at DiffuGen.
+fn openai_client(api: &Api) -> async_openai::Client<async_openai::config::OpenAIConfig> {
+    let config = async_openai::config::OpenAIConfig::new()
+        .with_api_base(api.url("/v1"))
+        .with_api_key("");
+    async_openai::Client::with_config(config)
+}
+
+#[tokio::test]
+async fn the_async_openai_client_generates_streams_and_edits_against_diffugen() {
+    use async_openai::types::images::{
+        CreateImageEditRequestArgs, CreateImageRequestArgs, ImageEditInput, ImageGenStreamEvent,
+        ImageInput, ImageModel, ImageResponseFormat, ImageSize,
+    };
+    use futures_util::StreamExt;
+    let api = Api::start(None, 32).await;
+    let client = openai_client(&api);
+
+    let request = CreateImageRequestArgs::default()
+        .prompt("a koi pond")
+        .model(ImageModel::GptImage2)
+        .size(ImageSize::Other("64x64".into()))
+        .response_format(ImageResponseFormat::B64Json)
+        .n(2)
+        .build()
+        .unwrap();
+    let response = client
+        .images()
+        .generate(request)
+        .await
+        .expect("the client accepts our response");
+    assert_eq!(response.data.len(), 2);
+
+    let request = CreateImageRequestArgs::default()
+        .prompt("a koi pond")
+        .model(ImageModel::Other("tiny".into()))
+        .size(ImageSize::Other("64x64".into()))
+        .partial_images(1)
+        .build()
+        .unwrap();
+    let mut stream = client
+        .images()
+        .generate_stream(request)
+        .await
+        .expect("streaming starts");
+    let (mut partials, mut completed) = (0, 0);
+    while let Some(event) = stream.next().await {
+        match event.expect("the client parses every event") {
+            ImageGenStreamEvent::PartialImage(_) => partials += 1,
+            ImageGenStreamEvent::Completed(done) => {
+                completed += 1;
+                let png = base64::engine::general_purpose::STANDARD
+                    .decode(done.b64_json)
+                    .unwrap();
+                assert_eq!(image::load_from_memory(&png).unwrap().width(), 64);
+            }
+        }
+    }
+    assert_eq!((partials, completed), (1, 1));
+
+    let edit = CreateImageEditRequestArgs::default()
+        .image(ImageEditInput::Image(ImageInput::from_vec_u8(
+            "in.png".into(),
+            png_bytes(64, 64, false),
+        )))
+        .prompt("the pond at night")
+        .model(ImageModel::Other("tiny".into()))
+        .size(ImageSize::Other("64x64".into()))
+        .response_format(ImageResponseFormat::B64Json)
+        .build()
+        .unwrap();
+    let response = client
+        .images()
+        .edit(edit)
+        .await
+        .expect("the client accepts our edit response");
+    assert_eq!(response.data.len(), 1);
+    api.stop().await;
+}

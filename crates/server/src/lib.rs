@@ -69,7 +69,9 @@ impl AppState {
     /// The model for a request: its own id, or the default for none / OpenAI's ids.
     pub fn model_for(&self, requested: Option<&str>) -> Result<String, ApiError> {
         let requested = requested.map(str::trim).filter(|m| !m.is_empty());
-        let is_openai_id = |m: &str| m.starts_with("dall-e") || m.starts_with("gpt-image");
+        let is_openai_id = |m: &str| {
+            m.starts_with("dall-e") || m.starts_with("gpt-image") || m.starts_with("chatgpt-image")
+        };
         match requested {
             Some(model) if !is_openai_id(model) => Ok(model.to_string()),
             _ => {
