@@ -1166,3 +1166,58 @@ async fn the_async_openai_client_generates_streams_and_edits_against_diffugen() 
     assert_eq!(response.data.len(), 1);
     api.stop().await;
 }
+
+#[tokio::test]
+async fn a_queued_job_whose_client_went_away_is_dropped_from_the_queue() {
+    let api = Api::start(None, 32).await;
+    // Occupy the engine with a long job.
+    let (_, running) = api
+        .post("/api/v1/jobs", json!({"model": "tiny", "prompt": "a long storm", "width": 64, "height": 64, "steps": 40}))
+        .await;
+    // A client that gives up while its job still waits.
+    let impatient = api
+        .client
+        .post(api.url("/v1/images/generations"))
+        .json(&open_webui_body())
+        .timeout(std::time::Duration::from_millis(400))
+        .send()
+        .await;
+    assert!(
+        impatient.is_err(),
+        "the request timed out on the client side"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let queue: Value = api
+        .client
+        .get(api.url("/api/v1/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let waiting = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["state"] == "queued")
+        .count();
+    assert_eq!(waiting, 0, "the abandoned job left the queue: {queue}");
+
+    let running_id = running["id"].as_str().unwrap();
+    api.post(&format!("/api/v1/jobs/{running_id}/cancel"), json!({}))
+        .await;
+    let events = api
+        .client
+        .get(api.url(&format!("/api/v1/jobs/{running_id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert!(events.text().await.unwrap().contains("event: cancelled"));
+    assert!(
+        !api.ws.path("outputs").exists()
+            || std::fs::read_dir(api.ws.path("outputs")).unwrap().count() == 0
+    );
+    api.stop().await;
+}
