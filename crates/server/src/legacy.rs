@@ -133,6 +133,18 @@ fn request_from(state: &AppState, kind: Kind, value: &Value) -> Result<GenerateR
     })
 }
 
+/// Validates a legacy body and queues it; errors name the fields as legacy clients send them.
+fn submit(state: &AppState, kind: Kind, value: &Value) -> Result<String, ApiError> {
+    let request = request_from(state, kind, value)?;
+    enqueue(state, request, "legacy", |f| {
+        if f == "sampler" {
+            "sampling_method"
+        } else {
+            f
+        }
+    })
+}
+
 fn base_url(headers: &HeaderMap) -> String {
     format!(
         "http://{}",
@@ -169,14 +181,7 @@ async fn generate(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, LegacyError> {
     let Json(value) = body.map_err(crate::error::json_rejection)?;
-    let request = request_from(&state, kind, &value)?;
-    let id = enqueue(&state, request, "legacy", |f| {
-        if f == "sampler" {
-            "sampling_method"
-        } else {
-            f
-        }
-    })?;
+    let id = submit(&state, kind, &value)?;
     let _guard = DropIfQueued {
         jobs: state.jobs.clone(),
         id: id.clone(),
@@ -298,14 +303,7 @@ async fn generate_stream(
             }
         }
     }
-    let request = request_from(&state, kind, &value)?;
-    let id = enqueue(&state, request, "legacy", |f| {
-        if f == "sampler" {
-            "sampling_method"
-        } else {
-            f
-        }
-    })?;
+    let id = submit(&state, kind, &value)?;
     let events = job_events(&state, &id).map_err(ApiError::from)?;
     Ok(stream(state, base_url(&headers), id, events, openai).into_response())
 }
