@@ -18,6 +18,10 @@ use crate::paths::Paths;
 
 #[derive(Args)]
 pub struct GenerateArgs {
+    #[command(flatten)]
+    ollama: crate::vram::OllamaArgs,
+    #[command(flatten)]
+    vram: crate::vram::PolicyArgs,
     /// Model id from the models folder (see `diffugen models`) or a path to a model file or preset.
     #[arg(long, short)]
     model: String,
@@ -149,6 +153,7 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
         (None, None) => Destination::Folder(paths.outputs_dir()),
     };
 
+    let vram_config = args.vram.config()?;
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
@@ -159,6 +164,22 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
         let started = Instant::now();
         let mut reporter = Reporter::new(args.json);
         reporter.event(JobEvent::new(&id, 0.0, Stage::Queued { position: 0 }));
+
+        // Make room on the GPU first: unload Ollama's LLMs per the policy and wait until their memory is free.
+        let orchestrator = crate::vram::orchestrator(&args.ollama, vram_config, engine.clone())?;
+        let need = diffugen_models::memory::estimate(&spec.components, spec.width, spec.height);
+        let lease = orchestrator
+            .acquire_diffusion(need.total_bytes(), &mut |stage| {
+                reporter.event(JobEvent::new(&id, started.elapsed().as_secs_f64(), stage))
+            })
+            .await;
+        let lease = match lease {
+            Ok(lease) => lease,
+            Err(error) => {
+                reporter.finish();
+                return Err(error.to_string());
+            }
+        };
 
         // Ctrl+C cancels the job (ending the worker process) instead of leaving it orphaned.
         let cancel_engine = engine.clone();
@@ -175,6 +196,8 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
             .await;
         interrupt.abort();
         engine.stop().await;
+        // Give the GPU back: restore what was unloaded (per --after-queue).
+        lease.release().await;
         reporter.finish();
         match result {
             Ok(done) => {
@@ -237,6 +260,15 @@ impl Reporter {
         }
         let message = match &event.stage {
             Stage::Queued { .. } => "queued".to_string(),
+            Stage::Preparing { message } | Stage::FreeingVram { message, .. } => message.clone(),
+            Stage::Warning { message } => {
+                let line = format!("warning: {message}");
+                match &self.bar {
+                    Some(bar) => bar.println(line),
+                    None => eprintln!("{line}"),
+                }
+                return;
+            }
             Stage::LoadingModel {
                 part,
                 tensors_loaded,

@@ -5,6 +5,7 @@ mod generate;
 mod models;
 mod paths;
 mod serve;
+mod vram;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// List the models found in the models folder, identified from their file headers.
     Models(models::ModelsArgs),
+    /// VRAM shared with Ollama: status, switch llm|diffusion, watch.
+    Vram(vram::VramArgs),
     /// Internal: run as the engine worker process (spoken to over stdin/stdout by a supervisor).
     #[command(name = "engine-worker", hide = true)]
     EngineWorker,
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(&paths, *args),
         Command::Models(args) => models::run(&paths, &args),
         Command::Serve(args) => serve::run(&paths, &args),
+        Command::Vram(args) => vram::run(&paths, &args),
         Command::EngineWorker => unreachable!("handled above"),
     };
     match result {

@@ -31,6 +31,19 @@ pub struct ServeArgs {
     /// Jobs allowed to wait; beyond this the API answers 429 with Retry-After.
     #[arg(long, default_value_t = 32)]
     queue_depth: usize,
+    #[command(flatten)]
+    ollama: crate::vram::OllamaArgs,
+    #[command(flatten)]
+    vram: crate::vram::PolicyArgs,
+    /// Port of the Ollama gateway: point Open WebUI's Ollama URL here so chat and images take turns on the GPU
+    #[arg(long, default_value_t = diffugen_vram::DEFAULT_GATEWAY_PORT, value_name = "PORT")]
+    ollama_gateway_port: u16,
+    /// Do not start the Ollama gateway
+    #[arg(long)]
+    no_ollama_gateway: bool,
+    /// Seconds a chat request through the gateway waits for a render to finish before it is refused
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    llm_wait_timeout: u64,
 }
 
 pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
@@ -48,13 +61,18 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
         default_model: args.default_model.clone(),
         cors_origins: args.cors_origins.clone(),
     };
+    let mut vram_config = args.vram.config()?;
+    vram_config.llm_wait_timeout = std::time::Duration::from_secs(args.llm_wait_timeout);
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
         let command = WorkerCommand::current_exe(&[diffugen_engine::WORKER_SUBCOMMAND])
             .map_err(|e| format!("cannot find the diffugen executable: {e}"))?;
         let engine = Arc::new(Engine::new(command));
-        let jobs = JobManager::new(engine.clone(), args.queue_depth);
+        let orchestrator = crate::vram::orchestrator(&args.ollama, vram_config, engine.clone())?;
+        let _meter = orchestrator.start_meter(std::time::Duration::from_secs(1));
+        let jobs =
+            JobManager::with_orchestrator(engine.clone(), args.queue_depth, Some(orchestrator.clone()));
         let state = AppState::new(jobs, &config);
         let server = diffugen_server::serve(SocketAddr::new(args.host, args.port), state)
             .await
@@ -62,6 +80,36 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
         eprintln!(
             "DiffuGen API on http://{} (OpenAI base URL: http://{}/v1)",
             server.addr, server.addr
+        );
+        let gateway = if args.no_ollama_gateway {
+            None
+        } else {
+            let addr = SocketAddr::new(args.host, args.ollama_gateway_port);
+            let gateway = diffugen_server::gateway::serve(addr, orchestrator.clone())
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot start the Ollama gateway on {addr}: {e} (choose another --ollama-gateway-port, \
+                         or --no-ollama-gateway)"
+                    )
+                })?;
+            eprintln!(
+                "Ollama gateway on http://{} -> {} (point Open WebUI's Ollama URL here)",
+                gateway.addr,
+                orchestrator.ollama().url()
+            );
+            if !args.host.is_loopback() {
+                eprintln!(
+                    "WARNING: the Ollama gateway on {} has no authentication, like Ollama itself.",
+                    gateway.addr
+                );
+            }
+            Some(gateway)
+        };
+        eprintln!(
+            "VRAM policy {} (Ollama at {})",
+            args.vram.vram_policy_name(),
+            orchestrator.ollama().url()
         );
         eprintln!(
             "models: {}   outputs: {}",
@@ -71,6 +119,9 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
         tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
         eprintln!("shutting down");
         server.shutdown().await.map_err(|e| e.to_string())?;
+        if let Some(gateway) = gateway {
+            gateway.shutdown().await.map_err(|e| e.to_string())?;
+        }
         engine.stop().await;
         Ok(ExitCode::SUCCESS)
     })

@@ -39,6 +39,19 @@ pub enum Stage {
     Queued {
         position: u32,
     },
+    /// Getting the GPU ready before the engine starts (VRAM orchestration): what is being waited for.
+    Preparing {
+        message: String,
+    },
+    /// Unloading `models` from Ollama and waiting until their memory is confirmed free.
+    FreeingVram {
+        models: Vec<String>,
+        message: String,
+    },
+    /// Something went wrong on the way that did not stop the job (e.g. an unload that was not confirmed).
+    Warning {
+        message: String,
+    },
     /// sd.cpp is reading weights. It loads lazily, one part at a time (text encoder, diffusion model, VAE), so this
     /// phase can return during a first job; `part` counts those loads.
     LoadingModel {
@@ -81,6 +94,9 @@ impl Stage {
     pub fn name(&self) -> &'static str {
         match self {
             Stage::Queued { .. } => "queued",
+            Stage::Preparing { .. } => "preparing",
+            Stage::FreeingVram { .. } => "freeing_vram",
+            Stage::Warning { .. } => "warning",
             Stage::LoadingModel { .. } => "loading_model",
             Stage::EncodingPrompt => "encoding_prompt",
             Stage::Sampling { .. } => "sampling",

@@ -93,6 +93,8 @@ pub struct Engine {
     cancel: Mutex<Option<(String, oneshot::Sender<String>)>>,
     estimator: Mutex<Estimator>,
     log_tail: LogTail,
+    /// The worker's pid and the model it holds, readable while a job runs (the worker lock is held then).
+    live: Mutex<(Option<u32>, Option<String>)>,
 }
 
 impl Engine {
@@ -103,6 +105,7 @@ impl Engine {
             cancel: Mutex::new(None),
             estimator: Mutex::new(Estimator::default()),
             log_tail: LogTail::default(),
+            live: Mutex::new((None, None)),
         }
     }
 
@@ -180,6 +183,24 @@ impl Engine {
         self.worker.lock().await.as_ref().map(|w| w.pid)
     }
 
+    /// The worker's process id as last known, without waiting for a running job.
+    pub fn current_pid(&self) -> Option<u32> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// The model the worker holds in memory (after a successful job, until unload/stop/crash).
+    pub fn loaded_model(&self) -> Option<String> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+
+    fn set_live(&self, pid: Option<u32>, model: Option<String>) {
+        *self.live.lock().unwrap_or_else(|e| e.into_inner()) = (pid, model);
+    }
+
     /// Cancels `job_id` if it is the one running (by ending the worker). Returns whether it was.
     pub fn cancel(&self, job_id: &str, reason: &str) -> bool {
         let mut slot = self.cancel.lock().unwrap_or_else(|e| e.into_inner());
@@ -219,11 +240,14 @@ impl Engine {
                 let _ = worker.child.kill().await;
             }
         }
+        self.set_live(guard.as_ref().map(|w| w.pid), None);
     }
 
     /// Ends the worker process: every byte of RAM/VRAM it held comes back. The next job starts a new one.
     pub async fn stop(&self) {
-        if let Some(mut worker) = self.worker.lock().await.take() {
+        let mut guard = self.worker.lock().await;
+        self.set_live(None, None);
+        if let Some(mut worker) = guard.take() {
             let _ = worker.stdin.write_all(b"{\"type\":\"shutdown\"}\n").await;
             if tokio::time::timeout(Duration::from_secs(5), worker.child.wait())
                 .await
@@ -261,6 +285,10 @@ impl Engine {
             .run(&mut guard, job_id, spec, started, on_event, &mut cancel_rx)
             .await;
         self.cancel.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.set_live(
+            guard.as_ref().map(|w| w.pid),
+            result.is_ok().then(|| spec.model_id.clone()),
+        );
         self.estimator
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use diffugen_engine::{Destination, Engine, JobEvent, JobSpec, Output, Stage};
+use diffugen_vram::{DiffusionLease, Orchestrator};
 use serde::Serialize;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, oneshot, Notify};
 
 /// How many finished jobs stay queryable.
 const FINISHED_KEPT: usize = 256;
@@ -127,12 +128,15 @@ struct State {
     jobs: HashMap<String, Job>,
     queue: VecDeque<String>,
     running: Option<String>,
+    /// Cancels the running job while it still waits for the GPU (before the engine has it).
+    preparing: Option<(String, oneshot::Sender<String>)>,
     finished: VecDeque<String>,
     next_id: u64,
 }
 
 struct Shared {
     engine: Arc<Engine>,
+    orchestrator: Option<Orchestrator>,
     depth: usize,
     state: Mutex<State>,
     wake: Notify,
@@ -161,9 +165,20 @@ impl JobManager {
     /// Starts the queue's runner on the current tokio runtime. `depth` bounds the jobs waiting (not counting the
     /// one running).
     pub fn new(engine: Arc<Engine>, depth: usize) -> JobManager {
+        JobManager::with_orchestrator(engine, depth, None)
+    }
+
+    /// Like [`JobManager::new`], with each run of jobs asking `orchestrator` for the GPU first (unloading Ollama's
+    /// LLMs per its policy) and giving it back when the queue is empty.
+    pub fn with_orchestrator(
+        engine: Arc<Engine>,
+        depth: usize,
+        orchestrator: Option<Orchestrator>,
+    ) -> JobManager {
         let manager = JobManager {
             shared: Arc::new(Shared {
                 engine,
+                orchestrator,
                 depth,
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
@@ -177,6 +192,11 @@ impl JobManager {
     /// The engine behind the queue.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.shared.engine
+    }
+
+    /// The VRAM orchestrator, when the queue shares the GPU with Ollama.
+    pub fn orchestrator(&self) -> Option<&Orchestrator> {
+        self.shared.orchestrator.as_ref()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -315,6 +335,11 @@ impl JobManager {
             return Ok(true);
         }
         if state.running.as_deref() == Some(id) {
+            if state.preparing.as_ref().is_some_and(|(p, _)| p == id) {
+                let (_, sender) = state.preparing.take().expect("checked above");
+                let _ = sender.send(reason.to_string());
+                return Ok(true);
+            }
             drop(state);
             if !self.shared.engine.cancel(id, reason) {
                 // The runner has taken the job but the engine has not registered it yet: retry until it has.
@@ -334,6 +359,8 @@ impl JobManager {
     }
 
     async fn run(self) {
+        // Held across back-to-back jobs so the LLM is not reloaded between them; dropped when the queue drains.
+        let mut lease: Option<DiffusionLease> = None;
         loop {
             let next = {
                 let mut state = self.lock();
@@ -353,28 +380,85 @@ impl JobManager {
                 })
             };
             let Some((id, spec, destination, accepted)) = next else {
+                lease = None;
                 self.shared.wake.notified().await;
                 continue;
             };
             let manager = self.clone();
+            let mut record = |event: JobEvent| {
+                let mut state = manager.lock();
+                if let Some(job) = state.jobs.get_mut(&event.job_id) {
+                    job.record(event);
+                }
+            };
+            if let (Some(orchestrator), None) = (&self.shared.orchestrator, &lease) {
+                match self
+                    .prepare(orchestrator, &id, &spec, accepted, &mut record)
+                    .await
+                {
+                    Ok(acquired) => lease = Some(acquired),
+                    Err(stage) => {
+                        record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
+                        let mut state = self.lock();
+                        state.running = None;
+                        finish(&mut state, &id);
+                        continue;
+                    }
+                }
+            }
             let _ = diffugen_engine::job::run(
                 &self.shared.engine,
                 &id,
                 &spec,
                 &destination,
                 accepted,
-                &mut |event| {
-                    let mut state = manager.lock();
-                    if let Some(job) = state.jobs.get_mut(&event.job_id) {
-                        job.record(event);
-                    }
-                },
+                &mut record,
             )
             .await;
             let mut state = self.lock();
             state.running = None;
             finish(&mut state, &id);
+            let more = !state.queue.is_empty();
+            drop(state);
+            // Hand the GPU back when the queue is empty, or between jobs when an LLM request is waiting for it.
+            if !more
+                || self
+                    .shared
+                    .orchestrator
+                    .as_ref()
+                    .is_some_and(|o| o.llm_waiting())
+            {
+                lease = None;
+            }
         }
+    }
+
+    /// Asks the orchestrator for the GPU, reporting its stages as the job's events; a cancel while waiting ends
+    /// the job before it reaches the engine. The error is the job's final stage.
+    async fn prepare(
+        &self,
+        orchestrator: &Orchestrator,
+        id: &str,
+        spec: &JobSpec,
+        accepted: Instant,
+        record: &mut (dyn FnMut(JobEvent) + Send),
+    ) -> Result<DiffusionLease, Stage> {
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        self.lock().preparing = Some((id.to_string(), cancel_tx));
+        let need = diffugen_models::memory::estimate(&spec.components, spec.width, spec.height);
+        let mut on_stage = |stage: Stage| {
+            record(JobEvent::new(id, accepted.elapsed().as_secs_f64(), stage));
+        };
+        let result = tokio::select! {
+            lease = orchestrator.acquire_diffusion(need.total_bytes(), &mut on_stage) => {
+                lease.map_err(|e| Stage::Failed { error: e.to_string() })
+            }
+            reason = cancel_rx => Err(Stage::Cancelled {
+                reason: reason.unwrap_or_else(|_| "cancelled".into()),
+            }),
+        };
+        self.lock().preparing = None;
+        result
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod header;
 pub mod identify;
 mod library;
+pub mod memory;
 mod preset;
 
 pub use identify::{identify, quantization, Identity, Role};

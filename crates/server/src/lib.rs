@@ -10,9 +10,11 @@ mod a1111;
 mod auth;
 mod error;
 mod files;
+pub mod gateway;
 mod legacy;
 mod native;
 mod openai;
+mod vram;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -109,6 +111,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/events", get(native::events))
         .route("/api/v1/jobs/{id}/cancel", post(native::cancel))
         .route("/api/v1/queue", get(native::queue))
+        .route("/api/v1/vram", get(vram::snapshot))
+        .route("/api/v1/vram/events", get(vram::events))
+        .route("/api/v1/vram/llm", post(vram::to_llm))
+        .route("/api/v1/vram/diffusion", post(vram::to_diffusion))
         .route("/sdapi/v1/txt2img", post(a1111::txt2img))
         .route("/sdapi/v1/img2img", post(a1111::img2img))
         .route("/sdapi/v1/sd-models", get(a1111::sd_models))
@@ -189,10 +195,15 @@ impl ServerHandle {
 
 /// Binds `addr` and serves in the background.
 pub async fn serve(addr: SocketAddr, state: AppState) -> std::io::Result<ServerHandle> {
+    let handle = serve_router(addr, router(state)).await?;
+    tracing::info!(addr = %handle.addr, "DiffuGen API listening");
+    Ok(handle)
+}
+
+async fn serve_router(addr: SocketAddr, app: Router) -> std::io::Result<ServerHandle> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(state);
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -200,7 +211,6 @@ pub async fn serve(addr: SocketAddr, state: AppState) -> std::io::Result<ServerH
             })
             .await
     });
-    tracing::info!(%addr, "DiffuGen API listening");
     Ok(ServerHandle {
         addr,
         shutdown: Some(tx),

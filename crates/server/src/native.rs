@@ -18,11 +18,20 @@ use crate::{ApiError, AppState};
 
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
     let queue = state.jobs.queue();
+    let vram = match state.jobs.orchestrator() {
+        Some(orchestrator) => json!({
+            "phase": orchestrator.phase(),
+            "policy": orchestrator.config().policy,
+            "stats": orchestrator.stats().await,
+        }),
+        None => Value::Null,
+    };
     Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "running": queue.iter().filter(|j| j.state == diffugen_jobs::JobState::Running).count(),
         "queued": queue.iter().filter(|j| j.state == diffugen_jobs::JobState::Queued).count(),
+        "vram": vram,
     }))
 }
 

@@ -1,0 +1,162 @@
+//! The Ollama gateway: DiffuGen listens on its own port (default 11435) and forwards `/api/*` and `/v1/*` to
+//! Ollama, streaming responses through chunk by chunk. Requests that run a model (chat, generate, embeddings)
+//! first take a turn on the GPU from the orchestrator: one that arrives while an image renders waits until the GPU
+//! is handed back, then the engine frees its memory and the request goes through. Everything else (the model list,
+//! `/api/ps`, pulls) passes straight through, so a client's UI never freezes during a render.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use diffugen_vram::Orchestrator;
+use futures_util::{StreamExt, TryStreamExt};
+
+use crate::ServerHandle;
+
+#[derive(Clone)]
+struct Gateway {
+    orchestrator: Orchestrator,
+    http: reqwest::Client,
+}
+
+/// Paths whose requests load or run a model, and so need the GPU.
+fn needs_gpu(method: &Method, path: &str) -> bool {
+    method == Method::POST
+        && matches!(
+            path,
+            "/api/generate"
+                | "/api/chat"
+                | "/api/embed"
+                | "/api/embeddings"
+                | "/v1/chat/completions"
+                | "/v1/completions"
+                | "/v1/embeddings"
+                | "/v1/responses"
+        )
+}
+
+/// Headers that belong to one connection, not to the request or response (RFC 9110 §7.6.1).
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "host"
+    )
+}
+
+fn ollama_error(status: StatusCode, message: String) -> Response {
+    // Ollama's own error shape, which its clients (Open WebUI included) display.
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// The gateway's router.
+pub fn router(orchestrator: Orchestrator) -> Router {
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("a plain HTTP client builds");
+    Router::new()
+        .fallback(forward)
+        .with_state(Gateway { orchestrator, http })
+}
+
+async fn forward(State(gateway): State<Gateway>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let forwarded = path == "/" || path.starts_with("/api/") || path.starts_with("/v1/");
+    if !forwarded {
+        return ollama_error(
+            StatusCode::NOT_FOUND,
+            format!("the DiffuGen Ollama gateway forwards /api/* and /v1/* only, not {path}"),
+        );
+    }
+    let lease = if needs_gpu(request.method(), &path) {
+        match gateway.orchestrator.acquire_llm().await {
+            Ok(lease) => Some(lease),
+            Err(error) => {
+                return ollama_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "DiffuGen is rendering an image and the GPU was not free in time: {error}"
+                    ),
+                )
+            }
+        }
+    } else {
+        None
+    };
+    let base = gateway.orchestrator.ollama().url();
+    let target = format!(
+        "{base}{}",
+        request
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or(&path)
+    );
+    let (parts, body) = request.into_parts();
+    let mut upstream = gateway.http.request(parts.method, &target);
+    for (name, value) in parts.headers.iter() {
+        if !hop_by_hop(name) {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let upstream = upstream.body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    let reply = match upstream.send().await {
+        Ok(reply) => reply,
+        Err(error) => {
+            tracing::warn!(%target, %error, "the Ollama gateway cannot reach Ollama");
+            return ollama_error(
+                StatusCode::BAD_GATEWAY,
+                format!("DiffuGen's Ollama gateway cannot reach Ollama at {base}: {error}"),
+            );
+        }
+    };
+    let mut response = Response::builder().status(reply.status().as_u16());
+    for (name, value) in reply.headers() {
+        if !hop_by_hop(name) && name != header::CONTENT_LENGTH {
+            response = response.header(name.as_str(), value.as_bytes());
+        }
+    }
+    // The GPU turn lasts as long as the response streams; the stream owns it and drops it at the end.
+    let body = reply
+        .bytes_stream()
+        .map(move |chunk| {
+            let _turn = &lease;
+            chunk
+        })
+        .map_err(std::io::Error::other);
+    response
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|e| ollama_error(StatusCode::BAD_GATEWAY, e.to_string()))
+}
+
+/// Binds `addr` and runs the gateway in the background.
+pub async fn serve(addr: SocketAddr, orchestrator: Orchestrator) -> std::io::Result<ServerHandle> {
+    let handle = crate::serve_router(addr, router(orchestrator)).await?;
+    tracing::info!(addr = %handle.addr, "Ollama gateway listening");
+    Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_requests_that_run_a_model_wait_for_the_gpu() {
+        assert!(needs_gpu(&Method::POST, "/api/chat"));
+        assert!(needs_gpu(&Method::POST, "/v1/chat/completions"));
+        assert!(!needs_gpu(&Method::GET, "/api/tags"));
+        assert!(!needs_gpu(&Method::GET, "/api/ps"));
+        assert!(!needs_gpu(&Method::POST, "/api/pull"));
+        assert!(!needs_gpu(&Method::GET, "/v1/models"));
+    }
+}

@@ -1,0 +1,822 @@
+//! VRAM orchestration against a fake Ollama that keeps the real one's semantics (see support/fake_ollama.rs),
+//! with real sd.cpp jobs on the test model: an LLM is unloaded, its release is confirmed before sampling starts,
+//! the image renders, and the LLM comes back; chat through the gateway never overlaps a render.
+
+#[path = "support/fake_ollama.rs"]
+mod fake_ollama;
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diffugen_engine::{Destination, GenerateRequest, JobEvent, Stage};
+use diffugen_jobs::{JobManager, Outcome};
+use diffugen_models::Library;
+use diffugen_vram::{
+    KeepAlive, NoGpu, OllamaClient, OllamaError, Orchestrator, Phase, Policy, VramConfig,
+};
+use fake_ollama::{FakeOllama, Happening, GIB};
+use serde_json::{json, Value};
+use support::{engine, Workspace, ONE_AT_A_TIME};
+
+const QWEN: &str = "qwen2.5:7b";
+
+struct Rig {
+    ws: Workspace,
+    fake: FakeOllama,
+    orchestrator: Orchestrator,
+    jobs: JobManager,
+}
+
+fn config(policy: Policy) -> VramConfig {
+    VramConfig {
+        policy,
+        unload_timeout: Duration::from_secs(10),
+        ..VramConfig::default()
+    }
+}
+
+impl Rig {
+    /// A fake Ollama with a 4.7 GB Qwen resident (kept forever), a simulated 8 GB GPU, and a job queue whose
+    /// orchestrator uses `config`.
+    async fn start(config: VramConfig) -> Rig {
+        let fake = FakeOllama::start(&[(QWEN, 4.7), ("llama3.2:1b", 1.3)]).await;
+        fake.preload(QWEN, -1);
+        Rig::with(fake, config)
+    }
+
+    fn with(fake: FakeOllama, config: VramConfig) -> Rig {
+        let ws = Workspace::new();
+        let engine = Arc::new(engine());
+        let orchestrator = Orchestrator::new(
+            config,
+            OllamaClient::new(&fake.url()).unwrap(),
+            Arc::new(fake.clone()),
+            engine.clone(),
+        );
+        let jobs = JobManager::with_orchestrator(engine, 8, Some(orchestrator.clone()));
+        Rig {
+            ws,
+            fake,
+            orchestrator,
+            jobs,
+        }
+    }
+
+    fn submit(&self, seed: i64) -> String {
+        let request = GenerateRequest {
+            model: "tiny".into(),
+            prompt: "a lighthouse at dusk".into(),
+            width: Some(64),
+            height: Some(64),
+            steps: Some(2),
+            seed: Some(seed),
+            threads: Some(2),
+            ..GenerateRequest::default()
+        };
+        let spec =
+            diffugen_engine::validate(&request, &Library::new(self.ws.models_dir())).unwrap();
+        self.jobs
+            .submit(spec, Destination::Folder(self.ws.path("outputs")), "test")
+            .unwrap()
+    }
+
+    /// Waits for the job and returns its events with the moment each was seen (call it right after submitting:
+    /// events that already happened are stamped with the time of the call).
+    async fn follow(&self, id: &str) -> Vec<(Instant, JobEvent)> {
+        follow(self.jobs.clone(), id.to_string()).await
+    }
+
+    /// Waits until the orchestrator settles in `phase` (restores run in the background after the queue drains).
+    async fn settle(&self, phase: Phase) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.orchestrator.phase() != phase {
+            assert!(
+                Instant::now() < deadline,
+                "the orchestrator stayed in {:?}, expected {phase:?}",
+                self.orchestrator.phase()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn follow(jobs: JobManager, id: String) -> Vec<(Instant, JobEvent)> {
+    let sub = jobs.subscribe(&id).unwrap();
+    let mut events: Vec<(Instant, JobEvent)> = sub
+        .history
+        .into_iter()
+        .map(|e| (Instant::now(), e))
+        .collect();
+    let mut live = sub.live;
+    while !events.last().is_some_and(|(_, e)| e.stage.is_final()) {
+        match tokio::time::timeout(Duration::from_secs(120), live.recv()).await {
+            Ok(Ok(event)) => events.push((Instant::now(), event)),
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            other => panic!("the job's events stopped: {other:?}"),
+        }
+    }
+    events
+}
+
+fn first_sampling(events: &[(Instant, JobEvent)]) -> Instant {
+    events
+        .iter()
+        .find(|(_, e)| matches!(e.stage, Stage::Sampling { .. }))
+        .map(|(t, _)| *t)
+        .expect("the job sampled")
+}
+
+fn done_at(events: &[(Instant, JobEvent)]) -> Instant {
+    match events.last() {
+        Some((t, e)) if matches!(e.stage, Stage::Done { .. }) => *t,
+        other => panic!("the job did not finish: {other:?}"),
+    }
+}
+
+fn is_load(h: &Happening) -> bool {
+    matches!(h, Happening::Loaded { .. })
+}
+
+fn is_unload(h: &Happening) -> bool {
+    matches!(h, Happening::UnloadRequested(_))
+}
+
+#[tokio::test]
+async fn a_resident_llm_is_unloaded_confirmed_free_rendered_past_and_restored_in_that_order() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start(config(Policy::Always)).await;
+    let id = rig.submit(1);
+    let events = rig.follow(&id).await;
+    rig.settle(Phase::Llm).await;
+
+    let unload = rig
+        .fake
+        .when(&Happening::UnloadRequested(QWEN.into()))
+        .expect("unloaded");
+    let released = rig
+        .fake
+        .when(&Happening::Released(QWEN.into()))
+        .expect("released");
+    let sampling = first_sampling(&events);
+    let done = done_at(&events);
+    let restored = rig
+        .fake
+        .timeline()
+        .into_iter()
+        .find(|(_, h)| is_load(h))
+        .expect("the LLM was restored");
+    assert!(unload < released, "Ollama answers before it releases");
+    assert!(
+        released < sampling,
+        "sampling must not start before the release"
+    );
+    assert!(
+        done < restored.0,
+        "the LLM comes back after the render, not during it"
+    );
+    // It was kept forever before, so it is restored forever: the number -1, never the string "-1".
+    assert_eq!(
+        restored.1,
+        Happening::Loaded {
+            model: QWEN.into(),
+            keep_alive: json!(-1)
+        }
+    );
+    assert_eq!(rig.fake.loaded(), [QWEN]);
+
+    // The job's own events say why it waited, naming what was unloaded, before the engine started.
+    let freeing = events
+        .iter()
+        .position(|(_, e)| matches!(&e.stage, Stage::FreeingVram { models, .. } if models == &[QWEN.to_string()]))
+        .expect("a freeing_vram event names the model");
+    let loading = events
+        .iter()
+        .position(|(_, e)| matches!(e.stage, Stage::LoadingModel { .. }))
+        .unwrap();
+    assert!(freeing < loading);
+    assert!(!events
+        .iter()
+        .any(|(_, e)| matches!(e.stage, Stage::Warning { .. })));
+
+    let snapshot = rig.orchestrator.snapshot().await;
+    assert_eq!(
+        snapshot.stats.switches, 2,
+        "one switch to diffusion, one back"
+    );
+    assert_eq!(snapshot.stats.errors, 0);
+    assert!(snapshot.stats.last_switch_ms.is_some() && snapshot.stats.max_switch_ms.is_some());
+    assert!(snapshot.stats.seconds_in.diffusion > 0.0);
+    assert!(snapshot.pending_restore.is_empty());
+}
+
+#[tokio::test]
+async fn a_slow_release_is_waited_for() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start(config(Policy::Always)).await;
+    rig.fake.set_release_delay(Duration::from_secs(2));
+    let id = rig.submit(2);
+    let events = rig.follow(&id).await;
+    let unload = rig
+        .fake
+        .when(&Happening::UnloadRequested(QWEN.into()))
+        .unwrap();
+    let sampling = first_sampling(&events);
+    assert!(
+        sampling.duration_since(unload) >= Duration::from_secs(2),
+        "sampling started {:?} after the unload request",
+        sampling.duration_since(unload)
+    );
+    assert!(!events
+        .iter()
+        .any(|(_, e)| matches!(e.stage, Stage::Warning { .. })));
+}
+
+#[tokio::test]
+async fn two_queued_jobs_cost_one_unload_and_one_restore() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start(config(Policy::Always)).await;
+    let first = rig.submit(3);
+    let second = rig.submit(4);
+    rig.follow(&first).await;
+    let events = rig.follow(&second).await;
+    done_at(&events);
+    rig.settle(Phase::Llm).await;
+    assert_eq!(rig.fake.count(is_unload), 1);
+    assert_eq!(rig.fake.count(is_load), 1);
+    // The second job found the GPU already free: no preparing of its own.
+    assert!(!events
+        .iter()
+        .any(|(_, e)| matches!(e.stage, Stage::FreeingVram { .. })));
+}
+
+#[tokio::test]
+async fn auto_unloads_only_when_the_job_does_not_fit_beside_the_llm() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // 8 GB GPU: 4.7 GB Qwen + 0.25 GB other leaves about 3 GB, enough for the small test job.
+    let rig = Rig::start(config(Policy::Auto)).await;
+    let id = rig.submit(5);
+    done_at(&rig.follow(&id).await);
+    rig.settle(Phase::Idle).await;
+    assert_eq!(rig.fake.count(is_unload), 0, "the job fit: Qwen stays");
+
+    // A 6 GB GPU leaves about 1 GB: not enough, so Qwen goes and comes back.
+    rig.fake.set_total_vram(6 * GIB);
+    let id = rig.submit(6);
+    done_at(&rig.follow(&id).await);
+    rig.settle(Phase::Llm).await;
+    assert_eq!(rig.fake.count(is_unload), 1);
+    assert_eq!(rig.fake.count(is_load), 1);
+}
+
+#[tokio::test]
+async fn a_chat_through_the_gateway_during_a_render_waits_and_is_then_served() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start(config(Policy::Always)).await;
+    let gateway =
+        diffugen_server::gateway::serve("127.0.0.1:0".parse().unwrap(), rig.orchestrator.clone())
+            .await
+            .unwrap();
+    let id = rig.submit(7);
+    let following = tokio::spawn(follow(rig.jobs.clone(), id.clone()));
+    // Wait until the engine has the GPU.
+    let mut live = rig.jobs.subscribe(&id).unwrap().live;
+    loop {
+        let event = live.recv().await.unwrap();
+        if matches!(event.stage, Stage::LoadingModel { .. }) {
+            break;
+        }
+    }
+    // Metadata passes straight through while rendering.
+    let client = reqwest::Client::new();
+    let tags: Value = client
+        .get(format!("http://{}/api/tags", gateway.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tags["models"].as_array().unwrap().len(), 2);
+    assert!(rig
+        .fake
+        .when(&Happening::ChatStarted(QWEN.into()))
+        .is_none());
+
+    let chat = client
+        .post(format!("http://{}/api/chat", gateway.addr))
+        .json(&json!({"model": QWEN, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 200);
+    let body = chat.text().await.unwrap();
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5, "every streamed chunk came through: {body}");
+    let text: String = lines
+        .iter()
+        .map(|l| l["message"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "Hello from the fake Ollama");
+
+    let events = following.await.unwrap();
+    let done = done_at(&events);
+    let chat_started = rig.fake.when(&Happening::ChatStarted(QWEN.into())).unwrap();
+    assert!(chat_started > done, "the chat ran during the render");
+    // The engine handed its memory back before the chat ran.
+    assert_eq!(rig.jobs.engine().current_pid(), None);
+    assert_eq!(rig.orchestrator.phase(), Phase::Llm);
+    gateway.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_job_waits_for_a_chat_that_is_streaming() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start(config(Policy::Always)).await;
+    let gateway =
+        diffugen_server::gateway::serve("127.0.0.1:0".parse().unwrap(), rig.orchestrator.clone())
+            .await
+            .unwrap();
+    let chat = reqwest::Client::new()
+        .post(format!("http://{}/api/chat", gateway.addr))
+        .json(&json!({"model": QWEN, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    // The chat's headers are in; its body is still streaming when the job arrives.
+    let id = rig.submit(8);
+    let body = chat.text().await.unwrap();
+    assert!(body.contains("\"done\":true"));
+    let events = rig.follow(&id).await;
+    let finished = rig
+        .fake
+        .when(&Happening::ChatFinished(QWEN.into()))
+        .unwrap();
+    let unload = rig
+        .fake
+        .when(&Happening::UnloadRequested(QWEN.into()))
+        .unwrap();
+    assert!(
+        unload > finished,
+        "the LLM was unloaded while it was answering"
+    );
+    assert!(first_sampling(&events) > finished);
+    gateway.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn with_ollama_down_the_job_renders_with_one_warning_and_the_error_count_rises() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let ws = Workspace::new();
+    let engine = Arc::new(engine());
+    let orchestrator = Orchestrator::new(
+        config(Policy::Always),
+        OllamaClient::new(&url).unwrap(),
+        Arc::new(NoGpu("no NVIDIA GPU detected (simulated)".into())),
+        engine.clone(),
+    );
+    let jobs = JobManager::with_orchestrator(engine, 8, Some(orchestrator.clone()));
+    let rig = Rig {
+        ws,
+        fake: FakeOllama::start(&[]).await,
+        orchestrator,
+        jobs,
+    };
+    let first = rig.follow(&rig.submit(9)).await;
+    done_at(&first);
+    let warnings: Vec<&str> = first
+        .iter()
+        .filter_map(|(_, e)| match &e.stage {
+            Stage::Warning { message } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("not reachable") && warnings[0].contains(&url),
+        "{}",
+        warnings[0]
+    );
+    rig.settle(Phase::Idle).await;
+
+    let second = rig.follow(&rig.submit(10)).await;
+    done_at(&second);
+    assert!(
+        !second
+            .iter()
+            .any(|(_, e)| matches!(e.stage, Stage::Warning { .. })),
+        "one warning per outage, not one per job"
+    );
+    let snapshot = rig.orchestrator.snapshot().await;
+    assert_eq!(snapshot.stats.errors, 2);
+    assert!(!snapshot.ollama.reachable);
+    assert!(!snapshot.gpu.available);
+    assert!(snapshot
+        .gpu
+        .message
+        .unwrap()
+        .contains("no NVIDIA GPU detected"));
+}
+
+#[tokio::test]
+async fn ollama_restarting_mid_switch_is_waited_out_and_the_llm_is_restored() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start(config(Policy::Always)).await;
+    rig.fake.set_release_delay(Duration::from_secs(3));
+    let id = rig.submit(11);
+    // Restart Ollama while the orchestrator waits for the release.
+    let mut live = rig.jobs.subscribe(&id).unwrap().live;
+    loop {
+        if matches!(live.recv().await.unwrap().stage, Stage::FreeingVram { .. }) {
+            break;
+        }
+    }
+    rig.fake.restart(Duration::from_millis(500)).await;
+    let events = rig.follow(&id).await;
+    done_at(&events);
+    rig.settle(Phase::Llm).await;
+    assert_eq!(rig.fake.loaded(), [QWEN], "restored after the restart");
+    assert!(!events
+        .iter()
+        .any(|(_, e)| matches!(e.stage, Stage::Warning { .. })));
+}
+
+#[tokio::test]
+async fn an_unconfirmed_unload_warns_and_renders_or_fails_the_job_when_strict() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let lenient = VramConfig {
+        unload_timeout: Duration::from_millis(500),
+        ..config(Policy::Always)
+    };
+    let rig = Rig::start(lenient.clone()).await;
+    rig.fake.set_release_delay(Duration::from_secs(30));
+    let events = rig.follow(&rig.submit(12)).await;
+    done_at(&events);
+    assert!(events.iter().any(|(_, e)| matches!(&e.stage,
+        Stage::Warning { message } if message.contains("did not release") && message.contains(QWEN))));
+    assert_eq!(rig.orchestrator.snapshot().await.stats.unload_timeouts, 1);
+
+    let rig = Rig::start(VramConfig {
+        strict: true,
+        ..lenient
+    })
+    .await;
+    rig.fake.set_release_delay(Duration::from_secs(30));
+    let id = rig.submit(13);
+    let events = rig.follow(&id).await;
+    match &events.last().unwrap().1.stage {
+        Stage::Failed { error } => {
+            assert!(
+                error.contains("did not release") && error.contains("strict"),
+                "{error}"
+            )
+        }
+        other => panic!("expected the job to fail under strict: {other:?}"),
+    }
+    assert!(!events
+        .iter()
+        .any(|(_, e)| matches!(e.stage, Stage::LoadingModel { .. })));
+    assert!(matches!(
+        rig.jobs.wait(&id).await.unwrap(),
+        Outcome::Failed(_)
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_switch_requests_are_serialised() {
+    let rig = Rig::start(config(Policy::Always)).await;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let orchestrator = rig.orchestrator.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                orchestrator.switch_to_diffusion().await.map(|r| r.phase)
+            } else {
+                orchestrator.switch_to_llm().await.map(|r| r.phase)
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(rig.fake.max_management_calls_at_once(), 1);
+    // Between an unload request and its release, nothing else was loaded.
+    let timeline = rig.fake.timeline();
+    let mut unloading = false;
+    for (_, happening) in &timeline {
+        match happening {
+            Happening::UnloadRequested(_) => unloading = true,
+            Happening::Released(_) => unloading = false,
+            Happening::Loaded { .. } => {
+                assert!(!unloading, "a load overlapped an unload: {timeline:?}")
+            }
+            _ => {}
+        }
+    }
+    let stats = rig.orchestrator.snapshot().await.stats;
+    assert!(stats.switches >= 2, "{stats:?}");
+    assert!(rig.fake.count(is_load) <= rig.fake.count(is_unload));
+}
+
+#[tokio::test]
+async fn switching_to_the_llm_frees_the_engine_and_switching_back_unloads_again() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start(config(Policy::Never)).await;
+    let id = rig.submit(14);
+    done_at(&rig.follow(&id).await);
+    assert_eq!(
+        rig.fake.count(is_unload),
+        0,
+        "policy never leaves Ollama alone"
+    );
+    assert!(rig.jobs.engine().current_pid().is_some());
+    assert_eq!(rig.jobs.engine().loaded_model().as_deref(), Some("tiny"));
+
+    let report = rig.orchestrator.switch_to_llm().await.unwrap();
+    assert_eq!(report.phase, Phase::Llm);
+    assert_eq!(
+        rig.jobs.engine().current_pid(),
+        None,
+        "the engine worker ended"
+    );
+
+    let report = rig.orchestrator.switch_to_diffusion().await.unwrap();
+    assert_eq!(report.unloaded, [QWEN]);
+    assert!(rig.fake.loaded().is_empty(), "confirmed gone");
+    let report = rig.orchestrator.switch_to_llm().await.unwrap();
+    assert_eq!(report.restored, [QWEN]);
+}
+
+#[tokio::test]
+async fn the_ollama_client_speaks_ollamas_dialect() {
+    let fake = FakeOllama::start(&[(QWEN, 4.7)]).await;
+    let client = OllamaClient::new(&fake.url()).unwrap();
+    assert_eq!(client.version().await.unwrap(), "0.12.6");
+    assert_eq!(client.installed().await.unwrap()[0].name, QWEN);
+
+    // Unknown models are a clear error, never retried as if transient.
+    let error = client
+        .load("nope:1b", &KeepAlive::FOREVER)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        OllamaError::UnknownModel {
+            model: "nope:1b".into()
+        }
+    );
+    assert!(error.to_string().contains("ollama pull nope:1b"));
+    // Unloading a model that is installed but not loaded is fine.
+    client.request_unload(QWEN).await.unwrap();
+
+    // "forever" travels as the number -1; a duration as a string.
+    client
+        .load(QWEN, &KeepAlive::parse("-1").unwrap())
+        .await
+        .unwrap();
+    let loaded = client.loaded().await.unwrap();
+    assert_eq!(loaded[0].size_vram, (4.7 * GIB as f64) as u64);
+    assert_eq!(loaded[0].remaining_keep_alive(), KeepAlive::FOREVER);
+    assert_eq!(fake.count(|h| matches!(h, Happening::Rejected(_))), 0);
+    assert!(fake.timeline().iter().any(|(_, h)| *h
+        == Happening::Loaded {
+            model: QWEN.into(),
+            keep_alive: json!(-1)
+        }));
+
+    // The fake, like Ollama, rejects the string "-1": proof that the client never sends it.
+    let raw = reqwest::Client::new()
+        .post(format!("{}/api/generate", fake.url()))
+        .json(&json!({"model": QWEN, "keep_alive": "-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 400);
+    assert!(raw
+        .text()
+        .await
+        .unwrap()
+        .contains("missing unit in duration"));
+}
+
+#[tokio::test]
+async fn a_5xx_is_retried_and_a_refused_connection_gives_a_clear_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let client = OllamaClient::new(&url).unwrap();
+    let started = Instant::now();
+    let error = client.loaded().await.unwrap_err();
+    assert!(
+        matches!(error, OllamaError::Unreachable { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains(&url));
+    // Four tries with backoff 100, 200, 400 ms (±50 %) between them.
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_api_reports_the_vram_snapshot_and_health_carries_the_statistics() {
+    let rig = Rig::start(config(Policy::Always)).await;
+    let config = diffugen_server::ServerConfig {
+        models_dir: rig.ws.models_dir(),
+        outputs_dir: rig.ws.path("outputs"),
+        api_key: None,
+        default_model: None,
+        cors_origins: Vec::new(),
+    };
+    let server = diffugen_server::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        diffugen_server::AppState::new(rig.jobs.clone(), &config),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let snapshot: Value = client
+        .get(format!("{base}/api/v1/vram"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(snapshot["phase"], "idle");
+    assert_eq!(snapshot["policy"], "always");
+    assert_eq!(snapshot["gpu"]["available"], true);
+    assert_eq!(
+        snapshot["gpu"]["gpus"][0]["total_bytes"],
+        json!((8 * GIB) as f64)
+    );
+    assert_eq!(
+        snapshot["gpu"]["gpus"][0]["llm_bytes"],
+        json!((4.7 * GIB as f64) as u64 as f64)
+    );
+    assert_eq!(snapshot["ollama"]["models"][0]["name"], QWEN);
+
+    let report: Value = client
+        .post(format!("{base}/api/v1/vram/diffusion"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["unloaded"], json!([QWEN]));
+    let health: Value = client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["vram"]["phase"], "diffusion");
+    assert_eq!(health["vram"]["stats"]["switches"], 1);
+    let report: Value = client
+        .post(format!("{base}/api/v1/vram/llm"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["restored"], json!([QWEN]));
+    server.shutdown().await.unwrap();
+}
+
+#[test]
+fn vram_status_without_a_server_shows_the_gpu_state_and_ollamas_models() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = runtime.block_on(async {
+        let fake = FakeOllama::start(&[(QWEN, 4.7)]).await;
+        fake.preload(QWEN, 300);
+        fake
+    });
+    let ws = Workspace::new();
+    let no_server = "http://127.0.0.1:9"; // discard port: nothing answers
+    let output = ws.diffugen(&[
+        "vram",
+        "status",
+        "--json",
+        "--ollama-url",
+        &fake.url(),
+        "--server",
+        no_server,
+    ]);
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    let status: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["server"], Value::Null);
+    assert_eq!(status["ollama"]["reachable"], true);
+    assert_eq!(status["ollama"]["models"][0]["name"], QWEN);
+    assert_eq!(status["engine"]["worker_pid"], Value::Null);
+    if status["gpu"]["available"] == false {
+        // No NVIDIA GPU here (CI): one clear state, and the meter falls back to Ollama's size_vram.
+        assert!(status["gpu"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no NVIDIA GPU detected"));
+        assert_eq!(
+            status["gpu"]["llm_bytes"],
+            json!((4.7 * GIB as f64) as u64 as f64)
+        );
+    }
+
+    let output = ws.diffugen(&[
+        "vram",
+        "status",
+        "--ollama-url",
+        &fake.url(),
+        "--server",
+        no_server,
+    ]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(QWEN)
+            && text.contains("Phase:")
+            && text.contains("no DiffuGen server running"),
+        "{text}"
+    );
+
+    // Switch to diffusion and back without a server: the unloaded model is remembered and restored.
+    let output = ws.diffugen(&[
+        "vram",
+        "switch",
+        "diffusion",
+        "--ollama-url",
+        &fake.url(),
+        "--server",
+        no_server,
+    ]);
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains(QWEN));
+    assert!(fake.loaded().is_empty());
+    let output = ws.diffugen(&[
+        "vram",
+        "switch",
+        "llm",
+        "--ollama-url",
+        &fake.url(),
+        "--server",
+        no_server,
+    ]);
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("restored {QWEN}")));
+    assert_eq!(fake.loaded(), [QWEN]);
+
+    let output = ws.diffugen(&["vram", "switch", "sideways"]);
+    assert!(!output.status.success());
+    assert!(support::stderr(&output).contains("llm"));
+    drop(runtime);
+}
+
+#[test]
+fn cli_generate_unloads_the_llm_and_restores_it() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = runtime.block_on(async {
+        let fake = FakeOllama::start(&[(QWEN, 4.7)]).await;
+        fake.preload(QWEN, -1);
+        fake
+    });
+    let ws = Workspace::new();
+    let (events, output) = ws.generate_json(&[
+        "--prompt",
+        "a lighthouse",
+        "--ollama-url",
+        &fake.url(),
+        "--vram-policy",
+        "always",
+    ]);
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    assert!(events.iter().any(
+        |e| matches!(&e.stage, Stage::FreeingVram { models, .. } if models == &[QWEN.to_string()])
+    ));
+    assert_eq!(fake.count(is_unload), 1);
+    assert_eq!(fake.count(is_load), 1);
+    assert_eq!(fake.loaded(), [QWEN]);
+
+    let output = ws.diffugen(&[
+        "generate",
+        "--model",
+        "tiny",
+        "--prompt",
+        "x",
+        "--vram-policy",
+        "sometimes",
+    ]);
+    assert!(!output.status.success());
+    assert!(support::stderr(&output).contains("always, auto or never"));
+    drop(runtime);
+}
