@@ -36,13 +36,16 @@ impl Workspace {
         self.dir.path().join(name)
     }
 
-    /// `diffugen --data-dir <ws> ARGS...`
+    /// `diffugen --data-dir <ws> ARGS...`, leaving any real Ollama on this machine alone (VRAM policy `never`
+    /// unless ARGS say otherwise).
     pub fn diffugen(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_diffugen"))
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(args)
             .env_remove("DIFFUGEN_MODELS_DIR")
+            .env_remove("OLLAMA_HOST")
+            .env("DIFFUGEN_VRAM_POLICY", "never")
             .output()
             .expect("diffugen runs")
     }

@@ -46,8 +46,14 @@ fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DIFFUGEN_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("DIFFUGEN_LOG").unwrap_or_else(|_| {
+                // One-shot commands show the orchestrator's warnings themselves (as job events or messages).
+                if matches!(cli.command, Command::Serve(_)) {
+                    "warn".into()
+                } else {
+                    "warn,diffugen_vram=error".into()
+                }
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -30,8 +30,7 @@ pub fn estimate(components: &Components, width: u32, height: u32) -> MemoryNeed 
         .files()
         .iter()
         .filter_map(|(_, path)| std::fs::metadata(path).ok())
-        .map(|m| m.len() as f64)
-        .sum();
+        .fold(0.0, |sum, m| sum + m.len() as f64);
     MemoryNeed {
         weights_bytes,
         working_bytes: BASE_BYTES + f64::from(width) * f64::from(height) * BYTES_PER_PIXEL,

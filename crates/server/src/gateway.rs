@@ -113,6 +113,12 @@ async fn forward(State(gateway): State<Gateway>, request: Request) -> Response {
     let reply = match upstream.send().await {
         Ok(reply) => reply,
         Err(error) => {
+            // The innermost cause says what happened ("Connection refused"); reqwest's own text does not.
+            let mut cause: &dyn std::error::Error = &error;
+            while let Some(inner) = cause.source() {
+                cause = inner;
+            }
+            let error = cause.to_string();
             tracing::warn!(%target, %error, "the Ollama gateway cannot reach Ollama");
             return ollama_error(
                 StatusCode::BAD_GATEWAY,

@@ -192,6 +192,15 @@ impl Retry {
     }
 }
 
+impl Retry {
+    /// One retry: for a first look at a server that may simply not be running.
+    pub const QUICK: Retry = Retry {
+        attempts: 2,
+        first_delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(100),
+    };
+}
+
 impl Default for Retry {
     fn default() -> Retry {
         Retry {
@@ -440,7 +449,7 @@ impl OllamaClient {
     /// A restarting server (refused connections) is waited out inside the same timeout.
     pub async fn wait_until_unloaded(&self, model: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let poll = Duration::from_millis(50);
+        let poll = Duration::from_millis(20);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.loaded_with(Retry::NONE).await {

@@ -420,10 +420,15 @@ impl Orchestrator {
         on_stage(Stage::Preparing {
             message: "checking what holds the GPU".into(),
         });
-        let loaded = match self.inner.ollama.loaded().await {
+        let loaded = match self.inner.ollama.loaded_with(Retry::QUICK).await {
             Ok(models) => {
                 self.ollama_reachable();
                 models
+            }
+            Err(error) if force => {
+                self.count_error();
+                self.set_phase(previous, "Ollama could not be asked");
+                return Err(SwitchError::Ollama(error));
             }
             Err(error) => {
                 let warning = match &error {
@@ -591,7 +596,7 @@ impl Orchestrator {
             if Instant::now() >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -720,7 +725,7 @@ impl Orchestrator {
             .as_ref()
             .map(|l| l.iter().map(LlmModel::from).collect())
             .unwrap_or_default();
-        let ollama_vram: f64 = models.iter().map(|m| m.vram_bytes).sum();
+        let ollama_vram = models.iter().fold(0.0, |sum, m| sum + m.vram_bytes);
         let estimate = loaded_model.as_ref().and(state.last_need);
         let mut own = vec![std::process::id()];
         own.extend(engine_pid);
@@ -749,9 +754,6 @@ impl Orchestrator {
                 diffugen_bytes: estimate.unwrap_or(0.0),
             },
         };
-        let counters = &state.counters;
-        let mut seconds = counters.seconds;
-        seconds[state.phase as usize] += state.since.elapsed().as_secs_f64();
         VramSnapshot {
             phase: state.phase,
             phase_seconds: state.since.elapsed().as_secs_f64(),
@@ -773,49 +775,13 @@ impl Orchestrator {
             },
             pending_restore: state.to_restore.iter().map(|(n, _)| n.clone()).collect(),
             llm_requests_waiting: state.llm_waiting,
-            stats: Stats {
-                switches: counters.switches,
-                requests: counters.requests,
-                errors: counters.errors,
-                unload_timeouts: counters.unload_timeouts,
-                last_switch_ms: counters.switch_ms.last().copied(),
-                average_switch_ms: (!counters.switch_ms.is_empty()).then(|| {
-                    counters.switch_ms.iter().sum::<f64>() / counters.switch_ms.len() as f64
-                }),
-                max_switch_ms: counters.switch_ms.iter().copied().reduce(f64::max),
-                seconds_in: PhaseSeconds {
-                    idle: seconds[0],
-                    llm: seconds[1],
-                    switching: seconds[2],
-                    diffusion: seconds[3],
-                },
-            },
+            stats: stats_of(&state),
         }
     }
 
-    /// The statistics alone (for `/health`).
+    /// The statistics alone (for `/health`): no I/O.
     pub async fn stats(&self) -> Stats {
-        // The snapshot's counters need no I/O; build them without asking Ollama or the GPU.
-        let state = self.state();
-        let counters = &state.counters;
-        let mut seconds = counters.seconds;
-        seconds[state.phase as usize] += state.since.elapsed().as_secs_f64();
-        Stats {
-            switches: counters.switches,
-            requests: counters.requests,
-            errors: counters.errors,
-            unload_timeouts: counters.unload_timeouts,
-            last_switch_ms: counters.switch_ms.last().copied(),
-            average_switch_ms: (!counters.switch_ms.is_empty())
-                .then(|| counters.switch_ms.iter().sum::<f64>() / counters.switch_ms.len() as f64),
-            max_switch_ms: counters.switch_ms.iter().copied().reduce(f64::max),
-            seconds_in: PhaseSeconds {
-                idle: seconds[0],
-                llm: seconds[1],
-                switching: seconds[2],
-                diffusion: seconds[3],
-            },
-        }
+        stats_of(&self.state())
     }
 
     /// Samples a snapshot about every `interval` while anyone listens, as [`VramEvent::Snapshot`].
@@ -837,6 +803,29 @@ impl Orchestrator {
                 });
             }
         })
+    }
+}
+
+fn stats_of(state: &State) -> Stats {
+    let counters = &state.counters;
+    let mut seconds = counters.seconds;
+    seconds[state.phase as usize] += state.since.elapsed().as_secs_f64();
+    let switches = &counters.switch_ms;
+    Stats {
+        switches: counters.switches,
+        requests: counters.requests,
+        errors: counters.errors,
+        unload_timeouts: counters.unload_timeouts,
+        last_switch_ms: switches.last().copied(),
+        average_switch_ms: (!switches.is_empty())
+            .then(|| switches.iter().fold(0.0, |sum, ms| sum + ms) / switches.len() as f64),
+        max_switch_ms: switches.iter().copied().reduce(f64::max),
+        seconds_in: PhaseSeconds {
+            idle: seconds[0],
+            llm: seconds[1],
+            switching: seconds[2],
+            diffusion: seconds[3],
+        },
     }
 }
 
@@ -878,8 +867,8 @@ fn choose_victims(
 
 impl GpuStatus {
     fn with_totals(mut self) -> GpuStatus {
-        self.llm_bytes = self.gpus.iter().map(|g| g.llm_bytes).sum();
-        self.diffugen_bytes = self.gpus.iter().map(|g| g.diffugen_bytes).sum();
+        self.llm_bytes = self.gpus.iter().fold(0.0, |sum, g| sum + g.llm_bytes);
+        self.diffugen_bytes = self.gpus.iter().fold(0.0, |sum, g| sum + g.diffugen_bytes);
         self
     }
 }
