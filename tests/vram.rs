@@ -820,3 +820,30 @@ fn cli_generate_unloads_the_llm_and_restores_it() {
     assert!(support::stderr(&output).contains("always, auto or never"));
     drop(runtime);
 }
+
+#[tokio::test]
+async fn an_llm_removed_from_ollama_during_a_render_is_reported_clearly_instead_of_restored() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start(config(Policy::Always)).await;
+    let mut vram_events = rig.orchestrator.subscribe();
+    let id = rig.submit(15);
+    let following = tokio::spawn(follow(rig.jobs.clone(), id.clone()));
+    let mut live = rig.jobs.subscribe(&id).unwrap().live;
+    while !matches!(live.recv().await.unwrap().stage, Stage::LoadingModel { .. }) {}
+    rig.fake.uninstall(QWEN); // `ollama rm` while the image renders
+    done_at(&following.await.unwrap());
+    rig.settle(Phase::Llm).await;
+    let warning = loop {
+        match tokio::time::timeout(Duration::from_secs(5), vram_events.recv()).await {
+            Ok(Ok(diffugen_vram::VramEvent::Warning { message })) => break message,
+            Ok(Ok(_)) => {}
+            other => panic!("no warning about the missing model: {other:?}"),
+        }
+    };
+    assert!(
+        warning.contains(&format!("Ollama has no model '{QWEN}'")),
+        "{warning}"
+    );
+    assert_eq!(rig.orchestrator.snapshot().await.stats.errors, 1);
+    assert!(rig.fake.loaded().is_empty());
+}

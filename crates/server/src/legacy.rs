@@ -221,6 +221,9 @@ fn progress(event: &JobEvent) -> Value {
         }
         Stage::Decoding => (0, 0, "decoding the image".to_string()),
         Stage::Saving => (0, 0, "saving".to_string()),
+        Stage::Preparing { message }
+        | Stage::FreeingVram { message, .. }
+        | Stage::Warning { message } => (0, 0, message.clone()),
         other => (0, 0, other.name().to_string()),
     };
     json!({
