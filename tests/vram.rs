@@ -847,3 +847,42 @@ async fn an_llm_removed_from_ollama_during_a_render_is_reported_clearly_instead_
     assert_eq!(rig.orchestrator.snapshot().await.stats.errors, 1);
     assert!(rig.fake.loaded().is_empty());
 }
+
+#[test]
+fn vram_watch_prints_the_meter_every_second_until_ctrl_c() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = runtime.block_on(async {
+        let fake = FakeOllama::start(&[(QWEN, 4.7)]).await;
+        fake.preload(QWEN, -1);
+        fake
+    });
+    let ws = Workspace::new();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+        .args(["--data-dir"])
+        .arg(ws.data_dir())
+        .args(["vram", "watch", "--json", "--server", "http://127.0.0.1:9"])
+        .args(["--ollama-url", &fake.url()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    // SAFETY: sending SIGINT to the child we started; it is still ours (not yet waited for).
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "Ctrl+C ends watch cleanly: {}",
+        support::stderr(&output)
+    );
+    let snapshots: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!((2..=4).contains(&snapshots.len()), "{snapshots:?}");
+    for s in &snapshots {
+        assert_eq!(s["type"], "snapshot");
+        assert_eq!(s["snapshot"]["ollama"]["models"][0]["name"], QWEN);
+    }
+    drop(runtime);
+}
