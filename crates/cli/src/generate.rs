@@ -189,8 +189,19 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
                 cancel_engine.cancel(&cancel_id, "interrupted (Ctrl+C)");
             }
         });
+        // Every finished image is recorded in the gallery before the `done` event is reported.
+        let gallery = match diffugen_gallery::Gallery::open(&paths.data_dir) {
+            Ok(gallery) => Some(gallery),
+            Err(e) => {
+                eprintln!("warning: the gallery cannot be opened ({e}); `diffugen gallery reindex` will add this image later");
+                None
+            }
+        };
         let result =
-            diffugen_engine::job::run(&engine, &id, &spec, &destination, started, &mut |e| {
+            diffugen_engine::job::run(&engine, &id, &spec, &destination, started, &mut |mut e| {
+                if let (Some(gallery), Stage::Done { outputs }) = (&gallery, &mut e.stage) {
+                    diffugen_jobs::record_in_gallery(gallery, outputs);
+                }
                 reporter.event(e)
             })
             .await;

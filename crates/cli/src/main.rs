@@ -1,6 +1,7 @@
 //! `diffugen`: the headless door onto DiffuGen's job API. It validates a request, runs it through the supervised
 //! engine worker (which is this same executable, started with a hidden subcommand), and reports progress.
 
+mod gallery;
 mod generate;
 mod models;
 mod paths;
@@ -32,6 +33,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// List the models found in the models folder, identified from their file headers.
     Models(models::ModelsArgs),
+    /// Browse, search and tend the gallery: list, search, show, favorite, board, delete, restore, reindex.
+    Gallery(gallery::GalleryArgs),
     /// VRAM shared with Ollama: status, switch llm|diffusion, watch.
     Vram(vram::VramArgs),
     /// Internal: run as the engine worker process (spoken to over stdin/stdout by a supervisor).
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Models(args) => models::run(&paths, &args),
         Command::Serve(args) => serve::run(&paths, &args),
         Command::Vram(args) => vram::run(&paths, &args),
+        Command::Gallery(args) => gallery::run(&paths, &args),
         Command::EngineWorker => unreachable!("handled above"),
     };
     match result {

@@ -71,8 +71,16 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
         let engine = Arc::new(Engine::new(command));
         let orchestrator = crate::vram::orchestrator(&args.ollama, vram_config, engine.clone())?;
         let _meter = orchestrator.start_meter(std::time::Duration::from_secs(1));
-        let jobs =
-            JobManager::with_orchestrator(engine.clone(), args.queue_depth, Some(orchestrator.clone()));
+        let gallery = diffugen_gallery::Gallery::open(&paths.data_dir)
+            .map_err(|e| format!("cannot open the gallery in {}: {e}", paths.data_dir.display()))?;
+        let jobs = JobManager::start(
+            engine.clone(),
+            diffugen_jobs::JobOptions {
+                depth: args.queue_depth,
+                orchestrator: Some(orchestrator.clone()),
+                gallery: Some(Arc::new(gallery)),
+            },
+        );
         let state = AppState::new(jobs, &config);
         let server = diffugen_server::serve(SocketAddr::new(args.host, args.port), state)
             .await

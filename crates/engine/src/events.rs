@@ -127,6 +127,9 @@ pub struct Output {
     pub seed: i64,
     pub width: u32,
     pub height: u32,
+    /// The image's id in the gallery, once recorded there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gallery_id: Option<u32>,
 }
 
 #[cfg(test)]

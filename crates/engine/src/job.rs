@@ -84,6 +84,7 @@ async fn render_and_save(
             seed: record.seed,
             width: image.width,
             height: image.height,
+            gallery_id: None,
         });
     }
     Ok(JobResult {

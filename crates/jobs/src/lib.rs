@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use diffugen_engine::{Destination, Engine, JobEvent, JobSpec, Output, Stage};
+use diffugen_gallery::Gallery;
 use diffugen_vram::{DiffusionLease, Orchestrator};
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot, Notify};
@@ -137,9 +138,20 @@ struct State {
 struct Shared {
     engine: Arc<Engine>,
     orchestrator: Option<Orchestrator>,
+    gallery: Option<Arc<Gallery>>,
     depth: usize,
     state: Mutex<State>,
     wake: Notify,
+}
+
+/// How a queue is set up.
+pub struct JobOptions {
+    /// Jobs allowed to wait (not counting the one running).
+    pub depth: usize,
+    /// Shares the GPU with Ollama around each run of jobs.
+    pub orchestrator: Option<Orchestrator>,
+    /// Records every finished image before the job's `done` event goes out.
+    pub gallery: Option<Arc<Gallery>>,
 }
 
 /// The queue. Cheap to clone; all clones share one queue and one engine.
@@ -175,10 +187,28 @@ impl JobManager {
         depth: usize,
         orchestrator: Option<Orchestrator>,
     ) -> JobManager {
+        JobManager::start(
+            engine,
+            JobOptions {
+                depth,
+                orchestrator,
+                gallery: None,
+            },
+        )
+    }
+
+    /// The queue with every option: see [`JobOptions`].
+    pub fn start(engine: Arc<Engine>, options: JobOptions) -> JobManager {
+        let JobOptions {
+            depth,
+            orchestrator,
+            gallery,
+        } = options;
         let manager = JobManager {
             shared: Arc::new(Shared {
                 engine,
                 orchestrator,
+                gallery,
                 depth,
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
@@ -192,6 +222,11 @@ impl JobManager {
     /// The engine behind the queue.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.shared.engine
+    }
+
+    /// The gallery finished images are recorded in.
+    pub fn gallery(&self) -> Option<&Arc<Gallery>> {
+        self.shared.gallery.as_ref()
     }
 
     /// The VRAM orchestrator, when the queue shares the GPU with Ollama.
@@ -385,7 +420,11 @@ impl JobManager {
                 continue;
             };
             let manager = self.clone();
-            let mut record = |event: JobEvent| {
+            let gallery = self.shared.gallery.clone();
+            let mut record = |mut event: JobEvent| {
+                if let (Some(gallery), Stage::Done { outputs }) = (&gallery, &mut event.stage) {
+                    record_in_gallery(gallery, outputs);
+                }
                 let mut state = manager.lock();
                 if let Some(job) = state.jobs.get_mut(&event.job_id) {
                     job.record(event);
@@ -459,6 +498,18 @@ impl JobManager {
         };
         self.lock().preparing = None;
         result
+    }
+}
+
+/// Records finished images (a failure is logged: the files exist, and a reindex will find them).
+pub fn record_in_gallery(gallery: &Gallery, outputs: &mut [Output]) {
+    for output in outputs {
+        match gallery.add(std::path::Path::new(&output.path)) {
+            Ok(id) => output.gallery_id = Some(id),
+            Err(e) => {
+                tracing::warn!(path = %output.path, error = %e, "not recorded in the gallery")
+            }
+        }
     }
 }
 

@@ -352,6 +352,9 @@ pub async fn models(State(state): State<AppState>) -> Json<Value> {
 /// `GET /images`: the generated images, newest first.
 pub async fn images(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
     let base = base_url(&headers);
+    if let Some(listing) = crate::gallery::legacy_list(&state, &base).await {
+        return Json(listing);
+    }
     let mut files: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(&state.outputs_dir)
         .map(|entries| {
             entries

@@ -10,6 +10,7 @@ mod a1111;
 mod auth;
 mod error;
 mod files;
+mod gallery;
 pub mod gateway;
 mod legacy;
 mod native;
@@ -111,6 +112,23 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/events", get(native::events))
         .route("/api/v1/jobs/{id}/cancel", post(native::cancel))
         .route("/api/v1/queue", get(native::queue))
+        .route("/api/v1/gallery", get(gallery::list))
+        .route("/api/v1/gallery/boards", get(gallery::boards))
+        .route("/api/v1/gallery/reindex", post(gallery::reindex))
+        .route(
+            "/api/v1/gallery/{id}",
+            get(gallery::get).delete(gallery::delete),
+        )
+        .route("/api/v1/gallery/{id}/image", get(gallery::image))
+        .route("/api/v1/gallery/{id}/thumbnail", get(gallery::thumbnail))
+        .route("/api/v1/gallery/{id}/remix", get(gallery::remix))
+        .route("/api/v1/gallery/{id}/favorite", post(gallery::favorite))
+        .route("/api/v1/gallery/{id}/restore", post(gallery::restore))
+        .route("/api/v1/gallery/{id}/boards", post(gallery::add_to_board))
+        .route(
+            "/api/v1/gallery/{id}/boards/{board}",
+            axum::routing::delete(gallery::remove_from_board),
+        )
         .route("/api/v1/vram", get(vram::snapshot))
         .route("/api/v1/vram/events", get(vram::events))
         .route("/api/v1/vram/llm", post(vram::to_llm))

@@ -1,0 +1,826 @@
+//! The gallery: every finished image recorded in SQLite (bundled, WAL) with its parameters, found by the words of
+//! its prompt through FTS5, paged by a keyset that stays stable while new images arrive, and rebuildable from the
+//! PNG files alone (our JSON record, A1111's `parameters`, ComfyUI's graph).
+//!
+//! Files come first, rows second: an image is written atomically before its row exists, a thumbnail is written to
+//! a temporary name and renamed, and [`Gallery::reindex`] heals both directions (files without rows, rows without
+//! files). Reads use their own connection, so a write in progress never blocks them.
+
+pub mod parse;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+pub use parse::Parsed;
+
+/// Longest edge of a thumbnail, pixels.
+pub const THUMBNAIL_SIZE: u32 = 256;
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GalleryError {
+    #[error("no gallery entry with id {0}")]
+    NotFound(u32),
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    Io(String),
+    #[error("the gallery database failed: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+fn io(context: impl std::fmt::Display, e: impl std::fmt::Display) -> GalleryError {
+    GalleryError::Io(format!("{context}: {e}"))
+}
+
+/// A LoRA used for an image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct LoraUse {
+    pub name: String,
+    pub weight: f64,
+}
+
+/// One image with everything recorded about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct Entry {
+    pub id: u32,
+    pub path: String,
+    /// Unix seconds.
+    pub created: f64,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub model: Option<String>,
+    pub family: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub steps: Option<u32>,
+    pub cfg_scale: Option<f64>,
+    pub sampler: Option<String>,
+    pub scheduler: Option<String>,
+    #[specta(type = Option<f64>)]
+    pub seed: Option<i64>,
+    pub loras: Vec<LoraUse>,
+    pub init_image: Option<String>,
+    pub strength: Option<f64>,
+    pub generation_seconds: Option<f64>,
+    pub job_id: Option<String>,
+    pub favorite: bool,
+    pub boards: Vec<String>,
+    /// Where the parameters came from: `diffugen`, `a1111`, `comfyui` or `unknown`.
+    pub source: String,
+    /// Unix seconds when moved to the trash; `null` while in the gallery.
+    pub trashed: Option<f64>,
+}
+
+/// Newest or oldest first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    #[default]
+    Newest,
+    Oldest,
+}
+
+/// What to list. Every filter is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, specta::Type)]
+#[serde(default)]
+pub struct Query {
+    /// Words searched in prompt, negative prompt and tags (prefixes match: `light` finds `lighthouse`).
+    pub text: Option<String>,
+    pub model: Option<String>,
+    pub family: Option<String>,
+    pub board: Option<String>,
+    pub favorite: Option<bool>,
+    /// Unix seconds, inclusive.
+    pub from: Option<f64>,
+    pub to: Option<f64>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub order: Order,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// 1..=500, default 50.
+    pub limit: Option<u32>,
+    /// List the trash instead of the gallery.
+    pub trashed: bool,
+}
+
+/// One page of results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct Page {
+    pub entries: Vec<Entry>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What a reindex did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct ReindexReport {
+    pub scanned: u32,
+    pub added: u32,
+    /// Rows whose file no longer exists.
+    pub removed: u32,
+    /// PNGs that could not be read.
+    pub unreadable: Vec<String>,
+}
+
+/// The gallery of one data folder: `<data>/gallery.sqlite`, `<data>/thumbnails/`, `<data>/trash/`.
+pub struct Gallery {
+    dir: PathBuf,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL,
+    prompt TEXT NOT NULL DEFAULT '',
+    negative_prompt TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '',
+    model TEXT, family TEXT,
+    width INTEGER NOT NULL, height INTEGER NOT NULL,
+    steps INTEGER, cfg_scale REAL, sampler TEXT, scheduler TEXT, seed INTEGER,
+    loras TEXT NOT NULL DEFAULT '[]',
+    init_image TEXT, strength REAL, generation_seconds REAL, job_id TEXT,
+    favorite INTEGER NOT NULL DEFAULT 0,
+    source TEXT NOT NULL,
+    trashed REAL, trash_path TEXT
+);
+CREATE INDEX IF NOT EXISTS images_created ON images(trashed, created, id);
+CREATE INDEX IF NOT EXISTS images_model ON images(model, created, id);
+CREATE INDEX IF NOT EXISTS images_family ON images(family, created, id);
+CREATE INDEX IF NOT EXISTS images_favorite ON images(favorite, created, id);
+CREATE TABLE IF NOT EXISTS boards (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS board_images (
+    board_id INTEGER NOT NULL REFERENCES boards(id) ON DELETE CASCADE,
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    PRIMARY KEY (board_id, image_id)
+);
+CREATE INDEX IF NOT EXISTS board_images_image ON board_images(image_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS images_fts USING fts5(
+    prompt, negative_prompt, tags, content='images', content_rowid='id'
+);
+CREATE TRIGGER IF NOT EXISTS images_ai AFTER INSERT ON images BEGIN
+    INSERT INTO images_fts(rowid, prompt, negative_prompt, tags) VALUES (new.id, new.prompt, new.negative_prompt, new.tags);
+END;
+CREATE TRIGGER IF NOT EXISTS images_ad AFTER DELETE ON images BEGIN
+    INSERT INTO images_fts(images_fts, rowid, prompt, negative_prompt, tags)
+        VALUES ('delete', old.id, old.prompt, old.negative_prompt, old.tags);
+END;
+CREATE TRIGGER IF NOT EXISTS images_au AFTER UPDATE OF prompt, negative_prompt, tags ON images BEGIN
+    INSERT INTO images_fts(images_fts, rowid, prompt, negative_prompt, tags)
+        VALUES ('delete', old.id, old.prompt, old.negative_prompt, old.tags);
+    INSERT INTO images_fts(rowid, prompt, negative_prompt, tags) VALUES (new.id, new.prompt, new.negative_prompt, new.tags);
+END;
+";
+
+const COLUMNS: &str = "id, path, created, prompt, negative_prompt, model, family, width, height, steps, cfg_scale, \
+                       sampler, scheduler, seed, loras, init_image, strength, generation_seconds, job_id, favorite, \
+                       source, trashed";
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+fn connect(path: &Path) -> Result<Connection, GalleryError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// Turns what a user typed into an FTS5 query that cannot fail to parse: each word becomes a quoted prefix term
+/// (`"light"*`), quotes inside doubled, so `"`, `*`, `AND`, `-` or `(` are just text.
+pub fn fts_query(text: &str) -> Option<String> {
+    let terms: Vec<String> = text
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("\"{}\"*", w.replace('"', "\"\"")))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+fn entry(row: &Row<'_>) -> rusqlite::Result<Entry> {
+    let loras: String = row.get(14)?;
+    Ok(Entry {
+        id: row.get::<_, i64>(0)? as u32,
+        path: row.get(1)?,
+        created: row.get(2)?,
+        prompt: row.get(3)?,
+        negative_prompt: row.get(4)?,
+        model: row.get(5)?,
+        family: row.get(6)?,
+        width: row.get(7)?,
+        height: row.get(8)?,
+        steps: row.get(9)?,
+        cfg_scale: row.get(10)?,
+        sampler: row.get(11)?,
+        scheduler: row.get(12)?,
+        seed: row.get(13)?,
+        loras: serde_json::from_str(&loras).unwrap_or_default(),
+        init_image: row.get(15)?,
+        strength: row.get(16)?,
+        generation_seconds: row.get(17)?,
+        job_id: row.get(18)?,
+        favorite: row.get::<_, i64>(19)? != 0,
+        boards: Vec::new(),
+        source: row.get(20)?,
+        trashed: row.get(21)?,
+    })
+}
+
+fn encode_cursor(entry: &Entry) -> String {
+    format!("{}_{}", entry.created, entry.id)
+}
+
+fn decode_cursor(cursor: &str) -> Result<(f64, i64), GalleryError> {
+    let invalid = || GalleryError::Invalid {
+        field: "cursor",
+        message: format!("'{cursor}' is not a cursor from a previous page"),
+    };
+    let (created, id) = cursor.rsplit_once('_').ok_or_else(invalid)?;
+    Ok((
+        created.parse().map_err(|_| invalid())?,
+        id.parse().map_err(|_| invalid())?,
+    ))
+}
+
+impl Gallery {
+    /// Opens (creating if needed) the gallery of the data folder `dir`.
+    pub fn open(dir: &Path) -> Result<Gallery, GalleryError> {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir.display(), e))?;
+        let db = dir.join("gallery.sqlite");
+        let writer = connect(&db)?;
+        writer.execute_batch(SCHEMA)?;
+        let reader = connect(&db)?;
+        Ok(Gallery {
+            dir: dir.to_path_buf(),
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    fn write(&self) -> MutexGuard<'_, Connection> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn outputs_dir(&self) -> PathBuf {
+        self.dir.join("outputs")
+    }
+
+    fn thumbnails_dir(&self) -> PathBuf {
+        self.dir.join("thumbnails")
+    }
+
+    fn trash_dir(&self) -> PathBuf {
+        self.dir.join("trash")
+    }
+
+    /// Records a finished image (already written in full) and makes its thumbnail. Returns its id; a file
+    /// already recorded keeps its row.
+    pub fn add(&self, path: &Path) -> Result<u32, GalleryError> {
+        let id = self.insert(path)?;
+        if let Err(e) = self.thumbnail(id) {
+            tracing::warn!(id, error = %e, "could not make a thumbnail; it will be made when first shown");
+        }
+        Ok(id)
+    }
+
+    /// Reads a PNG's parameters and inserts its row (no thumbnail).
+    fn insert(&self, path: &Path) -> Result<u32, GalleryError> {
+        let path = std::fs::canonicalize(path).map_err(|e| io(path.display(), e))?;
+        let key = path.to_string_lossy().to_string();
+        if let Some(id) = self
+            .read()
+            .query_row("SELECT id FROM images WHERE path = ?1", [&key], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?
+        {
+            return Ok(id as u32);
+        }
+        let (width, height) = image::image_dimensions(&path).map_err(|e| io(path.display(), e))?;
+        let chunks =
+            diffugen_engine::output::read_png_text(&path).map_err(|e| io(path.display(), e))?;
+        let p = parse::parse(&chunks);
+        let created = p.created.unwrap_or_else(|| {
+            std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or_else(now, |d| d.as_secs_f64())
+        });
+        let loras: Vec<LoraUse> = p
+            .loras
+            .iter()
+            .map(|(name, weight)| LoraUse {
+                name: name.clone(),
+                weight: *weight,
+            })
+            .collect();
+        let conn = self.write();
+        conn.execute(
+            "INSERT INTO images (path, created, prompt, negative_prompt, model, family, width, height, steps,
+                cfg_scale, sampler, scheduler, seed, loras, init_image, strength, generation_seconds, job_id, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+             ON CONFLICT(path) DO NOTHING",
+            params![
+                key,
+                created,
+                p.prompt,
+                p.negative_prompt,
+                p.model,
+                p.family,
+                width,
+                height,
+                p.steps,
+                p.cfg_scale,
+                p.sampler,
+                p.scheduler,
+                p.seed,
+                serde_json::to_string(&loras).unwrap_or_else(|_| "[]".into()),
+                p.init_image,
+                p.strength,
+                p.generation_seconds,
+                p.job_id,
+                p.source,
+            ],
+        )?;
+        let id: i64 = conn.query_row("SELECT id FROM images WHERE path = ?1", [&key], |r| {
+            r.get(0)
+        })?;
+        Ok(id as u32)
+    }
+
+    /// One entry, boards included.
+    pub fn get(&self, id: u32) -> Result<Entry, GalleryError> {
+        let conn = self.read();
+        let mut entry = conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM images WHERE id = ?1"),
+                [id],
+                entry,
+            )
+            .optional()?
+            .ok_or(GalleryError::NotFound(id))?;
+        entry.boards = boards_of(&conn, &[id])?
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect();
+        Ok(entry)
+    }
+
+    /// A page of entries matching `query`, in its order, after its cursor.
+    pub fn list(&self, query: &Query) -> Result<Page, GalleryError> {
+        let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(GalleryError::Invalid {
+                field: "limit",
+                message: format!("{limit} is out of range; use 1..={MAX_LIMIT}"),
+            });
+        }
+        let mut clauses = vec![if query.trashed {
+            "trashed IS NOT NULL".to_string()
+        } else {
+            "trashed IS NULL".to_string()
+        }];
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        let mut bind = |clause: &str, value: rusqlite::types::Value| {
+            values.push(value);
+            clause.replace('?', &format!("?{}", values.len()))
+        };
+        use rusqlite::types::Value as V;
+        if let Some(text) = query.text.as_deref().and_then(fts_query) {
+            clauses.push(bind(
+                "id IN (SELECT rowid FROM images_fts WHERE images_fts MATCH ?)",
+                V::Text(text),
+            ));
+        }
+        if let Some(model) = &query.model {
+            clauses.push(bind("model = ?", V::Text(model.clone())));
+        }
+        if let Some(family) = &query.family {
+            clauses.push(bind("family = ?", V::Text(family.clone())));
+        }
+        if let Some(favorite) = query.favorite {
+            clauses.push(bind("favorite = ?", V::Integer(i64::from(favorite))));
+        }
+        if let Some(board) = &query.board {
+            clauses.push(bind(
+                "id IN (SELECT image_id FROM board_images JOIN boards ON boards.id = board_id WHERE boards.name = ?)",
+                V::Text(board.clone()),
+            ));
+        }
+        if let Some(from) = query.from {
+            clauses.push(bind("created >= ?", V::Real(from)));
+        }
+        if let Some(to) = query.to {
+            clauses.push(bind("created <= ?", V::Real(to)));
+        }
+        if let Some(width) = query.width {
+            clauses.push(bind("width = ?", V::Integer(width.into())));
+        }
+        if let Some(height) = query.height {
+            clauses.push(bind("height = ?", V::Integer(height.into())));
+        }
+        let (cmp, dir) = match query.order {
+            Order::Newest => ("<", "DESC"),
+            Order::Oldest => (">", "ASC"),
+        };
+        if let Some(cursor) = &query.cursor {
+            let (created, id) = decode_cursor(cursor)?;
+            let a = bind("?", V::Real(created));
+            let b = bind("?", V::Integer(id));
+            clauses.push(format!("(created, id) {cmp} ({a}, {b})"));
+        }
+        let sql = format!(
+            "SELECT {COLUMNS} FROM images WHERE {} ORDER BY created {dir}, id {dir} LIMIT {}",
+            clauses.join(" AND "),
+            limit + 1
+        );
+        let conn = self.read();
+        let mut statement = conn.prepare_cached(&sql)?;
+        let mut entries = statement
+            .query_map(params_from_iter(values.iter()), entry)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = entries.len() > limit as usize;
+        entries.truncate(limit as usize);
+        let ids: Vec<u32> = entries.iter().map(|e| e.id).collect();
+        for (id, board) in boards_of(&conn, &ids)? {
+            if let Some(e) = entries.iter_mut().find(|e| e.id == id) {
+                e.boards.push(board);
+            }
+        }
+        Ok(Page {
+            next_cursor: more.then(|| entries.last().map(encode_cursor)).flatten(),
+            entries,
+        })
+    }
+
+    pub fn set_favorite(&self, id: u32, favorite: bool) -> Result<Entry, GalleryError> {
+        let changed = self.write().execute(
+            "UPDATE images SET favorite = ?2 WHERE id = ?1",
+            params![id, i64::from(favorite)],
+        )?;
+        if changed == 0 {
+            return Err(GalleryError::NotFound(id));
+        }
+        self.get(id)
+    }
+
+    /// Files the image into the board `name` (created if new).
+    pub fn add_to_board(&self, id: u32, name: &str) -> Result<Entry, GalleryError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(GalleryError::Invalid {
+                field: "board",
+                message: "a board needs a name".into(),
+            });
+        }
+        self.get(id)?;
+        {
+            let conn = self.write();
+            conn.execute(
+                "INSERT INTO boards (name, created) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+                params![name, now()],
+            )?;
+            conn.execute(
+                "INSERT OR IGNORE INTO board_images (board_id, image_id)
+                 SELECT id, ?2 FROM boards WHERE name = ?1",
+                params![name, id],
+            )?;
+        }
+        self.get(id)
+    }
+
+    pub fn remove_from_board(&self, id: u32, name: &str) -> Result<Entry, GalleryError> {
+        self.write().execute(
+            "DELETE FROM board_images WHERE image_id = ?2 AND board_id = (SELECT id FROM boards WHERE name = ?1)",
+            params![name, id],
+        )?;
+        self.get(id)
+    }
+
+    /// Every board with how many images it holds.
+    pub fn boards(&self) -> Result<Vec<(String, u32)>, GalleryError> {
+        let conn = self.read();
+        let mut statement = conn.prepare(
+            "SELECT name, (SELECT count(*) FROM board_images WHERE board_id = boards.id) FROM boards ORDER BY name",
+        )?;
+        let rows = statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Moves the image to the trash folder (restorable until the trash is emptied).
+    pub fn delete(&self, id: u32) -> Result<Entry, GalleryError> {
+        let entry = self.get(id)?;
+        if entry.trashed.is_some() {
+            return Ok(entry);
+        }
+        let trash = self.trash_dir();
+        std::fs::create_dir_all(&trash).map_err(|e| io(trash.display(), e))?;
+        let name = Path::new(&entry.path)
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "image.png".into());
+        let target = trash.join(format!("{id}-{name}"));
+        move_file(Path::new(&entry.path), &target)?;
+        self.write().execute(
+            "UPDATE images SET trashed = ?2, trash_path = ?3 WHERE id = ?1",
+            params![id, now(), target.to_string_lossy()],
+        )?;
+        self.get(id)
+    }
+
+    /// Puts a trashed image back where it was.
+    pub fn restore(&self, id: u32) -> Result<Entry, GalleryError> {
+        let entry = self.get(id)?;
+        if entry.trashed.is_none() {
+            return Ok(entry);
+        }
+        let trash_path: String =
+            self.read()
+                .query_row("SELECT trash_path FROM images WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })?;
+        let original = Path::new(&entry.path);
+        if original.exists() {
+            return Err(GalleryError::Io(format!(
+                "cannot restore {id}: a file already exists at {}",
+                entry.path
+            )));
+        }
+        if let Some(parent) = original.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(parent.display(), e))?;
+        }
+        move_file(Path::new(&trash_path), original)?;
+        self.write().execute(
+            "UPDATE images SET trashed = NULL, trash_path = NULL WHERE id = ?1",
+            [id],
+        )?;
+        self.get(id)
+    }
+
+    /// Deletes every trashed image for good. Returns how many.
+    pub fn empty_trash(&self) -> Result<u32, GalleryError> {
+        let trashed: Vec<(u32, String)> = {
+            let conn = self.read();
+            let mut statement =
+                conn.prepare("SELECT id, trash_path FROM images WHERE trashed IS NOT NULL")?;
+            let rows = statement
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows
+        };
+        for (id, path) in &trashed {
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(self.thumbnail_path(*id));
+            self.write()
+                .execute("DELETE FROM images WHERE id = ?1", [id])?;
+        }
+        Ok(trashed.len() as u32)
+    }
+
+    fn thumbnail_path(&self, id: u32) -> PathBuf {
+        self.thumbnails_dir().join(format!("{id}.jpg"))
+    }
+
+    /// The thumbnail's path, made from the image when missing (about 256 px, JPEG).
+    pub fn thumbnail(&self, id: u32) -> Result<PathBuf, GalleryError> {
+        let target = self.thumbnail_path(id);
+        if target.exists() {
+            return Ok(target);
+        }
+        let entry = self.get(id)?;
+        let source = if entry.trashed.is_some() {
+            self.read()
+                .query_row("SELECT trash_path FROM images WHERE id = ?1", [id], |r| {
+                    r.get::<_, String>(0)
+                })?
+        } else {
+            entry.path.clone()
+        };
+        let image = image::open(&source).map_err(|e| io(&source, e))?;
+        let small = image.thumbnail(THUMBNAIL_SIZE, THUMBNAIL_SIZE).to_rgb8();
+        let dir = self.thumbnails_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| io(dir.display(), e))?;
+        let temporary = dir.join(format!(".{id}.jpg.tmp-{}", std::process::id()));
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
+            .encode_image(&small)
+            .map_err(|e| io("thumbnail", e))?;
+        std::fs::write(&temporary, &bytes).map_err(|e| io(temporary.display(), e))?;
+        std::fs::rename(&temporary, &target).map_err(|e| io(target.display(), e))?;
+        Ok(target)
+    }
+
+    /// Reads every PNG under `dir` (default: the outputs folder) into the gallery and drops rows whose file is
+    /// gone. Thumbnails are made when first shown.
+    pub fn reindex(&self, dir: Option<&Path>) -> Result<ReindexReport, GalleryError> {
+        let root = dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.outputs_dir());
+        let mut report = ReindexReport::default();
+        let mut pending = vec![root.clone()];
+        let mut files = Vec::new();
+        while let Some(folder) = pending.pop() {
+            let Ok(listing) = std::fs::read_dir(&folder) else {
+                if folder == root && dir.is_some() {
+                    return Err(GalleryError::Invalid {
+                        field: "dir",
+                        message: format!("{} is not a readable folder", root.display()),
+                    });
+                }
+                continue;
+            };
+            for item in listing.flatten() {
+                let path = item.path();
+                let name = item.file_name().to_string_lossy().to_string();
+                if name.starts_with('.') {
+                    continue; // hidden files and our own temporary files
+                }
+                match item.file_type() {
+                    Ok(t) if t.is_dir() => pending.push(path),
+                    Ok(_) if name.to_ascii_lowercase().ends_with(".png") => files.push(path),
+                    _ => {}
+                }
+            }
+        }
+        files.sort();
+        let known: std::collections::HashSet<String> = {
+            let conn = self.read();
+            let mut statement = conn.prepare("SELECT path FROM images")?;
+            let rows = statement
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            rows
+        };
+        for file in files {
+            report.scanned += 1;
+            let canonical = std::fs::canonicalize(&file).unwrap_or(file.clone());
+            if known.contains(&*canonical.to_string_lossy()) {
+                continue;
+            }
+            match self.insert(&file) {
+                Ok(_) => report.added += 1,
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "not indexed");
+                    report.unreadable.push(file.display().to_string());
+                }
+            }
+        }
+        // Rows whose file is gone (in the gallery or in the trash).
+        let rows: Vec<(u32, String, Option<String>)> = {
+            let conn = self.read();
+            let mut statement = conn.prepare("SELECT id, path, trash_path FROM images")?;
+            let rows = statement
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows
+        };
+        for (id, path, trash_path) in rows {
+            let file = trash_path.unwrap_or(path);
+            if !Path::new(&file).exists() {
+                self.write()
+                    .execute("DELETE FROM images WHERE id = ?1", [id])?;
+                let _ = std::fs::remove_file(self.thumbnail_path(id));
+                report.removed += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The entry's parameters as a job request ("remix"): same model, prompts, size, steps, cfg, sampler,
+    /// scheduler, seed, LoRAs and strength.
+    pub fn remix(&self, id: u32) -> Result<serde_json::Value, GalleryError> {
+        let e = self.get(id)?;
+        let mut request = serde_json::json!({
+            "model": e.model,
+            "prompt": e.prompt,
+            "negative_prompt": e.negative_prompt,
+            "width": e.width,
+            "height": e.height,
+            "steps": e.steps,
+            "cfg_scale": e.cfg_scale,
+            "sampler": e.sampler,
+            "scheduler": e.scheduler,
+            "seed": e.seed,
+            "loras": e.loras,
+        });
+        if let Some(strength) = e.strength {
+            request["strength"] = strength.into();
+        }
+        if let Some(init) = e.init_image {
+            request["init_image"] = init.into();
+        }
+        // Drop what is unknown, so the engine's defaults apply instead of nulls.
+        if let Some(map) = request.as_object_mut() {
+            map.retain(|_, v| !v.is_null());
+        }
+        Ok(request)
+    }
+
+    /// How many images (not in the trash) the gallery holds.
+    pub fn count(&self) -> Result<u32, GalleryError> {
+        Ok(self.read().query_row(
+            "SELECT count(*) FROM images WHERE trashed IS NULL",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Inserts many synthetic rows in one transaction (benchmarks and tests of scale).
+    pub fn insert_synthetic(
+        &self,
+        rows: &[(String, f64, String, String)],
+    ) -> Result<(), GalleryError> {
+        let mut conn = self.write();
+        let tx = conn.transaction()?;
+        {
+            let mut statement = tx.prepare(
+                "INSERT INTO images (path, created, prompt, model, family, width, height, steps, seed, source)
+                 VALUES (?1, ?2, ?3, ?4, 'sd1', 512, 512, 20, 1, 'diffugen')",
+            )?;
+            for (path, created, prompt, model) in rows {
+                statement.execute(params![path, created, prompt, model])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn boards_of(conn: &Connection, ids: &[u32]) -> Result<Vec<(u32, String)>, GalleryError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; ids.len()].join(",");
+    let mut statement = conn.prepare(&format!(
+        "SELECT image_id, name FROM board_images JOIN boards ON boards.id = board_id
+         WHERE image_id IN ({marks}) ORDER BY name"
+    ))?;
+    let rows = statement
+        .query_map(params_from_iter(ids.iter()), |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Renames, or copies and removes across file systems.
+fn move_file(from: &Path, to: &Path) -> Result<(), GalleryError> {
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to).map_err(|e| io(format!("moving {}", from.display()), e))?;
+    std::fs::remove_file(from).map_err(|e| io(from.display(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_search_text_becomes_quoted_prefix_terms() {
+        assert_eq!(fts_query("red fox").unwrap(), "\"red\"* \"fox\"*");
+        assert_eq!(fts_query("\"unterminated").unwrap(), "\"unterminated\"*");
+        assert_eq!(fts_query("*"), None);
+        assert_eq!(fts_query("a\"b").unwrap(), "\"a\"\"b\"*");
+        assert_eq!(
+            fts_query("NEAR( AND OR -x").unwrap(),
+            "\"NEAR\"* \"AND\"* \"OR\"* \"x\"*"
+        );
+    }
+
+    #[test]
+    fn gallery_types_export_to_typescript_without_bigint() {
+        let types = specta::Types::default()
+            .register::<Page>()
+            .register::<Query>()
+            .register::<ReindexReport>();
+        let ts = specta_typescript::Typescript::default()
+            .export(&types, specta_serde::Format)
+            .expect("exports");
+        assert!(ts.contains("Entry") && !ts.contains("bigint"), "{ts}");
+    }
+}
