@@ -740,3 +740,26 @@ async fn the_http_gallery_lists_searches_and_serves_images_and_thumbnails() {
     assert!(page["entries"].as_array().unwrap().is_empty());
     server.shutdown().await.unwrap();
 }
+
+#[test]
+fn tags_are_searched_like_prompt_words() {
+    let ws = Workspace::new();
+    let gallery = Gallery::open(ws.data_dir()).unwrap();
+    let id = gallery
+        .add(&our_png(
+            &ws.path("outputs"),
+            "t.png",
+            "a bowl of fruit",
+            "sd15",
+            4,
+            3.0,
+        ))
+        .unwrap();
+    let output = ws.diffugen(&["gallery", "tag", &id.to_string(), "still life", "for-print"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(search(&gallery, "still"), ["a bowl of fruit"]);
+    assert_eq!(gallery.get(id).unwrap().tags, ["still life", "for-print"]);
+    let bad = ws.diffugen(&["gallery", "tag", &id.to_string(), "a,b"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("invalid tags"));
+}

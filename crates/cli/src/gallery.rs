@@ -86,6 +86,8 @@ enum GalleryCommand {
     },
     /// List the boards
     Boards,
+    /// Set an image's tags (searched with its prompt); no tags clears them
+    Tag { id: u32, tags: Vec<String> },
     /// Move an image to the trash (restorable)
     Delete { id: u32 },
     /// Bring an image back from the trash
@@ -228,8 +230,13 @@ fn describe(e: &Entry) -> String {
         text.push_str(&format!("took        {seconds:.1} s\n"));
     }
     text.push_str(&format!(
-        "favorite    {}\nboards      {}\nsource      {}{}\n",
+        "favorite    {}\ntags        {}\nboards      {}\nsource      {}{}\n",
         if e.favorite { "yes" } else { "no" },
+        if e.tags.is_empty() {
+            "-".into()
+        } else {
+            e.tags.join(", ")
+        },
         if e.boards.is_empty() {
             "-".into()
         } else {
@@ -307,6 +314,11 @@ pub fn run(paths: &Paths, args: &GalleryArgs) -> Result<ExitCode, String> {
             }
             .map_err(e)?;
             println!("{} boards: {}", entry.id, entry.boards.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        GalleryCommand::Tag { id, tags } => {
+            let entry = gallery.set_tags(*id, tags).map_err(e)?;
+            println!("{} tags: {}", entry.id, entry.tags.join(", "));
             Ok(ExitCode::SUCCESS)
         }
         GalleryCommand::Boards => {

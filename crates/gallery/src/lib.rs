@@ -74,6 +74,8 @@ pub struct Entry {
     pub job_id: Option<String>,
     pub favorite: bool,
     pub boards: Vec<String>,
+    /// The user's own words for the image (searched with the prompt).
+    pub tags: Vec<String>,
     /// Where the parameters came from: `diffugen`, `a1111`, `comfyui` or `unknown`.
     pub source: String,
     /// Unix seconds when moved to the trash; `null` while in the gallery.
@@ -186,7 +188,7 @@ END;
 
 const COLUMNS: &str = "id, path, created, prompt, negative_prompt, model, family, width, height, steps, cfg_scale, \
                        sampler, scheduler, seed, loras, init_image, strength, generation_seconds, job_id, favorite, \
-                       source, trashed";
+                       source, trashed, tags";
 
 fn now() -> f64 {
     SystemTime::now()
@@ -240,6 +242,13 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<Entry> {
         job_id: row.get(18)?,
         favorite: row.get::<_, i64>(19)? != 0,
         boards: Vec::new(),
+        tags: row
+            .get::<_, String>(22)?
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect(),
         source: row.get(20)?,
         trashed: row.get(21)?,
     })
@@ -488,6 +497,31 @@ impl Gallery {
         self.get(id)
     }
 
+    /// Replaces the image's tags (trimmed; empty ones and repeats dropped; no commas inside a tag).
+    pub fn set_tags(&self, id: u32, tags: &[String]) -> Result<Entry, GalleryError> {
+        let mut clean: Vec<&str> = Vec::new();
+        for tag in tags {
+            let tag = tag.trim();
+            if tag.contains(',') {
+                return Err(GalleryError::Invalid {
+                    field: "tags",
+                    message: format!("'{tag}' contains a comma; give each tag separately"),
+                });
+            }
+            if !tag.is_empty() && !clean.contains(&tag) {
+                clean.push(tag);
+            }
+        }
+        let changed = self.write().execute(
+            "UPDATE images SET tags = ?2 WHERE id = ?1",
+            params![id, clean.join(", ")],
+        )?;
+        if changed == 0 {
+            return Err(GalleryError::NotFound(id));
+        }
+        self.get(id)
+    }
+
     /// Files the image into the board `name` (created if new).
     pub fn add_to_board(&self, id: u32, name: &str) -> Result<Entry, GalleryError> {
         let name = name.trim();
@@ -688,6 +722,14 @@ impl Gallery {
                 Err(e) => {
                     tracing::warn!(file = %file.display(), error = %e, "not indexed");
                     report.unreadable.push(file.display().to_string());
+                }
+            }
+        }
+        // Thumbnails half-written when a process died.
+        if let Ok(listing) = std::fs::read_dir(self.thumbnails_dir()) {
+            for item in listing.flatten() {
+                if item.file_name().to_string_lossy().contains(".jpg.tmp-") {
+                    let _ = std::fs::remove_file(item.path());
                 }
             }
         }

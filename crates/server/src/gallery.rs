@@ -212,6 +212,31 @@ pub async fn add_to_board(
         .map(Json)
 }
 
+/// `POST /api/v1/gallery/{id}/tags` `{"tags": ["a", "b"]}`: replace the image's tags.
+pub async fn tags(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    payload: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Entry>, ApiError> {
+    let id = parse_id(&id)?;
+    let payload = body(payload);
+    let tags: Option<Vec<String>> = payload.get("tags").and_then(|t| {
+        t.as_array()?
+            .iter()
+            .map(|v| v.as_str().map(String::from))
+            .collect()
+    });
+    let Some(tags) = tags else {
+        return Err(ApiError::invalid(
+            "tags",
+            "tags must be an array of strings",
+        ));
+    };
+    with_gallery(&state, move |g| g.set_tags(id, &tags))
+        .await
+        .map(Json)
+}
+
 /// `DELETE /api/v1/gallery/{id}/boards/{board}`.
 pub async fn remove_from_board(
     State(state): State<AppState>,

@@ -125,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/gallery/{id}/favorite", post(gallery::favorite))
         .route("/api/v1/gallery/{id}/restore", post(gallery::restore))
         .route("/api/v1/gallery/{id}/boards", post(gallery::add_to_board))
+        .route("/api/v1/gallery/{id}/tags", post(gallery::tags))
         .route(
             "/api/v1/gallery/{id}/boards/{board}",
             axum::routing::delete(gallery::remove_from_board),
