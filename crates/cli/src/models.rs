@@ -2,16 +2,38 @@
 
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use diffugen_models::Library;
 
 use crate::paths::Paths;
 
 #[derive(Args)]
 pub struct ModelsArgs {
-    /// Print a JSON array instead of a table.
-    #[arg(long)]
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
     json: bool,
+    #[command(subcommand)]
+    command: Option<ModelsCommand>,
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Everything known about one model: its files, family, role, quantization, defaults
+    Show { id: String },
+    /// The models DiffuGen can download (`diffugen models pull ID`)
+    Catalog,
+    /// Download a catalog model or any http(s) URL into the models folder: resumed after a dropped connection,
+    /// verified with SHA-256
+    Pull {
+        /// A catalog id (see `diffugen models catalog`) or a URL
+        target: String,
+        /// The file's expected SHA-256 (default: the catalog's, or Hugging Face's published hash)
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        /// A Hugging Face token for gated repositories
+        #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
+        hf_token: Option<String>,
+    },
 }
 
 fn human_size(bytes: f64) -> String {
@@ -26,6 +48,262 @@ fn human_size(bytes: f64) -> String {
 }
 
 pub fn run(paths: &Paths, args: &ModelsArgs) -> Result<ExitCode, String> {
+    match &args.command {
+        None => list(paths, args),
+        Some(ModelsCommand::Show { id }) => show(paths, id, args.json),
+        Some(ModelsCommand::Catalog) => catalog(args.json),
+        Some(ModelsCommand::Pull {
+            target,
+            sha256,
+            hf_token,
+        }) => pull(paths, target, sha256.clone(), hf_token.clone(), args.json),
+    }
+}
+
+fn show(paths: &Paths, id: &str, json: bool) -> Result<ExitCode, String> {
+    let library = Library::new(&paths.models_dir);
+    let model = library.resolve(id).map_err(|e| e.to_string())?;
+    let files: Vec<serde_json::Value> = model
+        .components
+        .files()
+        .into_iter()
+        .map(|(component, path)| {
+            let entry = diffugen_models::inspect(path);
+            serde_json::json!({
+                "component": component,
+                "path": path.display().to_string(),
+                "family": entry.family,
+                "role": entry.role,
+                "quantization": entry.quantization,
+                "parameters": entry.parameters,
+                "size_bytes": entry.size_bytes,
+                "error": entry.error,
+            })
+        })
+        .collect();
+    let need = diffugen_models::memory::estimate(
+        &model.components,
+        model.defaults.width,
+        model.defaults.height,
+    );
+    let card = serde_json::json!({
+        "id": model.id,
+        "family": model.family,
+        "files": files,
+        "defaults": model.defaults,
+        "estimated_memory_bytes": need.total_bytes(),
+    });
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&card).map_err(|e| e.to_string())?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} ({})", model.id, model.family);
+    for file in &files {
+        println!(
+            "  {:<16} {}  [{} {}, {}]",
+            file["component"].as_str().unwrap_or(""),
+            file["path"].as_str().unwrap_or(""),
+            file["role"].as_str().unwrap_or(""),
+            file["quantization"].as_str().unwrap_or("-"),
+            human_size(file["size_bytes"].as_f64().unwrap_or(0.0))
+        );
+    }
+    let d = &model.defaults;
+    println!(
+        "  defaults: {}x{}, {} steps, cfg {}, sampler {}{}",
+        d.width,
+        d.height,
+        d.steps,
+        d.cfg_scale,
+        d.sampler,
+        d.scheduler
+            .as_deref()
+            .map(|s| format!(", scheduler {s}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  estimated memory at {}x{}: {}",
+        d.width,
+        d.height,
+        human_size(need.total_bytes())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn catalog(json: bool) -> Result<ExitCode, String> {
+    let entries = diffugen_downloads::catalog();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entries).map_err(|e| e.to_string())?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<18} {:<10} {:>9}  NAME", "ID", "FAMILY", "SIZE");
+    for e in &entries {
+        println!(
+            "{:<18} {:<10} {:>9}  {}{} ({} file{}; {})",
+            e.id,
+            e.family,
+            human_size(e.approx_bytes()),
+            e.name,
+            if e.recommended_low_vram {
+                " [recommended for small GPUs]"
+            } else {
+                ""
+            },
+            e.files.len(),
+            if e.files.len() == 1 { "" } else { "s" },
+            e.license
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pull(
+    paths: &Paths,
+    target: &str,
+    sha256: Option<String>,
+    token: Option<String>,
+    json: bool,
+) -> Result<ExitCode, String> {
+    use diffugen_downloads::DownloadStage;
+    use std::io::IsTerminal;
+    let plan = diffugen_downloads::plan(target, &paths.models_dir, sha256, token)
+        .map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let (cancel, cancel_rx) = tokio::sync::watch::channel(false);
+        let interrupt = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = cancel.send(true);
+            }
+        });
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:<28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        let result = diffugen_downloads::pull(&plan.name, &plan, cancel_rx, &mut |event| {
+            if json {
+                if let Ok(line) = serde_json::to_string(&event) {
+                    println!("{line}");
+                }
+                return;
+            }
+            let prefix = format!("[{}/{}]", event.file, event.files);
+            match (&event.stage, &bar) {
+                (
+                    DownloadStage::Started {
+                        file,
+                        total_bytes,
+                        resumed_from,
+                        ..
+                    },
+                    Some(bar),
+                ) => {
+                    bar.set_length(total_bytes.unwrap_or(0.0) as u64);
+                    bar.set_position(*resumed_from as u64);
+                    bar.set_message(format!("{prefix} {file}"));
+                }
+                (DownloadStage::Progress { bytes, .. }, Some(bar)) => {
+                    bar.set_position(*bytes as u64)
+                }
+                (DownloadStage::Progress { .. }, None) => {}
+                (
+                    DownloadStage::Started {
+                        file,
+                        total_bytes,
+                        resumed_from,
+                        ..
+                    },
+                    None,
+                ) => eprintln!(
+                    "{prefix} {file}: {}{}",
+                    total_bytes
+                        .map(human_size)
+                        .unwrap_or_else(|| "size unknown".into()),
+                    if *resumed_from > 0.0 {
+                        format!(", resuming at {}", human_size(*resumed_from))
+                    } else {
+                        String::new()
+                    }
+                ),
+                (
+                    DownloadStage::Retrying {
+                        reason,
+                        resume_from,
+                        ..
+                    },
+                    _,
+                ) => {
+                    let line = format!(
+                        "{prefix} connection lost ({reason}); resuming at {}",
+                        human_size(*resume_from)
+                    );
+                    match &bar {
+                        Some(bar) => bar.println(line),
+                        None => eprintln!("{line}"),
+                    }
+                }
+                (DownloadStage::Restarted { reason }, _) => {
+                    let line = format!("{prefix} {reason}");
+                    match &bar {
+                        Some(bar) => bar.println(line),
+                        None => eprintln!("{line}"),
+                    }
+                }
+                (DownloadStage::Verifying, _) => {
+                    if let Some(bar) = &bar {
+                        bar.set_message(format!("{prefix} verifying"))
+                    }
+                }
+                (DownloadStage::Done { path, .. }, _) => {
+                    let line = format!("{prefix} {path}");
+                    match &bar {
+                        Some(bar) => bar.println(line),
+                        None => eprintln!("{line}"),
+                    }
+                }
+                (DownloadStage::Failed { .. } | DownloadStage::Cancelled, _) => {}
+            }
+        })
+        .await;
+        interrupt.abort();
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        match result {
+            Ok(files) => {
+                if !json {
+                    if let Some((preset, _)) = &plan.preset {
+                        println!("{} is ready (preset {})", plan.name, preset.display());
+                    } else if let Some(file) = files.last() {
+                        println!("{}", file.display());
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(diffugen_downloads::DownloadError::Cancelled) => {
+                eprintln!("cancelled; nothing was left behind");
+                Ok(ExitCode::from(130))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    })
+}
+
+fn list(paths: &Paths, args: &ModelsArgs) -> Result<ExitCode, String> {
     let library = Library::new(&paths.models_dir);
     let entries = library.scan();
     if args.json {

@@ -9,7 +9,7 @@ pub mod memory;
 mod preset;
 
 pub use identify::{identify, quantization, Identity, Role};
-pub use library::{Library, ModelEntry, ModelError, ResolvedModel};
+pub use library::{inspect, Library, ModelEntry, ModelError, ResolvedModel};
 pub use preset::{size_multiple, Components, FamilyDefaults, Preset};
 
 /// File extensions sd.cpp can load weights from.

@@ -1,0 +1,440 @@
+//! Getting models: a curated catalog (`data/catalog.json`) or any http(s) URL, downloaded resumably and verified
+//! (see [`download`]), several at once under a limit, with typed events for the CLI's progress bar, SSE clients and
+//! the desktop app. A catalog model made of several files (FLUX: diffusion model, VAE, text encoders) is written
+//! as a preset, so it appears under its catalog id.
+
+pub mod download;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch, Semaphore};
+
+pub use download::{download, DownloadError, DownloadRequest, DownloadStage};
+
+/// One file of a catalog model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct CatalogFile {
+    /// The preset field it fills: `model`, `diffusion_model`, `vae`, `clip_l`, `t5xxl`, `llm`, ...
+    pub component: String,
+    /// Subfolder of the models folder ("" for the folder itself).
+    #[serde(default)]
+    pub folder: String,
+    pub url: String,
+    /// For display and planning; the real size comes from the server.
+    pub approx_bytes: f64,
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+/// A model DiffuGen offers to download.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct CatalogEntry {
+    pub id: String,
+    pub name: String,
+    pub family: String,
+    pub description: String,
+    pub license: String,
+    pub page: String,
+    #[serde(default)]
+    pub recommended_low_vram: bool,
+    pub files: Vec<CatalogFile>,
+    /// Overrides of the family defaults, written into the preset.
+    #[serde(default)]
+    #[specta(type = Option<std::collections::BTreeMap<String, f64>>)]
+    pub defaults: Option<serde_json::Value>,
+}
+
+impl CatalogEntry {
+    pub fn approx_bytes(&self) -> f64 {
+        self.files.iter().fold(0.0, |sum, f| sum + f.approx_bytes)
+    }
+}
+
+#[derive(Deserialize)]
+struct CatalogFileFormat {
+    models: Vec<CatalogEntry>,
+}
+
+/// The built-in catalog.
+pub fn catalog() -> Vec<CatalogEntry> {
+    serde_json::from_str::<CatalogFileFormat>(include_str!("../data/catalog.json"))
+        .map(|c| c.models)
+        .unwrap_or_else(|e| {
+            tracing::error!("the built-in catalog does not parse: {e}");
+            Vec::new()
+        })
+}
+
+/// What a pull downloads, and the preset it writes afterwards.
+#[derive(Debug, Clone)]
+pub struct PullPlan {
+    /// The catalog id, or the file name for a URL.
+    pub name: String,
+    pub files: Vec<DownloadRequest>,
+    /// Catalog files already on disk (shared components such as FLUX's VAE) are not fetched again.
+    pub skip_present: bool,
+    pub preset: Option<(PathBuf, serde_json::Value)>,
+}
+
+/// Plans `diffugen models pull <catalog-id|url>` into `models_dir`.
+pub fn plan(
+    target: &str,
+    models_dir: &Path,
+    sha256: Option<String>,
+    token: Option<String>,
+) -> Result<PullPlan, DownloadError> {
+    let target = target.trim();
+    if target.starts_with("http://") || target.starts_with("https://") {
+        let name = download::file_name_from_url(target).ok_or_else(|| DownloadError::Invalid {
+            field: "url",
+            message: format!("'{target}' names no file"),
+        })?;
+        return Ok(PullPlan {
+            name,
+            files: vec![DownloadRequest {
+                url: target.into(),
+                dest_dir: models_dir.display().to_string(),
+                file_name: None,
+                sha256,
+                token,
+            }],
+            skip_present: false,
+            preset: None,
+        });
+    }
+    let entries = catalog();
+    let Some(entry) = entries.iter().find(|e| e.id == target) else {
+        return Err(DownloadError::Invalid {
+            field: "model",
+            message: format!(
+                "'{target}' is neither an http(s) URL nor a catalog id; catalog ids: {}",
+                entries
+                    .iter()
+                    .map(|e| e.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    };
+    if sha256.is_some() && entry.files.len() > 1 {
+        return Err(DownloadError::Invalid {
+            field: "sha256",
+            message: format!(
+                "{} has {} files; --sha256 applies to a single file",
+                entry.id,
+                entry.files.len()
+            ),
+        });
+    }
+    let mut preset = serde_json::json!({ "name": entry.id, "family": entry.family });
+    let files = entry
+        .files
+        .iter()
+        .map(|f| {
+            let dir = models_dir.join(&f.folder);
+            let file = download::file_name_from_url(&f.url).unwrap_or_else(|| f.component.clone());
+            let relative = if f.folder.is_empty() {
+                file.clone()
+            } else {
+                format!("{}/{file}", f.folder)
+            };
+            preset[&f.component] = relative.into();
+            DownloadRequest {
+                url: f.url.clone(),
+                dest_dir: dir.display().to_string(),
+                file_name: None,
+                sha256: sha256.clone().or_else(|| f.sha256.clone()),
+                token: token.clone(),
+            }
+        })
+        .collect();
+    if let Some(defaults) = &entry.defaults {
+        preset["defaults"] = defaults.clone();
+    }
+    Ok(PullPlan {
+        name: entry.id.clone(),
+        files,
+        skip_present: true,
+        preset: Some((models_dir.join(format!("{}.preset.json", entry.id)), preset)),
+    })
+}
+
+/// One event of a pull: which file (1-based, of `files`) and how it goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct DownloadEvent {
+    pub id: String,
+    pub file: u32,
+    pub files: u32,
+    #[serde(flatten)]
+    pub stage: DownloadStage,
+}
+
+/// Runs a plan: each file in turn, then the preset. Stops at the first failure.
+pub async fn pull(
+    id: &str,
+    plan: &PullPlan,
+    cancel: watch::Receiver<bool>,
+    on_event: &mut (dyn FnMut(DownloadEvent) + Send),
+) -> Result<Vec<PathBuf>, DownloadError> {
+    let files = plan.files.len() as u32;
+    let mut written = Vec::new();
+    for (index, request) in plan.files.iter().enumerate() {
+        let file = index as u32 + 1;
+        let mut report = |stage| {
+            on_event(DownloadEvent {
+                id: id.to_string(),
+                file,
+                files,
+                stage,
+            })
+        };
+        let name = download::file_name_from_url(&request.url).unwrap_or_default();
+        let existing = Path::new(&request.dest_dir).join(&name);
+        if plan.skip_present && existing.is_file() {
+            report(DownloadStage::Done {
+                path: existing.display().to_string(),
+                sha256: String::new(),
+            });
+            written.push(existing);
+            continue;
+        }
+        written.push(download(request, cancel.clone(), &mut report).await?);
+    }
+    if let Some((path, preset)) = &plan.preset {
+        let text = serde_json::to_string_pretty(preset).unwrap_or_default();
+        std::fs::write(path, text)
+            .map_err(|e| DownloadError::Io(format!("{}: {e}", path.display())))?;
+        written.push(path.clone());
+    }
+    Ok(written)
+}
+
+/// Where a pull stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
+#[serde(rename_all = "snake_case")]
+pub enum PullState {
+    Waiting,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// A pull as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct PullInfo {
+    pub id: String,
+    pub name: String,
+    pub state: PullState,
+    pub last_event: Option<DownloadEvent>,
+}
+
+struct Pull {
+    name: String,
+    state: PullState,
+    events: Vec<DownloadEvent>,
+    sender: broadcast::Sender<DownloadEvent>,
+    cancel: watch::Sender<bool>,
+}
+
+/// Pulls in the background, at most `limit` at once; events kept for late subscribers.
+#[derive(Clone)]
+pub struct Downloads {
+    limit: Arc<Semaphore>,
+    pulls: Arc<Mutex<HashMap<String, Pull>>>,
+    next: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Downloads {
+    pub fn new(limit: usize) -> Downloads {
+        Downloads {
+            limit: Arc::new(Semaphore::new(limit.max(1))),
+            pulls: Arc::new(Mutex::new(HashMap::new())),
+            next: Arc::new(std::sync::atomic::AtomicU32::new(1)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pull>> {
+        self.pulls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a pull (it waits while `limit` others run). Returns its id.
+    pub fn start(&self, plan: PullPlan) -> String {
+        let id = format!(
+            "dl-{}",
+            self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let (sender, _) = broadcast::channel(1024);
+        let (cancel, cancel_rx) = watch::channel(false);
+        self.lock().insert(
+            id.clone(),
+            Pull {
+                name: plan.name.clone(),
+                state: PullState::Waiting,
+                events: Vec::new(),
+                sender,
+                cancel,
+            },
+        );
+        let this = self.clone();
+        let pull_id = id.clone();
+        tokio::spawn(async move {
+            let _permit = this.limit.clone().acquire_owned().await;
+            if *cancel_rx.borrow() {
+                this.finish(&pull_id, PullState::Cancelled);
+                return;
+            }
+            this.set_state(&pull_id, PullState::Running);
+            let recorder = this.clone();
+            let result = pull(&pull_id, &plan, cancel_rx, &mut |event| {
+                recorder.record(event)
+            })
+            .await;
+            this.finish(
+                &pull_id,
+                match result {
+                    Ok(_) => PullState::Done,
+                    Err(DownloadError::Cancelled) => PullState::Cancelled,
+                    Err(_) => PullState::Failed,
+                },
+            );
+        });
+        id
+    }
+
+    fn record(&self, event: DownloadEvent) {
+        let mut pulls = self.lock();
+        if let Some(pull) = pulls.get_mut(&event.id) {
+            // Progress is live-only beyond the last one, so a long download's history stays small.
+            if let (Some(last), DownloadStage::Progress { .. }) = (pull.events.last(), &event.stage)
+            {
+                if matches!(last.stage, DownloadStage::Progress { .. }) {
+                    pull.events.pop();
+                }
+            }
+            pull.events.push(event.clone());
+            let _ = pull.sender.send(event);
+        }
+    }
+
+    fn set_state(&self, id: &str, state: PullState) {
+        if let Some(pull) = self.lock().get_mut(id) {
+            pull.state = state;
+        }
+    }
+
+    fn finish(&self, id: &str, state: PullState) {
+        let mut pulls = self.lock();
+        if let Some(pull) = pulls.get_mut(id) {
+            pull.state = state;
+            if state == PullState::Cancelled
+                && pull
+                    .events
+                    .last()
+                    .is_none_or(|e| e.stage != DownloadStage::Cancelled)
+            {
+                let event = DownloadEvent {
+                    id: id.to_string(),
+                    file: 0,
+                    files: 0,
+                    stage: DownloadStage::Cancelled,
+                };
+                pull.events.push(event.clone());
+                let _ = pull.sender.send(event);
+            }
+        }
+    }
+
+    /// Every pull, newest last.
+    pub fn list(&self) -> Vec<PullInfo> {
+        let pulls = self.lock();
+        let mut list: Vec<PullInfo> = pulls
+            .iter()
+            .map(|(id, p)| PullInfo {
+                id: id.clone(),
+                name: p.name.clone(),
+                state: p.state,
+                last_event: p.events.last().cloned(),
+            })
+            .collect();
+        list.sort_by_key(|p| p.id[3..].parse::<u32>().unwrap_or(0));
+        list
+    }
+
+    /// The events so far and a live receiver; `None` for an unknown id.
+    pub fn subscribe(
+        &self,
+        id: &str,
+    ) -> Option<(
+        Vec<DownloadEvent>,
+        PullState,
+        broadcast::Receiver<DownloadEvent>,
+    )> {
+        let pulls = self.lock();
+        let pull = pulls.get(id)?;
+        Some((pull.events.clone(), pull.state, pull.sender.subscribe()))
+    }
+
+    /// Cancels a pull; returns whether it exists.
+    pub fn cancel(&self, id: &str) -> bool {
+        match self.lock().get(id) {
+            Some(pull) => {
+                let _ = pull.cancel.send(true);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalog_parses_and_every_entry_has_files_for_its_family() {
+        let entries = catalog();
+        assert!(entries.len() >= 6);
+        for entry in &entries {
+            assert!(!entry.files.is_empty(), "{}", entry.id);
+            for file in &entry.files {
+                assert!(file.url.starts_with("https://"), "{}", file.url);
+                assert!(download::file_name_from_url(&file.url).is_some());
+            }
+        }
+        assert!(entries.iter().any(|e| e.recommended_low_vram));
+        let flux = entries.iter().find(|e| e.family == "flux").unwrap();
+        let components: Vec<&str> = flux.files.iter().map(|f| f.component.as_str()).collect();
+        assert_eq!(components, ["diffusion_model", "vae", "clip_l", "t5xxl"]);
+    }
+
+    #[test]
+    fn a_catalog_pull_plans_its_files_and_a_preset_naming_them() {
+        let plan = plan("flux-schnell-q4", Path::new("/m"), None, None).unwrap();
+        assert_eq!(plan.files.len(), 4);
+        let (path, preset) = plan.preset.unwrap();
+        assert_eq!(path, Path::new("/m/flux-schnell-q4.preset.json"));
+        assert_eq!(preset["vae"], "vae/ae.safetensors");
+        assert_eq!(
+            preset["diffusion_model"],
+            "diffusion_models/flux1-schnell-q4_0.gguf"
+        );
+        let error = super::plan("nope", Path::new("/m"), None, None).unwrap_err();
+        assert!(error.to_string().contains("sd-turbo"), "{error}");
+    }
+
+    #[test]
+    fn download_events_export_to_typescript_without_bigint() {
+        let types = specta::Types::default()
+            .register::<DownloadEvent>()
+            .register::<CatalogEntry>()
+            .register::<PullInfo>();
+        let ts = specta_typescript::Typescript::default()
+            .export(&types, specta_serde::Format)
+            .expect("exports");
+        assert!(!ts.contains("bigint"), "{ts}");
+    }
+}
