@@ -417,3 +417,100 @@ fn models_pull_downloads_a_url_into_the_models_folder_and_survives_a_dropped_con
     );
     drop(runtime);
 }
+
+#[tokio::test]
+async fn the_api_starts_a_download_streams_its_events_and_lists_the_model() {
+    let (server, url) = Server::start(Behaviour {
+        ranges: true,
+        cut_first_at: Some(0.4),
+        ..Behaviour::default()
+    })
+    .await;
+    let ws = Workspace::new();
+    let config = diffugen_server::ServerConfig {
+        models_dir: ws.models_dir(),
+        extra_models_dirs: Vec::new(),
+        outputs_dir: ws.path("outputs"),
+        api_key: None,
+        default_model: None,
+        cors_origins: Vec::new(),
+    };
+    let jobs = diffugen_jobs::JobManager::new(Arc::new(support::engine()), 4);
+    let api = diffugen_server::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        diffugen_server::AppState::new(jobs, &config),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", api.addr);
+    let client = reqwest::Client::new();
+
+    let started = client
+        .post(format!("{base}/api/v1/models/downloads"))
+        .json(&serde_json::json!({ "url": url, "sha256": server.sha256() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let id = started.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The SSE stream ends by itself after the last event.
+    let events = client
+        .get(format!("{base}/api/v1/models/downloads/{id}/events"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "event: started",
+        "event: retrying",
+        "event: verifying",
+        "event: done",
+    ] {
+        assert!(events.contains(name), "{name} missing in {events}");
+    }
+    assert_eq!(
+        std::fs::read(ws.models_dir().join("tiny-model.gguf")).unwrap(),
+        *server.blob
+    );
+
+    let models: serde_json::Value = client
+        .get(format!("{base}/api/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["cards"][0]["id"], "tiny");
+    assert!(models["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["id"] == "tiny-model"));
+
+    let bad = client
+        .post(format!("{base}/api/v1/models/downloads"))
+        .json(&serde_json::json!({ "model": "no-such-model" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "model");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("sd-turbo"));
+    let missing = client
+        .get(format!("{base}/api/v1/models/downloads/dl-999/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    api.shutdown().await.unwrap();
+}

@@ -630,6 +630,7 @@ async fn the_http_gallery_lists_searches_and_serves_images_and_thumbnails() {
     );
     let config = diffugen_server::ServerConfig {
         models_dir: ws.models_dir(),
+        extra_models_dirs: Vec::new(),
         outputs_dir: ws.path("outputs"),
         api_key: None,
         default_model: None,

@@ -55,8 +55,14 @@ fn the_test_model_is_identified_as_an_sdxs_checkpoint_in_f16() {
     let ws = Workspace::new();
     let output = ws.diffugen(&["models", "--json"]);
     assert!(output.status.success());
-    let entries: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let tiny = &entries.as_array().unwrap()[0];
+    let listing: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let card = &listing["cards"][0];
+    assert_eq!(
+        (card["id"].clone(), card["source"].clone()),
+        ("tiny".into(), "checkpoint".into())
+    );
+    assert!(card["estimated_bytes"].as_f64().unwrap() > card["size_bytes"].as_f64().unwrap());
+    let tiny = &listing["files"][0];
     assert_eq!(tiny["id"], "tiny");
     assert_eq!(tiny["family"], "sdxs");
     assert_eq!(tiny["variant"], "512-ds");
@@ -266,4 +272,187 @@ fn a_preset_assembles_a_multi_file_model_with_its_family_defaults() {
         err.contains("needs its VAE and text encoders") && err.contains("preset"),
         "{err}"
     );
+}
+
+const FLUX_DIT: &[(&str, &[u64])] = &[
+    ("double_blocks.0.img_attn.qkv.weight", &[4]),
+    ("img_in.weight", &[3072, 64]),
+];
+const FLUX_VAE: &[(&str, &[u64])] = &[("decoder.conv_in.weight", &[512, 16, 3, 3])];
+const CLIP_L: &[(&str, &[u64])] = &[("text_model.embeddings.token_embedding.weight", &[8, 768])];
+const T5XXL: &[(&str, &[u64])] = &[("encoder.block.0.layer.0.SelfAttention.q.weight", &[4, 4])];
+
+/// A FLUX set spread over a ComfyUI-style tree, as users keep it.
+fn flux_tree(root: &Path) {
+    for dir in ["diffusion_models", "vae", "text_encoders"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    gguf_file(
+        &root.join("diffusion_models/flux1-schnell-q4_0.gguf"),
+        FLUX_DIT,
+    );
+    gguf_file(&root.join("vae/ae.gguf"), FLUX_VAE);
+    gguf_file(&root.join("text_encoders/clip_l.gguf"), CLIP_L);
+    gguf_file(&root.join("text_encoders/t5xxl_fp16.gguf"), T5XXL);
+}
+
+#[test]
+fn a_flux_set_in_the_folders_is_assembled_into_one_card_reachable_by_its_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    flux_tree(dir.path());
+    let library = Library::new(dir.path());
+    let cards = library.cards();
+    assert_eq!(cards.len(), 1, "{cards:#?}");
+    let card = &cards[0];
+    assert_eq!(card.id, "flux1-schnell-q4_0");
+    assert_eq!(
+        (card.family.as_str(), card.source.as_str()),
+        ("flux", "assembled")
+    );
+    assert_eq!(card.error, None);
+    let parts: Vec<&str> = card
+        .components
+        .iter()
+        .map(|c| c.component.as_str())
+        .collect();
+    assert_eq!(parts, ["diffusion_model", "vae", "clip_l", "t5xxl"]);
+    assert_eq!(card.aliases, ["flux-schnell"]);
+    assert_eq!((card.default_steps, card.default_width), (4, 1024));
+    assert!(
+        card.estimated_bytes > card.size_bytes,
+        "weights plus working memory"
+    );
+
+    for id in ["flux1-schnell-q4_0", "flux-schnell"] {
+        let model = library.resolve(id).unwrap();
+        assert_eq!(model.family, "flux");
+        assert!(model
+            .components
+            .vae
+            .as_ref()
+            .unwrap()
+            .ends_with("vae/ae.gguf"));
+        assert!(model
+            .components
+            .t5xxl
+            .as_ref()
+            .unwrap()
+            .ends_with("t5xxl_fp16.gguf"));
+        assert!(model.components.clip_l.is_some() && model.components.diffusion_model.is_some());
+    }
+    // Saved as a preset, it becomes a card the user can edit.
+    let model = library.resolve("flux-schnell").unwrap();
+    let preset = library.save_preset(&model).unwrap();
+    assert!(preset.ends_with("flux1-schnell-q4_0.preset.json"));
+    let cards = library.cards();
+    assert_eq!(cards.len(), 1);
+    assert_eq!(cards[0].source, "preset");
+}
+
+#[test]
+fn an_ambiguous_or_incomplete_set_is_listed_with_what_is_missing_never_guessed() {
+    let dir = tempfile::tempdir().unwrap();
+    flux_tree(dir.path());
+    gguf_file(&dir.path().join("text_encoders/t5xxl_fp8.gguf"), T5XXL);
+    let library = Library::new(dir.path());
+    let card = &library.cards()[0];
+    let error = card.error.as_deref().unwrap();
+    assert!(
+        error.contains("2 t5xxl files fit")
+            && error.contains("t5xxl_fp8")
+            && error.contains("preset"),
+        "{error}"
+    );
+    let resolved = library
+        .resolve("flux1-schnell-q4_0")
+        .unwrap_err()
+        .to_string();
+    assert!(resolved.contains("2 t5xxl files fit"), "{resolved}");
+
+    std::fs::remove_file(dir.path().join("vae/ae.gguf")).unwrap();
+    std::fs::remove_file(dir.path().join("text_encoders/t5xxl_fp8.gguf")).unwrap();
+    let error = library.cards()[0].error.clone().unwrap();
+    assert!(error.contains("no vae file found"), "{error}");
+}
+
+#[test]
+fn controlnets_upscalers_vaes_and_encoders_are_told_apart() {
+    assert_eq!(
+        family_of(&[("control_model.input_hint_block.0.weight", &[4])]).2,
+        Role::ControlNet
+    );
+    let esrgan = family_of(&[
+        ("model.0.weight", &[64, 3, 3, 3]),
+        ("model.1.sub.0.RDB1.conv1.0.weight", &[4]),
+        ("conv_first.weight", &[64, 3, 3, 3]),
+    ]);
+    assert_eq!((esrgan.0.as_str(), esrgan.2), ("esrgan", Role::Upscaler));
+    let sd_vae = family_of(&[("decoder.conv_in.weight", &[512, 4, 3, 3])]);
+    assert_eq!((sd_vae.0.as_str(), sd_vae.2), ("sd", Role::Vae));
+    let flux_vae = family_of(FLUX_VAE);
+    assert_eq!(
+        (flux_vae.0.as_str(), flux_vae.1.as_deref()),
+        ("flux", Some("16ch"))
+    );
+    assert_eq!(family_of(CLIP_L).0, "clip_l");
+    assert_eq!(
+        family_of(&[("model.layers.0.self_attn.q_proj.weight", &[4, 4])]).0,
+        "llm"
+    );
+}
+
+#[test]
+fn other_tools_folders_are_scanned_with_their_loras_and_changes_are_seen() {
+    let ws = Workspace::new();
+    let a1111 = ws.path("stable-diffusion-webui/models");
+    std::fs::create_dir_all(a1111.join("Stable-diffusion")).unwrap();
+    std::fs::create_dir_all(a1111.join("Lora")).unwrap();
+    std::fs::copy(
+        diffugen_testkit::test_model(),
+        a1111.join("Stable-diffusion/dreamy.gguf"),
+    )
+    .unwrap();
+    gguf_file(
+        &a1111.join("Lora/ink.gguf"),
+        &[("lora_unet_down_blocks_0.lora_up.weight", &[4, 4])],
+    );
+    let library = Library::with_extra_dirs(ws.models_dir(), vec![a1111.join("Stable-diffusion")]);
+    let ids = library.ids();
+    assert!(
+        ids.contains(&"tiny".to_string()) && ids.contains(&"dreamy".to_string()),
+        "{ids:?}"
+    );
+    assert!(library
+        .resolve_lora("ink")
+        .unwrap()
+        .ends_with("Lora/ink.gguf"));
+    assert!(
+        !library.scan().iter().any(|e| e.id == "ink"),
+        "LoRAs are not listed as models"
+    );
+
+    // A file added later is seen on the next scan.
+    std::fs::copy(
+        diffugen_testkit::test_model(),
+        a1111.join("Stable-diffusion/later.gguf"),
+    )
+    .unwrap();
+    assert!(library.ids().contains(&"later".to_string()));
+
+    // The CLI takes the folders too.
+    let output = ws.diffugen(&[
+        "models",
+        "--json",
+        "--extra-models-dir",
+        a1111.join("Stable-diffusion").to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let ids: Vec<&str> = listed["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"dreamy") && ids.contains(&"tiny"), "{ids:?}");
 }

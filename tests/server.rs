@@ -28,6 +28,7 @@ impl Api {
         let ws = Workspace::new();
         let config = ServerConfig {
             models_dir: ws.models_dir(),
+            extra_models_dirs: Vec::new(),
             outputs_dir: ws.path("outputs"),
             api_key: api_key.map(str::to_string),
             default_model: None,

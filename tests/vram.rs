@@ -632,6 +632,7 @@ async fn the_api_reports_the_vram_snapshot_and_health_carries_the_statistics() {
     let rig = Rig::start(config(Policy::Always)).await;
     let config = diffugen_server::ServerConfig {
         models_dir: rig.ws.models_dir(),
+        extra_models_dirs: Vec::new(),
         outputs_dir: rig.ws.path("outputs"),
         api_key: None,
         default_model: None,

@@ -64,6 +64,7 @@ async fn main() {
     // Through HTTP: a real server on loopback.
     let config = ServerConfig {
         models_dir: models.clone(),
+        extra_models_dirs: Vec::new(),
         outputs_dir: dir.path().join("outputs"),
         api_key: None,
         default_model: None,

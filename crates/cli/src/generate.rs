@@ -11,7 +11,6 @@ use diffugen_engine::params::{ImageInput, LoraRequest, PreviewRequest};
 use diffugen_engine::{
     Destination, Engine, EngineError, GenerateRequest, JobEvent, Stage, WorkerCommand,
 };
-use diffugen_models::Library;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::paths::Paths;
@@ -138,7 +137,7 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
             interval,
         }),
     };
-    let library = Library::new(&paths.models_dir);
+    let library = paths.library();
     let spec = diffugen_engine::validate(&request, &library).map_err(|errors| {
         errors
             .0

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use diffugen_models::Library;
 
 use crate::paths::Paths;
 
@@ -61,7 +60,7 @@ pub fn run(paths: &Paths, args: &ModelsArgs) -> Result<ExitCode, String> {
 }
 
 fn show(paths: &Paths, id: &str, json: bool) -> Result<ExitCode, String> {
-    let library = Library::new(&paths.models_dir);
+    let library = paths.library();
     let model = library.resolve(id).map_err(|e| e.to_string())?;
     let files: Vec<serde_json::Value> = model
         .components
@@ -304,19 +303,47 @@ fn pull(
 }
 
 fn list(paths: &Paths, args: &ModelsArgs) -> Result<ExitCode, String> {
-    let library = Library::new(&paths.models_dir);
+    let library = paths.library();
+    let cards = library.cards();
     let entries = library.scan();
     if args.json {
+        let listing = serde_json::json!({ "cards": cards, "files": entries });
         println!(
             "{}",
-            serde_json::to_string_pretty(&entries).map_err(|e| e.to_string())?
+            serde_json::to_string_pretty(&listing).map_err(|e| e.to_string())?
         );
         return Ok(ExitCode::SUCCESS);
     }
+    if !cards.is_empty() {
+        println!(
+            "{:<28} {:<10} {:<10} {:>10} {:>10}  NOTES",
+            "MODEL", "FAMILY", "SOURCE", "SIZE", "MEMORY"
+        );
+        for c in &cards {
+            let notes = match (&c.error, c.aliases.is_empty()) {
+                (Some(e), _) => format!("unusable: {e}"),
+                (None, false) => format!("alias {}", c.aliases.join(", ")),
+                (None, true) => String::new(),
+            };
+            println!(
+                "{:<28} {:<10} {:<10} {:>10} {:>10}  {notes}",
+                c.id,
+                c.family,
+                c.source,
+                human_size(c.size_bytes),
+                if c.estimated_bytes > 0.0 {
+                    format!("~{}", human_size(c.estimated_bytes))
+                } else {
+                    "-".into()
+                },
+            );
+        }
+        println!();
+    }
     if entries.is_empty() {
         eprintln!(
-            "No models in {}. Put a .gguf or .safetensors model there, or point --models-dir / DIFFUGEN_MODELS_DIR \
-             at your existing models folder.",
+            "No models in {}. Download one with `diffugen models pull sd-turbo` (see `diffugen models catalog`), put a \
+             .gguf or .safetensors model there, or add your existing folders with --extra-models-dir.",
             paths.models_dir.display()
         );
         return Ok(ExitCode::SUCCESS);

@@ -13,17 +13,33 @@ pub struct PathArgs {
     /// Folder scanned for models (LoRAs in its loras/ subfolder) [default: <data dir>/models]
     #[arg(long, global = true, env = "DIFFUGEN_MODELS_DIR", value_name = "DIR")]
     models_dir: Option<PathBuf>,
+    /// Another tool's model folder to use in place (an A1111 models/Stable-diffusion, a ComfyUI models/);
+    /// repeatable, or a :-separated list in DIFFUGEN_EXTRA_MODELS_DIRS
+    #[arg(
+        long = "extra-models-dir",
+        global = true,
+        env = "DIFFUGEN_EXTRA_MODELS_DIRS",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    extra_models_dirs: Vec<PathBuf>,
 }
 
 /// The resolved folders.
 pub struct Paths {
     pub data_dir: PathBuf,
     pub models_dir: PathBuf,
+    pub extra_models_dirs: Vec<PathBuf>,
 }
 
 impl Paths {
     pub fn outputs_dir(&self) -> PathBuf {
         self.data_dir.join("outputs")
+    }
+
+    /// The model library over every configured folder.
+    pub fn library(&self) -> diffugen_models::Library {
+        diffugen_models::Library::with_extra_dirs(&self.models_dir, self.extra_models_dirs.clone())
     }
 }
 
@@ -41,6 +57,7 @@ impl PathArgs {
         Paths {
             data_dir,
             models_dir,
+            extra_models_dirs: self.extra_models_dirs.clone(),
         }
     }
 }

@@ -56,6 +56,7 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
     }
     let config = ServerConfig {
         models_dir: paths.models_dir.clone(),
+        extra_models_dirs: paths.extra_models_dirs.clone(),
         outputs_dir: paths.outputs_dir(),
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         default_model: args.default_model.clone(),

@@ -19,6 +19,9 @@ pub enum Role {
     TextEncoder,
     Lora,
     Taesd,
+    ControlNet,
+    /// An ESRGAN-style upscaler.
+    Upscaler,
     Unknown,
 }
 
@@ -69,6 +72,20 @@ pub fn identify(tensors: &[Tensor]) -> Identity {
             role: Role::Lora,
         };
     }
+    if any(&raw, "input_hint_block.") || any(&raw, "control_model.") {
+        return Identity {
+            family: "unknown".into(),
+            variant: None,
+            role: Role::ControlNet,
+        };
+    }
+    if any(&raw, "RRDB_trunk.") || any(&raw, "conv_first.weight") || any(&raw, ".rdb1.") {
+        return Identity {
+            family: "esrgan".into(),
+            variant: None,
+            role: Role::Upscaler,
+        };
+    }
     // A standalone diffusion model has no "model.diffusion_model." prefix; sd.cpp adds it when loading one.
     let standalone = !any(&raw, "model.diffusion_model.")
         && (any(&raw, "double_blocks.")
@@ -117,6 +134,16 @@ pub fn identify(tensors: &[Tensor]) -> Identity {
     };
     let (family, variant) = if family == "unknown" && role == Role::TextEncoder {
         (text_encoder_kind(&names), None)
+    } else if role == Role::Vae {
+        // The latent channels tell which models a VAE decodes for: 4 (SD 1/2/XL), 16 (FLUX, SD3, Z-Image).
+        let channels = ne2(&shapes, "decoder.conv_in.weight")
+            .or_else(|| ne2(&shapes, "first_stage_model.decoder.conv_in.weight"));
+        match channels {
+            Some(4) => ("sd", Some("4ch")),
+            Some(16) => ("flux", Some("16ch")),
+            Some(32) => ("flux2", Some("32ch")),
+            _ => ("unknown", None),
+        }
     } else {
         (family, variant)
     };

@@ -2,12 +2,14 @@
 //! never its weights), how a `--model` argument or an API `model` id becomes the component paths the engine loads,
 //! and where LoRAs named in a prompt live.
 
+pub mod cards;
 pub mod header;
 pub mod identify;
 mod library;
 pub mod memory;
 mod preset;
 
+pub use cards::{CardComponent, ModelCard};
 pub use identify::{identify, quantization, Identity, Role};
 pub use library::{inspect, Library, ModelEntry, ModelError, ResolvedModel};
 pub use preset::{size_multiple, Components, FamilyDefaults, Preset};

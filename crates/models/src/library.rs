@@ -78,6 +78,8 @@ fn role_name(role: Role) -> &'static str {
         Role::TextEncoder => "text-encoder",
         Role::Lora => "LoRA",
         Role::Taesd => "TAESD",
+        Role::ControlNet => "ControlNet",
+        Role::Upscaler => "upscaler",
         Role::Unknown => "unrecognised",
     }
 }
@@ -86,7 +88,12 @@ fn role_name(role: Role) -> &'static str {
 #[derive(Debug, Clone)]
 pub struct Library {
     models_dir: PathBuf,
+    /// Other tools' folders scanned too (an A1111 `models/Stable-diffusion`, a ComfyUI `models/` tree).
+    extra_dirs: Vec<PathBuf>,
 }
+
+/// Folder names other tools keep LoRAs in; they are searched for LoRAs, not listed as models.
+const LORA_FOLDERS: &[&str] = &["loras", "Lora", "LoRA", "lora"];
 
 fn has_model_extension(path: &Path) -> bool {
     path.extension()
@@ -94,7 +101,7 @@ fn has_model_extension(path: &Path) -> bool {
         .is_some_and(|e| MODEL_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-fn preset_name(path: &Path) -> Option<String> {
+pub(crate) fn preset_name(path: &Path) -> Option<String> {
     let file = path.file_name()?.to_str()?;
     if let Some(stem) = file.strip_suffix(".preset.json") {
         return Some(stem.to_string());
@@ -108,18 +115,19 @@ fn preset_name(path: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
-fn walk(dir: &Path, skip: &Path, out: &mut Vec<PathBuf>) {
+fn walk(dir: &Path, skip_loras: bool, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     entries.sort();
     for path in entries {
-        if path == skip {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') || (skip_loras && LORA_FOLDERS.contains(&name)) {
             continue;
         }
         if path.is_dir() {
-            walk(&path, skip, out);
+            walk(&path, skip_loras, out);
         } else {
             out.push(path);
         }
@@ -130,7 +138,23 @@ impl Library {
     pub fn new(models_dir: impl Into<PathBuf>) -> Library {
         Library {
             models_dir: models_dir.into(),
+            extra_dirs: Vec::new(),
         }
+    }
+
+    /// DiffuGen's own folder plus other tools' folders, all scanned recursively.
+    pub fn with_extra_dirs(models_dir: impl Into<PathBuf>, extra_dirs: Vec<PathBuf>) -> Library {
+        Library {
+            models_dir: models_dir.into(),
+            extra_dirs,
+        }
+    }
+
+    /// Every folder scanned: DiffuGen's own first.
+    pub fn dirs(&self) -> Vec<&Path> {
+        std::iter::once(self.models_dir.as_path())
+            .chain(self.extra_dirs.iter().map(PathBuf::as_path))
+            .collect()
     }
 
     pub fn models_dir(&self) -> &Path {
@@ -144,8 +168,27 @@ impl Library {
 
     fn files(&self) -> Vec<PathBuf> {
         let mut files = Vec::new();
-        walk(&self.models_dir, &self.lora_dir(), &mut files);
+        for dir in self.dirs() {
+            walk(dir, true, &mut files);
+        }
         files
+    }
+
+    /// The LoRA folders of every scanned folder (its own `loras/`, or a sibling `Lora`/`loras` of another tool's
+    /// model folder).
+    fn lora_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.lora_dir()];
+        for dir in &self.extra_dirs {
+            for base in [Some(dir.as_path()), dir.parent()].into_iter().flatten() {
+                for name in LORA_FOLDERS {
+                    let candidate = base.join(name);
+                    if candidate.is_dir() && !dirs.contains(&candidate) {
+                        dirs.push(candidate);
+                    }
+                }
+            }
+        }
+        dirs
     }
 
     /// Every model file and preset under the models folder, identified from its header.
@@ -200,12 +243,12 @@ impl Library {
         entry
     }
 
-    /// The ids `resolve` accepts.
+    /// The ids `resolve` accepts: every usable card (checkpoints, presets, assembled models).
     pub fn ids(&self) -> Vec<String> {
-        self.scan()
+        self.cards()
             .into_iter()
-            .filter(|e| e.error.is_none() && matches!(e.role, Role::Checkpoint))
-            .map(|e| e.id)
+            .filter(|c| c.error.is_none())
+            .map(|c| c.id)
             .collect()
     }
 
@@ -225,14 +268,29 @@ impl Library {
             }
             return resolve_file(&path);
         }
-        for path in self.files() {
-            if preset_name(&path).as_deref() == Some(spec) {
-                return load_preset(&path, spec);
+        let files = self.files();
+        for path in &files {
+            if preset_name(path).as_deref() == Some(spec) {
+                return load_preset(path, spec);
             }
+        }
+        for path in files {
             if has_model_extension(&path) && path.file_stem().and_then(|s| s.to_str()) == Some(spec)
             {
-                return resolve_file(&path);
+                return match resolve_file(&path) {
+                    // A diffusion model alone: put together with the VAE and encoders in the folders.
+                    Err(
+                        error @ ModelError::NotAModel {
+                            role: Role::DiffusionModel,
+                            ..
+                        },
+                    ) => self.resolve_card(spec).unwrap_or(Err(error)),
+                    other => other,
+                };
             }
+        }
+        if let Some(found) = self.resolve_card(spec) {
+            return found;
         }
         Err(ModelError::UnknownId {
             id: spec.to_string(),
@@ -244,7 +302,9 @@ impl Library {
     pub fn resolve_lora(&self, name: &str) -> Result<PathBuf, ModelError> {
         let dir = self.lora_dir();
         let mut files = Vec::new();
-        walk(&dir, Path::new(""), &mut files);
+        for lora_dir in self.lora_dirs() {
+            walk(&lora_dir, false, &mut files);
+        }
         let loras: Vec<&PathBuf> = files.iter().filter(|p| has_model_extension(p)).collect();
         if let Some(found) = loras
             .iter()
@@ -263,8 +323,38 @@ impl Library {
     }
 }
 
-/// Reads one file's header and describes it.
+type InspectCache =
+    std::collections::HashMap<PathBuf, (u64, Option<std::time::SystemTime>, ModelEntry)>;
+
+/// Headers already read, keyed by path and checked against size and modification time: rescanning big folders
+/// costs a `stat` per file, and a changed file is read again.
+fn cache() -> &'static std::sync::Mutex<InspectCache> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<InspectCache>> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Reads one file's header and describes it (cached until the file changes).
 pub fn inspect(path: &Path) -> ModelEntry {
+    let meta = std::fs::metadata(path).ok();
+    let len = meta.as_ref().map_or(0, |m| m.len());
+    let modified = meta.as_ref().and_then(|m| m.modified().ok());
+    let key = path.to_path_buf();
+    if let Some((l, m, entry)) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if *l == len && *m == modified && meta.is_some() {
+            return entry.clone();
+        }
+    }
+    let entry = inspect_uncached(path);
+    if meta.is_some() {
+        cache()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (len, modified, entry.clone()));
+    }
+    entry
+}
+
+fn inspect_uncached(path: &Path) -> ModelEntry {
     let id = path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -310,7 +400,7 @@ pub fn inspect(path: &Path) -> ModelEntry {
     entry
 }
 
-fn resolve_file(path: &Path) -> Result<ResolvedModel, ModelError> {
+pub(crate) fn resolve_file(path: &Path) -> Result<ResolvedModel, ModelError> {
     let entry = inspect(path);
     if let Some(reason) = entry.error {
         return Err(ModelError::Damaged {
@@ -350,7 +440,7 @@ fn resolve_file(path: &Path) -> Result<ResolvedModel, ModelError> {
     })
 }
 
-fn load_preset(path: &Path, name: &str) -> Result<ResolvedModel, ModelError> {
+pub(crate) fn load_preset(path: &Path, name: &str) -> Result<ResolvedModel, ModelError> {
     let invalid = |reason: String| ModelError::Preset {
         path: path.to_path_buf(),
         reason,

@@ -13,6 +13,7 @@ mod files;
 mod gallery;
 pub mod gateway;
 mod legacy;
+mod models;
 mod native;
 mod openai;
 mod vram;
@@ -36,6 +37,8 @@ pub const BODY_LIMIT: usize = 50 << 20;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub models_dir: PathBuf,
+    /// Other tools' model folders used in place.
+    pub extra_models_dirs: Vec<PathBuf>,
     /// Where generated images are written and served from.
     pub outputs_dir: PathBuf,
     /// Required on every route but `/health` when set.
@@ -50,6 +53,8 @@ pub struct ServerConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub jobs: JobManager,
+    /// Model downloads started over the API (two at once).
+    pub downloads: diffugen_downloads::Downloads,
     pub library: Library,
     pub outputs_dir: PathBuf,
     pub api_key: Option<Arc<str>>,
@@ -61,7 +66,8 @@ impl AppState {
     pub fn new(jobs: JobManager, config: &ServerConfig) -> AppState {
         AppState {
             jobs,
-            library: Library::new(&config.models_dir),
+            downloads: diffugen_downloads::Downloads::new(2),
+            library: Library::with_extra_dirs(&config.models_dir, config.extra_models_dirs.clone()),
             outputs_dir: config.outputs_dir.clone(),
             api_key: config.api_key.as_deref().map(Arc::from),
             default_model: Arc::new(RwLock::new(config.default_model.clone())),
@@ -112,6 +118,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/events", get(native::events))
         .route("/api/v1/jobs/{id}/cancel", post(native::cancel))
         .route("/api/v1/queue", get(native::queue))
+        .route("/api/v1/models", get(models::list))
+        .route("/api/v1/models/catalog", get(models::catalog))
+        .route(
+            "/api/v1/models/downloads",
+            get(models::downloads).post(models::start),
+        )
+        .route("/api/v1/models/downloads/{id}/events", get(models::events))
+        .route("/api/v1/models/downloads/{id}/cancel", post(models::cancel))
         .route("/api/v1/gallery", get(gallery::list))
         .route("/api/v1/gallery/boards", get(gallery::boards))
         .route("/api/v1/gallery/reindex", post(gallery::reindex))

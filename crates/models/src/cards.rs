@@ -1,0 +1,328 @@
+//! Model cards: what the picker shows. A card is a model that can generate images — a checkpoint, a preset, or a
+//! standalone diffusion model assembled with the VAE and text encoders found in the folders when each piece is
+//! unambiguous — with its family defaults, display name, size and an estimated memory need. The original project's
+//! ids (`sd15`, `sdxl`, `sd3`, `flux-schnell`, `flux-dev`) work as aliases.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::identify::Role;
+use crate::library::{
+    inspect, load_preset, preset_name, resolve_file, Library, ModelEntry, ModelError, ResolvedModel,
+};
+use crate::preset::{Components, FamilyDefaults};
+
+/// One model as the picker shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+pub struct ModelCard {
+    /// What `model` selects it by.
+    pub id: String,
+    /// A readable name.
+    pub name: String,
+    pub family: String,
+    pub variant: Option<String>,
+    /// `checkpoint`, `preset` or `assembled` (pieces found in the folders).
+    pub source: String,
+    /// (component, path) pairs: `model`, or `diffusion_model` + `vae` + `clip_l` + ...
+    pub components: Vec<CardComponent>,
+    pub quantization: Option<String>,
+    pub parameters: f64,
+    pub size_bytes: f64,
+    pub default_width: u32,
+    pub default_height: u32,
+    pub default_steps: u32,
+    pub default_cfg_scale: f64,
+    pub default_sampler: String,
+    /// Estimated peak memory at the default size (weights + working memory).
+    pub estimated_bytes: f64,
+    /// Other ids that select it (`sd15`, `flux-schnell`, ...).
+    pub aliases: Vec<String>,
+    /// Why it cannot be used, when it cannot (a missing or ambiguous piece, a damaged file).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+pub struct CardComponent {
+    pub component: String,
+    pub path: String,
+}
+
+fn display_name(id: &str) -> String {
+    id.replace(['_', '-'], " ")
+}
+
+/// The pieces a standalone diffusion model of `family` needs besides itself: (component, role-family) pairs.
+fn needs(family: &str) -> Option<&'static [(&'static str, &'static str)]> {
+    match family {
+        "chroma" => Some(&[("vae", "flux"), ("t5xxl", "t5xxl")]),
+        "flux" => Some(&[("vae", "flux"), ("clip_l", "clip_l"), ("t5xxl", "t5xxl")]),
+        "sd3" => Some(&[
+            ("vae", "flux"),
+            ("clip_l", "clip_l"),
+            ("clip_g", "clip_g"),
+            ("t5xxl", "t5xxl"),
+        ]),
+        "z_image" => Some(&[("vae", "flux"), ("llm", "llm")]),
+        _ => None,
+    }
+}
+
+fn set(components: &mut Components, field: &str, path: PathBuf) {
+    match field {
+        "vae" => components.vae = Some(path),
+        "clip_l" => components.clip_l = Some(path),
+        "clip_g" => components.clip_g = Some(path),
+        "t5xxl" => components.t5xxl = Some(path),
+        "llm" => components.llm = Some(path),
+        _ => {}
+    }
+}
+
+/// Puts a standalone diffusion model together with the pieces in the folders: each needed piece must be the only
+/// one of its kind, or the card names the candidates and asks for a preset.
+pub(crate) fn assemble(diffusion: &ModelEntry, all: &[ModelEntry]) -> Result<Components, String> {
+    let Some(pieces) = needs(&diffusion.family) else {
+        return Err(format!(
+            "a standalone {} diffusion model is not assembled automatically; describe it in a preset",
+            diffusion.family
+        ));
+    };
+    let mut components = Components {
+        diffusion_model: Some(PathBuf::from(&diffusion.path)),
+        ..Components::default()
+    };
+    for (field, kind) in pieces {
+        let candidates: Vec<&ModelEntry> = all
+            .iter()
+            .filter(|e| e.error.is_none())
+            .filter(|e| match *field {
+                "vae" => e.role == Role::Vae && e.family == *kind,
+                _ => e.role == Role::TextEncoder && e.family == *kind,
+            })
+            .collect();
+        match candidates.as_slice() {
+            [one] => set(&mut components, field, PathBuf::from(&one.path)),
+            [] => {
+                return Err(format!(
+                    "no {field} file found in the model folders (a {} diffusion model needs {}); add it, or \
+                     describe the model in a preset",
+                    diffusion.family,
+                    pieces.iter().map(|(f, _)| *f).collect::<Vec<_>>().join(", ")
+                ))
+            }
+            many => {
+                return Err(format!(
+                    "{} {field} files fit ({}); write a preset naming the one to use",
+                    many.len(),
+                    many.iter().map(|e| e.id.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+            }
+        }
+    }
+    Ok(components)
+}
+
+/// The original project's ids and what they pick.
+fn alias_matches(alias: &str, card: &ModelCard) -> bool {
+    let id = card.id.to_ascii_lowercase();
+    match alias {
+        "sd15" => card.family == "sd1" && card.variant.is_none(),
+        "sdxl" => card.family == "sdxl" && card.variant.is_none(),
+        "sd3" => card.family == "sd3",
+        "flux-schnell" => card.family == "flux" && id.contains("schnell"),
+        "flux-dev" => card.family == "flux" && id.contains("dev"),
+        _ => false,
+    }
+}
+
+pub const ALIASES: &[&str] = &["sd15", "sdxl", "sd3", "flux-schnell", "flux-dev"];
+
+impl Library {
+    /// Every usable-or-explainable model: checkpoints, presets, assembled multi-file models.
+    pub fn cards(&self) -> Vec<ModelCard> {
+        let entries = self.scan();
+        // Never through `resolve` (which falls back to cards): straight to the file or preset.
+        let direct = |entry: &ModelEntry| -> Result<ResolvedModel, ModelError> {
+            let path = Path::new(&entry.path);
+            match preset_name(path) {
+                Some(name) => load_preset(path, &name),
+                None => resolve_file(path),
+            }
+        };
+        let used_by_presets: Vec<String> = entries
+            .iter()
+            .filter(|e| e.format.as_deref() == Some("preset"))
+            .filter_map(|e| direct(e).ok())
+            .flat_map(|m| {
+                m.components
+                    .files()
+                    .into_iter()
+                    .map(|(_, p)| p.display().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut cards = Vec::new();
+        for entry in &entries {
+            let preset = entry.format.as_deref() == Some("preset");
+            let (source, resolved) = match entry.role {
+                _ if preset => ("preset", self.resolve(&entry.id).map_err(|e| e.to_string())),
+                Role::Checkpoint => (
+                    "checkpoint",
+                    self.resolve(&entry.path).map_err(|e| e.to_string()),
+                ),
+                Role::DiffusionModel if !used_by_presets.contains(&entry.path) => (
+                    "assembled",
+                    assemble(entry, &entries).map(|components| ResolvedModel {
+                        id: entry.id.clone(),
+                        family: entry.family.clone(),
+                        defaults: FamilyDefaults::for_family(&entry.family, &entry.id),
+                        components,
+                    }),
+                ),
+                _ => continue,
+            };
+            cards.push(card(entry, source, resolved));
+        }
+        // Aliases go to the first card that fits each.
+        for alias in ALIASES {
+            if cards.iter().any(|c| c.id == *alias) {
+                continue;
+            }
+            if let Some(card) = cards
+                .iter_mut()
+                .find(|c| c.error.is_none() && alias_matches(alias, c))
+            {
+                card.aliases.push(alias.to_string());
+            }
+        }
+        cards
+    }
+
+    /// Resolves an id that is not a file or preset: an assembled model or an alias.
+    pub(crate) fn resolve_card(&self, spec: &str) -> Option<Result<ResolvedModel, ModelError>> {
+        let card = self.cards().into_iter().find(|c| {
+            c.id == spec && c.source == "assembled" || c.aliases.iter().any(|a| a == spec)
+        })?;
+        if let Some(reason) = card.error {
+            return Some(Err(ModelError::Damaged {
+                path: PathBuf::from(&card.components.first()?.path),
+                reason,
+            }));
+        }
+        let entries = self.scan();
+        if card.source == "assembled" {
+            let entry = entries
+                .iter()
+                .find(|e| e.id == card.id && e.role == Role::DiffusionModel)?;
+            return Some(
+                assemble(entry, &entries)
+                    .map_err(|reason| ModelError::Damaged {
+                        path: PathBuf::from(&entry.path),
+                        reason,
+                    })
+                    .map(|components| ResolvedModel {
+                        id: card.id.clone(),
+                        family: card.family.clone(),
+                        defaults: FamilyDefaults::for_family(&card.family, &card.id),
+                        components,
+                    }),
+            );
+        }
+        // A checkpoint or preset picked by an alias.
+        let entry = entries.iter().find(|e| match card.source.as_str() {
+            "preset" => e.format.as_deref() == Some("preset") && e.id == card.id,
+            _ => card.components.first().is_some_and(|c| c.path == e.path),
+        })?;
+        let path = Path::new(&entry.path);
+        Some(match preset_name(path) {
+            Some(name) => load_preset(path, &name),
+            None => resolve_file(path),
+        })
+    }
+
+    /// Writes a card's components and defaults as a preset (`<models>/<id>.preset.json`) to edit and keep.
+    pub fn save_preset(&self, model: &ResolvedModel) -> Result<PathBuf, String> {
+        let path = self.models_dir().join(format!("{}.preset.json", model.id));
+        let mut preset = serde_json::json!({ "name": model.id, "family": model.family });
+        for (field, file) in model.components.files() {
+            preset[field] = file.display().to_string().into();
+        }
+        preset["defaults"] = serde_json::to_value(&model.defaults).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(self.models_dir()).map_err(|e| e.to_string())?;
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&preset).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    }
+}
+
+fn card(entry: &ModelEntry, source: &str, resolved: Result<ResolvedModel, String>) -> ModelCard {
+    let (components, defaults, error) = match &resolved {
+        Ok(model) => (
+            model
+                .components
+                .files()
+                .into_iter()
+                .map(|(c, p)| CardComponent {
+                    component: c.to_string(),
+                    path: p.display().to_string(),
+                })
+                .collect(),
+            model.defaults.clone(),
+            None,
+        ),
+        Err(e) => (
+            vec![CardComponent {
+                component: if entry.role == Role::DiffusionModel {
+                    "diffusion_model"
+                } else {
+                    "model"
+                }
+                .into(),
+                path: entry.path.clone(),
+            }],
+            FamilyDefaults::for_family(&entry.family, &entry.id),
+            Some(e.clone()),
+        ),
+    };
+    let (mut size, mut parameters) = (0.0, 0.0);
+    for c in &components {
+        let part = inspect(Path::new(&c.path));
+        size += part.size_bytes;
+        parameters += part.parameters;
+    }
+    let estimated = resolved
+        .as_ref()
+        .map(|m| {
+            crate::memory::estimate(&m.components, defaults.width, defaults.height).total_bytes()
+        })
+        .unwrap_or(0.0);
+    ModelCard {
+        id: resolved
+            .as_ref()
+            .map(|m| m.id.clone())
+            .unwrap_or_else(|_| entry.id.clone()),
+        name: display_name(&entry.id),
+        family: resolved
+            .as_ref()
+            .map(|m| m.family.clone())
+            .unwrap_or_else(|_| entry.family.clone()),
+        variant: entry.variant.clone(),
+        source: source.into(),
+        components,
+        quantization: entry.quantization.clone(),
+        parameters,
+        size_bytes: size,
+        default_width: defaults.width,
+        default_height: defaults.height,
+        default_steps: defaults.steps,
+        default_cfg_scale: f64::from(defaults.cfg_scale),
+        default_sampler: defaults.sampler.clone(),
+        estimated_bytes: estimated,
+        aliases: Vec::new(),
+        error,
+    }
+}

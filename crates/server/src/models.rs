@@ -1,0 +1,143 @@
+//! The model library over HTTP: cards for the picker, the download catalog, and downloads with live events.
+
+use std::convert::Infallible;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use diffugen_downloads::{DownloadEvent, DownloadStage, PullState};
+use futures_util::{stream, Stream, StreamExt};
+use serde_json::{json, Value};
+
+use crate::{ApiError, AppState};
+
+/// `GET /api/v1/models`: model cards (checkpoints, presets, assembled multi-file models) and every file found.
+pub async fn list(State(state): State<AppState>) -> Json<Value> {
+    let library = state.library.clone();
+    let (cards, files) = tokio::task::spawn_blocking(move || (library.cards(), library.scan()))
+        .await
+        .unwrap_or_default();
+    Json(json!({ "cards": cards, "files": files }))
+}
+
+/// `GET /api/v1/models/catalog`.
+pub async fn catalog() -> Json<Value> {
+    Json(json!({ "models": diffugen_downloads::catalog() }))
+}
+
+/// `POST /api/v1/models/downloads` `{"model": "<catalog id>"}` or `{"url": "...", "sha256": "..."}` → 202.
+pub async fn start(
+    State(state): State<AppState>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(body) = body.map_err(crate::error::json_rejection)?;
+    let text = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let target = text("model").or(text("url")).ok_or_else(|| {
+        ApiError::invalid(
+            "model",
+            "give `model` (a catalog id, see /api/v1/models/catalog) or `url`",
+        )
+    })?;
+    let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
+    let plan = diffugen_downloads::plan(
+        target,
+        state.library.models_dir(),
+        text("sha256").map(String::from),
+        token,
+    )
+    .map_err(|e| match e {
+        diffugen_downloads::DownloadError::Invalid { field, message } => ApiError::invalid(
+            if field == "model" && text("url").is_some() {
+                "url"
+            } else {
+                field
+            },
+            message,
+        ),
+        other => ApiError::new(StatusCode::BAD_REQUEST, other.to_string()),
+    })?;
+    let name = plan.name.clone();
+    let id = state.downloads.start(plan);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": id, "name": name, "state": "waiting" })),
+    ))
+}
+
+/// `GET /api/v1/models/downloads`.
+pub async fn downloads(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "downloads": state.downloads.list() }))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no download with id '{id}'"))
+}
+
+fn is_final(stage: &DownloadStage, file: u32, files: u32) -> bool {
+    match stage {
+        DownloadStage::Failed { .. } | DownloadStage::Cancelled => true,
+        DownloadStage::Done { .. } => file == files,
+        _ => false,
+    }
+}
+
+fn sse(event: &DownloadEvent) -> Event {
+    let name = serde_json::to_value(&event.stage)
+        .ok()
+        .and_then(|v| v.get("stage").and_then(Value::as_str).map(String::from))
+        .unwrap_or_else(|| "event".into());
+    Event::default()
+        .event(name)
+        .json_data(event)
+        .unwrap_or_else(|_| Event::default())
+}
+
+/// `GET /api/v1/models/downloads/{id}/events`: what happened so far, then live, ending with the last file's
+/// `done`, or `failed` / `cancelled`.
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let (history, pull_state, live) = state
+        .downloads
+        .subscribe(&id)
+        .ok_or_else(|| not_found(&id))?;
+    let finished = !matches!(pull_state, PullState::Waiting | PullState::Running)
+        || history.iter().any(|e| is_final(&e.stage, e.file, e.files));
+    // Ends right after the final event (not at the next one, which never comes).
+    let live = stream::unfold((live, finished), |(mut live, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            match live.recv().await {
+                Ok(event) => {
+                    let done = is_final(&event.stage, event.file, event.files);
+                    return Some((event, (live, done)));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let events = stream::iter(history).chain(live).map(|e| Ok(sse(&e)));
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// `POST /api/v1/models/downloads/{id}/cancel`.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if !state.downloads.cancel(&id) {
+        return Err(not_found(&id));
+    }
+    Ok(Json(json!({ "id": id, "cancelled": true })))
+}
