@@ -427,22 +427,8 @@ async fn the_api_starts_a_download_streams_its_events_and_lists_the_model() {
     })
     .await;
     let ws = Workspace::new();
-    let config = diffugen_server::ServerConfig {
-        models_dir: ws.models_dir(),
-        extra_models_dirs: Vec::new(),
-        outputs_dir: ws.path("outputs"),
-        api_key: None,
-        default_model: None,
-        cors_origins: Vec::new(),
-    };
     let jobs = diffugen_jobs::JobManager::new(Arc::new(support::engine()), 4);
-    let api = diffugen_server::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        diffugen_server::AppState::new(jobs, &config),
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", api.addr);
+    let (api, base) = support::serve_api(&ws, jobs).await;
     let client = reqwest::Client::new();
 
     let started = client

@@ -628,21 +628,7 @@ async fn the_http_gallery_lists_searches_and_serves_images_and_thumbnails() {
             gallery: Some(gallery.clone()),
         },
     );
-    let config = diffugen_server::ServerConfig {
-        models_dir: ws.models_dir(),
-        extra_models_dirs: Vec::new(),
-        outputs_dir: ws.path("outputs"),
-        api_key: None,
-        default_model: None,
-        cors_origins: Vec::new(),
-    };
-    let server = diffugen_server::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        diffugen_server::AppState::new(jobs, &config),
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", server.addr);
+    let (server, base) = support::serve_api(&ws, jobs).await;
     let client = reqwest::Client::new();
     let get = |path: String| {
         let client = client.clone();

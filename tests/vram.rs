@@ -487,6 +487,9 @@ async fn an_unconfirmed_unload_warns_and_renders_or_fails_the_job_when_strict() 
         rig.jobs.wait(&id).await.unwrap(),
         Outcome::Failed(_)
     ));
+    // What was asked to unload comes back once the queue is empty.
+    rig.settle(Phase::Llm).await;
+    assert_eq!(rig.fake.count(is_load), 1);
 }
 
 #[tokio::test]
@@ -630,21 +633,7 @@ async fn a_5xx_is_retried_and_a_refused_connection_gives_a_clear_error() {
 #[tokio::test]
 async fn the_api_reports_the_vram_snapshot_and_health_carries_the_statistics() {
     let rig = Rig::start(config(Policy::Always)).await;
-    let config = diffugen_server::ServerConfig {
-        models_dir: rig.ws.models_dir(),
-        extra_models_dirs: Vec::new(),
-        outputs_dir: rig.ws.path("outputs"),
-        api_key: None,
-        default_model: None,
-        cors_origins: Vec::new(),
-    };
-    let server = diffugen_server::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        diffugen_server::AppState::new(rig.jobs.clone(), &config),
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", server.addr);
+    let (server, base) = support::serve_api(&rig.ws, rig.jobs.clone()).await;
     let client = reqwest::Client::new();
     let snapshot: Value = client
         .get(format!("{base}/api/v1/vram"))
@@ -886,4 +875,36 @@ fn vram_watch_prints_the_meter_every_second_until_ctrl_c() {
         assert_eq!(s["snapshot"]["ollama"]["models"][0]["name"], QWEN);
     }
     drop(runtime);
+}
+
+#[tokio::test]
+async fn a_chat_client_that_gives_up_waiting_is_no_longer_counted() {
+    let rig = Rig::start(config(Policy::Never)).await;
+    let gateway =
+        diffugen_server::gateway::serve("127.0.0.1:0".parse().unwrap(), rig.orchestrator.clone())
+            .await
+            .unwrap();
+    // A render holds the GPU.
+    let lease = rig
+        .orchestrator
+        .acquire_diffusion(0.0, &mut |_| {})
+        .await
+        .unwrap();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .post(format!("http://{}/api/chat", gateway.addr))
+        .json(&json!({"model": QWEN, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await;
+    assert!(impatient.is_err(), "the request waited for the render");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !rig.orchestrator.llm_waiting(),
+        "the queue would hand the GPU over between jobs for nobody"
+    );
+    assert_eq!(rig.orchestrator.snapshot().await.llm_requests_waiting, 0);
+    drop(lease);
+    gateway.shutdown().await.unwrap();
 }

@@ -88,6 +88,30 @@ pub fn engine() -> diffugen_engine::Engine {
     })
 }
 
+/// The HTTP API over `jobs` on a free loopback port, with the workspace's folders and no key; returns the server
+/// and its base URL.
+pub async fn serve_api(
+    ws: &Workspace,
+    jobs: diffugen_jobs::JobManager,
+) -> (diffugen_server::ServerHandle, String) {
+    let config = diffugen_server::ServerConfig {
+        models_dir: ws.models_dir(),
+        extra_models_dirs: Vec::new(),
+        outputs_dir: ws.path("outputs"),
+        api_key: None,
+        default_model: None,
+        cors_origins: Vec::new(),
+    };
+    let server = diffugen_server::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        diffugen_server::AppState::new(jobs, &config),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", server.addr);
+    (server, base)
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

@@ -487,7 +487,7 @@ impl Orchestrator {
                     let message = format!("could not unload {}: {error}", model.name);
                     tracing::warn!("{message}");
                     if config.strict {
-                        self.set_phase(previous, "the switch failed");
+                        self.set_phase(self.after_failure(previous), "the switch failed");
                         return Err(SwitchError::NotConfirmed(message));
                     }
                     on_stage(Stage::Warning {
@@ -495,6 +495,17 @@ impl Orchestrator {
                     });
                     report.warnings.push(message);
                     continue;
+                }
+            }
+            // Asked to go: from now on it is ours to bring back, whatever happens next.
+            let keep_alive = config
+                .restore_keep_alive
+                .clone()
+                .unwrap_or_else(|| model.remaining_keep_alive());
+            {
+                let mut state = self.state();
+                if !state.to_restore.iter().any(|(n, _)| n == &model.name) {
+                    state.to_restore.push((model.name.clone(), keep_alive));
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -518,14 +529,6 @@ impl Orchestrator {
             }
             released_vram += model.size_vram as f64;
             report.unloaded.push(model.name.clone());
-            let keep_alive = config
-                .restore_keep_alive
-                .clone()
-                .unwrap_or_else(|| model.remaining_keep_alive());
-            let mut state = self.state();
-            if !state.to_restore.iter().any(|(n, _)| n == &model.name) {
-                state.to_restore.push((model.name.clone(), keep_alive));
-            }
         }
         // Where NVML works, the model leaving /api/ps is not enough: wait for the driver to show the memory back.
         if let Some(before) = free_before.filter(|_| all_confirmed) {
@@ -564,7 +567,7 @@ impl Orchestrator {
         }
         tracing::warn!("{message}");
         if config.strict {
-            self.set_phase(previous, "the switch was not confirmed");
+            self.set_phase(self.after_failure(previous), "the switch was not confirmed");
             return Some(SwitchError::NotConfirmed(format!(
                 "{message}; the job was not started (strict VRAM setting)"
             )));
@@ -578,6 +581,16 @@ impl Orchestrator {
         });
         report.warnings.push(message);
         None
+    }
+
+    /// The phase after a failed switch: `diffusion` when models were already unloaded (so that giving the GPU
+    /// back restores them), else where it was.
+    fn after_failure(&self, previous: Phase) -> Phase {
+        if self.state().to_restore.is_empty() {
+            previous
+        } else {
+            Phase::Diffusion
+        }
     }
 
     async fn wait_for_free(&self, bytes: f64, deadline: Instant) -> bool {
@@ -610,7 +623,8 @@ impl Orchestrator {
             let state = self.state();
             (state.phase, state.pinned, !state.to_restore.is_empty())
         };
-        if phase != Phase::Diffusion || pinned {
+        // `switching` here means a switch whose job was cancelled half-way (the switch lock is ours now).
+        if !matches!(phase, Phase::Diffusion | Phase::Switching) || pinned {
             return;
         }
         if pending && self.config().after_queue == AfterQueue::Restore {
@@ -663,9 +677,17 @@ impl Orchestrator {
     /// finish, then makes sure the engine has freed its memory.
     pub async fn acquire_llm(&self) -> Result<LlmLease, SwitchError> {
         let wait = self.config().llm_wait_timeout;
+        // Counted while waiting, and uncounted however the wait ends (a client that hangs up drops this future).
+        struct Waiting<'a>(&'a Orchestrator);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.state().llm_waiting -= 1;
+            }
+        }
         self.state().llm_waiting += 1;
+        let waiting = Waiting(self);
         let turn = tokio::time::timeout(wait, self.inner.turns.clone().read_owned()).await;
-        self.state().llm_waiting -= 1;
+        drop(waiting);
         let turn = turn.map_err(|_| {
             self.count_error();
             SwitchError::WaitTimedOut {
