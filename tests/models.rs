@@ -340,10 +340,27 @@ fn a_flux_set_in_the_folders_is_assembled_into_one_card_reachable_by_its_alias()
             .ends_with("t5xxl_fp16.gguf"));
         assert!(model.components.clip_l.is_some() && model.components.diffusion_model.is_some());
     }
-    // Saved as a preset, it becomes a card the user can edit.
-    let model = library.resolve("flux-schnell").unwrap();
-    let preset = library.save_preset(&model).unwrap();
-    assert!(preset.ends_with("flux1-schnell-q4_0.preset.json"));
+    // Saved as a preset (`diffugen models save`), it becomes a card the user can edit.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+        .args([
+            "--models-dir",
+            dir.path().to_str().unwrap(),
+            "models",
+            "save",
+            "flux-schnell",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    let preset = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert!(
+        preset.ends_with("flux1-schnell-q4_0.preset.json"),
+        "{preset}"
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&preset).unwrap()).unwrap();
+    assert_eq!(saved["family"], "flux");
+    assert_eq!(saved["defaults"]["steps"], 4);
     let cards = library.cards();
     assert_eq!(cards.len(), 1);
     assert_eq!(cards[0].source, "preset");

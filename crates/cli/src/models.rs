@@ -19,6 +19,8 @@ pub struct ModelsArgs {
 enum ModelsCommand {
     /// Everything known about one model: its files, family, role, quantization, defaults
     Show { id: String },
+    /// Write a model card (an assembled FLUX set, a checkpoint) as a preset file to edit: components and defaults
+    Save { id: String },
     /// The models DiffuGen can download (`diffugen models pull ID`)
     Catalog,
     /// Download a catalog model or any http(s) URL into the models folder: resumed after a dropped connection,
@@ -51,6 +53,13 @@ pub fn run(paths: &Paths, args: &ModelsArgs) -> Result<ExitCode, String> {
         None => list(paths, args),
         Some(ModelsCommand::Show { id }) => show(paths, id, args.json),
         Some(ModelsCommand::Catalog) => catalog(args.json),
+        Some(ModelsCommand::Save { id }) => {
+            let library = paths.library();
+            let model = library.resolve(id).map_err(|e| e.to_string())?;
+            let path = library.save_preset(&model)?;
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Some(ModelsCommand::Pull {
             target,
             sha256,
