@@ -473,3 +473,96 @@ fn other_tools_folders_are_scanned_with_their_loras_and_changes_are_seen() {
         .collect();
     assert!(ids.contains(&"dreamy") && ids.contains(&"tiny"), "{ids:?}");
 }
+
+#[test]
+fn the_settings_file_shared_with_the_app_picks_folders_and_policy_and_flags_still_win() {
+    let ws = Workspace::new();
+    let other = ws.path("comfy/checkpoints");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::copy(diffugen_testkit::test_model(), other.join("shared.gguf")).unwrap();
+
+    let set = ws.diffugen(&[
+        "settings",
+        "set",
+        "extra_models_dirs",
+        other.to_str().unwrap(),
+    ]);
+    assert!(set.status.success(), "{}", support::stderr(&set));
+    let listed: serde_json::Value =
+        serde_json::from_slice(&ws.diffugen(&["models", "--json"]).stdout).unwrap();
+    let ids: Vec<&str> = listed["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"shared"),
+        "the folder from the settings is scanned: {ids:?}"
+    );
+
+    // The file's policy applies where no flag or environment variable says otherwise.
+    ws.diffugen(&["settings", "set", "vram_policy", "always"]);
+    let status = |extra: &[&str]| -> serde_json::Value {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+            .arg("--data-dir")
+            .arg(ws.data_dir())
+            .args([
+                "vram",
+                "status",
+                "--json",
+                "--server",
+                "http://127.0.0.1:9",
+                "--ollama-url",
+                "http://127.0.0.1:9",
+            ])
+            .args(extra)
+            .env_remove("DIFFUGEN_VRAM_POLICY")
+            .env_remove("OLLAMA_HOST")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", support::stderr(&output));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    assert_eq!(status(&[])["policy"], "always");
+    // The environment wins over the file (the workspace runs with DIFFUGEN_VRAM_POLICY=never).
+    let with_env: serde_json::Value = serde_json::from_slice(
+        &ws.diffugen(&[
+            "vram",
+            "status",
+            "--json",
+            "--server",
+            "http://127.0.0.1:9",
+            "--ollama-url",
+            "http://127.0.0.1:9",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(with_env["policy"], "never");
+
+    // Bad values are refused with the key and what is allowed; nothing is written.
+    let bad = ws.diffugen(&["settings", "set", "vram_policy", "sometimes"]);
+    assert!(!bad.status.success());
+    assert!(support::stderr(&bad)
+        .contains("invalid setting vram_policy: 'sometimes' is not one of always, auto, never"));
+    assert_eq!(status(&[])["policy"], "always");
+
+    // Secrets are never printed.
+    ws.diffugen(&["settings", "set", "api_key", "s3cret"]);
+    let shown = String::from_utf8_lossy(&ws.diffugen(&["settings"]).stdout).into_owned();
+    assert!(
+        !shown.contains("s3cret") && shown.contains("(set)"),
+        "{shown}"
+    );
+
+    // A broken file stops every command with a message naming it.
+    std::fs::write(ws.path("settings.json"), "{ broken").unwrap();
+    let broken = ws.diffugen(&["models"]);
+    assert!(!broken.status.success());
+    assert!(
+        support::stderr(&broken).contains("settings.json: not valid JSON"),
+        "{}",
+        support::stderr(&broken)
+    );
+}

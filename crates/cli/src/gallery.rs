@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use diffugen_gallery::{Entry, Gallery, Order, Query};
+use diffugen_gallery::{Entry, Order, Query};
 
 use crate::paths::Paths;
 
@@ -253,7 +253,7 @@ fn describe(e: &Entry) -> String {
 }
 
 pub fn run(paths: &Paths, args: &GalleryArgs) -> Result<ExitCode, String> {
-    let gallery = Gallery::open(&paths.data_dir).map_err(|e| e.to_string())?;
+    let gallery = paths.gallery()?;
     let list = |text: Option<String>, filters: &Filters| -> Result<ExitCode, String> {
         let page = gallery
             .list(&filters.query(text)?)

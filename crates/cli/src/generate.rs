@@ -131,7 +131,7 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
         init_image: args.init_image.clone().map(ImageInput::Path),
         mask: args.mask.clone().map(ImageInput::Path),
         strength: args.strength,
-        threads: args.threads,
+        threads: args.threads.or(paths.settings.threads),
         preview: args.preview_every.map(|interval| PreviewRequest {
             mode: "proj".into(),
             interval,
@@ -152,7 +152,7 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
         (None, None) => Destination::Folder(paths.outputs_dir()),
     };
 
-    let vram_config = args.vram.config()?;
+    let vram_config = args.vram.config(&paths.settings)?;
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
@@ -165,7 +165,8 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
         reporter.event(JobEvent::new(&id, 0.0, Stage::Queued { position: 0 }));
 
         // Make room on the GPU first: unload Ollama's LLMs per the policy and wait until their memory is free.
-        let orchestrator = crate::vram::orchestrator(&args.ollama, vram_config, engine.clone())?;
+        let orchestrator =
+            crate::vram::orchestrator(&args.ollama, &paths.settings, vram_config, engine.clone())?;
         let need = diffugen_models::memory::estimate(&spec.components, spec.width, spec.height);
         let lease = orchestrator
             .acquire_diffusion(need.total_bytes(), &mut |stage| {
@@ -189,10 +190,10 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
             }
         });
         // Every finished image is recorded in the gallery before the `done` event is reported.
-        let gallery = match diffugen_gallery::Gallery::open(&paths.data_dir) {
+        let gallery = match paths.gallery() {
             Ok(gallery) => Some(gallery),
             Err(e) => {
-                eprintln!("warning: the gallery cannot be opened ({e}); `diffugen gallery reindex` will add this image later");
+                eprintln!("warning: {e}; `diffugen gallery reindex` will add this image later");
                 None
             }
         };

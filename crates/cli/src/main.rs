@@ -6,6 +6,7 @@ mod generate;
 mod models;
 mod paths;
 mod serve;
+mod settings;
 mod vram;
 
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ enum Command {
     Models(models::ModelsArgs),
     /// Browse, search and tend the gallery: list, search, show, favorite, board, delete, restore, reindex.
     Gallery(gallery::GalleryArgs),
+    /// Show or change the settings file shared with the desktop app (<data dir>/settings.json).
+    Settings(settings::SettingsArgs),
     /// VRAM shared with Ollama: status, switch llm|diffusion, watch.
     Vram(vram::VramArgs),
     /// Internal: run as the engine worker process (spoken to over stdin/stdout by a supervisor).
@@ -60,13 +63,20 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let paths = cli.paths.resolve();
+    let paths = match cli.paths.resolve() {
+        Ok(paths) => paths,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(1);
+        }
+    };
     let result = match cli.command {
         Command::Generate(args) => generate::run(&paths, *args),
         Command::Models(args) => models::run(&paths, &args),
         Command::Serve(args) => serve::run(&paths, &args),
         Command::Vram(args) => vram::run(&paths, &args),
         Command::Gallery(args) => gallery::run(&paths, &args),
+        Command::Settings(args) => settings::run(&paths, &args),
         Command::EngineWorker => unreachable!("handled above"),
     };
     match result {

@@ -64,7 +64,13 @@ pub fn run(paths: &Paths, args: &ModelsArgs) -> Result<ExitCode, String> {
             target,
             sha256,
             hf_token,
-        }) => pull(paths, target, sha256.clone(), hf_token.clone(), args.json),
+        }) => pull(
+            paths,
+            target,
+            sha256.clone(),
+            hf_token.clone().or_else(|| paths.settings.hf_token.clone()),
+            args.json,
+        ),
     }
 }
 

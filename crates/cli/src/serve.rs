@@ -10,14 +10,17 @@ use diffugen_jobs::JobManager;
 use diffugen_server::{AppState, ServerConfig};
 
 use crate::paths::Paths;
+use crate::vram::json_name;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Address to listen on. Anything but loopback exposes the API to your network: set --api-key then.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: IpAddr,
-    #[arg(long, default_value_t = 5199)]
-    port: u16,
+    /// Address to listen on [default: the api_host setting, else 127.0.0.1]. Anything but loopback exposes the
+    /// API to your network: set --api-key then.
+    #[arg(long)]
+    host: Option<IpAddr>,
+    /// [default: the api_port setting, else 5199]
+    #[arg(long)]
+    port: Option<u16>,
     /// Require this key (Bearer, X-API-Key or Basic password) on every route but /health.
     #[arg(long, env = "DIFFUGEN_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -36,8 +39,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     vram: crate::vram::PolicyArgs,
     /// Port of the Ollama gateway: point Open WebUI's Ollama URL here so chat and images take turns on the GPU
-    #[arg(long, default_value_t = diffugen_vram::DEFAULT_GATEWAY_PORT, value_name = "PORT")]
-    ollama_gateway_port: u16,
+    /// [default: the gateway_port setting, else 11435]
+    #[arg(long, value_name = "PORT")]
+    ollama_gateway_port: Option<u16>,
     /// Do not start the Ollama gateway
     #[arg(long)]
     no_ollama_gateway: bool,
@@ -47,22 +51,40 @@ pub struct ServeArgs {
 }
 
 pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
-    if !args.host.is_loopback() && args.api_key.is_none() {
+    let settings = &paths.settings;
+    let host: IpAddr = match (args.host, &settings.api_host) {
+        (Some(host), _) => host,
+        (None, Some(text)) => text
+            .parse()
+            .map_err(|_| format!("invalid setting api_host: '{text}' is not an IP address"))?,
+        (None, None) => IpAddr::from([127, 0, 0, 1]),
+    };
+    let port = args.port.or(settings.api_port).unwrap_or(5199);
+    let api_key = args
+        .api_key
+        .clone()
+        .or_else(|| settings.api_key.clone())
+        .filter(|k| !k.is_empty());
+    let gateway_port = args
+        .ollama_gateway_port
+        .or(settings.gateway_port)
+        .unwrap_or(diffugen_vram::DEFAULT_GATEWAY_PORT);
+    let gateway_enabled = !args.no_ollama_gateway && settings.gateway_enabled != Some(false);
+    if !host.is_loopback() && api_key.is_none() {
         eprintln!(
-            "WARNING: listening on {} without an API key: anyone on your network can generate images and read \
-             your outputs. Set --api-key (or DIFFUGEN_API_KEY).",
-            args.host
+            "WARNING: listening on {host} without an API key: anyone on your network can generate images and read \
+             your outputs. Set --api-key (or DIFFUGEN_API_KEY)."
         );
     }
     let config = ServerConfig {
         models_dir: paths.models_dir.clone(),
         extra_models_dirs: paths.extra_models_dirs.clone(),
         outputs_dir: paths.outputs_dir(),
-        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        api_key,
         default_model: args.default_model.clone(),
         cors_origins: args.cors_origins.clone(),
     };
-    let mut vram_config = args.vram.config()?;
+    let mut vram_config = args.vram.config(settings)?;
     vram_config.llm_wait_timeout = std::time::Duration::from_secs(args.llm_wait_timeout);
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
@@ -70,10 +92,10 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
         let command = WorkerCommand::current_exe(&[diffugen_engine::WORKER_SUBCOMMAND])
             .map_err(|e| format!("cannot find the diffugen executable: {e}"))?;
         let engine = Arc::new(Engine::new(command));
-        let orchestrator = crate::vram::orchestrator(&args.ollama, vram_config, engine.clone())?;
+        let orchestrator =
+            crate::vram::orchestrator(&args.ollama, settings, vram_config, engine.clone())?;
         let _meter = orchestrator.start_meter(std::time::Duration::from_secs(1));
-        let gallery = diffugen_gallery::Gallery::open(&paths.data_dir)
-            .map_err(|e| format!("cannot open the gallery in {}: {e}", paths.data_dir.display()))?;
+        let gallery = paths.gallery()?;
         let jobs = JobManager::start(
             engine.clone(),
             diffugen_jobs::JobOptions {
@@ -83,17 +105,17 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
             },
         );
         let state = AppState::new(jobs, &config);
-        let server = diffugen_server::serve(SocketAddr::new(args.host, args.port), state)
+        let server = diffugen_server::serve(SocketAddr::new(host, port), state)
             .await
-            .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
+            .map_err(|e| format!("cannot listen on {host}:{port}: {e}"))?;
         eprintln!(
             "DiffuGen API on http://{} (OpenAI base URL: http://{}/v1)",
             server.addr, server.addr
         );
-        let gateway = if args.no_ollama_gateway {
+        let gateway = if !gateway_enabled {
             None
         } else {
-            let addr = SocketAddr::new(args.host, args.ollama_gateway_port);
+            let addr = SocketAddr::new(host, gateway_port);
             let gateway = diffugen_server::gateway::serve(addr, orchestrator.clone())
                 .await
                 .map_err(|e| {
@@ -107,7 +129,7 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
                 gateway.addr,
                 orchestrator.ollama().url()
             );
-            if !args.host.is_loopback() {
+            if !host.is_loopback() {
                 eprintln!(
                     "WARNING: the Ollama gateway on {} has no authentication, like Ollama itself.",
                     gateway.addr
@@ -117,7 +139,7 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
         };
         eprintln!(
             "VRAM policy {} (Ollama at {})",
-            args.vram.vram_policy_name(),
+            json_name(&orchestrator.config().policy),
             orchestrator.ollama().url()
         );
         eprintln!(

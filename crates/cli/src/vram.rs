@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use diffugen_engine::{Engine, WorkerCommand};
+use diffugen_settings::Settings;
 use diffugen_vram::snapshot::GpuStatus;
 use diffugen_vram::{
     AfterQueue, KeepAlive, Nvml, OllamaClient, Orchestrator, Policy, SwitchReport, VramConfig,
@@ -24,13 +25,22 @@ use crate::paths::Paths;
 #[derive(Args, Clone)]
 pub struct OllamaArgs {
     /// Ollama's address (Ollama's own OLLAMA_HOST forms are accepted: host:port, http://host:port)
-    #[arg(long, env = "OLLAMA_HOST", default_value = diffugen_vram::DEFAULT_OLLAMA_URL, value_name = "URL", global = true)]
-    pub ollama_url: String,
+    /// [default: the ollama_url setting, else http://127.0.0.1:11434]
+    #[arg(long, env = "OLLAMA_HOST", value_name = "URL", global = true)]
+    pub ollama_url: Option<String>,
 }
 
 impl OllamaArgs {
-    pub fn client(&self) -> Result<OllamaClient, String> {
-        OllamaClient::new(&self.ollama_url).map_err(|e| format!("invalid --ollama-url: {e}"))
+    pub fn client(&self, settings: &Settings) -> Result<OllamaClient, String> {
+        match (&self.ollama_url, &settings.ollama_url) {
+            (Some(url), _) => {
+                OllamaClient::new(url).map_err(|e| format!("invalid --ollama-url: {e}"))
+            }
+            (None, Some(url)) => {
+                OllamaClient::new(url).map_err(|e| format!("invalid setting ollama_url: {e}"))
+            }
+            (None, None) => OllamaClient::new(diffugen_vram::DEFAULT_OLLAMA_URL),
+        }
     }
 }
 
@@ -38,16 +48,13 @@ impl OllamaArgs {
 #[derive(Args, Clone)]
 pub struct PolicyArgs {
     /// Before a diffusion job: unload resident LLMs always, only when the GPU lacks room (auto), or never
-    #[arg(
-        long,
-        env = "DIFFUGEN_VRAM_POLICY",
-        default_value = "auto",
-        value_name = "always|auto|never"
-    )]
-    pub vram_policy: Policy,
+    /// [default: the vram_policy setting, else auto]
+    #[arg(long, env = "DIFFUGEN_VRAM_POLICY", value_name = "always|auto|never")]
+    pub vram_policy: Option<Policy>,
     /// When the queue is empty: restore the LLMs DiffuGen unloaded, or leave them unloaded
-    #[arg(long, default_value = "restore", value_name = "restore|leave")]
-    pub after_queue: AfterQueue,
+    /// [default: the after_queue setting, else restore]
+    #[arg(long, value_name = "restore|leave")]
+    pub after_queue: Option<AfterQueue>,
     /// Fail a job when an unload cannot be confirmed (default: render anyway, with a warning)
     #[arg(long)]
     pub vram_strict: bool,
@@ -60,11 +67,21 @@ pub struct PolicyArgs {
 }
 
 impl PolicyArgs {
-    pub fn vram_policy_name(&self) -> String {
-        json_name(&self.vram_policy)
-    }
-
-    pub fn config(&self) -> Result<VramConfig, String> {
+    pub fn config(&self, settings: &Settings) -> Result<VramConfig, String> {
+        let policy = match (self.vram_policy, &settings.vram_policy) {
+            (Some(policy), _) => policy,
+            (None, Some(text)) => text
+                .parse()
+                .map_err(|e| format!("invalid setting vram_policy: {e}"))?,
+            (None, None) => Policy::Auto,
+        };
+        let after_queue = match (self.after_queue, &settings.after_queue) {
+            (Some(after), _) => after,
+            (None, Some(text)) => text
+                .parse()
+                .map_err(|e| format!("invalid setting after_queue: {e}"))?,
+            (None, None) => AfterQueue::Restore,
+        };
         let restore_keep_alive = self
             .restore_keep_alive
             .as_deref()
@@ -75,8 +92,8 @@ impl PolicyArgs {
             return Err("invalid --unload-timeout: use at least 1 second".into());
         }
         Ok(VramConfig {
-            policy: self.vram_policy,
-            after_queue: self.after_queue,
+            policy,
+            after_queue,
             strict: self.vram_strict,
             unload_timeout: Duration::from_secs(self.unload_timeout),
             restore_keep_alive,
@@ -88,12 +105,13 @@ impl PolicyArgs {
 /// An orchestrator over `engine`, reading the GPU through NVML.
 pub fn orchestrator(
     ollama: &OllamaArgs,
+    settings: &Settings,
     config: VramConfig,
     engine: Arc<Engine>,
 ) -> Result<Orchestrator, String> {
     Ok(Orchestrator::new(
         config,
-        ollama.client()?,
+        ollama.client(settings)?,
         Arc::new(Nvml::new()),
         engine,
     ))
@@ -105,6 +123,9 @@ pub struct VramArgs {
     command: VramCommand,
     #[command(flatten)]
     ollama: OllamaArgs,
+    /// The policy a server-less status reports (a running server reports its own)
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// A running `diffugen serve` to ask (its engine, policy and statistics)
     #[arg(
         long,
@@ -208,25 +229,31 @@ pub fn run(paths: &Paths, args: &VramArgs) -> Result<ExitCode, String> {
     runtime.block_on(async {
         let server = Server::find(&args.server, args.api_key.clone()).await;
         match &args.command {
-            VramCommand::Status { json } => status(args, server.as_ref(), *json).await,
+            VramCommand::Status { json } => status(paths, args, server.as_ref(), *json).await,
             VramCommand::Switch { to } => switch(paths, args, server.as_ref(), *to).await,
-            VramCommand::Watch { json } => watch(args, server.as_ref(), *json).await,
+            VramCommand::Watch { json } => watch(paths, args, server.as_ref(), *json).await,
         }
     })
 }
 
 /// An orchestrator for this process alone (no engine running here): reads the GPU and Ollama, switches.
-fn local(args: &VramArgs) -> Result<Orchestrator, String> {
+fn local(args: &VramArgs, settings: &Settings) -> Result<Orchestrator, String> {
+    let config = args.policy.config(settings)?;
     let command = WorkerCommand::current_exe(&[diffugen_engine::WORKER_SUBCOMMAND])
         .map_err(|e| format!("cannot find the diffugen executable: {e}"))?;
     orchestrator(
         &args.ollama,
-        VramConfig::default(),
+        settings,
+        config,
         Arc::new(Engine::new(command)),
     )
 }
 
-async fn snapshot(args: &VramArgs, server: Option<&Server>) -> Result<VramSnapshot, String> {
+async fn snapshot(
+    paths: &Paths,
+    args: &VramArgs,
+    server: Option<&Server>,
+) -> Result<VramSnapshot, String> {
     match server {
         Some(server) => {
             let value: serde_json::Value = server
@@ -238,7 +265,7 @@ async fn snapshot(args: &VramArgs, server: Option<&Server>) -> Result<VramSnapsh
                 .await?;
             from_value(value)
         }
-        None => Ok(local(args)?.snapshot().await),
+        None => Ok(local(args, &paths.settings)?.snapshot().await),
     }
 }
 
@@ -247,8 +274,13 @@ fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Resul
     serde_json::from_value(value).map_err(|e| format!("unexpected reply from the server: {e}"))
 }
 
-async fn status(args: &VramArgs, server: Option<&Server>, json: bool) -> Result<ExitCode, String> {
-    let snapshot = snapshot(args, server).await?;
+async fn status(
+    paths: &Paths,
+    args: &VramArgs,
+    server: Option<&Server>,
+    json: bool,
+) -> Result<ExitCode, String> {
+    let snapshot = snapshot(paths, args, server).await?;
     if json {
         let mut value = serde_json::to_value(&snapshot).map_err(|e| e.to_string())?;
         value["server"] = server.map(|s| s.base.clone()).into();
@@ -370,7 +402,7 @@ fn describe(s: &VramSnapshot, server: Option<&str>) -> String {
     text
 }
 
-fn json_name<T: serde::Serialize>(value: &T) -> String {
+pub fn json_name<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(String::from))
@@ -400,7 +432,7 @@ async fn switch(
             from_value(value)?
         }
         (None, SwitchTarget::Diffusion) => {
-            let orchestrator = local(args)?;
+            let orchestrator = local(args, &paths.settings)?;
             let report = orchestrator
                 .switch_to_diffusion()
                 .await
@@ -409,7 +441,7 @@ async fn switch(
             report
         }
         (None, SwitchTarget::Llm) => {
-            let orchestrator = local(args)?;
+            let orchestrator = local(args, &paths.settings)?;
             orchestrator.set_pending_restore(load_restore(paths));
             let report = orchestrator
                 .switch_to_llm()
@@ -489,7 +521,12 @@ fn load_restore(paths: &Paths) -> Vec<(String, KeepAlive)> {
         .collect()
 }
 
-async fn watch(args: &VramArgs, server: Option<&Server>, json: bool) -> Result<ExitCode, String> {
+async fn watch(
+    paths: &Paths,
+    args: &VramArgs,
+    server: Option<&Server>,
+    json: bool,
+) -> Result<ExitCode, String> {
     let print = |event: &VramEvent| {
         if json {
             if let Ok(line) = serde_json::to_string(event) {
@@ -592,7 +629,7 @@ async fn watch(args: &VramArgs, server: Option<&Server>, json: bool) -> Result<E
             }
         }
         None => {
-            let orchestrator = local(args)?;
+            let orchestrator = local(args, &paths.settings)?;
             let mut ticker = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {

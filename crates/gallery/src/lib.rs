@@ -137,6 +137,7 @@ pub struct ReindexReport {
 /// The gallery of one data folder: `<data>/gallery.sqlite`, `<data>/thumbnails/`, `<data>/trash/`.
 pub struct Gallery {
     dir: PathBuf,
+    outputs: PathBuf,
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
 }
@@ -280,6 +281,7 @@ impl Gallery {
         let reader = connect(&db)?;
         Ok(Gallery {
             dir: dir.to_path_buf(),
+            outputs: dir.join("outputs"),
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
         })
@@ -293,8 +295,15 @@ impl Gallery {
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Where images are written: what `reindex` reads by default.
     pub fn outputs_dir(&self) -> PathBuf {
-        self.dir.join("outputs")
+        self.outputs.clone()
+    }
+
+    /// The same gallery, with images written to `outputs` instead of `<data dir>/outputs`.
+    pub fn with_outputs_dir(mut self, outputs: PathBuf) -> Gallery {
+        self.outputs = outputs;
+        self
     }
 
     fn thumbnails_dir(&self) -> PathBuf {

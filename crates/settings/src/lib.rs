@@ -1,0 +1,280 @@
+//! The settings file, `<data dir>/settings.json`: one flat JSON object that the desktop app (through
+//! tauri-plugin-store) and the headless `diffugen` both read. Every key is optional; a command-line flag or an
+//! environment variable wins over the file, the file over the built-in default. Keys DiffuGen does not know are
+//! kept, so the app can store its own.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The settings DiffuGen itself reads.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, specta::Type)]
+#[serde(default)]
+pub struct Settings {
+    /// DiffuGen's own models folder [default: <data dir>/models].
+    pub models_dir: Option<String>,
+    /// Other tools' model folders used in place.
+    pub extra_models_dirs: Vec<String>,
+    /// Where images are written [default: <data dir>/outputs].
+    pub outputs_dir: Option<String>,
+    /// Ollama's address [default: http://127.0.0.1:11434].
+    pub ollama_url: Option<String>,
+    /// always | auto | never [default: auto].
+    pub vram_policy: Option<String>,
+    /// restore | leave [default: restore].
+    pub after_queue: Option<String>,
+    /// Whether `serve` starts the Ollama gateway [default: true].
+    pub gateway_enabled: Option<bool>,
+    /// [default: 11435]
+    pub gateway_port: Option<u16>,
+    /// Whether the desktop app runs the local API [default: true].
+    pub api_enabled: Option<bool>,
+    /// [default: 127.0.0.1]
+    pub api_host: Option<String>,
+    /// [default: 5199]
+    pub api_port: Option<u16>,
+    pub api_key: Option<String>,
+    /// CPU threads for sd.cpp [default: physical cores].
+    pub threads: Option<u32>,
+    /// dark | light | system [default: dark].
+    pub theme: Option<String>,
+    /// A Hugging Face token for gated downloads.
+    pub hf_token: Option<String>,
+}
+
+/// A settings problem, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("invalid setting {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// The settings file of a data folder.
+pub fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join("settings.json")
+}
+
+fn read_object(file: &Path) -> Result<Map<String, Value>, SettingsError> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
+        Err(e) => {
+            return Err(SettingsError::File {
+                path: file.display().to_string(),
+                message: e.to_string(),
+            })
+        }
+    };
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(SettingsError::File {
+            path: file.display().to_string(),
+            message: "the settings file must hold one JSON object".into(),
+        }),
+        Err(e) => Err(SettingsError::File {
+            path: file.display().to_string(),
+            message: format!("not valid JSON ({e}); fix or delete it"),
+        }),
+    }
+}
+
+/// Reads the settings (defaults when there is no file); a wrong value names its key.
+pub fn load(data_dir: &Path) -> Result<Settings, SettingsError> {
+    let file = path(data_dir);
+    let map = read_object(&file)?;
+    let mut settings = Settings::default();
+    let known = serde_json::to_value(&settings).unwrap_or(Value::Null);
+    let mut merged = known.as_object().cloned().unwrap_or_default();
+    for (key, value) in map {
+        if merged.contains_key(&key) {
+            // One key at a time, so an error can name it.
+            let mut one = Map::new();
+            one.insert(key.clone(), value.clone());
+            serde_json::from_value::<Settings>(Value::Object(one)).map_err(|e| {
+                SettingsError::Invalid {
+                    key: key.clone(),
+                    message: format!("{value} in {}: {e}", file.display()),
+                }
+            })?;
+            merged.insert(key, value);
+        }
+    }
+    settings = serde_json::from_value(Value::Object(merged)).map_err(|e| SettingsError::File {
+        path: file.display().to_string(),
+        message: e.to_string(),
+    })?;
+    validate(&settings)?;
+    Ok(settings)
+}
+
+fn one_of(key: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), SettingsError> {
+    match value {
+        Some(v) if !allowed.contains(&v.as_str()) => Err(SettingsError::Invalid {
+            key: key.into(),
+            message: format!("'{v}' is not one of {}", allowed.join(", ")),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn validate(s: &Settings) -> Result<(), SettingsError> {
+    one_of("vram_policy", &s.vram_policy, &["always", "auto", "never"])?;
+    one_of("after_queue", &s.after_queue, &["restore", "leave"])?;
+    one_of("theme", &s.theme, &["dark", "light", "system"])?;
+    if let Some(host) = &s.api_host {
+        if host.parse::<std::net::IpAddr>().is_err() {
+            return Err(SettingsError::Invalid {
+                key: "api_host".into(),
+                message: format!("'{host}' is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"),
+            });
+        }
+    }
+    if s.threads == Some(0) {
+        return Err(SettingsError::Invalid {
+            key: "threads".into(),
+            message: "use at least 1 thread".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Sets one key from text (as `diffugen settings set KEY VALUE` gives it), keeping every other key in the file.
+pub fn set(data_dir: &Path, key: &str, text: Option<&str>) -> Result<Settings, SettingsError> {
+    let known = serde_json::to_value(Settings::default()).unwrap_or(Value::Null);
+    let Some(default) = known.get(key) else {
+        let keys: Vec<&String> = known
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        return Err(SettingsError::Invalid {
+            key: key.into(),
+            message: format!(
+                "unknown key; the keys are {}",
+                keys.iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    };
+    let value = match text {
+        None => Value::Null,
+        Some(text) => match (key, default) {
+            ("extra_models_dirs", _) => Value::from(
+                text.split(':')
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect::<Vec<_>>(),
+            ),
+            _ => serde_json::from_str::<Value>(text)
+                .ok()
+                .filter(|v| v.is_number() || v.is_boolean())
+                .unwrap_or_else(|| Value::from(text)),
+        },
+    };
+    let file = path(data_dir);
+    let mut map = read_object(&file)?;
+    if value.is_null() {
+        map.remove(key);
+    } else {
+        map.insert(key.into(), value);
+    }
+    // Check the result before writing it.
+    let candidate: Settings = {
+        let mut one = Map::new();
+        if let Some(v) = map.get(key) {
+            one.insert(key.into(), v.clone());
+        }
+        serde_json::from_value(Value::Object(one)).map_err(|e| SettingsError::Invalid {
+            key: key.into(),
+            message: format!("'{}': {e}", text.unwrap_or("")),
+        })?
+    };
+    validate(&candidate)?;
+    std::fs::create_dir_all(data_dir).map_err(|e| SettingsError::File {
+        path: data_dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let temporary = file.with_extension(format!("json.tmp-{}", std::process::id()));
+    let bytes = serde_json::to_vec_pretty(&Value::Object(map)).unwrap_or_default();
+    std::fs::write(&temporary, bytes)
+        .and_then(|_| std::fs::rename(&temporary, &file))
+        .map_err(|e| SettingsError::File {
+            path: file.display().to_string(),
+            message: e.to_string(),
+        })?;
+    load(data_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_means_every_default() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()).unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn values_are_typed_validated_and_other_keys_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            path(dir.path()),
+            r#"{"window": {"w": 800}, "api_port": 6000}"#,
+        )
+        .unwrap();
+        let settings = set(dir.path(), "vram_policy", Some("never")).unwrap();
+        assert_eq!(settings.vram_policy.as_deref(), Some("never"));
+        assert_eq!(settings.api_port, Some(6000));
+        let raw: Value =
+            serde_json::from_str(&std::fs::read_to_string(path(dir.path())).unwrap()).unwrap();
+        assert_eq!(raw["window"]["w"], 800, "the app's own keys survive");
+
+        let error = set(dir.path(), "vram_policy", Some("sometimes"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("vram_policy") && error.contains("always, auto, never"),
+            "{error}"
+        );
+        let error = set(dir.path(), "api_port", Some("99999"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("api_port"), "{error}");
+        let error = set(dir.path(), "colour", Some("red"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("unknown key") && error.contains("ollama_url"),
+            "{error}"
+        );
+        assert_eq!(
+            load(dir.path()).unwrap().vram_policy.as_deref(),
+            Some("never"),
+            "a refused value is not written"
+        );
+
+        let settings = set(dir.path(), "extra_models_dirs", Some("/a:/b")).unwrap();
+        assert_eq!(settings.extra_models_dirs, ["/a", "/b"]);
+        let settings = set(dir.path(), "api_port", None).unwrap();
+        assert_eq!(settings.api_port, None);
+    }
+
+    #[test]
+    fn a_broken_file_is_a_clear_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(path(dir.path()), "{ not json").unwrap();
+        let error = load(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("settings.json") && error.contains("not valid JSON"),
+            "{error}"
+        );
+        std::fs::write(path(dir.path()), r#"{"api_port": "high"}"#).unwrap();
+        let error = load(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("api_port"), "{error}");
+    }
+}
