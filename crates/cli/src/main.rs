@@ -32,7 +32,7 @@ enum Command {
     Generate(Box<generate::GenerateArgs>),
     /// Serve the local HTTP API (OpenAI Images, DiffuGen's job API) until Ctrl+C.
     Serve(serve::ServeArgs),
-    /// List the models found in the models folder, identified from their file headers.
+    /// Models in your folders (cards and files, identified from their headers); show, save, catalog, pull.
     Models(models::ModelsArgs),
     /// Browse, search and tend the gallery: list, search, show, favorite, board, delete, restore, reindex.
     Gallery(gallery::GalleryArgs),
