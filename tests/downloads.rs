@@ -198,7 +198,7 @@ async fn a_full_download_is_verified_and_renamed_into_place() {
     );
     assert!(stages.contains(&DownloadStage::Verifying));
     assert!(
-        matches!(stages.last(), Some(DownloadStage::Done { sha256, .. }) if *sha256 == server.sha256())
+        matches!(stages.last(), Some(DownloadStage::Done { sha256, verified: true, .. }) if *sha256 == server.sha256())
     );
     assert_eq!(server.seen(), [None]);
 }
@@ -383,6 +383,11 @@ fn models_pull_downloads_a_url_into_the_models_folder_and_survives_a_dropped_con
     assert!(output.status.success(), "{}", stderr(&output));
     let file = ws.models_dir().join("tiny-model.gguf");
     assert_eq!(std::fs::read(&file).unwrap(), *server.blob);
+    assert!(
+        stderr(&output).contains("(sha256 verified)"),
+        "{}",
+        stderr(&output)
+    );
     assert!(
         stderr(&output).contains("connection lost"),
         "{}",

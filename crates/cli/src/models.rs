@@ -282,8 +282,14 @@ fn pull(
                         bar.set_message(format!("{prefix} verifying"))
                     }
                 }
-                (DownloadStage::Done { path, .. }, _) => {
-                    let line = format!("{prefix} {path}");
+                (DownloadStage::Done { path, sha256, verified }, _) => {
+                    let line = match (verified, sha256.is_empty()) {
+                        (true, _) => format!("{prefix} {path} (sha256 verified)"),
+                        (false, true) => format!("{prefix} {path} (already there)"),
+                        (false, false) => format!(
+                            "{prefix} {path} (not verified: no expected sha256 was known; its sha256 is {sha256})"
+                        ),
+                    };
                     match &bar {
                         Some(bar) => bar.println(line),
                         None => eprintln!("{line}"),

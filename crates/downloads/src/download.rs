@@ -57,7 +57,10 @@ pub enum DownloadStage {
     Verifying,
     Done {
         path: String,
+        /// The file's SHA-256 (empty for a file that was already there).
         sha256: String,
+        /// Whether it was checked against an expected hash (given, from the catalog, or from Hugging Face).
+        verified: bool,
     },
     Failed {
         error: String,
@@ -523,6 +526,7 @@ async fn run(
     });
     on_stage(DownloadStage::Verifying);
     let actual = hex(&hasher.finalize());
+    let verified = expected.is_some();
     if let Some(expected) = expected {
         if expected != actual {
             let _ = tokio::fs::remove_file(&part).await;
@@ -536,9 +540,13 @@ async fn run(
     tokio::fs::rename(&part, &target)
         .await
         .map_err(|e| io(target.display(), e))?;
+    if !verified {
+        tracing::warn!(url, sha256 = %actual, "downloaded without an expected SHA-256 to check against");
+    }
     on_stage(DownloadStage::Done {
         path: target.display().to_string(),
         sha256: actual,
+        verified,
     });
     Ok(target)
 }

@@ -197,6 +197,7 @@ pub async fn pull(
             report(DownloadStage::Done {
                 path: existing.display().to_string(),
                 sha256: String::new(),
+                verified: false,
             });
             written.push(existing);
             continue;
