@@ -423,7 +423,14 @@ impl JobManager {
             let gallery = self.shared.gallery.clone();
             let mut record = |mut event: JobEvent| {
                 if let (Some(gallery), Stage::Done { outputs }) = (&gallery, &mut event.stage) {
-                    record_in_gallery(gallery, outputs);
+                    // SQLite and the thumbnail block: tell the runtime, so other tasks move to another thread.
+                    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+                        == tokio::runtime::RuntimeFlavor::MultiThread;
+                    if multi_thread {
+                        tokio::task::block_in_place(|| record_in_gallery(gallery, outputs));
+                    } else {
+                        record_in_gallery(gallery, outputs);
+                    }
                 }
                 let mut state = manager.lock();
                 if let Some(job) = state.jobs.get_mut(&event.job_id) {
