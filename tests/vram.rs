@@ -908,3 +908,72 @@ async fn a_chat_client_that_gives_up_waiting_is_no_longer_counted() {
     drop(lease);
     gateway.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_whole_service_as_serve_runs_it_unloads_renders_records_and_restores() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let fake = FakeOllama::start(&[(QWEN, 4.7)]).await;
+    fake.preload(QWEN, -1);
+    let ws = Workspace::new();
+    let service =
+        diffugen_server::service::Service::start(diffugen_server::service::ServiceConfig {
+            server: diffugen_server::ServerConfig {
+                models_dir: ws.models_dir(),
+                extra_models_dirs: Vec::new(),
+                outputs_dir: ws.path("outputs"),
+                api_key: None,
+                default_model: None,
+                cors_origins: Vec::new(),
+            },
+            data_dir: ws.data_dir().to_path_buf(),
+            worker: diffugen_engine::WorkerCommand {
+                program: env!("CARGO_BIN_EXE_diffugen").into(),
+                args: vec![diffugen_engine::WORKER_SUBCOMMAND.into()],
+            },
+            queue_depth: 4,
+            ollama: OllamaClient::new(&fake.url()).unwrap(),
+            vram: config(Policy::Always),
+            gpu: Arc::new(fake.clone()),
+            api_addr: Some("127.0.0.1:0".parse().unwrap()),
+            gateway_addr: Some("127.0.0.1:0".parse().unwrap()),
+        })
+        .await
+        .unwrap();
+    let api = format!("http://{}", service.api.as_ref().unwrap().addr);
+    let reply: Value = reqwest::Client::new()
+        .post(format!("{api}/v1/images/generations"))
+        .json(&json!({"prompt": "a harbour at night", "size": "64x64", "steps": 2, "seed": 5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(reply["data"][0]["b64_json"].is_string(), "{reply}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while service.orchestrator.phase() != Phase::Llm {
+        assert!(Instant::now() < deadline, "the LLM was not restored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((fake.count(is_unload), fake.count(is_load)), (1, 1));
+    let gallery: Value = reqwest::get(format!("{api}/api/v1/gallery?query=harbour"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        gallery["entries"][0]["seed"], 5,
+        "the image is in the gallery"
+    );
+    // The gateway answers listings through to Ollama.
+    let gateway = format!("http://{}", service.gateway.as_ref().unwrap().addr);
+    let version: Value = reqwest::get(format!("{gateway}/api/version"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(version["version"], "0.12.6");
+    service.stop().await.unwrap();
+}

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use diffugen_engine::{Engine, WorkerCommand};
-use diffugen_jobs::JobManager;
-use diffugen_server::{AppState, ServerConfig};
+use diffugen_engine::WorkerCommand;
+use diffugen_server::service::{Service, ServiceConfig};
+use diffugen_server::ServerConfig;
 
 use crate::paths::Paths;
 use crate::vram::json_name;
@@ -86,48 +86,40 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
     };
     let mut vram_config = args.vram.config(settings)?;
     vram_config.llm_wait_timeout = std::time::Duration::from_secs(args.llm_wait_timeout);
+    let worker = WorkerCommand::current_exe(&[diffugen_engine::WORKER_SUBCOMMAND])
+        .map_err(|e| format!("cannot find the diffugen executable: {e}"))?;
+    let service_config = ServiceConfig {
+        data_dir: paths.data_dir.clone(),
+        worker,
+        queue_depth: args.queue_depth,
+        ollama: args.ollama.client(settings)?,
+        vram: vram_config,
+        gpu: Arc::new(diffugen_vram::Nvml::new()),
+        api_addr: Some(SocketAddr::new(host, port)),
+        gateway_addr: gateway_enabled.then(|| SocketAddr::new(host, gateway_port)),
+        server: config,
+    };
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
-        let command = WorkerCommand::current_exe(&[diffugen_engine::WORKER_SUBCOMMAND])
-            .map_err(|e| format!("cannot find the diffugen executable: {e}"))?;
-        let engine = Arc::new(Engine::new(command));
-        let orchestrator =
-            crate::vram::orchestrator(&args.ollama, settings, vram_config, engine.clone())?;
-        let _meter = orchestrator.start_meter(std::time::Duration::from_secs(1));
-        let gallery = paths.gallery()?;
-        let jobs = JobManager::start(
-            engine.clone(),
-            diffugen_jobs::JobOptions {
-                depth: args.queue_depth,
-                orchestrator: Some(orchestrator.clone()),
-                gallery: Some(Arc::new(gallery)),
-            },
-        );
-        let state = AppState::new(jobs, &config);
-        let server = diffugen_server::serve(SocketAddr::new(host, port), state)
-            .await
-            .map_err(|e| format!("cannot listen on {host}:{port}: {e}"))?;
-        eprintln!(
-            "DiffuGen API on http://{} (OpenAI base URL: http://{}/v1)",
-            server.addr, server.addr
-        );
-        let gateway = if !gateway_enabled {
-            None
-        } else {
-            let addr = SocketAddr::new(host, gateway_port);
-            let gateway = diffugen_server::gateway::serve(addr, orchestrator.clone())
-                .await
-                .map_err(|e| {
-                    format!(
-                        "cannot start the Ollama gateway on {addr}: {e} (choose another --ollama-gateway-port, \
-                         or --no-ollama-gateway)"
-                    )
-                })?;
+        let service = Service::start(service_config).await.map_err(|e| {
+            if e.contains("Ollama gateway") {
+                format!("{e} (choose another --ollama-gateway-port, or --no-ollama-gateway)")
+            } else {
+                e
+            }
+        })?;
+        if let Some(api) = &service.api {
             eprintln!(
-                "Ollama gateway on http://{} -> {} (point Open WebUI's Ollama URL here)",
-                gateway.addr,
-                orchestrator.ollama().url()
+                "DiffuGen API on http://{} (OpenAI base URL: http://{}/v1)",
+                api.addr, api.addr
+            );
+        }
+        let ollama_url = service.orchestrator.ollama().url().to_string();
+        if let Some(gateway) = &service.gateway {
+            eprintln!(
+                "Ollama gateway on http://{} -> {ollama_url} (point Open WebUI's Ollama URL here)",
+                gateway.addr
             );
             if !host.is_loopback() {
                 eprintln!(
@@ -135,25 +127,19 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
                     gateway.addr
                 );
             }
-            Some(gateway)
-        };
+        }
         eprintln!(
-            "VRAM policy {} (Ollama at {})",
-            json_name(&orchestrator.config().policy),
-            orchestrator.ollama().url()
+            "VRAM policy {} (Ollama at {ollama_url})",
+            json_name(&service.orchestrator.config().policy)
         );
         eprintln!(
             "models: {}   outputs: {}",
-            config.models_dir.display(),
-            config.outputs_dir.display()
+            paths.models_dir.display(),
+            paths.outputs_dir().display()
         );
         tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
         eprintln!("shutting down");
-        server.shutdown().await.map_err(|e| e.to_string())?;
-        if let Some(gateway) = gateway {
-            gateway.shutdown().await.map_err(|e| e.to_string())?;
-        }
-        engine.stop().await;
+        service.stop().await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -16,6 +16,7 @@ mod legacy;
 mod models;
 mod native;
 mod openai;
+pub mod service;
 mod vram;
 
 use std::net::SocketAddr;

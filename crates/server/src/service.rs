@@ -1,0 +1,105 @@
+//! Everything `diffugen serve` runs, assembled in one place so the desktop app starts exactly the same thing on
+//! its background thread: the supervised engine, the VRAM orchestrator with its meter, the gallery, the one job
+//! queue, the HTTP API and the Ollama gateway.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diffugen_engine::{Engine, WorkerCommand};
+use diffugen_gallery::Gallery;
+use diffugen_jobs::{JobManager, JobOptions};
+use diffugen_vram::{GpuProbe, OllamaClient, Orchestrator, VramConfig};
+
+use crate::{AppState, ServerConfig, ServerHandle};
+
+/// What to start.
+pub struct ServiceConfig {
+    pub server: ServerConfig,
+    /// Holds the gallery (`gallery.sqlite`, thumbnails, trash).
+    pub data_dir: PathBuf,
+    /// How to start the engine worker (normally this executable with the hidden worker subcommand).
+    pub worker: WorkerCommand,
+    pub queue_depth: usize,
+    pub ollama: OllamaClient,
+    pub vram: VramConfig,
+    pub gpu: Arc<dyn GpuProbe>,
+    /// Where the HTTP API listens; `None` runs the queue without it (the desktop app with the API off).
+    pub api_addr: Option<SocketAddr>,
+    /// Where the Ollama gateway listens; `None` for no gateway.
+    pub gateway_addr: Option<SocketAddr>,
+}
+
+/// The running pieces.
+pub struct Service {
+    pub engine: Arc<Engine>,
+    pub orchestrator: Orchestrator,
+    pub jobs: JobManager,
+    pub api: Option<ServerHandle>,
+    pub gateway: Option<ServerHandle>,
+    meter: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    /// Starts everything on the current tokio runtime. Errors say what could not start and where.
+    pub async fn start(config: ServiceConfig) -> Result<Service, String> {
+        let engine = Arc::new(Engine::new(config.worker));
+        let orchestrator =
+            Orchestrator::new(config.vram, config.ollama, config.gpu, engine.clone());
+        let meter = orchestrator.start_meter(Duration::from_secs(1));
+        let gallery = Gallery::open(&config.data_dir)
+            .map(|g| g.with_outputs_dir(config.server.outputs_dir.clone()))
+            .map_err(|e| {
+                format!(
+                    "cannot open the gallery in {}: {e}",
+                    config.data_dir.display()
+                )
+            })?;
+        let jobs = JobManager::start(
+            engine.clone(),
+            JobOptions {
+                depth: config.queue_depth,
+                orchestrator: Some(orchestrator.clone()),
+                gallery: Some(Arc::new(gallery)),
+            },
+        );
+        let api = match config.api_addr {
+            Some(addr) => Some(
+                crate::serve(addr, AppState::new(jobs.clone(), &config.server))
+                    .await
+                    .map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+        let gateway = match config.gateway_addr {
+            Some(addr) => Some(
+                crate::gateway::serve(addr, orchestrator.clone())
+                    .await
+                    .map_err(|e| format!("cannot start the Ollama gateway on {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Service {
+            engine,
+            orchestrator,
+            jobs,
+            api,
+            gateway,
+            meter,
+        })
+    }
+
+    /// Stops listening, lets requests in flight finish, and ends the engine worker.
+    pub async fn stop(self) -> Result<(), String> {
+        self.meter.abort();
+        if let Some(api) = self.api {
+            api.shutdown().await.map_err(|e| e.to_string())?;
+        }
+        if let Some(gateway) = self.gateway {
+            gateway.shutdown().await.map_err(|e| e.to_string())?;
+        }
+        self.engine.stop().await;
+        Ok(())
+    }
+}
