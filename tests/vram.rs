@@ -119,6 +119,17 @@ async fn follow(jobs: JobManager, id: String) -> Vec<(Instant, JobEvent)> {
     events
 }
 
+/// The warnings among a job's events.
+fn warnings(events: &[(Instant, JobEvent)]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|(_, e)| match &e.stage {
+            Stage::Warning { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn first_sampling(events: &[(Instant, JobEvent)]) -> Instant {
     events
         .iter()
@@ -195,9 +206,7 @@ async fn a_resident_llm_is_unloaded_confirmed_free_rendered_past_and_restored_in
         .position(|(_, e)| matches!(e.stage, Stage::LoadingModel { .. }))
         .unwrap();
     assert!(freeing < loading);
-    assert!(!events
-        .iter()
-        .any(|(_, e)| matches!(e.stage, Stage::Warning { .. })));
+    assert!(warnings(&events).is_empty());
 
     let snapshot = rig.orchestrator.snapshot().await;
     assert_eq!(
@@ -227,9 +236,7 @@ async fn a_slow_release_is_waited_for() {
         "sampling started {:?} after the unload request",
         sampling.duration_since(unload)
     );
-    assert!(!events
-        .iter()
-        .any(|(_, e)| matches!(e.stage, Stage::Warning { .. })));
+    assert!(warnings(&events).is_empty());
 }
 
 #[tokio::test]
@@ -391,13 +398,7 @@ async fn with_ollama_down_the_job_renders_with_one_warning_and_the_error_count_r
     };
     let first = rig.follow(&rig.submit(9)).await;
     done_at(&first);
-    let warnings: Vec<&str> = first
-        .iter()
-        .filter_map(|(_, e)| match &e.stage {
-            Stage::Warning { message } => Some(message.as_str()),
-            _ => None,
-        })
-        .collect();
+    let warnings = warnings(&first);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].contains("not reachable") && warnings[0].contains(&url),
@@ -409,9 +410,7 @@ async fn with_ollama_down_the_job_renders_with_one_warning_and_the_error_count_r
     let second = rig.follow(&rig.submit(10)).await;
     done_at(&second);
     assert!(
-        !second
-            .iter()
-            .any(|(_, e)| matches!(e.stage, Stage::Warning { .. })),
+        warnings(&second).is_empty(),
         "one warning per outage, not one per job"
     );
     let snapshot = rig.orchestrator.snapshot().await;
@@ -443,9 +442,7 @@ async fn ollama_restarting_mid_switch_is_waited_out_and_the_llm_is_restored() {
     done_at(&events);
     rig.settle(Phase::Llm).await;
     assert_eq!(rig.fake.loaded(), [QWEN], "restored after the restart");
-    assert!(!events
-        .iter()
-        .any(|(_, e)| matches!(e.stage, Stage::Warning { .. })));
+    assert!(warnings(&events).is_empty());
 }
 
 #[tokio::test]
