@@ -398,12 +398,12 @@ async fn with_ollama_down_the_job_renders_with_one_warning_and_the_error_count_r
     };
     let first = rig.follow(&rig.submit(9)).await;
     done_at(&first);
-    let warnings = warnings(&first);
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let first_warnings = warnings(&first);
+    assert_eq!(first_warnings.len(), 1, "{first_warnings:?}");
     assert!(
-        warnings[0].contains("not reachable") && warnings[0].contains(&url),
+        first_warnings[0].contains("not reachable") && first_warnings[0].contains(&url),
         "{}",
-        warnings[0]
+        first_warnings[0]
     );
     rig.settle(Phase::Idle).await;
 
