@@ -141,7 +141,11 @@ pub const ALIASES: &[&str] = &["sd15", "sdxl", "sd3", "flux-schnell", "flux-dev"
 impl Library {
     /// Every usable-or-explainable model: checkpoints, presets, assembled multi-file models.
     pub fn cards(&self) -> Vec<ModelCard> {
-        let entries = self.scan();
+        self.cards_of(&self.scan())
+    }
+
+    /// The cards of an already scanned listing.
+    fn cards_of(&self, entries: &[ModelEntry]) -> Vec<ModelCard> {
         // Never through `resolve` (which falls back to cards): straight to the file or preset.
         let direct = |entry: &ModelEntry| -> Result<ResolvedModel, ModelError> {
             let path = Path::new(&entry.path);
@@ -163,7 +167,7 @@ impl Library {
             })
             .collect();
         let mut cards = Vec::new();
-        for entry in &entries {
+        for entry in entries {
             let preset = entry.format.as_deref() == Some("preset");
             let (source, resolved) = match entry.role {
                 _ if preset => ("preset", self.resolve(&entry.id).map_err(|e| e.to_string())),
@@ -173,7 +177,7 @@ impl Library {
                 ),
                 Role::DiffusionModel if !used_by_presets.contains(&entry.path) => (
                     "assembled",
-                    assemble(entry, &entries).map(|components| ResolvedModel {
+                    assemble(entry, entries).map(|components| ResolvedModel {
                         id: entry.id.clone(),
                         family: entry.family.clone(),
                         defaults: FamilyDefaults::for_family(&entry.family, &entry.id),
@@ -201,7 +205,8 @@ impl Library {
 
     /// Resolves an id that is not a file or preset: an assembled model or an alias.
     pub(crate) fn resolve_card(&self, spec: &str) -> Option<Result<ResolvedModel, ModelError>> {
-        let card = self.cards().into_iter().find(|c| {
+        let entries = self.scan();
+        let card = self.cards_of(&entries).into_iter().find(|c| {
             c.id == spec && c.source == "assembled" || c.aliases.iter().any(|a| a == spec)
         })?;
         if let Some(reason) = card.error {
@@ -210,7 +215,6 @@ impl Library {
                 reason,
             }));
         }
-        let entries = self.scan();
         if card.source == "assembled" {
             let entry = entries
                 .iter()
