@@ -597,17 +597,22 @@ impl Gallery {
         self.get(id)
     }
 
+    /// Where a trashed image's file waits.
+    fn trash_path(&self, id: u32) -> Result<String, GalleryError> {
+        Ok(self
+            .read()
+            .query_row("SELECT trash_path FROM images WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })?)
+    }
+
     /// Puts a trashed image back where it was.
     pub fn restore(&self, id: u32) -> Result<Entry, GalleryError> {
         let entry = self.get(id)?;
         if entry.trashed.is_none() {
             return Ok(entry);
         }
-        let trash_path: String =
-            self.read()
-                .query_row("SELECT trash_path FROM images WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })?;
+        let trash_path = self.trash_path(id)?;
         let original = Path::new(&entry.path);
         if original.exists() {
             return Err(GalleryError::Io(format!(
@@ -658,10 +663,7 @@ impl Gallery {
         }
         let entry = self.get(id)?;
         let source = if entry.trashed.is_some() {
-            self.read()
-                .query_row("SELECT trash_path FROM images WHERE id = ?1", [id], |r| {
-                    r.get::<_, String>(0)
-                })?
+            self.trash_path(id)?
         } else {
             entry.path.clone()
         };
