@@ -93,10 +93,7 @@ fn sse(event: &DownloadEvent) -> Event {
         .ok()
         .and_then(|v| v.get("stage").and_then(Value::as_str).map(String::from))
         .unwrap_or_else(|| "event".into());
-    Event::default()
-        .event(name)
-        .json_data(event)
-        .unwrap_or_else(|_| Event::default())
+    crate::native::sse_json(&name, event)
 }
 
 /// `GET /api/v1/models/downloads/{id}/events`: what happened so far, then live, ending with the last file's

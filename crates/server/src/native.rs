@@ -110,9 +110,14 @@ pub async fn cancel(
 }
 
 fn sse_event(event: &JobEvent) -> Event {
+    sse_json(event.stage.name(), event)
+}
+
+/// A named SSE event with a JSON body (every typed event stream of the API).
+pub(crate) fn sse_json(name: &str, data: &impl serde::Serialize) -> Event {
     Event::default()
-        .event(event.stage.name())
-        .json_data(event)
+        .event(name)
+        .json_data(data)
         .unwrap_or_else(|_| Event::default())
 }
 

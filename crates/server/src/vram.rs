@@ -61,10 +61,7 @@ fn sse(event: &VramEvent) -> Event {
         VramEvent::Warning { .. } => "warning",
         VramEvent::Snapshot { .. } => "snapshot",
     };
-    Event::default()
-        .event(name)
-        .json_data(event)
-        .unwrap_or_else(|_| Event::default())
+    crate::native::sse_json(name, event)
 }
 
 /// `GET /api/v1/vram/events`: a snapshot at once, then phase changes, switches, warnings and a snapshot about
