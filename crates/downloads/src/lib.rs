@@ -247,6 +247,8 @@ pub struct Downloads {
     limit: Arc<Semaphore>,
     pulls: Arc<Mutex<HashMap<String, Pull>>>,
     next: Arc<std::sync::atomic::AtomicU32>,
+    /// Every pull's events, for a client that follows them all (the desktop app).
+    all: broadcast::Sender<DownloadEvent>,
 }
 
 impl Downloads {
@@ -255,7 +257,13 @@ impl Downloads {
             limit: Arc::new(Semaphore::new(limit.max(1))),
             pulls: Arc::new(Mutex::new(HashMap::new())),
             next: Arc::new(std::sync::atomic::AtomicU32::new(1)),
+            all: broadcast::channel(1024).0,
         }
+    }
+
+    /// Every pull's events from now on.
+    pub fn watch(&self) -> broadcast::Receiver<DownloadEvent> {
+        self.all.subscribe()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pull>> {
@@ -317,6 +325,7 @@ impl Downloads {
                 }
             }
             pull.events.push(event.clone());
+            let _ = self.all.send(event.clone());
             let _ = pull.sender.send(event);
         }
     }
@@ -344,6 +353,7 @@ impl Downloads {
                     stage: DownloadStage::Cancelled,
                 };
                 pull.events.push(event.clone());
+                let _ = self.all.send(event.clone());
                 let _ = pull.sender.send(event);
             }
         }

@@ -207,6 +207,55 @@ fn connect(path: &Path) -> Result<Connection, GalleryError> {
     Ok(conn)
 }
 
+/// The WHERE clauses and their values for a query's filters (not its cursor).
+fn filter(query: &Query) -> (Vec<String>, Vec<rusqlite::types::Value>) {
+    let mut clauses = vec![if query.trashed {
+        "trashed IS NOT NULL".to_string()
+    } else {
+        "trashed IS NULL".to_string()
+    }];
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    let mut bind = |clause: &str, value: rusqlite::types::Value| {
+        values.push(value);
+        clause.replace('?', &format!("?{}", values.len()))
+    };
+    use rusqlite::types::Value as V;
+    if let Some(text) = query.text.as_deref().and_then(fts_query) {
+        clauses.push(bind(
+            "id IN (SELECT rowid FROM images_fts WHERE images_fts MATCH ?)",
+            V::Text(text),
+        ));
+    }
+    if let Some(model) = &query.model {
+        clauses.push(bind("model = ?", V::Text(model.clone())));
+    }
+    if let Some(family) = &query.family {
+        clauses.push(bind("family = ?", V::Text(family.clone())));
+    }
+    if let Some(favorite) = query.favorite {
+        clauses.push(bind("favorite = ?", V::Integer(i64::from(favorite))));
+    }
+    if let Some(board) = &query.board {
+        clauses.push(bind(
+            "id IN (SELECT image_id FROM board_images JOIN boards ON boards.id = board_id WHERE boards.name = ?)",
+            V::Text(board.clone()),
+        ));
+    }
+    if let Some(from) = query.from {
+        clauses.push(bind("created >= ?", V::Real(from)));
+    }
+    if let Some(to) = query.to {
+        clauses.push(bind("created <= ?", V::Real(to)));
+    }
+    if let Some(width) = query.width {
+        clauses.push(bind("width = ?", V::Integer(width.into())));
+    }
+    if let Some(height) = query.height {
+        clauses.push(bind("height = ?", V::Integer(height.into())));
+    }
+    (clauses, values)
+}
+
 /// Turns what a user typed into an FTS5 query that cannot fail to parse: each word becomes a quoted prefix term
 /// (`"light"*`), quotes inside doubled, so `"`, `*`, `AND`, `-` or `(` are just text.
 pub fn fts_query(text: &str) -> Option<String> {
@@ -417,50 +466,12 @@ impl Gallery {
                 message: format!("{limit} is out of range; use 1..={MAX_LIMIT}"),
             });
         }
-        let mut clauses = vec![if query.trashed {
-            "trashed IS NOT NULL".to_string()
-        } else {
-            "trashed IS NULL".to_string()
-        }];
-        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        let (mut clauses, mut values) = filter(query);
         let mut bind = |clause: &str, value: rusqlite::types::Value| {
             values.push(value);
             clause.replace('?', &format!("?{}", values.len()))
         };
         use rusqlite::types::Value as V;
-        if let Some(text) = query.text.as_deref().and_then(fts_query) {
-            clauses.push(bind(
-                "id IN (SELECT rowid FROM images_fts WHERE images_fts MATCH ?)",
-                V::Text(text),
-            ));
-        }
-        if let Some(model) = &query.model {
-            clauses.push(bind("model = ?", V::Text(model.clone())));
-        }
-        if let Some(family) = &query.family {
-            clauses.push(bind("family = ?", V::Text(family.clone())));
-        }
-        if let Some(favorite) = query.favorite {
-            clauses.push(bind("favorite = ?", V::Integer(i64::from(favorite))));
-        }
-        if let Some(board) = &query.board {
-            clauses.push(bind(
-                "id IN (SELECT image_id FROM board_images JOIN boards ON boards.id = board_id WHERE boards.name = ?)",
-                V::Text(board.clone()),
-            ));
-        }
-        if let Some(from) = query.from {
-            clauses.push(bind("created >= ?", V::Real(from)));
-        }
-        if let Some(to) = query.to {
-            clauses.push(bind("created <= ?", V::Real(to)));
-        }
-        if let Some(width) = query.width {
-            clauses.push(bind("width = ?", V::Integer(width.into())));
-        }
-        if let Some(height) = query.height {
-            clauses.push(bind("height = ?", V::Integer(height.into())));
-        }
         let (cmp, dir) = match query.order {
             Order::Newest => ("<", "DESC"),
             Order::Oldest => (">", "ASC"),
@@ -793,6 +804,18 @@ impl Gallery {
             map.retain(|_, v| !v.is_null());
         }
         Ok(request)
+    }
+
+    /// How many entries match `query`'s filters (its cursor and limit aside): the height of a scrolled grid.
+    pub fn count_matching(&self, query: &Query) -> Result<u32, GalleryError> {
+        let (clauses, values) = filter(query);
+        let sql = format!(
+            "SELECT COUNT(*) FROM images WHERE {}",
+            clauses.join(" AND ")
+        );
+        let conn = self.read();
+        let mut statement = conn.prepare_cached(&sql)?;
+        Ok(statement.query_row(params_from_iter(values.iter()), |row| row.get(0))?)
     }
 
     /// How many images (not in the trash) the gallery holds.

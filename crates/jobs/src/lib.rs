@@ -76,6 +76,8 @@ struct Job {
     /// The newest preview frame (previews are not kept in `events`).
     last_preview: Option<JobEvent>,
     sender: broadcast::Sender<JobEvent>,
+    /// The queue-wide stream every job's events also go to.
+    all: broadcast::Sender<JobEvent>,
 }
 
 impl Job {
@@ -120,6 +122,7 @@ impl Job {
         } else {
             self.events.push(event.clone());
         }
+        let _ = self.all.send(event.clone());
         let _ = self.sender.send(event);
     }
 }
@@ -142,6 +145,7 @@ struct Shared {
     depth: usize,
     state: Mutex<State>,
     wake: Notify,
+    all: broadcast::Sender<JobEvent>,
 }
 
 /// How a queue is set up.
@@ -212,6 +216,7 @@ impl JobManager {
                 depth,
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
+                all: broadcast::channel(4096).0,
             }),
         };
         let runner = manager.clone();
@@ -266,6 +271,7 @@ impl JobManager {
             events: Vec::new(),
             last_preview: None,
             sender,
+            all: self.shared.all.clone(),
         };
         job.record(JobEvent::new(&id, 0.0, Stage::Queued { position }));
         state.jobs.insert(id.clone(), job);
@@ -286,6 +292,30 @@ impl JobManager {
             history: job.events.clone(),
             live: job.sender.subscribe(),
         })
+    }
+
+    /// Every job's events from now on (previews included): how the desktop app shows jobs from every source live.
+    pub fn watch(&self) -> broadcast::Receiver<JobEvent> {
+        self.shared.all.subscribe()
+    }
+
+    /// Moves a waiting job to `position` in the line of waiting jobs (0 = next; past the end = last). Returns
+    /// false when the job is not waiting (running or finished).
+    pub fn move_to(&self, id: &str, position: u32) -> Result<bool, QueueError> {
+        let mut state = self.lock();
+        if !state.jobs.contains_key(id) {
+            return Err(QueueError::NotFound(id.to_string()));
+        }
+        let Some(index) = state.queue.iter().position(|q| q == id) else {
+            return Ok(false);
+        };
+        let moved = state.queue.remove(index).expect("index from position()");
+        let target = (position as usize).min(state.queue.len());
+        state.queue.insert(target, moved);
+        if target != index {
+            announce_positions(&mut state);
+        }
+        Ok(true)
     }
 
     /// Waits until the job ends.

@@ -36,6 +36,8 @@ pub struct Service {
     pub engine: Arc<Engine>,
     pub orchestrator: Orchestrator,
     pub jobs: JobManager,
+    /// The queue, model library and downloads the API serves; the desktop app's commands use the same.
+    pub state: AppState,
     pub api: Option<ServerHandle>,
     pub gateway: Option<ServerHandle>,
     meter: tokio::task::JoinHandle<()>,
@@ -64,9 +66,10 @@ impl Service {
                 gallery: Some(Arc::new(gallery)),
             },
         );
+        let state = AppState::new(jobs.clone(), &config.server);
         let api = match config.api_addr {
             Some(addr) => Some(
-                crate::serve(addr, AppState::new(jobs.clone(), &config.server))
+                crate::serve(addr, state.clone())
                     .await
                     .map_err(|e| format!("cannot listen on {addr}: {e}"))?,
             ),
@@ -84,6 +87,7 @@ impl Service {
             engine,
             orchestrator,
             jobs,
+            state,
             api,
             gateway,
             meter,

@@ -141,8 +141,9 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
     Ok(())
 }
 
-/// Sets one key from text (as `diffugen settings set KEY VALUE` gives it), keeping every other key in the file.
-pub fn set(data_dir: &Path, key: &str, text: Option<&str>) -> Result<Settings, SettingsError> {
+/// The JSON value one key takes from text (as `diffugen settings set KEY VALUE` gives it), checked like [`load`]
+/// checks the file: `None` (no text) removes the key. The desktop app writes the result with its settings store.
+pub fn checked_value(key: &str, text: Option<&str>) -> Result<Option<Value>, SettingsError> {
     let known = serde_json::to_value(Settings::default()).unwrap_or(Value::Null);
     let Some(default) = known.get(key) else {
         let keys: Vec<&String> = known
@@ -175,25 +176,29 @@ pub fn set(data_dir: &Path, key: &str, text: Option<&str>) -> Result<Settings, S
                 .unwrap_or_else(|| Value::from(text)),
         },
     };
-    let file = path(data_dir);
-    let mut map = read_object(&file)?;
     if value.is_null() {
-        map.remove(key);
-    } else {
-        map.insert(key.into(), value);
+        return Ok(None);
     }
-    // Check the result before writing it.
-    let candidate: Settings = {
-        let mut one = Map::new();
-        if let Some(v) = map.get(key) {
-            one.insert(key.into(), v.clone());
-        }
+    let mut one = Map::new();
+    one.insert(key.into(), value.clone());
+    let candidate: Settings =
         serde_json::from_value(Value::Object(one)).map_err(|e| SettingsError::Invalid {
             key: key.into(),
             message: format!("'{}': {e}", text.unwrap_or("")),
-        })?
-    };
+        })?;
     validate(&candidate)?;
+    Ok(Some(value))
+}
+
+/// Sets one key from text (as `diffugen settings set KEY VALUE` gives it), keeping every other key in the file.
+pub fn set(data_dir: &Path, key: &str, text: Option<&str>) -> Result<Settings, SettingsError> {
+    let value = checked_value(key, text)?;
+    let file = path(data_dir);
+    let mut map = read_object(&file)?;
+    match value {
+        None => map.remove(key),
+        Some(value) => map.insert(key.into(), value),
+    };
     std::fs::create_dir_all(data_dir).map_err(|e| SettingsError::File {
         path: data_dir.display().to_string(),
         message: e.to_string(),

@@ -1,0 +1,144 @@
+//! The Generate form as the UI holds it, and its translation to the engine's [`GenerateRequest`]. Numbers cross as
+//! `f64`/`u32` (JavaScript has no 64-bit integers); images cross as data URLs of the files the user dropped.
+
+use base64::Engine as _;
+use diffugen_engine::params::{ImageInput, LoraRequest, PreviewRequest, MAX_SEED};
+use diffugen_engine::GenerateRequest;
+use diffugen_gallery::Entry;
+use serde::{Deserialize, Serialize};
+
+use crate::AppError;
+
+/// A LoRA and its weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct FormLora {
+    pub name: String,
+    pub weight: f64,
+}
+
+/// Everything the Generate panel sends. `null` means "the model's default".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct GenerateForm {
+    pub model: String,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub steps: Option<u32>,
+    pub cfg_scale: Option<f64>,
+    pub sampler: Option<String>,
+    pub scheduler: Option<String>,
+    /// -1 or `null`: a random seed (the one used is reported with the image).
+    pub seed: Option<f64>,
+    pub count: Option<u32>,
+    pub loras: Vec<FormLora>,
+    /// img2img / inpainting source: a `data:image/...;base64,` URL.
+    pub init_image: Option<String>,
+    /// The mask for inpainting (white = repaint): a data URL.
+    pub mask: Option<String>,
+    /// How much of the init image to change, 0..1.
+    pub strength: Option<f64>,
+}
+
+fn data_url(field: &str, url: &str) -> Result<ImageInput, AppError> {
+    let payload = url
+        .strip_prefix("data:")
+        .and_then(|rest| rest.split_once(";base64,"))
+        .map(|(_, data)| data)
+        .ok_or_else(|| {
+            AppError::field(field, "expected an image as a data:image/...;base64 URL")
+        })?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(payload.trim())
+        .map_err(|e| AppError::field(field, format!("the image data is not valid base64 ({e})")))?;
+    Ok(ImageInput::Bytes(bytes))
+}
+
+impl GenerateForm {
+    /// The engine request, with a live preview every step. Errors name the form field.
+    pub fn to_request(&self, threads: Option<u32>) -> Result<GenerateRequest, AppError> {
+        let seed = match self.seed {
+            None => None,
+            Some(s) if s == -1.0 => Some(-1),
+            Some(s) if s.fract() != 0.0 || !(0.0..=MAX_SEED as f64).contains(&s) => {
+                return Err(AppError::field(
+                    "seed",
+                    format!("{s} is not a whole number in 0..={MAX_SEED} (or -1 for random)"),
+                ))
+            }
+            Some(s) => Some(s as i64),
+        };
+        Ok(GenerateRequest {
+            model: self.model.clone(),
+            prompt: self.prompt.clone(),
+            negative_prompt: Some(self.negative_prompt.clone()).filter(|n| !n.trim().is_empty()),
+            width: self.width,
+            height: self.height,
+            steps: self.steps,
+            cfg_scale: self.cfg_scale.map(|c| c as f32),
+            sampler: self.sampler.clone().filter(|s| !s.is_empty()),
+            scheduler: self.scheduler.clone().filter(|s| !s.is_empty()),
+            seed,
+            count: self.count,
+            clip_skip: None,
+            loras: self
+                .loras
+                .iter()
+                .map(|l| LoraRequest {
+                    name: l.name.clone(),
+                    weight: l.weight as f32,
+                })
+                .collect(),
+            init_image: self
+                .init_image
+                .as_deref()
+                .map(|u| data_url("init_image", u))
+                .transpose()?,
+            mask: self
+                .mask
+                .as_deref()
+                .map(|u| data_url("mask", u))
+                .transpose()?,
+            strength: self.strength.map(|s| s as f32),
+            threads,
+            preview: Some(PreviewRequest {
+                mode: "proj".into(),
+                interval: 1,
+            }),
+        })
+    }
+
+    /// A gallery image's parameters loaded back into the form ("remix"). The seed is kept so the same image
+    /// comes back until the user changes something; LoRAs written into the prompt stay there only.
+    pub fn from_entry(entry: &Entry) -> GenerateForm {
+        let loras_in_prompt = entry.prompt.contains("<lora:");
+        GenerateForm {
+            model: entry.model.clone().unwrap_or_default(),
+            prompt: entry.prompt.clone(),
+            negative_prompt: entry.negative_prompt.clone(),
+            width: Some(entry.width),
+            height: Some(entry.height),
+            steps: entry.steps,
+            cfg_scale: entry.cfg_scale,
+            sampler: entry.sampler.clone(),
+            scheduler: entry.scheduler.clone(),
+            seed: entry.seed.map(|s| s as f64),
+            count: Some(1),
+            loras: if loras_in_prompt {
+                Vec::new()
+            } else {
+                entry
+                    .loras
+                    .iter()
+                    .map(|l| FormLora {
+                        name: l.name.clone(),
+                        weight: l.weight,
+                    })
+                    .collect()
+            },
+            init_image: None,
+            mask: None,
+            strength: None,
+        }
+    }
+}

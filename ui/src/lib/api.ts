@@ -1,0 +1,79 @@
+// Thin helpers over the generated bindings: unwrap typed results into exceptions the panels catch, turn any error
+// into a readable sentence, and build the URLs of gallery images.
+import { convertFileSrc } from "@tauri-apps/api/core";
+import type { AppError } from "./bindings";
+
+export type Result<T> = { status: "ok"; data: T } | { status: "error"; error: AppError };
+
+/** The command's value, or throws its AppError. */
+export async function call<T>(pending: Promise<Result<T>>): Promise<T> {
+  const result = await pending;
+  if (result.status === "error") throw result.error;
+  return result.data;
+}
+
+export function isAppError(e: unknown): e is AppError {
+  return typeof e === "object" && e !== null && "message" in e && "field" in e;
+}
+
+/** A sentence for any failure: an AppError, an Error, or what Tauri rejects with (a string). */
+export function errorText(e: unknown): string {
+  if (isAppError(e)) return e.field ? `${label(e.field)}: ${e.message}` : e.message;
+  if (e instanceof Error) return e.message;
+  if (typeof e === "string") return e;
+  return "Something went wrong; see the log for details.";
+}
+
+const LABELS: Record<string, string> = {
+  model: "Model",
+  prompt: "Prompt",
+  negative_prompt: "Negative prompt",
+  width: "Width",
+  height: "Height",
+  steps: "Steps",
+  cfg_scale: "CFG scale",
+  sampler: "Sampler",
+  scheduler: "Scheduler",
+  seed: "Seed",
+  count: "Count",
+  loras: "LoRA",
+  init_image: "Init image",
+  mask: "Mask",
+  strength: "Strength",
+};
+
+export function label(field: string): string {
+  if (LABELS[field]) return LABELS[field];
+  if (field.startsWith("loras")) return "LoRA";
+  return field.replaceAll("_", " ");
+}
+
+/** `gallery://` URL of an image's thumbnail or full file (served by the app, only for gallery images). */
+export function galleryUrl(kind: "thumb" | "image", id: number): string {
+  return convertFileSrc(`${kind}-${id}`, "gallery");
+}
+
+export function formatBytes(bytes: number | null | undefined): string {
+  if (bytes == null || !isFinite(bytes)) return "–";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit++;
+  }
+  return `${value.toFixed(value >= 100 || unit === 0 ? 0 : 1)} ${units[unit]}`;
+}
+
+export function formatSeconds(seconds: number | null | undefined): string {
+  if (seconds == null || !isFinite(seconds)) return "–";
+  if (seconds < 60) return `${Math.max(0, Math.round(seconds))} s`;
+  const m = Math.floor(seconds / 60);
+  const s = Math.round(seconds % 60);
+  return `${m} min ${s.toString().padStart(2, "0")} s`;
+}
+
+export function formatDate(unix: number | null | undefined): string {
+  if (unix == null) return "–";
+  return new Date(unix * 1000).toLocaleString();
+}

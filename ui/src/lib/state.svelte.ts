@@ -1,0 +1,298 @@
+// The app's shared state: what the core told us (models, queue, jobs, VRAM, downloads) kept live by its events, the
+// Generate form (so a remix from the gallery can fill it), and the toasts. Panels read it; only functions here and
+// the panels' own handlers change it.
+import { commands, events } from "./bindings";
+import type {
+  AppInfo,
+  DownloadEvent,
+  GenerateForm,
+  JobEvent,
+  JobInfo,
+  ModelCard,
+  ModelList,
+  Output,
+  PullInfo,
+  Settings,
+  VramEvent,
+  VramSnapshot,
+} from "./bindings";
+import { call, errorText } from "./api";
+
+export type View = "generate" | "gallery" | "queue" | "models" | "settings";
+
+export interface LiveJob {
+  id: string;
+  state: "queued" | "running" | "done" | "failed" | "cancelled";
+  phase: string;
+  /** A readable line about what the job is doing. */
+  status: string;
+  position: number | null;
+  step: number;
+  steps: number;
+  image: number;
+  images: number;
+  secondsPerStep: number | null;
+  percent: number | null;
+  eta: number | null;
+  preview: string | null;
+  outputs: Output[];
+  error: string | null;
+  warnings: string[];
+}
+
+export interface Toast {
+  id: number;
+  text: string;
+  kind: "info" | "error";
+  action?: { label: string; run: () => void };
+}
+
+export function emptyForm(): GenerateForm {
+  return {
+    model: "",
+    prompt: "",
+    negative_prompt: "",
+    width: null,
+    height: null,
+    steps: null,
+    cfg_scale: null,
+    sampler: null,
+    scheduler: null,
+    seed: -1,
+    count: 1,
+    loras: [],
+    init_image: null,
+    mask: null,
+    strength: null,
+  };
+}
+
+export const app = $state({
+  view: "generate" as View,
+  info: null as AppInfo | null,
+  models: null as ModelList | null,
+  modelsError: null as string | null,
+  settings: null as Settings | null,
+  vram: null as VramSnapshot | null,
+  lastSwitch: null as { to: string; milliseconds: number | null; at: number } | null,
+  queue: [] as JobInfo[],
+  jobs: {} as Record<string, LiveJob>,
+  /** The job the Generate panel follows (the newest one started from the app, or the running one). */
+  current: null as string | null,
+  downloads: [] as PullInfo[],
+  toasts: [] as Toast[],
+  /** Bumped whenever an image lands in (or leaves) the gallery, so the grid reloads. */
+  galleryVersion: 0,
+  /** The gallery entry the detail view shows. */
+  detail: null as number | null,
+});
+
+export const form: GenerateForm = $state(emptyForm());
+
+let nextToast = 1;
+
+export function toast(text: string, kind: Toast["kind"] = "info", action?: Toast["action"]): void {
+  const id = nextToast++;
+  app.toasts.push({ id, text, kind, action });
+  setTimeout(() => dismiss(id), action ? 8000 : 5000);
+}
+
+export function toastError(e: unknown): void {
+  toast(errorText(e), "error");
+}
+
+export function dismiss(id: number): void {
+  const index = app.toasts.findIndex((t) => t.id === id);
+  if (index >= 0) app.toasts.splice(index, 1);
+}
+
+/** Fills the Generate form (a remix) and shows it. */
+export function loadForm(values: GenerateForm): void {
+  Object.assign(form, emptyForm(), values);
+  app.view = "generate";
+}
+
+export function usableCards(list: ModelList | null): ModelCard[] {
+  return (list?.cards ?? []).filter((c) => !c.error);
+}
+
+export async function refreshModels(): Promise<void> {
+  try {
+    app.models = await call(commands.listModels());
+    app.modelsError = null;
+    if (!form.model) {
+      const first = usableCards(app.models)[0];
+      if (first) form.model = first.id;
+    }
+  } catch (e) {
+    app.modelsError = errorText(e);
+  }
+}
+
+export async function refreshQueue(): Promise<void> {
+  app.queue = await commands.queue();
+  for (const info of app.queue) {
+    if (!app.jobs[info.id]) app.jobs[info.id] = fromInfo(info);
+  }
+}
+
+export async function refreshDownloads(): Promise<void> {
+  app.downloads = await commands.listDownloads();
+}
+
+function blankJob(id: string): LiveJob {
+  return {
+    id,
+    state: "queued",
+    phase: "queued",
+    status: "Waiting",
+    position: null,
+    step: 0,
+    steps: 0,
+    image: 1,
+    images: 1,
+    secondsPerStep: null,
+    percent: null,
+    eta: null,
+    preview: null,
+    outputs: [],
+    error: null,
+    warnings: [],
+  };
+}
+
+function fromInfo(info: JobInfo): LiveJob {
+  const job = blankJob(info.id);
+  job.state = info.state;
+  job.position = info.position;
+  job.outputs = info.outputs;
+  job.error = info.error;
+  if (info.last_event) applyStage(job, info.last_event);
+  return job;
+}
+
+const PHASES: Record<string, string> = {
+  preparing: "Preparing the GPU",
+  freeing_vram: "Freeing VRAM",
+  loading_model: "Loading the model",
+  encoding_prompt: "Encoding the prompt",
+  sampling: "Sampling",
+  decoding: "Decoding",
+  saving: "Saving",
+  done: "Done",
+  failed: "Failed",
+  cancelled: "Cancelled",
+};
+
+function applyStage(job: LiveJob, event: JobEvent): void {
+  if (event.phase !== "preview") {
+    job.percent = event.percent ?? job.percent;
+    job.eta = event.eta_seconds;
+  }
+  switch (event.phase) {
+    case "queued":
+      job.state = "queued";
+      job.position = event.position;
+      job.status = event.position === 0 ? "Next in line" : `Waiting (${event.position} ahead)`;
+      break;
+    case "preparing":
+    case "freeing_vram":
+      job.state = "running";
+      job.status = event.message;
+      break;
+    case "warning":
+      job.warnings.push(event.message);
+      return;
+    case "loading_model":
+      job.state = "running";
+      job.status =
+        event.tensors_total > 0
+          ? `Loading the model (${event.tensors_loaded}/${event.tensors_total} tensors)`
+          : "Loading the model";
+      break;
+    case "sampling":
+      job.state = "running";
+      job.step = event.step;
+      job.steps = event.steps;
+      job.image = event.image;
+      job.images = event.images;
+      job.secondsPerStep = event.seconds_per_step ?? job.secondsPerStep;
+      job.status =
+        event.images > 1 ? `Sampling image ${event.image} of ${event.images}` : "Sampling";
+      break;
+    case "preview":
+      job.preview = `data:image/png;base64,${event.png_base64}`;
+      return;
+    case "done":
+      job.state = "done";
+      job.outputs = event.outputs;
+      job.percent = 100;
+      job.eta = 0;
+      job.status = event.outputs.length === 1 ? "Done" : `Done: ${event.outputs.length} images`;
+      break;
+    case "failed":
+      job.state = "failed";
+      job.error = event.error;
+      job.status = "Failed";
+      break;
+    case "cancelled":
+      job.state = "cancelled";
+      job.error = event.reason;
+      job.status = "Cancelled";
+      break;
+    default:
+      job.state = "running";
+      job.status = PHASES[event.phase] ?? event.phase;
+  }
+  job.phase = event.phase;
+}
+
+export function applyJobEvent(event: JobEvent): void {
+  const known = app.jobs[event.job_id];
+  const job = known ?? (app.jobs[event.job_id] = blankJob(event.job_id));
+  applyStage(job, event);
+  if (!known || ["done", "failed", "cancelled"].includes(event.phase) || event.phase === "queued") {
+    void refreshQueue();
+  }
+  if (event.phase === "done") app.galleryVersion++;
+  // Follow jobs from other sources (Open WebUI, the CLI) when the app has nothing of its own running.
+  const current = app.current ? app.jobs[app.current] : undefined;
+  if (job.state === "running" && (!current || current.state !== "running")) {
+    app.current = event.job_id;
+  }
+}
+
+export function applyVramEvent(event: VramEvent): void {
+  if (event.type === "snapshot") app.vram = event.snapshot;
+  else if (event.type === "switch") {
+    app.lastSwitch = { to: event.to, milliseconds: event.milliseconds, at: Date.now() };
+  } else if (event.type === "warning") toast(event.message, "error");
+}
+
+export function applyDownloadEvent(event: DownloadEvent): void {
+  const pull = app.downloads.find((d) => d.id === event.id);
+  if (pull) pull.last_event = event;
+  if (!pull || ["done", "failed", "cancelled"].includes(event.stage)) {
+    void refreshDownloads();
+    if (event.stage === "done" && event.file === event.files) void refreshModels();
+  }
+}
+
+/** Loads everything and follows the core's events. Returns a function that stops following. */
+export async function start(): Promise<() => void> {
+  const stops = await Promise.all([
+    events.jobUpdate.listen((e) => applyJobEvent(e.payload)),
+    events.vramUpdate.listen((e) => applyVramEvent(e.payload)),
+    events.downloadUpdate.listen((e) => applyDownloadEvent(e.payload)),
+  ]);
+  const loads = await Promise.allSettled([
+    commands.appInfo().then((info) => (app.info = info)),
+    commands.getSettings().then((settings) => (app.settings = settings)),
+    refreshModels(),
+    refreshQueue(),
+    refreshDownloads(),
+    call(commands.vram()).then((snapshot) => (app.vram = snapshot)),
+  ]);
+  for (const load of loads) if (load.status === "rejected") toastError(load.reason);
+  return () => stops.forEach((stop) => stop());
+}
