@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Installs the system packages DiffuGen builds with (Debian/Ubuntu): CMake and libclang compile the vendored
-# stable-diffusion.cpp and generate its bindings. Uses sudo when not root. Safe to run again.
+# Installs the system packages DiffuGen builds and tests with (Debian/Ubuntu), and checks Rust and Node.js.
+# - cmake, libclang: compile the vendored stable-diffusion.cpp and generate its bindings;
+# - libwebkit2gtk-4.1, librsvg2, libayatana-appindicator3: the Tauri desktop app (WebKitGTK window);
+# - webkit2gtk-driver (WebKitWebDriver) and xvfb: the desktop end-to-end test in a real window without a screen.
+# Uses sudo when not root. Safe to run again.
 set -euo pipefail
-packages=(cmake libclang-dev build-essential pkg-config)
+packages=(cmake libclang-dev build-essential pkg-config curl file
+          libwebkit2gtk-4.1-dev librsvg2-dev libayatana-appindicator3-dev libssl-dev
+          webkit2gtk-driver xvfb xauth)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -11,9 +16,15 @@ if ((${#missing[@]})); then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing ${missing[*]}" >&2
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: Rust is not installed. Install it from https://rustup.rs and run this again." >&2
+  exit 1
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "error: the desktop UI needs Node.js 20 or newer (found: $(node --version 2>/dev/null || echo none))." >&2
+  echo "Install it from https://nodejs.org or your distribution, and run this again." >&2
   exit 1
 fi

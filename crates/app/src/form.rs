@@ -59,7 +59,7 @@ impl GenerateForm {
     pub fn to_request(&self, threads: Option<u32>) -> Result<GenerateRequest, AppError> {
         let seed = match self.seed {
             None => None,
-            Some(s) if s == -1.0 => Some(-1),
+            Some(-1.0) => Some(-1),
             Some(s) if s.fract() != 0.0 || !(0.0..=MAX_SEED as f64).contains(&s) => {
                 return Err(AppError::field(
                     "seed",

@@ -249,7 +249,8 @@ function applyStage(job: LiveJob, event: JobEvent): void {
 
 export function applyJobEvent(event: JobEvent): void {
   const known = app.jobs[event.job_id];
-  const job = known ?? (app.jobs[event.job_id] = blankJob(event.job_id));
+  if (!known) app.jobs[event.job_id] = blankJob(event.job_id);
+  const job = app.jobs[event.job_id];
   applyStage(job, event);
   if (!known || ["done", "failed", "cancelled"].includes(event.phase) || event.phase === "queued") {
     void refreshQueue();
@@ -286,12 +287,18 @@ export async function start(): Promise<() => void> {
     events.downloadUpdate.listen((e) => applyDownloadEvent(e.payload)),
   ]);
   const loads = await Promise.allSettled([
-    commands.appInfo().then((info) => (app.info = info)),
-    commands.getSettings().then((settings) => (app.settings = settings)),
+    commands.appInfo().then((info) => {
+      app.info = info;
+    }),
+    commands.getSettings().then((settings) => {
+      app.settings = settings;
+    }),
     refreshModels(),
     refreshQueue(),
     refreshDownloads(),
-    call(commands.vram()).then((snapshot) => (app.vram = snapshot)),
+    call(commands.vram()).then((snapshot) => {
+      app.vram = snapshot;
+    }),
   ]);
   for (const load of loads) if (load.status === "rejected") toastError(load.reason);
   return () => stops.forEach((stop) => stop());

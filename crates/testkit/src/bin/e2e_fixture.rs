@@ -1,0 +1,83 @@
+//! `diffugen-e2e-fixture <data dir> [--synthetic N]`: builds (or reuses) the small real test model, links it into
+//! `<data dir>/models/`, and optionally fills the gallery with N synthetic entries (each a hard link to one small
+//! real PNG, so every thumbnail the grid asks for is really made and served), so the desktop end-to-end test can
+//! time scrolling a 100,000-image gallery.
+//! Prints the model's path.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let Some(data_dir) = args.next().map(PathBuf::from) else {
+        eprintln!("usage: diffugen-e2e-fixture <data dir> [--synthetic N]");
+        return ExitCode::from(2);
+    };
+    let mut synthetic = 0u32;
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next().map(|n| n.parse::<u32>())) {
+            ("--synthetic", Some(Ok(n))) => synthetic = n,
+            _ => {
+                eprintln!("--synthetic takes a whole number; got '{arg}'");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match run(&data_dir, synthetic) {
+        Ok(model) => {
+            println!("{}", model.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("diffugen-e2e-fixture: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(data_dir: &std::path::Path, synthetic: u32) -> Result<PathBuf, String> {
+    let model = diffugen_testkit::test_model();
+    let models = data_dir.join("models");
+    std::fs::create_dir_all(&models).map_err(|e| format!("{}: {e}", models.display()))?;
+    let link = models.join("tiny-sdxs.gguf");
+    if !link.exists() {
+        std::os::unix::fs::symlink(&model, &link)
+            .or_else(|_| std::fs::copy(&model, &link).map(drop))
+            .map_err(|e| format!("{}: {e}", link.display()))?;
+    }
+    if synthetic > 0 {
+        let gallery = diffugen_gallery::Gallery::open(data_dir).map_err(|e| e.to_string())?;
+        let outputs = data_dir.join("synthetic");
+        std::fs::create_dir_all(&outputs).map_err(|e| format!("{}: {e}", outputs.display()))?;
+        // File systems cap the links to one file (ext4: 65,000), so each 50,000 entries get their own swatch.
+        let swatch = |chunk: u32| -> Result<PathBuf, String> {
+            let png = outputs.join(format!("swatch-{chunk}.png"));
+            if !png.exists() {
+                image::RgbImage::from_fn(64, 64, |x, y| {
+                    image::Rgb([(x * 4) as u8, (y * 4) as u8, 160 + (chunk as u8 % 4) * 30])
+                })
+                .save(&png)
+                .map_err(|e| format!("{}: {e}", png.display()))?;
+            }
+            Ok(png)
+        };
+        let words = [
+            "harbor", "forest", "portrait", "city", "desert", "galaxy", "garden", "storm",
+        ];
+        let mut rows: Vec<(String, f64, String, String)> = Vec::with_capacity(synthetic as usize);
+        for i in 0..synthetic {
+            let file = outputs.join(format!("s{i}.png"));
+            if !file.exists() {
+                std::fs::hard_link(swatch(i / 50_000)?, &file).map_err(|e| format!("{}: {e}", file.display()))?;
+            }
+            rows.push((
+                file.display().to_string(),
+                1_600_000_000.0 + f64::from(i),
+                format!("a {} scene number {i}", words[i as usize % words.len()]),
+                "synthetic".to_string(),
+            ));
+        }
+        gallery.insert_synthetic(&rows).map_err(|e| e.to_string())?;
+    }
+    Ok(model)
+}

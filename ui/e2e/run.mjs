@@ -1,0 +1,308 @@
+// End-to-end: the built desktop app in a real window (WebKitGTK under Xvfb), driven through tauri-driver +
+// WebKitWebDriver with WebdriverIO. It configures the small real test model, types a prompt, generates, watches the
+// progress reach the end, finds the image in the gallery by search, remixes it into the form, and saves
+// screenshots of the window. On the way it measures what the benchmarks report: launch to an interactive window,
+// idle memory, and frame times while scrolling a 100,000-entry gallery.
+//
+// Environment: DIFFUGEN_DESKTOP_BIN (the app), DIFFUGEN_E2E_FIXTURE (prepares the data folder), TAURI_DRIVER
+// (default: tauri-driver on PATH), E2E_OUT (screenshots and bench.json; default e2e/out).
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { remote } from "webdriverio";
+
+const SYNTHETIC = 100_000;
+const PROMPT = "e2e lighthouse on a cliff at dusk";
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set (see the comment at the top of e2e/run.mjs)`);
+  return resolve(value);
+}
+
+const bin = required("DIFFUGEN_DESKTOP_BIN");
+const fixture = required("DIFFUGEN_E2E_FIXTURE");
+const tauriDriver = process.env.TAURI_DRIVER ?? "tauri-driver";
+const out = resolve(process.env.E2E_OUT ?? "e2e/out");
+mkdirSync(out, { recursive: true });
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const server = createServer();
+    server.unref();
+    server.on("error", fail);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => ok(port));
+    });
+  });
+}
+
+async function waitForPort(port, timeoutMs) {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    const open = await new Promise((ok) => {
+      const socket = connect(port, "127.0.0.1", () => {
+        socket.end();
+        ok(true);
+      });
+      socket.on("error", () => ok(false));
+    });
+    if (open) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nothing listens on port ${port} after ${timeoutMs} ms`);
+}
+
+/** Resident memory (MB) of the app's main process and of its web view processes; the engine worker apart. */
+function memory() {
+  const result = { app_mb: 0, webview_mb: 0, engine_worker_mb: 0 };
+  const procs = readdirSync("/proc").filter((p) => /^\d+$/.test(p));
+  const info = new Map();
+  for (const pid of procs) {
+    try {
+      const status = readFileSync(`/proc/${pid}/status`, "utf8");
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      const ppid = Number(/PPid:\s+(\d+)/.exec(status)?.[1] ?? 0);
+      const rss = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+      info.set(Number(pid), { ppid, rss, cmdline });
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  const apps = [...info].filter(([, p]) => p.cmdline[0] === bin);
+  for (const [pid, p] of apps) {
+    if (p.cmdline.includes("engine-worker")) {
+      result.engine_worker_mb += p.rss;
+      continue;
+    }
+    result.app_mb += p.rss;
+    for (const [, child] of info) {
+      if (child.ppid === pid && /WebKit(Web|Network)Process/.test(child.cmdline[0] ?? "")) result.webview_mb += child.rss;
+    }
+  }
+  for (const key of Object.keys(result)) result[key] = Math.round(result[key]);
+  return result;
+}
+
+function percentile(values, p) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+const data = mkdtempSync(join(tmpdir(), "diffugen-e2e-"));
+let driver;
+let browser;
+const bench = {};
+try {
+  console.log(`e2e: preparing ${data} (test model, ${SYNTHETIC} gallery entries)`);
+  execFileSync(fixture, [data, "--synthetic", String(SYNTHETIC)], { stdio: ["ignore", "inherit", "inherit"] });
+  const apiPort = await freePort();
+  writeFileSync(
+    join(data, "settings.json"),
+    JSON.stringify({ api_port: apiPort, gateway_enabled: false, vram_policy: "never", threads: 2 }, null, 2),
+  );
+
+  const driverPort = await freePort();
+  const nativePort = await freePort();
+  const env = { ...process.env, DIFFUGEN_DATA_DIR: data, DIFFUGEN_VRAM_POLICY: "never" };
+  delete env.DIFFUGEN_MODELS_DIR;
+  delete env.OLLAMA_HOST;
+  driver = spawn(tauriDriver, ["--port", String(driverPort), "--native-port", String(nativePort)], {
+    env,
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  await waitForPort(driverPort, 20_000);
+
+  const launched = performance.now();
+  browser = await remote({
+    hostname: "127.0.0.1",
+    port: driverPort,
+    logLevel: "warn",
+    connectionRetryTimeout: 120_000,
+    capabilities: {
+      browserName: "wry",
+      "wdio:enforceWebDriverClassic": true,
+      "tauri:options": { application: bin },
+    },
+  });
+  const generate = await browser.$('[data-testid="generate"]');
+  await generate.waitForClickable({ timeout: 60_000 });
+  bench.launch_to_interactive_ms = Math.round(performance.now() - launched);
+  await browser.pause(2000);
+  bench.idle_memory = memory();
+  console.log(`e2e: window interactive after ${bench.launch_to_interactive_ms} ms; idle memory ${JSON.stringify(bench.idle_memory)}`);
+
+  const title = await browser.getTitle();
+  if (title !== "DiffuGen") throw new Error(`window title is '${title}', expected 'DiffuGen'`);
+
+  // The test model is the one model in the folder, so the picker chose it.
+  const picker = await browser.$('[data-testid="model-picker"]');
+  const chosen = await picker.getAttribute("data-model");
+  if (chosen !== "tiny-sdxs") throw new Error(`the model picker chose '${chosen}', not the test model`);
+
+  await (await browser.$('[data-testid="prompt"]')).setValue(PROMPT);
+  await (await browser.$('[data-testid="size"]')).selectByAttribute("value", "custom");
+  for (const [id, value] of [["width", "64"], ["height", "64"], ["steps", "3"]]) {
+    const input = await browser.$(`[data-testid="${id}"]`);
+    await input.clearValue();
+    await input.setValue(value);
+  }
+  await generate.click();
+
+  // Watch the progress: every step shown, the bar, the preview, then the result.
+  const phase = await browser.$('[data-testid="job-phase"]');
+  await phase.waitForExist({ timeout: 30_000 });
+  const stepsSeen = new Set();
+  let previewSeen = false;
+  let barMax = 0;
+  const until = Date.now() + 180_000;
+  for (;;) {
+    const state = await browser.execute(() => ({
+      phase: document.querySelector('[data-testid="job-phase"]')?.getAttribute("data-phase") ?? null,
+      step: document.querySelector('[data-testid="job-step"]')?.textContent ?? null,
+      preview: !!document.querySelector('[data-testid="preview-image"]'),
+      bar: Number(document.querySelector('[data-testid="progress-bar"]')?.getAttribute("aria-valuenow") ?? 0),
+      error: document.querySelector('[data-testid="progress"] .error-text')?.textContent ?? null,
+    }));
+    if (state.step) stepsSeen.add(state.step);
+    previewSeen ||= state.preview;
+    barMax = Math.max(barMax, state.bar);
+    if (state.phase === "done") break;
+    if (state.phase === "failed" || state.phase === "cancelled") throw new Error(`the job ended ${state.phase}: ${state.error}`);
+    if (Date.now() > until) throw new Error(`the job did not finish in 180 s (phase ${state.phase})`);
+    await browser.pause(25);
+  }
+  const result = await browser.$('[data-testid="result-image"]');
+  await result.waitForDisplayed({ timeout: 10_000 });
+  const loaded = await browser.execute((el) => el.complete && el.naturalWidth === 64, result);
+  if (!loaded) throw new Error("the finished image did not load from the gallery:// scheme");
+  console.log(`e2e: generated; steps seen: ${[...stepsSeen].join(", ") || "none"}; preview seen: ${previewSeen}; bar reached ${barMax}%`);
+  if (stepsSeen.size === 0) throw new Error("no sampling step was shown during the job");
+  if (barMax < 100) throw new Error(`the progress bar stopped at ${barMax}%`);
+  await browser.saveScreenshot(join(out, "generate.png"));
+
+  // The gallery: find the image by a word of its prompt, open it, remix it.
+  await (await browser.$('[data-testid="nav-gallery"]')).click();
+  const search = await browser.$('[data-testid="gallery-search"]');
+  await search.setValue("lighthouse");
+  // Looked up afresh each time: the panel re-renders when it is left and shown again.
+  const countText = async () => (await browser.$('[data-testid="gallery-count"]')).getText();
+  await browser.waitUntil(async () => (await countText()) === "1 image", {
+    timeout: 10_000,
+    timeoutMsg: "searching 'lighthouse' did not find exactly the generated image",
+  });
+  const item = await browser.$('[data-testid^="gallery-item-"]');
+  await item.waitForDisplayed({ timeout: 10_000 });
+  await browser.saveScreenshot(join(out, "gallery-search.png"));
+  await item.click();
+  const detailPrompt = await browser.$('[data-testid="detail-prompt"]');
+  await detailPrompt.waitForDisplayed({ timeout: 10_000 });
+  if ((await detailPrompt.getText()) !== PROMPT) throw new Error("the detail view shows another prompt");
+  await browser.saveScreenshot(join(out, "detail.png"));
+  await (await browser.$('[data-testid="remix"]')).click();
+  const prompt = await browser.$('[data-testid="prompt"]');
+  await prompt.waitForDisplayed({ timeout: 10_000 });
+  const remixed = await prompt.getValue();
+  if (remixed !== PROMPT) throw new Error(`remix put '${remixed}' into the prompt`);
+  console.log("e2e: found by search, opened, remixed into the form");
+
+  // Scrolling the whole gallery (100,000 synthetic entries + the real one): frame times.
+  await (await browser.$('[data-testid="nav-gallery"]')).click();
+  await (await browser.$('[data-testid="gallery-search"]')).waitForDisplayed();
+  await browser.execute(() => {
+    const input = document.querySelector('[data-testid="gallery-search"]');
+    input.value = "";
+    input.dispatchEvent(new Event("input", { bubbles: true }));
+  });
+  await browser.waitUntil(async () => (await countText()).replace(/\D/g, "") === String(SYNTHETIC + 1), {
+    timeout: 15_000,
+    timeoutMsg: "the gallery did not list every entry",
+  });
+  await browser.pause(500);
+  await browser.setTimeout({ script: 180_000 });
+  // Scrolls 400 px per frame for 240 frames; per frame: the time since the last one, and the time our script plus
+  // style and layout took (the rest of a frame is painting and compositing).
+  const scrollFrames = () =>
+    browser.executeAsync((done) => {
+      const scroller = document.querySelector('[data-testid="gallery-scroller"]');
+      scroller.scrollTop = 0;
+      const deltas = [];
+      const work = [];
+      let last = performance.now();
+      let n = 0;
+      function step(t) {
+        deltas.push(t - last);
+        last = t;
+        const start = performance.now();
+        scroller.scrollTop += 400;
+        scroller.dispatchEvent(new Event("scroll"));
+        // Svelte applies the update in a microtask: measure after it, with style and layout forced.
+        Promise.resolve()
+          .then(() => Promise.resolve())
+          .then(() => {
+            void document.body.offsetHeight;
+            work.push(performance.now() - start);
+            if (++n < 240) requestAnimationFrame(step);
+            else done({ deltas, work, scrollTop: scroller.scrollTop, cells: scroller.querySelectorAll('[role="gridcell"]').length });
+          });
+      }
+      requestAnimationFrame(step);
+    });
+  const first = await scrollFrames();
+  await browser.pause(500);
+  const frames = await scrollFrames();
+  const deltas = frames.deltas.slice(1);
+  const firstDeltas = first.deltas.slice(1);
+  bench.gallery_scroll_first_pass = {
+    p50_ms: Number(percentile(firstDeltas, 50).toFixed(1)),
+    p95_ms: Number(percentile(firstDeltas, 95).toFixed(1)),
+  };
+  bench.gallery_scroll = {
+    script_and_layout_p50_ms: Number(percentile(frames.work, 50).toFixed(1)),
+    entries: SYNTHETIC + 1,
+    frames: deltas.length,
+    scrolled_px: Math.round(frames.scrollTop),
+    cells_in_dom: frames.cells,
+    p50_ms: Number(percentile(deltas, 50).toFixed(1)),
+    p95_ms: Number(percentile(deltas, 95).toFixed(1)),
+    max_ms: Number(Math.max(...deltas).toFixed(1)),
+    over_16_7ms_percent: Number(((deltas.filter((d) => d > 16.7).length / deltas.length) * 100).toFixed(1)),
+  };
+  await browser.saveScreenshot(join(out, "gallery.png"));
+  bench.memory_after_run = memory();
+
+  writeFileSync(join(out, "bench.json"), JSON.stringify(bench, null, 2));
+  console.log("BENCH desktop launch_to_interactive_ms=%d", bench.launch_to_interactive_ms);
+  console.log("BENCH desktop idle_memory app=%d MB webview=%d MB", bench.idle_memory.app_mb, bench.idle_memory.webview_mb);
+  console.log(
+    "BENCH desktop gallery_scroll first_pass (pages loading) p50=%s ms p95=%s ms",
+    bench.gallery_scroll_first_pass.p50_ms,
+    bench.gallery_scroll_first_pass.p95_ms,
+  );
+  console.log(
+    "BENCH desktop gallery_scroll script+layout per frame p50=%s ms",
+    bench.gallery_scroll.script_and_layout_p50_ms,
+  );
+  console.log(
+    "BENCH desktop gallery_scroll entries=%d frames=%d p50=%s ms p95=%s ms max=%s ms over_16.7ms=%s%% cells_in_dom=%d",
+    bench.gallery_scroll.entries,
+    bench.gallery_scroll.frames,
+    bench.gallery_scroll.p50_ms,
+    bench.gallery_scroll.p95_ms,
+    bench.gallery_scroll.max_ms,
+    bench.gallery_scroll.over_16_7ms_percent,
+    bench.gallery_scroll.cells_in_dom,
+  );
+  console.log(`e2e: passed; screenshots in ${out}`);
+} catch (e) {
+  console.error(`e2e: FAILED: ${e?.stack ?? e}`);
+  if (browser) await browser.saveScreenshot(join(out, "failure.png")).catch(() => {});
+  process.exitCode = 1;
+} finally {
+  if (browser) await browser.deleteSession().catch(() => {});
+  driver?.kill();
+  rmSync(data, { recursive: true, force: true });
+}

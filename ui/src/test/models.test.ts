@@ -1,0 +1,46 @@
+import { describe, expect, it } from "vitest";
+import { fireEvent, render, screen, waitFor } from "@testing-library/svelte";
+import { emit } from "@tauri-apps/api/event";
+import Models from "../panels/Models.svelte";
+import App from "../App.svelte";
+import { app, refreshModels, start } from "../lib/state.svelte";
+import { card, mockCore, models } from "./fixtures";
+
+describe("Models", () => {
+  it("shows each card with its family, memory estimate and files, and why an incomplete one cannot run", async () => {
+    mockCore({
+      list_models: () =>
+        models([
+          card(),
+          card({ id: "flux1-schnell", name: "flux1 schnell", family: "flux", source: "assembled", error: "two t5xxl encoders fit: t5xxl_fp16, t5xxl_q8; keep one or save a preset" }),
+        ]),
+    });
+    await refreshModels();
+    render(Models);
+    expect(screen.getByTestId("card-tiny").textContent).toContain("3.0 GB VRAM");
+    expect(screen.getByTestId("card-flux1-schnell").textContent).toContain("keep one or save a preset");
+  });
+
+  it("downloads from the catalog and shows live progress", async () => {
+    app.downloads = [];
+    const calls = mockCore({
+      start_download: () => "dl-1",
+      list_downloads: () => [{ id: "dl-1", name: "sd-turbo", state: "running", last_event: null }],
+    });
+    await start();
+    render(Models);
+    await fireEvent.click(await screen.findByText("Download"));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "start_download")?.args).toEqual({ target: "sd-turbo", sha256: null }));
+    await emit("download-update", { id: "dl-1", file: 1, files: 1, stage: "progress", bytes: 1e9, total_bytes: 2e9, bytes_per_second: 50e6, eta_seconds: 20 });
+    await waitFor(() => expect(screen.getByTestId("download").textContent).toContain("1.0 GB of 2.0 GB · 50.0 MB/s · ETA 20 s"));
+  });
+
+  it("opens on a first-run screen recommending a small model when none is installed", async () => {
+    mockCore({ list_models: () => models([]) });
+    render(App);
+    const first = await screen.findByTestId("first-run");
+    await waitFor(() => expect(first.textContent).toContain("SD-Turbo"));
+    expect(first.textContent).toContain("recommended for 8 GB GPUs");
+    expect(first.textContent).toContain("/data/models");
+  });
+});
