@@ -68,7 +68,8 @@ fn run(data_dir: &std::path::Path, synthetic: u32) -> Result<PathBuf, String> {
         for i in 0..synthetic {
             let file = outputs.join(format!("s{i}.png"));
             if !file.exists() {
-                std::fs::hard_link(swatch(i / 50_000)?, &file).map_err(|e| format!("{}: {e}", file.display()))?;
+                std::fs::hard_link(swatch(i / 50_000)?, &file)
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
             }
             rows.push((
                 file.display().to_string(),
