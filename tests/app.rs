@@ -1,0 +1,347 @@
+//! The desktop app's core (`diffugen-app`), the layer every Tauri command calls: what the window gets when it
+//! generates, follows progress, searches the gallery, remixes, reorders the queue and changes settings — with real
+//! sd.cpp generations on the test model, and no webkit.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diffugen_app::{Core, CoreOptions, GenerateForm, Paths};
+use diffugen_engine::{JobEvent, Stage};
+use diffugen_gallery::Query;
+use support::Workspace;
+
+/// The core over the workspace, without the network doors (or with them, when `settings` enables them).
+async fn core(ws: &Workspace, settings: serde_json::Value) -> Core {
+    let mut base = serde_json::json!({
+        "vram_policy": "never",
+        "api_enabled": false,
+        "ollama_url": "http://127.0.0.1:9",
+        "threads": 2,
+    });
+    for (k, v) in settings.as_object().unwrap() {
+        base[k] = v.clone();
+    }
+    std::fs::write(ws.path("settings.json"), base.to_string()).unwrap();
+    let paths = Paths::resolve(Some(ws.data_dir().to_path_buf()), None, Vec::new()).unwrap();
+    Core::start(CoreOptions {
+        paths,
+        worker: diffugen_engine::WorkerCommand {
+            program: env!("CARGO_BIN_EXE_diffugen").into(),
+            args: vec![diffugen_engine::WORKER_SUBCOMMAND.into()],
+        },
+        gpu: Arc::new(diffugen_vram::Nvml::new()),
+    })
+    .await
+    .expect("the core starts")
+}
+
+fn form(prompt: &str) -> GenerateForm {
+    GenerateForm {
+        model: "tiny".into(),
+        prompt: prompt.into(),
+        width: Some(64),
+        height: Some(64),
+        steps: Some(2),
+        seed: Some(7.0),
+        count: Some(1),
+        ..GenerateForm::default()
+    }
+}
+
+/// The events of job `id` from `live` until its final one.
+async fn follow(live: &mut tokio::sync::broadcast::Receiver<JobEvent>, id: &str) -> Vec<JobEvent> {
+    let mut events = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            match live.recv().await {
+                Ok(event) if event.job_id == id => {
+                    let last = event.stage.is_final();
+                    events.push(event);
+                    if last {
+                        break;
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("the event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the job ends within 120 s");
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_made_in_the_app_streams_every_step_and_preview_then_is_found_by_search_and_remixed(
+) {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let core = core(&ws, serde_json::json!({})).await;
+    let models = core.models().await;
+    assert!(models
+        .cards
+        .iter()
+        .any(|c| c.id == "tiny" && c.error.is_none()));
+    assert!(models.samplers.iter().any(|s| s == "euler_a"));
+
+    let mut live = core.job_events();
+    let id = core
+        .generate(form("a lighthouse on a cliff"))
+        .await
+        .unwrap();
+    assert_eq!(core.job(&id).unwrap().source, "app");
+    let events = follow(&mut live, &id).await;
+
+    let steps: Vec<(u32, u32)> = events
+        .iter()
+        .filter_map(|e| match e.stage {
+            Stage::Sampling { step, steps, .. } => Some((step, steps)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        steps.contains(&(1, 2)) && steps.contains(&(2, 2)),
+        "every step reaches the window: {steps:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.stage, Stage::Preview { .. })),
+        "the window gets live previews"
+    );
+    let Some(Stage::Done { outputs }) = events.last().map(|e| e.stage.clone()) else {
+        panic!("the job did not finish: {:?}", events.last());
+    };
+    let gallery_id = outputs[0]
+        .gallery_id
+        .expect("the image is in the gallery when done arrives");
+
+    let found = core
+        .gallery_page(Query {
+            text: Some("lighthouse".into()),
+            ..Query::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        found.entries.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![gallery_id]
+    );
+    let count = core
+        .gallery_count(Query {
+            text: Some("lighthouse".into()),
+            ..Query::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+
+    let remixed = core.gallery_remix(gallery_id).unwrap();
+    assert_eq!(remixed.prompt, "a lighthouse on a cliff");
+    assert_eq!(
+        (remixed.width, remixed.height, remixed.steps),
+        (Some(64), Some(64), Some(2))
+    );
+    assert_eq!(remixed.seed, Some(7.0));
+    assert_eq!(remixed.model, "tiny");
+
+    let (thumb, mime) = core.gallery_file(&format!("thumb-{gallery_id}")).unwrap();
+    assert_eq!((&thumb[..2], mime), (&[0xFF, 0xD8][..], "image/jpeg"));
+    let (image, mime) = core.gallery_file(&format!("image-{gallery_id}")).unwrap();
+    assert_eq!((&image[1..4], mime), (&b"PNG"[..], "image/png"));
+    assert!(
+        core.gallery_file("../../etc/passwd").is_err(),
+        "only gallery ids are served"
+    );
+
+    core.gallery_delete(gallery_id).unwrap();
+    assert_eq!(core.gallery_count(Query::default()).await.unwrap(), 0);
+    core.gallery_restore(gallery_id).unwrap();
+    assert_eq!(core.gallery_count(Query::default()).await.unwrap(), 1);
+    core.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_form_is_refused_naming_the_field_and_what_is_allowed() {
+    let ws = Workspace::new();
+    let core = core(&ws, serde_json::json!({})).await;
+    let cases = [
+        (
+            GenerateForm {
+                seed: Some(1.5),
+                ..form("x")
+            },
+            "seed",
+            "whole number",
+        ),
+        (
+            GenerateForm {
+                model: "".into(),
+                ..form("x")
+            },
+            "model",
+            "choose a model",
+        ),
+        (
+            GenerateForm {
+                model: "nope".into(),
+                ..form("x")
+            },
+            "model",
+            "nope",
+        ),
+        (
+            GenerateForm {
+                steps: Some(0),
+                ..form("x")
+            },
+            "steps",
+            "",
+        ),
+        (
+            GenerateForm {
+                init_image: Some("C:/photo.png".into()),
+                ..form("x")
+            },
+            "init_image",
+            "data:image",
+        ),
+        (
+            GenerateForm {
+                init_image: Some("data:image/png;base64,iVBORw0K".into()),
+                ..form("x")
+            },
+            "init_image",
+            "",
+        ),
+    ];
+    for (bad, field, words) in cases {
+        let error = core.generate(bad).await.unwrap_err();
+        assert_eq!(error.field.as_deref(), Some(field), "{error}");
+        assert!(error.message.contains(words), "{field}: {}", error.message);
+    }
+    assert!(core.queue().is_empty(), "nothing was queued");
+    core.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_jobs_can_be_reordered_and_the_running_one_cannot() {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let core = core(&ws, serde_json::json!({})).await;
+    let a = core.generate(form("first")).await.unwrap();
+    let b = core.generate(form("second")).await.unwrap();
+    let c = core.generate(form("third")).await.unwrap();
+    // Wait until the first job runs.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while core.job(&a).unwrap().state != diffugen_jobs::JobState::Running {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    core.move_job(&c, 0).unwrap();
+    let order: Vec<String> = core.queue().into_iter().map(|j| j.id).collect();
+    assert_eq!(order, vec![a.clone(), c.clone(), b.clone()]);
+    assert_eq!(core.job(&c).unwrap().position, Some(1));
+    let error = core.move_job(&a, 1).unwrap_err();
+    assert!(error.message.contains("only waiting jobs"), "{error}");
+    assert_eq!(core.active_jobs(), 3);
+    for id in [&a, &b, &c] {
+        core.cancel_job(id).unwrap();
+    }
+    core.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_apply_to_the_library_at_once_and_network_ones_ask_for_a_restart() {
+    let ws = Workspace::new();
+    let extra = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        diffugen_testkit::test_model(),
+        extra.path().join("borrowed.gguf"),
+    )
+    .unwrap();
+    let core = core(&ws, serde_json::json!({})).await;
+
+    let error = core.check_setting("api_port", Some("lots")).unwrap_err();
+    assert_eq!(error.field.as_deref(), Some("api_port"));
+    let error = core
+        .check_setting("vram_policy", Some("sometimes"))
+        .unwrap_err();
+    assert!(error.message.contains("always, auto, never"), "{error}");
+
+    // What the shell's settings store writes, then tells the core.
+    let value = core
+        .check_setting(
+            "extra_models_dirs",
+            Some(&extra.path().display().to_string()),
+        )
+        .unwrap()
+        .unwrap();
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.path("settings.json")).unwrap()).unwrap();
+    file["extra_models_dirs"] = value;
+    file["api_port"] = 6123.into();
+    std::fs::write(ws.path("settings.json"), file.to_string()).unwrap();
+
+    let change = core.settings_changed("extra_models_dirs").unwrap();
+    assert!(!change.restart_needed);
+    assert!(
+        core.models().await.cards.iter().any(|c| c.id == "borrowed"),
+        "the new folder is read at once"
+    );
+    assert_eq!(
+        core.info().extra_models_dirs,
+        vec![extra.path().display().to_string()]
+    );
+    let change = core.settings_changed("api_port").unwrap();
+    assert!(change.restart_needed);
+    assert_eq!(change.settings.api_port, Some(6123));
+    core.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_api_port_still_opens_the_app_and_says_why() {
+    let ws = Workspace::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let core = core(
+        &ws,
+        serde_json::json!({ "api_enabled": true, "api_port": port, "gateway_enabled": false }),
+    )
+    .await;
+    let info = core.info();
+    assert_eq!(info.api_url, None);
+    let error = info.api_error.expect("the reason is shown");
+    assert!(
+        error.contains(&port.to_string()) && error.contains("Settings"),
+        "{error}"
+    );
+    core.stop().await.unwrap();
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let core = self::core(
+        &ws,
+        serde_json::json!({ "api_enabled": true, "api_port": free, "gateway_enabled": false }),
+    )
+    .await;
+    assert_eq!(
+        core.info().api_url,
+        Some(format!("http://127.0.0.1:{free}"))
+    );
+    let health = reqwest::get(format!("http://127.0.0.1:{free}/health"))
+        .await
+        .unwrap();
+    assert!(
+        health.status().is_success(),
+        "the app serves the API it announces"
+    );
+    core.stop().await.unwrap();
+}
