@@ -345,3 +345,104 @@ async fn a_taken_api_port_still_opens_the_app_and_says_why() {
     );
     core.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_from_the_cli_against_the_app_joins_the_app_queue_and_reports_its_progress_there() {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let core = core(
+        &ws,
+        serde_json::json!({ "api_enabled": true, "api_port": port, "gateway_enabled": false }),
+    )
+    .await;
+    let mut live = core.job_events();
+    let server = format!("http://127.0.0.1:{port}");
+    let cli = {
+        let data = ws.data_dir().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+                .args(["--data-dir"])
+                .arg(&data)
+                .args([
+                    "generate",
+                    "--json",
+                    "--server",
+                    &server,
+                    "-m",
+                    "tiny",
+                    "-p",
+                    "a harbor from the cli",
+                ])
+                .args(["-W", "64", "-H", "64", "--steps", "2", "--seed", "5"])
+                .output()
+                .unwrap()
+        })
+    };
+    // The app sees the job arrive, from the CLI, and follows it to the end.
+    let first = tokio::time::timeout(Duration::from_secs(60), live.recv())
+        .await
+        .expect("the app hears of the job")
+        .unwrap();
+    let info = core.job(&first.job_id).unwrap();
+    assert_eq!(
+        (info.source.as_str(), info.prompt.as_str()),
+        ("cli", "a harbor from the cli")
+    );
+    let seen_by_app = follow(&mut live, &first.job_id).await;
+    assert!(matches!(
+        seen_by_app.last().unwrap().stage,
+        Stage::Done { .. }
+    ));
+
+    let output = cli.await.unwrap();
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    let printed: Vec<JobEvent> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(printed.iter().all(|e| e.job_id == first.job_id));
+    assert!(printed.iter().any(|e| matches!(
+        e.stage,
+        Stage::Sampling {
+            step: 2,
+            steps: 2,
+            ..
+        }
+    )));
+    let Some(Stage::Done { outputs }) = printed.last().map(|e| e.stage.clone()) else {
+        panic!("the CLI did not print the end: {printed:?}");
+    };
+    assert_eq!(outputs[0].seed, 5);
+    assert!(std::path::Path::new(&outputs[0].path).exists());
+    core.stop().await.unwrap();
+}
+
+#[test]
+fn the_cli_says_plainly_when_no_server_answers() {
+    let ws = Workspace::new();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = ws.diffugen(&[
+        "generate",
+        "--server",
+        &format!("http://127.0.0.1:{free}"),
+        "-m",
+        "tiny",
+        "-p",
+        "x",
+    ]);
+    assert!(!output.status.success());
+    let error = support::stderr(&output);
+    assert!(
+        error.contains("no DiffuGen server answers") && error.contains("diffugen serve"),
+        "{error}"
+    );
+}

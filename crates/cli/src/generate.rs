@@ -82,6 +82,14 @@ pub struct GenerateArgs {
     /// One JSON event per line on stdout instead of a progress bar.
     #[arg(long)]
     json: bool,
+    /// Send the job to a running DiffuGen — the desktop app or `diffugen serve` — instead of rendering in this
+    /// process: it joins that queue (the app shows it live) and its progress is reported here
+    /// [URL default: http://127.0.0.1:5199]
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "http://127.0.0.1:5199")]
+    server: Option<String>,
+    /// The server's API key, if it requires one (with --server)
+    #[arg(long, env = "DIFFUGEN_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 fn parse_lora(text: &str) -> Result<LoraRequest, String> {
@@ -137,6 +145,9 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
             interval,
         }),
     };
+    if let Some(url) = &args.server {
+        return remote(&args, request, url);
+    }
     let library = paths.library();
     let spec = diffugen_engine::validate(&request, &library).map_err(|errors| {
         errors
@@ -230,6 +241,121 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
                 Ok(ExitCode::from(130))
             }
             Err(EngineError::Failed(error)) => Err(error),
+        }
+    })
+}
+
+/// `generate --server`: the job goes into a running DiffuGen's queue; its events come back over SSE.
+fn remote(
+    args: &GenerateArgs,
+    mut request: GenerateRequest,
+    url: &str,
+) -> Result<ExitCode, String> {
+    if args.output.is_some() || args.output_dir.is_some() {
+        return Err(
+            "--output and --output-dir do not apply with --server: the server writes into its own outputs folder \
+             (the paths are printed)"
+                .into(),
+        );
+    }
+    // The server reads init images and masks from its disk: send absolute paths, and only to this machine.
+    let has_images = request.init_image.is_some() || request.mask.is_some();
+    for image in [&mut request.init_image, &mut request.mask] {
+        if let Some(ImageInput::Path(path)) = image {
+            *path = std::fs::canonicalize(&*path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        use futures_util::StreamExt;
+        let server = crate::vram::Server::connect(url, args.api_key.clone()).await?;
+        let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+            .iter()
+            .any(|prefix| server.base().starts_with(prefix));
+        if has_images && !local {
+            return Err(format!(
+                "--init-image and --mask are read by the server from its own disk, so they only work with a server \
+                 on this machine (not {})",
+                server.base()
+            ));
+        }
+        let reply = server
+            .request(reqwest::Method::POST, "/api/v1/jobs")
+            .header(diffugen_server::native::SOURCE_HEADER, "cli")
+            .json(&request)
+            .send()
+            .await
+            .map_err(|e| format!("the DiffuGen server at {} did not answer: {e}", server.base()))?;
+        let status = reply.status();
+        let body: serde_json::Value = reply
+            .json()
+            .await
+            .map_err(|e| format!("the DiffuGen server sent an unreadable reply: {e}"))?;
+        if !status.is_success() {
+            let message = body["error"]["message"].as_str().unwrap_or("unknown error");
+            return Err(format!("the server refused the job: {message}"));
+        }
+        let id = body["id"]
+            .as_str()
+            .ok_or("the server's reply names no job id")?
+            .to_string();
+        if !args.json {
+            eprintln!("queued on {} as {id}", server.base());
+        }
+        let events = server
+            .request(reqwest::Method::GET, &format!("/api/v1/jobs/{id}/events"))
+            .send()
+            .await
+            .map_err(|e| format!("cannot follow the job's events: {e}"))?;
+        let mut body = events.bytes_stream();
+        let mut buffer = String::new();
+        let mut reporter = Reporter::new(args.json);
+        let mut last: Option<Stage> = None;
+        let stop = tokio::signal::ctrl_c();
+        tokio::pin!(stop);
+        while last.as_ref().is_none_or(|stage| !stage.is_final()) {
+            tokio::select! {
+                _ = &mut stop => {
+                    let _ = server
+                        .request(reqwest::Method::POST, &format!("/api/v1/jobs/{id}/cancel"))
+                        .send()
+                        .await;
+                    reporter.finish();
+                    eprintln!("cancelled: interrupted (Ctrl+C)");
+                    return Ok(ExitCode::from(130));
+                }
+                chunk = body.next() => {
+                    let Some(Ok(chunk)) = chunk else { break };
+                    buffer.push_str(&String::from_utf8_lossy(&chunk));
+                    for data in crate::vram::sse_data(&mut buffer) {
+                        if let Ok(event) = serde_json::from_str::<JobEvent>(&data) {
+                            last = Some(event.stage.clone());
+                            reporter.event(event);
+                        }
+                    }
+                }
+            }
+        }
+        reporter.finish();
+        match last {
+            Some(Stage::Done { outputs }) => {
+                if !args.json {
+                    for output in &outputs {
+                        println!("{}", output.path);
+                    }
+                    let seeds: Vec<String> = outputs.iter().map(|o| o.seed.to_string()).collect();
+                    eprintln!("seed {}; {} image(s)", seeds.join(", "), outputs.len());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(Stage::Cancelled { reason }) => {
+                eprintln!("cancelled: {reason}");
+                Ok(ExitCode::from(130))
+            }
+            Some(Stage::Failed { error }) => Err(error),
+            _ => Err("the server closed the event stream before the job ended".into()),
         }
     })
 }

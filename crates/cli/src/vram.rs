@@ -165,19 +165,50 @@ enum SwitchTarget {
 }
 
 /// A DiffuGen server, when one answers.
-struct Server {
+pub struct Server {
     base: String,
     http: reqwest::Client,
     key: Option<String>,
 }
 
 impl Server {
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let request = self.http.request(method, format!("{}{path}", self.base));
         match &self.key {
             Some(key) => request.bearer_auth(key),
             None => request,
         }
+    }
+
+    /// The server at `url`, or why it cannot be used.
+    pub async fn connect(url: &str, key: Option<String>) -> Result<Server, String> {
+        let base = url.trim_end_matches('/').to_string();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let health = http
+            .get(format!("{base}/health"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "no DiffuGen server answers at {base} ({e}); start the app or `diffugen serve`, or drop --server"
+                )
+            })?;
+        let body: serde_json::Value = health
+            .json()
+            .await
+            .map_err(|_| format!("{base} is not a DiffuGen server (its /health is not JSON)"))?;
+        if body.get("status").and_then(|s| s.as_str()) != Some("ok") {
+            return Err(format!("{base} is not a DiffuGen server"));
+        }
+        Ok(Server { base, http, key })
     }
 
     async fn find(url: &str, key: Option<String>) -> Option<Server> {
@@ -611,13 +642,7 @@ async fn watch(
                             return Err("the DiffuGen server closed the event stream".into());
                         };
                         buffer.push_str(&String::from_utf8_lossy(&chunk));
-                        while let Some(end) = buffer.find("\n\n") {
-                            let block: String = buffer.drain(..end + 2).collect();
-                            let data: String = block
-                                .lines()
-                                .filter_map(|l| l.strip_prefix("data:"))
-                                .map(str::trim_start)
-                                .collect();
+                        for data in sse_data(&mut buffer) {
                             if let Ok(value) = serde_json::from_str::<serde_json::Value>(&data) {
                                 if let Ok(event) = from_value::<VramEvent>(value) {
                                     print(&event);
@@ -642,6 +667,22 @@ async fn watch(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Takes every complete server-sent event out of `buffer` and returns their `data` payloads.
+pub fn sse_data(buffer: &mut String) -> Vec<String> {
+    let mut events = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        events.push(
+            block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect(),
+        );
+    }
+    events
 }
 
 fn chrono_time() -> String {

@@ -14,7 +14,7 @@ mod gallery;
 pub mod gateway;
 mod legacy;
 mod models;
-mod native;
+pub mod native;
 mod openai;
 pub mod service;
 mod vram;

@@ -81,12 +81,20 @@ pub fn enqueue(
         .submit(spec, Destination::Folder(state.outputs_dir.clone()), source)?)
 }
 
+/// The header a first-party client sets so the queue shows where a job came from (`cli`); anything else is `api`.
+pub const SOURCE_HEADER: &str = "x-diffugen-source";
+
 pub async fn submit(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     body: Result<Json<GenerateRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<JobInfo>), ApiError> {
     let Json(request) = body.map_err(crate::error::json_rejection)?;
-    let id = enqueue(&state, request, "api", |f| f)?;
+    let source = match headers.get(SOURCE_HEADER).and_then(|v| v.to_str().ok()) {
+        Some("cli") => "cli",
+        _ => "api",
+    };
+    let id = enqueue(&state, request, source, |f| f)?;
     Ok((StatusCode::ACCEPTED, Json(state.jobs.get(&id)?)))
 }
 
