@@ -196,7 +196,24 @@ try {
   });
   const item = await browser.$('[data-testid^="gallery-item-"]');
   await item.waitForDisplayed({ timeout: 10_000 });
+  // The screenshot waits for the grid to show exactly the found image, loaded.
+  await browser.waitUntil(
+    () =>
+      browser.execute(() => {
+        const items = document.querySelectorAll('[data-testid^="gallery-item-"]');
+        const img = items[0]?.querySelector("img");
+        const count = document.querySelector('[data-testid="gallery-count"]')?.textContent;
+        return items.length === 1 && count === "1 image" && !!img && img.complete && img.naturalWidth > 0;
+      }),
+    { timeout: 10_000, timeoutMsg: "the grid did not settle on the one found image" },
+  );
   await browser.saveScreenshot(join(out, "gallery-search.png"));
+  const after = await browser.execute(() => ({
+    count: document.querySelector('[data-testid="gallery-count"]')?.textContent,
+    items: document.querySelectorAll('[data-testid^="gallery-item-"]').length,
+    cells: document.querySelectorAll('[role="gridcell"]').length,
+  }));
+  console.log(`e2e: search shows ${JSON.stringify(after)}`);
   await item.click();
   const detailPrompt = await browser.$('[data-testid="detail-prompt"]');
   await detailPrompt.waitForDisplayed({ timeout: 10_000 });
@@ -223,7 +240,7 @@ try {
   });
   await browser.pause(500);
   await browser.setTimeout({ script: 180_000 });
-  // Scrolls 400 px per frame for 240 frames; per frame: the time since the last one, and the time our script plus
+  // Scrolls 100 px per frame (6,000 px/s at 60 Hz, a fast flick) for 240 frames; per frame: the time since the last one, and the time our script plus
   // style and layout took (the rest of a frame is painting and compositing).
   const scrollFrames = () =>
     browser.executeAsync((done) => {
@@ -237,7 +254,7 @@ try {
         deltas.push(t - last);
         last = t;
         const start = performance.now();
-        scroller.scrollTop += 400;
+        scroller.scrollTop += 100;
         scroller.dispatchEvent(new Event("scroll"));
         // Svelte applies the update in a microtask: measure after it, with style and layout forced.
         Promise.resolve()

@@ -116,4 +116,35 @@ describe("Generate", () => {
     await fireEvent.keyDown(window, { key: "Escape" });
     await waitFor(() => expect(calls.find((c) => c.cmd === "cancel_job")?.args).toEqual({ id: "job-9" }));
   });
+
+  it("img2img: a dropped picture becomes the init image with strength 0.75, and the mask goes with it", async () => {
+    const calls = await setup({ generate: () => "job-3" });
+    await screen.findByText("tiny");
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "repaint the sky" } });
+    await fireEvent.click(screen.getByText(/Sampler, LoRAs, img2img/));
+    const png = new File([new Uint8Array([0x89, 0x50, 0x4e, 0x47])], "photo.png", { type: "image/png" });
+    await fireEvent.change(screen.getByTestId("init-image-input"), { target: { files: [png] } });
+    await waitFor(() => expect(form.init_image).toMatch(/^data:image\/png;base64,/));
+    expect(form.strength).toBe(0.75);
+    const mask = new File([new Uint8Array([0x89, 0x50])], "mask.png", { type: "image/png" });
+    await fireEvent.change(screen.getByLabelText("Load mask"), { target: { files: [mask] } });
+    await waitFor(() => expect(form.mask).toMatch(/^data:image\/png;base64,/));
+    expect(screen.getByText(/Inpainting: white areas of the mask are repainted/)).toBeTruthy();
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "generate")).toBeTruthy());
+    const sent = calls.find((c) => c.cmd === "generate")!.args.form as Record<string, unknown>;
+    expect(sent.init_image).toBe(form.init_image);
+    expect(sent.mask).toBe(form.mask);
+    expect(sent.strength).toBe(0.75);
+  });
+
+  it("refuses a file that is not an image, saying so", async () => {
+    await setup();
+    await screen.findByText("tiny");
+    await fireEvent.click(screen.getByText(/Sampler, LoRAs, img2img/));
+    const text = new File(["hello"], "notes.txt", { type: "text/plain" });
+    await fireEvent.change(screen.getByTestId("init-image-input"), { target: { files: [text] } });
+    expect((await screen.findByRole("alert")).textContent).toContain("notes.txt is not an image");
+    expect(form.init_image).toBeNull();
+  });
 });
