@@ -11,12 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 bash scripts/ui.sh
+# The app and the e2e fixture are built together with the test targets, so that every crate is compiled once, with
+# the same features (a separate `cargo build -p ...` would resolve features anew and rebuild half the tree).
+cargo build --workspace --bins --tests --locked
 cargo test --workspace --locked "$@"
 
 (cd ui && npm run --silent check && npm test --silent)
 
 target="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --locked -p diffugen-desktop --bin diffugen-desktop -p diffugen-testkit --bin diffugen-e2e-fixture
 tools="${DIFFUGEN_TOOLS_DIR:-$HOME/.cache/diffugen/tools}"
 if [ ! -x "$tools/bin/tauri-driver" ]; then
   cargo install tauri-driver --version 2.1.0 --locked --root "$tools"
