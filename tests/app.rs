@@ -264,7 +264,16 @@ async fn settings_apply_to_the_library_at_once_and_network_ones_ask_for_a_restar
         extra.path().join("borrowed.gguf"),
     )
     .unwrap();
-    let core = core(&ws, serde_json::json!({})).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let core = core(
+        &ws,
+        serde_json::json!({ "api_enabled": true, "api_port": port, "gateway_enabled": false }),
+    )
+    .await;
 
     let error = core.check_setting("api_port", Some("lots")).unwrap_err();
     assert_eq!(error.field.as_deref(), Some("api_port"));
@@ -292,6 +301,20 @@ async fn settings_apply_to_the_library_at_once_and_network_ones_ask_for_a_restar
     assert!(
         core.models().await.cards.iter().any(|c| c.id == "borrowed"),
         "the new folder is read at once"
+    );
+    let api: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        api["cards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "borrowed"),
+        "the API serves the new folder too (Open WebUI sees it without a restart)"
     );
     assert_eq!(
         core.info().extra_models_dirs,

@@ -138,14 +138,15 @@ pub struct CoreOptions {
 /// The running app.
 pub struct Core {
     paths: RwLock<Paths>,
-    library: RwLock<Library>,
     service: Service,
     gallery: Arc<Gallery>,
     api_error: Option<String>,
 }
 
-/// Settings that only take effect when the background services start again.
+/// Settings that only take effect when the background services start again (the API keeps serving images from
+/// the outputs folder it started with).
 const RESTART_KEYS: &[&str] = &[
+    "outputs_dir",
     "api_enabled",
     "api_host",
     "api_port",
@@ -258,7 +259,6 @@ impl Core {
             .cloned()
             .ok_or_else(|| "the queue has no gallery".to_string())?;
         Ok(Core {
-            library: RwLock::new(paths.library()),
             paths: RwLock::new(paths),
             service,
             gallery,
@@ -284,11 +284,9 @@ impl Core {
         self.paths.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The model folders, shared with the API (a folder added in Settings is visible to Open WebUI at once).
     fn library(&self) -> Library {
-        self.library
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.service.state.library()
     }
 
     /// Every job's events, live.
@@ -565,12 +563,13 @@ impl Core {
             .map_err(|e| AppError::field(key, e.to_string()))
     }
 
-    /// Re-reads the settings file after a change: folders and the VRAM policy apply at once, the network
-    /// settings after a restart.
+    /// Re-reads the settings file after a change: model folders (for the app and the API alike), threads and the
+    /// VRAM policy apply at once; the outputs folder applies to the app's next job at once and to the API after a
+    /// restart; the network settings after a restart.
     pub fn settings_changed(&self, key: &str) -> Result<SettingChange, AppError> {
         let mut paths = self.paths.write().unwrap_or_else(|e| e.into_inner());
         paths.reload().map_err(AppError::new)?;
-        *self.library.write().unwrap_or_else(|e| e.into_inner()) = paths.library();
+        self.service.state.set_library(paths.library());
         if key == "vram_policy" || key == "after_queue" {
             let mut config = self.service.orchestrator.config();
             let fresh = vram_config(&paths.settings).map_err(AppError::new)?;

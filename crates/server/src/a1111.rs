@@ -287,7 +287,7 @@ pub async fn img2img(
 
 pub async fn sd_models(State(state): State<AppState>) -> Json<Value> {
     let models: Vec<Value> = state
-        .library
+        .library()
         .scan()
         .into_iter()
         .filter(|m| m.error.is_none() && m.role == Role::Checkpoint)
@@ -311,7 +311,7 @@ pub async fn set_options(
     if let Some(title) = value.get("sd_model_checkpoint").and_then(Value::as_str) {
         let id = checkpoint_id(title);
         state
-            .library
+            .library()
             .resolve(&id)
             .map_err(|e| ApiError::invalid("sd_model_checkpoint", e.to_string()))?;
         *state
@@ -339,7 +339,7 @@ pub async fn schedulers() -> Json<Value> {
 }
 
 pub async fn loras(State(state): State<AppState>) -> Json<Value> {
-    let dir = state.library.lora_dir();
+    let dir = state.library().lora_dir();
     let mut list = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for path in entries.flatten().map(|e| e.path()) {

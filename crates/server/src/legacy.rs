@@ -77,14 +77,14 @@ fn choose_model(
     kind: Kind,
     requested: Option<String>,
 ) -> Result<String, ApiError> {
-    let entries = state.library.scan();
+    let entries = state.library().scan();
     let usable = entries
         .iter()
         .filter(|e| e.error.is_none() && e.role == Role::Checkpoint);
     match requested.filter(|m| !m.trim().is_empty()) {
         Some(model) => {
             let resolved = state
-                .library
+                .library()
                 .resolve(model.trim())
                 .map_err(|e| ApiError::invalid("model", e.to_string()))?;
             if !kind.accepts(&resolved.family) {
@@ -345,7 +345,7 @@ pub fn routes() -> Router<AppState> {
 
 /// `GET /models`: every model with its family, and the default.
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
-    let models = state.library.scan();
+    let models = state.library().scan();
     Json(json!({ "models": models, "default_model": state.model_for(None).ok() }))
 }
 

@@ -56,7 +56,8 @@ pub struct AppState {
     pub jobs: JobManager,
     /// Model downloads started over the API (two at once).
     pub downloads: diffugen_downloads::Downloads,
-    pub library: Library,
+    /// Shared with the desktop app, which swaps it when the user changes the model folders.
+    library: Arc<RwLock<Library>>,
     pub outputs_dir: PathBuf,
     pub api_key: Option<Arc<str>>,
     pub default_model: Arc<RwLock<Option<String>>>,
@@ -68,12 +69,28 @@ impl AppState {
         AppState {
             jobs,
             downloads: diffugen_downloads::Downloads::new(2),
-            library: Library::with_extra_dirs(&config.models_dir, config.extra_models_dirs.clone()),
+            library: Arc::new(RwLock::new(Library::with_extra_dirs(
+                &config.models_dir,
+                config.extra_models_dirs.clone(),
+            ))),
             outputs_dir: config.outputs_dir.clone(),
             api_key: config.api_key.as_deref().map(Arc::from),
             default_model: Arc::new(RwLock::new(config.default_model.clone())),
             cors_origins: config.cors_origins.clone(),
         }
+    }
+
+    /// The model folders requests are resolved against.
+    pub fn library(&self) -> Library {
+        self.library
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Points every route at other model folders (the app's Settings changed them).
+    pub fn set_library(&self, library: Library) {
+        *self.library.write().unwrap_or_else(|e| e.into_inner()) = library;
     }
 
     /// The model for a request: its own id, or the default for none / OpenAI's ids.
@@ -91,13 +108,13 @@ impl AppState {
                     .unwrap_or_else(|e| e.into_inner())
                     .clone();
                 configured
-                    .or_else(|| self.library.ids().into_iter().next())
+                    .or_else(|| self.library().ids().into_iter().next())
                     .ok_or_else(|| {
                         ApiError::invalid(
                             "model",
                             format!(
                                 "no model is installed; put one in {}",
-                                self.library.models_dir().display()
+                                self.library().models_dir().display()
                             ),
                         )
                         .code("model_not_found")

@@ -15,7 +15,7 @@ use crate::{ApiError, AppState};
 
 /// `GET /api/v1/models`: model cards (checkpoints, presets, assembled multi-file models) and every file found.
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
-    let library = state.library.clone();
+    let library = state.library();
     let (cards, files) = tokio::task::spawn_blocking(move || (library.cards(), library.scan()))
         .await
         .unwrap_or_default();
@@ -48,7 +48,7 @@ pub async fn start(
     let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
     let plan = diffugen_downloads::plan(
         target,
-        state.library.models_dir(),
+        state.library().models_dir(),
         text("sha256").map(String::from),
         token,
     )

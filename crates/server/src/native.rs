@@ -74,8 +74,8 @@ pub fn enqueue(
         Some(request.model.as_str())
     };
     request.model = state.model_for(model)?;
-    let spec =
-        diffugen_engine::validate(&request, &state.library).map_err(|e| param_error(&e, rename))?;
+    let spec = diffugen_engine::validate(&request, &state.library())
+        .map_err(|e| param_error(&e, rename))?;
     Ok(state
         .jobs
         .submit(spec, Destination::Folder(state.outputs_dir.clone()), source)?)

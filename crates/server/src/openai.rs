@@ -27,7 +27,7 @@ use crate::{ApiError, AppState};
 
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
     let data: Vec<Value> = state
-        .library
+        .library()
         .ids()
         .into_iter()
         .map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "diffugen" }))
@@ -303,7 +303,7 @@ fn parse(
     let mut steps = body.unsigned("steps")?;
     if steps.is_none() && quality != "auto" {
         // Quality is a step preset around the model's default.
-        if let Ok(resolved) = state.library.resolve(&model) {
+        if let Ok(resolved) = state.library().resolve(&model) {
             let base = resolved.defaults.steps;
             steps = Some(match quality.as_str() {
                 "low" => (base / 2).max(1),
