@@ -129,11 +129,28 @@ export async function refreshModels(): Promise<void> {
   }
 }
 
-export async function refreshQueue(): Promise<void> {
-  app.queue = await commands.queue();
-  for (const info of app.queue) {
-    if (!app.jobs[info.id]) app.jobs[info.id] = fromInfo(info);
+let queueLoad: Promise<void> | null = null;
+let queueStale = false;
+
+/** Reloads the queue; calls made while a load is under way share one follow-up load (a change to a long queue
+ * sends an event per waiting job). */
+export function refreshQueue(): Promise<void> {
+  if (queueLoad) {
+    queueStale = true;
+    return queueLoad;
   }
+  queueLoad = (async () => {
+    do {
+      queueStale = false;
+      app.queue = await commands.queue();
+      for (const info of app.queue) {
+        if (!app.jobs[info.id]) app.jobs[info.id] = fromInfo(info);
+      }
+    } while (queueStale);
+  })().finally(() => {
+    queueLoad = null;
+  });
+  return queueLoad;
 }
 
 export async function refreshDownloads(): Promise<void> {

@@ -33,3 +33,19 @@ describe("Queue", () => {
     expect(screen.getByText(/Open WebUI, the API and the CLI appear here/)).toBeTruthy();
   });
 });
+
+describe("Queue updates", () => {
+  it("a burst of queue events reloads the queue at most twice, and ends on the newest state", async () => {
+    let calls = 0;
+    mockCore({
+      queue: () => {
+        calls++;
+        return [job(`j${calls}`, "queued", "api", 0)];
+      },
+    });
+    await Promise.all(Array.from({ length: 20 }, () => refreshQueue()));
+    expect(calls).toBeLessThanOrEqual(2);
+    await refreshQueue();
+    expect(app.queue[0].id).toBe(`j${calls}`);
+  });
+});
