@@ -156,10 +156,16 @@ const RESTART_KEYS: &[&str] = &[
     "ollama_url",
 ];
 
-fn ollama_client(settings: &Settings) -> Result<OllamaClient, String> {
-    let env = std::env::var("OLLAMA_HOST").ok().filter(|v| !v.is_empty());
-    match (env, &settings.ollama_url) {
-        (Some(url), _) => OllamaClient::new(&url).map_err(|e| format!("invalid OLLAMA_HOST: {e}")),
+/// Ollama's client: `explicit` first (a flag or `OLLAMA_HOST`, named in errors), then the settings, then the
+/// default address. The CLI and the app resolve it the same way.
+pub fn ollama_client(
+    explicit: Option<(&str, &str)>,
+    settings: &Settings,
+) -> Result<OllamaClient, String> {
+    match (explicit, &settings.ollama_url) {
+        (Some((name, url)), _) => {
+            OllamaClient::new(url).map_err(|e| format!("invalid {name}: {e}"))
+        }
         (None, Some(url)) => {
             OllamaClient::new(url).map_err(|e| format!("invalid setting ollama_url: {e}"))
         }
@@ -167,28 +173,53 @@ fn ollama_client(settings: &Settings) -> Result<OllamaClient, String> {
     }
 }
 
-/// The VRAM policy from `DIFFUGEN_VRAM_POLICY` or the settings.
-fn vram_config(settings: &Settings) -> Result<VramConfig, String> {
-    let env = std::env::var("DIFFUGEN_VRAM_POLICY")
-        .ok()
-        .filter(|v| !v.is_empty());
-    let policy = match env.as_ref().or(settings.vram_policy.as_ref()) {
-        Some(text) => text
-            .parse::<Policy>()
+/// The VRAM policy and what happens after the queue: `policy`/`after_queue` when given (flags, environment), else
+/// the settings, else `auto` and `restore`. The rest of the configuration is the default.
+pub fn vram_config(
+    policy: Option<Policy>,
+    after_queue: Option<AfterQueue>,
+    settings: &Settings,
+) -> Result<VramConfig, String> {
+    let policy = match (policy, &settings.vram_policy) {
+        (Some(policy), _) => policy,
+        (None, Some(text)) => text
+            .parse()
             .map_err(|e| format!("invalid setting vram_policy: {e}"))?,
-        None => Policy::Auto,
+        (None, None) => Policy::Auto,
     };
-    let after_queue = match &settings.after_queue {
-        Some(text) => text
-            .parse::<AfterQueue>()
+    let after_queue = match (after_queue, &settings.after_queue) {
+        (Some(after), _) => after,
+        (None, Some(text)) => text
+            .parse()
             .map_err(|e| format!("invalid setting after_queue: {e}"))?,
-        None => AfterQueue::Restore,
+        (None, None) => AfterQueue::Restore,
     };
     Ok(VramConfig {
         policy,
         after_queue,
         ..VramConfig::default()
     })
+}
+
+/// The app's VRAM configuration: `DIFFUGEN_VRAM_POLICY` over the settings.
+fn app_vram_config(settings: &Settings) -> Result<VramConfig, String> {
+    let policy = match std::env::var("DIFFUGEN_VRAM_POLICY")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(text) => Some(
+            text.parse::<Policy>()
+                .map_err(|e| format!("invalid DIFFUGEN_VRAM_POLICY: {e}"))?,
+        ),
+        None => None,
+    };
+    vram_config(policy, None, settings)
+}
+
+/// The app's Ollama client: `OLLAMA_HOST` over the settings.
+fn app_ollama_client(settings: &Settings) -> Result<OllamaClient, String> {
+    let env = std::env::var("OLLAMA_HOST").ok().filter(|v| !v.is_empty());
+    ollama_client(env.as_deref().map(|url| ("OLLAMA_HOST", url)), settings)
 }
 
 fn display(path: &Path) -> String {
@@ -222,8 +253,8 @@ impl Core {
                 data_dir: paths.data_dir.clone(),
                 worker: worker.clone(),
                 queue_depth: 64,
-                ollama: ollama_client(&settings)?,
-                vram: vram_config(&settings)?,
+                ollama: app_ollama_client(&settings)?,
+                vram: app_vram_config(&settings)?,
                 gpu: gpu.clone(),
                 api_addr: api.then(|| SocketAddr::new(host, settings.api_port.unwrap_or(5199))),
                 gateway_addr: gateway.then(|| {
@@ -572,7 +603,7 @@ impl Core {
         self.service.state.set_library(paths.library());
         if key == "vram_policy" || key == "after_queue" {
             let mut config = self.service.orchestrator.config();
-            let fresh = vram_config(&paths.settings).map_err(AppError::new)?;
+            let fresh = app_vram_config(&paths.settings).map_err(AppError::new)?;
             config.policy = fresh.policy;
             config.after_queue = fresh.after_queue;
             self.service.orchestrator.set_config(config);

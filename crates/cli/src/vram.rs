@@ -32,15 +32,10 @@ pub struct OllamaArgs {
 
 impl OllamaArgs {
     pub fn client(&self, settings: &Settings) -> Result<OllamaClient, String> {
-        match (&self.ollama_url, &settings.ollama_url) {
-            (Some(url), _) => {
-                OllamaClient::new(url).map_err(|e| format!("invalid --ollama-url: {e}"))
-            }
-            (None, Some(url)) => {
-                OllamaClient::new(url).map_err(|e| format!("invalid setting ollama_url: {e}"))
-            }
-            (None, None) => OllamaClient::new(diffugen_vram::DEFAULT_OLLAMA_URL),
-        }
+        diffugen_app::ollama_client(
+            self.ollama_url.as_deref().map(|url| ("--ollama-url", url)),
+            settings,
+        )
     }
 }
 
@@ -68,20 +63,7 @@ pub struct PolicyArgs {
 
 impl PolicyArgs {
     pub fn config(&self, settings: &Settings) -> Result<VramConfig, String> {
-        let policy = match (self.vram_policy, &settings.vram_policy) {
-            (Some(policy), _) => policy,
-            (None, Some(text)) => text
-                .parse()
-                .map_err(|e| format!("invalid setting vram_policy: {e}"))?,
-            (None, None) => Policy::Auto,
-        };
-        let after_queue = match (self.after_queue, &settings.after_queue) {
-            (Some(after), _) => after,
-            (None, Some(text)) => text
-                .parse()
-                .map_err(|e| format!("invalid setting after_queue: {e}"))?,
-            (None, None) => AfterQueue::Restore,
-        };
+        let base = diffugen_app::vram_config(self.vram_policy, self.after_queue, settings)?;
         let restore_keep_alive = self
             .restore_keep_alive
             .as_deref()
@@ -92,12 +74,10 @@ impl PolicyArgs {
             return Err("invalid --unload-timeout: use at least 1 second".into());
         }
         Ok(VramConfig {
-            policy,
-            after_queue,
             strict: self.vram_strict,
             unload_timeout: Duration::from_secs(self.unload_timeout),
             restore_keep_alive,
-            ..VramConfig::default()
+            ..base
         })
     }
 }
