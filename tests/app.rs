@@ -37,6 +37,24 @@ async fn core(ws: &Workspace, settings: serde_json::Value) -> Core {
     .expect("the core starts")
 }
 
+/// The core with its local API on `port` (no gateway).
+async fn core_with_api(ws: &Workspace, port: u16) -> Core {
+    core(
+        ws,
+        serde_json::json!({ "api_enabled": true, "api_port": port, "gateway_enabled": false }),
+    )
+    .await
+}
+
+/// A loopback port nothing listens on (the listener that found it is closed at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn form(prompt: &str) -> GenerateForm {
     GenerateForm {
         model: "tiny".into(),
@@ -264,16 +282,8 @@ async fn settings_apply_to_the_library_at_once_and_network_ones_ask_for_a_restar
         extra.path().join("borrowed.gguf"),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let core = core(
-        &ws,
-        serde_json::json!({ "api_enabled": true, "api_port": port, "gateway_enabled": false }),
-    )
-    .await;
+    let port = free_port();
+    let core = core_with_api(&ws, port).await;
 
     let error = core.check_setting("api_port", Some("lots")).unwrap_err();
     assert_eq!(error.field.as_deref(), Some("api_port"));
@@ -331,11 +341,7 @@ async fn a_taken_api_port_still_opens_the_app_and_says_why() {
     let ws = Workspace::new();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let core = core(
-        &ws,
-        serde_json::json!({ "api_enabled": true, "api_port": port, "gateway_enabled": false }),
-    )
-    .await;
+    let core = core_with_api(&ws, port).await;
     let info = core.info();
     assert_eq!(info.api_url, None);
     let error = info.api_error.expect("the reason is shown");
@@ -345,16 +351,8 @@ async fn a_taken_api_port_still_opens_the_app_and_says_why() {
     );
     core.stop().await.unwrap();
 
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let core = self::core(
-        &ws,
-        serde_json::json!({ "api_enabled": true, "api_port": free, "gateway_enabled": false }),
-    )
-    .await;
+    let free = free_port();
+    let core = core_with_api(&ws, free).await;
     assert_eq!(
         core.info().api_url,
         Some(format!("http://127.0.0.1:{free}"))
@@ -373,16 +371,8 @@ async fn a_taken_api_port_still_opens_the_app_and_says_why() {
 async fn a_job_from_the_cli_against_the_app_joins_the_app_queue_and_reports_its_progress_there() {
     let _gpu = support::ONE_AT_A_TIME.lock().await;
     let ws = Workspace::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let core = core(
-        &ws,
-        serde_json::json!({ "api_enabled": true, "api_port": port, "gateway_enabled": false }),
-    )
-    .await;
+    let port = free_port();
+    let core = core_with_api(&ws, port).await;
     let mut live = core.job_events();
     let server = format!("http://127.0.0.1:{port}");
     let cli = {
@@ -448,11 +438,7 @@ async fn a_job_from_the_cli_against_the_app_joins_the_app_queue_and_reports_its_
 #[test]
 fn the_cli_says_plainly_when_no_server_answers() {
     let ws = Workspace::new();
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free = free_port();
     let output = ws.diffugen(&[
         "generate",
         "--server",
