@@ -1,7 +1,7 @@
 // Thin helpers over the generated bindings: unwrap typed results into exceptions the panels catch, turn any error
 // into a readable sentence, and build the URLs of gallery images.
 import { convertFileSrc } from "@tauri-apps/api/core";
-import type { AppError } from "./bindings";
+import type { AppError, CatalogEntry } from "./bindings";
 
 export type Result<T> = { status: "ok"; data: T } | { status: "error"; error: AppError };
 
@@ -76,4 +76,9 @@ export function formatSeconds(seconds: number | null | undefined): string {
 export function formatDate(unix: number | null | undefined): string {
   if (unix == null) return "–";
   return new Date(unix * 1000).toLocaleString();
+}
+
+/** A catalog model's download size: its files together (approximate until the server tells). */
+export function catalogBytes(entry: CatalogEntry): number {
+  return entry.files.reduce((n, f) => n + (f.approx_bytes ?? 0), 0);
 }

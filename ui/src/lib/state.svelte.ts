@@ -12,6 +12,7 @@ import type {
   ModelList,
   Output,
   PullInfo,
+  SettingChange,
   Settings,
   VramEvent,
   VramSnapshot,
@@ -127,6 +128,20 @@ export async function refreshModels(): Promise<void> {
   } catch (e) {
     app.modelsError = errorText(e);
   }
+}
+
+const FOLDER_KEYS: (keyof Settings)[] = ["models_dir", "extra_models_dirs", "outputs_dir"];
+
+/** Saves one setting through the core (which checks it); a folder change also reloads the folders shown and the
+ * model list. Throws the core's error. */
+export async function saveSetting(key: keyof Settings, value: string | null): Promise<SettingChange> {
+  const change = await call(commands.setSetting(key, value));
+  app.settings = change.settings;
+  if (FOLDER_KEYS.includes(key)) {
+    app.info = await commands.appInfo();
+    await refreshModels();
+  }
+  return change;
 }
 
 let queueLoad: Promise<void> | null = null;
