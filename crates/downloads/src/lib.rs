@@ -251,6 +251,13 @@ pub struct Downloads {
     all: broadcast::Sender<DownloadEvent>,
 }
 
+/// Keeps the event in the pull's history and sends it to the pull's followers and to everyone watching all pulls.
+fn publish(all: &broadcast::Sender<DownloadEvent>, pull: &mut Pull, event: DownloadEvent) {
+    pull.events.push(event.clone());
+    let _ = all.send(event.clone());
+    let _ = pull.sender.send(event);
+}
+
 impl Downloads {
     pub fn new(limit: usize) -> Downloads {
         Downloads {
@@ -324,9 +331,7 @@ impl Downloads {
                     pull.events.pop();
                 }
             }
-            pull.events.push(event.clone());
-            let _ = self.all.send(event.clone());
-            let _ = pull.sender.send(event);
+            publish(&self.all, pull, event);
         }
     }
 
@@ -352,9 +357,7 @@ impl Downloads {
                     files: 0,
                     stage: DownloadStage::Cancelled,
                 };
-                pull.events.push(event.clone());
-                let _ = self.all.send(event.clone());
-                let _ = pull.sender.send(event);
+                publish(&self.all, pull, event);
             }
         }
     }
