@@ -153,6 +153,7 @@ fn request(url: &str, dir: &std::path::Path, sha256: Option<String>) -> Download
         dest_dir: dir.display().to_string(),
         file_name: None,
         sha256,
+        size: None,
         token: None,
     }
 }
@@ -276,6 +277,105 @@ async fn a_wrong_checksum_removes_the_file_with_a_clear_error() {
         files_in(dir.path())
     );
     assert!(matches!(stages.last(), Some(DownloadStage::Failed { .. })));
+}
+
+#[tokio::test]
+async fn a_server_offering_another_size_than_the_pinned_one_is_refused_before_a_byte_is_written() {
+    let (server, url) = Server::start(Behaviour {
+        ranges: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut pinned = request(&url, dir.path(), Some(server.sha256()));
+    pinned.size = Some((SIZE + 1) as f64);
+    let (result, stages) = fetch(&pinned).await;
+    let error = result.unwrap_err();
+    assert!(
+        matches!(error, DownloadError::SizeMismatch { expected, offered, .. }
+            if expected == SIZE as u64 + 1 && offered == SIZE as u64),
+        "{error}"
+    );
+    assert!(error.to_string().contains("changed upstream"), "{error}");
+    assert!(
+        files_in(dir.path()).is_empty(),
+        "{:?}",
+        files_in(dir.path())
+    );
+    assert!(
+        !stages
+            .iter()
+            .any(|s| matches!(s, DownloadStage::Progress { .. })),
+        "no byte was downloaded: {stages:?}"
+    );
+
+    // The right size goes through and verifies.
+    pinned.size = Some(SIZE as f64);
+    let (result, stages) = fetch(&pinned).await;
+    assert_eq!(std::fs::read(result.unwrap()).unwrap(), *server.blob);
+    assert!(
+        matches!(
+            stages.last(),
+            Some(DownloadStage::Done { verified: true, .. })
+        ),
+        "{stages:?}"
+    );
+
+    // A size that is no size is named.
+    pinned.size = Some(1.5);
+    let (result, _) = fetch(&pinned).await;
+    assert!(
+        matches!(result, Err(DownloadError::Invalid { field: "size", .. })),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_catalog_component_already_there_is_reused_only_when_it_has_the_pinned_size() {
+    let (server, url) = Server::start(Behaviour {
+        ranges: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = request(&url, dir.path(), Some(server.sha256()));
+    file.size = Some(SIZE as f64);
+    let plan = diffugen_downloads::PullPlan {
+        name: "shared".into(),
+        files: vec![file],
+        skip_present: true,
+        preset: None,
+    };
+    let pull = |plan: diffugen_downloads::PullPlan| async move {
+        let (_cancel, rx) = tokio::sync::watch::channel(false);
+        let mut events = Vec::new();
+        let result = diffugen_downloads::pull("dl-1", &plan, rx, &mut |e| events.push(e)).await;
+        (result, events)
+    };
+    // Another file of the same name (a different VAE called ae.safetensors, say): a clear error, left untouched.
+    std::fs::write(dir.path().join("tiny-model.gguf"), b"someone else's model").unwrap();
+    let (result, events) = pull(plan.clone()).await;
+    let error = result.unwrap_err();
+    assert!(
+        matches!(error, DownloadError::Occupied { size: 20, expected, .. } if expected == SIZE as u64),
+        "{error}"
+    );
+    assert!(error.to_string().contains("move it aside"), "{error}");
+    assert!(matches!(
+        events.last().map(|e| &e.stage),
+        Some(DownloadStage::Failed { .. })
+    ));
+    assert_eq!(
+        std::fs::read(dir.path().join("tiny-model.gguf")).unwrap(),
+        b"someone else's model"
+    );
+    assert!(server.seen().is_empty(), "nothing was fetched");
+
+    // The component itself: reused without fetching it again.
+    std::fs::write(dir.path().join("tiny-model.gguf"), &*server.blob).unwrap();
+    let (result, _) = pull(plan).await;
+    assert_eq!(result.unwrap(), [dir.path().join("tiny-model.gguf")]);
+    assert!(server.seen().is_empty(), "nothing was fetched");
 }
 
 #[tokio::test]

@@ -162,7 +162,7 @@ fn catalog(json: bool) -> Result<ExitCode, String> {
             "{:<18} {:<10} {:>9}  {}{} ({} file{}; {})",
             e.id,
             e.family,
-            human_size(e.approx_bytes()),
+            human_size(e.bytes()),
             e.name,
             if e.recommended_low_vram {
                 " [recommended for small GPUs]"

@@ -21,6 +21,10 @@ pub struct DownloadRequest {
     pub file_name: Option<String>,
     /// Expected SHA-256 (hex). Without it, Hugging Face's own hash of the file is used where the server gives one.
     pub sha256: Option<String>,
+    /// Expected size in bytes. A server offering another size is refused before a byte is written; when the
+    /// server gives no length, this one is used for the disk check and to notice a body that ends early.
+    #[serde(default)]
+    pub size: Option<f64>,
     /// A Hugging Face token for gated repositories (sent to huggingface.co only).
     #[serde(skip_serializing)]
     pub token: Option<String>,
@@ -83,6 +87,18 @@ pub enum DownloadError {
         dir: String,
         needed: u64,
         available: u64,
+    },
+    #[error("{url} is {offered} bytes on the server, but {expected} were expected: the file changed upstream or the catalog is out of date; nothing was downloaded")]
+    SizeMismatch {
+        url: String,
+        expected: u64,
+        offered: u64,
+    },
+    #[error("{path} is already there but is {size} bytes, not the {expected} bytes of the file to download; move it aside and pull again")]
+    Occupied {
+        path: String,
+        size: u64,
+        expected: u64,
     },
     #[error("checksum mismatch for {file}: expected sha256 {expected}, got {actual}; the file was removed")]
     ChecksumMismatch {
@@ -271,6 +287,16 @@ async fn run(
         }
         None => None,
     };
+    let expected_size = match request.size {
+        None => None,
+        Some(size) if size.is_finite() && size > 0.0 && size.fract() == 0.0 => Some(size as u64),
+        Some(size) => {
+            return Err(DownloadError::Invalid {
+                field: "size",
+                message: format!("{size} is not a size in bytes (a whole number above 0)"),
+            })
+        }
+    };
     let dir = PathBuf::from(&request.dest_dir);
     tokio::fs::create_dir_all(&dir)
         .await
@@ -412,6 +438,17 @@ async fn run(
                 })
             }
         };
+        if let (Some(expected), Some(offered)) = (expected_size, total) {
+            if offered != expected {
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(DownloadError::SizeMismatch {
+                    url: url.into(),
+                    expected,
+                    offered,
+                });
+            }
+        }
+        let total = total.or(expected_size);
         if !announced {
             announced = true;
             on_stage(DownloadStage::Started {

@@ -23,10 +23,10 @@ pub struct CatalogFile {
     #[serde(default)]
     pub folder: String,
     pub url: String,
-    /// For display and planning; the real size comes from the server.
-    pub approx_bytes: f64,
-    #[serde(default)]
-    pub sha256: Option<String>,
+    /// The file's exact size (a whole number; f64 because the UI's TypeScript has no 64-bit integers).
+    pub bytes: f64,
+    /// The file's SHA-256 (64 hex digits); the download must hash to it.
+    pub sha256: String,
 }
 
 /// A model DiffuGen offers to download.
@@ -48,8 +48,9 @@ pub struct CatalogEntry {
 }
 
 impl CatalogEntry {
-    pub fn approx_bytes(&self) -> f64 {
-        self.files.iter().fold(0.0, |sum, f| sum + f.approx_bytes)
+    /// All its files together.
+    pub fn bytes(&self) -> f64 {
+        self.files.iter().fold(0.0, |sum, f| sum + f.bytes)
     }
 }
 
@@ -99,6 +100,7 @@ pub fn plan(
                 dest_dir: models_dir.display().to_string(),
                 file_name: None,
                 sha256,
+                size: None,
                 token,
             }],
             skip_present: false,
@@ -146,7 +148,8 @@ pub fn plan(
                 url: f.url.clone(),
                 dest_dir: dir.display().to_string(),
                 file_name: None,
-                sha256: sha256.clone().or_else(|| f.sha256.clone()),
+                sha256: sha256.clone().or_else(|| Some(f.sha256.clone())),
+                size: sha256.is_none().then_some(f.bytes),
                 token: token.clone(),
             }
         })
@@ -194,6 +197,19 @@ pub async fn pull(
         let name = download::file_name_from_url(&request.url).unwrap_or_default();
         let existing = Path::new(&request.dest_dir).join(&name);
         if plan.skip_present && existing.is_file() {
+            // A shared component (FLUX's VAE) already there is reused, unless it is another file of the same name.
+            let on_disk = std::fs::metadata(&existing).map(|m| m.len()).unwrap_or(0);
+            if let Some(expected) = request.size.map(|s| s as u64).filter(|&e| e != on_disk) {
+                let error = DownloadError::Occupied {
+                    path: existing.display().to_string(),
+                    size: on_disk,
+                    expected,
+                };
+                report(DownloadStage::Failed {
+                    error: error.to_string(),
+                });
+                return Err(error);
+            }
             report(DownloadStage::Done {
                 path: existing.display().to_string(),
                 sha256: String::new(),
@@ -426,6 +442,44 @@ mod tests {
     }
 
     #[test]
+    fn every_catalog_file_pins_its_exact_size_and_sha256_and_a_shared_file_pins_the_same() {
+        let entries = catalog();
+        let mut by_path: HashMap<String, &CatalogFile> = HashMap::new();
+        for entry in &entries {
+            for file in &entry.files {
+                let where_ = format!("{} {}", entry.id, file.url);
+                assert!(
+                    file.sha256.len() == 64
+                        && file
+                            .sha256
+                            .chars()
+                            .all(|c| matches!(c, '0'..='9' | 'a'..='f')),
+                    "{where_}: sha256 must be 64 lowercase hex digits"
+                );
+                assert!(
+                    file.bytes > 1e6 && file.bytes.fract() == 0.0 && file.bytes < 9.007e15,
+                    "{where_}: bytes must be the exact size"
+                );
+                // Two models sharing a component (FLUX's VAE) land it on one path: it must be one file.
+                let name = download::file_name_from_url(&file.url).unwrap();
+                let path = format!("{}/{name}", file.folder);
+                if let Some(other) = by_path.insert(path.clone(), file) {
+                    assert_eq!(
+                        (&other.url, &other.sha256, other.bytes),
+                        (&file.url, &file.sha256, file.bytes),
+                        "{path} is pinned twice, differently"
+                    );
+                }
+            }
+        }
+        let shared = entries
+            .iter()
+            .filter(|e| e.files.iter().any(|f| f.url.ends_with("/ae.safetensors")))
+            .count();
+        assert!(shared >= 3, "FLUX Q4, FLUX Q8 and Z-Image share the VAE");
+    }
+
+    #[test]
     fn a_catalog_pull_plans_its_files_and_a_preset_naming_them() {
         let plan = plan("flux-schnell-q4", Path::new("/m"), None, None).unwrap();
         assert_eq!(plan.files.len(), 4);
@@ -434,8 +488,18 @@ mod tests {
         assert_eq!(preset["vae"], "vae/ae.safetensors");
         assert_eq!(
             preset["diffusion_model"],
-            "diffusion_models/flux1-schnell-q4_0.gguf"
+            "diffusion_models/flux1-schnell-Q4_0.gguf"
         );
+        let vae = &plan.files[1];
+        assert_eq!(vae.size, Some(335_304_388.0), "the pinned size travels");
+        assert_eq!(
+            vae.sha256.as_deref(),
+            Some("afc8e28272cd15db3919bacdb6918ce9c1ed22e96cb12c4d5ed0fba823529e38")
+        );
+        // A hash given for a one-file model replaces the catalog's, and with it the catalog's size.
+        let own = super::plan("sd-turbo", Path::new("/m"), Some("ab".repeat(32)), None).unwrap();
+        assert_eq!(own.files[0].sha256, Some("ab".repeat(32)));
+        assert_eq!(own.files[0].size, None);
         let error = super::plan("nope", Path::new("/m"), None, None).unwrap_err();
         assert!(error.to_string().contains("sd-turbo"), "{error}");
     }

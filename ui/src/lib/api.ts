@@ -78,7 +78,17 @@ export function formatDate(unix: number | null | undefined): string {
   return new Date(unix * 1000).toLocaleString();
 }
 
-/** A catalog model's download size: its files together (approximate until the server tells). */
+/** A catalog model's download size: its files together (each pinned to the byte). */
 export function catalogBytes(entry: CatalogEntry): number {
-  return entry.files.reduce((n, f) => n + (f.approx_bytes ?? 0), 0);
+  return entry.files.reduce((n, f) => n + (f.bytes ?? 0), 0);
+}
+
+/** What a catalog download fetches, one line per file: where it lands, its size, the SHA-256 it is checked against. */
+export function catalogFiles(entry: CatalogEntry): string {
+  return entry.files
+    .map((f) => {
+      const name = f.url.split("/").pop() ?? f.url;
+      return `${f.folder ? `${f.folder}/` : ""}${name}: ${formatBytes(f.bytes)}, sha256 ${f.sha256}`;
+    })
+    .join("\n");
 }

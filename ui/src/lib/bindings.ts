@@ -109,9 +109,10 @@ export type CatalogFile = {
 	/**  Subfolder of the models folder ("" for the folder itself). */
 	folder?: string,
 	url: string,
-	/**  For display and planning; the real size comes from the server. */
-	approx_bytes: number | null,
-	sha256?: string | null,
+	/**  The file's exact size (a whole number; f64 because the UI's TypeScript has no 64-bit integers). */
+	bytes: number | null,
+	/**  The file's SHA-256 (64 hex digits); the download must hash to it. */
+	sha256: string,
 };
 
 /**  One event of a pull: which file (1-based, of `files`) and how it goes. */

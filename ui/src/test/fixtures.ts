@@ -143,7 +143,7 @@ export const catalog: CatalogEntry[] = [
     license: "sai-nc-community",
     page: "https://huggingface.co/stabilityai/sd-turbo",
     recommended_low_vram: true,
-    files: [{ component: "model", url: "https://example.invalid/sd_turbo.safetensors", approx_bytes: 2.5e9 }],
+    files: [{ component: "model", url: "https://example.invalid/sd_turbo.safetensors", bytes: 2.5e9, sha256: "ab".repeat(32) }],
   },
 ];
 

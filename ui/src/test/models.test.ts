@@ -21,7 +21,7 @@ describe("Models", () => {
     expect(screen.getByTestId("card-flux1-schnell").textContent).toContain("keep one or save a preset");
   });
 
-  it("downloads from the catalog and shows live progress", async () => {
+  it("lists the catalog with each file's pinned size and SHA-256, downloads from it and shows live progress", async () => {
     app.downloads = [];
     const calls = mockCore({
       start_download: () => "dl-1",
@@ -29,6 +29,8 @@ describe("Models", () => {
     });
     await start();
     render(Models);
+    const size = await screen.findByText(/2\.5 GB · sai-nc-community/);
+    expect(size.getAttribute("title")).toBe(`sd_turbo.safetensors: 2.5 GB, sha256 ${"ab".repeat(32)}`);
     await fireEvent.click(await screen.findByText("Download"));
     await waitFor(() => expect(calls.find((c) => c.cmd === "start_download")?.args).toEqual({ target: "sd-turbo", sha256: null }));
     await emit("download-update", { id: "dl-1", file: 1, files: 1, stage: "progress", bytes: 1e9, total_bytes: 2e9, bytes_per_second: 50e6, eta_seconds: 20 });
