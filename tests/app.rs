@@ -337,6 +337,50 @@ async fn settings_apply_to_the_library_at_once_and_network_ones_ask_for_a_restar
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_dropped_into_a_model_folder_tells_the_window_to_list_models_again() {
+    let ws = Workspace::new();
+    let core = core(&ws, serde_json::json!({})).await;
+    let changes = core.model_events();
+    // Follows from the moment it is called, so the change made after it is the one reported.
+    let next = |changes: &tokio::sync::broadcast::Receiver<diffugen_app::ModelsChanged>| {
+        let mut changes = changes.resubscribe();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), changes.recv())
+                .await
+                .expect("a change is reported")
+                .unwrap()
+        }
+    };
+
+    // Into DiffuGen's own folder.
+    let waiting = next(&changes);
+    let copied = ws.models_dir().join("copied-in.gguf");
+    std::os::unix::fs::symlink(diffugen_testkit::test_model(), &copied).unwrap();
+    let change = waiting.await;
+    assert_eq!(change.paths, [copied.display().to_string()]);
+    assert!(core
+        .models()
+        .await
+        .cards
+        .iter()
+        .any(|c| c.id == "copied-in"));
+
+    // Into a folder added in Settings a moment ago: it is watched from then on.
+    let extra = tempfile::tempdir().unwrap();
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.path("settings.json")).unwrap()).unwrap();
+    file["extra_models_dirs"] = serde_json::json!([extra.path().display().to_string()]);
+    std::fs::write(ws.path("settings.json"), file.to_string()).unwrap();
+    core.settings_changed("extra_models_dirs").unwrap();
+    let waiting = next(&changes);
+    let borrowed = extra.path().join("borrowed.gguf");
+    std::os::unix::fs::symlink(diffugen_testkit::test_model(), &borrowed).unwrap();
+    assert_eq!(waiting.await.paths, [borrowed.display().to_string()]);
+    assert!(core.models().await.cards.iter().any(|c| c.id == "borrowed"));
+    core.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_api_port_still_opens_the_app_and_says_why() {
     let ws = Workspace::new();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -566,3 +566,61 @@ fn the_settings_file_shared_with_the_app_picks_folders_and_policy_and_flags_stil
         support::stderr(&broken)
     );
 }
+
+#[test]
+fn a_model_copied_into_a_watched_folder_is_noticed_and_listed_without_a_rescan_by_hand() {
+    use diffugen_models::FolderWatcher;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let root = tempfile::tempdir().unwrap();
+    let comfy = root.path().join("ComfyUI/models");
+    std::fs::create_dir_all(comfy.join("checkpoints")).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let watcher = FolderWatcher::start(
+        std::slice::from_ref(&comfy),
+        Duration::from_millis(300),
+        move |paths| {
+            let _ = tx.send(paths);
+        },
+    )
+    .unwrap();
+    assert_eq!(watcher.watched(), std::slice::from_ref(&comfy));
+    let listed = |id: &str| Library::new(&comfy).scan().iter().any(|e| e.id == id);
+
+    // A checkpoint lands in an existing subfolder, as a copy from an A1111 install would.
+    let new = comfy.join("checkpoints/new-model.gguf");
+    gguf_file(&new, &[TOKENS_768, UNET_IN, MIDDLE, OUT_71]);
+    let changed = rx.recv_timeout(Duration::from_secs(10)).expect("noticed");
+    assert!(changed.contains(&new), "{changed:?}");
+    assert!(listed("new-model"));
+
+    // A download in progress is not a model yet.
+    std::fs::write(comfy.join("checkpoints/big.gguf.part"), b"half").unwrap();
+    assert!(
+        rx.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "a .part file is no change to the library"
+    );
+
+    // A whole folder of models arriving (unpacked, moved in) is noticed too.
+    let unpacked = root.path().join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    gguf_file(
+        &unpacked.join("moved-in.gguf"),
+        &[TOKENS_768, UNET_IN, MIDDLE, OUT_71],
+    );
+    std::fs::rename(&unpacked, comfy.join("loras-and-more")).unwrap();
+    rx.recv_timeout(Duration::from_secs(10)).expect("noticed");
+    assert!(listed("moved-in"));
+
+    // And one that goes.
+    std::fs::remove_file(&new).unwrap();
+    let changed = rx.recv_timeout(Duration::from_secs(10)).expect("noticed");
+    assert!(changed.contains(&new), "{changed:?}");
+    assert!(!listed("new-model"));
+
+    // Dropping the watcher stops it.
+    drop(watcher);
+    gguf_file(&comfy.join("after.gguf"), &[TOKENS_768]);
+    assert!(rx.recv_timeout(Duration::from_millis(1000)).is_err());
+}

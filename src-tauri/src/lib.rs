@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use diffugen_app::{
-    AppError, AppInfo, Board, Core, CoreOptions, GenerateForm, ModelList, Paths, SettingChange,
+    AppError, AppInfo, Board, Core, CoreOptions, GenerateForm, ModelList, ModelsChanged, Paths,
+    SettingChange,
 };
 use diffugen_downloads::{CatalogEntry, DownloadEvent, PullInfo};
 use diffugen_engine::JobEvent;
@@ -37,6 +38,10 @@ pub struct VramUpdate(pub VramEvent);
 /// A model download's progress.
 #[derive(Debug, Clone, Serialize, Deserialize, specta::Type, Event)]
 pub struct DownloadUpdate(pub DownloadEvent);
+
+/// Model files appeared, changed or went in the model folders.
+#[derive(Debug, Clone, Serialize, Deserialize, specta::Type, Event)]
+pub struct ModelsUpdate(pub ModelsChanged);
 
 #[tauri::command]
 #[specta::specta]
@@ -261,7 +266,12 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             get_settings,
             set_setting,
         ])
-        .events(collect_events![JobUpdate, VramUpdate, DownloadUpdate])
+        .events(collect_events![
+            JobUpdate,
+            VramUpdate,
+            DownloadUpdate,
+            ModelsUpdate
+        ])
         // One TypeScript name per type: what the UI sends back (a remixed form, a query) has the shape it got.
         .disable_serde_phases()
 }
@@ -366,6 +376,7 @@ pub fn run() -> ExitCode {
             forward(handle, core.job_events(), JobUpdate);
             forward(handle, core.vram_events(), VramUpdate);
             forward(handle, core.download_events(), DownloadUpdate);
+            forward(handle, core.model_events(), ModelsUpdate);
             app.manage(core);
             Ok(())
         })

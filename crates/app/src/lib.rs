@@ -11,20 +11,21 @@ pub mod paths;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use diffugen_downloads::{CatalogEntry, DownloadEvent, PullInfo};
 use diffugen_engine::{Destination, JobEvent, WorkerCommand};
 use diffugen_gallery::{Entry, Gallery, Page, Query};
 use diffugen_jobs::{JobInfo, JobManager};
-use diffugen_models::{Library, ModelCard, ModelEntry};
+use diffugen_models::{FolderWatcher, Library, ModelCard, ModelEntry};
 use diffugen_server::service::{Service, ServiceConfig};
 use diffugen_server::ServerConfig;
 use diffugen_settings::Settings;
 use diffugen_vram::{
     AfterQueue, GpuProbe, OllamaClient, Policy, SwitchReport, VramConfig, VramEvent, VramSnapshot,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 pub use form::{FormLora, GenerateForm};
@@ -112,6 +113,16 @@ pub struct ModelList {
     pub schedulers: Vec<String>,
 }
 
+/// Model files appeared, changed or went in the model folders (the picker lists them again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct ModelsChanged {
+    /// The files and folders that changed.
+    pub paths: Vec<String>,
+}
+
+/// How long the model folders must be quiet before a change is reported: a file being copied in is reported once.
+const FOLDERS_SETTLE: Duration = Duration::from_millis(700);
+
 /// A gallery board and how many images it holds.
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
 pub struct Board {
@@ -141,6 +152,34 @@ pub struct Core {
     service: Service,
     gallery: Arc<Gallery>,
     api_error: Option<String>,
+    models_changed: broadcast::Sender<ModelsChanged>,
+    /// Watches the library's folders; replaced when they change in Settings.
+    watcher: Mutex<Option<FolderWatcher>>,
+}
+
+/// Watches the library's folders, sending a [`ModelsChanged`] after each settled burst of changes. `None` (logged)
+/// when the system cannot watch them: rescanning by hand still works.
+fn watch_folders(
+    library: &Library,
+    sender: &broadcast::Sender<ModelsChanged>,
+) -> Option<FolderWatcher> {
+    // DiffuGen's own folder is where the first-run screen tells the user to put models: it must exist to be watched.
+    if let Err(e) = std::fs::create_dir_all(library.models_dir()) {
+        tracing::warn!(dir = %library.models_dir().display(), error = %e, "cannot create the models folder");
+    }
+    let sender = sender.clone();
+    let folders: Vec<PathBuf> = library
+        .folders()
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect();
+    FolderWatcher::start(&folders, FOLDERS_SETTLE, move |paths| {
+        let _ = sender.send(ModelsChanged {
+            paths: paths.iter().map(|p| display(p)).collect(),
+        });
+    })
+    .map_err(|e| tracing::warn!(error = %e, "model folders are not watched; rescan by hand"))
+    .ok()
 }
 
 /// Settings that only take effect when the background services start again (the API keeps serving images from
@@ -289,11 +328,15 @@ impl Core {
             .gallery()
             .cloned()
             .ok_or_else(|| "the queue has no gallery".to_string())?;
+        let models_changed = broadcast::channel(64).0;
+        let watcher = watch_folders(&service.state.library(), &models_changed);
         Ok(Core {
             paths: RwLock::new(paths),
             service,
             gallery,
             api_error,
+            models_changed,
+            watcher: Mutex::new(watcher),
         })
     }
 
@@ -328,6 +371,11 @@ impl Core {
     /// The VRAM meter (a snapshot every second while someone listens) and the orchestrator's switches.
     pub fn vram_events(&self) -> broadcast::Receiver<VramEvent> {
         self.service.orchestrator.subscribe()
+    }
+
+    /// A model file appeared, changed or went in the model folders.
+    pub fn model_events(&self) -> broadcast::Receiver<ModelsChanged> {
+        self.models_changed.subscribe()
     }
 
     /// Every download's events, live.
@@ -600,7 +648,13 @@ impl Core {
     pub fn settings_changed(&self, key: &str) -> Result<SettingChange, AppError> {
         let mut paths = self.paths.write().unwrap_or_else(|e| e.into_inner());
         paths.reload().map_err(AppError::new)?;
-        self.service.state.set_library(paths.library());
+        let library = paths.library();
+        if library.folders() != self.library().folders() {
+            let mut watcher = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
+            *watcher = None;
+            *watcher = watch_folders(&library, &self.models_changed);
+        }
+        self.service.state.set_library(library);
         if key == "vram_policy" || key == "after_queue" {
             let mut config = self.service.orchestrator.config();
             let fresh = app_vram_config(&paths.settings).map_err(AppError::new)?;

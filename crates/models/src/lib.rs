@@ -8,11 +8,13 @@ pub mod identify;
 mod library;
 pub mod memory;
 mod preset;
+pub mod watch;
 
 pub use cards::{CardComponent, ModelCard};
 pub use identify::{identify, quantization, Identity, Role};
 pub use library::{inspect, Library, ModelEntry, ModelError, ResolvedModel};
 pub use preset::{size_multiple, Components, FamilyDefaults, Preset};
+pub use watch::FolderWatcher;
 
 /// File extensions sd.cpp can load weights from.
 pub const MODEL_EXTENSIONS: &[&str] = &["gguf", "safetensors", "sft", "ckpt", "pt", "pth", "bin"];

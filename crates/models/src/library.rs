@@ -174,6 +174,17 @@ impl Library {
         files
     }
 
+    /// Every folder whose contents the library lists: the model folders and the LoRA folders beside them.
+    pub fn folders(&self) -> Vec<PathBuf> {
+        let mut folders: Vec<PathBuf> = self.dirs().into_iter().map(Path::to_path_buf).collect();
+        for dir in self.lora_dirs() {
+            if !folders.contains(&dir) {
+                folders.push(dir);
+            }
+        }
+        folders
+    }
+
     /// The LoRA folders of every scanned folder (its own `loras/`, or a sibling `Lora`/`loras` of another tool's
     /// model folder).
     fn lora_dirs(&self) -> Vec<PathBuf> {

@@ -43,6 +43,7 @@ export const commands = {
 export const events = {
 	downloadUpdate: makeEvent<DownloadUpdate, DownloadUpdate>("download-update"),
 	jobUpdate: makeEvent<JobUpdate, JobUpdate>("job-update"),
+	modelsUpdate: makeEvent<ModelsUpdate, ModelsUpdate>("models-update"),
 	vramUpdate: makeEvent<VramUpdate, VramUpdate>("vram-update"),
 };
 
@@ -357,6 +358,15 @@ export type ModelList = {
 	samplers: string[],
 	schedulers: string[],
 };
+
+/**  Model files appeared, changed or went in the model folders (the picker lists them again). */
+export type ModelsChanged = {
+	/**  The files and folders that changed. */
+	paths: string[],
+};
+
+/**  Model files appeared, changed or went in the model folders. */
+export type ModelsUpdate = ModelsChanged;
 
 /**  Ollama as seen from DiffuGen. */
 export type OllamaStatus = {

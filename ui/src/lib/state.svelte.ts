@@ -317,6 +317,8 @@ export async function start(): Promise<() => void> {
     events.jobUpdate.listen((e) => applyJobEvent(e.payload)),
     events.vramUpdate.listen((e) => applyVramEvent(e.payload)),
     events.downloadUpdate.listen((e) => applyDownloadEvent(e.payload)),
+    // A model copied into (or removed from) a model folder: list them again, no rescan by hand.
+    events.modelsUpdate.listen(() => void refreshModels()),
   ]);
   const loads = await Promise.allSettled([
     commands.appInfo().then((info) => {

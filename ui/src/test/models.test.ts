@@ -37,6 +37,18 @@ describe("Models", () => {
     await waitFor(() => expect(screen.getByTestId("download").textContent).toContain("1.0 GB of 2.0 GB · 50.0 MB/s · ETA 20 s"));
   });
 
+  it("lists a model copied into a model folder without a rescan by hand", async () => {
+    let listed = [card()];
+    mockCore({ list_models: () => models(listed) });
+    await start();
+    render(Models);
+    expect(await screen.findByTestId("card-tiny")).toBeTruthy();
+    expect(screen.queryByTestId("card-copied-in")).toBeNull();
+    listed = [card(), card({ id: "copied-in", name: "copied in" })];
+    await emit("models-update", { paths: ["/data/models/copied-in.gguf"] });
+    expect(await screen.findByTestId("card-copied-in")).toBeTruthy();
+  });
+
   it("opens on a first-run screen recommending a small model when none is installed", async () => {
     mockCore({ list_models: () => models([]) });
     render(App);
