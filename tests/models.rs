@@ -602,14 +602,14 @@ fn a_model_copied_into_a_watched_folder_is_noticed_and_listed_without_a_rescan_b
         "a .part file is no change to the library"
     );
 
-    // A whole folder of models arriving (unpacked, moved in) is noticed too.
+    // A whole folder of models arriving (unpacked, moved in) is noticed too, dots in its name or not.
     let unpacked = root.path().join("unpacked");
     std::fs::create_dir_all(&unpacked).unwrap();
     gguf_file(
         &unpacked.join("moved-in.gguf"),
         &[TOKENS_768, UNET_IN, MIDDLE, OUT_71],
     );
-    std::fs::rename(&unpacked, comfy.join("loras-and-more")).unwrap();
+    std::fs::rename(&unpacked, comfy.join("FLUX.1-dev")).unwrap();
     rx.recv_timeout(Duration::from_secs(10)).expect("noticed");
     assert!(listed("moved-in"));
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode, EventKind};
+use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RemoveKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
 use crate::MODEL_EXTENSIONS;
@@ -18,36 +18,46 @@ pub struct FolderWatcher {
     watched: Vec<PathBuf>,
 }
 
-/// Whether a change to `path` can change what the library lists: a model file, a preset, or a folder (whose
-/// contents come or go with it; a removed path can no longer tell, so a name without extension counts).
-fn matters(path: &Path) -> bool {
+/// Whether a change of this kind to `path` can change what the library lists: a model file, a preset, or a folder
+/// (whose contents come or go with it; model folders are often named like `FLUX.1-dev`, so a name is no guide).
+fn matters(path: &Path, kind: &EventKind) -> bool {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
-    if name.starts_with('.') {
+    if name.is_empty() || name.starts_with('.') || name.ends_with(".part") {
         return false;
     }
     if name.ends_with(".preset.json") {
         return true;
     }
-    match path.extension() {
-        Some(ext) => {
-            let ext = ext.to_string_lossy().to_ascii_lowercase();
-            MODEL_EXTENSIONS.contains(&ext.as_str())
+    if let Some(ext) = path.extension() {
+        if MODEL_EXTENSIONS.contains(&ext.to_string_lossy().to_ascii_lowercase().as_str()) {
+            return true;
         }
-        None => true,
+    }
+    match kind {
+        // Reading changes nothing; other files closed after writing are not models.
+        EventKind::Access(_) => false,
+        EventKind::Create(CreateKind::Folder) | EventKind::Remove(RemoveKind::Folder) => true,
+        // Something moved or deleted is gone and cannot say whether it was a folder: count it, a rescan is cheap.
+        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) if !path.exists() => true,
+        _ => path.is_dir(),
     }
 }
 
-fn relevant(event: &notify::Event) -> bool {
-    let kind_counts = match event.kind {
-        // Reading a file changes nothing; a file closed after writing is the end of a copy.
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
-    };
-    kind_counts && event.paths.iter().any(|p| matters(p))
+/// The paths of an event that matter to the library.
+fn relevant(event: &notify::Event) -> Vec<PathBuf> {
+    if matches!(event.kind, EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write))
+    {
+        return Vec::new();
+    }
+    event
+        .paths
+        .iter()
+        .filter(|p| matters(p, &event.kind))
+        .cloned()
+        .collect()
 }
 
 impl FolderWatcher {
@@ -59,17 +69,18 @@ impl FolderWatcher {
         settle: Duration,
         on_change: impl Fn(Vec<PathBuf>) + Send + 'static,
     ) -> Result<FolderWatcher, String> {
-        let (sender, receiver) = mpsc::channel::<notify::Event>();
-        let mut watcher = notify::recommended_watcher(
-            move |result: notify::Result<notify::Event>| match result {
-                Ok(event) if relevant(&event) => {
-                    let _ = sender.send(event);
+        let (sender, receiver) = mpsc::channel::<Vec<PathBuf>>();
+        let mut watcher =
+            notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result
+                .map(|e| relevant(&e))
+            {
+                Ok(paths) if !paths.is_empty() => {
+                    let _ = sender.send(paths);
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "watching the model folders"),
-            },
-        )
-        .map_err(|e| format!("cannot watch the model folders: {e}"))?;
+            })
+            .map_err(|e| format!("cannot watch the model folders: {e}"))?;
         let mut watched = Vec::new();
         // Parents first, so a folder inside another watched one is not watched (and reported) twice.
         let mut dirs = dirs.to_vec();
@@ -89,16 +100,14 @@ impl FolderWatcher {
             .name("model-folders".into())
             .spawn(move || {
                 // Ends when the watcher (and with it the sender) is dropped.
-                while let Ok(first) = receiver.recv() {
-                    let mut paths = first.paths;
+                while let Ok(mut paths) = receiver.recv() {
                     loop {
                         match receiver.recv_timeout(settle) {
-                            Ok(event) => paths.extend(event.paths),
+                            Ok(more) => paths.extend(more),
                             Err(mpsc::RecvTimeoutError::Timeout) => break,
                             Err(mpsc::RecvTimeoutError::Disconnected) => return,
                         }
                     }
-                    paths.retain(|p| matters(p));
                     paths.sort();
                     paths.dedup();
                     tracing::debug!(changed = paths.len(), "the model folders changed");
@@ -124,22 +133,36 @@ mod tests {
 
     #[test]
     fn model_files_presets_and_folders_matter_downloads_in_progress_and_other_files_do_not() {
-        for path in [
-            "/m/checkpoints/sd_xl_base_1.0.safetensors",
-            "/m/flux.GGUF",
-            "/m/flux-schnell.preset.json",
-            "/m/diffusion_models",
+        let root = tempfile::tempdir().unwrap();
+        let folder = root.path().join("FLUX.1-dev");
+        std::fs::create_dir(&folder).unwrap();
+        let written = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        let created = EventKind::Create(CreateKind::File);
+        let renamed = EventKind::Modify(ModifyKind::Name(notify::event::RenameMode::Any));
+        for (path, kind) in [
+            (
+                Path::new("/m/checkpoints/sd_xl_base_1.0.safetensors"),
+                &written,
+            ),
+            (Path::new("/m/flux.GGUF"), &created),
+            (Path::new("/m/flux-schnell.preset.json"), &created),
+            (folder.as_path(), &renamed),
+            (
+                Path::new("/m/SD1.5"),
+                &EventKind::Remove(RemoveKind::Folder),
+            ),
+            (Path::new("/m/moved-away.v2"), &renamed),
         ] {
-            assert!(matters(Path::new(path)), "{path}");
+            assert!(matters(path, kind), "{path:?} {kind:?}");
         }
-        for path in [
-            "/m/flux1-schnell-Q4_0.gguf.part",
-            "/m/notes.txt",
-            "/m/preview.png",
-            "/m/.flux.gguf.swp",
-            "/m/settings.json",
+        for (path, kind) in [
+            (Path::new("/m/flux1-schnell-Q4_0.gguf.part"), &created),
+            (Path::new("/m/flux1-schnell-Q4_0.gguf.part"), &renamed),
+            (Path::new("/m/notes.txt"), &written),
+            (Path::new("/m/preview.png"), &created),
+            (Path::new("/m/.flux.gguf.swp"), &created),
         ] {
-            assert!(!matters(Path::new(path)), "{path}");
+            assert!(!matters(path, kind), "{path:?} {kind:?}");
         }
     }
 }
