@@ -95,7 +95,7 @@ pub struct Library {
 /// Folder names other tools keep LoRAs in; they are searched for LoRAs, not listed as models.
 const LORA_FOLDERS: &[&str] = &["loras", "Lora", "LoRA", "lora"];
 
-fn has_model_extension(path: &Path) -> bool {
+pub(crate) fn has_model_extension(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| MODEL_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))

@@ -10,7 +10,7 @@ use std::time::Duration;
 use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RemoveKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
-use crate::MODEL_EXTENSIONS;
+use crate::library::{has_model_extension, preset_name};
 
 /// Watches model folders until dropped.
 pub struct FolderWatcher {
@@ -28,13 +28,9 @@ fn matters(path: &Path, kind: &EventKind) -> bool {
     if name.is_empty() || name.starts_with('.') || name.ends_with(".part") {
         return false;
     }
-    if name.ends_with(".preset.json") {
+    // What the library lists as a model or a preset.
+    if has_model_extension(path) || preset_name(path).is_some() {
         return true;
-    }
-    if let Some(ext) = path.extension() {
-        if MODEL_EXTENSIONS.contains(&ext.to_string_lossy().to_ascii_lowercase().as_str()) {
-            return true;
-        }
     }
     match kind {
         // Reading changes nothing; other files closed after writing are not models.
@@ -146,6 +142,7 @@ mod tests {
             ),
             (Path::new("/m/flux.GGUF"), &created),
             (Path::new("/m/flux-schnell.preset.json"), &created),
+            (Path::new("/m/presets/flux-schnell.json"), &created),
             (folder.as_path(), &renamed),
             (
                 Path::new("/m/SD1.5"),
