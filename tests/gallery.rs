@@ -12,7 +12,20 @@ use support::{stderr, Workspace};
 
 /// A PNG with DiffuGen's own record, as the engine writes it.
 fn our_png(dir: &Path, name: &str, prompt: &str, model: &str, seed: i64, created: f64) -> PathBuf {
-    let record = Record {
+    our_png_with(dir, name, prompt, model, seed, created, |_| {})
+}
+
+/// [`our_png`] with the record changed by `edit` first.
+fn our_png_with(
+    dir: &Path,
+    name: &str,
+    prompt: &str,
+    model: &str,
+    seed: i64,
+    created: f64,
+    edit: impl FnOnce(&mut Record),
+) -> PathBuf {
+    let mut record = Record {
         app: "DiffuGen test".into(),
         job_id: format!("job-{seed}"),
         created,
@@ -43,6 +56,7 @@ fn our_png(dir: &Path, name: &str, prompt: &str, model: &str, seed: i64, created
         strength: None,
         generation_seconds: 1.5,
     };
+    edit(&mut record);
     let image = diffugen_sd::RgbImage {
         width: 64,
         height: 64,
@@ -153,6 +167,41 @@ fn every_generated_image_is_recorded_and_found_by_the_words_of_its_prompt() {
     assert_eq!(remix["seed"], 77);
     assert_eq!(remix["model"], "tiny");
     assert_eq!(remix["steps"], 2);
+}
+
+#[test]
+fn a_remix_is_a_job_request_the_api_accepts_even_for_an_img2img_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let gallery = Gallery::open(dir.path()).unwrap();
+    let path = our_png_with(
+        &dir.path().join("outputs"),
+        "img2img.png",
+        "a harbor repainted",
+        "sd15",
+        9,
+        1e9,
+        |record| {
+            record.init_image = Some("holiday.jpg".into());
+            record.strength = Some(0.6);
+        },
+    );
+    let id = gallery.add(&path).unwrap();
+    assert_eq!(
+        gallery.get(id).unwrap().init_image.as_deref(),
+        Some("holiday.jpg"),
+        "the source is shown with the image"
+    );
+    let remix = gallery.remix(id).unwrap();
+    // Only the init image's name is kept, so a remix is text-to-image, as in the window's Remix.
+    let request: diffugen_engine::GenerateRequest =
+        serde_json::from_value(remix.clone()).expect("POST /api/v1/jobs takes the remix as it is");
+    assert_eq!(request.prompt, "a harbor repainted");
+    assert_eq!(request.seed, Some(9));
+    assert_eq!(
+        (request.init_image, request.strength),
+        (None, None),
+        "{remix}"
+    );
 }
 
 #[test]

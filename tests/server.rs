@@ -425,6 +425,169 @@ async fn the_job_api_streams_typed_events_and_replays_them_to_a_late_subscriber(
 }
 
 #[tokio::test]
+async fn the_job_api_takes_images_in_the_request_and_opens_no_file_a_client_names_on_the_server() {
+    let api = Api::start(None, 32).await;
+    // A picture on the server's disk that a client must not be able to pull into a job.
+    let private = api.ws.path("private.png");
+    std::fs::write(
+        &private,
+        base64::engine::general_purpose::STANDARD
+            .decode(png_b64(64, 64))
+            .unwrap(),
+    )
+    .unwrap();
+    let job = |extra: Value| {
+        let mut body =
+            json!({"model": "tiny", "prompt": "a lighthouse", "steps": 2, "strength": 0.5});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+
+    for (field, extra) in [
+        ("init_image", json!({"init_image": {"path": private}})),
+        (
+            "mask",
+            json!({"init_image": {"base64": png_b64(64, 64)}, "mask": {"path": private}}),
+        ),
+    ] {
+        let (status, body) = api.post("/api/v1/jobs", job(extra)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["param"], field, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("not accepted over HTTP") && message.contains("base64"),
+            "{message}"
+        );
+    }
+    let model_path = api.ws.models_dir().join("tiny.gguf");
+    let (status, body) = api
+        .post(
+            "/api/v1/jobs",
+            json!({"model": model_path, "prompt": "a lighthouse", "steps": 2}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["param"], "model", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is a path"),
+        "{body}"
+    );
+    let (status, body) = api
+        .post(
+            "/v1/images/generations",
+            json!({"model": "../models/tiny.gguf", "prompt": "a lighthouse"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_openai_error(&body, Some("model"));
+    let (status, body) = api
+        .post(
+            "/api/v1/jobs",
+            job(json!({"init_image": {"base64": "not an image!"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("init_image") && message.contains("base64"),
+        "{message}"
+    );
+    let queue: Value = api
+        .client
+        .get(api.url("/api/v1/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queue, json!([]), "a refused request queues nothing");
+
+    // The image itself, as base64 or a data URL, makes a real img2img job.
+    let (status, job) = api
+        .post(
+            "/api/v1/jobs",
+            job(json!({"init_image": {"base64": format!("data:image/png;base64,{}", png_b64(64, 64))}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let events = api
+        .client
+        .get(api.url(&format!("/api/v1/jobs/{id}/events")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.contains("event: done"), "{events}");
+    let info: Value = api
+        .client
+        .get(api.url(&format!("/api/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let written = image::open(info["outputs"][0]["path"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (written.width(), written.height()),
+        (64, 64),
+        "img2img keeps the init image's size"
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn the_cli_sends_its_init_image_and_mask_to_the_server_inside_the_request() {
+    let api = Api::start(None, 32).await;
+    let init = api.ws.path("init.png");
+    image::RgbImage::from_fn(64, 64, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 4) as u8, 60])
+    })
+    .save(&init)
+    .unwrap();
+    let mask = api.ws.path("mask.png");
+    image::GrayImage::from_fn(64, 64, |x, _| image::Luma([if x < 32 { 255 } else { 0 }]))
+        .save(&mask)
+        .unwrap();
+    let (data, base) = (api.ws.data_dir().to_path_buf(), api.base.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["generate", "--json", "--server", &base, "-m", "tiny"])
+            .args(["-p", "a painted harbor", "--steps", "2", "--init-image"])
+            .arg(&init)
+            .arg("--mask")
+            .arg(&mask)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    let last: Value = serde_json::from_str(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["phase"], "done", "{last}");
+    let written = image::open(last["outputs"][0]["path"].as_str().unwrap()).unwrap();
+    assert_eq!((written.width(), written.height()), (64, 64));
+    api.stop().await;
+}
+
+#[tokio::test]
 async fn a_full_queue_answers_429_with_retry_after_and_a_queued_job_can_be_cancelled() {
     let api = Api::start(None, 1).await;
     let job = json!({"model": "tiny", "prompt": "a bridge", "width": 64, "height": 64, "steps": 2});

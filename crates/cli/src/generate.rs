@@ -258,12 +258,13 @@ fn remote(
                 .into(),
         );
     }
-    // The server reads init images and masks from its disk: send absolute paths, and only to this machine.
-    let has_images = request.init_image.is_some() || request.mask.is_some();
+    // The server opens no file a client names: init images and masks travel in the request, so they work with a
+    // server on another machine too.
     for image in [&mut request.init_image, &mut request.mask] {
         if let Some(ImageInput::Path(path)) = image {
-            *path = std::fs::canonicalize(&*path)
+            let bytes = std::fs::read(&*path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            *image = Some(ImageInput::Bytes(bytes));
         }
     }
     let runtime = tokio::runtime::Runtime::new()
@@ -271,23 +272,18 @@ fn remote(
     runtime.block_on(async move {
         use futures_util::StreamExt;
         let server = crate::vram::Server::connect(url, args.api_key.clone()).await?;
-        let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-            .iter()
-            .any(|prefix| server.base().starts_with(prefix));
-        if has_images && !local {
-            return Err(format!(
-                "--init-image and --mask are read by the server from its own disk, so they only work with a server \
-                 on this machine (not {})",
-                server.base()
-            ));
-        }
         let reply = server
             .request(reqwest::Method::POST, "/api/v1/jobs")
             .header(diffugen_server::native::SOURCE_HEADER, "cli")
             .json(&request)
             .send()
             .await
-            .map_err(|e| format!("the DiffuGen server at {} did not answer: {e}", server.base()))?;
+            .map_err(|e| {
+                format!(
+                    "the DiffuGen server at {} did not answer: {e}",
+                    server.base()
+                )
+            })?;
         let status = reply.status();
         let body: serde_json::Value = reply
             .json()

@@ -15,13 +15,36 @@ use crate::protocol::RawImage;
 /// The largest seed accepted: 2^53 - 1, exact in JavaScript and JSON clients.
 pub const MAX_SEED: i64 = (1 << 53) - 1;
 
-/// An image given to a job: a file on disk (CLI) or encoded bytes (HTTP uploads).
+/// An image given to a job: a file on this machine's disk (CLI, in process) or the encoded image itself (HTTP
+/// clients, the window). In JSON `{"path": "..."}` or `{"base64": "..."}`; the HTTP server refuses paths, since a
+/// client must not make it read files from its disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageInput {
     Path(PathBuf),
-    #[serde(skip)]
+    /// PNG, JPEG or WebP bytes; base64 (a `data:` URL too) in JSON.
+    #[serde(rename = "base64", with = "base64_bytes")]
     Bytes(Vec<u8>),
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let data = match text.split_once(";base64,") {
+            Some((prefix, data)) if prefix.starts_with("data:") => data,
+            _ => text.as_str(),
+        };
+        base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| serde::de::Error::custom(format!("not valid base64 image data: {e}")))
+    }
 }
 
 /// A LoRA requested by name from the LoRA folder.

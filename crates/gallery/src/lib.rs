@@ -777,7 +777,8 @@ impl Gallery {
     }
 
     /// The entry's parameters as a job request ("remix"): same model, prompts, size, steps, cfg, sampler,
-    /// scheduler, seed, LoRAs and strength.
+    /// scheduler, seed and LoRAs. Only an init image's file name is recorded, not the image, so a remix is
+    /// text-to-image (as the window's Remix), without the strength that only applies to img2img.
     pub fn remix(&self, id: u32) -> Result<serde_json::Value, GalleryError> {
         let e = self.get(id)?;
         let mut request = serde_json::json!({
@@ -793,12 +794,6 @@ impl Gallery {
             "seed": e.seed,
             "loras": e.loras,
         });
-        if let Some(strength) = e.strength {
-            request["strength"] = strength.into();
-        }
-        if let Some(init) = e.init_image {
-            request["init_image"] = init.into();
-        }
         // Drop what is unknown, so the engine's defaults apply instead of nulls.
         if let Some(map) = request.as_object_mut() {
             map.retain(|_, v| !v.is_null());

@@ -12,7 +12,7 @@ pub mod watch;
 
 pub use cards::{CardComponent, ModelCard};
 pub use identify::{identify, quantization, Identity, Role};
-pub use library::{inspect, Library, ModelEntry, ModelError, ResolvedModel};
+pub use library::{inspect, is_path_spec, Library, ModelEntry, ModelError, ResolvedModel};
 pub use preset::{size_multiple, Components, FamilyDefaults, Preset};
 pub use watch::FolderWatcher;
 

@@ -266,10 +266,7 @@ impl Library {
     /// Turns a `--model` argument — a path to a file or preset, or an id from the models folder — into the
     /// component paths the engine loads, checking each file's header on the way.
     pub fn resolve(&self, spec: &str) -> Result<ResolvedModel, ModelError> {
-        let looks_like_path = spec.contains(std::path::MAIN_SEPARATOR)
-            || spec.contains('/')
-            || has_model_extension(Path::new(spec));
-        if looks_like_path || Path::new(spec).is_file() {
+        if is_path_spec(spec) {
             let path = PathBuf::from(spec);
             if !path.is_file() {
                 return Err(ModelError::FileMissing(path));
@@ -332,6 +329,15 @@ impl Library {
                 .collect(),
         })
     }
+}
+
+/// Whether [`Library::resolve`] reads `spec` as a path to a file rather than an id from the folders: it has a path
+/// separator or a model file's extension, or names a file relative to the working folder.
+pub fn is_path_spec(spec: &str) -> bool {
+    spec.contains(std::path::MAIN_SEPARATOR)
+        || spec.contains('/')
+        || has_model_extension(Path::new(spec))
+        || Path::new(spec).is_file()
 }
 
 type InspectCache =

@@ -310,6 +310,7 @@ pub async fn set_options(
     let Json(value) = body.map_err(crate::error::json_rejection)?;
     if let Some(title) = value.get("sd_model_checkpoint").and_then(Value::as_str) {
         let id = checkpoint_id(title);
+        crate::model_id("sd_model_checkpoint", &id)?;
         state
             .library()
             .resolve(&id)

@@ -83,6 +83,7 @@ fn choose_model(
         .filter(|e| e.error.is_none() && e.role == Role::Checkpoint);
     match requested.filter(|m| !m.trim().is_empty()) {
         Some(model) => {
+            crate::model_id("model", model.trim())?;
             let resolved = state
                 .library()
                 .resolve(model.trim())

@@ -100,7 +100,10 @@ impl AppState {
             m.starts_with("dall-e") || m.starts_with("gpt-image") || m.starts_with("chatgpt-image")
         };
         match requested {
-            Some(model) if !is_openai_id(model) => Ok(model.to_string()),
+            Some(model) if !is_openai_id(model) => {
+                model_id("model", model)?;
+                Ok(model.to_string())
+            }
             _ => {
                 let configured = self
                     .default_model
@@ -122,6 +125,22 @@ impl AppState {
             }
         }
     }
+}
+
+/// Refuses a model given as a path: over HTTP a client names a model by its id from the folders (`GET /v1/models`),
+/// and the server opens no file a client points at on its disk.
+pub(crate) fn model_id(field: &str, model: &str) -> Result<(), ApiError> {
+    if diffugen_models::is_path_spec(model) {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "'{model}' is a path; over HTTP a model is named by its id from DiffuGen's model folders \
+                 (GET /v1/models lists them), and the server opens no file by path"
+            ),
+        )
+        .code("model_not_found"));
+    }
+    Ok(())
 }
 
 /// The full router.

@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
+use diffugen_engine::params::ImageInput;
 use diffugen_engine::{Destination, GenerateRequest, JobEvent, ParamErrors};
 use diffugen_jobs::{JobInfo, QueueError};
 use futures_util::{stream, Stream, StreamExt};
@@ -74,6 +75,18 @@ pub fn enqueue(
         Some(request.model.as_str())
     };
     request.model = state.model_for(model)?;
+    for (field, image) in [("init_image", &request.init_image), ("mask", &request.mask)] {
+        if let Some(ImageInput::Path(path)) = image {
+            return Err(ApiError::invalid(
+                rename(field),
+                format!(
+                    "{field}: a path on the server's disk ({}) is not accepted over HTTP; send the image itself \
+                     as {{\"base64\": \"...\"}} (PNG, JPEG or WebP)",
+                    path.display()
+                ),
+            ));
+        }
+    }
     let spec = diffugen_engine::validate(&request, &state.library())
         .map_err(|e| param_error(&e, rename))?;
     Ok(state
