@@ -559,6 +559,25 @@ async fn the_cli_sends_its_init_image_and_mask_to_the_server_inside_the_request(
         .save(&mask)
         .unwrap();
     let (data, base) = (api.ws.data_dir().to_path_buf(), api.base.clone());
+    let model_path = api.ws.models_dir().join("tiny.gguf");
+    let (data_, base_) = (data.clone(), base.clone());
+    let refused = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+            .arg("--data-dir")
+            .arg(&data_)
+            .args(["generate", "--server", &base_, "-p", "a harbor", "-m"])
+            .arg(&model_path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!refused.status.success());
+    let error = support::stderr(&refused);
+    assert!(
+        error.contains("not queued") && error.contains("400") && error.contains("is a path"),
+        "the server's refusal reaches the CLI user: {error}"
+    );
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
             .arg("--data-dir")

@@ -272,27 +272,15 @@ fn remote(
     runtime.block_on(async move {
         use futures_util::StreamExt;
         let server = crate::vram::Server::connect(url, args.api_key.clone()).await?;
-        let reply = server
-            .request(reqwest::Method::POST, "/api/v1/jobs")
-            .header(diffugen_server::native::SOURCE_HEADER, "cli")
-            .json(&request)
-            .send()
+        let body: serde_json::Value = server
+            .reply(
+                server
+                    .request(reqwest::Method::POST, "/api/v1/jobs")
+                    .header(diffugen_server::native::SOURCE_HEADER, "cli")
+                    .json(&request),
+            )
             .await
-            .map_err(|e| {
-                format!(
-                    "the DiffuGen server at {} did not answer: {e}",
-                    server.base()
-                )
-            })?;
-        let status = reply.status();
-        let body: serde_json::Value = reply
-            .json()
-            .await
-            .map_err(|e| format!("the DiffuGen server sent an unreadable reply: {e}"))?;
-        if !status.is_success() {
-            let message = body["error"]["message"].as_str().unwrap_or("unknown error");
-            return Err(format!("the server refused the job: {message}"));
-        }
+            .map_err(|e| format!("the job was not queued: {e}"))?;
         let id = body["id"]
             .as_str()
             .ok_or("the server's reply names no job id")?

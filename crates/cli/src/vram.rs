@@ -215,9 +215,16 @@ impl Server {
         path: &str,
         timeout: Duration,
     ) -> Result<T, String> {
-        let reply = self
-            .request(method, path)
-            .timeout(timeout)
+        self.reply(self.request(method, path).timeout(timeout))
+            .await
+    }
+
+    /// Sends a request made by [`Server::request`] and reads its JSON reply; a refusal carries the server's message.
+    pub async fn reply<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, String> {
+        let reply = request
             .send()
             .await
             .map_err(|e| format!("the DiffuGen server at {} did not answer: {e}", self.base))?;

@@ -37,14 +37,16 @@ mod base64_bytes {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(deserializer)?;
-        let data = match text.split_once(";base64,") {
-            Some((prefix, data)) if prefix.starts_with("data:") => data,
-            _ => text.as_str(),
-        };
-        base64::engine::general_purpose::STANDARD
-            .decode(data.trim())
+        super::image_data(&text)
             .map_err(|e| serde::de::Error::custom(format!("not valid base64 image data: {e}")))
     }
+}
+
+/// The bytes of an image sent as text: base64, or a `data:image/...;base64,` URL.
+pub fn image_data(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::Engine as _;
+    let data = text.split_once(";base64,").map_or(text, |(_, data)| data);
+    base64::engine::general_purpose::STANDARD.decode(data.trim())
 }
 
 /// A LoRA requested by name from the LoRA folder.

@@ -93,9 +93,7 @@ fn decode_image(field: &str, value: &Value) -> std::result::Result<Vec<u8>, ApiE
     let text = value
         .as_str()
         .ok_or_else(|| ApiError::invalid(field, "must be a base64 image string"))?;
-    let data = text.split_once(";base64,").map_or(text, |(_, data)| data);
-    base64::engine::general_purpose::STANDARD
-        .decode(data.trim())
+    diffugen_engine::params::image_data(text)
         .map_err(|e| ApiError::invalid(field, format!("is not valid base64: {e}")))
 }
 
