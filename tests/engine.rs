@@ -292,3 +292,166 @@ async fn a_job_for_another_model_switches_the_worker_to_it_and_later_jobs_reuse_
     );
     engine.stop().await;
 }
+
+/// A request for the test model with these memory options.
+fn with_memory(
+    ws: &Workspace,
+    memory: serde_json::Value,
+    size: (u32, u32),
+    steps: u32,
+) -> Result<diffugen_engine::JobSpec, diffugen_engine::ParamErrors> {
+    let request = GenerateRequest {
+        model: "tiny".into(),
+        prompt: "a lighthouse".into(),
+        width: Some(size.0),
+        height: Some(size.1),
+        steps: Some(steps),
+        seed: Some(7),
+        threads: Some(2),
+        memory: serde_json::from_value(memory).expect("memory options parse"),
+        ..Default::default()
+    };
+    diffugen_engine::validate(&request, &Library::new(ws.models_dir()))
+}
+
+async fn render(
+    engine: &diffugen_engine::Engine,
+    ws: &Workspace,
+    id: &str,
+    spec: &diffugen_engine::JobSpec,
+) -> image::RgbImage {
+    let mut events = Vec::new();
+    diffugen_engine::job::run(
+        engine,
+        id,
+        spec,
+        &Destination::Folder(ws.path(id)),
+        Instant::now(),
+        &mut |e| events.push(e),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{id}: {e}"));
+    support::pixels(&support::outputs(&events)[0].path)
+}
+
+#[tokio::test]
+async fn every_memory_option_reaches_sd_cpp_and_its_own_log_shows_it() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let engine = engine();
+    let mut spec = with_memory(
+        &ws,
+        serde_json::json!({
+            "placement": { "diffusion": "cpu", "text_encoders": "cpu", "vae": "cpu" },
+            "vae_tiling": "on", "vae_tile_size": 32, "vae_tile_overlap": 0.25,
+            "flash_attn": true, "mmap": true, "cache": "fast"
+        }),
+        (128, 64),
+        4,
+    )
+    .unwrap();
+    // The planner runs for every job: on this CPU-only build every part is on the CPU, the VAE tiled as asked.
+    let stages = diffugen_jobs::plan_stages(None, &mut spec);
+    let Stage::Plan { plan, summary } = &stages[0] else {
+        panic!("{stages:?}")
+    };
+    assert!(
+        plan.placement
+            .values()
+            .all(|p| *p == diffugen_models::Placement::Cpu),
+        "{plan:?}"
+    );
+    assert!(
+        plan.vae_tiling && summary.contains("VAE tiled"),
+        "{summary}"
+    );
+    assert_eq!(plan.estimated_vram_peak_bytes, 0.0);
+
+    let image = render(&engine, &ws, "options", &spec).await;
+    assert_eq!(
+        image.dimensions(),
+        (128, 64),
+        "tiling keeps the requested size"
+    );
+    let log = engine.sd_log().join("\n");
+    for shown in [
+        "UCache enabled",
+        "VAE Tile size",
+        "Using flash attention",
+        "using mmap for",
+        "total params memory size",
+    ] {
+        assert!(log.contains(shown), "sd.cpp's log lacks '{shown}':\n{log}");
+    }
+}
+
+#[tokio::test]
+async fn placing_every_part_on_the_cpu_renders_the_same_pixels_as_the_default_on_a_cpu_build() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let engine = engine();
+    let default = with_memory(&ws, serde_json::json!({}), (64, 64), 2).unwrap();
+    let on_cpu = with_memory(
+        &ws,
+        serde_json::json!({ "placement": { "diffusion": "cpu", "te": "cpu", "vae": "cpu" } }),
+        (64, 64),
+        2,
+    )
+    .unwrap();
+    assert_eq!(on_cpu.memory.backends().0, "te=cpu,diffusion=cpu,vae=cpu");
+    let a = render(&engine, &ws, "default", &default).await;
+    let b = render(&engine, &ws, "on-cpu", &on_cpu).await;
+    assert!(
+        a == b,
+        "the same job on the same device gives the same pixels"
+    );
+}
+
+#[tokio::test]
+async fn a_step_cache_preset_changes_the_computation_at_the_same_seed() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let engine = engine();
+    let off = with_memory(&ws, serde_json::json!({}), (64, 64), 8).unwrap();
+    let faster = with_memory(&ws, serde_json::json!({ "cache": "faster" }), (64, 64), 8).unwrap();
+    let a = render(&engine, &ws, "cache-off", &off).await;
+    let b = render(&engine, &ws, "cache-faster", &faster).await;
+    let log = engine.sd_log().join("\n");
+    assert!(
+        log.contains("UCache skipped"),
+        "sd.cpp reports the steps it reused:\n{log}"
+    );
+    assert!(a != b, "reused steps change the image");
+}
+
+#[test]
+fn memory_options_the_model_or_this_build_cannot_use_are_refused_naming_the_field() {
+    let ws = Workspace::new();
+    let field = |memory: serde_json::Value| -> Vec<(String, String)> {
+        with_memory(&ws, memory, (64, 64), 2)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| (e.field, e.message))
+            .collect()
+    };
+    let errors = field(serde_json::json!({ "placement": { "t5xxl": "cpu" } }));
+    assert_eq!(errors[0].0, "memory.placement.t5xxl");
+    assert!(errors[0].1.contains("has no t5xxl"), "{errors:?}");
+    if !diffugen_engine::memory::GPU_BACKEND {
+        let errors = field(serde_json::json!({ "vram_budget_gib": 2.0 }));
+        assert_eq!(errors[0].0, "memory.vram_budget_gib");
+        let errors = field(serde_json::json!({ "placement": { "diffusion": "offload" } }));
+        assert!(errors[0].1.contains("no GPU backend"), "{errors:?}");
+    }
+    let errors = field(serde_json::json!({ "vae_tile_size": 30, "vae_tile_overlap": 0.9 }));
+    let names: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(names, ["memory.vae_tile_size", "memory.vae_tile_overlap"]);
+    let unknown = serde_json::from_value::<diffugen_models::MemoryOptions>(
+        serde_json::json!({ "cache": "turbo" }),
+    );
+    assert!(unknown
+        .unwrap_err()
+        .to_string()
+        .contains("unknown variant `turbo`"));
+}

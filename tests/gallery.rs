@@ -55,6 +55,9 @@ fn our_png_with(
         mask: None,
         strength: None,
         generation_seconds: 1.5,
+        memory: Default::default(),
+        plan: None,
+        step_cache: None,
     };
     edit(&mut record);
     let image = diffugen_sd::RgbImage {
@@ -675,6 +678,7 @@ async fn the_http_gallery_lists_searches_and_serves_images_and_thumbnails() {
             depth: 4,
             orchestrator: None,
             gallery: Some(gallery.clone()),
+            defaults: Default::default(),
         },
     );
     let (server, base) = support::serve_api(&ws, jobs).await;

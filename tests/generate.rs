@@ -111,6 +111,7 @@ fn progress_reports_phases_in_order_and_every_sampling_step_exactly_once() {
         phases,
         [
             "queued",
+            "plan",
             "encoding_prompt",
             "sampling",
             "decoding",
@@ -285,5 +286,62 @@ fn live_previews_arrive_during_sampling_as_png_frames() {
     assert!(
         saving.percent.is_some(),
         "saving keeps the last measured percent"
+    );
+}
+
+#[test]
+fn models_convert_makes_a_q8_0_copy_that_is_listed_and_renders() {
+    let ws = Workspace::new();
+    let output = ws.diffugen(&["models", "convert", "tiny", "--type", "q8_0", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"preview"));
+    assert!(
+        kinds.contains(&"started") && kinds.contains(&"progress"),
+        "{kinds:?}"
+    );
+    let done = events
+        .iter()
+        .find(|e| e["event"] == "done")
+        .expect("a done event");
+    let expected = events[0]["preview"]["expected_bytes"].as_f64().unwrap();
+    let bytes = done["bytes"].as_f64().unwrap();
+    assert!(
+        (bytes / expected - 1.0).abs() < 0.05,
+        "estimated {expected}, wrote {bytes}"
+    );
+    assert_eq!(events.last().unwrap()["id"], "tiny-q8_0");
+    assert!(ws.models_dir().join("tiny-q8_0.gguf").exists());
+    assert!(!ws.models_dir().join("tiny-q8_0.gguf.part").exists());
+
+    let (events, output) =
+        ws.generate_json(&["--model", "tiny-q8_0", "--prompt", "a fox", "--seed", "5"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(pixels(&outputs(&events)[0].path).dimensions(), (64, 64));
+
+    let again = ws.diffugen(&["models", "convert", "tiny", "--type", "q8_0"]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    let bad = ws.diffugen(&["models", "convert", "tiny", "--type", "q9_9"]);
+    assert!(
+        stderr(&bad).contains("--type") && stderr(&bad).contains("q4_k"),
+        "{}",
+        stderr(&bad)
+    );
+    let part = ws.diffugen(&[
+        "models", "convert", "tiny", "--type", "q4_0", "--part", "t5xxl",
+    ]);
+    assert!(
+        stderr(&part).contains("single-file checkpoint"),
+        "{}",
+        stderr(&part)
     );
 }

@@ -624,3 +624,249 @@ fn a_model_copied_into_a_watched_folder_is_noticed_and_listed_without_a_rescan_b
     gguf_file(&comfy.join("after.gguf"), &[TOKENS_768]);
     assert!(rx.recv_timeout(Duration::from_millis(1000)).is_err());
 }
+
+/// A full-size FLUX.1-schnell set as sparse files (real headers, no weights on disk): Q4_0 diffusion model
+/// (11.9 B parameters), T5-XXL fp16 (4.76 B), CLIP-L fp16 (123 M), the 16-channel VAE in f32 (83.8 M).
+fn full_size_flux(root: &Path) {
+    let tensor = |name: &str, ne: Vec<u64>, dtype| TensorInfo {
+        name: name.into(),
+        ne,
+        dtype,
+    };
+    std::fs::create_dir_all(root).unwrap();
+    let files = [
+        (
+            "flux1-schnell-q4_0.gguf",
+            vec![
+                tensor(
+                    "double_blocks.0.img_attn.qkv.weight",
+                    vec![3072, 9216],
+                    DType::Q4_0,
+                ),
+                tensor("img_in.weight", vec![64, 3072], DType::F16),
+                tensor(
+                    "single_blocks.0.linear1.weight",
+                    vec![3072, 3_864_000],
+                    DType::Q4_0,
+                ),
+            ],
+        ),
+        (
+            "t5xxl_fp16.gguf",
+            vec![
+                tensor(
+                    "encoder.block.0.layer.0.SelfAttention.q.weight",
+                    vec![4096, 4096],
+                    DType::F16,
+                ),
+                tensor(
+                    "encoder.block.1.layer.1.DenseReluDense.wi_0.weight",
+                    vec![4096, 1_158_000],
+                    DType::F16,
+                ),
+            ],
+        ),
+        (
+            "clip_l.gguf",
+            vec![
+                tensor(
+                    "text_model.embeddings.token_embedding.weight",
+                    vec![768, 49408],
+                    DType::F16,
+                ),
+                tensor(
+                    "text_model.encoder.layers.0.mlp.fc1.weight",
+                    vec![768, 110_700],
+                    DType::F16,
+                ),
+            ],
+        ),
+        (
+            "ae.gguf",
+            vec![
+                tensor("decoder.conv_in.weight", vec![3, 3, 16, 512], DType::F32),
+                tensor(
+                    "decoder.up.0.block.0.conv1.weight",
+                    vec![3, 3, 512, 18_150],
+                    DType::F32,
+                ),
+            ],
+        ),
+    ];
+    for (name, tensors) in files {
+        gguf::write_sparse(&root.join(name), &tensors).unwrap();
+    }
+}
+
+fn fit_json(ws: &Workspace, args: &[&str]) -> (serde_json::Value, std::process::Output) {
+    let mut all = vec!["models", "fit", "flux-schnell", "--json"];
+    all.extend_from_slice(args);
+    let output = ws.diffugen(&all);
+    let value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", support::stderr(&output)));
+    (value, output)
+}
+
+#[test]
+fn models_fit_plans_flux_schnell_into_an_8_gib_card_with_the_t5_off_the_gpu() {
+    let ws = Workspace::new();
+    full_size_flux(&ws.models_dir());
+    let (plan, output) = fit_json(
+        &ws,
+        &[
+            "--width",
+            "1024",
+            "--height",
+            "1024",
+            "--vram-total",
+            "8",
+            "--vram-free",
+            "7.6",
+            "--ram-free",
+            "14",
+        ],
+    );
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    assert_eq!(plan["fits"], true, "{plan:#}");
+    let gib = f64::from(1u32 << 30);
+    assert!(
+        plan["estimated_vram_peak_bytes"].as_f64().unwrap() <= 7.6 * gib,
+        "{plan:#}"
+    );
+    assert!(
+        plan["estimated_ram_peak_bytes"].as_f64().unwrap() <= 14.0 * gib,
+        "{plan:#}"
+    );
+    assert_ne!(plan["placement"]["t5xxl"], "gpu", "{plan:#}");
+    for part in ["diffusion", "vae", "clip_l", "t5xxl"] {
+        assert!(
+            ["gpu", "cpu", "offload"].contains(&plan["placement"][part].as_str().unwrap_or("")),
+            "{part}: {plan:#}"
+        );
+    }
+    assert!(plan["vae_tiling"].is_boolean() && plan["advice"].as_array().unwrap().is_empty());
+    assert!(plan.get("max_vram_gib").is_some());
+}
+
+#[test]
+fn models_fit_says_flux_at_2048_does_not_fit_1_gib_of_vram_and_4_of_ram_and_what_to_do() {
+    let ws = Workspace::new();
+    full_size_flux(&ws.models_dir());
+    let (plan, output) = fit_json(
+        &ws,
+        &[
+            "-W",
+            "2048",
+            "-H",
+            "2048",
+            "--vram-total",
+            "1",
+            "--vram-free",
+            "1",
+            "--ram-free",
+            "4",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "does not fit: exit status 1");
+    assert_eq!(plan["fits"], false);
+    let advice: Vec<&str> = plan["advice"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(advice.len() >= 2, "{advice:#?}");
+    assert!(
+        advice
+            .iter()
+            .any(|a| a.contains("more free memory") || a.contains("smaller")),
+        "{advice:#?}"
+    );
+
+    let bad = ws.diffugen(&[
+        "models",
+        "fit",
+        "flux-schnell",
+        "--vram-free",
+        "9",
+        "--vram-total",
+        "8",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        support::stderr(&bad).contains("--vram-free"),
+        "{}",
+        support::stderr(&bad)
+    );
+}
+
+#[test]
+fn a_smaller_copy_of_a_flux_sets_t5_becomes_a_model_of_its_own_and_the_original_stays_selectable() {
+    let dir = tempfile::tempdir().unwrap();
+    flux_tree(dir.path());
+    let library = Library::new(dir.path());
+    let conversion = library
+        .plan_conversion(
+            "flux-schnell",
+            Some(diffugen_models::Part::T5xxl),
+            "q8_0".parse().unwrap(),
+            None,
+        )
+        .unwrap();
+    let preview = &conversion.preview;
+    assert_eq!(preview.model_id, "flux1-schnell-q4_0");
+    assert!(preview.input.ends_with("t5xxl_fp16.gguf"), "{preview:?}");
+    assert!(
+        preview.output.ends_with("t5xxl_fp16-q8_0.gguf"),
+        "{preview:?}"
+    );
+    assert_eq!(preview.new_model_id, "flux1-schnell-q4_0-t5xxl-q8_0");
+    assert!(preview.expected_bytes <= preview.current_bytes);
+
+    // The engine writes the copy (here: the same small header), then the library lists what uses it.
+    std::fs::copy(&preview.input, &preview.output).unwrap();
+    let id = library.finish_conversion(&conversion).unwrap();
+    let copy = library.resolve(&id).unwrap();
+    assert_eq!(
+        copy.components.t5xxl.as_deref(),
+        Some(Path::new(&preview.output))
+    );
+    let original = library.resolve("flux1-schnell-q4_0").unwrap();
+    assert!(original
+        .components
+        .t5xxl
+        .unwrap()
+        .ends_with("t5xxl_fp16.gguf"));
+    let ids: Vec<String> = library
+        .cards()
+        .into_iter()
+        .filter(|c| c.error.is_none())
+        .map(|c| c.id)
+        .collect();
+    assert!(
+        ids.contains(&id) && ids.contains(&"flux1-schnell-q4_0".to_string()),
+        "{ids:?}"
+    );
+
+    let err = library
+        .plan_conversion(
+            "flux-schnell",
+            Some(diffugen_models::Part::ClipG),
+            "q8_0".parse().unwrap(),
+            None,
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("has no clip_g part") && err.contains("t5xxl"),
+        "{err}"
+    );
+    let err = library
+        .plan_conversion(
+            "flux-schnell",
+            None,
+            "q8_0".parse().unwrap(),
+            Some("../outside"),
+        )
+        .unwrap_err();
+    assert!(err.contains("not a file name"), "{err}");
+}

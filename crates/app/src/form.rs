@@ -38,6 +38,10 @@ pub struct GenerateForm {
     pub mask: Option<String>,
     /// How much of the init image to change, 0..1.
     pub strength: Option<f64>,
+    /// The advanced section's memory and speed options (placement, VRAM budget, VAE tiling, flash attention,
+    /// mmap, step cache); empty leaves them to the model card, the settings and the planner.
+    #[serde(default)]
+    pub memory: diffugen_models::MemoryOptions,
 }
 
 fn data_url(field: &str, url: &str) -> Result<ImageInput, AppError> {
@@ -81,6 +85,7 @@ impl GenerateForm {
             seed,
             count: self.count,
             clip_skip: None,
+            memory: self.memory.clone(),
             loras: self
                 .loras
                 .iter()
@@ -139,6 +144,7 @@ impl GenerateForm {
             init_image: None,
             mask: None,
             strength: None,
+            memory: diffugen_models::MemoryOptions::default(),
         }
     }
 }

@@ -296,6 +296,7 @@ impl Core {
                 vram: app_vram_config(&settings)?,
                 gpu: gpu.clone(),
                 api_addr: api.then(|| SocketAddr::new(host, settings.api_port.unwrap_or(5199))),
+                job_defaults: diffugen_jobs::JobDefaults::from_settings(&settings),
                 gateway_addr: gateway.then(|| {
                     SocketAddr::new(
                         host,
@@ -655,6 +656,9 @@ impl Core {
             *watcher = watch_folders(&library, &self.models_changed);
         }
         self.service.state.set_library(library);
+        self.service
+            .jobs
+            .set_defaults(diffugen_jobs::JobDefaults::from_settings(&paths.settings));
         if key == "vram_policy" || key == "after_queue" {
             let mut config = self.service.orchestrator.config();
             let fresh = app_vram_config(&paths.settings).map_err(AppError::new)?;

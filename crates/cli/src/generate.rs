@@ -90,6 +90,83 @@ pub struct GenerateArgs {
     /// The server's API key, if it requires one (with --server)
     #[arg(long, env = "DIFFUGEN_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    #[command(flatten)]
+    memory: MemoryArgs,
+}
+
+/// Memory and speed options (each left out: the model card's, then the planner's choice).
+#[derive(clap::Args, Debug, Default)]
+pub struct MemoryArgs {
+    /// Where a part runs, PART=PLACE (repeatable): PART diffusion, text_encoders (or clip_l, clip_g, t5xxl, llm),
+    /// vae; PLACE auto, gpu, cpu, offload
+    #[arg(long = "place", value_name = "PART=PLACE")]
+    place: Vec<String>,
+    /// GiB of VRAM for the diffusion model's weights; the rest stream in from RAM
+    #[arg(long, value_name = "GIB")]
+    vram_budget: Option<f64>,
+    /// VAE tiling: auto, on, off [default: auto]
+    #[arg(long, value_name = "MODE")]
+    vae_tiling: Option<String>,
+    /// VAE tile side in pixels (multiple of 32) [default: 256]
+    #[arg(long, value_name = "PX")]
+    vae_tile_size: Option<u32>,
+    /// Overlap of VAE tiles, 0 to 0.5 [default: 0.5]
+    #[arg(long, value_name = "FRACTION")]
+    vae_tile_overlap: Option<f64>,
+    /// Flash attention: on or off [default: the planner's choice]
+    #[arg(long, value_name = "on|off")]
+    flash_attn: Option<String>,
+    /// Memory-map weight files: on or off [default: off]
+    #[arg(long, value_name = "on|off")]
+    mmap: Option<String>,
+    /// Step cache preset: off, fast, faster [default: off]
+    #[arg(long, value_name = "PRESET")]
+    cache: Option<String>,
+}
+
+fn on_off(flag: &str, value: &Option<String>) -> Result<Option<bool>, String> {
+    value
+        .as_deref()
+        .map(|v| match v.to_ascii_lowercase().as_str() {
+            "on" | "true" | "yes" => Ok(true),
+            "off" | "false" | "no" => Ok(false),
+            other => Err(format!("--{flag}: '{other}' is not on or off")),
+        })
+        .transpose()
+}
+
+impl MemoryArgs {
+    /// The options these flags ask for; a bad value names its flag.
+    pub fn options(&self) -> Result<diffugen_models::MemoryOptions, String> {
+        let mut placement = std::collections::BTreeMap::new();
+        for item in &self.place {
+            let (part, place) = item
+                .split_once('=')
+                .ok_or_else(|| format!("--place {item}: write PART=PLACE, e.g. t5xxl=cpu"))?;
+            let place = place.parse().map_err(|e| format!("--place {item}: {e}"))?;
+            placement.insert(part.trim().to_string(), place);
+        }
+        Ok(diffugen_models::MemoryOptions {
+            placement,
+            vram_budget_gib: self.vram_budget,
+            vae_tiling: self
+                .vae_tiling
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| format!("--vae-tiling: {e}"))?,
+            vae_tile_size: self.vae_tile_size,
+            vae_tile_overlap: self.vae_tile_overlap,
+            flash_attn: on_off("flash-attn", &self.flash_attn)?,
+            mmap: on_off("mmap", &self.mmap)?,
+            cache: self
+                .cache
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| format!("--cache: {e}"))?,
+        })
+    }
 }
 
 fn parse_lora(text: &str) -> Result<LoraRequest, String> {
@@ -144,12 +221,13 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
             mode: "proj".into(),
             interval,
         }),
+        memory: args.memory.options()?,
     };
     if let Some(url) = &args.server {
         return remote(&args, request, url);
     }
     let library = paths.library();
-    let spec = diffugen_engine::validate(&request, &library).map_err(|errors| {
+    let mut spec = diffugen_engine::validate(&request, &library).map_err(|errors| {
         errors
             .0
             .iter()
@@ -178,9 +256,16 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
         // Make room on the GPU first: unload Ollama's LLMs per the policy and wait until their memory is free.
         let orchestrator =
             crate::vram::orchestrator(&args.ollama, &paths.settings, vram_config, engine.clone())?;
-        let need = diffugen_models::memory::estimate(&spec.components, spec.width, spec.height);
+        let defaults = paths.settings.memory.clone().unwrap_or_default();
+        for message in diffugen_engine::memory::apply_defaults(&mut spec, &defaults) {
+            reporter.event(JobEvent::new(&id, 0.0, Stage::Warning { message }));
+        }
+        for stage in diffugen_jobs::plan_stages(Some(&orchestrator), &mut spec) {
+            reporter.event(JobEvent::new(&id, started.elapsed().as_secs_f64(), stage));
+        }
+        let need = diffugen_jobs::needed_vram(&spec);
         let lease = orchestrator
-            .acquire_diffusion(need.total_bytes(), &mut |stage| {
+            .acquire_diffusion(need, &mut |stage| {
                 reporter.event(JobEvent::new(&id, started.elapsed().as_secs_f64(), stage))
             })
             .await;
@@ -381,6 +466,14 @@ impl Reporter {
         }
         let message = match &event.stage {
             Stage::Queued { .. } => "queued".to_string(),
+            Stage::Plan { summary, .. } => {
+                let line = format!("plan: {summary}");
+                match &self.bar {
+                    Some(bar) => bar.println(line),
+                    None => eprintln!("{line}"),
+                }
+                return;
+            }
             Stage::Preparing { message } | Stage::FreeingVram { message, .. } => message.clone(),
             Stage::Warning { message } => {
                 let line = format!("warning: {message}");

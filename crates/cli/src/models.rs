@@ -19,6 +19,12 @@ pub struct ModelsArgs {
 enum ModelsCommand {
     /// Everything known about one model: its files, family, role, quantization, defaults
     Show { id: String },
+    /// How a model would run at a size: where each part goes (GPU, CPU, offload), VAE tiling, the VRAM and RAM
+    /// peaks, and what to do when it does not fit (exit status 1)
+    Fit(crate::fit::FitArgs),
+    /// Make a smaller copy of a model, or of one part of it (the T5 of a FLUX set): quantized by sd.cpp on this
+    /// machine, checked for disk space first, listed as a model when done
+    Convert(crate::convert::ConvertArgs),
     /// Write a model card (an assembled FLUX set, a checkpoint) as a preset file to edit: components and defaults
     Save { id: String },
     /// The models DiffuGen can download (`diffugen models pull ID`)
@@ -53,6 +59,8 @@ pub fn run(paths: &Paths, args: &ModelsArgs) -> Result<ExitCode, String> {
         None => list(paths, args),
         Some(ModelsCommand::Show { id }) => show(paths, id, args.json),
         Some(ModelsCommand::Catalog) => catalog(args.json),
+        Some(ModelsCommand::Fit(fit)) => crate::fit::run(paths, fit, args.json),
+        Some(ModelsCommand::Convert(convert)) => crate::convert::run(paths, convert, args.json),
         Some(ModelsCommand::Save { id }) => {
             let library = paths.library();
             let model = library.resolve(id).map_err(|e| e.to_string())?;
@@ -95,17 +103,19 @@ fn show(paths: &Paths, id: &str, json: bool) -> Result<ExitCode, String> {
             })
         })
         .collect();
-    let need = diffugen_models::memory::estimate(
+    let need = diffugen_models::plan::full_gpu_need(
         &model.components,
+        &model.family,
         model.defaults.width,
         model.defaults.height,
+        model.defaults.cfg_scale > 1.0,
     );
     let card = serde_json::json!({
         "id": model.id,
         "family": model.family,
         "files": files,
         "defaults": model.defaults,
-        "estimated_memory_bytes": need.total_bytes(),
+        "estimated_memory_bytes": need,
     });
     if json {
         println!(
@@ -142,7 +152,7 @@ fn show(paths: &Paths, id: &str, json: bool) -> Result<ExitCode, String> {
         "  estimated memory at {}x{}: {}",
         d.width,
         d.height,
-        human_size(need.total_bytes())
+        human_size(need)
     );
     Ok(ExitCode::SUCCESS)
 }

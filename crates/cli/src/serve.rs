@@ -97,6 +97,7 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
         gpu: Arc::new(diffugen_vram::Nvml::new()),
         api_addr: Some(SocketAddr::new(host, port)),
         gateway_addr: gateway_enabled.then(|| SocketAddr::new(host, gateway_port)),
+        job_defaults: diffugen_jobs::JobDefaults::from_settings(settings),
         server: config,
     };
     let runtime = tokio::runtime::Runtime::new()

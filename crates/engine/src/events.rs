@@ -48,6 +48,12 @@ pub enum Stage {
         models: Vec<String>,
         message: String,
     },
+    /// Where each part of the model runs and what the job needs at its peak (the memory planner's answer), and
+    /// why; sent before the GPU is prepared.
+    Plan {
+        summary: String,
+        plan: diffugen_models::Plan,
+    },
     /// Something went wrong on the way that did not stop the job (e.g. an unload that was not confirmed).
     Warning {
         message: String,
@@ -96,6 +102,7 @@ impl Stage {
             Stage::Queued { .. } => "queued",
             Stage::Preparing { .. } => "preparing",
             Stage::FreeingVram { .. } => "freeing_vram",
+            Stage::Plan { .. } => "plan",
             Stage::Warning { .. } => "warning",
             Stage::LoadingModel { .. } => "loading_model",
             Stage::EncodingPrompt => "encoding_prompt",

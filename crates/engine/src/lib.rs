@@ -8,10 +8,12 @@
 //! - [`job`]: render + save + final event, the one path every front door uses.
 
 pub mod a1111;
+pub mod convert;
 pub mod estimate;
 pub mod events;
 pub mod job;
 pub mod lora;
+pub mod memory;
 pub mod output;
 pub mod params;
 pub mod protocol;

@@ -40,6 +40,18 @@ pub struct Record {
     pub mask: Option<String>,
     pub strength: Option<f32>,
     pub generation_seconds: f64,
+    /// The memory and speed options asked for (request, model card, settings).
+    #[serde(
+        default,
+        skip_serializing_if = "diffugen_models::MemoryOptions::is_empty"
+    )]
+    pub memory: diffugen_models::MemoryOptions,
+    /// What the job ran with: the planner's placement, tiling, budget and estimated peaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// The step cache sd.cpp ran (`ucache`/`easycache` and its threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_cache: Option<diffugen_models::StepCache>,
 }
 
 /// A LoRA as recorded.
@@ -86,6 +98,9 @@ impl Record {
             mask: spec.mask_source.clone(),
             strength: spec.strength,
             generation_seconds,
+            memory: spec.memory.options.clone(),
+            plan: spec.memory.plan.as_ref().map(|p| p.summary()),
+            step_cache: spec.memory.cache,
         }
     }
 

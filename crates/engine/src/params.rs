@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use diffugen_models::{Components, Library};
+use diffugen_models::{Components, Library, MemoryOptions};
 use diffugen_sd::{SAMPLERS, SCHEDULERS};
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +89,9 @@ pub struct GenerateRequest {
     pub strength: Option<f32>,
     pub threads: Option<u32>,
     pub preview: Option<PreviewRequest>,
+    /// Memory and speed options (placement, VRAM budget, VAE tiling, flash attention, mmap, step cache).
+    #[serde(default, skip_serializing_if = "MemoryOptions::is_empty")]
+    pub memory: MemoryOptions,
 }
 
 /// A LoRA resolved to its file.
@@ -129,6 +132,9 @@ pub struct JobSpec {
     pub init_image_source: Option<String>,
     pub mask_source: Option<String>,
     pub preview: Option<PreviewRequest>,
+    /// The memory options asked for (request over model card), checked; the plan is made when the job runs.
+    #[serde(default)]
+    pub memory: crate::memory::MemorySpec,
 }
 
 /// One invalid field.
@@ -455,6 +461,19 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
         }
     }
 
+    let memory = model.as_ref().map(|m| {
+        let options = request.memory.or(&m.defaults.memory);
+        match crate::memory::MemorySpec::checked(options, &m.family, &m.components) {
+            Ok(spec) => spec,
+            Err(errors) => {
+                for (field, message) in errors {
+                    check.fail(&format!("memory.{field}"), message);
+                }
+                crate::memory::MemorySpec::default()
+            }
+        }
+    });
+
     if !check.0.is_empty() {
         return Err(ParamErrors(check.0));
     }
@@ -489,5 +508,6 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
             .map(|(image, _)| to_raw(image, width, height, 1)),
         mask_source: mask.and_then(|(_, source)| source),
         preview: request.preview.clone(),
+        memory: memory.unwrap_or_default(),
     })
 }

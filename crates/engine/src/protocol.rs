@@ -16,6 +16,14 @@ pub enum ToWorker {
         job_id: String,
         spec: Box<JobSpec>,
     },
+    /// Write a copy of a model file with its weights converted (sd.cpp's `convert`); answered by `Finished` or
+    /// `Failed`, with `loading_model` stages as it reads.
+    Convert {
+        job_id: String,
+        input: std::path::PathBuf,
+        output: std::path::PathBuf,
+        weight_type: diffugen_models::QuantType,
+    },
     /// Drop the resident model (frees its RAM/VRAM) but keep the process.
     Unload,
     Shutdown,

@@ -86,8 +86,26 @@ impl LogTail {
     }
 }
 
+/// sd.cpp's recent log lines, kept longer than the error tail, for diagnostics: what each option did shows there
+/// (buffer sizes, tiles, caches, flash attention, mmap).
+#[derive(Debug, Clone, Default)]
+struct RecentLog(Arc<Mutex<VecDeque<String>>>);
+
+impl RecentLog {
+    const LINES: usize = 400;
+
+    fn push(&self, line: &str) {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() == Self::LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line.trim_end().to_string());
+    }
+}
+
 /// Runs jobs in a supervised worker process, one at a time.
 pub struct Engine {
+    recent_log: RecentLog,
     command: WorkerCommand,
     worker: tokio::sync::Mutex<Option<Worker>>,
     cancel: Mutex<Option<(String, oneshot::Sender<String>)>>,
@@ -100,6 +118,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(command: WorkerCommand) -> Engine {
         Engine {
+            recent_log: RecentLog::default(),
             command,
             worker: tokio::sync::Mutex::new(None),
             cancel: Mutex::new(None),
@@ -128,13 +147,17 @@ impl Engine {
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, mut messages) = mpsc::unbounded_channel();
         let tail = self.log_tail.clone();
+        let recent = self.recent_log.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 match serde_json::from_str::<FromWorker>(&line) {
                     Ok(FromWorker::Log { level, text }) => {
                         tracing::debug!(target: "sd.cpp", "{level}: {text}");
-                        tail.push(text);
+                        recent.push(&text);
+                        if level != "debug" {
+                            tail.push(text);
+                        }
                     }
                     Ok(message) => {
                         if tx.send(message).is_err() {
@@ -179,6 +202,12 @@ impl Engine {
     }
 
     /// The worker's process id, if one is running.
+    /// sd.cpp's most recent log lines (up to 400), oldest first.
+    pub fn sd_log(&self) -> Vec<String> {
+        let lines = self.recent_log.0.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().cloned().collect()
+    }
+
     pub async fn worker_pid(&self) -> Option<u32> {
         self.worker.lock().await.as_ref().map(|w| w.pid)
     }

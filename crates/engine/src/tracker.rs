@@ -14,8 +14,13 @@ use crate::events::Stage;
 enum Phase {
     Idle,
     Encoding,
-    Sampling { image: u32, images: u32 },
+    Sampling {
+        image: u32,
+        images: u32,
+    },
     Decoding,
+    /// `convert`: every progress callback is reading (and converting) the model.
+    Converting,
 }
 
 /// The per-job state machine. Feed it every log line and progress callback; it returns the stages to report.
@@ -66,9 +71,18 @@ impl Tracker {
         Vec::new()
     }
 
+    /// Starts a conversion: progress callbacks report how much of the model has been read.
+    pub fn begin_convert(&mut self) {
+        *self = Tracker {
+            phase: Phase::Converting,
+            loads: 1,
+            ..Tracker::default()
+        };
+    }
+
     fn current(&self) -> Option<Stage> {
         match self.phase {
-            Phase::Idle => None,
+            Phase::Idle | Phase::Converting => None,
             Phase::Encoding => Some(Stage::EncodingPrompt),
             Phase::Sampling { image, images } => Some(Stage::Sampling {
                 image,
@@ -83,7 +97,7 @@ impl Tracker {
 
     /// Called for every sd.cpp log line (all levels).
     pub fn on_log(&mut self, text: &str) -> Vec<Stage> {
-        if self.phase == Phase::Idle {
+        if matches!(self.phase, Phase::Idle | Phase::Converting) {
             return Vec::new();
         }
         if text.contains(" tensors from ") {
@@ -124,6 +138,17 @@ impl Tracker {
         let (Ok(step), Ok(steps)) = (u32::try_from(step), u32::try_from(steps)) else {
             return Vec::new();
         };
+        if self.phase == Phase::Converting {
+            if step <= self.last_loaded || step > steps {
+                return Vec::new();
+            }
+            self.last_loaded = step;
+            return vec![Stage::LoadingModel {
+                part: 1,
+                tensors_loaded: step,
+                tensors_total: steps,
+            }];
+        }
         if let Some(total) = self.loading {
             if step > self.last_loaded && steps == total {
                 self.last_loaded = step;

@@ -8,7 +8,10 @@ use std::io::{BufRead, BufWriter, Write};
 use std::os::fd::FromRawFd;
 use std::sync::{Arc, Mutex};
 
-use diffugen_sd::{Context, ContextParams, ImageRequest, LogLevel, LoraWeight, PreviewMode};
+use diffugen_models::StepCache;
+use diffugen_sd::{
+    Cache, Context, ContextParams, ImageRequest, LogLevel, LoraWeight, PreviewMode, Tiling,
+};
 
 use crate::events::Stage;
 use crate::params::JobSpec;
@@ -46,6 +49,8 @@ struct Resident {
 
 fn context_params(spec: &JobSpec) -> ContextParams {
     let c = &spec.components;
+    let memory = &spec.memory;
+    let (backend, params_backend) = memory.backends();
     ContextParams {
         model_path: c.model.clone(),
         diffusion_model_path: c.diffusion_model.clone(),
@@ -56,7 +61,12 @@ fn context_params(spec: &JobSpec) -> ContextParams {
         llm_path: c.llm.clone(),
         taesd_path: c.taesd.clone(),
         threads: spec.threads.map(|t| t as i32),
-        flash_attn: false,
+        flash_attn: memory.options.flash_attn.unwrap_or(false),
+        diffusion_flash_attn: memory.diffusion_flash_attn(),
+        mmap: memory.options.mmap.unwrap_or(false),
+        backend,
+        params_backend,
+        max_vram_gib: memory.max_vram_gib().map(|g| g as f32),
     }
 }
 
@@ -86,7 +96,31 @@ pub fn image_request(spec: &JobSpec) -> Result<ImageRequest, String> {
                 multiplier: l.weight,
             })
             .collect(),
+        vae_tiling: spec.memory.vae_tiling().then(|| Tiling {
+            tile_latent: spec.memory.options.vae_tile_size.map(|px| (px / 8) as i32),
+            overlap: spec.memory.options.vae_tile_overlap.unwrap_or(0.5) as f32,
+        }),
+        cache: spec.memory.cache.map(|c| match c {
+            StepCache::Ucache { threshold } => Cache::Ucache { threshold },
+            StepCache::Easycache { threshold } => Cache::Easycache { threshold },
+        }),
     })
+}
+
+/// sd.cpp's debug lines worth passing on: they show what memory and speed options did (buffer sizes, tiles,
+/// backends, the graph cut). Everything else at debug level (one line per tensor) stays in the worker.
+fn debug_worth_passing(text: &str) -> bool {
+    [
+        "compute buffer size",
+        "VAE Tile size",
+        "processing ",
+        "Initializing backend",
+        "graph cut",
+        "streaming budget",
+        "params backend buffer",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }
 
 fn encode_png(image: &diffugen_sd::RgbImage) -> Option<String> {
@@ -134,7 +168,7 @@ pub fn run() -> i32 {
                 .unwrap_or_else(|e| e.into_inner())
                 .on_log(text);
             emit(&out, &job_id, stages);
-            if level == LogLevel::Debug {
+            if level == LogLevel::Debug && !debug_worth_passing(text) {
                 return;
             }
             if level == LogLevel::Error {
@@ -187,6 +221,48 @@ pub fn run() -> i32 {
         };
         match message {
             ToWorker::Shutdown => break,
+            ToWorker::Convert {
+                job_id: id,
+                input,
+                output,
+                weight_type,
+            } => {
+                *job_id.lock().unwrap_or_else(|e| e.into_inner()) = id.clone();
+                recent_errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                // Converting reads the whole model into memory: do not hold a rendering model beside it.
+                resident = None;
+                tracker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .begin_convert();
+                let result = diffugen_sd::convert(&input, &output, weight_type.name());
+                tracker.lock().unwrap_or_else(|e| e.into_inner()).finish();
+                match result {
+                    Ok(()) => send(
+                        &out,
+                        &FromWorker::Finished {
+                            job_id: id,
+                            model_was_resident: false,
+                        },
+                    ),
+                    Err(error) => {
+                        let errors = recent_errors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .join("; ");
+                        send(
+                            &out,
+                            &FromWorker::Failed {
+                                job_id: id,
+                                error: format!("{error}: {errors}"),
+                            },
+                        );
+                    }
+                }
+            }
             ToWorker::Unload => {
                 resident = None;
                 send(&out, &FromWorker::Unloaded);

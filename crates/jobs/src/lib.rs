@@ -139,6 +139,7 @@ struct State {
 }
 
 struct Shared {
+    defaults: Mutex<JobDefaults>,
     engine: Arc<Engine>,
     orchestrator: Option<Orchestrator>,
     gallery: Option<Arc<Gallery>>,
@@ -148,6 +149,42 @@ struct Shared {
     all: broadcast::Sender<JobEvent>,
 }
 
+/// What a job gets when it leaves something out, from the settings; changeable while the queue runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobDefaults {
+    /// CPU threads for jobs that do not ask for a number (the `threads` setting).
+    pub threads: Option<u32>,
+    /// Memory and speed options below the request's and the model card's (the `memory` setting).
+    pub memory: diffugen_models::MemoryOptions,
+    /// How long an idle engine keeps its model before freeing its memory (like Ollama's keep-alive); `None`
+    /// keeps it until something else needs the memory.
+    pub keep_alive: Option<std::time::Duration>,
+}
+
+impl Default for JobDefaults {
+    fn default() -> JobDefaults {
+        JobDefaults {
+            threads: None,
+            memory: Default::default(),
+            keep_alive: Some(DEFAULT_KEEP_ALIVE),
+        }
+    }
+}
+
+impl JobDefaults {
+    /// The defaults the settings file asks for (`threads`, `memory`, `model_keep_alive`).
+    pub fn from_settings(settings: &diffugen_settings::Settings) -> JobDefaults {
+        JobDefaults {
+            threads: settings.threads,
+            memory: settings.memory.clone().unwrap_or_default(),
+            keep_alive: settings.keep_alive(),
+        }
+    }
+}
+
+/// An idle model is freed after this long unless the settings say otherwise.
+pub const DEFAULT_KEEP_ALIVE: std::time::Duration = diffugen_settings::DEFAULT_KEEP_ALIVE;
+
 /// How a queue is set up.
 pub struct JobOptions {
     /// Jobs allowed to wait (not counting the one running).
@@ -156,6 +193,7 @@ pub struct JobOptions {
     pub orchestrator: Option<Orchestrator>,
     /// Records every finished image before the job's `done` event goes out.
     pub gallery: Option<Arc<Gallery>>,
+    pub defaults: JobDefaults,
 }
 
 /// The queue. Cheap to clone; all clones share one queue and one engine.
@@ -197,6 +235,7 @@ impl JobManager {
                 depth,
                 orchestrator,
                 gallery: None,
+                defaults: JobDefaults::default(),
             },
         )
     }
@@ -207,12 +246,14 @@ impl JobManager {
             depth,
             orchestrator,
             gallery,
+            defaults,
         } = options;
         let manager = JobManager {
             shared: Arc::new(Shared {
                 engine,
                 orchestrator,
                 gallery,
+                defaults: Mutex::new(defaults),
                 depth,
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
@@ -444,9 +485,9 @@ impl JobManager {
                         .map(|j| (id, j.spec.clone(), j.destination.clone(), j.accepted))
                 })
             };
-            let Some((id, spec, destination, accepted)) = next else {
+            let Some((id, mut spec, destination, accepted)) = next else {
                 lease = None;
-                self.shared.wake.notified().await;
+                self.idle().await;
                 continue;
             };
             let manager = self.clone();
@@ -467,6 +508,13 @@ impl JobManager {
                     job.record(event);
                 }
             };
+            for message in self.apply_defaults(&mut spec) {
+                let stage = Stage::Warning { message };
+                record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
+            }
+            for stage in plan_stages(self.shared.orchestrator.as_ref(), &mut spec) {
+                record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
+            }
             if let (Some(orchestrator), None) = (&self.shared.orchestrator, &lease) {
                 match self
                     .prepare(orchestrator, &id, &spec, accepted, &mut record)
@@ -509,6 +557,50 @@ impl JobManager {
         }
     }
 
+    /// The defaults jobs get from the settings.
+    pub fn defaults(&self) -> JobDefaults {
+        self.shared
+            .defaults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes the defaults (the settings changed); jobs that start from now on get them.
+    pub fn set_defaults(&self, defaults: JobDefaults) {
+        *self
+            .shared
+            .defaults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = defaults;
+        // An idle runner re-reads the keep-alive.
+        self.shared.wake.notify_one();
+    }
+
+    /// Fills what a job left out from the settings' defaults; returns warnings for defaults that do not apply.
+    fn apply_defaults(&self, spec: &mut JobSpec) -> Vec<String> {
+        let defaults = self.defaults();
+        spec.threads = spec.threads.or(defaults.threads);
+        diffugen_engine::memory::apply_defaults(spec, &defaults.memory)
+    }
+
+    /// Waits for the next job; after the keep-alive with no job, frees the engine's model (the worker stays).
+    async fn idle(&self) {
+        let keep_alive = self.defaults().keep_alive;
+        match keep_alive {
+            Some(idle) if self.shared.engine.loaded_model().is_some() => {
+                tokio::select! {
+                    _ = self.shared.wake.notified() => {}
+                    _ = tokio::time::sleep(idle) => {
+                        tracing::info!(seconds = idle.as_secs_f64(), "the model was idle: freeing its memory");
+                        self.shared.engine.unload().await;
+                    }
+                }
+            }
+            _ => self.shared.wake.notified().await,
+        }
+    }
+
     /// Asks the orchestrator for the GPU, reporting its stages as the job's events; a cancel while waiting ends
     /// the job before it reaches the engine. The error is the job's final stage.
     async fn prepare(
@@ -521,12 +613,12 @@ impl JobManager {
     ) -> Result<DiffusionLease, Stage> {
         let (cancel_tx, cancel_rx) = oneshot::channel();
         self.lock().preparing = Some((id.to_string(), cancel_tx));
-        let need = diffugen_models::memory::estimate(&spec.components, spec.width, spec.height);
+        let need = needed_vram(spec);
         let mut on_stage = |stage: Stage| {
             record(JobEvent::new(id, accepted.elapsed().as_secs_f64(), stage));
         };
         let result = tokio::select! {
-            lease = orchestrator.acquire_diffusion(need.total_bytes(), &mut on_stage) => {
+            lease = orchestrator.acquire_diffusion(need, &mut on_stage) => {
                 lease.map_err(|e| Stage::Failed { error: e.to_string() })
             }
             reason = cancel_rx => Err(Stage::Cancelled {
@@ -536,6 +628,50 @@ impl JobManager {
         self.lock().preparing = None;
         result
     }
+}
+
+/// Plans a job's memory (where each part runs, tiling, budget) with what the GPU and RAM hold now, keeps the plan
+/// in the spec for the worker, and returns the stages that tell the job's clients: the plan, and a warning with
+/// advice when even the best plan does not fit (the job still runs: the estimate errs on the generous side).
+pub fn plan_stages(orchestrator: Option<&Orchestrator>, spec: &mut JobSpec) -> Vec<Stage> {
+    let gpu = orchestrator.and_then(Orchestrator::gpu_memory_for_diffusion);
+    let resources = diffugen_engine::memory::resources(gpu);
+    match diffugen_engine::memory::plan_job(spec, &resources) {
+        Ok(plan) => {
+            let mut stages = vec![Stage::Plan {
+                summary: plan.summary(),
+                plan: plan.clone(),
+            }];
+            if !plan.fits {
+                stages.push(Stage::Warning {
+                    message: format!(
+                        "this job may not fit the memory at hand: {}",
+                        plan.advice.join("; ")
+                    ),
+                });
+            }
+            stages
+        }
+        Err(error) => vec![Stage::Warning {
+            message: format!("could not plan the job's memory ({error}); sd.cpp decides"),
+        }],
+    }
+}
+
+/// The VRAM a job's plan needs at its peak (everything on the GPU when it has no plan).
+pub fn needed_vram(spec: &JobSpec) -> f64 {
+    spec.memory.plan.as_ref().map_or_else(
+        || {
+            diffugen_models::plan::full_gpu_need(
+                &spec.components,
+                &spec.family,
+                spec.width,
+                spec.height,
+                spec.cfg_scale > 1.0,
+            )
+        },
+        |p| p.estimated_vram_peak_bytes,
+    )
 }
 
 /// Records finished images (a failure is logged: the files exist, and a reindex will find them).

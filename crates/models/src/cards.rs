@@ -34,7 +34,7 @@ pub struct ModelCard {
     pub default_steps: u32,
     pub default_cfg_scale: f64,
     pub default_sampler: String,
-    /// Estimated peak memory at the default size (weights + working memory).
+    /// Estimated peak VRAM at the default size with every part on the GPU (weights + working memory).
     pub estimated_bytes: f64,
     /// Other ids that select it (`sd15`, `flux-schnell`, ...).
     pub aliases: Vec<String>,
@@ -301,7 +301,13 @@ fn card(entry: &ModelEntry, source: &str, resolved: Result<ResolvedModel, String
     let estimated = resolved
         .as_ref()
         .map(|m| {
-            crate::memory::estimate(&m.components, defaults.width, defaults.height).total_bytes()
+            crate::plan::full_gpu_need(
+                &m.components,
+                &m.family,
+                defaults.width,
+                defaults.height,
+                defaults.cfg_scale > 1.0,
+            )
         })
         .unwrap_or(0.0);
     ModelCard {

@@ -3,17 +3,23 @@
 //! and where LoRAs named in a prompt live.
 
 pub mod cards;
+pub mod convert;
 pub mod header;
 pub mod identify;
 mod library;
-pub mod memory;
+pub mod options;
+pub mod plan;
 mod preset;
+pub mod quant;
 pub mod watch;
 
 pub use cards::{CardComponent, ModelCard};
 pub use identify::{identify, quantization, Identity, Role};
 pub use library::{inspect, is_path_spec, Library, ModelEntry, ModelError, ResolvedModel};
+pub use options::{CachePreset, MemoryOptions, PlacementChoice, StepCache, Tiling};
+pub use plan::{Group, Part, Placement, Plan};
 pub use preset::{size_multiple, Components, FamilyDefaults, Preset};
+pub use quant::QuantType;
 pub use watch::FolderWatcher;
 
 /// File extensions sd.cpp can load weights from.

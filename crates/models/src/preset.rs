@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::MemoryOptions;
+
 /// The files that make up one model, as the engine hands them to sd.cpp.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Components {
@@ -84,6 +86,10 @@ pub struct FamilyDefaults {
     /// factor times the diffusion model's down factor: 64 for UNet families, 8 or 16 for DiTs).
     #[serde(default = "default_size_multiple")]
     pub size_multiple: u32,
+    /// Memory and speed options this model runs with unless a request says otherwise (a preset's
+    /// `defaults.memory`).
+    #[serde(default, skip_serializing_if = "MemoryOptions::is_empty")]
+    pub memory: MemoryOptions,
 }
 
 fn default_size_multiple() -> u32 {
@@ -129,6 +135,7 @@ impl FamilyDefaults {
             height: size,
             guidance: default_guidance(),
             size_multiple: size_multiple(family),
+            memory: MemoryOptions::default(),
         }
     }
 }

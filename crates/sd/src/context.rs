@@ -24,7 +24,36 @@ pub struct ContextParams {
     pub taesd_path: Option<PathBuf>,
     /// CPU threads; `None` lets sd.cpp use the physical core count.
     pub threads: Option<i32>,
+    /// Flash attention everywhere (text encoders, VAE, diffusion model).
     pub flash_attn: bool,
+    /// Flash attention in the diffusion model only.
+    pub diffusion_flash_attn: bool,
+    /// Map weight files into memory instead of reading them.
+    pub mmap: bool,
+    /// Where each module computes, e.g. `te=cpu,vae=cpu` (empty: the best device for all).
+    pub backend: String,
+    /// Where each module's weights live, e.g. `diffusion=cpu` to keep them in RAM (empty: where it computes).
+    pub params_backend: String,
+    /// GiB of VRAM for the diffusion model's weights, the rest streamed in from RAM (`None`: no streaming).
+    pub max_vram_gib: Option<f32>,
+}
+
+/// VAE tiling for one generation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tiling {
+    /// Tile side in latent pixels (image pixels / 8); `None` for sd.cpp's default (32).
+    pub tile_latent: Option<i32>,
+    /// Overlap as a fraction of a tile (0 to 0.5).
+    pub overlap: f32,
+}
+
+/// A step cache for one generation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cache {
+    /// UNet models.
+    Ucache { threshold: f32 },
+    /// DiT models.
+    Easycache { threshold: f32 },
 }
 
 /// An 8-bit image in row-major order with 1 (mask) or 3 (RGB) channels.
@@ -113,6 +142,8 @@ pub struct ImageRequest {
     /// One channel; white areas are repainted.
     pub mask: Option<RgbImage>,
     pub loras: Vec<LoraWeight>,
+    pub vae_tiling: Option<Tiling>,
+    pub cache: Option<Cache>,
 }
 
 impl Default for ImageRequest {
@@ -134,6 +165,8 @@ impl Default for ImageRequest {
             init_image: None,
             mask: None,
             loras: Vec::new(),
+            vae_tiling: None,
+            cache: None,
         }
     }
 }
@@ -171,6 +204,8 @@ impl Context {
         let t5xxl = c_path("t5xxl_path", &params.t5xxl_path)?;
         let llm = c_path("llm_path", &params.llm_path)?;
         let taesd = c_path("taesd_path", &params.taesd_path)?;
+        let backend = c_string("backend", &params.backend)?;
+        let params_backend = c_string("params_backend", &params.params_backend)?;
 
         // SAFETY: sd_ctx_params_t is plain data; sd_ctx_params_init fills every field with sd.cpp's defaults.
         let mut raw: sys::sd_ctx_params_t = unsafe { std::mem::zeroed() };
@@ -187,6 +222,19 @@ impl Context {
             raw.n_threads = threads;
         }
         raw.flash_attn = params.flash_attn;
+        raw.diffusion_flash_attn = params.diffusion_flash_attn;
+        raw.enable_mmap = params.mmap;
+        if !params.backend.is_empty() {
+            raw.backend = backend.as_ptr();
+        }
+        if !params.params_backend.is_empty() {
+            raw.params_backend = params_backend.as_ptr();
+        }
+        if let Some(gib) = params.max_vram_gib {
+            raw.max_vram = gib;
+            // Residency and prefetch on top of the graph cut (needs the diffusion weights in RAM).
+            raw.stream_layers = true;
+        }
 
         // SAFETY: every pointer in `raw` refers to a CString that outlives this call; sd.cpp copies what it keeps.
         let ptr = unsafe { sys::new_sd_ctx(&raw) };
@@ -256,6 +304,26 @@ impl Context {
         if let Some(mask) = &request.mask {
             mask.check("mask", 1)?;
             raw.mask_image = mask.as_raw();
+        }
+        if let Some(tiling) = &request.vae_tiling {
+            raw.vae_tiling_params.enabled = true;
+            if let Some(tile) = tiling.tile_latent {
+                raw.vae_tiling_params.tile_size_x = tile;
+                raw.vae_tiling_params.tile_size_y = tile;
+            }
+            raw.vae_tiling_params.target_overlap = tiling.overlap;
+        }
+        if let Some(cache) = &request.cache {
+            // SAFETY: plain data; sd_cache_params_init fills sd.cpp's defaults for every field.
+            unsafe { sys::sd_cache_params_init(&mut raw.cache) };
+            let (mode, threshold) = match *cache {
+                Cache::Ucache { threshold } => (sys::sd_cache_mode_t::SD_CACHE_UCACHE, threshold),
+                Cache::Easycache { threshold } => {
+                    (sys::sd_cache_mode_t::SD_CACHE_EASYCACHE, threshold)
+                }
+            };
+            raw.cache.mode = mode;
+            raw.cache.reuse_threshold = threshold;
         }
 
         // SAFETY: `raw` points into `prompt`, `negative`, `loras`, `lora_paths` and the request's images, all alive

@@ -12,7 +12,7 @@ pub use callbacks::{
     clear_callbacks, set_log_handler, set_preview_handler, set_progress_handler, LogLevel,
     PreviewMode,
 };
-pub use context::{Context, ContextParams, ImageRequest, LoraWeight, RgbImage};
+pub use context::{Cache, Context, ContextParams, ImageRequest, LoraWeight, RgbImage, Tiling};
 pub use names::{sampler_names, scheduler_names, SAMPLERS, SCHEDULERS};
 
 /// What can go wrong when talking to sd.cpp.
@@ -33,6 +33,9 @@ pub enum SdError {
         field: &'static str,
         message: String,
     },
+    /// `convert` could not read the input or write the output.
+    #[error("stable-diffusion.cpp could not convert the model")]
+    Conversion,
     /// An unknown sampler or scheduler name.
     #[error("unknown {field} '{value}'")]
     UnknownName { field: &'static str, value: String },
@@ -59,4 +62,56 @@ pub(crate) unsafe fn cstr_lossy(ptr: *const std::os::raw::c_char) -> String {
         return String::new();
     }
     std::ffi::CStr::from_ptr(ptr).to_string_lossy().into_owned()
+}
+
+/// Writes a copy of the model file `input` with its weights converted to `weight_type` (ggml's name: `q8_0`,
+/// `q4_k`, `f16`, ...) as GGUF at `output`. Loads the whole model into memory; progress arrives through the
+/// progress callback as tensors load. Tensor names are kept, so text encoders and other single parts convert too.
+pub fn convert(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    weight_type: &str,
+) -> Result<(), SdError> {
+    use diffusion_rs_sys::sd_type_t as T;
+    let kind = match weight_type {
+        "f16" => T::SD_TYPE_F16,
+        "q8_0" => T::SD_TYPE_Q8_0,
+        "q6_k" => T::SD_TYPE_Q6_K,
+        "q5_k" => T::SD_TYPE_Q5_K,
+        "q5_1" => T::SD_TYPE_Q5_1,
+        "q5_0" => T::SD_TYPE_Q5_0,
+        "q4_k" => T::SD_TYPE_Q4_K,
+        "q4_1" => T::SD_TYPE_Q4_1,
+        "q4_0" => T::SD_TYPE_Q4_0,
+        "q3_k" => T::SD_TYPE_Q3_K,
+        "q2_k" => T::SD_TYPE_Q2_K,
+        other => {
+            return Err(SdError::UnknownName {
+                field: "type",
+                value: other.to_string(),
+            })
+        }
+    };
+    let input = std::ffi::CString::new(input.to_string_lossy().as_bytes())
+        .map_err(|_| SdError::Nul { field: "input" })?;
+    let output = std::ffi::CString::new(output.to_string_lossy().as_bytes())
+        .map_err(|_| SdError::Nul { field: "output" })?;
+    // sd.cpp makes a std::string of the rules (NULL would throw): "" means no rules.
+    let no_rules = c"";
+    // SAFETY: every string outlives the call; a NULL vae path means "none".
+    let ok = unsafe {
+        diffusion_rs_sys::convert(
+            input.as_ptr(),
+            std::ptr::null(),
+            output.as_ptr(),
+            kind,
+            no_rules.as_ptr(),
+            false,
+        )
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(SdError::Conversion)
+    }
 }

@@ -185,12 +185,46 @@ fn request_from(
         mask,
         strength,
         threads: None,
+        memory: memory_overrides(body)?,
         // Cheap latent previews feed /sdapi/v1/progress's current_image.
         preview: Some(PreviewRequest {
             mode: "proj".into(),
             interval: 1,
         }),
     })
+}
+
+/// The memory and speed options a client sets in `override_settings` (DiffuGen's names: `placement`,
+/// `vram_budget_gib`, `vae_tiling`, `vae_tile_size`, `vae_tile_overlap`, `flash_attn`, `mmap`, `cache`).
+fn memory_overrides(
+    body: &serde_json::Map<String, Value>,
+) -> std::result::Result<diffugen_models::MemoryOptions, ApiError> {
+    const KEYS: &[&str] = &[
+        "placement",
+        "vram_budget_gib",
+        "vae_tiling",
+        "vae_tile_size",
+        "vae_tile_overlap",
+        "flash_attn",
+        "mmap",
+        "cache",
+    ];
+    let Some(overrides) = body.get("override_settings").and_then(Value::as_object) else {
+        return Ok(diffugen_models::MemoryOptions::default());
+    };
+    let mut options = serde_json::Map::new();
+    for key in KEYS {
+        if let Some(value) = overrides.get(*key).filter(|v| !v.is_null()) {
+            // One at a time, so an error names its key.
+            let one = serde_json::json!({ *key: value });
+            serde_json::from_value::<diffugen_models::MemoryOptions>(one).map_err(|e| {
+                ApiError::invalid(&format!("override_settings.{key}"), e.to_string())
+            })?;
+            options.insert(key.to_string(), value.clone());
+        }
+    }
+    serde_json::from_value(Value::Object(options))
+        .map_err(|e| ApiError::invalid("override_settings", e.to_string()))
 }
 
 async fn generate(

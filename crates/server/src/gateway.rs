@@ -111,7 +111,10 @@ async fn forward(State(gateway): State<Gateway>, request: Request) -> Response {
     }
     let upstream = upstream.body(reqwest::Body::wrap_stream(body.into_data_stream()));
     let reply = match upstream.send().await {
-        Ok(reply) => reply,
+        Ok(reply) => {
+            gateway.orchestrator.ollama_answered();
+            reply
+        }
         Err(error) => {
             // The innermost cause says what happened ("Connection refused"); reqwest's own text does not.
             let mut cause: &dyn std::error::Error = &error;

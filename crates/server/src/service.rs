@@ -29,6 +29,8 @@ pub struct ServiceConfig {
     pub api_addr: Option<SocketAddr>,
     /// Where the Ollama gateway listens; `None` for no gateway.
     pub gateway_addr: Option<SocketAddr>,
+    /// What jobs get when they leave something out (threads, memory options, the idle model's keep-alive).
+    pub job_defaults: diffugen_jobs::JobDefaults,
 }
 
 /// The running pieces.
@@ -41,15 +43,26 @@ pub struct Service {
     pub api: Option<ServerHandle>,
     pub gateway: Option<ServerHandle>,
     meter: tokio::task::JoinHandle<()>,
+    ollama_watch: tokio::task::JoinHandle<()>,
 }
 
 impl Service {
     /// Starts everything on the current tokio runtime. Errors say what could not start and where.
     pub async fn start(config: ServiceConfig) -> Result<Service, String> {
         let engine = Arc::new(Engine::new(config.worker));
+        // VRAM budgets are checked against the card at validation.
+        diffugen_engine::memory::set_vram_total(
+            config
+                .gpu
+                .read()
+                .ok()
+                .and_then(|g| g.first().map(|g| g.total_bytes)),
+        );
         let orchestrator =
             Orchestrator::new(config.vram, config.ollama, config.gpu, engine.clone());
         let meter = orchestrator.start_meter(Duration::from_secs(1));
+        // Ollama's state is learned in the background, so a job never waits on an Ollama that is not running.
+        let ollama_watch = orchestrator.start_ollama_watch(Duration::from_secs(5));
         let gallery = Gallery::open(&config.data_dir)
             .map(|g| g.with_outputs_dir(config.server.outputs_dir.clone()))
             .map_err(|e| {
@@ -64,6 +77,7 @@ impl Service {
                 depth: config.queue_depth,
                 orchestrator: Some(orchestrator.clone()),
                 gallery: Some(Arc::new(gallery)),
+                defaults: config.job_defaults,
             },
         );
         let state = AppState::new(jobs.clone(), &config.server);
@@ -91,12 +105,14 @@ impl Service {
             api,
             gateway,
             meter,
+            ollama_watch,
         })
     }
 
     /// Stops listening, lets requests in flight finish, and ends the engine worker.
     pub async fn stop(self) -> Result<(), String> {
         self.meter.abort();
+        self.ollama_watch.abort();
         if let Some(api) = self.api {
             api.shutdown().await.map_err(|e| e.to_string())?;
         }

@@ -37,6 +37,12 @@ pub struct Settings {
     pub api_key: Option<String>,
     /// CPU threads for sd.cpp [default: physical cores].
     pub threads: Option<u32>,
+    /// Memory and speed options every job gets unless its request or model card says otherwise: `placement`,
+    /// `vram_budget_gib`, `vae_tiling`, `vae_tile_size`, `vae_tile_overlap`, `flash_attn`, `mmap`, `cache`.
+    pub memory: Option<diffugen_models::MemoryOptions>,
+    /// How long an idle model stays loaded: `5m`, `30s`, `1h`, `0` (free it at once) or `-1` (keep it)
+    /// [default: 5m].
+    pub model_keep_alive: Option<String>,
     /// dark | light | system [default: dark].
     pub theme: Option<String>,
     /// A Hugging Face token for gated downloads.
@@ -132,6 +138,12 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
             });
         }
     }
+    if let Some(text) = &s.model_keep_alive {
+        parse_keep_alive(text).map_err(|message| SettingsError::Invalid {
+            key: "model_keep_alive".into(),
+            message,
+        })?;
+    }
     if s.threads == Some(0) {
         return Err(SettingsError::Invalid {
             key: "threads".into(),
@@ -140,6 +152,49 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
     }
     Ok(())
 }
+
+/// A keep-alive as the settings write it: a number with a unit (`30s`, `5m`, `1h`), `0` for "free at once", or
+/// `-1` for "keep" (`None`).
+pub fn parse_keep_alive(text: &str) -> Result<Option<std::time::Duration>, String> {
+    let text = text.trim();
+    if text == "-1" || text.eq_ignore_ascii_case("forever") {
+        return Ok(None);
+    }
+    if text == "0" {
+        return Ok(Some(std::time::Duration::ZERO));
+    }
+    let (number, unit) = text.split_at(
+        text.find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(text.len()),
+    );
+    let seconds = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => f64::NAN,
+    };
+    match number.parse::<f64>() {
+        Ok(n) if n >= 0.0 && seconds.is_finite() => {
+            Ok(Some(std::time::Duration::from_secs_f64(n * seconds)))
+        }
+        _ => Err(format!(
+            "'{text}' is not a keep-alive; write 30s, 5m, 1h, 0 (free at once) or -1 (keep)"
+        )),
+    }
+}
+
+impl Settings {
+    /// The keep-alive of an idle model (default 5 minutes; `None` keeps it).
+    pub fn keep_alive(&self) -> Option<std::time::Duration> {
+        match &self.model_keep_alive {
+            Some(text) => parse_keep_alive(text).unwrap_or(Some(DEFAULT_KEEP_ALIVE)),
+            None => Some(DEFAULT_KEEP_ALIVE),
+        }
+    }
+}
+
+/// The default keep-alive of an idle model.
+pub const DEFAULT_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The JSON value one key takes from text (as `diffugen settings set KEY VALUE` gives it), checked like [`load`]
 /// checks the file: `None` (no text) removes the key. The desktop app writes the result with its settings store.
@@ -164,6 +219,12 @@ pub fn checked_value(key: &str, text: Option<&str>) -> Result<Option<Value>, Set
     let value = match text {
         None => Value::Null,
         Some(text) => match (key, default) {
+            ("memory", _) => serde_json::from_str::<Value>(text).map_err(|e| SettingsError::Invalid {
+                key: key.into(),
+                message: format!(
+                    "'{text}' is not a JSON object of memory options ({e}), e.g. {{\"vae_tiling\": \"on\"}}"
+                ),
+            })?,
             ("extra_models_dirs", _) => Value::from(
                 text.split(':')
                     .filter(|p| !p.is_empty())
@@ -217,6 +278,35 @@ pub fn set(data_dir: &Path, key: &str, text: Option<&str>) -> Result<Settings, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_alives_read_like_ollamas_and_bad_ones_name_the_key() {
+        assert_eq!(
+            parse_keep_alive("5m"),
+            Ok(Some(std::time::Duration::from_secs(300)))
+        );
+        assert_eq!(
+            parse_keep_alive("30s"),
+            Ok(Some(std::time::Duration::from_secs(30)))
+        );
+        assert_eq!(parse_keep_alive("0"), Ok(Some(std::time::Duration::ZERO)));
+        assert_eq!(parse_keep_alive("-1"), Ok(None));
+        assert!(parse_keep_alive("5 minutes").is_err());
+        let err = checked_value("model_keep_alive", Some("soon"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model_keep_alive") && err.contains("5m"),
+            "{err}"
+        );
+        let memory =
+            checked_value("memory", Some(r#"{"cache": "fast", "vae_tiling": "on"}"#)).unwrap();
+        assert_eq!(memory.unwrap()["cache"], "fast");
+        let err = checked_value("memory", Some(r#"{"cache": "turbo"}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memory") && err.contains("turbo"), "{err}");
+    }
 
     #[test]
     fn no_file_means_every_default() {

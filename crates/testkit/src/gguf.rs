@@ -10,6 +10,7 @@ const ALIGNMENT: u64 = 32;
 pub enum DType {
     F32 = 0,
     F16 = 1,
+    Q4_0 = 2,
     Q8_0 = 8,
 }
 
@@ -21,6 +22,8 @@ impl DType {
             DType::F16 => elements * 2,
             // 32 elements per block: an f16 scale and 32 int8 values.
             DType::Q8_0 => elements.div_ceil(32) * 34,
+            // 32 elements per block: an f16 scale and 16 bytes of 4-bit values.
+            DType::Q4_0 => elements.div_ceil(32) * 18,
         }
     }
 }
@@ -51,6 +54,18 @@ fn pad(out: &mut impl Write, written: u64) -> io::Result<u64> {
     let padding = (ALIGNMENT - written % ALIGNMENT) % ALIGNMENT;
     out.write_all(&vec![0u8; padding as usize])?;
     Ok(padding)
+}
+
+/// Writes a GGUF file whose data section is a hole: the header is real and the file has the full length the
+/// header declares, but no weights take disk space (a sparse file). For planning tests with full-size models.
+pub fn write_sparse(path: &std::path::Path, tensors: &[TensorInfo]) -> io::Result<()> {
+    let header = header_bytes(&[], tensors);
+    let align = |n: u64| n.div_ceil(ALIGNMENT) * ALIGNMENT;
+    let total =
+        align(header.len() as u64) + tensors.iter().map(|t| align(t.data_bytes())).sum::<u64>();
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(&header)?;
+    file.set_len(total)
 }
 
 /// The header of a GGUF file for these tensors, before the padding that aligns the data section.

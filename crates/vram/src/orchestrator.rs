@@ -162,6 +162,8 @@ struct State {
     llm_waiting: u32,
     /// Whether Ollama was unreachable last time (one warning per outage).
     ollama_down: bool,
+    /// When Ollama's state was last learned (a call that answered or failed to connect).
+    ollama_checked: Option<Instant>,
     /// The last diffusion job's estimated need, for the meter's fallback.
     last_need: Option<f64>,
 }
@@ -239,6 +241,7 @@ impl Orchestrator {
                     pinned: false,
                     llm_waiting: 0,
                     ollama_down: false,
+                    ollama_checked: None,
                     last_need: None,
                 }),
                 events,
@@ -344,6 +347,7 @@ impl Orchestrator {
         let first = {
             let mut state = self.state();
             state.counters.errors += 1;
+            state.ollama_checked = Some(Instant::now());
             !std::mem::replace(&mut state.ollama_down, true)
         };
         first.then(|| {
@@ -356,11 +360,85 @@ impl Orchestrator {
         })
     }
 
+    /// How long a learned "Ollama is not running" is trusted: a job within it does not ask again.
+    const OLLAMA_DOWN_TRUSTED: Duration = Duration::from_secs(30);
+
+    /// Whether Ollama is known not to be running (learned within [`Self::OLLAMA_DOWN_TRUSTED`]).
+    fn ollama_known_down(&self) -> bool {
+        let state = self.state();
+        state.ollama_down
+            && state
+                .ollama_checked
+                .is_some_and(|at| at.elapsed() < Self::OLLAMA_DOWN_TRUSTED)
+    }
+
+    /// Keeps Ollama's state known without a job paying for it: asks `/api/version` every `interval` (no retries)
+    /// and remembers the answer, so a job that finds Ollama down renders without asking it again; any later
+    /// success (here, the meter, a switch, the gateway) clears it.
+    pub fn start_ollama_watch(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                ticker.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let orchestrator = Orchestrator { inner };
+                let answer = orchestrator.inner.ollama.version_with(Retry::NONE).await;
+                orchestrator.learn_ollama(answer.as_ref().err());
+            }
+        })
+    }
+
+    /// Remembers whether Ollama answered (`None`) or could not be reached; other errors say nothing about it.
+    fn learn_ollama(&self, error: Option<&OllamaError>) {
+        match error {
+            None => self.ollama_reachable(),
+            Some(OllamaError::Unreachable { .. } | OllamaError::Timeout { .. }) => {
+                let mut state = self.state();
+                if !std::mem::replace(&mut state.ollama_down, true) {
+                    tracing::info!(url = self.inner.ollama.url(), "Ollama is not running");
+                }
+                state.ollama_checked = Some(Instant::now());
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Ollama answered a request someone else made (the gateway): it is running, whatever was learned before.
+    pub fn ollama_answered(&self) {
+        self.ollama_reachable();
+    }
+
     fn ollama_reachable(&self) {
+        self.state().ollama_checked = Some(Instant::now());
         let was_down = std::mem::replace(&mut self.state().ollama_down, false);
         if was_down {
             tracing::info!(url = self.inner.ollama.url(), "Ollama is reachable again");
         }
+    }
+
+    /// The first GPU's total memory and what a diffusion job may plan to use there: what is free now plus what
+    /// the policy would free (Ollama's models, unless the policy is `never`) and what DiffuGen's own worker holds
+    /// (its model is replaced or reused). `None` without a GPU reading.
+    pub fn gpu_memory_for_diffusion(&self) -> Option<(f64, f64)> {
+        let mut gpus = self.inner.gpu.read().ok()?;
+        let gpu = gpus.first_mut()?;
+        let pids: Vec<u32> = self.inner.engine.current_pid().into_iter().collect();
+        let never = self.config().policy == Policy::Never;
+        for process in &mut gpu.processes {
+            classify(process, &pids);
+        }
+        let reclaimable: f64 = gpu
+            .processes
+            .iter()
+            .filter(|p| p.owner == Owner::Diffugen || (p.owner == Owner::Ollama && !never))
+            .filter_map(|p| p.used_bytes)
+            .sum();
+        Some((
+            gpu.total_bytes,
+            (gpu.free_bytes + reclaimable).min(gpu.total_bytes),
+        ))
     }
 
     /// Takes the GPU for diffusion: waits for LLM requests in flight, then (per the policy) unloads Ollama's
@@ -414,6 +492,11 @@ impl Orchestrator {
         };
         if policy == Policy::Never {
             self.set_phase(Phase::Diffusion, "policy never: Ollama is left alone");
+            return Ok(report);
+        }
+        if !force && self.ollama_known_down() {
+            // Learned moments ago (the watch, or the last job): asking again would only cost this job time.
+            self.set_phase(Phase::Diffusion, "Ollama is not running: no LLM to unload");
             return Ok(report);
         }
         self.set_phase(Phase::Switching, "making room for diffusion");
@@ -733,6 +816,7 @@ impl Orchestrator {
             ollama.version_with(Retry::NONE),
             ollama.loaded_with(Retry::NONE)
         );
+        self.learn_ollama(version.as_ref().err());
         let gpu = {
             let probe = self.inner.gpu.clone();
             tokio::task::spawn_blocking(move || probe.read())

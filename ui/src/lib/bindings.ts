@@ -84,6 +84,12 @@ export type Board = {
 	count: number,
 };
 
+/**
+ *  A step cache preset: sd.cpp reuses a step's result when the model's output barely changes. `fast` and `faster`
+ *  map to the cache sd.cpp supports for the family (UCache for UNet models, EasyCache for DiTs).
+ */
+export type CachePreset = "off" | "fast" | "faster";
+
 export type CardComponent = {
 	component: string,
 	path: string,
@@ -210,6 +216,11 @@ export type GenerateForm = {
 	mask: string | null,
 	/**  How much of the init image to change, 0..1. */
 	strength: number | null,
+	/**
+	 *  The advanced section's memory and speed options (placement, VRAM budget, VAE tiling, flash attention,
+	 *  mmap, step cache); empty leaves them to the model card, the settings and the planner.
+	 */
+	memory?: MemoryOptions,
 };
 
 /**  One GPU, its used memory split by owner. */
@@ -298,6 +309,26 @@ export type LoraUse = {
 	weight: number | null,
 };
 
+/**  A job's memory and speed options; every field left out is the model card's, the settings' or the planner's. */
+export type MemoryOptions = {
+	/**
+	 *  Where each part runs: keys `diffusion`, `text_encoders` (or one encoder: `clip_l`, `clip_g`, `t5xxl`,
+	 *  `llm` — sd.cpp places all text encoders together), `vae`; values `auto`, `gpu`, `cpu`, `offload`.
+	 */
+	placement?: { [key in string]: PlacementChoice },
+	/**  GiB of VRAM the diffusion model's weights may use; the rest stay in RAM and stream in (sd.cpp's `max_vram`). */
+	vram_budget_gib?: number | null,
+	vae_tiling?: Tiling | null,
+	/**  Tile side in image pixels (a multiple of 32, from 32 to 2048; sd.cpp's default is 256). */
+	vae_tile_size?: number | null,
+	/**  Overlap between tiles as a fraction of a tile, 0 to 0.5 (default 0.5). */
+	vae_tile_overlap?: number | null,
+	flash_attn?: boolean | null,
+	/**  Map weight files into memory instead of reading them (sd.cpp's `enable_mmap`). */
+	mmap?: boolean | null,
+	cache?: CachePreset | null,
+};
+
 /**  One model as the picker shows it. */
 export type ModelCard = {
 	/**  What `model` selects it by. */
@@ -318,7 +349,7 @@ export type ModelCard = {
 	default_steps: number,
 	default_cfg_scale: number | null,
 	default_sampler: string,
-	/**  Estimated peak memory at the default size (weights + working memory). */
+	/**  Estimated peak VRAM at the default size with every part on the GPU (weights + working memory). */
 	estimated_bytes: number | null,
 	/**  Other ids that select it (`sd15`, `flux-schnell`, ...). */
 	aliases: string[],
@@ -425,6 +456,41 @@ export type PhaseSeconds = {
 	diffusion: number | null,
 };
 
+/**  Where a part runs. */
+export type Placement = 
+/**  Weights resident in VRAM, computed on the GPU. */
+"gpu" | 
+/**  Weights in RAM, computed on the CPU. */
+"cpu" | 
+/**
+ *  Weights kept in RAM and moved to the GPU while the part works (for the diffusion model under a VRAM
+ *  budget, in pieces), computed on the GPU.
+ */
+"offload";
+
+/**  Where a request wants a part: a fixed place, or the planner's choice. */
+export type PlacementChoice = "auto" | "gpu" | "cpu" | "offload";
+
+/**  A plan: where each part runs and what the job needs at its peak. */
+export type Plan = {
+	fits: boolean,
+	/**  Each part of the model (`diffusion`, `vae`, `clip_l`, `clip_g`, `t5xxl`, `llm`) and where it runs. */
+	placement: { [key in string]: Placement },
+	vae_tiling: boolean,
+	flash_attn: boolean,
+	/**  The VRAM budget handed to sd.cpp for the diffusion model's weights (`max_vram`), when it streams them. */
+	max_vram_gib: number | null,
+	estimated_vram_peak_bytes: number | null,
+	estimated_ram_peak_bytes: number | null,
+	/**  The free memory the plan was made for (after the safety margin), for the meter and messages. */
+	vram_available_bytes: number | null,
+	ram_available_bytes: number | null,
+	/**  Why each choice was made, in a user's words. */
+	reasons: string[],
+	/**  What to do when it does not fit. */
+	advice: string[],
+};
+
 /**  When to unload Ollama's models before a diffusion job. */
 export type Policy = 
 /**  Unload every resident LLM. */
@@ -510,6 +576,16 @@ export type Settings = {
 	api_key?: string | null,
 	/**  CPU threads for sd.cpp [default: physical cores]. */
 	threads?: number | null,
+	/**
+	 *  Memory and speed options every job gets unless its request or model card says otherwise: `placement`,
+	 *  `vram_budget_gib`, `vae_tiling`, `vae_tile_size`, `vae_tile_overlap`, `flash_attn`, `mmap`, `cache`.
+	 */
+	memory?: MemoryOptions | null,
+	/**
+	 *  How long an idle model stays loaded: `5m`, `30s`, `1h`, `0` (free it at once) or `-1` (keep it)
+	 *  [default: 5m].
+	 */
+	model_keep_alive?: string | null,
 	/**  dark | light | system [default: dark]. */
 	theme?: string | null,
 	/**  A Hugging Face token for gated downloads. */
@@ -524,6 +600,11 @@ export type Stage =
 { phase: "preparing"; message: string } | 
 /**  Unloading `models` from Ollama and waiting until their memory is confirmed free. */
 { phase: "freeing_vram"; models: string[]; message: string } | 
+/**
+ *  Where each part of the model runs and what the job needs at its peak (the memory planner's answer), and
+ *  why; sent before the GPU is prepared.
+ */
+{ phase: "plan"; summary: string; plan: Plan } | 
 /**  Something went wrong on the way that did not stop the job (e.g. an unload that was not confirmed). */
 { phase: "warning"; message: string } | 
 /**
@@ -559,6 +640,9 @@ export type SwitchReport = {
 	milliseconds: number | null,
 	warnings: string[],
 };
+
+/**  VAE tiling: always, never, or when the planner finds the untiled decode does not fit. */
+export type Tiling = "auto" | "on" | "off";
 
 /**  A live event of the orchestrator. */
 export type VramEvent = { type: "phase"; phase: Phase; reason: string } | { type: "switch"; to: Phase; milliseconds: number | null; unloaded: string[]; restored: string[] } | { type: "warning"; message: string } | { type: "snapshot"; snapshot: VramSnapshot };

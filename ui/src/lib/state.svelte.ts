@@ -39,6 +39,8 @@ export interface LiveJob {
   outputs: Output[];
   error: string | null;
   warnings: string[];
+  /** The memory planner's answer: where each part runs and the estimated peaks. */
+  plan: string | null;
 }
 
 export interface Toast {
@@ -65,6 +67,7 @@ export function emptyForm(): GenerateForm {
     init_image: null,
     mask: null,
     strength: null,
+    memory: { placement: {} },
   };
 }
 
@@ -190,6 +193,7 @@ function blankJob(id: string): LiveJob {
     outputs: [],
     error: null,
     warnings: [],
+    plan: null,
   };
 }
 
@@ -234,6 +238,9 @@ function applyStage(job: LiveJob, event: JobEvent): void {
       break;
     case "warning":
       job.warnings.push(event.message);
+      return;
+    case "plan":
+      job.plan = event.summary;
       return;
     case "loading_model":
       job.state = "running";
