@@ -314,7 +314,7 @@ fn models_convert_makes_a_q8_0_copy_that_is_listed_and_renders() {
         (bytes / expected - 1.0).abs() < 0.05,
         "estimated {expected}, wrote {bytes}"
     );
-    assert_eq!(events.last().unwrap()["id"], "tiny-q8_0");
+    assert_eq!(done["model_id"], "tiny-q8_0");
     assert!(ws.models_dir().join("tiny-q8_0.gguf").exists());
     assert!(!ws.models_dir().join("tiny-q8_0.gguf.part").exists());
 

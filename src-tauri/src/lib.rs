@@ -39,6 +39,10 @@ pub struct VramUpdate(pub VramEvent);
 #[derive(Debug, Clone, Serialize, Deserialize, specta::Type, Event)]
 pub struct DownloadUpdate(pub DownloadEvent);
 
+/// A smaller copy of a model being made: started, progress, done (with the new model id) or failed.
+#[derive(Debug, Clone, Serialize, Deserialize, specta::Type, Event)]
+pub struct ConvertProgress(pub diffugen_engine::convert::ConvertUpdate);
+
 /// Model files appeared, changed or went in the model folders.
 #[derive(Debug, Clone, Serialize, Deserialize, specta::Type, Event)]
 pub struct ModelsUpdate(pub ModelsChanged);
@@ -53,6 +57,44 @@ fn app_info(core: CoreState<'_>) -> AppInfo {
 #[specta::specta]
 async fn list_models(core: CoreState<'_>) -> Result<ModelList, AppError> {
     Ok(core.models().await)
+}
+
+/// How a model would run at a size with the memory free now (the model picker's fit line).
+#[tauri::command]
+#[specta::specta]
+async fn plan_model(
+    core: CoreState<'_>,
+    model: String,
+    width: Option<u32>,
+    height: Option<u32>,
+) -> Result<diffugen_models::Plan, AppError> {
+    core.plan_model(&model, width, height).await
+}
+
+/// What a smaller copy of a model (or of one part) would be: files, sizes, VRAM before and after.
+#[tauri::command]
+#[specta::specta]
+fn preview_conversion(
+    core: CoreState<'_>,
+    model: String,
+    part: Option<diffugen_models::Part>,
+    weight_type: diffugen_models::QuantType,
+    output: Option<String>,
+) -> Result<diffugen_models::convert::ConversionPreview, AppError> {
+    core.preview_conversion(&model, part, weight_type, output)
+}
+
+/// Starts making the smaller copy; progress arrives as `ConvertProgress` events.
+#[tauri::command]
+#[specta::specta]
+fn convert_model(
+    core: CoreState<'_>,
+    model: String,
+    part: Option<diffugen_models::Part>,
+    weight_type: diffugen_models::QuantType,
+    output: Option<String>,
+) -> Result<String, AppError> {
+    core.convert_model(&model, part, weight_type, output)
 }
 
 #[tauri::command]
@@ -243,6 +285,9 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
         .commands(collect_commands![
             app_info,
             list_models,
+            plan_model,
+            preview_conversion,
+            convert_model,
             catalog,
             start_download,
             list_downloads,
@@ -270,6 +315,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             JobUpdate,
             VramUpdate,
             DownloadUpdate,
+            ConvertProgress,
             ModelsUpdate
         ])
         // One TypeScript name per type: what the UI sends back (a remixed form, a query) has the shape it got.
@@ -376,6 +422,7 @@ pub fn run() -> ExitCode {
             forward(handle, core.job_events(), JobUpdate);
             forward(handle, core.vram_events(), VramUpdate);
             forward(handle, core.download_events(), DownloadUpdate);
+            forward(handle, core.convert_events(), ConvertProgress);
             forward(handle, core.model_events(), ModelsUpdate);
             app.manage(core);
             Ok(())

@@ -7,6 +7,7 @@
 //! field when one is to blame.
 
 mod form;
+mod memory;
 pub mod paths;
 
 use std::net::{IpAddr, SocketAddr};

@@ -77,7 +77,8 @@ pub fn run(paths: &Paths, args: &ConvertArgs, json: bool) -> Result<ExitCode, St
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let mut last_tenth = None;
-    let result = runtime.block_on(convert::run(&command, "convert", &request, &mut |event| {
+    let finish = |_: &convert::Written| library.finish_conversion(&conversion);
+    let mut report = |event: ConvertEvent| {
         if json {
             if let Ok(line) = serde_json::to_string(&event) {
                 println!("{line}");
@@ -92,18 +93,24 @@ pub fn run(paths: &Paths, args: &ConvertArgs, json: bool) -> Result<ExitCode, St
                     eprintln!("converting: {percent:.0} %");
                 }
             }
-            ConvertEvent::Done { bytes, seconds, .. } => {
-                eprintln!("written: {} in {seconds:.1} s", gib(bytes))
+            ConvertEvent::Done {
+                bytes,
+                seconds,
+                model_id,
+                ..
+            } => {
+                eprintln!("written: {} in {seconds:.1} s", gib(bytes));
+                println!("new model: {model_id}  (diffugen generate --model {model_id} ...)");
             }
             ConvertEvent::Started { .. } | ConvertEvent::Failed { .. } => {}
         }
-    }));
-    result?;
-    let id = library.finish_conversion(&conversion)?;
-    if json {
-        println!("{}", serde_json::json!({ "event": "model", "id": id }));
-    } else {
-        println!("new model: {id}  (diffugen generate --model {id} ...)");
-    }
+    };
+    runtime.block_on(convert::run(
+        &command,
+        "convert",
+        &request,
+        finish,
+        &mut report,
+    ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -42,14 +42,33 @@ pub enum ConvertEvent {
         total: u32,
         percent: f64,
     },
+    /// The copy is in place and listed: `model_id` selects the model that uses it.
     Done {
         output: String,
         bytes: f64,
         seconds: f64,
+        model_id: String,
     },
     Failed {
         error: String,
     },
+}
+
+impl ConvertEvent {
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            ConvertEvent::Done { .. } | ConvertEvent::Failed { .. }
+        )
+    }
+}
+
+/// What a finished conversion wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub path: PathBuf,
+    pub bytes: f64,
+    pub seconds: f64,
 }
 
 /// Free bytes on the file system holding `dir`.
@@ -116,24 +135,125 @@ pub fn partial_path(output: &Path) -> PathBuf {
     output.with_file_name(name)
 }
 
-/// Converts in a worker process of its own, reporting progress to `on_event`; returns the finished file's path.
+/// Converts in a worker process of its own, reporting progress to `on_event`, then lets `finish` list the copy
+/// (it returns the model id that uses it) and reports `done` — or `failed`, with nothing left behind.
 pub async fn run(
     command: &WorkerCommand,
     job_id: &str,
     request: &ConvertRequest,
+    finish: impl FnOnce(&Written) -> Result<String, String>,
     on_event: &mut (dyn FnMut(ConvertEvent) + Send),
-) -> Result<PathBuf, String> {
-    let result = convert(command, job_id, request, on_event).await;
-    match &result {
-        Ok(path) => tracing::info!(job_id, path = %path.display(), "converted"),
+) -> Result<String, String> {
+    let result = convert(command, job_id, request, on_event)
+        .await
+        .and_then(|written| finish(&written).map(|id| (written, id)));
+    match result {
+        Ok((written, model_id)) => {
+            tracing::info!(job_id, path = %written.path.display(), "converted");
+            on_event(ConvertEvent::Done {
+                output: written.path.display().to_string(),
+                bytes: written.bytes,
+                seconds: written.seconds,
+                model_id: model_id.clone(),
+            });
+            Ok(model_id)
+        }
         Err(error) => {
             let _ = std::fs::remove_file(partial_path(&request.output));
             on_event(ConvertEvent::Failed {
                 error: error.clone(),
             });
+            Err(error)
         }
     }
-    result
+}
+
+/// Conversions started by the app or the API: one at a time (each reads a whole model into memory), each with
+/// its events kept for late subscribers and broadcast live.
+#[derive(Clone)]
+pub struct Conversions {
+    command: WorkerCommand,
+    one_at_a_time: std::sync::Arc<tokio::sync::Semaphore>,
+    history: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<ConvertEvent>>>>,
+    live: tokio::sync::broadcast::Sender<ConvertUpdate>,
+}
+
+/// A conversion's event with its id, for listeners of every conversion (the app).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct ConvertUpdate {
+    pub id: String,
+    pub event: ConvertEvent,
+}
+
+impl Conversions {
+    pub fn new(command: WorkerCommand) -> Conversions {
+        Conversions {
+            command,
+            one_at_a_time: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+            history: Default::default(),
+            live: tokio::sync::broadcast::channel(256).0,
+        }
+    }
+
+    /// Starts a conversion on the current runtime (it waits while another runs); `finish` lists the copy.
+    pub fn start(
+        &self,
+        request: ConvertRequest,
+        finish: impl FnOnce(&Written) -> Result<String, String> + Send + 'static,
+    ) -> String {
+        let id = format!(
+            "convert-{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        );
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), Vec::new());
+        let this = self.clone();
+        let job = id.clone();
+        tokio::spawn(async move {
+            let _turn = this.one_at_a_time.clone().acquire_owned().await;
+            let mut publish = |event: ConvertEvent| this.publish(&job, event);
+            let _ = run(&this.command, &job, &request, finish, &mut publish).await;
+        });
+        id
+    }
+
+    fn publish(&self, id: &str, event: ConvertEvent) {
+        if let Some(events) = self
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(id)
+        {
+            events.push(event.clone());
+        }
+        let _ = self.live.send(ConvertUpdate {
+            id: id.to_string(),
+            event,
+        });
+    }
+
+    /// A conversion's events so far and the live stream of every conversion; `None` for an unknown id.
+    pub fn subscribe(
+        &self,
+        id: &str,
+    ) -> Option<(
+        Vec<ConvertEvent>,
+        tokio::sync::broadcast::Receiver<ConvertUpdate>,
+    )> {
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let events = history.get(id)?.clone();
+        Some((events, self.live.subscribe()))
+    }
+
+    /// Every conversion's events as they happen.
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<ConvertUpdate> {
+        self.live.subscribe()
+    }
 }
 
 async fn convert(
@@ -141,7 +261,7 @@ async fn convert(
     job_id: &str,
     request: &ConvertRequest,
     on_event: &mut (dyn FnMut(ConvertEvent) + Send),
-) -> Result<PathBuf, String> {
+) -> Result<Written, String> {
     check(request)?;
     let started = Instant::now();
     on_event(ConvertEvent::Started {
@@ -222,10 +342,9 @@ async fn convert(
         .len() as f64;
     std::fs::rename(&partial, &request.output)
         .map_err(|e| format!("cannot move the copy into place: {e}"))?;
-    on_event(ConvertEvent::Done {
-        output: request.output.display().to_string(),
+    Ok(Written {
+        path: request.output.clone(),
         bytes,
         seconds: started.elapsed().as_secs_f64(),
-    });
-    Ok(request.output.clone())
+    })
 }

@@ -142,9 +142,10 @@ impl MemorySpec {
     /// Flash attention in the diffusion model: asked for, or chosen by the plan to fit (on a GPU build, or when
     /// the plan is for the CPU).
     pub fn diffusion_flash_attn(&self) -> bool {
-        let planned = self.plan.as_ref().is_some_and(|p| {
-            p.flash_attn && (GPU_BACKEND || p.vram_available_bytes.is_none())
-        });
+        let planned = self
+            .plan
+            .as_ref()
+            .is_some_and(|p| p.flash_attn && (GPU_BACKEND || p.vram_available_bytes.is_none()));
         self.options.flash_attn.unwrap_or(false) || planned
     }
 

@@ -202,6 +202,11 @@ impl Engine {
     }
 
     /// The worker's process id, if one is running.
+    /// How this engine starts its workers (conversions start theirs the same way).
+    pub fn command(&self) -> &WorkerCommand {
+        &self.command
+    }
+
     /// sd.cpp's most recent log lines (up to 400), oldest first.
     pub fn sd_log(&self) -> Vec<String> {
         let lines = self.recent_log.0.lock().unwrap_or_else(|e| e.into_inner());

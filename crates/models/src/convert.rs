@@ -90,11 +90,13 @@ impl Library {
         let model = self.resolve(id).map_err(|e| e.to_string())?;
         let (part, input) = match (part, &model.components.model) {
             (None, Some(file)) => (None, file.clone()),
-            (Some(p), Some(_)) => return Err(format!(
+            (Some(p), Some(_)) => {
+                return Err(format!(
                 "{} is a single-file checkpoint: it is converted whole; leave out the part ({})",
                 model.id,
                 p.name()
-            )),
+            ))
+            }
             (part, None) => {
                 let part = part.unwrap_or(Part::Diffusion);
                 let file = component_of(&model.components, part).ok_or_else(|| {

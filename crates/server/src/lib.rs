@@ -8,6 +8,7 @@
 
 mod a1111;
 mod auth;
+mod convert;
 mod error;
 mod files;
 mod gallery;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub jobs: JobManager,
     /// Model downloads started over the API (two at once).
     pub downloads: diffugen_downloads::Downloads,
+    /// Smaller copies of models being made (one at a time), for the API and the app.
+    pub conversions: diffugen_engine::convert::Conversions,
     /// Shared with the desktop app, which swaps it when the user changes the model folders.
     library: Arc<RwLock<Library>>,
     pub outputs_dir: PathBuf,
@@ -67,8 +70,11 @@ pub struct AppState {
 impl AppState {
     pub fn new(jobs: JobManager, config: &ServerConfig) -> AppState {
         AppState {
-            jobs,
+            jobs: jobs.clone(),
             downloads: diffugen_downloads::Downloads::new(2),
+            conversions: diffugen_engine::convert::Conversions::new(
+                jobs.engine().command().clone(),
+            ),
             library: Arc::new(RwLock::new(Library::with_extra_dirs(
                 &config.models_dir,
                 config.extra_models_dirs.clone(),
@@ -162,6 +168,8 @@ pub fn router(state: AppState) -> Router {
             get(models::downloads).post(models::start),
         )
         .route("/api/v1/models/downloads/{id}/events", get(models::events))
+        .route("/api/v1/models/convert", post(convert::start))
+        .route("/api/v1/models/converts/{id}/events", get(convert::events))
         .route("/api/v1/models/downloads/{id}/cancel", post(models::cancel))
         .route("/api/v1/gallery", get(gallery::list))
         .route("/api/v1/gallery/boards", get(gallery::boards))

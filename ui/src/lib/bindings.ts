@@ -9,6 +9,12 @@ import * as __TAURI_EVENT from "@tauri-apps/api/event";
 export const commands = {
 	appInfo: () => __TAURI_INVOKE<AppInfo>("app_info"),
 	listModels: () => typedError<ModelList, AppError>(__TAURI_INVOKE("list_models")),
+	/**  How a model would run at a size with the memory free now (the model picker's fit line). */
+	planModel: (model: string, width: number | null, height: number | null) => typedError<Plan, AppError>(__TAURI_INVOKE("plan_model", { model, width, height })),
+	/**  What a smaller copy of a model (or of one part) would be: files, sizes, VRAM before and after. */
+	previewConversion: (model: string, part: Part | null, weightType: QuantType, output: string | null) => typedError<ConversionPreview, AppError>(__TAURI_INVOKE("preview_conversion", { model, part, weightType, output })),
+	/**  Starts making the smaller copy; progress arrives as `ConvertProgress` events. */
+	convertModel: (model: string, part: Part | null, weightType: QuantType, output: string | null) => typedError<string, AppError>(__TAURI_INVOKE("convert_model", { model, part, weightType, output })),
 	catalog: () => __TAURI_INVOKE<CatalogEntry[]>("catalog"),
 	startDownload: (target: string, sha256: string | null) => typedError<string, AppError>(__TAURI_INVOKE("start_download", { target, sha256 })),
 	listDownloads: () => __TAURI_INVOKE<PullInfo[]>("list_downloads"),
@@ -41,6 +47,7 @@ export const commands = {
 
 /** Events */
 export const events = {
+	convertProgress: makeEvent<ConvertProgress, ConvertProgress>("convert-progress"),
 	downloadUpdate: makeEvent<DownloadUpdate, DownloadUpdate>("download-update"),
 	jobUpdate: makeEvent<JobUpdate, JobUpdate>("job-update"),
 	modelsUpdate: makeEvent<ModelsUpdate, ModelsUpdate>("models-update"),
@@ -120,6 +127,42 @@ export type CatalogFile = {
 	bytes: number | null,
 	/**  The file's SHA-256 (64 hex digits); the download must hash to it. */
 	sha256: string,
+};
+
+/**  A conversion, planned: shown to the user before it starts. */
+export type ConversionPreview = {
+	model_id: string,
+	/**
+	 *  The part converted (`diffusion`, `vae`, `clip_l`, `clip_g`, `t5xxl`, `llm`), or `null` for a whole
+	 *  single-file checkpoint.
+	 */
+	part: Part | null,
+	input: string,
+	output: string,
+	weight_type: QuantType,
+	current_bytes: number | null,
+	expected_bytes: number | null,
+	/**  The model's VRAM need at its default size with every part on the GPU, now and with the copy. */
+	vram_now_bytes: number | null,
+	vram_after_bytes: number | null,
+	/**  The model id that uses the copy once it is made. */
+	new_model_id: string,
+};
+
+/**  A conversion's progress, as every door reports it. */
+export type ConvertEvent = { event: "started"; input: string; output: string; weight_type: QuantType; expected_bytes: number | null } | 
+/**  Reading and converting the weights: `done` of `total` (sd.cpp's own count). */
+{ event: "progress"; done: number; total: number; percent: number | null } | 
+/**  The copy is in place and listed: `model_id` selects the model that uses it. */
+{ event: "done"; output: string; bytes: number | null; seconds: number | null; model_id: string } | { event: "failed"; error: string };
+
+/**  A smaller copy of a model being made: started, progress, done (with the new model id) or failed. */
+export type ConvertProgress = ConvertUpdate;
+
+/**  A conversion's event with its id, for listeners of every conversion (the app). */
+export type ConvertUpdate = {
+	id: string,
+	event: ConvertEvent,
 };
 
 /**  One event of a pull: which file (1-based, of `files`) and how it goes. */
@@ -437,6 +480,9 @@ export type Page = {
 	next_cursor: string | null,
 };
 
+/**  A part of a model, as the plan's `placement` names it. */
+export type Part = "diffusion" | "vae" | "clip_l" | "clip_g" | "t5xxl" | "llm";
+
 /**  Who the GPU is arranged for. */
 export type Phase = 
 /**  Nothing arranged: no LLM was unloaded by DiffuGen, nothing waits to be restored. */
@@ -510,6 +556,9 @@ export type PullInfo = {
 
 /**  Where a pull stands. */
 export type PullState = "waiting" | "running" | "done" | "failed" | "cancelled";
+
+/**  A weight type sd.cpp's `convert` can write. */
+export type QuantType = "f16" | "q8_0" | "q6_k" | "q5_k" | "q5_1" | "q5_0" | "q4_k" | "q4_1" | "q4_0" | "q3_k" | "q2_k";
 
 /**  What to list. Every filter is optional. */
 export type Query = {

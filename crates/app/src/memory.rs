@@ -1,0 +1,115 @@
+//! What the window asks of the memory planner and the converter: how a model would run at a size on this machine
+//! right now (the model picker's "fits / fits with offload / does not fit"), and a smaller copy of a model —
+//! previewed with its size and VRAM before it starts, made in the background with live progress.
+
+use diffugen_engine::convert::{ConvertRequest, ConvertUpdate};
+use diffugen_models::convert::ConversionPreview;
+use diffugen_models::plan::{self, Constraints, Job};
+use diffugen_models::{Part, Plan, QuantType};
+use tokio::sync::broadcast;
+
+use crate::{AppError, Core};
+
+impl Core {
+    /// How `model` would run at `width`×`height` (its default size when left out) with the memory free now: the
+    /// VRAM the policy could free counts as available.
+    pub async fn plan_model(
+        &self,
+        model: &str,
+        width: Option<u32>,
+        height: Option<u32>,
+    ) -> Result<Plan, AppError> {
+        let library = self.library();
+        let resolved = library
+            .resolve(model)
+            .map_err(|e| AppError::field("model", e.to_string()))?;
+        let gpu = self.service.orchestrator.gpu_memory_for_diffusion();
+        let d = &resolved.defaults;
+        let job = Job {
+            width: width.unwrap_or(d.width),
+            height: height.unwrap_or(d.height),
+            steps: d.steps,
+            cfg: d.cfg_scale > 1.0,
+        };
+        let constraints = Constraints {
+            placement: Default::default(),
+            vram_budget_gib: None,
+            vae_tiling: None,
+            flash_attn: None,
+        };
+        tokio::task::spawn_blocking(move || {
+            let shape = plan::shape_of(&resolved.components, &resolved.family)
+                .map_err(|e| AppError::field("model", e))?;
+            let resources = diffugen_engine::memory::resources(gpu);
+            let mut plan = plan::plan(&shape, &job, &resources, &constraints);
+            for advice in &mut plan.advice {
+                *advice = advice.replace(
+                    "diffugen models convert MODEL",
+                    &format!("diffugen models convert {}", resolved.id),
+                );
+            }
+            Ok(plan)
+        })
+        .await
+        .map_err(|e| AppError::new(e.to_string()))?
+    }
+
+    /// What a smaller copy of `model` (or of one `part` of it) at `weight_type` would be.
+    pub fn preview_conversion(
+        &self,
+        model: &str,
+        part: Option<Part>,
+        weight_type: QuantType,
+        output: Option<String>,
+    ) -> Result<ConversionPreview, AppError> {
+        self.library()
+            .plan_conversion(model, part, weight_type, output.as_deref())
+            .map(|c| c.preview)
+            .map_err(|message| AppError::field(conversion_field(&message), message))
+    }
+
+    /// Starts making the copy (one conversion at a time); progress arrives on [`Core::convert_events`].
+    pub fn convert_model(
+        &self,
+        model: &str,
+        part: Option<Part>,
+        weight_type: QuantType,
+        output: Option<String>,
+    ) -> Result<String, AppError> {
+        let library = self.library();
+        let conversion = library
+            .plan_conversion(model, part, weight_type, output.as_deref())
+            .map_err(|message| AppError::field(conversion_field(&message), message))?;
+        let preview = &conversion.preview;
+        let request = ConvertRequest {
+            input: preview.input.clone().into(),
+            output: preview.output.clone().into(),
+            weight_type,
+            expected_bytes: preview.expected_bytes,
+        };
+        diffugen_engine::convert::check(&request).map_err(AppError::new)?;
+        Ok(self
+            .service
+            .state
+            .conversions
+            .start(request, move |_| library.finish_conversion(&conversion)))
+    }
+
+    /// Every conversion's progress.
+    pub fn convert_events(&self) -> broadcast::Receiver<ConvertUpdate> {
+        self.service.state.conversions.watch()
+    }
+}
+
+/// The form field a conversion problem belongs to.
+fn conversion_field(message: &str) -> &'static str {
+    if message.contains("file name") {
+        "output"
+    } else if message.contains("part") {
+        "part"
+    } else if message.contains("already") {
+        "weight_type"
+    } else {
+        "model"
+    }
+}
