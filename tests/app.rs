@@ -290,7 +290,10 @@ async fn settings_apply_to_the_library_at_once_and_network_ones_ask_for_a_restar
     let error = core
         .check_setting("vram_policy", Some("sometimes"))
         .unwrap_err();
-    assert!(error.message.contains("always, auto, never"), "{error}");
+    assert!(
+        error.message.contains("always, auto, share, never"),
+        "{error}"
+    );
 
     // What the shell's settings store writes, then tells the core.
     let value = core

@@ -351,7 +351,7 @@ async fn every_memory_option_reaches_sd_cpp_and_its_own_log_shows_it() {
     )
     .unwrap();
     // The planner runs for every job: on this CPU-only build every part is on the CPU, the VAE tiled as asked.
-    let stages = diffugen_jobs::plan_stages(None, &mut spec);
+    let stages = diffugen_jobs::plan_stages(None, &mut spec, None);
     let Stage::Plan { plan, summary } = &stages[0] else {
         panic!("{stages:?}")
     };
@@ -454,4 +454,67 @@ fn memory_options_the_model_or_this_build_cannot_use_are_refused_naming_the_fiel
         .unwrap_err()
         .to_string()
         .contains("unknown variant `turbo`"));
+}
+
+/// `name 123.45MB(...)` in sd.cpp's log line, in bytes.
+fn logged_mib(line: &str, name: &str) -> f64 {
+    let at = line
+        .find(name)
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        + name.len();
+    let number: String = line[at..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    number.parse::<f64>().unwrap() * 1024.0 * 1024.0
+}
+
+#[tokio::test]
+async fn the_planners_weights_match_what_sd_cpp_allocates_and_its_buffers_never_fall_short() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let engine = engine();
+    for side in [64u32, 128] {
+        let spec = with_memory(&ws, serde_json::json!({}), (side, side), 2).unwrap();
+        render(&engine, &ws, &format!("calibrate-{side}"), &spec).await;
+        let log = engine.sd_log();
+        let shape = diffugen_models::plan::shape_of(&spec.components, &spec.family).unwrap();
+        let params = log
+            .iter()
+            .rev()
+            .find(|l| l.contains("total params memory size"))
+            .unwrap();
+        for (logged, part) in [
+            ("text_encoders", diffugen_models::Part::ClipL),
+            ("diffusion_model", diffugen_models::Part::Diffusion),
+            ("vae", diffugen_models::Part::Vae),
+        ] {
+            let planned = shape.part(part).map_or(0.0, |p| p.bytes);
+            let actual = logged_mib(params, logged);
+            assert!(
+                (planned / actual - 1.0).abs() < 0.02,
+                "{logged}: planned {planned}, sd.cpp {actual}"
+            );
+        }
+        let job = diffugen_models::plan::Job {
+            width: side,
+            height: side,
+            steps: 2,
+            cfg: true,
+        };
+        let (te, unet, vae) = diffugen_models::plan::compute_buffers(&shape, &job, false, false);
+        for (runner, planned) in [("clip", te), ("unet", unet), ("taesd", vae)] {
+            let line = log
+                .iter()
+                .rev()
+                .find(|l| l.contains(&format!("{runner} compute buffer size")))
+                .unwrap_or_else(|| panic!("sd.cpp logged no {runner} buffer"));
+            let actual = logged_mib(line, "compute buffer size:");
+            assert!(
+                planned >= actual,
+                "{runner} at {side}: planned {planned}, sd.cpp {actual}"
+            );
+        }
+    }
 }

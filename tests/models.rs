@@ -544,8 +544,9 @@ fn the_settings_file_shared_with_the_app_picks_folders_and_policy_and_flags_stil
     // Bad values are refused with the key and what is allowed; nothing is written.
     let bad = ws.diffugen(&["settings", "set", "vram_policy", "sometimes"]);
     assert!(!bad.status.success());
-    assert!(support::stderr(&bad)
-        .contains("invalid setting vram_policy: 'sometimes' is not one of always, auto, never"));
+    assert!(support::stderr(&bad).contains(
+        "invalid setting vram_policy: 'sometimes' is not one of always, auto, share, never"
+    ));
     assert_eq!(status(&[])["policy"], "always");
 
     // Secrets are never printed.

@@ -258,7 +258,7 @@ async fn two_queued_jobs_cost_one_unload_and_one_restore() {
 }
 
 #[tokio::test]
-async fn auto_unloads_only_when_the_job_does_not_fit_beside_the_llm() {
+async fn auto_unloads_only_when_the_job_cannot_fit_beside_the_llm_even_offloaded() {
     let _serial = ONE_AT_A_TIME.lock().await;
     // 8 GB GPU: 4.7 GB Qwen + 0.25 GB other leaves about 3 GB, enough for the small test job.
     let rig = Rig::start(config(Policy::Auto)).await;
@@ -267,8 +267,8 @@ async fn auto_unloads_only_when_the_job_does_not_fit_beside_the_llm() {
     rig.settle(Phase::Idle).await;
     assert_eq!(rig.fake.count(is_unload), 0, "the job fit: Qwen stays");
 
-    // A 6 GB GPU leaves about 1 GB: not enough, so Qwen goes and comes back.
-    rig.fake.set_total_vram(6 * GIB);
+    // A 5 GB GPU leaves nothing beside Qwen, not even for an offloaded job: Qwen goes and comes back.
+    rig.fake.set_total_vram(5 * GIB);
     let id = rig.submit(6);
     done_at(&rig.follow(&id).await);
     rig.settle(Phase::Llm).await;
@@ -807,7 +807,7 @@ fn cli_generate_unloads_the_llm_and_restores_it() {
         "sometimes",
     ]);
     assert!(!output.status.success());
-    assert!(support::stderr(&output).contains("always, auto or never"));
+    assert!(support::stderr(&output).contains("always, auto, share or never"));
     drop(runtime);
 }
 
@@ -977,4 +977,72 @@ async fn the_whole_service_as_serve_runs_it_unloads_renders_records_and_restores
         .unwrap();
     assert_eq!(version["version"], "0.12.6");
     service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn share_keeps_a_small_llm_on_the_gpu_and_renders_beside_it_within_a_budget() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let fake = FakeOllama::start(&[("qwen3:1.7b", 1.9)]).await;
+    fake.preload("qwen3:1.7b", -1);
+    let rig = Rig::with(fake, config(Policy::Share));
+    let id = rig.submit(21);
+    let mut live = rig.jobs.subscribe(&id).unwrap().live;
+    // While the job renders, the meter shows the budget DiffuGen holds itself to.
+    let budget = loop {
+        let event = live.recv().await.unwrap();
+        if matches!(event.stage, Stage::Sampling { .. }) {
+            break rig.orchestrator.snapshot().await.engine.budget_bytes;
+        }
+    };
+    let events = rig.follow(&id).await;
+    done_at(&events);
+    assert_eq!(rig.fake.count(is_unload), 0, "the 1.9 GB LLM stays loaded");
+    assert_eq!(rig.fake.loaded(), ["qwen3:1.7b"]);
+    let why: Vec<String> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.stage {
+            Stage::Preparing { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(why.iter().any(|m| m.contains("sharing the GPU")), "{why:?}");
+    let free = 8.0 * GIB as f64 - 1.9 * GIB as f64;
+    let budget = budget.expect("a budget while sharing");
+    assert!(budget <= free && budget > 5.0 * GIB as f64, "{budget}");
+    let plan = events
+        .iter()
+        .find_map(|(_, e)| match &e.stage {
+            Stage::Plan { plan, .. } => Some(plan.clone()),
+            _ => None,
+        })
+        .expect("a plan event");
+    assert!(
+        plan.fits && plan.estimated_vram_peak_bytes <= budget,
+        "{plan:?}"
+    );
+    rig.settle(Phase::Idle).await;
+    assert_eq!(rig.orchestrator.snapshot().await.engine.budget_bytes, None);
+}
+
+#[tokio::test]
+async fn share_swaps_a_large_llm_out_when_the_job_does_not_fit_beside_it() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::start(config(Policy::Share)).await;
+    // 4.7 GB Qwen on a 5 GB card: no room beside it.
+    rig.fake.set_total_vram(5 * GIB);
+    let id = rig.submit(22);
+    let events = rig.follow(&id).await;
+    done_at(&events);
+    assert_eq!(rig.fake.count(is_unload), 1);
+    assert!(
+        events.iter().any(|(_, e)| matches!(&e.stage,
+            Stage::Preparing { message } if message.contains("does not fit"))),
+        "the job's events say why it swapped"
+    );
+    rig.settle(Phase::Llm).await;
+    assert_eq!(
+        rig.fake.count(is_load),
+        1,
+        "Qwen comes back after the queue"
+    );
 }

@@ -260,15 +260,18 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
         for message in diffugen_engine::memory::apply_defaults(&mut spec, &defaults) {
             reporter.event(JobEvent::new(&id, 0.0, Stage::Warning { message }));
         }
-        for stage in diffugen_jobs::plan_stages(Some(&orchestrator), &mut spec) {
-            reporter.event(JobEvent::new(&id, started.elapsed().as_secs_f64(), stage));
-        }
-        let need = diffugen_jobs::needed_vram(&spec);
+        let mut planner = diffugen_jobs::fit_for(&spec, &orchestrator);
         let lease = orchestrator
-            .acquire_diffusion(need, &mut |stage| {
+            .acquire_diffusion_planned(&mut planner, &mut |stage| {
                 reporter.event(JobEvent::new(&id, started.elapsed().as_secs_f64(), stage))
             })
             .await;
+        let lease = lease.map(|(lease, budget)| {
+            for stage in diffugen_jobs::plan_stages(Some(&orchestrator), &mut spec, budget) {
+                reporter.event(JobEvent::new(&id, started.elapsed().as_secs_f64(), stage));
+            }
+            lease
+        });
         let lease = match lease {
             Ok(lease) => lease,
             Err(error) => {

@@ -42,9 +42,14 @@ impl OllamaArgs {
 /// How the GPU is shared with Ollama.
 #[derive(Args, Clone)]
 pub struct PolicyArgs {
-    /// Before a diffusion job: unload resident LLMs always, only when the GPU lacks room (auto), or never
+    /// Before a diffusion job: unload resident LLMs always; share the GPU with them when the job fits beside them
+    /// and otherwise unload (share); choose per job whichever is cheaper (auto); or never touch them
     /// [default: the vram_policy setting, else auto]
-    #[arg(long, env = "DIFFUGEN_VRAM_POLICY", value_name = "always|auto|never")]
+    #[arg(
+        long,
+        env = "DIFFUGEN_VRAM_POLICY",
+        value_name = "always|auto|share|never"
+    )]
     pub vram_policy: Option<Policy>,
     /// When the queue is empty: restore the LLMs DiffuGen unloaded, or leave them unloaded
     /// [default: the after_queue setting, else restore]

@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use diffugen_engine::{Destination, Engine, JobEvent, JobSpec, Output, Stage};
 use diffugen_gallery::Gallery;
+use diffugen_vram::share::Fit;
 use diffugen_vram::{DiffusionLease, Orchestrator};
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot, Notify};
@@ -512,12 +513,9 @@ impl JobManager {
                 let stage = Stage::Warning { message };
                 record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
             }
-            for stage in plan_stages(self.shared.orchestrator.as_ref(), &mut spec) {
-                record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
-            }
             if let (Some(orchestrator), None) = (&self.shared.orchestrator, &lease) {
                 match self
-                    .prepare(orchestrator, &id, &spec, accepted, &mut record)
+                    .prepare(orchestrator, &id, &mut spec, accepted, &mut record)
                     .await
                 {
                     Ok(acquired) => lease = Some(acquired),
@@ -528,6 +526,12 @@ impl JobManager {
                         finish(&mut state, &id);
                         continue;
                     }
+                }
+            } else {
+                let orchestrator = self.shared.orchestrator.as_ref();
+                let budget = orchestrator.and_then(Orchestrator::sharing_budget);
+                for stage in plan_stages(orchestrator, &mut spec, budget) {
+                    record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
                 }
             }
             let _ = diffugen_engine::job::run(
@@ -601,24 +605,25 @@ impl JobManager {
         }
     }
 
-    /// Asks the orchestrator for the GPU, reporting its stages as the job's events; a cancel while waiting ends
-    /// the job before it reaches the engine. The error is the job's final stage.
+    /// Asks the orchestrator for the GPU with the job's memory planner (it may share the GPU with resident LLMs
+    /// or unload them), plans the job for the room it got, and reports both as the job's events; a cancel while
+    /// waiting ends the job before it reaches the engine. The error is the job's final stage.
     async fn prepare(
         &self,
         orchestrator: &Orchestrator,
         id: &str,
-        spec: &JobSpec,
+        spec: &mut JobSpec,
         accepted: Instant,
         record: &mut (dyn FnMut(JobEvent) + Send),
     ) -> Result<DiffusionLease, Stage> {
         let (cancel_tx, cancel_rx) = oneshot::channel();
         self.lock().preparing = Some((id.to_string(), cancel_tx));
-        let need = needed_vram(spec);
+        let mut planner = fit_for(spec, orchestrator);
         let mut on_stage = |stage: Stage| {
             record(JobEvent::new(id, accepted.elapsed().as_secs_f64(), stage));
         };
         let result = tokio::select! {
-            lease = orchestrator.acquire_diffusion(need, &mut on_stage) => {
+            lease = orchestrator.acquire_diffusion_planned(&mut planner, &mut on_stage) => {
                 lease.map_err(|e| Stage::Failed { error: e.to_string() })
             }
             reason = cancel_rx => Err(Stage::Cancelled {
@@ -626,15 +631,55 @@ impl JobManager {
             }),
         };
         self.lock().preparing = None;
-        result
+        let (lease, budget) = result?;
+        for stage in plan_stages(Some(orchestrator), spec, budget) {
+            record(JobEvent::new(id, accepted.elapsed().as_secs_f64(), stage));
+        }
+        Ok(lease)
+    }
+}
+
+/// The job's memory planner as the orchestrator asks it: with `free` bytes of VRAM, would the job fit, how much
+/// would it take, and how long would it run.
+pub fn fit_for(spec: &JobSpec, orchestrator: &Orchestrator) -> impl FnMut(f64) -> Fit + Send {
+    let mut spec = spec.clone();
+    let total = orchestrator
+        .gpu_memory_for_diffusion()
+        .map(|(total, _)| total);
+    move |free: f64| {
+        let gpu = total.map(|t| (t, free.min(t)));
+        match diffugen_engine::memory::plan_job(&mut spec, &diffugen_engine::memory::resources(gpu))
+        {
+            // Beside an LLM, a plan that moves the diffusion model to the CPU is no way to share the GPU.
+            Ok(plan) => Fit {
+                fits: plan.fits
+                    && (gpu.is_none()
+                        || plan.group(diffugen_models::Group::Diffusion)
+                            != Some(diffugen_models::Placement::Cpu)),
+                vram_bytes: plan.estimated_vram_peak_bytes,
+                seconds: plan.estimated_seconds,
+            },
+            Err(_) => Fit {
+                fits: true,
+                vram_bytes: needed_vram(&spec),
+                seconds: 0.0,
+            },
+        }
     }
 }
 
 /// Plans a job's memory (where each part runs, tiling, budget) with what the GPU and RAM hold now, keeps the plan
 /// in the spec for the worker, and returns the stages that tell the job's clients: the plan, and a warning with
 /// advice when even the best plan does not fit (the job still runs: the estimate errs on the generous side).
-pub fn plan_stages(orchestrator: Option<&Orchestrator>, spec: &mut JobSpec) -> Vec<Stage> {
-    let gpu = orchestrator.and_then(Orchestrator::gpu_memory_for_diffusion);
+/// `budget`: the VRAM the job may use when it shares the GPU with resident LLMs (else what is free now).
+pub fn plan_stages(
+    orchestrator: Option<&Orchestrator>,
+    spec: &mut JobSpec,
+    budget: Option<f64>,
+) -> Vec<Stage> {
+    let gpu = orchestrator
+        .and_then(Orchestrator::gpu_memory_for_diffusion)
+        .map(|(total, free)| (total, budget.map_or(free, |b| b.min(total))));
     let resources = diffugen_engine::memory::resources(gpu);
     match diffugen_engine::memory::plan_job(spec, &resources) {
         Ok(plan) => {

@@ -260,10 +260,32 @@ pub fn shape_of(components: &Components, family: &str) -> Result<ModelShape, Str
         };
         add_file(&mut parts, &header.tensors, as_part);
     }
+    // SDXS checkpoints carry no VAE: sd.cpp decodes with its built-in TAE (2.4 M parameters in f16).
+    if family == "sdxs" && !parts.contains_key(&Part::Vae) {
+        parts.insert(
+            Part::Vae,
+            PartWeights {
+                part: Part::Vae,
+                bytes: 4.67 * MIB,
+                parameters: 4.67 * MIB / 2.0,
+            },
+        );
+    }
     Ok(ModelShape {
         family: family.to_string(),
         parts: parts.into_values().collect(),
     })
+}
+
+/// The compute buffers the planner expects for each phase — text encoders, one sampling step, the VAE decode — at
+/// `job`'s size (for checking the model against what sd.cpp logs).
+pub fn compute_buffers(shape: &ModelShape, job: &Job, flash: bool, tiled: bool) -> (f64, f64, f64) {
+    let a = model::arch(&shape.family);
+    (
+        model::text_compute(shape),
+        model::diffusion_compute(&a, job.width, job.height, flash),
+        model::vae_compute(&a, job.width, job.height, tiled),
+    )
 }
 
 /// Shape of one file given as a part (for `models convert` sizes and planner tests).
@@ -321,6 +343,8 @@ pub struct Plan {
     pub max_vram_gib: Option<f64>,
     pub estimated_vram_peak_bytes: f64,
     pub estimated_ram_peak_bytes: f64,
+    /// A rough render time (seconds) under this plan, for comparing plans (not a promise).
+    pub estimated_seconds: f64,
     /// The free memory the plan was made for (after the safety margin), for the meter and messages.
     pub vram_available_bytes: Option<f64>,
     pub ram_available_bytes: f64,
@@ -649,6 +673,7 @@ fn choose(shape: &ModelShape, job: &Job, resources: &Resources, constraints: &Co
             .map(|b| (b / GIB * 10.0).round() / 10.0),
         estimated_vram_peak_bytes: e.vram,
         estimated_ram_peak_bytes: e.ram,
+        estimated_seconds: e.seconds,
         vram_available_bytes: gpu.then_some(vram_available),
         ram_available_bytes: ram_available,
         reasons: Vec::new(),

@@ -20,7 +20,7 @@ pub struct Settings {
     pub outputs_dir: Option<String>,
     /// Ollama's address [default: http://127.0.0.1:11434].
     pub ollama_url: Option<String>,
-    /// always | auto | never [default: auto].
+    /// always | auto | share | never [default: auto].
     pub vram_policy: Option<String>,
     /// restore | leave [default: restore].
     pub after_queue: Option<String>,
@@ -127,7 +127,11 @@ fn one_of(key: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), Set
 }
 
 fn validate(s: &Settings) -> Result<(), SettingsError> {
-    one_of("vram_policy", &s.vram_policy, &["always", "auto", "never"])?;
+    one_of(
+        "vram_policy",
+        &s.vram_policy,
+        &["always", "auto", "share", "never"],
+    )?;
     one_of("after_queue", &s.after_queue, &["restore", "leave"])?;
     one_of("theme", &s.theme, &["dark", "light", "system"])?;
     if let Some(host) = &s.api_host {
@@ -333,7 +337,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("vram_policy") && error.contains("always, auto, never"),
+            error.contains("vram_policy") && error.contains("always, auto, share, never"),
             "{error}"
         );
         let error = set(dir.path(), "api_port", Some("99999"))

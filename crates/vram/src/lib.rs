@@ -8,6 +8,7 @@
 pub mod gpu;
 pub mod ollama;
 pub mod orchestrator;
+pub mod share;
 pub mod snapshot;
 
 pub use gpu::{GpuProbe, GpuReading, NoGpu, Nvml};

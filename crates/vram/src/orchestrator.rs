@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock
 
 use crate::gpu::{classify, GpuProbe, Owner};
 use crate::ollama::{KeepAlive, LoadedModel, OllamaClient, OllamaError, Retry};
+use crate::share::{Fit, Room};
 use crate::snapshot::{
     EngineStatus, GpuMeter, GpuStatus, LlmModel, OllamaStatus, PhaseSeconds, Stats, VramEvent,
     VramSnapshot,
@@ -51,8 +52,12 @@ impl Phase {
 pub enum Policy {
     /// Unload every resident LLM.
     Always,
-    /// Unload only when the GPU's free memory is below the job's estimated need.
+    /// Per job, the cheaper of sharing the GPU with the resident LLMs (when the planned job fits beside them) and
+    /// unloading them (the render's estimated time against the LLMs' unload and reload).
     Auto,
+    /// Keep the LLMs and render beside them whenever the planned job fits there (offloaded or tiled if need be);
+    /// unload them only when it does not.
+    Share,
     /// Never touch Ollama.
     Never,
 }
@@ -63,9 +68,10 @@ impl std::str::FromStr for Policy {
         match s.trim().to_ascii_lowercase().as_str() {
             "always" => Ok(Policy::Always),
             "auto" => Ok(Policy::Auto),
+            "share" => Ok(Policy::Share),
             "never" => Ok(Policy::Never),
             other => Err(format!(
-                "'{other}' is not a VRAM policy; use always, auto or never"
+                "'{other}' is not a VRAM policy; use always, auto, share or never"
             )),
         }
     }
@@ -164,6 +170,8 @@ struct State {
     ollama_down: bool,
     /// When Ollama's state was last learned (a call that answered or failed to connect).
     ollama_checked: Option<Instant>,
+    /// The VRAM DiffuGen holds itself to while it shares the GPU with resident LLMs.
+    budget: Option<f64>,
     /// The last diffusion job's estimated need, for the meter's fallback.
     last_need: Option<f64>,
 }
@@ -183,6 +191,12 @@ struct Inner {
 #[derive(Clone)]
 pub struct Orchestrator {
     inner: Arc<Inner>,
+}
+
+/// What a diffusion job needs: a number of bytes, or the memory planner to ask for any amount of free VRAM.
+enum Need<'a> {
+    Bytes(f64),
+    Planned(&'a mut (dyn FnMut(f64) -> Fit + Send)),
 }
 
 /// The GPU, held for diffusion. Dropping it after the queue drains restores what was unloaded (per the settings).
@@ -242,6 +256,7 @@ impl Orchestrator {
                     llm_waiting: 0,
                     ollama_down: false,
                     ollama_checked: None,
+                    budget: None,
                     last_need: None,
                 }),
                 events,
@@ -418,27 +433,30 @@ impl Orchestrator {
         }
     }
 
-    /// The first GPU's total memory and what a diffusion job may plan to use there: what is free now plus what
-    /// the policy would free (Ollama's models, unless the policy is `never`) and what DiffuGen's own worker holds
-    /// (its model is replaced or reused). `None` without a GPU reading.
+    /// The first GPU's total memory and what a diffusion job may use there as things stand: what is free plus what
+    /// DiffuGen's own worker holds (its model is replaced or reused). Whether Ollama's models go is decided when
+    /// the GPU is taken ([`Orchestrator::acquire_diffusion_planned`]). `None` without a GPU reading.
     pub fn gpu_memory_for_diffusion(&self) -> Option<(f64, f64)> {
-        let mut gpus = self.inner.gpu.read().ok()?;
-        let gpu = gpus.first_mut()?;
+        let gpus = self.inner.gpu.read().ok()?;
+        let gpu = gpus.first()?;
+        Some((gpu.total_bytes, self.free_for_diffusion(gpu)))
+    }
+
+    /// While DiffuGen shares the GPU with resident LLMs: the VRAM it holds itself to.
+    pub fn sharing_budget(&self) -> Option<f64> {
+        self.state().budget
+    }
+
+    /// Free VRAM plus what DiffuGen's own worker holds.
+    fn free_for_diffusion(&self, gpu: &crate::gpu::GpuReading) -> f64 {
         let pids: Vec<u32> = self.inner.engine.current_pid().into_iter().collect();
-        let never = self.config().policy == Policy::Never;
-        for process in &mut gpu.processes {
-            classify(process, &pids);
-        }
-        let reclaimable: f64 = gpu
+        let own: f64 = gpu
             .processes
             .iter()
-            .filter(|p| p.owner == Owner::Diffugen || (p.owner == Owner::Ollama && !never))
+            .filter(|p| pids.contains(&p.pid))
             .filter_map(|p| p.used_bytes)
             .sum();
-        Some((
-            gpu.total_bytes,
-            (gpu.free_bytes + reclaimable).min(gpu.total_bytes),
-        ))
+        (gpu.free_bytes + own).min(gpu.total_bytes)
     }
 
     /// Takes the GPU for diffusion: waits for LLM requests in flight, then (per the policy) unloads Ollama's
@@ -449,6 +467,27 @@ impl Orchestrator {
         need_bytes: f64,
         on_stage: &mut (dyn FnMut(Stage) + Send),
     ) -> Result<DiffusionLease, SwitchError> {
+        self.acquire(Need::Bytes(need_bytes), on_stage)
+            .await
+            .map(|(lease, _)| lease)
+    }
+
+    /// Like [`Orchestrator::acquire_diffusion`], with the job's memory planner: `planner(free)` says what the job
+    /// would need and take with `free` bytes of VRAM. Under `auto` and `share` the job may render beside the
+    /// resident LLMs (see [`crate::share`]); the answer is the VRAM the job may then use (`None`: what is free).
+    pub async fn acquire_diffusion_planned(
+        &self,
+        planner: &mut (dyn FnMut(f64) -> Fit + Send),
+        on_stage: &mut (dyn FnMut(Stage) + Send),
+    ) -> Result<(DiffusionLease, Option<f64>), SwitchError> {
+        self.acquire(Need::Planned(planner), on_stage).await
+    }
+
+    async fn acquire(
+        &self,
+        need: Need<'_>,
+        on_stage: &mut (dyn FnMut(Stage) + Send),
+    ) -> Result<(DiffusionLease, Option<f64>), SwitchError> {
         self.state().counters.requests += 1;
         let turn = match self.inner.turns.clone().try_write_owned() {
             Ok(turn) => turn,
@@ -464,21 +503,24 @@ impl Orchestrator {
             turn: Some(turn),
         };
         let _switch = self.inner.switch.lock().await;
-        self.state().last_need = Some(need_bytes);
-        if self.phase() == Phase::Diffusion {
-            return Ok(lease);
+        if let Need::Bytes(bytes) = need {
+            self.state().last_need = Some(bytes);
         }
-        self.make_room(need_bytes, false, on_stage).await?;
-        Ok(lease)
+        if self.phase() == Phase::Diffusion {
+            let budget = self.state().budget;
+            return Ok((lease, budget));
+        }
+        let budget = self.make_room(need, false, on_stage).await?.1;
+        Ok((lease, budget))
     }
 
     /// Unloads what the policy (or `force`) says must go and confirms its memory is free; ends in `diffusion`.
     async fn make_room(
         &self,
-        need_bytes: f64,
+        need: Need<'_>,
         force: bool,
         on_stage: &mut (dyn FnMut(Stage) + Send),
-    ) -> Result<SwitchReport, SwitchError> {
+    ) -> Result<(SwitchReport, Option<f64>), SwitchError> {
         let started = Instant::now();
         let config = self.config();
         let policy = if force { Policy::Always } else { config.policy };
@@ -492,12 +534,12 @@ impl Orchestrator {
         };
         if policy == Policy::Never {
             self.set_phase(Phase::Diffusion, "policy never: Ollama is left alone");
-            return Ok(report);
+            return Ok((report, None));
         }
         if !force && self.ollama_known_down() {
             // Learned moments ago (the watch, or the last job): asking again would only cost this job time.
             self.set_phase(Phase::Diffusion, "Ollama is not running: no LLM to unload");
-            return Ok(report);
+            return Ok((report, None));
         }
         self.set_phase(Phase::Switching, "making room for diffusion");
         on_stage(Stage::Preparing {
@@ -532,19 +574,54 @@ impl Orchestrator {
                     report.warnings.push(message);
                 }
                 self.set_phase(Phase::Diffusion, "Ollama could not be asked");
-                return Ok(report);
+                return Ok((report, None));
             }
         };
         let gpu = self.inner.gpu.read();
+        let (need_bytes, budget) = match (need, gpu.as_ref().ok().and_then(|g| g.first())) {
+            (Need::Bytes(bytes), _) => (bytes, None),
+            (Need::Planned(planner), Some(reading)) => {
+                let free_now = self.free_for_diffusion(reading);
+                let llm_bytes: f64 = loaded.iter().map(|m| m.size_vram as f64).sum();
+                let swap_cost = crate::share::swap_seconds(
+                    stats_of(&self.state()).average_switch_ms,
+                    llm_bytes,
+                );
+                let room = if loaded.is_empty() {
+                    Room::Share {
+                        budget_bytes: free_now,
+                        why: String::new(),
+                    }
+                } else {
+                    crate::share::decide(policy, free_now, llm_bytes, swap_cost, planner)
+                };
+                if !room.why().is_empty() {
+                    on_stage(Stage::Preparing {
+                        message: room.why().to_string(),
+                    });
+                }
+                match room {
+                    Room::Share { budget_bytes, .. } => {
+                        self.state().budget = Some(budget_bytes);
+                        (0.0, Some(budget_bytes))
+                    }
+                    Room::Swap { need_bytes, .. } => (need_bytes, None),
+                }
+            }
+            // No reading: nothing proves there is room beside the LLMs.
+            (Need::Planned(planner), None) => (planner(f64::INFINITY).vram_bytes, None),
+        };
         let victims = choose_victims(policy, &loaded, gpu.as_ref().ok(), need_bytes);
         if victims.is_empty() {
             let reason = if loaded.is_empty() {
                 "no LLM is loaded"
+            } else if budget.is_some() {
+                "sharing the GPU with the LLMs"
             } else {
                 "the GPU has room for the job and the LLM"
             };
             self.set_phase(Phase::Diffusion, reason);
-            return Ok(report);
+            return Ok((report, budget));
         }
         let free_before = gpu
             .as_ref()
@@ -631,7 +708,7 @@ impl Orchestrator {
         }
         self.set_phase(Phase::Diffusion, "LLM memory released");
         report.milliseconds = self.record_switch(Phase::Diffusion, started, &report.unloaded, &[]);
-        Ok(report)
+        Ok((report, None))
     }
 
     /// An unload that was not confirmed: a warning (the job runs), or under `strict` the error to fail with.
@@ -703,7 +780,8 @@ impl Orchestrator {
             return; // a job took the GPU again: no reload between queued jobs
         };
         let (phase, pinned, pending) = {
-            let state = self.state();
+            let mut state = self.state();
+            state.budget = None;
             (state.phase, state.pinned, !state.to_restore.is_empty())
         };
         // `switching` here means a switch whose job was cancelled half-way (the switch lock is ours now).
@@ -804,7 +882,7 @@ impl Orchestrator {
     pub async fn switch_to_diffusion(&self) -> Result<SwitchReport, SwitchError> {
         let _turn = self.inner.turns.clone().write_owned().await;
         let _switch = self.inner.switch.lock().await;
-        let report = self.make_room(0.0, true, &mut |_| {}).await?;
+        let (report, _) = self.make_room(Need::Bytes(0.0), true, &mut |_| {}).await?;
         self.state().pinned = true;
         Ok(report)
     }
@@ -878,6 +956,7 @@ impl Orchestrator {
                 worker_pid: engine_pid,
                 loaded_model,
                 estimated_bytes: estimate,
+                budget_bytes: state.budget,
             },
             pending_restore: state.to_restore.iter().map(|(n, _)| n.clone()).collect(),
             llm_requests_waiting: state.llm_waiting,
@@ -947,7 +1026,7 @@ fn choose_victims(
     match policy {
         Policy::Never => Vec::new(),
         Policy::Always => loaded.to_vec(),
-        Policy::Auto => {
+        Policy::Auto | Policy::Share => {
             let on_gpu = || loaded.iter().filter(|m| m.size_vram > 0).cloned();
             match gpu.and_then(|g| g.first()) {
                 // No GPU reading: nothing proves there is room, so anything on the GPU goes.
@@ -1080,7 +1159,7 @@ mod tests {
         assert!("sometimes"
             .parse::<Policy>()
             .unwrap_err()
-            .contains("always, auto or never"));
+            .contains("always, auto, share or never"));
         assert_eq!("leave".parse::<AfterQueue>(), Ok(AfterQueue::Leave));
         assert!("drop"
             .parse::<AfterQueue>()

@@ -94,6 +94,8 @@ pub struct EngineStatus {
     pub loaded_model: Option<String>,
     /// The last job's estimated memory need, while its model is loaded.
     pub estimated_bytes: Option<f64>,
+    /// While DiffuGen shares the GPU with resident LLMs: the VRAM it holds itself to.
+    pub budget_bytes: Option<f64>,
 }
 
 /// The orchestrator's counters since start.

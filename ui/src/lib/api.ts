@@ -40,11 +40,25 @@ const LABELS: Record<string, string> = {
   init_image: "Init image",
   mask: "Mask",
   strength: "Strength",
+  memory: "Memory & speed defaults",
+  model_keep_alive: "Keep an idle model loaded for",
+  vram_budget_gib: "VRAM budget",
+  vae_tiling: "VAE tiling",
+  vae_tile_size: "Tile size",
+  vae_tile_overlap: "Tile overlap",
+  flash_attn: "Flash attention",
+  mmap: "Memory-map weights",
+  cache: "Step cache",
+  weight_type: "Weight type",
+  part: "Part",
+  output: "File name",
 };
 
 export function label(field: string): string {
   if (LABELS[field]) return LABELS[field];
   if (field.startsWith("loras")) return "LoRA";
+  if (field.startsWith("memory.placement.")) return `Where ${field.slice("memory.placement.".length).replaceAll("_", " ")} runs`;
+  if (field.startsWith("memory.")) return label(field.slice("memory.".length));
   return field.replaceAll("_", " ");
 }
 

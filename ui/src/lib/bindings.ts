@@ -198,6 +198,8 @@ export type EngineStatus = {
 	loaded_model: string | null,
 	/**  The last job's estimated memory need, while its model is loaded. */
 	estimated_bytes: number | null,
+	/**  While DiffuGen shares the GPU with resident LLMs: the VRAM it holds itself to. */
+	budget_bytes: number | null,
 };
 
 /**  One image with everything recorded about it. */
@@ -528,6 +530,8 @@ export type Plan = {
 	max_vram_gib: number | null,
 	estimated_vram_peak_bytes: number | null,
 	estimated_ram_peak_bytes: number | null,
+	/**  A rough render time (seconds) under this plan, for comparing plans (not a promise). */
+	estimated_seconds: number | null,
 	/**  The free memory the plan was made for (after the safety margin), for the meter and messages. */
 	vram_available_bytes: number | null,
 	ram_available_bytes: number | null,
@@ -541,8 +545,16 @@ export type Plan = {
 export type Policy = 
 /**  Unload every resident LLM. */
 "always" | 
-/**  Unload only when the GPU's free memory is below the job's estimated need. */
+/**
+ *  Per job, the cheaper of sharing the GPU with the resident LLMs (when the planned job fits beside them) and
+ *  unloading them (the render's estimated time against the LLMs' unload and reload).
+ */
 "auto" | 
+/**
+ *  Keep the LLMs and render beside them whenever the planned job fits there (offloaded or tiled if need be);
+ *  unload them only when it does not.
+ */
+"share" | 
 /**  Never touch Ollama. */
 "never";
 
@@ -608,7 +620,7 @@ export type Settings = {
 	outputs_dir?: string | null,
 	/**  Ollama's address [default: http://127.0.0.1:11434]. */
 	ollama_url?: string | null,
-	/**  always | auto | never [default: auto]. */
+	/**  always | auto | share | never [default: auto]. */
 	vram_policy?: string | null,
 	/**  restore | leave [default: restore]. */
 	after_queue?: string | null,

@@ -4,6 +4,8 @@
 import { commands, events } from "./bindings";
 import type {
   AppInfo,
+  ConvertEvent,
+  ConvertUpdate,
   DownloadEvent,
   GenerateForm,
   JobEvent,
@@ -18,6 +20,7 @@ import type {
   VramSnapshot,
 } from "./bindings";
 import { call, errorText } from "./api";
+import { emptyMemory, normalMemory } from "./memory";
 
 export type View = "generate" | "gallery" | "queue" | "models" | "settings";
 
@@ -41,6 +44,22 @@ export interface LiveJob {
   warnings: string[];
   /** The memory planner's answer: where each part runs and the estimated peaks. */
   plan: string | null;
+}
+
+/** A smaller copy of a model being made, as its `convertProgress` events tell. */
+export interface Conversion {
+  id: string;
+  state: "running" | "done" | "failed";
+  /** 0..100 once sd.cpp has counted the tensors. */
+  percent: number | null;
+  output: string | null;
+  /** The model id that uses the copy, once it is done. */
+  modelId: string | null;
+  bytes: number | null;
+  seconds: number | null;
+  error: string | null;
+  /** Whether a dialog shows it (otherwise its end is told in a toast). */
+  watched: boolean;
 }
 
 export interface Toast {
@@ -67,7 +86,7 @@ export function emptyForm(): GenerateForm {
     init_image: null,
     mask: null,
     strength: null,
-    memory: { placement: {} },
+    memory: emptyMemory(),
   };
 }
 
@@ -84,6 +103,8 @@ export const app = $state({
   /** The job the Generate panel follows (the newest one started from the app, or the running one). */
   current: null as string | null,
   downloads: [] as PullInfo[],
+  /** Smaller copies of models being made (or made) since the app started, by conversion id. */
+  conversions: {} as Record<string, Conversion>,
   toasts: [] as Toast[],
   /** Bumped whenever an image lands in (or leaves) the gallery, so the grid reloads. */
   galleryVersion: 0,
@@ -113,6 +134,7 @@ export function dismiss(id: number): void {
 /** Fills the Generate form (a remix) and shows it. */
 export function loadForm(values: GenerateForm): void {
   Object.assign(form, emptyForm(), values);
+  form.memory = normalMemory(values.memory);
   app.view = "generate";
 }
 
@@ -318,12 +340,65 @@ export function applyDownloadEvent(event: DownloadEvent): void {
   }
 }
 
+/** The conversion `id`, known from now on (its events may arrive before `convertModel` answers). */
+export function trackConversion(id: string): Conversion {
+  app.conversions[id] ??= {
+    id,
+    state: "running",
+    percent: null,
+    output: null,
+    modelId: null,
+    bytes: null,
+    seconds: null,
+    error: null,
+    watched: false,
+  };
+  return app.conversions[id];
+}
+
+function applyConvert(c: Conversion, event: ConvertEvent): void {
+  switch (event.event) {
+    case "started":
+      c.state = "running";
+      c.output = event.output;
+      c.percent = 0;
+      break;
+    case "progress":
+      c.percent = event.percent ?? (event.total > 0 ? (event.done / event.total) * 100 : c.percent);
+      break;
+    case "done":
+      c.state = "done";
+      c.percent = 100;
+      c.output = event.output;
+      c.modelId = event.model_id;
+      c.bytes = event.bytes;
+      c.seconds = event.seconds;
+      break;
+    case "failed":
+      c.state = "failed";
+      c.error = event.error;
+      break;
+  }
+}
+
+export function applyConvertUpdate(update: ConvertUpdate): void {
+  const c = trackConversion(update.id);
+  applyConvert(c, update.event);
+  if (update.event.event === "done") {
+    void refreshModels();
+    if (!c.watched) toast(`Smaller copy ready: ${update.event.model_id}`);
+  } else if (update.event.event === "failed" && !c.watched) {
+    toast(`Making a smaller copy failed: ${update.event.error}`, "error");
+  }
+}
+
 /** Loads everything and follows the core's events. Returns a function that stops following. */
 export async function start(): Promise<() => void> {
   const stops = await Promise.all([
     events.jobUpdate.listen((e) => applyJobEvent(e.payload)),
     events.vramUpdate.listen((e) => applyVramEvent(e.payload)),
     events.downloadUpdate.listen((e) => applyDownloadEvent(e.payload)),
+    events.convertProgress.listen((e) => applyConvertUpdate(e.payload)),
     // A model copied into (or removed from) a model folder: list them again, no rescan by hand.
     events.modelsUpdate.listen(() => void refreshModels()),
   ]);

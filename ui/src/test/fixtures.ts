@@ -7,6 +7,7 @@ import type {
   JobInfo,
   ModelCard,
   ModelList,
+  Plan,
   Settings,
   VramSnapshot,
 } from "../lib/bindings";
@@ -117,7 +118,7 @@ export function vram(overrides: Partial<VramSnapshot> = {}): VramSnapshot {
       diffugen_bytes: 1e9,
     },
     ollama: { url: "http://127.0.0.1:11434", reachable: true, version: "0.12.0", error: null, models: [] },
-    engine: { worker_pid: null, loaded_model: null, estimated_bytes: null },
+    engine: { worker_pid: null, loaded_model: null, estimated_bytes: null, budget_bytes: null },
     pending_restore: [],
     llm_requests_waiting: 0,
     stats: {
@@ -130,6 +131,25 @@ export function vram(overrides: Partial<VramSnapshot> = {}): VramSnapshot {
       max_switch_ms: null,
       seconds_in: { idle: 3, llm: 0, switching: 0, diffusion: 0 },
     },
+    ...overrides,
+  };
+}
+
+/** The memory planner's answer for a model that fits on the GPU; override to offload or not fit. */
+export function plan(overrides: Partial<Plan> = {}): Plan {
+  return {
+    fits: true,
+    placement: { diffusion: "gpu", clip_l: "gpu", vae: "gpu" },
+    vae_tiling: false,
+    flash_attn: false,
+    max_vram_gib: null,
+    estimated_vram_peak_bytes: 3.2e9,
+    estimated_ram_peak_bytes: 1.1e9,
+    estimated_seconds: 4,
+    vram_available_bytes: 7e9,
+    ram_available_bytes: 30e9,
+    reasons: ["diffusion on the GPU: fits in VRAM"],
+    advice: [],
     ...overrides,
   };
 }
@@ -164,6 +184,7 @@ export function mockCore(overrides: Record<string, Handler> = {}) {
     gallery_count: () => 0,
     gallery_page: () => ({ entries: [], next_cursor: null }),
     gallery_boards: () => [],
+    plan_model: () => plan(),
   };
   mockConvertFileSrc("linux");
   mockIPC(

@@ -40,4 +40,68 @@ describe("Settings", () => {
     await fireEvent.change(screen.getByTestId("api-host"), { target: { value: "my laptop" } });
     expect((await screen.findByRole("alert")).textContent).toContain("'my laptop' is not an IP address");
   });
+
+  it("saves the memory defaults as one JSON object after each complete edit, and clears them", async () => {
+    app.info = info;
+    app.settings = { extra_models_dirs: [] };
+    app.toasts = [];
+    const calls = mockCore({
+      set_setting: (a) => ({
+        settings: { extra_models_dirs: [], memory: a.value === null ? null : JSON.parse(a.value as string) },
+        restart_needed: false,
+      }),
+    });
+    render(SettingsPanel);
+    const saves = () => calls.filter((c) => c.cmd === "set_setting").map((c) => c.args);
+    await fireEvent.change(screen.getByTestId("memory-defaults-vae-tiling"), { target: { value: "on" } });
+    await waitFor(() => expect(saves()).toEqual([{ key: "memory", value: '{"vae_tiling":"on"}' }]));
+    expect(app.settings?.memory).toEqual({ vae_tiling: "on" });
+
+    const size = screen.getByTestId("memory-defaults-tile-size");
+    await fireEvent.input(size, { target: { value: "512" } });
+    expect(saves()).toHaveLength(1);
+    await fireEvent.change(size, { target: { value: "512" } });
+    await fireEvent.change(screen.getByTestId("memory-defaults-placement-text_encoders"), { target: { value: "cpu" } });
+    await waitFor(() => expect(saves()).toHaveLength(3));
+    expect(JSON.parse(saves()[2].value as string)).toEqual({ placement: { text_encoders: "cpu" }, vae_tiling: "on", vae_tile_size: 512 });
+    await waitFor(() => expect(screen.getByTestId("memory-defaults-summary").textContent).toContain("text encoders cpu · VAE tiling on (512 px)"));
+
+    await fireEvent.click(screen.getByTestId("memory-defaults-reset"));
+    await waitFor(() => expect(saves().at(-1)).toEqual({ key: "memory", value: null }));
+    await waitFor(() => expect(screen.queryByTestId("memory-defaults-reset")).toBeNull());
+  });
+
+  it("refuses a memory default the core would refuse at the field, without saving", async () => {
+    app.info = info;
+    app.settings = { extra_models_dirs: [] };
+    const calls = mockCore();
+    render(SettingsPanel);
+    const overlap = screen.getByTestId("memory-defaults-tile-overlap");
+    await fireEvent.input(overlap, { target: { value: "0.9" } });
+    await fireEvent.change(overlap, { target: { value: "0.9" } });
+    expect((await screen.findByTestId("memory-defaults-error")).textContent).toContain("from 0 to 0.5");
+    expect(overlap.getAttribute("aria-invalid")).toBe("true");
+    expect(calls.some((c) => c.cmd === "set_setting")).toBe(false);
+  });
+
+  it("saves how long an idle model stays loaded, and shows the core's word on a bad value", async () => {
+    app.info = info;
+    app.settings = { extra_models_dirs: [], memory: { cache: "fast" } };
+    const calls = mockCore({
+      set_setting: (a) => {
+        if (a.value === "soon") throw { field: "model_keep_alive", message: "'soon' is not a keep-alive; write 30s, 5m, 1h, 0 (free at once) or -1 (keep)" };
+        return { settings: { extra_models_dirs: [], model_keep_alive: a.value as string }, restart_needed: false };
+      },
+    });
+    render(SettingsPanel);
+    expect(screen.getByTestId<HTMLSelectElement>("memory-defaults-cache").value).toBe("fast");
+    const keep = screen.getByLabelText("Keep an idle model loaded for");
+    expect(keep.getAttribute("aria-describedby")).toBe("keep-alive-hint");
+    expect(screen.getByText("5m, 30s, 0 = free at once, -1 = keep")).toBeTruthy();
+    await fireEvent.change(keep, { target: { value: " 30s " } });
+    await waitFor(() => expect(calls.find((c) => c.cmd === "set_setting")?.args).toEqual({ key: "model_keep_alive", value: "30s" }));
+    await fireEvent.change(keep, { target: { value: "soon" } });
+    expect((await screen.findByRole("alert")).textContent).toContain("is not a keep-alive");
+    expect(keep.classList.contains("invalid")).toBe(true);
+  });
 });

@@ -54,8 +54,8 @@ pub(super) fn arch(family: &str) -> Arch {
 /// The full VAE decoder: about 6.5 KiB of activations per output pixel (1.6 GiB at 512×512), the figure sd.cpp
 /// logs for SD 1.x's decoder; FLUX's 16-channel VAE has the same decoder widths.
 pub const VAE_BYTES_PER_PIXEL: f64 = 6.5 * 1024.0;
-/// A TAESD-style decoder (SDXS): 64 channels, no attention.
-pub const TAE_BYTES_PER_PIXEL: f64 = 1.1 * 1024.0;
+/// A TAESD-style decoder (SDXS): 64 channels, no attention; sd.cpp logs 1,920 bytes per pixel for it.
+pub const TAE_BYTES_PER_PIXEL: f64 = 1.9 * 1024.0;
 /// sd.cpp's VAE tile: 32×32 latent pixels (256×256 image pixels) with half-tile overlap in memory.
 pub const VAE_TILE_PIXELS: f64 = 256.0 * 256.0;
 /// Activations kept per latent token, in units of the width (resnet and attention intermediates, skips).
