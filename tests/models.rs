@@ -857,8 +857,9 @@ fn a_smaller_copy_of_a_flux_sets_t5_becomes_a_model_of_its_own_and_the_original_
             None,
         )
         .unwrap_err();
+    assert_eq!(err.field, "part");
     assert!(
-        err.contains("has no clip_g part") && err.contains("t5xxl"),
+        err.message.contains("has no clip_g part") && err.message.contains("t5xxl"),
         "{err}"
     );
     let err = library
@@ -869,5 +870,6 @@ fn a_smaller_copy_of_a_flux_sets_t5_becomes_a_model_of_its_own_and_the_original_
             Some("../outside"),
         )
         .unwrap_err();
-    assert!(err.contains("not a file name"), "{err}");
+    assert_eq!(err.field, "output");
+    assert!(err.message.contains("not a file name"), "{err}");
 }

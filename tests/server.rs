@@ -1404,3 +1404,171 @@ async fn a_queued_job_whose_client_went_away_is_dropped_from_the_queue() {
     );
     api.stop().await;
 }
+
+#[tokio::test]
+async fn memory_options_arrive_through_the_job_api_and_a1111_override_settings_and_bad_ones_are_named(
+) {
+    let api = Api::start(None, 8).await;
+    // The job API: a step cache and VAE tiling, recorded in the image's JSON record with the plan it ran under.
+    let (status, job) = api
+        .post(
+            "/api/v1/jobs",
+            json!({"model": "tiny", "prompt": "a kite", "width": 64, "height": 64, "steps": 4,
+                   "memory": {"cache": "fast", "vae_tiling": "on"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let events = api
+        .client
+        .get(api.url(&format!("/api/v1/jobs/{id}/events")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        events.contains("event: plan") && events.contains("VAE tiled"),
+        "{events}"
+    );
+    let info: Value = api
+        .client
+        .get(api.url(&format!("/api/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = info["outputs"][0]["path"].as_str().unwrap().to_string();
+    let texts = diffugen_engine::output::read_png_text(std::path::Path::new(&path)).unwrap();
+    let (_, text) = texts
+        .iter()
+        .find(|(key, _)| key == diffugen_engine::output::RECORD_KEY)
+        .expect("the JSON record");
+    let record: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(record["memory"]["cache"], "fast");
+    assert_eq!(record["memory"]["vae_tiling"], "on");
+    assert_eq!(record["step_cache"]["ucache"]["threshold"], 1.0);
+    assert!(
+        record["plan"].as_str().unwrap().contains("VAE tiled"),
+        "{record}"
+    );
+
+    for (body, field) in [
+        (json!({"cache": "turbo"}), "memory"),
+        (
+            json!({"placement": {"t5xxl": "cpu"}}),
+            "memory.placement.t5xxl",
+        ),
+        (json!({"vae_tile_size": 30}), "memory.vae_tile_size"),
+    ] {
+        let (status, error) = api
+            .post(
+                "/api/v1/jobs",
+                json!({"model": "tiny", "prompt": "x", "memory": body}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+        let text = error.to_string();
+        assert!(text.contains(field), "{field}: {text}");
+    }
+
+    // A1111: the same keys in override_settings; an unknown one is named.
+    let (status, reply) = api
+        .post(
+            "/sdapi/v1/txt2img",
+            json!({"prompt": "a kite", "width": 64, "height": 64, "steps": 2,
+                   "override_settings": {"sd_model_checkpoint": "tiny", "cache": "fast"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (status, error) = api
+        .post(
+            "/sdapi/v1/txt2img",
+            json!({"prompt": "a kite", "override_settings": {"sd_model_checkpoint": "tiny", "cache": "turbo"}}),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status}");
+    assert!(
+        error.to_string().contains("override_settings.cache"),
+        "{error}"
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_smaller_copy_is_made_over_http_with_its_preview_first_and_sse_progress_to_the_new_model()
+{
+    let api = Api::start(None, 8).await;
+    let (status, started) = api
+        .post(
+            "/api/v1/models/convert",
+            json!({"model": "tiny", "type": "q8_0"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let preview = &started["preview"];
+    assert!(
+        preview["expected_bytes"].as_f64().unwrap() < preview["current_bytes"].as_f64().unwrap()
+    );
+    assert!(
+        preview["vram_after_bytes"].as_f64().unwrap() < preview["vram_now_bytes"].as_f64().unwrap()
+    );
+    assert_eq!(preview["new_model_id"], "tiny-q8_0");
+    let id = started["id"].as_str().unwrap();
+    let events = api
+        .client
+        .get(api.url(&format!("/api/v1/models/converts/{id}/events")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let names: Vec<&str> = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.first(), Some(&"started"), "{events}");
+    assert!(names.contains(&"progress"), "{events}");
+    assert_eq!(names.last(), Some(&"done"), "{events}");
+    assert!(events.contains("\"model_id\":\"tiny-q8_0\""), "{events}");
+    let (status, job) = api
+        .post(
+            "/api/v1/jobs",
+            json!({"model": "tiny-q8_0", "prompt": "a kite", "width": 64, "height": 64, "steps": 2}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "the copy is a model at once: {job}"
+    );
+
+    for (body, field) in [
+        (json!({"model": "tiny", "type": "q9"}), None),
+        (
+            json!({"model": "/etc/passwd", "type": "q8_0"}),
+            Some("model"),
+        ),
+        (
+            json!({"model": "tiny", "type": "q4_0", "output": "../../outside"}),
+            Some("output"),
+        ),
+        (
+            json!({"model": "tiny", "type": "q4_0", "part": "t5xxl"}),
+            Some("part"),
+        ),
+        (json!({"model": "tiny", "type": "q8_0"}), None),
+    ] {
+        let (status, error) = api.post("/api/v1/models/convert", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {error}");
+        if let Some(field) = field {
+            assert_eq!(error["error"]["param"], field, "{body}: {error}");
+        }
+    }
+    assert!(!api.ws.models_dir().join("../outside.gguf").exists());
+    api.stop().await;
+}

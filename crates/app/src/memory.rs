@@ -65,7 +65,7 @@ impl Core {
         self.library()
             .plan_conversion(model, part, weight_type, output.as_deref())
             .map(|c| c.preview)
-            .map_err(|message| AppError::field(conversion_field(&message), message))
+            .map_err(conversion_error)
     }
 
     /// Starts making the copy (one conversion at a time); progress arrives on [`Core::convert_events`].
@@ -79,7 +79,7 @@ impl Core {
         let library = self.library();
         let conversion = library
             .plan_conversion(model, part, weight_type, output.as_deref())
-            .map_err(|message| AppError::field(conversion_field(&message), message))?;
+            .map_err(conversion_error)?;
         let preview = &conversion.preview;
         let request = ConvertRequest {
             input: preview.input.clone().into(),
@@ -101,15 +101,12 @@ impl Core {
     }
 }
 
-/// The form field a conversion problem belongs to.
-fn conversion_field(message: &str) -> &'static str {
-    if message.contains("file name") {
-        "output"
-    } else if message.contains("part") {
-        "part"
-    } else if message.contains("already") {
+/// A conversion problem at the dialog's field (`type` is the form's `weight_type`).
+fn conversion_error(e: diffugen_models::convert::ConversionError) -> AppError {
+    let field = if e.field == "type" {
         "weight_type"
     } else {
-        "model"
-    }
+        e.field
+    };
+    AppError::field(field, e.message)
 }

@@ -45,8 +45,12 @@ pub fn run(paths: &Paths, args: &ConvertArgs, json: bool) -> Result<ExitCode, St
         .map_err(|e| format!("--type: {e}"))?;
     let part = args.part.as_deref().map(parse_part).transpose()?;
     let library = paths.library();
-    let conversion =
-        library.plan_conversion(&args.id, part, weight_type, args.output.as_deref())?;
+    let conversion = library
+        .plan_conversion(&args.id, part, weight_type, args.output.as_deref())
+        .map_err(|e| match e.field {
+            "model" => e.message,
+            flag => format!("--{flag}: {}", e.message),
+        })?;
     let preview = &conversion.preview;
     if json {
         println!(

@@ -29,6 +29,21 @@ pub struct ConversionPreview {
     pub new_model_id: String,
 }
 
+/// Why a copy cannot be planned, and the request field at fault: `model`, `part`, `type` or `output`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConversionError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn refuse(field: &'static str, message: impl Into<String>) -> ConversionError {
+    ConversionError {
+        field,
+        message: message.into(),
+    }
+}
+
 /// A planned conversion and what to write when the copy exists.
 #[derive(Debug, Clone)]
 pub struct Conversion {
@@ -86,16 +101,21 @@ impl Library {
         part: Option<Part>,
         weight_type: QuantType,
         output: Option<&str>,
-    ) -> Result<Conversion, String> {
-        let model = self.resolve(id).map_err(|e| e.to_string())?;
+    ) -> Result<Conversion, ConversionError> {
+        let model = self
+            .resolve(id)
+            .map_err(|e| refuse("model", e.to_string()))?;
         let (part, input) = match (part, &model.components.model) {
             (None, Some(file)) => (None, file.clone()),
             (Some(p), Some(_)) => {
-                return Err(format!(
-                "{} is a single-file checkpoint: it is converted whole; leave out the part ({})",
-                model.id,
-                p.name()
-            ))
+                return Err(refuse(
+                    "part",
+                    format!(
+                        "{} is a single-file checkpoint: it is converted whole; leave out the part ({})",
+                        model.id,
+                        p.name()
+                    ),
+                ))
             }
             (part, None) => {
                 let part = part.unwrap_or(Part::Diffusion);
@@ -112,11 +132,14 @@ impl Library {
                     .filter(|p| component_of(&model.components, *p).is_some())
                     .map(Part::name)
                     .collect();
-                    format!(
-                        "{} has no {} part; its parts: {}",
-                        model.id,
-                        part.name(),
-                        parts.join(", ")
+                    refuse(
+                        "part",
+                        format!(
+                            "{} has no {} part; its parts: {}",
+                            model.id,
+                            part.name(),
+                            parts.join(", ")
+                        ),
                     )
                 })?;
                 (Some(part), file.clone())
@@ -124,17 +147,20 @@ impl Library {
         };
         let entry = inspect(&input);
         if let Some(error) = &entry.error {
-            return Err(format!("{}: {error}", input.display()));
+            return Err(refuse("model", format!("{}: {error}", input.display())));
         }
         if entry.quantization.as_deref() == Some(weight_type.name()) {
-            return Err(format!(
-                "{} is already {}; choose a smaller type",
-                input.display(),
-                weight_type
+            return Err(refuse(
+                "type",
+                format!(
+                    "{} is already {}; choose a smaller type",
+                    input.display(),
+                    weight_type
+                ),
             ));
         }
         let name = match output {
-            Some(name) => output_name(name)?,
+            Some(name) => output_name(name).map_err(|m| refuse("output", m))?,
             None => format!(
                 "{}-{}.gguf",
                 input.file_stem().unwrap_or_default().to_string_lossy(),
@@ -142,6 +168,15 @@ impl Library {
             ),
         };
         let output = self.models_dir().join(name);
+        if output.exists() {
+            return Err(refuse(
+                "output",
+                format!(
+                    "{} already exists; choose another file name for the copy",
+                    output.display()
+                ),
+            ));
+        }
         let expected = crate::header::read(&input)
             .map(|h| crate::quant::converted_bytes(&h.tensors, weight_type))
             .unwrap_or_else(|_| converted_size(entry.parameters, weight_type));

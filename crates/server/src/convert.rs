@@ -49,18 +49,7 @@ pub async fn start(
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let (conversion, library) = planned.map_err(|message| {
-        let field = if message.contains("file name") {
-            "output"
-        } else if message.contains("part") {
-            "part"
-        } else if message.contains("already") {
-            "type"
-        } else {
-            "model"
-        };
-        ApiError::invalid(field, message)
-    })?;
+    let (conversion, library) = planned.map_err(|e| ApiError::invalid(e.field, e.message))?;
     let preview = conversion.preview.clone();
     let request = ConvertRequest {
         input: preview.input.clone().into(),
