@@ -65,11 +65,25 @@ impl Api {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// A GET's body as text (an SSE stream read to its end).
+    async fn text(&self, path: &str) -> String {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await.unwrap();
         }
     }
+}
+
+/// The event names of an SSE stream, in order.
+fn event_names(stream: &str) -> Vec<&str> {
+    stream
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect()
 }
 
 /// An OpenAI image request shaped like Open WebUI's, with sd.cpp controls merged in (its "API params" setting).
@@ -385,19 +399,8 @@ async fn the_job_api_streams_typed_events_and_replays_them_to_a_late_subscriber(
         .collect();
     assert_eq!(steps, [1, 2]);
 
-    let replay = api
-        .client
-        .get(api.url(&format!("/api/v1/jobs/{id}/events")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let replayed: Vec<&str> = replay
-        .lines()
-        .filter_map(|l| l.strip_prefix("event: "))
-        .collect();
+    let replay = api.text(&format!("/api/v1/jobs/{id}/events")).await;
+    let replayed = event_names(&replay);
     assert_eq!(replayed, names, "a late subscriber sees the same events");
 
     let info: Value = api
@@ -1519,18 +1522,9 @@ async fn a_smaller_copy_is_made_over_http_with_its_preview_first_and_sse_progres
     assert_eq!(preview["new_model_id"], "tiny-q8_0");
     let id = started["id"].as_str().unwrap();
     let events = api
-        .client
-        .get(api.url(&format!("/api/v1/models/converts/{id}/events")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let names: Vec<&str> = events
-        .lines()
-        .filter_map(|l| l.strip_prefix("event: "))
-        .collect();
+        .text(&format!("/api/v1/models/converts/{id}/events"))
+        .await;
+    let names = event_names(&events);
     assert_eq!(names.first(), Some(&"started"), "{events}");
     assert!(names.contains(&"progress"), "{events}");
     assert_eq!(names.last(), Some(&"done"), "{events}");

@@ -4,15 +4,15 @@
 
 use diffugen_engine::convert::{ConvertRequest, ConvertUpdate};
 use diffugen_models::convert::ConversionPreview;
-use diffugen_models::plan::{self, Constraints, Job};
+use diffugen_models::plan;
 use diffugen_models::{Part, Plan, QuantType};
 use tokio::sync::broadcast;
 
 use crate::{AppError, Core};
 
 impl Core {
-    /// How `model` would run at `width`×`height` (its default size when left out) with the memory free now: the
-    /// VRAM the policy could free counts as available.
+    /// How `model` would run at `width`×`height` (its default size when left out) with the memory free now; the
+    /// VRAM Ollama's models hold counts as available unless the policy never unloads them.
     pub async fn plan_model(
         &self,
         model: &str,
@@ -23,32 +23,21 @@ impl Core {
         let resolved = library
             .resolve(model)
             .map_err(|e| AppError::field("model", e.to_string()))?;
-        let gpu = self.service.orchestrator.gpu_memory_for_diffusion();
-        let d = &resolved.defaults;
-        let job = Job {
-            width: width.unwrap_or(d.width),
-            height: height.unwrap_or(d.height),
-            steps: d.steps,
-            cfg: d.cfg_scale > 1.0,
+        let orchestrator = &self.service.orchestrator;
+        // What the LLMs hold counts as available unless the policy never unloads them (as a job would get it).
+        let llm_bytes = if orchestrator.config().policy == diffugen_vram::Policy::Never {
+            0.0
+        } else {
+            let snapshot = orchestrator.snapshot().await;
+            snapshot.ollama.models.iter().map(|m| m.vram_bytes).sum()
         };
-        let constraints = Constraints {
-            placement: Default::default(),
-            vram_budget_gib: None,
-            vae_tiling: None,
-            flash_attn: None,
-        };
+        let gpu = orchestrator
+            .gpu_memory_for_diffusion()
+            .map(|(total, free)| (total, (free + llm_bytes).min(total)));
         tokio::task::spawn_blocking(move || {
-            let shape = plan::shape_of(&resolved.components, &resolved.family)
-                .map_err(|e| AppError::field("model", e))?;
             let resources = diffugen_engine::memory::resources(gpu);
-            let mut plan = plan::plan(&shape, &job, &resources, &constraints);
-            for advice in &mut plan.advice {
-                *advice = advice.replace(
-                    "diffugen models convert MODEL",
-                    &format!("diffugen models convert {}", resolved.id),
-                );
-            }
-            Ok(plan)
+            plan::plan_model(&resolved, (width, height), None, &resources)
+                .map_err(|e| AppError::field("model", e))
         })
         .await
         .map_err(|e| AppError::new(e.to_string()))?

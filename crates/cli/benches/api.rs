@@ -4,34 +4,24 @@
 //!   target p99 <= 20 ms; the worker-to-supervisor pipe before it is not included);
 //! - 50 concurrent clients on a queue of 64: every request answered, none lost, every image written.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diffugen_engine::{Destination, Engine, GenerateRequest, JobSpec, WorkerCommand};
+use diffugen_engine::{Destination, Engine, GenerateRequest, WorkerCommand};
 use diffugen_jobs::JobManager;
 use diffugen_models::Library;
 use diffugen_server::{AppState, ServerConfig};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use support::{engine_job, median};
 
 const RUNS: usize = 5;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-async fn direct_job(engine: &Engine, spec: &JobSpec, out: &Destination) -> f64 {
-    let t = Instant::now();
-    diffugen_engine::job::run(engine, "direct", spec, out, Instant::now(), &mut |_| {})
-        .await
-        .unwrap();
-    t.elapsed().as_secs_f64()
 }
 
 #[tokio::main]
@@ -59,7 +49,7 @@ async fn main() {
     };
     let spec = diffugen_engine::validate(&request, &Library::new(&models)).unwrap();
     let out = Destination::Folder(dir.path().join("direct"));
-    direct_job(&direct_engine, &spec, &out).await; // warm the model
+    engine_job(&direct_engine, &spec, &out).await; // warm the model
 
     // Through HTTP: a real server on loopback.
     let config = ServerConfig {
@@ -103,7 +93,7 @@ async fn main() {
 
     let (mut direct, mut api) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
-        direct.push(direct_job(&direct_engine, &spec, &out).await);
+        direct.push(engine_job(&direct_engine, &spec, &out).await);
         api.push(api_job().await);
     }
     direct_engine.stop().await;

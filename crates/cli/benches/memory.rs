@@ -5,26 +5,17 @@
 //! - the hot path: a job through the service as `diffugen serve` runs it — default settings (VRAM policy `auto`),
 //!   the VRAM step, the gallery, no Ollama running — against a direct engine job (target ratio <= 1.02).
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diffugen_engine::convert::ConvertRequest;
-use diffugen_engine::{Destination, Engine, GenerateRequest, JobSpec, Stage, WorkerCommand};
+use diffugen_engine::{Destination, Engine, GenerateRequest, JobSpec, Stage};
 use diffugen_models::Library;
+use support::{engine_job, median, worker};
 
 const PAIRS: usize = 5;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn worker() -> WorkerCommand {
-    WorkerCommand {
-        program: env!("CARGO_BIN_EXE_diffugen").into(),
-        args: vec![diffugen_engine::WORKER_SUBCOMMAND.into()],
-    }
-}
 
 fn spec(models: &std::path::Path, steps: u32, cache: Option<&str>) -> JobSpec {
     let request = GenerateRequest {
@@ -42,14 +33,6 @@ fn spec(models: &std::path::Path, steps: u32, cache: Option<&str>) -> JobSpec {
     diffugen_engine::validate(&request, &Library::new(models)).unwrap()
 }
 
-async fn job(engine: &Engine, spec: &JobSpec, out: &Destination) -> f64 {
-    let t = Instant::now();
-    diffugen_engine::job::run(engine, "bench", spec, out, Instant::now(), &mut |_| {})
-        .await
-        .unwrap();
-    t.elapsed().as_secs_f64()
-}
-
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,11 +46,11 @@ async fn main() {
     println!("memory benchmark: test model (SDXS, 441 M params, f16), 64x64, 2 threads, median of {PAIRS}");
     for steps in [8, 20] {
         let off = spec(&models, steps, None);
-        job(&engine, &off, &out).await; // load the model once
+        engine_job(&engine, &off, &out).await; // load the model once
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); 3];
         for _ in 0..PAIRS {
             for (i, cache) in [None, Some("fast"), Some("faster")].into_iter().enumerate() {
-                times[i].push(job(&engine, &spec(&models, steps, cache), &out).await);
+                times[i].push(engine_job(&engine, &spec(&models, steps, cache), &out).await);
             }
         }
         let [off, fast, faster]: [f64; 3] = [0, 1, 2].map(|i| median(times[i].clone()));
@@ -168,11 +151,11 @@ async fn main() {
             t.elapsed().as_secs_f64()
         }
     };
-    job(&engine, &hot, &out).await;
+    engine_job(&engine, &hot, &out).await;
     through_service(hot.clone()).await;
     let (mut direct, mut served) = (Vec::new(), Vec::new());
     for _ in 0..PAIRS * 2 {
-        direct.push(job(&engine, &hot, &out).await);
+        direct.push(engine_job(&engine, &hot, &out).await);
         served.push(through_service(hot.clone()).await);
         // The queue drains between jobs, as it does between a user's requests.
         tokio::time::sleep(Duration::from_millis(50)).await;

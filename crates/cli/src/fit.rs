@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use diffugen_models::plan::{self, Constraints, Job, Resources};
+use diffugen_models::plan::{self, Resources};
 use diffugen_vram::GpuProbe;
 
 use crate::paths::Paths;
@@ -109,26 +109,7 @@ pub fn run(paths: &Paths, args: &FitArgs, json: bool) -> Result<ExitCode, String
         }
     }
     let (resources, source) = resources(args)?;
-    let shape = plan::shape_of(&model.components, &model.family)?;
-    let job = Job {
-        width,
-        height,
-        steps: args.steps.unwrap_or(d.steps),
-        cfg: d.cfg_scale > 1.0,
-    };
-    let constraints = Constraints {
-        placement: Default::default(),
-        vram_budget_gib: None,
-        vae_tiling: None,
-        flash_attn: None,
-    };
-    let mut result = plan::plan(&shape, &job, &resources, &constraints);
-    for advice in &mut result.advice {
-        *advice = advice.replace(
-            "models convert MODEL",
-            &format!("models convert {}", model.id),
-        );
-    }
+    let result = plan::plan_model(&model, (Some(width), Some(height)), args.steps, &resources)?;
     if json {
         let mut value = serde_json::to_value(&result).map_err(|e| e.to_string())?;
         value["model"] = model.id.clone().into();

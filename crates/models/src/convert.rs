@@ -120,15 +120,8 @@ impl Library {
             (part, None) => {
                 let part = part.unwrap_or(Part::Diffusion);
                 let file = component_of(&model.components, part).ok_or_else(|| {
-                    let parts: Vec<&str> = [
-                        Part::Diffusion,
-                        Part::Vae,
-                        Part::ClipL,
-                        Part::ClipG,
-                        Part::T5xxl,
-                        Part::Llm,
-                    ]
-                    .into_iter()
+                    let parts: Vec<&str> = Part::ALL
+                        .into_iter()
                     .filter(|p| component_of(&model.components, *p).is_some())
                     .map(Part::name)
                     .collect();

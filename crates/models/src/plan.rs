@@ -37,6 +37,15 @@ pub enum Part {
 }
 
 impl Part {
+    pub const ALL: [Part; 6] = [
+        Part::Diffusion,
+        Part::Vae,
+        Part::ClipL,
+        Part::ClipG,
+        Part::T5xxl,
+        Part::Llm,
+    ];
+
     /// The name used in plans, options and messages.
     pub fn name(self) -> &'static str {
         match self {
@@ -240,6 +249,42 @@ fn encoder_part(field: &str) -> Option<Part> {
     }
 }
 
+/// What one file of a model holds, by part: read from its header once, then remembered until the file changes
+/// (every job plans, and a large checkpoint's header takes milliseconds to read).
+fn file_parts(field: &str, path: &Path) -> Result<Vec<PartWeights>, String> {
+    type Key = (std::path::PathBuf, String);
+    type Seen = (u64, Option<std::time::SystemTime>, Vec<PartWeights>);
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<Key, Seen>>> =
+        std::sync::OnceLock::new();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (len, modified) = (meta.len(), meta.modified().ok());
+    let key = (path.to_path_buf(), field.to_string());
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some((l, m, parts)) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if *l == len && *m == modified {
+            return Ok(parts.clone());
+        }
+    }
+    let header = header::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let as_part = if field == "model" {
+        // A checkpoint that is really one part (a UNet alone) counts as that part.
+        match identify(&header.tensors).role {
+            Role::Checkpoint => None,
+            _ => Some(Part::Diffusion),
+        }
+    } else {
+        encoder_part(field)
+    };
+    let mut parts = BTreeMap::new();
+    add_file(&mut parts, &header.tensors, as_part);
+    let parts: Vec<PartWeights> = parts.into_values().collect();
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, (len, modified, parts.clone()));
+    Ok(parts)
+}
+
 /// Reads the parts of a model from its files' headers (weights are never read).
 pub fn shape_of(components: &Components, family: &str) -> Result<ModelShape, String> {
     let mut parts = BTreeMap::new();
@@ -248,17 +293,15 @@ pub fn shape_of(components: &Components, family: &str) -> Result<ModelShape, Str
         if field == "taesd" && (components.vae.is_some() || components.model.is_some()) {
             continue;
         }
-        let header = header::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let as_part = if field == "model" {
-            // A checkpoint that is really one part (a UNet alone) counts as that part.
-            match identify(&header.tensors).role {
-                Role::Checkpoint => None,
-                _ => Some(Part::Diffusion),
-            }
-        } else {
-            encoder_part(field)
-        };
-        add_file(&mut parts, &header.tensors, as_part);
+        for weights in file_parts(field, path)? {
+            let entry = parts.entry(weights.part).or_insert(PartWeights {
+                part: weights.part,
+                bytes: 0.0,
+                parameters: 0.0,
+            });
+            entry.bytes += weights.bytes;
+            entry.parameters += weights.parameters;
+        }
     }
     // SDXS checkpoints carry no VAE: sd.cpp decodes with its built-in TAE (2.4 M parameters in f16).
     if family == "sdxs" && !parts.contains_key(&Part::Vae) {
@@ -362,17 +405,10 @@ impl Plan {
 
     /// Where a module runs (all text encoders share one placement).
     pub fn group(&self, group: Group) -> Option<Placement> {
-        [
-            Part::Diffusion,
-            Part::Vae,
-            Part::ClipL,
-            Part::ClipG,
-            Part::T5xxl,
-            Part::Llm,
-        ]
-        .into_iter()
-        .filter(|p| p.group() == group)
-        .find_map(|p| self.part(p))
+        Part::ALL
+            .into_iter()
+            .filter(|p| p.group() == group)
+            .find_map(|p| self.part(p))
     }
 
     /// One line for the job's events and the CLI.
@@ -521,6 +557,32 @@ fn evaluate(shape: &ModelShape, job: &Job, c: &Candidate, gpu: bool) -> Evaluati
         + vae_flops / speed(c.vae)
         + copy(c.vae, vae_w);
     Evaluation { vram, ram, seconds }
+}
+
+/// How `model` would run at a size (its default size and steps when left out) with `resources`, nothing fixed by
+/// the user: the planner's answer, its advice naming the model.
+pub fn plan_model(
+    model: &crate::ResolvedModel,
+    size: (Option<u32>, Option<u32>),
+    steps: Option<u32>,
+    resources: &Resources,
+) -> Result<Plan, String> {
+    let shape = shape_of(&model.components, &model.family)?;
+    let d = &model.defaults;
+    let job = Job {
+        width: size.0.unwrap_or(d.width),
+        height: size.1.unwrap_or(d.height),
+        steps: steps.unwrap_or(d.steps),
+        cfg: d.cfg_scale > 1.0,
+    };
+    let mut result = plan(&shape, &job, resources, &Constraints::default());
+    for advice in &mut result.advice {
+        *advice = advice.replace(
+            "models convert MODEL",
+            &format!("models convert {}", model.id),
+        );
+    }
+    Ok(result)
 }
 
 /// What a model needs with every part resident on the GPU, nothing tiled: the figure model cards show, and the

@@ -391,6 +391,18 @@ impl Orchestrator {
     /// and remembers the answer, so a job that finds Ollama down renders without asking it again; any later
     /// success (here, the meter, a switch, the gateway) clears it.
     pub fn start_ollama_watch(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        self.every(interval, |orchestrator| async move {
+            let answer = orchestrator.inner.ollama.version_with(Retry::NONE).await;
+            orchestrator.learn_ollama(answer.as_ref().err());
+        })
+    }
+
+    /// Runs `tick` about every `interval` until the orchestrator is dropped.
+    fn every<F, Fut>(&self, interval: Duration, tick: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn(Orchestrator) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
@@ -398,9 +410,7 @@ impl Orchestrator {
             loop {
                 ticker.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                let orchestrator = Orchestrator { inner };
-                let answer = orchestrator.inner.ollama.version_with(Retry::NONE).await;
-                orchestrator.learn_ollama(answer.as_ref().err());
+                tick(Orchestrator { inner }).await;
             }
         })
     }
@@ -971,22 +981,14 @@ impl Orchestrator {
 
     /// Samples a snapshot about every `interval` while anyone listens, as [`VramEvent::Snapshot`].
     pub fn start_meter(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                ticker.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                let orchestrator = Orchestrator { inner };
-                if orchestrator.inner.events.receiver_count() == 0 {
-                    continue;
-                }
-                let snapshot = orchestrator.snapshot().await;
-                orchestrator.emit(VramEvent::Snapshot {
-                    snapshot: Box::new(snapshot),
-                });
+        self.every(interval, |orchestrator| async move {
+            if orchestrator.inner.events.receiver_count() == 0 {
+                return;
             }
+            let snapshot = orchestrator.snapshot().await;
+            orchestrator.emit(VramEvent::Snapshot {
+                snapshot: Box::new(snapshot),
+            });
         })
     }
 }

@@ -18,6 +18,21 @@ describe("VRAM meter", () => {
     expect(screen.getByTestId("vram-phase").textContent).toBe("idle");
   });
 
+  it("shows the VRAM budget DiffuGen holds itself to while it shares the GPU with the LLM", () => {
+    mockCore();
+    app.vram = vram({ phase: "diffusion", engine: { worker_pid: 4242, loaded_model: "sd15", estimated_bytes: 2e9, budget_bytes: 5.5e9 } });
+    render(VramMeter);
+    expect(screen.getByTestId("vram-budget").textContent).toContain("sharing");
+    expect(screen.getByTestId("vram-budget").textContent).toContain("5.5 GB");
+  });
+
+  it("shows no budget when DiffuGen does not share the GPU", () => {
+    mockCore();
+    app.vram = vram();
+    render(VramMeter);
+    expect(screen.queryByTestId("vram-budget")).toBeNull();
+  });
+
   it("says plainly when there is no NVIDIA GPU", () => {
     mockCore();
     app.vram = vram({ gpu: { available: false, message: "no NVIDIA GPU detected (libnvidia-ml.so.1 is not installed)", gpus: [], llm_bytes: null, diffugen_bytes: null } });
