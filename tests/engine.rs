@@ -518,3 +518,58 @@ async fn the_planners_weights_match_what_sd_cpp_allocates_and_its_buffers_never_
         }
     }
 }
+
+#[tokio::test]
+async fn an_idle_model_is_freed_after_the_keep_alive_and_the_next_job_loads_it_again() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let engine = Arc::new(engine());
+    let jobs = diffugen_jobs::JobManager::start(
+        engine.clone(),
+        diffugen_jobs::JobOptions {
+            depth: 4,
+            orchestrator: None,
+            gallery: None,
+            defaults: diffugen_jobs::JobDefaults {
+                keep_alive: Some(std::time::Duration::from_millis(400)),
+                ..Default::default()
+            },
+        },
+    );
+    let run = |seed| {
+        let jobs = jobs.clone();
+        let spec = spec(&ws, seed);
+        let out = Destination::Folder(ws.path("out"));
+        async move {
+            let id = jobs.submit(spec, out, "test").unwrap();
+            let mut sub = jobs.subscribe(&id).unwrap();
+            let mut events = sub.history;
+            while !events.last().is_some_and(|e| e.stage.is_final()) {
+                let event = sub.live.recv().await.unwrap();
+                if event.job_id == id {
+                    events.push(event);
+                }
+            }
+            events
+        }
+    };
+    let first = run(1).await;
+    assert!(loads(&first) > 0);
+    assert_eq!(
+        engine.loaded_model().as_deref(),
+        Some("tiny"),
+        "resident right after the job"
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while engine.loaded_model().is_some() {
+        assert!(Instant::now() < deadline, "the idle model was not freed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let pid = engine.current_pid();
+    assert!(
+        pid.is_some_and(alive),
+        "the worker stays; only the model goes"
+    );
+    let second = run(2).await;
+    assert!(loads(&second) > 0, "the next job loads the model again");
+}

@@ -1,17 +1,14 @@
 //! `cargo bench -p diffugen --bench memory`: what the memory and speed options buy, measured in one run on the test
 //! model (SDXS, f16, 64×64, 2 threads), each figure a median of paired, interleaved runs:
 //! - step cache presets (`fast`, `faster`: sd.cpp's UCache on this UNet) against `off`, at 8 and 20 steps;
-//! - `models convert` throughput (f16 → q8_0), megabytes of input per second;
-//! - the hot path: a job through the service as `diffugen serve` runs it — default settings (VRAM policy `auto`),
-//!   the VRAM step, the gallery, no Ollama running — against a direct engine job (target ratio <= 1.02).
+//! - `models convert` throughput (f16 → q8_0), megabytes of input per second.
 
 mod support;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use diffugen_engine::convert::ConvertRequest;
-use diffugen_engine::{Destination, Engine, GenerateRequest, JobSpec, Stage};
+use diffugen_engine::{Destination, Engine, GenerateRequest, JobSpec};
 use diffugen_models::Library;
 use support::{engine_job, median, worker};
 
@@ -99,80 +96,5 @@ async fn main() {
         input_bytes / 1e6 / convert
     );
 
-    // The hot path with default settings and no Ollama running.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let nobody = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let service =
-        diffugen_server::service::Service::start(diffugen_server::service::ServiceConfig {
-            server: diffugen_server::ServerConfig {
-                models_dir: models.clone(),
-                extra_models_dirs: Vec::new(),
-                outputs_dir: dir.path().join("outputs"),
-                api_key: None,
-                default_model: None,
-                cors_origins: Vec::new(),
-            },
-            data_dir: dir.path().to_path_buf(),
-            worker: worker(),
-            queue_depth: 8,
-            ollama: diffugen_vram::OllamaClient::new(&nobody).unwrap(),
-            vram: diffugen_vram::VramConfig::default(),
-            gpu: Arc::new(diffugen_vram::NoGpu("no NVIDIA GPU (benchmark)".into())),
-            api_addr: None,
-            gateway_addr: None,
-            job_defaults: Default::default(),
-        })
-        .await
-        .unwrap();
-    // Let the background Ollama watch learn that nobody is there, as it would long before a user's first job.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let hot = spec(&models, 2, None);
-    let through_service = |spec: JobSpec| {
-        let jobs = service.jobs.clone();
-        async move {
-            let t = Instant::now();
-            let id = jobs
-                .submit(
-                    spec,
-                    Destination::Folder(std::env::temp_dir().join("diffugen-bench")),
-                    "bench",
-                )
-                .unwrap();
-            let mut live = jobs.subscribe(&id).unwrap();
-            let mut done = live.history.iter().any(|e| e.stage.is_final());
-            while !done {
-                let event = live.live.recv().await.unwrap();
-                done = event.job_id == id && event.stage.is_final();
-                if let Stage::Failed { error } = &event.stage {
-                    panic!("{error}");
-                }
-            }
-            t.elapsed().as_secs_f64()
-        }
-    };
-    engine_job(&engine, &hot, &out).await;
-    through_service(hot.clone()).await;
-    let (mut direct, mut served) = (Vec::new(), Vec::new());
-    for _ in 0..PAIRS * 2 {
-        direct.push(engine_job(&engine, &hot, &out).await);
-        served.push(through_service(hot.clone()).await);
-        // The queue drains between jobs, as it does between a user's requests.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (direct, served) = (median(direct), median(served));
-    println!("  direct engine job, 64x64, 2 steps:                 {direct:.3} s");
-    println!("  through the service (auto policy, gallery, no Ollama): {served:.3} s");
-    println!(
-        "  ratio service/direct: {:.3} (target <= 1.02)",
-        served / direct
-    );
-    let stats = service.orchestrator.stats().await;
-    println!(
-        "  VRAM errors counted over {} jobs: {}",
-        PAIRS * 2 + 1,
-        stats.errors
-    );
     engine.stop().await;
-    service.stop().await.unwrap();
 }
