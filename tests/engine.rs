@@ -573,3 +573,163 @@ async fn an_idle_model_is_freed_after_the_keep_alive_and_the_next_job_loads_it_a
     let second = run(2).await;
     assert!(loads(&second) > 0, "the next job loads the model again");
 }
+
+#[tokio::test]
+async fn the_threads_setting_reaches_sd_cpp_for_jobs_that_do_not_ask_for_a_number() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let engine = Arc::new(engine());
+    let jobs = diffugen_jobs::JobManager::start(
+        engine.clone(),
+        diffugen_jobs::JobOptions {
+            depth: 4,
+            orchestrator: None,
+            gallery: None,
+            defaults: diffugen_jobs::JobDefaults {
+                threads: Some(1),
+                ..Default::default()
+            },
+        },
+    );
+    // As the OpenAI and A1111 routes submit: no thread count of their own.
+    let mut spec = spec(&ws, 3);
+    spec.threads = None;
+    let id = jobs
+        .submit(spec, Destination::Folder(ws.path("out")), "test")
+        .unwrap();
+    let mut sub = jobs.subscribe(&id).unwrap();
+    let mut done = sub.history.iter().any(|e| e.stage.is_final());
+    while !done {
+        let event = sub.live.recv().await.unwrap();
+        done = event.job_id == id && event.stage.is_final();
+    }
+    let log = engine.sd_log().join("\n");
+    assert!(log.contains("using 1 threads for model loading"), "{log}");
+}
+
+/// Waits until process `pid` is gone (or `seconds` pass); whether it went.
+fn gone_within(pid: u32, seconds: f64) -> bool {
+    let deadline = Instant::now() + std::time::Duration::from_secs_f64(seconds);
+    while Instant::now() < deadline {
+        // A zombie still answers kill(0): reap it if it is ours, and count it as gone (it runs nothing).
+        unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true);
+        if !alive(pid) || zombie {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn a_worker_whose_stdin_closes_mid_render_stops_at_once() {
+    use std::io::{BufRead, Write};
+    let ws = Workspace::new();
+    let mut spec = spec(&ws, 4);
+    spec.steps = 150;
+    let request = diffugen_engine::protocol::ToWorker::Generate {
+        job_id: "long".into(),
+        spec: Box::new(spec),
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+        .arg(diffugen_engine::WORKER_SUBCOMMAND)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", serde_json::to_string(&request).unwrap()).unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if line.contains("\"phase\":\"sampling\"") && line.contains("\"step\":2") {
+            break;
+        }
+    }
+    let started = Instant::now();
+    drop(stdin);
+    let gone = gone_within(child.id(), 3.0);
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(gone, "the worker kept rendering after its stdin closed");
+    assert!(seconds < 3.0);
+}
+
+#[tokio::test]
+async fn a_killed_servers_worker_does_not_outlive_it() {
+    let ws = Workspace::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+        .args(["--data-dir", ws.data_dir().to_str().unwrap()])
+        .args(["serve", "--port", &port.to_string(), "--no-ollama-gateway"])
+        .env("DIFFUGEN_VRAM_POLICY", "never")
+        .env_remove("DIFFUGEN_MODELS_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(path)
+                .send()
+                .await?
+                .json::<serde_json::Value>()
+                .await
+        }
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while get(format!("{base}/health")).await.is_err() {
+        assert!(Instant::now() < deadline, "serve did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let job: serde_json::Value = client
+        .post(format!("{base}/api/v1/jobs"))
+        .json(
+            &serde_json::json!({"model": "tiny", "prompt": "a long storm", "width": 64,
+                                  "height": 64, "steps": 150, "threads": 2}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    let worker = loop {
+        assert!(Instant::now() < deadline, "the job never started sampling");
+        let info = get(format!("{base}/api/v1/jobs/{id}")).await.unwrap();
+        let vram = get(format!("{base}/api/v1/vram")).await.unwrap();
+        if info["last_event"]["phase"] == "sampling" {
+            if let Some(pid) = vram["engine"]["worker_pid"].as_u64() {
+                break pid as u32;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(alive(worker));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(
+        gone_within(worker, 3.0),
+        "the worker kept rendering after its server was killed"
+    );
+}

@@ -1566,3 +1566,46 @@ async fn a_smaller_copy_is_made_over_http_with_its_preview_first_and_sse_progres
     assert!(!api.ws.models_dir().join("../outside.gguf").exists());
     api.stop().await;
 }
+
+#[tokio::test]
+async fn a_prompt_over_20000_characters_is_refused_naming_prompt_in_every_dialect_before_the_engine_sees_it(
+) {
+    let api = Api::start(None, 8).await;
+    let long = "a ".repeat(10_001);
+    for (route, body) in [
+        (
+            "/v1/images/generations",
+            json!({"model": "tiny", "prompt": long}),
+        ),
+        ("/api/v1/jobs", json!({"model": "tiny", "prompt": long})),
+        (
+            "/sdapi/v1/txt2img",
+            json!({"prompt": long, "override_settings": {"sd_model_checkpoint": "tiny"}}),
+        ),
+        ("/generate", json!({"model": "tiny", "prompt": long})),
+        (
+            "/api/v1/jobs",
+            json!({"model": "tiny", "prompt": "x", "negative_prompt": long}),
+        ),
+    ] {
+        let (status, error) = api.post(route, body).await;
+        assert!(status.is_client_error(), "{route}: {status}");
+        let text = error.to_string();
+        assert!(
+            text.contains("prompt") && text.contains("20000"),
+            "{route}: {text}"
+        );
+    }
+    // Nothing reached the queue.
+    let queue: Value = api
+        .client
+        .get(api.url("/api/v1/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queue.as_array().map(Vec::len), Some(0), "{queue}");
+    api.stop().await;
+}

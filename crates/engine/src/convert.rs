@@ -273,6 +273,10 @@ async fn convert(
     let partial = partial_path(&request.output);
     let mut child = tokio::process::Command::new(&command.program)
         .args(&command.args)
+        .env(
+            crate::worker::SUPERVISOR_PID,
+            std::process::id().to_string(),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -294,11 +298,11 @@ async fn convert(
         lines.push_str(&serde_json::to_string(&message).map_err(|e| e.to_string())?);
         lines.push('\n');
     }
+    // Stdin stays open until the worker is done: a worker whose stdin closes stops at once.
     stdin
         .write_all(lines.as_bytes())
         .await
         .map_err(|e| format!("the engine worker did not take the conversion: {e}"))?;
-    drop(stdin);
 
     let mut reader = BufReader::new(stdout).lines();
     let mut last_error = Vec::new();
@@ -326,6 +330,7 @@ async fn convert(
             _ => {}
         }
     }
+    drop(stdin);
     let status = child.wait().await.map_err(|e| e.to_string())?;
     match finished {
         Some(Ok(())) => {}

@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::lora;
 use crate::protocol::RawImage;
 
+/// The longest prompt (and negative prompt) accepted, in characters. CLIP reads 77 tokens per chunk; far longer
+/// text only costs time (4 KB took 55 s to encode) and very long text crashed sd.cpp's tokenizer.
+pub const MAX_PROMPT_CHARS: usize = 20_000;
+
 /// The largest seed accepted: 2^53 - 1, exact in JavaScript and JSON clients.
 pub const MAX_SEED: i64 = (1 << 53) - 1;
 
@@ -283,6 +287,18 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
     let negative_prompt = request.negative_prompt.clone().unwrap_or_default();
     if negative_prompt.contains('\0') {
         check.fail("negative_prompt", "must not contain NUL characters");
+    }
+    for (field, text) in [
+        ("prompt", &request.prompt),
+        ("negative_prompt", &negative_prompt),
+    ] {
+        let length = text.chars().count();
+        if length > MAX_PROMPT_CHARS {
+            check.fail(
+                field,
+                format!("must be at most {MAX_PROMPT_CHARS} characters, got {length}"),
+            );
+        }
     }
     let (sd_prompt, prompt_loras) = match lora::extract(&request.prompt) {
         Ok(parts) => parts,

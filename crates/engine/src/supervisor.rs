@@ -131,6 +131,10 @@ impl Engine {
     async fn spawn(&self) -> Result<Worker, EngineError> {
         let mut child = Command::new(&self.command.program)
             .args(&self.command.args)
+            .env(
+                crate::worker::SUPERVISOR_PID,
+                std::process::id().to_string(),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -349,6 +353,8 @@ impl Engine {
         }
         let worker = slot.as_mut().expect("a worker was just ensured");
         let pid = worker.pid;
+        // The meter attributes the worker's VRAM while the job runs, the first one included.
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(pid);
         let request = ToWorker::Generate {
             job_id: job_id.to_string(),
             spec: Box::new(spec.clone()),

@@ -118,6 +118,7 @@ fn debug_worth_passing(text: &str) -> bool {
         "graph cut",
         "streaming budget",
         "params backend buffer",
+        "threads for model loading",
     ]
     .iter()
     .any(|needle| text.contains(needle))
@@ -141,6 +142,39 @@ fn encode_png(image: &diffugen_sd::RgbImage) -> Option<String> {
     .ok()?;
     Some(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
+
+/// The supervisor's requests, one line each. The worker must not outlive its supervisor — on a GPU it would hold
+/// VRAM while a restarted server starts another: the kernel kills it when the supervisor dies
+/// (`PR_SET_PDEATHSIG`), and when its stdin closes it exits at once, even in the middle of a render.
+fn requests() -> std::sync::mpsc::Receiver<String> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG only sets this process's parent-death signal.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // The supervisor may have died before the signal was armed: then this process was reparented already.
+    let supervisor = std::env::var(SUPERVISOR_PID)
+        .ok()
+        .and_then(|pid| pid.parse::<i32>().ok());
+    // SAFETY: getppid has no preconditions.
+    if supervisor.is_some_and(|pid| pid != unsafe { libc::getppid() }) {
+        // SAFETY: _exit ends the process without running destructors (nothing here needs them).
+        unsafe { libc::_exit(3) };
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                return; // the loop ended (shutdown): the process is exiting anyway
+            }
+        }
+        // Nobody will read what this process makes: stop now, not after the render under way.
+        // SAFETY: as above; sd.cpp's threads die with the process.
+        unsafe { libc::_exit(0) };
+    });
+    rx
+}
+
+/// The environment variable that tells a worker its supervisor's pid.
+pub const SUPERVISOR_PID: &str = "DIFFUGEN_SUPERVISOR_PID";
 
 /// Runs the worker loop on stdin until `shutdown` or end of input. Returns the process exit code.
 pub fn run() -> i32 {
@@ -207,8 +241,7 @@ pub fn run() -> i32 {
     );
 
     let mut resident: Option<Resident> = None;
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
+    for line in requests() {
         if line.trim().is_empty() {
             continue;
         }
