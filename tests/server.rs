@@ -33,6 +33,7 @@ impl Api {
             api_key: api_key.map(str::to_string),
             default_model: None,
             cors_origins,
+            allowed_hosts: Vec::new(),
         };
         let jobs = JobManager::new(Arc::new(engine()), depth);
         let server =
@@ -1608,4 +1609,96 @@ async fn a_prompt_over_20000_characters_is_refused_naming_prompt_in_every_dialec
         .unwrap();
     assert_eq!(queue.as_array().map(Vec::len), Some(0), "{queue}");
     api.stop().await;
+}
+
+#[tokio::test]
+async fn a_web_page_cannot_drive_the_api_by_dns_rebinding_or_a_cross_site_form() {
+    let api = Api::start(None, 8).await;
+    let port = api.base.rsplit(':').next().unwrap().to_string();
+    let get = |path: &str, host: &str| {
+        api.client
+            .get(api.url(path))
+            .header(reqwest::header::HOST, host)
+            .send()
+    };
+    // DNS rebinding: the page's own name in Host.
+    for (path, shape) in [
+        ("/api/v1/gallery", "openai"),
+        ("/sdapi/v1/options", "a1111"),
+        ("/models", "legacy"),
+    ] {
+        let response = get(path, &format!("evil.example:{port}")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+        let body: Value = response.json().await.unwrap();
+        match shape {
+            "openai" => assert_eq!(body["error"]["code"], "host_not_allowed", "{body}"),
+            "a1111" => assert!(
+                body["detail"].as_str().unwrap().contains("--allowed-host"),
+                "{body}"
+            ),
+            _ => assert_eq!(body["success"], false, "{body}"),
+        }
+    }
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("host.docker.internal:{port}"),
+    ] {
+        let response = get("/api/v1/queue", &host).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{host}");
+    }
+
+    // A cross-site multipart form (no preflight) to the edits route: refused, nothing queued.
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "a stolen render")
+        .text("model", "tiny")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(png_bytes(64, 64, false)).file_name("a.png"),
+        );
+    let response = api
+        .client
+        .post(api.url("/v1/images/edits"))
+        .header(reqwest::header::ORIGIN, "http://evil.example")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "origin_not_allowed", "{body}");
+    let queue: Value = api
+        .client
+        .get(api.url("/api/v1/queue"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queue, json!([]));
+    // The server's own origin passes.
+    let own = api
+        .client
+        .get(api.url("/api/v1/queue"))
+        .header(reqwest::header::ORIGIN, api.base.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), StatusCode::OK);
+    api.stop().await;
+
+    // --allowed-host and --cors-origin open exactly what they name.
+    let mut config_api = Api::start_with(None, 8, vec!["http://localhost:8080".into()]).await;
+    let response = config_api
+        .client
+        .get(config_api.url("/api/v1/queue"))
+        .header(reqwest::header::ORIGIN, "http://localhost:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    if let Some(server) = config_api.server.take() {
+        server.shutdown().await.unwrap();
+    }
 }

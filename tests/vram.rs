@@ -924,6 +924,7 @@ async fn the_whole_service_as_serve_runs_it_unloads_renders_records_and_restores
                 api_key: None,
                 default_model: None,
                 cors_origins: Vec::new(),
+                allowed_hosts: Vec::new(),
             },
             data_dir: ws.data_dir().to_path_buf(),
             worker: diffugen_engine::WorkerCommand {

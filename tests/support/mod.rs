@@ -101,6 +101,7 @@ pub async fn serve_api(
         api_key: None,
         default_model: None,
         cors_origins: Vec::new(),
+        allowed_hosts: Vec::new(),
     };
     let server = diffugen_server::serve(
         "127.0.0.1:0".parse().unwrap(),

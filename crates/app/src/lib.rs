@@ -286,6 +286,7 @@ impl Core {
             api_key,
             default_model: None,
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         };
         let config = |api: bool, gateway: bool| -> Result<ServiceConfig, String> {
             Ok(ServiceConfig {

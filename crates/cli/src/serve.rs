@@ -31,6 +31,11 @@ pub struct ServeArgs {
     /// Allow browser pages from this origin to call the API (repeatable; `*` for any). CORS is off without it.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     cors_origins: Vec<String>,
+    /// Accept requests that name this server by this host name too (repeatable). Names of this machine —
+    /// localhost, its IP addresses, its host name, host.docker.internal — always work; any other name is refused,
+    /// so a web page cannot reach the API through DNS rebinding.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
     /// Jobs allowed to wait; beyond this the API answers 429 with Retry-After.
     #[arg(long, default_value_t = 32)]
     queue_depth: usize,
@@ -83,6 +88,7 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
         api_key,
         default_model: args.default_model.clone(),
         cors_origins: args.cors_origins.clone(),
+        allowed_hosts: args.allowed_hosts.clone(),
     };
     let mut vram_config = args.vram.config(settings)?;
     vram_config.llm_wait_timeout = std::time::Duration::from_secs(args.llm_wait_timeout);

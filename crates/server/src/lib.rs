@@ -13,6 +13,7 @@ mod error;
 mod files;
 mod gallery;
 pub mod gateway;
+mod guard;
 mod legacy;
 mod models;
 pub mod native;
@@ -49,6 +50,8 @@ pub struct ServerConfig {
     pub default_model: Option<String>,
     /// Browser origins allowed to call the API (CORS); empty = CORS off.
     pub cors_origins: Vec<String>,
+    /// Host names besides this machine's own that requests may name (`--allowed-host`).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Shared state of the handlers.
@@ -65,6 +68,7 @@ pub struct AppState {
     pub api_key: Option<Arc<str>>,
     pub default_model: Arc<RwLock<Option<String>>>,
     pub cors_origins: Vec<String>,
+    pub allowed_hosts: Vec<String>,
 }
 
 impl AppState {
@@ -83,6 +87,7 @@ impl AppState {
             api_key: config.api_key.as_deref().map(Arc::from),
             default_model: Arc::new(RwLock::new(config.default_model.clone())),
             cors_origins: config.cors_origins.clone(),
+            allowed_hosts: config.allowed_hosts.clone(),
         }
     }
 
@@ -217,6 +222,10 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::check,
+        ))
         .with_state(state);
     match cors {
         Some(layer) => router.layer(layer),
