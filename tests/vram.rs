@@ -1047,3 +1047,126 @@ async fn share_swaps_a_large_llm_out_when_the_job_does_not_fit_beside_it() {
         "Qwen comes back after the queue"
     );
 }
+
+#[tokio::test]
+async fn with_an_api_key_the_gateway_wants_it_too_and_refuses_foreign_hosts_and_pages() {
+    let fake = FakeOllama::start(&[(QWEN, 4.7)]).await;
+    let ws = Workspace::new();
+    let service =
+        diffugen_server::service::Service::start(diffugen_server::service::ServiceConfig {
+            server: diffugen_server::ServerConfig {
+                models_dir: ws.models_dir(),
+                extra_models_dirs: Vec::new(),
+                outputs_dir: ws.path("outputs"),
+                api_key: Some("s3cret".into()),
+                default_model: None,
+                cors_origins: Vec::new(),
+                allowed_hosts: Vec::new(),
+            },
+            data_dir: ws.data_dir().to_path_buf(),
+            worker: diffugen_engine::WorkerCommand {
+                program: env!("CARGO_BIN_EXE_diffugen").into(),
+                args: vec![diffugen_engine::WORKER_SUBCOMMAND.into()],
+            },
+            queue_depth: 4,
+            job_defaults: Default::default(),
+            ollama: OllamaClient::new(&fake.url()).unwrap(),
+            vram: config(Policy::Never),
+            gpu: Arc::new(fake.clone()),
+            api_addr: None,
+            gateway_addr: Some("127.0.0.1:0".parse().unwrap()),
+        })
+        .await
+        .unwrap();
+    let gateway = format!("http://{}", service.gateway.as_ref().unwrap().addr);
+    let client = reqwest::Client::new();
+    let tags = format!("{gateway}/api/tags");
+
+    let without = client.get(&tags).send().await.unwrap();
+    assert_eq!(without.status(), 401);
+    assert!(without.headers().contains_key("www-authenticate"));
+    let body: Value = without.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("API key"),
+        "Ollama's error shape: {body}"
+    );
+    let pull = client
+        .post(format!("{gateway}/api/pull"))
+        .json(&json!({"model": "evil"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        pull.status(),
+        401,
+        "a pull without the key never reaches Ollama"
+    );
+
+    for auth in [("authorization", "Bearer s3cret"), ("x-api-key", "s3cret")] {
+        let with = client
+            .get(&tags)
+            .header(auth.0, auth.1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(with.status(), 200, "{auth:?}");
+    }
+    let foreign = client
+        .get(&tags)
+        .bearer_auth("s3cret")
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    let page = client
+        .get(&tags)
+        .bearer_auth("s3cret")
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 403);
+    service.stop().await.unwrap();
+}
+
+#[test]
+fn serve_keeps_the_gateway_on_this_machine_when_the_api_listens_on_the_network() {
+    use std::io::BufRead;
+    let ws = Workspace::new();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, gateway_port) = (free(), free());
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+        .args([
+            "--data-dir",
+            ws.data_dir().to_str().unwrap(),
+            "serve",
+            "--host",
+            "0.0.0.0",
+        ])
+        .args(["--port", &port.to_string(), "--api-key", "k"])
+        .args(["--ollama-gateway-port", &gateway_port.to_string()])
+        .env("DIFFUGEN_VRAM_POLICY", "never")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(server.stderr.take().unwrap());
+    let line = stderr
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("Ollama gateway on"));
+    let _ = server.kill();
+    let _ = server.wait();
+    let line = line.expect("serve announces its gateway");
+    assert!(
+        line.contains(&format!("http://127.0.0.1:{gateway_port}")),
+        "{line}"
+    );
+}

@@ -299,9 +299,10 @@ impl Core {
                 gpu: gpu.clone(),
                 api_addr: api.then(|| SocketAddr::new(host, settings.api_port.unwrap_or(5199))),
                 job_defaults: diffugen_jobs::JobDefaults::from_settings(&settings),
+                // The gateway stays on this machine, like Ollama, whatever the API's host.
                 gateway_addr: gateway.then(|| {
                     SocketAddr::new(
-                        host,
+                        IpAddr::from([127, 0, 0, 1]),
                         settings
                             .gateway_port
                             .unwrap_or(diffugen_vram::DEFAULT_GATEWAY_PORT),

@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// [default: the gateway_port setting, else 11435]
     #[arg(long, value_name = "PORT")]
     ollama_gateway_port: Option<u16>,
+    /// Address the Ollama gateway listens on [default: 127.0.0.1, whatever --host says; like Ollama, it is opened
+    /// to the network only on purpose — and then needs --api-key like the API]
+    #[arg(long, value_name = "IP")]
+    ollama_gateway_host: Option<IpAddr>,
     /// Do not start the Ollama gateway
     #[arg(long)]
     no_ollama_gateway: bool,
@@ -75,6 +79,10 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
         .or(settings.gateway_port)
         .unwrap_or(diffugen_vram::DEFAULT_GATEWAY_PORT);
     let gateway_enabled = !args.no_ollama_gateway && settings.gateway_enabled != Some(false);
+    let gateway_host = args
+        .ollama_gateway_host
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let gateway_open_without_key = !gateway_host.is_loopback() && api_key.is_none();
     if !host.is_loopback() && api_key.is_none() {
         eprintln!(
             "WARNING: listening on {host} without an API key: anyone on your network can generate images and read \
@@ -102,7 +110,7 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
         vram: vram_config,
         gpu: Arc::new(diffugen_vram::Nvml::new()),
         api_addr: Some(SocketAddr::new(host, port)),
-        gateway_addr: gateway_enabled.then(|| SocketAddr::new(host, gateway_port)),
+        gateway_addr: gateway_enabled.then(|| SocketAddr::new(gateway_host, gateway_port)),
         job_defaults: diffugen_jobs::JobDefaults::from_settings(settings),
         server: config,
     };
@@ -128,9 +136,9 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
                 "Ollama gateway on http://{} -> {ollama_url} (point Open WebUI's Ollama URL here)",
                 gateway.addr
             );
-            if !host.is_loopback() {
+            if gateway_open_without_key {
                 eprintln!(
-                    "WARNING: the Ollama gateway on {} has no authentication, like Ollama itself.",
+                    "WARNING: the Ollama gateway on {} is open to the network without a key (set --api-key).",
                     gateway.addr
                 );
             }

@@ -11,7 +11,8 @@ use subtle::ConstantTimeEq;
 
 use crate::{ApiError, AppState};
 
-fn presented(headers: &HeaderMap) -> Option<String> {
+/// The key a request presents, in any of the accepted forms.
+pub(crate) fn presented(headers: &HeaderMap) -> Option<String> {
     if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(key.trim().to_string());
     }
@@ -33,15 +34,18 @@ fn presented(headers: &HeaderMap) -> Option<String> {
     None
 }
 
+/// Whether a request presents `expected` (compared in constant time).
+pub(crate) fn key_matches(headers: &HeaderMap, expected: &str) -> bool {
+    presented(headers).is_some_and(|key| bool::from(key.as_bytes().ct_eq(expected.as_bytes())))
+}
+
 pub async fn require_key(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     if let Some(expected) = &state.api_key {
-        let ok = presented(request.headers())
-            .is_some_and(|key| bool::from(key.as_bytes().ct_eq(expected.as_bytes())));
-        if !ok {
+        if !key_matches(request.headers(), expected) {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong API key: send `Authorization: Bearer <key>`, `X-API-Key: <key>` or Basic auth",

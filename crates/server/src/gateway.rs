@@ -20,6 +20,63 @@ use crate::ServerHandle;
 struct Gateway {
     orchestrator: Orchestrator,
     http: reqwest::Client,
+    access: Access,
+}
+
+/// Who may use the gateway: with an API key set, only requests that present it (the API's forms: Bearer,
+/// X-API-Key, Basic); and, as for the API, only requests that name this machine and come from no foreign web page.
+#[derive(Clone, Default)]
+pub struct Access {
+    pub api_key: Option<std::sync::Arc<str>>,
+    pub allowed_hosts: Vec<String>,
+}
+
+/// A browser origin Ollama itself accepts by default: pages served from this machine.
+fn local_origin(origin: &str) -> bool {
+    let rest = origin
+        .split_once("://")
+        .map_or(origin, |(_, rest)| rest)
+        .trim_end_matches('/');
+    let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]") || host.ends_with(".localhost")
+}
+
+/// Refuses a request the gateway must not forward, in Ollama's error shape.
+fn refused(access: &Access, request: &Request) -> Option<Response> {
+    let headers = request.headers();
+    if let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
+        if !crate::guard::host_allowed(host, &access.allowed_hosts) {
+            return Some(ollama_error(
+                StatusCode::FORBIDDEN,
+                "this gateway answers only to names of this machine; start DiffuGen with --allowed-host NAME to \
+                 accept another"
+                    .into(),
+            ));
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        if !local_origin(origin) {
+            return Some(ollama_error(
+                StatusCode::FORBIDDEN,
+                format!("requests from web pages at {origin} are refused by the gateway"),
+            ));
+        }
+    }
+    if let Some(expected) = &access.api_key {
+        if !crate::auth::key_matches(headers, expected) {
+            let mut response = ollama_error(
+                StatusCode::UNAUTHORIZED,
+                "DiffuGen's Ollama gateway needs the API key: send `Authorization: Bearer <key>`"
+                    .into(),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"diffugen\""),
+            );
+            return Some(response);
+        }
+    }
+    None
 }
 
 /// Paths whose requests load or run a model, and so need the GPU.
@@ -58,18 +115,28 @@ fn ollama_error(status: StatusCode, message: String) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-/// The gateway's router.
+/// The gateway's router (open to any local request; see [`router_with`]).
 pub fn router(orchestrator: Orchestrator) -> Router {
+    router_with(orchestrator, Access::default())
+}
+
+/// The gateway's router with its access rules.
+pub fn router_with(orchestrator: Orchestrator, access: Access) -> Router {
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(5))
         .build()
         .expect("a plain HTTP client builds");
-    Router::new()
-        .fallback(forward)
-        .with_state(Gateway { orchestrator, http })
+    Router::new().fallback(forward).with_state(Gateway {
+        orchestrator,
+        http,
+        access,
+    })
 }
 
 async fn forward(State(gateway): State<Gateway>, request: Request) -> Response {
+    if let Some(refusal) = refused(&gateway.access, &request) {
+        return refusal;
+    }
     let path = request.uri().path().to_string();
     let forwarded = path == "/" || path.starts_with("/api/") || path.starts_with("/v1/");
     if !forwarded {
@@ -150,7 +217,16 @@ async fn forward(State(gateway): State<Gateway>, request: Request) -> Response {
 
 /// Binds `addr` and runs the gateway in the background.
 pub async fn serve(addr: SocketAddr, orchestrator: Orchestrator) -> std::io::Result<ServerHandle> {
-    let handle = crate::serve_router(addr, router(orchestrator)).await?;
+    serve_with(addr, orchestrator, Access::default()).await
+}
+
+/// Starts the gateway on `addr` with its access rules.
+pub async fn serve_with(
+    addr: SocketAddr,
+    orchestrator: Orchestrator,
+    access: Access,
+) -> std::io::Result<ServerHandle> {
+    let handle = crate::serve_router(addr, router_with(orchestrator, access)).await?;
     tracing::info!(addr = %handle.addr, "Ollama gateway listening");
     Ok(handle)
 }
@@ -158,6 +234,25 @@ pub async fn serve(addr: SocketAddr, orchestrator: Orchestrator) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_served_from_this_machine_may_call_the_gateway_and_others_may_not() {
+        for ok in [
+            "http://localhost:3000",
+            "http://127.0.0.1",
+            "https://[::1]:8080/",
+            "http://app.localhost",
+        ] {
+            assert!(local_origin(ok), "{ok}");
+        }
+        for bad in [
+            "http://evil.example",
+            "null",
+            "http://localhost.evil.example",
+        ] {
+            assert!(!local_origin(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn only_requests_that_run_a_model_wait_for_the_gpu() {

@@ -13,7 +13,7 @@ mod error;
 mod files;
 mod gallery;
 pub mod gateway;
-mod guard;
+pub(crate) mod guard;
 mod legacy;
 mod models;
 pub mod native;

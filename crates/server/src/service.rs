@@ -91,9 +91,16 @@ impl Service {
         };
         let gateway = match config.gateway_addr {
             Some(addr) => Some(
-                crate::gateway::serve(addr, orchestrator.clone())
-                    .await
-                    .map_err(|e| format!("cannot start the Ollama gateway on {addr}: {e}"))?,
+                crate::gateway::serve_with(
+                    addr,
+                    orchestrator.clone(),
+                    crate::gateway::Access {
+                        api_key: config.server.api_key.as_deref().map(Into::into),
+                        allowed_hosts: config.server.allowed_hosts.clone(),
+                    },
+                )
+                .await
+                .map_err(|e| format!("cannot start the Ollama gateway on {addr}: {e}"))?,
             ),
             None => None,
         };
