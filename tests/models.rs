@@ -8,6 +8,7 @@ use std::path::Path;
 use diffugen_models::header::{self, HeaderError};
 use diffugen_models::{identify, Library, Role};
 use diffugen_testkit::gguf::{self, DType, TensorInfo};
+use serde_json::json;
 use support::Workspace;
 
 /// Writes a GGUF with these tensors (PyTorch shapes, zero data).
@@ -872,4 +873,63 @@ fn a_smaller_copy_of_a_flux_sets_t5_becomes_a_model_of_its_own_and_the_original_
         .unwrap_err();
     assert_eq!(err.field, "output");
     assert!(err.message.contains("not a file name"), "{err}");
+}
+
+#[test]
+fn a_preset_may_name_only_model_files_inside_the_model_folders_and_says_so_the_same_whether_the_outside_file_exists(
+) {
+    let models = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    gguf_file(&outside.path().join("real.gguf"), CLIP_L);
+    gguf_file(&models.path().join("flux1-schnell-q4_0.gguf"), FLUX_DIT);
+    std::fs::write(models.path().join("notes.txt"), "not a model").unwrap();
+    let write = |name: &str, preset: serde_json::Value| {
+        std::fs::write(
+            models.path().join(format!("{name}.preset.json")),
+            preset.to_string(),
+        )
+        .unwrap()
+    };
+    let real = outside.path().join("real.gguf");
+    let missing = outside.path().join("missing.gguf");
+    write(
+        "existing",
+        json!({"diffusion_model": "flux1-schnell-q4_0.gguf", "t5xxl": real}),
+    );
+    write(
+        "missing",
+        json!({"diffusion_model": "flux1-schnell-q4_0.gguf", "t5xxl": missing}),
+    );
+    write(
+        "climbing",
+        json!({"diffusion_model": "flux1-schnell-q4_0.gguf", "t5xxl": "../../etc/passwd.gguf"}),
+    );
+    write(
+        "text",
+        json!({"diffusion_model": "flux1-schnell-q4_0.gguf", "t5xxl": "notes.txt"}),
+    );
+    let library = Library::new(models.path());
+    let cards = library.cards();
+    let reason = |id: &str| {
+        cards
+            .iter()
+            .find(|c| c.id == id)
+            .and_then(|c| c.error.clone())
+            .unwrap_or_else(|| panic!("{id} should be listed as invalid: {cards:#?}"))
+    };
+    for id in ["existing", "missing", "climbing"] {
+        let why = reason(id);
+        assert!(why.contains("outside the model folders"), "{id}: {why}");
+        assert!(
+            !why.contains("not found"),
+            "{id} must not tell whether the file exists: {why}"
+        );
+    }
+    assert!(
+        reason("text").contains("not a model file"),
+        "{}",
+        reason("text")
+    );
+    let err = library.resolve("existing").unwrap_err().to_string();
+    assert!(err.contains("outside the model folders"), "{err}");
 }

@@ -1702,3 +1702,49 @@ async fn a_web_page_cannot_drive_the_api_by_dns_rebinding_or_a_cross_site_form()
         server.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_preset_pointing_outside_the_model_folders_is_a_400_naming_model_whether_or_not_the_file_exists(
+) {
+    let api = Api::start(None, 8).await;
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        diffugen_testkit::test_model(),
+        outside.path().join("there.gguf"),
+    )
+    .unwrap();
+    for (name, target) in [
+        ("exists", outside.path().join("there.gguf")),
+        ("absent", outside.path().join("absent.gguf")),
+    ] {
+        std::fs::write(
+            api.ws.models_dir().join(format!("{name}.preset.json")),
+            json!({ "model": target }).to_string(),
+        )
+        .unwrap();
+    }
+    let mut messages = Vec::new();
+    for name in ["exists", "absent"] {
+        let (status, error) = api
+            .post(
+                "/api/v1/jobs",
+                json!({"model": name, "prompt": "x", "width": 64, "height": 64}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+        assert_eq!(error["error"]["param"], "model", "{error}");
+        let message = error["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains("outside the model folders"), "{message}");
+        messages.push(
+            message
+                .replace("there.gguf", "F")
+                .replace("absent.gguf", "F")
+                .replace(name, "NAME"),
+        );
+    }
+    assert_eq!(
+        messages[0], messages[1],
+        "the answer must not tell whether the outside file exists"
+    );
+    api.stop().await;
+}

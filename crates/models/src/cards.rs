@@ -150,7 +150,7 @@ impl Library {
         let direct = |entry: &ModelEntry| -> Result<ResolvedModel, ModelError> {
             let path = Path::new(&entry.path);
             match preset_name(path) {
-                Some(name) => load_preset(path, &name),
+                Some(name) => load_preset(path, &name, Some(&self.dirs())),
                 None => resolve_file(path),
             }
         };
@@ -240,7 +240,7 @@ impl Library {
         })?;
         let path = Path::new(&entry.path);
         Some(match preset_name(path) {
-            Some(name) => load_preset(path, &name),
+            Some(name) => load_preset(path, &name, Some(&self.dirs())),
             None => resolve_file(path),
         })
     }

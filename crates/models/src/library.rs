@@ -231,7 +231,7 @@ impl Library {
             size_bytes: 0.0,
             error: None,
         };
-        match load_preset(path, name) {
+        match load_preset(path, name, Some(&self.dirs())) {
             Ok(model) => {
                 entry.id = model.id;
                 entry.family = model.family;
@@ -272,14 +272,14 @@ impl Library {
                 return Err(ModelError::FileMissing(path));
             }
             if let Some(name) = preset_name(&path) {
-                return load_preset(&path, &name);
+                return load_preset(&path, &name, None);
             }
             return resolve_file(&path);
         }
         let files = self.files();
         for path in &files {
             if preset_name(path).as_deref() == Some(spec) {
-                return load_preset(path, spec);
+                return load_preset(path, spec, Some(&self.dirs()));
             }
         }
         for path in files {
@@ -457,7 +457,29 @@ pub(crate) fn resolve_file(path: &Path) -> Result<ResolvedModel, ModelError> {
     })
 }
 
-pub(crate) fn load_preset(path: &Path, name: &str) -> Result<ResolvedModel, ModelError> {
+/// `path` with `.` and `..` resolved by the text alone (no file system, so no answer depends on what exists).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Loads a preset. `roots`: for a preset found in the model folders, the folders its files must lie in — a preset
+/// someone downloaded must not point DiffuGen at any other file on the disk, and the refusal reads the same
+/// whether that file exists or not. `None` for a preset the user named by path on the command line.
+pub(crate) fn load_preset(
+    path: &Path,
+    name: &str,
+    roots: Option<&[&Path]>,
+) -> Result<ResolvedModel, ModelError> {
     let invalid = |reason: String| ModelError::Preset {
         path: path.to_path_buf(),
         reason,
@@ -472,6 +494,24 @@ pub(crate) fn load_preset(path: &Path, name: &str) -> Result<ResolvedModel, Mode
         .or_else(|| components.diffusion_model.clone())
         .ok_or_else(|| invalid("it names neither `model` nor `diffusion_model`".into()))?;
     for (field, file) in components.files() {
+        if let Some(roots) = roots {
+            let inside = roots
+                .iter()
+                .any(|root| lexical(file).starts_with(lexical(root)));
+            if !inside {
+                return Err(invalid(format!(
+                    "its {field} lies outside the model folders ({}); a preset may name only files inside them",
+                    file.display()
+                )));
+            }
+        }
+        if !has_model_extension(file) {
+            return Err(invalid(format!(
+                "its {field} is not a model file ({}): model files end in .{}",
+                file.display(),
+                crate::MODEL_EXTENSIONS.join(", .")
+            )));
+        }
         if !file.is_file() {
             return Err(invalid(format!(
                 "{field} file not found: {}",
@@ -479,7 +519,10 @@ pub(crate) fn load_preset(path: &Path, name: &str) -> Result<ResolvedModel, Mode
             )));
         }
         if let Err(e) = header::read(file) {
-            if !matches!(e, HeaderError::UnknownFormat) {
+            let readable_format = file
+                .extension()
+                .is_some_and(|e| e == "gguf" || e == "safetensors" || e == "sft");
+            if readable_format || !matches!(e, HeaderError::UnknownFormat) {
                 return Err(invalid(format!("{field} file {}: {e}", file.display())));
             }
         }
