@@ -1748,3 +1748,72 @@ async fn a_preset_pointing_outside_the_model_folders_is_a_400_naming_model_wheth
     );
     api.stop().await;
 }
+
+/// A PNG that declares `width`x`height` in its header but carries one pixel of data: what an image bomb looks like
+/// to a server that reads the header first.
+fn png_declaring(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for byte in bytes {
+            crc ^= u32::from(*byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut png = png_bytes(1, 1, true);
+    // The IHDR chunk starts after the 8-byte signature: length (4), "IHDR" (4), width (4), height (4), ...
+    png[16..20].copy_from_slice(&width.to_be_bytes());
+    png[20..24].copy_from_slice(&height.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+#[tokio::test]
+async fn an_image_that_declares_too_many_pixels_is_refused_before_it_is_decoded() {
+    let api = Api::start(None, 8).await;
+    let bomb = base64::engine::general_purpose::STANDARD.encode(png_declaring(12_000, 12_000));
+    let (status, error) = api
+        .post(
+            "/api/v1/jobs",
+            json!({"model": "tiny", "prompt": "x", "init_image": {"base64": bomb}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error["error"]["param"], "init_image", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("12000x12000") && message.contains("4096x4096"),
+        "{message}"
+    );
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "x")
+        .text("model", "tiny")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(png_declaring(12_000, 12_000)).file_name("bomb.png"),
+        );
+    let response = api
+        .client
+        .post(api.url("/v1/images/edits"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("megapixels"),
+        "{body}"
+    );
+    api.stop().await;
+}

@@ -217,14 +217,35 @@ fn random_seed() -> i64 {
     (hasher.finish() & 0xffff_ffff) as i64
 }
 
+/// The most pixels an input image may declare: 4096×4096. A compressed image can declare far more than it weighs
+/// (a 420 KB PNG of 12000×12000 decodes to 432 MB), so the size is read from the header before anything is decoded.
+pub const MAX_INPUT_PIXELS: u64 = 4096 * 4096;
+
+/// Decodes an image after checking the size its header declares against [`MAX_INPUT_PIXELS`].
+fn decode_bounded(bytes: &[u8]) -> Result<image::DynamicImage, String> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    let (width, height) = reader.into_dimensions().map_err(|e| e.to_string())?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_INPUT_PIXELS {
+        return Err(format!(
+            "is {width}x{height} ({:.0} megapixels); images of up to {:.1} megapixels (4096x4096) are accepted",
+            pixels as f64 / 1e6,
+            MAX_INPUT_PIXELS as f64 / 1e6
+        ));
+    }
+    image::load_from_memory(bytes).map_err(|e| e.to_string())
+}
+
 fn load_image(input: &ImageInput) -> Result<(image::DynamicImage, Option<String>), String> {
     match input {
         ImageInput::Path(path) => {
             let bytes =
                 std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let image = image::load_from_memory(&bytes).map_err(|e| {
+            let image = decode_bounded(&bytes).map_err(|e| {
                 format!(
-                    "{} is not a readable PNG, JPEG or WebP image: {e}",
+                    "{} is not a usable PNG, JPEG or WebP image: {e}",
                     path.display()
                 )
             })?;
@@ -233,9 +254,9 @@ fn load_image(input: &ImageInput) -> Result<(image::DynamicImage, Option<String>
                 path.file_name().map(|n| n.to_string_lossy().into_owned()),
             ))
         }
-        ImageInput::Bytes(bytes) => image::load_from_memory(bytes)
+        ImageInput::Bytes(bytes) => decode_bounded(bytes)
             .map(|image| (image, None))
-            .map_err(|e| format!("not a readable PNG, JPEG or WebP image: {e}")),
+            .map_err(|e| format!("not a usable PNG, JPEG or WebP image: {e}")),
     }
 }
 

@@ -87,8 +87,18 @@ pub fn enqueue(
             ));
         }
     }
-    let spec = diffugen_engine::validate(&request, &state.library())
-        .map_err(|e| param_error(&e, rename))?;
+    // Validation decodes images and reads model headers: blocking work, kept off the threads that answer other
+    // requests (`/health` among them) where the runtime allows it.
+    let library = state.library();
+    let validate = || diffugen_engine::validate(&request, &library);
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let checked = if multi_thread {
+        tokio::task::block_in_place(validate)
+    } else {
+        validate()
+    };
+    let spec = checked.map_err(|e| param_error(&e, rename))?;
     Ok(state
         .jobs
         .submit(spec, Destination::Folder(state.outputs_dir.clone()), source)?)
