@@ -456,6 +456,22 @@ fn memory_options_the_model_or_this_build_cannot_use_are_refused_naming_the_fiel
         .contains("unknown variant `turbo`"));
 }
 
+/// A queue over `engine` without VRAM orchestration or gallery, with these job defaults.
+fn queue_with(
+    engine: &Arc<diffugen_engine::Engine>,
+    defaults: diffugen_jobs::JobDefaults,
+) -> diffugen_jobs::JobManager {
+    diffugen_jobs::JobManager::start(
+        engine.clone(),
+        diffugen_jobs::JobOptions {
+            depth: 4,
+            orchestrator: None,
+            gallery: None,
+            defaults,
+        },
+    )
+}
+
 /// `name 123.45MB(...)` in sd.cpp's log line, in bytes.
 fn logged_mib(line: &str, name: &str) -> f64 {
     let at = line
@@ -524,16 +540,11 @@ async fn an_idle_model_is_freed_after_the_keep_alive_and_the_next_job_loads_it_a
     let _serial = ONE_AT_A_TIME.lock().await;
     let ws = Workspace::new();
     let engine = Arc::new(engine());
-    let jobs = diffugen_jobs::JobManager::start(
-        engine.clone(),
-        diffugen_jobs::JobOptions {
-            depth: 4,
-            orchestrator: None,
-            gallery: None,
-            defaults: diffugen_jobs::JobDefaults {
-                keep_alive: Some(std::time::Duration::from_millis(400)),
-                ..Default::default()
-            },
+    let jobs = queue_with(
+        &engine,
+        diffugen_jobs::JobDefaults {
+            keep_alive: Some(std::time::Duration::from_millis(400)),
+            ..Default::default()
         },
     );
     let run = |seed| {
@@ -579,16 +590,11 @@ async fn the_threads_setting_reaches_sd_cpp_for_jobs_that_do_not_ask_for_a_numbe
     let _serial = ONE_AT_A_TIME.lock().await;
     let ws = Workspace::new();
     let engine = Arc::new(engine());
-    let jobs = diffugen_jobs::JobManager::start(
-        engine.clone(),
-        diffugen_jobs::JobOptions {
-            depth: 4,
-            orchestrator: None,
-            gallery: None,
-            defaults: diffugen_jobs::JobDefaults {
-                threads: Some(1),
-                ..Default::default()
-            },
+    let jobs = queue_with(
+        &engine,
+        diffugen_jobs::JobDefaults {
+            threads: Some(1),
+            ..Default::default()
         },
     );
     // As the OpenAI and A1111 routes submit: no thread count of their own.

@@ -66,6 +66,17 @@ impl Api {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// The queue as `GET /api/v1/queue` lists it.
+    async fn queue(&self) -> Value {
+        let response = self
+            .client
+            .get(self.url("/api/v1/queue"))
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
+    }
+
     /// A GET's body as text (an SSE stream read to its end).
     async fn text(&self, path: &str) -> String {
         let response = self.client.get(self.url(path)).send().await.unwrap();
@@ -501,15 +512,7 @@ async fn the_job_api_takes_images_in_the_request_and_opens_no_file_a_client_name
         message.contains("init_image") && message.contains("base64"),
         "{message}"
     );
-    let queue: Value = api
-        .client
-        .get(api.url("/api/v1/queue"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue = api.queue().await;
     assert_eq!(queue, json!([]), "a refused request queues nothing");
 
     // The image itself, as base64 or a data URL, makes a real img2img job.
@@ -640,15 +643,7 @@ async fn a_full_queue_answers_429_with_retry_after_and_a_queued_job_can_be_cance
     assert!(refused.headers().get("retry-after").is_some());
     assert_openai_error(&refused.json().await.unwrap(), None);
 
-    let queue: Value = api
-        .client
-        .get(api.url("/api/v1/queue"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue = api.queue().await;
     let waiting: Vec<String> = queue
         .as_array()
         .unwrap()
@@ -1375,15 +1370,7 @@ async fn a_queued_job_whose_client_went_away_is_dropped_from_the_queue() {
     );
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
-    let queue: Value = api
-        .client
-        .get(api.url("/api/v1/queue"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue = api.queue().await;
     let waiting = queue
         .as_array()
         .unwrap()
@@ -1598,15 +1585,7 @@ async fn a_prompt_over_20000_characters_is_refused_naming_prompt_in_every_dialec
         );
     }
     // Nothing reached the queue.
-    let queue: Value = api
-        .client
-        .get(api.url("/api/v1/queue"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue = api.queue().await;
     assert_eq!(queue.as_array().map(Vec::len), Some(0), "{queue}");
     api.stop().await;
 }
@@ -1667,15 +1646,7 @@ async fn a_web_page_cannot_drive_the_api_by_dns_rebinding_or_a_cross_site_form()
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "origin_not_allowed", "{body}");
-    let queue: Value = api
-        .client
-        .get(api.url("/api/v1/queue"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue = api.queue().await;
     assert_eq!(queue, json!([]));
     // The server's own origin passes.
     let own = api

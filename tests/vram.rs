@@ -909,38 +909,56 @@ async fn a_chat_client_that_gives_up_waiting_is_no_longer_counted() {
     gateway.shutdown().await.unwrap();
 }
 
+/// The service as `diffugen serve` assembles it, over the workspace and the fake Ollama.
+fn service_config(
+    ws: &Workspace,
+    fake: &FakeOllama,
+    policy: Policy,
+    api_key: Option<String>,
+    api_addr: Option<std::net::SocketAddr>,
+    gateway_addr: Option<std::net::SocketAddr>,
+) -> diffugen_server::service::ServiceConfig {
+    diffugen_server::service::ServiceConfig {
+        server: diffugen_server::ServerConfig {
+            models_dir: ws.models_dir(),
+            extra_models_dirs: Vec::new(),
+            outputs_dir: ws.path("outputs"),
+            api_key,
+            default_model: None,
+            cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+        },
+        data_dir: ws.data_dir().to_path_buf(),
+        worker: diffugen_engine::WorkerCommand {
+            program: env!("CARGO_BIN_EXE_diffugen").into(),
+            args: vec![diffugen_engine::WORKER_SUBCOMMAND.into()],
+        },
+        queue_depth: 4,
+        job_defaults: Default::default(),
+        ollama: OllamaClient::new(&fake.url()).unwrap(),
+        vram: config(policy),
+        gpu: Arc::new(fake.clone()),
+        api_addr,
+        gateway_addr,
+    }
+}
+
 #[tokio::test]
 async fn the_whole_service_as_serve_runs_it_unloads_renders_records_and_restores() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let fake = FakeOllama::start(&[(QWEN, 4.7)]).await;
     fake.preload(QWEN, -1);
     let ws = Workspace::new();
-    let service =
-        diffugen_server::service::Service::start(diffugen_server::service::ServiceConfig {
-            server: diffugen_server::ServerConfig {
-                models_dir: ws.models_dir(),
-                extra_models_dirs: Vec::new(),
-                outputs_dir: ws.path("outputs"),
-                api_key: None,
-                default_model: None,
-                cors_origins: Vec::new(),
-                allowed_hosts: Vec::new(),
-            },
-            data_dir: ws.data_dir().to_path_buf(),
-            worker: diffugen_engine::WorkerCommand {
-                program: env!("CARGO_BIN_EXE_diffugen").into(),
-                args: vec![diffugen_engine::WORKER_SUBCOMMAND.into()],
-            },
-            queue_depth: 4,
-            job_defaults: Default::default(),
-            ollama: OllamaClient::new(&fake.url()).unwrap(),
-            vram: config(Policy::Always),
-            gpu: Arc::new(fake.clone()),
-            api_addr: Some("127.0.0.1:0".parse().unwrap()),
-            gateway_addr: Some("127.0.0.1:0".parse().unwrap()),
-        })
-        .await
-        .unwrap();
+    let service = diffugen_server::service::Service::start(service_config(
+        &ws,
+        &fake,
+        Policy::Always,
+        None,
+        Some("127.0.0.1:0".parse().unwrap()),
+        Some("127.0.0.1:0".parse().unwrap()),
+    ))
+    .await
+    .unwrap();
     let api = format!("http://{}", service.api.as_ref().unwrap().addr);
     let reply: Value = reqwest::Client::new()
         .post(format!("{api}/v1/images/generations"))
@@ -1052,32 +1070,16 @@ async fn share_swaps_a_large_llm_out_when_the_job_does_not_fit_beside_it() {
 async fn with_an_api_key_the_gateway_wants_it_too_and_refuses_foreign_hosts_and_pages() {
     let fake = FakeOllama::start(&[(QWEN, 4.7)]).await;
     let ws = Workspace::new();
-    let service =
-        diffugen_server::service::Service::start(diffugen_server::service::ServiceConfig {
-            server: diffugen_server::ServerConfig {
-                models_dir: ws.models_dir(),
-                extra_models_dirs: Vec::new(),
-                outputs_dir: ws.path("outputs"),
-                api_key: Some("s3cret".into()),
-                default_model: None,
-                cors_origins: Vec::new(),
-                allowed_hosts: Vec::new(),
-            },
-            data_dir: ws.data_dir().to_path_buf(),
-            worker: diffugen_engine::WorkerCommand {
-                program: env!("CARGO_BIN_EXE_diffugen").into(),
-                args: vec![diffugen_engine::WORKER_SUBCOMMAND.into()],
-            },
-            queue_depth: 4,
-            job_defaults: Default::default(),
-            ollama: OllamaClient::new(&fake.url()).unwrap(),
-            vram: config(Policy::Never),
-            gpu: Arc::new(fake.clone()),
-            api_addr: None,
-            gateway_addr: Some("127.0.0.1:0".parse().unwrap()),
-        })
-        .await
-        .unwrap();
+    let service = diffugen_server::service::Service::start(service_config(
+        &ws,
+        &fake,
+        Policy::Never,
+        Some("s3cret".into()),
+        None,
+        Some("127.0.0.1:0".parse().unwrap()),
+    ))
+    .await
+    .unwrap();
     let gateway = format!("http://{}", service.gateway.as_ref().unwrap().addr);
     let client = reqwest::Client::new();
     let tags = format!("{gateway}/api/tags");
