@@ -329,7 +329,21 @@ async fn with_an_api_key_a_wrong_or_missing_key_is_refused_and_bearer_x_api_key_
         .await
         .unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        wrong.headers()["www-authenticate"],
+        "Bearer realm=\"diffugen\"",
+        "a 401 says how to authenticate"
+    );
     assert_openai_error(&wrong.json().await.unwrap(), None);
+    let a1111 = api
+        .client
+        .get(api.url("/sdapi/v1/sd-models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a1111.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = a1111.json().await.unwrap();
+    assert_eq!(body["error"], "Unauthorized", "A1111's shape: {body}");
     assert_eq!(
         api.client.get(&models).send().await.unwrap().status(),
         StatusCode::UNAUTHORIZED
@@ -1785,6 +1799,34 @@ async fn an_image_that_declares_too_many_pixels_is_refused_before_it_is_decoded(
             .unwrap()
             .contains("megapixels"),
         "{body}"
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_sha256_that_is_not_one_and_override_settings_that_are_no_object_are_named() {
+    let api = Api::start(None, 8).await;
+    let (status, error) = api
+        .post(
+            "/api/v1/models/downloads",
+            json!({"url": "http://127.0.0.1:9/x.gguf", "sha256": "zz"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error["error"]["param"], "sha256", "{error}");
+    let (status, error) = api
+        .post(
+            "/sdapi/v1/txt2img",
+            json!({"prompt": "x", "override_settings": "str"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert!(
+        error["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("override_settings"),
+        "{error}"
     );
     api.stop().await;
 }

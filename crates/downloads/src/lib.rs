@@ -88,6 +88,17 @@ pub fn plan(
     token: Option<String>,
 ) -> Result<PullPlan, DownloadError> {
     let target = target.trim();
+    let sha256 = sha256.map(|h| h.trim().to_ascii_lowercase());
+    if let Some(hash) = &sha256 {
+        if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(DownloadError::Invalid {
+                field: "sha256",
+                message: format!(
+                    "'{hash}' is not a SHA-256: give 64 hexadecimal digits (sha256sum prints them)"
+                ),
+            });
+        }
+    }
     if target.starts_with("http://") || target.starts_with("https://") {
         let name = download::file_name_from_url(target).ok_or_else(|| DownloadError::Invalid {
             field: "url",

@@ -209,8 +209,15 @@ fn memory_overrides(
         "mmap",
         "cache",
     ];
-    let Some(overrides) = body.get("override_settings").and_then(Value::as_object) else {
-        return Ok(diffugen_models::MemoryOptions::default());
+    let overrides = match body.get("override_settings") {
+        None | Some(Value::Null) => return Ok(diffugen_models::MemoryOptions::default()),
+        Some(Value::Object(overrides)) => overrides,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "override_settings",
+                format!("must be an object of settings, e.g. {{\"sd_model_checkpoint\": \"...\"}}, got {other}"),
+            ))
+        }
     };
     let mut options = serde_json::Map::new();
     for key in KEYS {

@@ -39,19 +39,21 @@ pub(crate) fn key_matches(headers: &HeaderMap, expected: &str) -> bool {
     presented(headers).is_some_and(|key| bool::from(key.as_bytes().ct_eq(expected.as_bytes())))
 }
 
-pub async fn require_key(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+pub async fn require_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(expected) = &state.api_key {
         if !key_matches(request.headers(), expected) {
-            return Err(ApiError::new(
+            let error = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong API key: send `Authorization: Bearer <key>`, `X-API-Key: <key>` or Basic auth",
             )
-            .code("invalid_api_key"));
+            .code("invalid_api_key");
+            let mut response = crate::guard::in_dialect(request.uri().path(), error);
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"diffugen\""),
+            );
+            return response;
         }
     }
-    Ok(next.run(request).await)
+    next.run(request).await
 }
