@@ -39,23 +39,20 @@ pub struct MemorySpec {
     pub plan: Option<Plan>,
 }
 
-/// The part names of a model's components, for checking placement keys.
+/// The parts of a model made of several files, for checking placement keys; empty for a single-file checkpoint,
+/// whose family says which encoders it holds.
 fn parts_of(components: &Components) -> Vec<Part> {
-    let mut parts = vec![Part::Diffusion, Part::Vae];
-    for (field, _) in components.files() {
-        match field {
-            "clip_l" => parts.push(Part::ClipL),
-            "clip_g" => parts.push(Part::ClipG),
-            "t5xxl" => parts.push(Part::T5xxl),
-            "llm" => parts.push(Part::Llm),
-            _ => {}
-        }
-    }
-    if parts.len() == 2 {
-        // A single-file checkpoint: its family says which encoders it holds.
+    let encoders: Vec<Part> = Part::ALL
+        .into_iter()
+        .filter(|p| p.group() == Group::TextEncoders && components.get(p.component()).is_some())
+        .collect();
+    if encoders.is_empty() {
         return Vec::new();
     }
-    parts
+    [Part::Diffusion, Part::Vae]
+        .into_iter()
+        .chain(encoders)
+        .collect()
 }
 
 impl MemorySpec {

@@ -68,17 +68,6 @@ fn needs(family: &str) -> Option<&'static [(&'static str, &'static str)]> {
     }
 }
 
-fn set(components: &mut Components, field: &str, path: PathBuf) {
-    match field {
-        "vae" => components.vae = Some(path),
-        "clip_l" => components.clip_l = Some(path),
-        "clip_g" => components.clip_g = Some(path),
-        "t5xxl" => components.t5xxl = Some(path),
-        "llm" => components.llm = Some(path),
-        _ => {}
-    }
-}
-
 /// Puts a standalone diffusion model together with the pieces in the folders: each needed piece must be the only
 /// one of its kind, or the card names the candidates and asks for a preset.
 pub(crate) fn assemble(diffusion: &ModelEntry, all: &[ModelEntry]) -> Result<Components, String> {
@@ -102,7 +91,7 @@ pub(crate) fn assemble(diffusion: &ModelEntry, all: &[ModelEntry]) -> Result<Com
             })
             .collect();
         match candidates.as_slice() {
-            [one] => set(&mut components, field, PathBuf::from(&one.path)),
+            [one] => components.set(field, PathBuf::from(&one.path)),
             [] => {
                 return Err(format!(
                     "no {field} file found in the model folders (a {} diffusion model needs {}); add it, or \

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::plan::Part;
 use crate::quant::{converted_size, QuantType};
-use crate::{inspect, Components, Library, ResolvedModel};
+use crate::{inspect, Library, ResolvedModel};
 
 /// A conversion, planned: shown to the user before it starts.
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
@@ -51,29 +51,6 @@ pub struct Conversion {
     model: ResolvedModel,
     /// Whether the model is an assembled set (it then needs a preset of its own to stay selectable).
     assembled: bool,
-}
-
-fn component_of(components: &Components, part: Part) -> Option<&PathBuf> {
-    match part {
-        Part::Diffusion => components.diffusion_model.as_ref(),
-        Part::Vae => components.vae.as_ref(),
-        Part::ClipL => components.clip_l.as_ref(),
-        Part::ClipG => components.clip_g.as_ref(),
-        Part::T5xxl => components.t5xxl.as_ref(),
-        Part::Llm => components.llm.as_ref(),
-    }
-}
-
-fn set_component(components: &mut Components, part: Part, path: PathBuf) {
-    let slot = match part {
-        Part::Diffusion => &mut components.diffusion_model,
-        Part::Vae => &mut components.vae,
-        Part::ClipL => &mut components.clip_l,
-        Part::ClipG => &mut components.clip_g,
-        Part::T5xxl => &mut components.t5xxl,
-        Part::Llm => &mut components.llm,
-    };
-    *slot = Some(path);
 }
 
 /// A file name for the copy: no folders, `.gguf` at the end.
@@ -119,10 +96,10 @@ impl Library {
             }
             (part, None) => {
                 let part = part.unwrap_or(Part::Diffusion);
-                let file = component_of(&model.components, part).ok_or_else(|| {
+                let file = model.components.get(part.component()).ok_or_else(|| {
                     let parts: Vec<&str> = Part::ALL
                         .into_iter()
-                    .filter(|p| component_of(&model.components, *p).is_some())
+                    .filter(|p| model.components.get(p.component()).is_some())
                     .map(Part::name)
                     .collect();
                     refuse(
@@ -135,7 +112,7 @@ impl Library {
                         ),
                     )
                 })?;
-                (Some(part), file.clone())
+                (Some(part), file.to_path_buf())
             }
         };
         let entry = inspect(&input);
@@ -225,11 +202,9 @@ impl Library {
         }
         let mut smaller = conversion.model.clone();
         smaller.id = conversion.preview.new_model_id.clone();
-        set_component(
-            &mut smaller.components,
-            part,
-            PathBuf::from(&conversion.preview.output),
-        );
+        smaller
+            .components
+            .set(part.component(), PathBuf::from(&conversion.preview.output));
         self.save_preset(&smaller)?;
         Ok(smaller.id)
     }

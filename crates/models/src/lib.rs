@@ -11,6 +11,7 @@ pub mod options;
 pub mod plan;
 mod preset;
 pub mod quant;
+mod stamp;
 pub mod watch;
 
 pub use cards::{CardComponent, ModelCard};

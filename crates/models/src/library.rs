@@ -340,35 +340,14 @@ pub fn is_path_spec(spec: &str) -> bool {
         || Path::new(spec).is_file()
 }
 
-type InspectCache =
-    std::collections::HashMap<PathBuf, (u64, Option<std::time::SystemTime>, ModelEntry)>;
-
-/// Headers already read, keyed by path and checked against size and modification time: rescanning big folders
-/// costs a `stat` per file, and a changed file is read again.
-fn cache() -> &'static std::sync::Mutex<InspectCache> {
-    static CACHE: std::sync::OnceLock<std::sync::Mutex<InspectCache>> = std::sync::OnceLock::new();
-    CACHE.get_or_init(Default::default)
-}
+/// Headers already read (see [`crate::stamp`]).
+static INSPECTED: crate::stamp::FileCache<PathBuf, ModelEntry> = crate::stamp::FileCache::new();
 
 /// Reads one file's header and describes it (cached until the file changes).
 pub fn inspect(path: &Path) -> ModelEntry {
-    let meta = std::fs::metadata(path).ok();
-    let len = meta.as_ref().map_or(0, |m| m.len());
-    let modified = meta.as_ref().and_then(|m| m.modified().ok());
-    let key = path.to_path_buf();
-    if let Some((l, m, entry)) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        if *l == len && *m == modified && meta.is_some() {
-            return entry.clone();
-        }
-    }
-    let entry = inspect_uncached(path);
-    if meta.is_some() {
-        cache()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, (len, modified, entry.clone()));
-    }
-    entry
+    let described: Result<ModelEntry, std::convert::Infallible> =
+        INSPECTED.get(path, path.to_path_buf(), || Ok(inspect_uncached(path)));
+    described.unwrap_or_else(|never| match never {})
 }
 
 fn inspect_uncached(path: &Path) -> ModelEntry {

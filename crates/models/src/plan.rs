@@ -58,6 +58,14 @@ impl Part {
         }
     }
 
+    /// The field of [`crate::Components`] that holds this part as a file of its own.
+    pub fn component(self) -> &'static str {
+        match self {
+            Part::Diffusion => "diffusion_model",
+            other => other.name(),
+        }
+    }
+
     /// The sd.cpp module that runs it: sd.cpp places all text encoders together (`te`).
     pub fn group(self) -> Group {
         match self {
@@ -236,53 +244,36 @@ fn add_file(parts: &mut BTreeMap<Part, PartWeights>, tensors: &[Tensor], as_part
     }
 }
 
-/// A text encoder file's part, from its header (a `clip_l` slot can hold any CLIP, an `llm` slot a Qwen, ...).
+/// The part a component file holds (a TAESD counts as the VAE it stands in for).
 fn encoder_part(field: &str) -> Option<Part> {
-    match field {
-        "clip_l" => Some(Part::ClipL),
-        "clip_g" => Some(Part::ClipG),
-        "t5xxl" => Some(Part::T5xxl),
-        "llm" => Some(Part::Llm),
-        "vae" | "taesd" => Some(Part::Vae),
-        "diffusion_model" => Some(Part::Diffusion),
-        _ => None,
-    }
+    Part::ALL
+        .into_iter()
+        .find(|p| p.component() == field)
+        .or((field == "taesd").then_some(Part::Vae))
 }
+
+/// Files' parts already read (see [`crate::stamp`]), by path and component field.
+static FILE_PARTS: crate::stamp::FileCache<(std::path::PathBuf, String), Vec<PartWeights>> =
+    crate::stamp::FileCache::new();
 
 /// What one file of a model holds, by part: read from its header once, then remembered until the file changes
 /// (every job plans, and a large checkpoint's header takes milliseconds to read).
 fn file_parts(field: &str, path: &Path) -> Result<Vec<PartWeights>, String> {
-    type Key = (std::path::PathBuf, String);
-    type Seen = (u64, Option<std::time::SystemTime>, Vec<PartWeights>);
-    static CACHE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<Key, Seen>>> =
-        std::sync::OnceLock::new();
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (len, modified) = (meta.len(), meta.modified().ok());
-    let key = (path.to_path_buf(), field.to_string());
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some((l, m, parts)) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        if *l == len && *m == modified {
-            return Ok(parts.clone());
-        }
-    }
-    let header = header::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let as_part = if field == "model" {
-        // A checkpoint that is really one part (a UNet alone) counts as that part.
-        match identify(&header.tensors).role {
-            Role::Checkpoint => None,
-            _ => Some(Part::Diffusion),
-        }
-    } else {
-        encoder_part(field)
-    };
-    let mut parts = BTreeMap::new();
-    add_file(&mut parts, &header.tensors, as_part);
-    let parts: Vec<PartWeights> = parts.into_values().collect();
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, (len, modified, parts.clone()));
-    Ok(parts)
+    FILE_PARTS.get(path, (path.to_path_buf(), field.to_string()), || {
+        let header = header::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let as_part = if field == "model" {
+            // A checkpoint that is really one part (a UNet alone) counts as that part.
+            match identify(&header.tensors).role {
+                Role::Checkpoint => None,
+                _ => Some(Part::Diffusion),
+            }
+        } else {
+            encoder_part(field)
+        };
+        let mut parts = BTreeMap::new();
+        add_file(&mut parts, &header.tensors, as_part);
+        Ok(parts.into_values().collect())
+    })
 }
 
 /// Reads the parts of a model from its files' headers (weights are never read).
@@ -329,18 +320,6 @@ pub fn compute_buffers(shape: &ModelShape, job: &Job, flash: bool, tiled: bool) 
         model::diffusion_compute(&a, job.width, job.height, flash),
         model::vae_compute(&a, job.width, job.height, tiled),
     )
-}
-
-/// Shape of one file given as a part (for `models convert` sizes and planner tests).
-pub fn file_part(path: &Path, part: Part) -> Result<PartWeights, String> {
-    let header = header::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut parts = BTreeMap::new();
-    add_file(&mut parts, &header.tensors, Some(part));
-    Ok(parts.remove(&part).unwrap_or(PartWeights {
-        part,
-        bytes: 0.0,
-        parameters: 0.0,
-    }))
 }
 
 /// The memory the plan may use.

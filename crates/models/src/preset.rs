@@ -46,6 +46,29 @@ impl Components {
         .collect()
     }
 
+    /// The file of one component by its field name (`diffusion_model`, `vae`, `t5xxl`, ...).
+    pub fn get(&self, field: &str) -> Option<&Path> {
+        self.files()
+            .into_iter()
+            .find_map(|(name, path)| (name == field).then_some(path))
+    }
+
+    /// Sets one component by its field name; an unknown name changes nothing.
+    pub fn set(&mut self, field: &str, path: PathBuf) {
+        let slot = match field {
+            "model" => &mut self.model,
+            "diffusion_model" => &mut self.diffusion_model,
+            "vae" => &mut self.vae,
+            "clip_l" => &mut self.clip_l,
+            "clip_g" => &mut self.clip_g,
+            "t5xxl" => &mut self.t5xxl,
+            "llm" => &mut self.llm,
+            "taesd" => &mut self.taesd,
+            _ => return,
+        };
+        *slot = Some(path);
+    }
+
     /// Resolves relative paths against `base`.
     pub fn relative_to(mut self, base: &Path) -> Components {
         for path in [
