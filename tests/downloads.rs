@@ -29,6 +29,8 @@ struct Behaviour {
     claim_length: Option<u64>,
     /// Pause between 64 KiB chunks.
     slow: Option<Duration>,
+    /// Send no Content-Length (a chunked body of unknown size).
+    hide_length: bool,
 }
 
 #[derive(Clone)]
@@ -51,6 +53,16 @@ impl Server {
         };
         let app = axum::Router::new()
             .route("/models/tiny-model.gguf", axum::routing::get(serve))
+            .route(
+                "/moved/tiny-model.gguf",
+                axum::routing::get(|| async {
+                    Response::builder()
+                        .status(StatusCode::FOUND)
+                        .header("location", "/models/tiny-model.gguf")
+                        .body(Body::empty())
+                        .unwrap()
+                }),
+            )
             .with_state(server.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!(
@@ -132,12 +144,14 @@ async fn serve(State(server): State<Server>, headers: HeaderMap) -> Response {
         }
     });
     use futures_util::StreamExt;
-    let mut response = Response::builder()
-        .header("content-length", total - start)
-        .header(
-            "accept-ranges",
-            if behaviour.ranges { "bytes" } else { "none" },
-        );
+    let mut response = Response::builder();
+    if !behaviour.hide_length {
+        response = response.header("content-length", total - start);
+    }
+    let mut response = response.header(
+        "accept-ranges",
+        if behaviour.ranges { "bytes" } else { "none" },
+    );
     if start > 0 {
         response = response.status(StatusCode::PARTIAL_CONTENT).header(
             "content-range",
@@ -155,6 +169,7 @@ fn request(url: &str, dir: &std::path::Path, sha256: Option<String>) -> Download
         sha256,
         size: None,
         token: None,
+        ..DownloadRequest::default()
     }
 }
 
@@ -202,6 +217,48 @@ async fn a_full_download_is_verified_and_renamed_into_place() {
         matches!(stages.last(), Some(DownloadStage::Done { sha256, verified: true, .. }) if *sha256 == server.sha256())
     );
     assert_eq!(server.seen(), [None]);
+}
+
+#[tokio::test]
+async fn a_redirect_is_followed_to_the_file() {
+    let (server, url) = Server::start(Behaviour::default()).await;
+    let moved = url.replace("/models/", "/moved/");
+    let dir = tempfile::tempdir().unwrap();
+    let (result, _) = fetch(&request(&moved, dir.path(), Some(server.sha256()))).await;
+    assert_eq!(std::fs::read(result.unwrap()).unwrap(), *server.blob);
+}
+
+#[tokio::test]
+async fn a_file_over_the_size_cap_is_refused_when_announced_and_cut_when_it_runs_past_and_nothing_is_left(
+) {
+    let limit = (SIZE / 2) as u64;
+    for hide_length in [false, true] {
+        let (server, url) = Server::start(Behaviour {
+            hide_length,
+            ..Behaviour::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let capped = DownloadRequest {
+            max_bytes: Some(limit),
+            ..request(&url, dir.path(), None)
+        };
+        let (result, stages) = fetch(&capped).await;
+        match result {
+            Err(DownloadError::TooLarge { limit: l, .. }) => assert_eq!(l, limit),
+            other => panic!("hide_length {hide_length}: {other:?}"),
+        }
+        assert!(
+            matches!(stages.last(), Some(DownloadStage::Failed { error }) if error.contains("larger than")),
+            "{stages:?}"
+        );
+        assert!(
+            files_in(dir.path()).is_empty(),
+            "{:?}",
+            files_in(dir.path())
+        );
+        assert_eq!(server.seen().len(), 1, "not retried");
+    }
 }
 
 #[tokio::test]
@@ -533,7 +590,12 @@ async fn the_api_starts_a_download_streams_its_events_and_lists_the_model() {
     .await;
     let ws = Workspace::new();
     let jobs = diffugen_jobs::JobManager::new(Arc::new(support::engine()), 4);
-    let (api, base) = support::serve_api(&ws, jobs).await;
+    // The file server runs on this machine, so the API must be allowed to fetch from it.
+    let config = diffugen_server::ServerConfig {
+        private_downloads: true,
+        ..support::server_config(&ws)
+    };
+    let (api, base) = support::serve_api_with(&config, jobs).await;
     let client = reqwest::Client::new();
 
     let started = client

@@ -27,13 +27,9 @@ impl Api {
     async fn start_with(api_key: Option<&str>, depth: usize, cors_origins: Vec<String>) -> Api {
         let ws = Workspace::new();
         let config = ServerConfig {
-            models_dir: ws.models_dir(),
-            extra_models_dirs: Vec::new(),
-            outputs_dir: ws.path("outputs"),
             api_key: api_key.map(str::to_string),
-            default_model: None,
             cors_origins,
-            allowed_hosts: Vec::new(),
+            ..support::server_config(&ws)
         };
         let jobs = JobManager::new(Arc::new(engine()), depth);
         let server =

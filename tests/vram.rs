@@ -920,13 +920,8 @@ fn service_config(
 ) -> diffugen_server::service::ServiceConfig {
     diffugen_server::service::ServiceConfig {
         server: diffugen_server::ServerConfig {
-            models_dir: ws.models_dir(),
-            extra_models_dirs: Vec::new(),
-            outputs_dir: ws.path("outputs"),
             api_key,
-            default_model: None,
-            cors_origins: Vec::new(),
-            allowed_hosts: Vec::new(),
+            ..support::server_config(ws)
         },
         data_dir: ws.data_dir().to_path_buf(),
         worker: diffugen_engine::WorkerCommand {

@@ -88,13 +88,9 @@ pub fn engine() -> diffugen_engine::Engine {
     })
 }
 
-/// The HTTP API over `jobs` on a free loopback port, with the workspace's folders and no key; returns the server
-/// and its base URL.
-pub async fn serve_api(
-    ws: &Workspace,
-    jobs: diffugen_jobs::JobManager,
-) -> (diffugen_server::ServerHandle, String) {
-    let config = diffugen_server::ServerConfig {
+/// The server's configuration for a workspace: its folders, no key, no CORS, downloads from public hosts only.
+pub fn server_config(ws: &Workspace) -> diffugen_server::ServerConfig {
+    diffugen_server::ServerConfig {
         models_dir: ws.models_dir(),
         extra_models_dirs: Vec::new(),
         outputs_dir: ws.path("outputs"),
@@ -102,15 +98,32 @@ pub async fn serve_api(
         default_model: None,
         cors_origins: Vec::new(),
         allowed_hosts: Vec::new(),
-    };
+        private_downloads: false,
+    }
+}
+
+/// The HTTP API over `jobs` on a free loopback port with `config`; returns the server and its base URL.
+pub async fn serve_api_with(
+    config: &diffugen_server::ServerConfig,
+    jobs: diffugen_jobs::JobManager,
+) -> (diffugen_server::ServerHandle, String) {
     let server = diffugen_server::serve(
         "127.0.0.1:0".parse().unwrap(),
-        diffugen_server::AppState::new(jobs, &config),
+        diffugen_server::AppState::new(jobs, config),
     )
     .await
     .unwrap();
     let base = format!("http://{}", server.addr);
     (server, base)
+}
+
+/// The HTTP API over `jobs` on a free loopback port, with the workspace's folders and no key; returns the server
+/// and its base URL.
+pub async fn serve_api(
+    ws: &Workspace,
+    jobs: diffugen_jobs::JobManager,
+) -> (diffugen_server::ServerHandle, String) {
+    serve_api_with(&server_config(ws), jobs).await
 }
 
 pub fn stderr(output: &Output) -> String {

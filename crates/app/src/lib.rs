@@ -287,6 +287,7 @@ impl Core {
             default_model: None,
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            private_downloads: false,
         };
         let config = |api: bool, gateway: bool| -> Result<ServiceConfig, String> {
             Ok(ServiceConfig {

@@ -60,6 +60,7 @@ async fn main() {
         default_model: None,
         cors_origins: Vec::new(),
         allowed_hosts: Vec::new(),
+        private_downloads: false,
     };
     // The server as `diffugen serve` runs it with default settings: the VRAM step (policy auto) before each run of
     // jobs, the gallery recording every image — and no Ollama running, as on many users' machines.

@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// so a web page cannot reach the API through DNS rebinding.
     #[arg(long = "allowed-host", value_name = "NAME")]
     allowed_hosts: Vec<String>,
+    /// Let POST /api/v1/models/downloads fetch from this machine and the local network (a model mirror on your
+    /// NAS). Without it a client of the API can make DiffuGen download from public addresses only.
+    #[arg(long)]
+    allow_private_downloads: bool,
     /// Jobs allowed to wait; beyond this the API answers 429 with Retry-After.
     #[arg(long, default_value_t = 32)]
     queue_depth: usize,
@@ -97,6 +101,7 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
         default_model: args.default_model.clone(),
         cors_origins: args.cors_origins.clone(),
         allowed_hosts: args.allowed_hosts.clone(),
+        private_downloads: args.allow_private_downloads,
     };
     let mut vram_config = args.vram.config(settings)?;
     vram_config.llm_wait_timeout = std::time::Duration::from_secs(args.llm_wait_timeout);

@@ -11,8 +11,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
+use crate::remote::{self, Reach};
+
 /// What to fetch and where.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, specta::Type)]
 pub struct DownloadRequest {
     pub url: String,
     /// The folder the file lands in.
@@ -28,6 +30,12 @@ pub struct DownloadRequest {
     /// A Hugging Face token for gated repositories (sent to huggingface.co only).
     #[serde(skip_serializing)]
     pub token: Option<String>,
+    /// Which hosts it may reach, redirects included (set by the door that starts it, never by a client).
+    #[serde(skip)]
+    pub reach: Reach,
+    /// The most bytes the file may have; a server announcing more is refused, a body running past it is cut.
+    #[serde(skip)]
+    pub max_bytes: Option<u64>,
 }
 
 /// How a download is going.
@@ -110,6 +118,12 @@ pub enum DownloadError {
     Unauthorized { url: String, status: u16 },
     #[error("{url} answered {status}")]
     Http { url: String, status: u16 },
+    #[error("{url} is larger than the {limit} bytes a download may have ({reason})")]
+    TooLarge {
+        url: String,
+        limit: u64,
+        reason: String,
+    },
     #[error("the download of {url} kept failing: {reason}")]
     Network { url: String, reason: String },
     #[error("{0}")]
@@ -313,9 +327,16 @@ async fn run(
         expected = hugging_face_sha256(url, token).await;
     }
 
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(20))
         .read_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none());
+    if request.reach == Reach::PublicOnly {
+        client = client
+            .dns_resolver(std::sync::Arc::new(remote::PublicOnlyResolver))
+            .no_proxy();
+    }
+    let client = client
         .build()
         .map_err(|e| DownloadError::Io(e.to_string()))?;
     let mut hasher = Sha256::new();
@@ -329,26 +350,23 @@ async fn run(
             return Err(DownloadError::Cancelled);
         }
         attempt += 1;
-        let mut get = client.get(url);
-        if let Some(token) = token {
-            get = get.bearer_auth(token);
-        }
-        if offset > 0 {
-            get = get.header(reqwest::header::RANGE, format!("bytes={offset}-"));
-        }
-        let response = match get.send().await {
+        let response = match send(&client, &parsed, request, offset).await {
             Ok(r) => r,
-            Err(e) => {
+            Err(Sent::Refused(e)) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(e);
+            }
+            Err(Sent::Failed(reason)) => {
                 failures += 1;
                 if failures > MAX_FAILURES_WITHOUT_PROGRESS {
                     return Err(DownloadError::Network {
                         url: url.into(),
-                        reason: e.to_string(),
+                        reason,
                     });
                 }
                 on_stage(DownloadStage::Retrying {
                     attempt,
-                    reason: e.to_string(),
+                    reason,
                     resume_from: offset as f64,
                 });
                 tokio::time::sleep(retry_pause(failures)).await;
@@ -449,6 +467,16 @@ async fn run(
             }
         }
         let total = total.or(expected_size);
+        if let (Some(limit), Some(total)) = (request.max_bytes, total) {
+            if total > limit {
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(DownloadError::TooLarge {
+                    url: url.into(),
+                    limit,
+                    reason: format!("the server announces {total} bytes"),
+                });
+            }
+        }
         if !announced {
             announced = true;
             on_stage(DownloadStage::Started {
@@ -500,6 +528,17 @@ async fn run(
                     break;
                 }
                 Some(Ok(bytes)) => {
+                    if let Some(limit) = request.max_bytes {
+                        if offset + bytes.len() as u64 > limit {
+                            drop(file);
+                            let _ = tokio::fs::remove_file(&part).await;
+                            return Err(DownloadError::TooLarge {
+                                url: url.into(),
+                                limit,
+                                reason: "the server sent more than that".into(),
+                            });
+                        }
+                    }
                     if let Err(e) = file.write_all(&bytes).await {
                         drop(file);
                         let _ = tokio::fs::remove_file(&part).await;
@@ -586,6 +625,81 @@ async fn run(
         verified,
     });
     Ok(target)
+}
+
+/// How a request went before its body: an answer, a refusal that retrying cannot change, or a failure worth a retry.
+enum Sent {
+    Refused(DownloadError),
+    Failed(String),
+}
+
+/// The most redirects followed for one request.
+const MAX_REDIRECTS: usize = 10;
+
+/// GETs `start` (from `offset` on), following redirects itself so that each hop is checked against the request's
+/// reach before it is contacted; the Hugging Face token goes to huggingface.co only.
+async fn send(
+    client: &reqwest::Client,
+    start: &reqwest::Url,
+    request: &DownloadRequest,
+    offset: u64,
+) -> Result<reqwest::Response, Sent> {
+    let refused = |message: String| {
+        Sent::Refused(DownloadError::Invalid {
+            field: "url",
+            message,
+        })
+    };
+    let mut url = start.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        remote::check(&url, request.reach).await.map_err(refused)?;
+        let mut get = client.get(url.clone());
+        if let Some(token) = request
+            .token
+            .as_deref()
+            .filter(|_| is_hugging_face(url.as_str()))
+        {
+            get = get.bearer_auth(token);
+        }
+        if offset > 0 {
+            get = get.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+        }
+        let response = match get.send().await {
+            Ok(response) => response,
+            Err(e) => return Err(match remote::not_public(&e) {
+                Some(reason) => refused(format!(
+                    "{url}: {reason}; over the API DiffuGen downloads from public addresses only"
+                )),
+                None => Sent::Failed(e.to_string()),
+            }),
+        };
+        if !response.status().is_redirection() {
+            return Ok(response);
+        }
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .ok_or_else(|| {
+                Sent::Refused(DownloadError::Http {
+                    url: url.to_string(),
+                    status: response.status().as_u16(),
+                })
+            })?;
+        url = url.join(location).map_err(|e| {
+            refused(format!(
+                "{url} redirects to '{location}', which is not a URL ({e})"
+            ))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(refused(format!(
+                "a redirect leads to {url}: only http(s) URLs are followed"
+            )));
+        }
+    }
+    Err(refused(format!(
+        "{start} redirects more than {MAX_REDIRECTS} times"
+    )))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! as a preset, so it appears under its catalog id.
 
 pub mod download;
+mod remote;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch, Semaphore};
 
 pub use download::{download, DownloadError, DownloadRequest, DownloadStage};
+pub use remote::{is_public, Reach};
+
+/// Checks that `url`'s host resolves within `reach` only; the refusal says why.
+pub async fn check_reach(url: &str, reach: Reach) -> Result<(), String> {
+    let parsed =
+        reqwest::Url::parse(url.trim()).map_err(|e| format!("'{url}' is not a URL ({e})"))?;
+    remote::check(&parsed, reach).await
+}
 
 /// One file of a catalog model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
@@ -80,6 +89,18 @@ pub struct PullPlan {
     pub preset: Option<(PathBuf, serde_json::Value)>,
 }
 
+impl PullPlan {
+    /// The plan as a client of the HTTP API may run it: its files fetched from hosts within `reach` only, none
+    /// larger than `max_bytes`.
+    pub fn confined(mut self, reach: Reach, max_bytes: u64) -> PullPlan {
+        for file in &mut self.files {
+            file.reach = reach;
+            file.max_bytes = Some(max_bytes);
+        }
+        self
+    }
+}
+
 /// Plans `diffugen models pull <catalog-id|url>` into `models_dir`.
 pub fn plan(
     target: &str,
@@ -113,6 +134,8 @@ pub fn plan(
                 sha256,
                 size: None,
                 token,
+                reach: Reach::Anywhere,
+                max_bytes: None,
             }],
             skip_present: false,
             preset: None,
@@ -162,6 +185,8 @@ pub fn plan(
                 sha256: sha256.clone().or_else(|| Some(f.sha256.clone())),
                 size: sha256.is_none().then_some(f.bytes),
                 token: token.clone(),
+                reach: Reach::Anywhere,
+                max_bytes: None,
             }
         })
         .collect();

@@ -226,7 +226,12 @@ pub async fn serve_with(
     orchestrator: Orchestrator,
     access: Access,
 ) -> std::io::Result<ServerHandle> {
-    let handle = crate::serve_router(addr, router_with(orchestrator, access)).await?;
+    let handle = crate::listen::serve(
+        addr,
+        router_with(orchestrator, access),
+        crate::Limits::default(),
+    )
+    .await?;
     tracing::info!(addr = %handle.addr, "Ollama gateway listening");
     Ok(handle)
 }

@@ -15,6 +15,7 @@ mod gallery;
 pub mod gateway;
 pub(crate) mod guard;
 mod legacy;
+mod listen;
 mod models;
 pub mod native;
 mod openai;
@@ -32,6 +33,7 @@ use diffugen_jobs::JobManager;
 use diffugen_models::Library;
 
 pub use error::ApiError;
+pub use listen::{Limits, ServerHandle};
 
 /// The largest request body accepted (uploads for img2img included).
 pub const BODY_LIMIT: usize = 50 << 20;
@@ -52,6 +54,9 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Host names besides this machine's own that requests may name (`--allowed-host`).
     pub allowed_hosts: Vec<String>,
+    /// Whether `POST /api/v1/models/downloads` may fetch from this machine and the local network
+    /// (`--allow-private-downloads`); by default public addresses only.
+    pub private_downloads: bool,
 }
 
 /// Shared state of the handlers.
@@ -69,6 +74,8 @@ pub struct AppState {
     pub default_model: Arc<RwLock<Option<String>>>,
     pub cors_origins: Vec<String>,
     pub allowed_hosts: Vec<String>,
+    /// Which hosts downloads started over HTTP may reach.
+    pub download_reach: diffugen_downloads::Reach,
 }
 
 impl AppState {
@@ -88,6 +95,11 @@ impl AppState {
             default_model: Arc::new(RwLock::new(config.default_model.clone())),
             cors_origins: config.cors_origins.clone(),
             allowed_hosts: config.allowed_hosts.clone(),
+            download_reach: if config.private_downloads {
+                diffugen_downloads::Reach::Anywhere
+            } else {
+                diffugen_downloads::Reach::PublicOnly
+            },
         }
     }
 
@@ -258,49 +270,18 @@ async fn openapi() -> impl axum::response::IntoResponse {
     )
 }
 
-/// A running server: its address and a handle that stops it gracefully.
-pub struct ServerHandle {
-    pub addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl ServerHandle {
-    /// Stops accepting connections, lets requests in flight finish, and returns.
-    pub async fn shutdown(mut self) -> std::io::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        self.task.await.map_err(std::io::Error::other)?
-    }
-
-    /// Waits until the server stops by itself (an I/O error).
-    pub async fn wait(self) -> std::io::Result<()> {
-        self.task.await.map_err(std::io::Error::other)?
-    }
-}
-
 /// Binds `addr` and serves in the background.
 pub async fn serve(addr: SocketAddr, state: AppState) -> std::io::Result<ServerHandle> {
-    let handle = serve_router(addr, router(state)).await?;
-    tracing::info!(addr = %handle.addr, "DiffuGen API listening");
-    Ok(handle)
+    serve_limited(addr, state, Limits::default()).await
 }
 
-async fn serve_router(addr: SocketAddr, app: Router) -> std::io::Result<ServerHandle> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
-    Ok(ServerHandle {
-        addr,
-        shutdown: Some(tx),
-        task,
-    })
+/// [`serve`] under other connection limits.
+pub async fn serve_limited(
+    addr: SocketAddr,
+    state: AppState,
+    limits: Limits,
+) -> std::io::Result<ServerHandle> {
+    let handle = listen::serve(addr, router(state), limits).await?;
+    tracing::info!(addr = %handle.addr, "DiffuGen API listening");
+    Ok(handle)
 }

@@ -63,11 +63,40 @@ pub async fn start(
         ),
         other => ApiError::new(StatusCode::BAD_REQUEST, other.to_string()),
     })?;
+    if let Some(url) = text("url") {
+        model_file_url(url)?;
+        diffugen_downloads::check_reach(url, state.download_reach)
+            .await
+            .map_err(|message| ApiError::invalid("url", message))?;
+    }
+    let plan = plan.confined(state.download_reach, MAX_DOWNLOAD_BYTES);
     let name = plan.name.clone();
     let id = state.downloads.start(plan);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "id": id, "name": name, "state": "waiting" })),
+    ))
+}
+
+/// The largest file a client of the API can make DiffuGen download (the biggest single-file models are ~24 GB).
+pub const MAX_DOWNLOAD_BYTES: u64 = 64 << 30;
+
+/// Over HTTP a URL must name a model file: a preset or any other file could steer what the server opens.
+fn model_file_url(url: &str) -> Result<(), ApiError> {
+    let name = diffugen_downloads::download::file_name_from_url(url).unwrap_or_default();
+    let lower = name.to_ascii_lowercase();
+    let is_model = lower
+        .rsplit_once('.')
+        .is_some_and(|(_, ext)| diffugen_models::MODEL_EXTENSIONS.contains(&ext));
+    if is_model {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "url",
+        format!(
+            "'{name}' is not a model file: over the API only .{} files can be downloaded",
+            diffugen_models::MODEL_EXTENSIONS.join(", .")
+        ),
     ))
 }
 

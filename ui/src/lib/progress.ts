@@ -1,0 +1,79 @@
+// A job's progress as the Generate panel and the queue show it. The percent comes from what the job has done — its
+// phase, and within sampling the step of the image — never from the time since it was queued, so a job that waited
+// in the queue does not start at 40 %. The ETA is the core's estimate (measured step times), counted down between
+// its events so it moves every second, not only when a step ends.
+import type { JobEvent } from "./bindings";
+
+/** Where each phase starts and ends on the bar, in percent. Sampling gets nearly all of it. */
+const BANDS = {
+  queued: [0, 0],
+  preparing: [1, 3],
+  freeing_vram: [1, 3],
+  loading_model: [3, 10],
+  encoding_prompt: [10, 12],
+  sampling: [12, 95],
+  decoding: [95, 98],
+  saving: [98, 99],
+  done: [100, 100],
+} as const;
+
+/**
+ * The percent `event` puts the job at, given where it was (`previous`): never lower while the job runs (sd.cpp
+ * loads the diffusion model after sampling has begun, and a later image restarts its steps at 0), `null` for events
+ * that say nothing about progress.
+ */
+export function stagePercent(event: JobEvent, previous: number | null): number | null {
+  let percent: number | null;
+  switch (event.phase) {
+    case "queued":
+      return 0;
+    case "loading_model": {
+      const [from, to] = BANDS.loading_model;
+      const part = event.tensors_total > 0 ? event.tensors_loaded / event.tensors_total : 0;
+      percent = from + (to - from) * part;
+      break;
+    }
+    case "sampling": {
+      const [from, to] = BANDS.sampling;
+      const images = Math.max(1, event.images);
+      const within = event.steps > 0 ? Math.min(1, event.step / event.steps) : 0;
+      percent = from + ((to - from) * (event.image - 1 + within)) / images;
+      break;
+    }
+    case "preparing":
+    case "freeing_vram":
+    case "encoding_prompt":
+    case "decoding":
+    case "saving":
+    case "done":
+      percent = BANDS[event.phase][0];
+      break;
+    default:
+      // plan, warning, preview, failed, cancelled: progress stays where it was.
+      return previous;
+  }
+  return Math.max(previous ?? 0, percent);
+}
+
+/** Seconds left when the core sent no estimate: the steps left (this image's and the next ones') at the last rate. */
+export function stepEta(event: JobEvent): number | null {
+  if (event.phase !== "sampling" || event.seconds_per_step == null || event.steps <= 0) return null;
+  const left = event.steps - event.step + (event.images - event.image) * event.steps;
+  return Math.max(0, left) * event.seconds_per_step;
+}
+
+/** What is left of an estimate of `eta` seconds made at `at` (ms), at `now` (ms). */
+export function etaLeft(eta: number | null, at: number | null, now: number): number | null {
+  if (eta == null) return null;
+  const passed = at == null ? 0 : Math.max(0, (now - at) / 1000);
+  return Math.max(0, eta - passed);
+}
+
+/**
+ * What a screen reader hears about a running job: the phase when it changes, and within sampling only each quarter
+ * of the way (25 %, 50 %, 75 %), not every step.
+ */
+export function progressKey(phase: string, percent: number | null): string {
+  if (phase !== "sampling") return phase;
+  return `sampling-${Math.floor((percent ?? 0) / 25)}`;
+}
