@@ -68,7 +68,7 @@ fn our_png_with(
     };
     let path = dir.join(name);
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(&path, encode_png(&image, &record).unwrap()).unwrap();
+    std::fs::write(&path, encode_png(&image, Some(&record)).unwrap()).unwrap();
     path
 }
 
@@ -195,7 +195,7 @@ fn a_remix_is_a_job_request_the_api_accepts_even_for_an_img2img_image() {
         "the source is shown with the image"
     );
     let remix = gallery.remix(id).unwrap();
-    // Only the init image's name is kept, so a remix is text-to-image, as in the window's Remix.
+    // Only the init image's name is recorded (no copy DiffuGen kept), so this remix is text-to-image.
     let request: diffugen_engine::GenerateRequest =
         serde_json::from_value(remix.clone()).expect("POST /api/v1/jobs takes the remix as it is");
     assert_eq!(request.prompt, "a harbor repainted");

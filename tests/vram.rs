@@ -472,7 +472,8 @@ async fn an_unconfirmed_unload_warns_and_renders_or_fails_the_job_when_strict() 
     let id = rig.submit(13);
     let events = rig.follow(&id).await;
     match &events.last().unwrap().1.stage {
-        Stage::Failed { error } => {
+        Stage::Failed { error, kind } => {
+            assert_eq!(*kind, diffugen_engine::FailureKind::Gpu);
             assert!(
                 error.contains("did not release") && error.contains("strict"),
                 "{error}"
@@ -485,7 +486,7 @@ async fn an_unconfirmed_unload_warns_and_renders_or_fails_the_job_when_strict() 
         .any(|(_, e)| matches!(e.stage, Stage::LoadingModel { .. })));
     assert!(matches!(
         rig.jobs.wait(&id).await.unwrap(),
-        Outcome::Failed(_)
+        Outcome::Failed { .. }
     ));
     // What was asked to unload comes back once the queue is empty.
     rig.settle(Phase::Llm).await;

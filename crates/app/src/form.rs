@@ -114,8 +114,15 @@ impl GenerateForm {
     }
 
     /// A gallery image's parameters loaded back into the form ("remix"). The seed is kept so the same image
-    /// comes back until the user changes something; LoRAs written into the prompt stay there only.
-    pub fn from_entry(entry: &Entry) -> GenerateForm {
+    /// comes back until the user changes something; LoRAs written into the prompt stay there only. `init` is the
+    /// init image DiffuGen kept for an img2img result: it comes back with its strength.
+    pub fn from_entry(entry: &Entry, init: Option<&std::path::Path>) -> GenerateForm {
+        let init_image = init.and_then(|path| std::fs::read(path).ok()).map(|bytes| {
+            format!(
+                "data:image/png;base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            )
+        });
         let loras_in_prompt = entry.prompt.contains("<lora:");
         GenerateForm {
             model: entry.model.clone().unwrap_or_default(),
@@ -141,9 +148,9 @@ impl GenerateForm {
                     })
                     .collect()
             },
-            init_image: None,
+            strength: init_image.as_ref().and(entry.strength),
+            init_image,
             mask: None,
-            strength: None,
             memory: diffugen_models::MemoryOptions::default(),
         }
     }

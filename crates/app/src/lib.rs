@@ -564,7 +564,9 @@ impl Core {
     }
 
     pub fn gallery_remix(&self, id: u32) -> Result<GenerateForm, AppError> {
-        Ok(GenerateForm::from_entry(&self.gallery.get(id)?))
+        let entry = self.gallery.get(id)?;
+        let init = self.gallery.init_image(&entry);
+        Ok(GenerateForm::from_entry(&entry, init.as_deref()))
     }
 
     pub fn gallery_boards(&self) -> Result<Vec<Board>, AppError> {

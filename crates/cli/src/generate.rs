@@ -299,7 +299,10 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
         let result =
             diffugen_engine::job::run(&engine, &id, &spec, &destination, started, &mut |mut e| {
                 if let (Some(gallery), Stage::Done { outputs }) = (&gallery, &mut e.stage) {
-                    diffugen_jobs::record_in_gallery(gallery, outputs);
+                    // The files the user asked for exist; a gallery that cannot list them is a warning here.
+                    if let Err(error) = diffugen_jobs::record_in_gallery(gallery, outputs) {
+                        eprintln!("warning: {error}");
+                    }
                 }
                 reporter.event(e)
             })
@@ -328,7 +331,7 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
                 eprintln!("cancelled: {reason}");
                 Ok(ExitCode::from(130))
             }
-            Err(EngineError::Failed(error)) => Err(error),
+            Err(EngineError::Failed(error) | EngineError::Storage(error)) => Err(error),
         }
     })
 }
@@ -426,7 +429,7 @@ fn remote(
                 eprintln!("cancelled: {reason}");
                 Ok(ExitCode::from(130))
             }
-            Some(Stage::Failed { error }) => Err(error),
+            Some(Stage::Failed { error, .. }) => Err(error),
             _ => Err("the server closed the event stream before the job ended".into()),
         }
     })

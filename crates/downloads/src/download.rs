@@ -666,12 +666,14 @@ async fn send(
         }
         let response = match get.send().await {
             Ok(response) => response,
-            Err(e) => return Err(match remote::not_public(&e) {
-                Some(reason) => refused(format!(
+            Err(e) => {
+                return Err(match remote::not_public(&e) {
+                    Some(reason) => refused(format!(
                     "{url}: {reason}; over the API DiffuGen downloads from public addresses only"
                 )),
-                None => Sent::Failed(e.to_string()),
-            }),
+                    None => Sent::Failed(e.to_string()),
+                })
+            }
         };
         if !response.status().is_redirection() {
             return Ok(response);

@@ -89,10 +89,28 @@ pub enum Stage {
     },
     Failed {
         error: String,
+        /// What failed, for the status a door answers with [default: render].
+        #[serde(default)]
+        kind: FailureKind,
     },
     Cancelled {
         reason: String,
     },
+}
+
+/// What made a job fail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The render itself: an error sd.cpp reported, a crashed worker, a model that cannot load.
+    #[default]
+    Render,
+    /// The image, its init image or its gallery row could not be written (a full disk, a read-only folder).
+    Storage,
+    /// DiffuGen stopped while the job was rendering.
+    Interrupted,
+    /// The GPU could not be made ready for it (the LLM would not unload, the memory never came free).
+    Gpu,
 }
 
 impl Stage {

@@ -3,7 +3,7 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::events::{JobEvent, Output, Stage};
+use crate::events::{FailureKind, JobEvent, Output, Stage};
 use crate::output::{self, Destination, Record};
 use crate::params::JobSpec;
 use crate::supervisor::{Engine, EngineError};
@@ -38,6 +38,11 @@ pub async fn run(
         },
         Err(EngineError::Failed(error)) => Stage::Failed {
             error: error.clone(),
+            kind: FailureKind::Render,
+        },
+        Err(EngineError::Storage(error)) => Stage::Failed {
+            error: error.clone(),
+            kind: FailureKind::Storage,
         },
     };
     let finished = result.is_ok();
@@ -74,11 +79,24 @@ async fn render_and_save(
         .unwrap_or_default()
         .as_secs_f64();
     let seconds = started.elapsed().as_secs_f64();
+    let (init_image, mask) = output::save_inputs(destination, spec).map_err(|e| {
+        EngineError::Storage(format!(
+            "cannot keep the init image: {}",
+            output::io_reason(&e)
+        ))
+    })?;
     let mut outputs = Vec::with_capacity(generated.images.len());
     for (index, image) in generated.images.iter().enumerate() {
-        let record = Record::new(spec, job_id, index as u32, created, seconds);
-        let path = output::save(destination, index as u32, image, &record)
-            .map_err(|e| EngineError::Failed(format!("cannot write the image: {e}")))?;
+        let mut record = Record::new(spec, job_id, index as u32, created, seconds);
+        if let Some(path) = &init_image {
+            record.init_image = Some(path.display().to_string());
+        }
+        if let Some(path) = &mask {
+            record.mask = Some(path.display().to_string());
+        }
+        let path = output::save(destination, index as u32, image, &record).map_err(|e| {
+            EngineError::Storage(format!("cannot write the image: {}", output::io_reason(&e)))
+        })?;
         outputs.push(Output {
             path: path.display().to_string(),
             seed: record.seed,

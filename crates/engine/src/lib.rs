@@ -21,7 +21,7 @@ pub mod supervisor;
 pub mod tracker;
 pub mod worker;
 
-pub use events::{JobEvent, Output, Stage};
+pub use events::{FailureKind, JobEvent, Output, Stage};
 pub use job::JobResult;
 pub use output::Destination;
 pub use params::{validate, GenerateRequest, JobSpec, ParamErrors};

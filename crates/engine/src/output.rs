@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
 use crate::params::JobSpec;
 
@@ -146,7 +147,7 @@ impl Record {
 }
 
 /// Encodes `image` as PNG with both text chunks.
-pub fn encode_png(image: &diffugen_sd::RgbImage, record: &Record) -> io::Result<Vec<u8>> {
+pub fn encode_png(image: &diffugen_sd::RgbImage, record: Option<&Record>) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut bytes, image.width, image.height);
@@ -156,6 +157,21 @@ pub fn encode_png(image: &diffugen_sd::RgbImage, record: &Record) -> io::Result<
             png::ColorType::Rgb
         });
         encoder.set_depth(png::BitDepth::Eight);
+        if let Some(record) = record {
+            add_texts(&mut encoder, record)?;
+        }
+        let mut writer = encoder.write_header().map_err(io::Error::other)?;
+        writer
+            .write_image_data(&image.data)
+            .map_err(io::Error::other)?;
+        writer.finish().map_err(io::Error::other)?;
+    }
+    Ok(bytes)
+}
+
+/// The parameters text and the JSON record as PNG text chunks.
+fn add_texts<W: Write>(encoder: &mut png::Encoder<'_, W>, record: &Record) -> io::Result<()> {
+    {
         let parameters = record.a1111_parameters();
         let json = serde_json::to_string(record).map_err(io::Error::other)?;
         // tEXt is Latin-1; A1111 readers also read iTXt, which holds any UTF-8 prompt.
@@ -171,13 +187,8 @@ pub fn encode_png(image: &diffugen_sd::RgbImage, record: &Record) -> io::Result<
         encoder
             .add_itxt_chunk(RECORD_KEY.into(), json)
             .map_err(io::Error::other)?;
-        let mut writer = encoder.write_header().map_err(io::Error::other)?;
-        writer
-            .write_image_data(&image.data)
-            .map_err(io::Error::other)?;
-        writer.finish().map_err(io::Error::other)?;
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Reads every text chunk (tEXt, zTXt, iTXt) of a PNG file.
@@ -265,13 +276,21 @@ fn temp_path(dir: &Path) -> PathBuf {
     ))
 }
 
+/// Writes `bytes` to a new temporary file in `dir`; on failure (a full disk) nothing is left behind.
 fn write_temp(dir: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
     let tmp = temp_path(dir);
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(tmp)
+    let written = fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    match written {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// Writes one image atomically and returns its final path.
@@ -281,7 +300,7 @@ pub fn save(
     image: &diffugen_sd::RgbImage,
     record: &Record,
 ) -> io::Result<PathBuf> {
-    let bytes = encode_png(image, record)?;
+    let bytes = encode_png(image, Some(record))?;
     match destination {
         Destination::File(path) => {
             let target = if index == 0 {
@@ -333,6 +352,73 @@ pub fn save(
             result.unwrap_or_else(|| Err(io::Error::other("no free file name")))
         }
     }
+}
+
+/// Why a write failed, in words: a full disk says so and what to do.
+pub fn io_reason(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
+        format!("the disk is full ({e}); free some space and run the job again")
+    } else if e.kind() == io::ErrorKind::FileTooLarge || e.raw_os_error() == Some(27) {
+        format!("the file system refused a file this large ({e}); check its quota or size limit")
+    } else {
+        e.to_string()
+    }
+}
+
+/// The folder beside a gallery's images where the init images and masks they were rendered from are kept.
+pub const INPUTS_FOLDER: &str = "inputs";
+
+/// Keeps the init image and mask a job renders from beside its images (`inputs/<hash>.png`, one file per distinct
+/// image), so that its gallery entries can be remixed as img2img; returns their paths. Only for jobs that write
+/// into a folder (a gallery), not for a single output file the user named.
+pub fn save_inputs(
+    destination: &Destination,
+    spec: &JobSpec,
+) -> io::Result<(Option<PathBuf>, Option<PathBuf>)> {
+    let Destination::Folder(dir) = destination else {
+        return Ok((None, None));
+    };
+    let dir = dir.join(INPUTS_FOLDER);
+    let keep = |raw: &Option<crate::protocol::RawImage>| -> io::Result<Option<PathBuf>> {
+        let Some(raw) = raw else { return Ok(None) };
+        let image = raw.decode().map_err(io::Error::other)?;
+        let bytes = encode_png(&image, None)?;
+        let hash: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .take(12)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let target = dir.join(format!("{hash}.png"));
+        if !target.is_file() {
+            let tmp = write_temp(&dir, &bytes)?;
+            fs::rename(&tmp, &target).inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })?;
+        }
+        Ok(Some(target))
+    };
+    Ok((keep(&spec.init_image)?, keep(&spec.mask)?))
+}
+
+/// Removes temporary files a crash or a full disk left in `dir` (and its inputs folder); returns how many.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let mut removed = 0;
+    for folder in [dir.to_path_buf(), dir.join(INPUTS_FOLDER)] {
+        let Ok(entries) = fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".diffugen-")
+                && name.ends_with(".png.tmp")
+                && fs::remove_file(entry.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 #[cfg(test)]

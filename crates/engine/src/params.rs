@@ -238,6 +238,23 @@ fn decode_bounded(bytes: &[u8]) -> Result<image::DynamicImage, String> {
     image::load_from_memory(bytes).map_err(|e| e.to_string())
 }
 
+/// A side length rounded to the nearest multiple, within the sizes a job may have.
+fn round_side(side: f64, multiple: u32) -> u32 {
+    let rounded = (side / f64::from(multiple)).round() as u32 * multiple;
+    rounded.clamp(
+        64_u32.div_ceil(multiple) * multiple,
+        2048 / multiple * multiple,
+    )
+}
+
+/// The size with `dims`' aspect ratio whose area is closest to `area`, each side a multiple of `multiple`.
+fn fit_area(dims: (u32, u32), area: u32, multiple: u32) -> (u32, u32) {
+    let aspect = f64::from(dims.0.max(1)) / f64::from(dims.1.max(1));
+    let width = (f64::from(area) * aspect).sqrt();
+    let height = (f64::from(area) / aspect).sqrt();
+    (round_side(width, multiple), round_side(height, multiple))
+}
+
 fn load_image(input: &ImageInput) -> Result<(image::DynamicImage, Option<String>), String> {
     match input {
         ImageInput::Path(path) => {
@@ -360,18 +377,25 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
     let defaults = model.as_ref().map(|m| m.defaults.clone());
     let multiple = defaults.as_ref().map_or(8, |d| d.size_multiple.max(1));
     let family = model.as_ref().map_or("this", |m| m.family.as_str());
-    // With an init image and no explicit size, keep the init image's size (rounded down to the size multiple).
-    let init_size = |side: u32| (side / multiple * multiple).clamp(64, 2048 / multiple * multiple);
-    let width = request
-        .width
-        .or_else(|| init.as_ref().map(|(i, _)| init_size(i.width())))
-        .or(defaults.as_ref().map(|d| d.width))
-        .unwrap_or(512);
-    let height = request
-        .height
-        .or_else(|| init.as_ref().map(|(i, _)| init_size(i.height())))
-        .or(defaults.as_ref().map(|d| d.height))
-        .unwrap_or(512);
+    // With an init image and no explicit size, keep its aspect ratio at the model's native pixel area; with one
+    // side given, the other follows the image's aspect ratio.
+    let native = defaults
+        .as_ref()
+        .map_or((512, 512), |d| (d.width, d.height));
+    let init_dims = init.as_ref().map(|(i, _)| (i.width(), i.height()));
+    let (width, height) = match (request.width, request.height, init_dims) {
+        (Some(w), Some(h), _) => (w, h),
+        (None, None, Some(dims)) => fit_area(dims, native.0 * native.1, multiple),
+        (Some(w), None, Some((iw, ih))) => (
+            w,
+            round_side(f64::from(w) * f64::from(ih) / f64::from(iw), multiple),
+        ),
+        (None, Some(h), Some((iw, ih))) => (
+            round_side(f64::from(h) * f64::from(iw) / f64::from(ih), multiple),
+            h,
+        ),
+        (w, h, None) => (w.unwrap_or(native.0), h.unwrap_or(native.1)),
+    };
     check.size("width", width, multiple, family);
     check.size("height", height, multiple, family);
 
@@ -547,4 +571,26 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
         preview: request.preview.clone(),
         memory: memory.unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_init_image_without_a_size_keeps_its_aspect_ratio_at_the_models_native_area() {
+        // A 4032x3024 phone photo on SD 1.5 (512x512, multiples of 64): about 4:3 at about 262,144 pixels.
+        assert_eq!(fit_area((4032, 3024), 512 * 512, 64), (576, 448));
+        // On a DiT family with multiples of 8 it is closer still.
+        assert_eq!(fit_area((4032, 3024), 512 * 512, 8), (592, 440));
+        // On SDXL (1024x1024, multiples of 64 for this test).
+        let (w, h) = fit_area((4032, 3024), 1024 * 1024, 64);
+        assert_eq!((w, h), (1152, 896));
+        // A portrait stays a portrait; a square stays square.
+        let (w, h) = fit_area((1080, 1920), 512 * 512, 8);
+        assert!(h > w, "{w}x{h}");
+        assert_eq!(fit_area((300, 300), 512 * 512, 8), (512, 512));
+        // An extreme panorama is clamped to the largest side a job may have.
+        assert_eq!(fit_area((20_000, 100), 1024 * 1024, 8).0, 2048);
+    }
 }

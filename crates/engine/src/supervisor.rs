@@ -43,6 +43,9 @@ impl WorkerCommand {
 pub enum EngineError {
     #[error("{0}")]
     Failed(String),
+    /// The result could not be written.
+    #[error("{0}")]
+    Storage(String),
     #[error("cancelled: {0}")]
     Cancelled(String),
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use diffugen_engine::output::INPUTS_FOLDER;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,20 @@ pub enum GalleryError {
     Io(String),
     #[error("the gallery database failed: {0}")]
     Db(#[from] rusqlite::Error),
+}
+
+impl GalleryError {
+    /// Whether the disk is full: SQLite's SQLITE_FULL, or a file write that failed with ENOSPC.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            GalleryError::Db(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            // io::Error's text ends with its OS error number.
+            GalleryError::Io(message) => message.ends_with("(os error 28)"),
+            _ => false,
+        }
+    }
 }
 
 fn io(context: impl std::fmt::Display, e: impl std::fmt::Display) -> GalleryError {
@@ -718,6 +733,8 @@ impl Gallery {
                     continue; // hidden files and our own temporary files
                 }
                 match item.file_type() {
+                    // The init images jobs rendered from are kept there; they are not results.
+                    Ok(t) if t.is_dir() && folder == root && name == INPUTS_FOLDER => {}
                     Ok(t) if t.is_dir() => pending.push(path),
                     Ok(_) if name.to_ascii_lowercase().ends_with(".png") => files.push(path),
                     _ => {}
@@ -777,10 +794,12 @@ impl Gallery {
     }
 
     /// The entry's parameters as a job request ("remix"): same model, prompts, size, steps, cfg, sampler,
-    /// scheduler, seed and LoRAs. Only an init image's file name is recorded, not the image, so a remix is
-    /// text-to-image (as the window's Remix), without the strength that only applies to img2img.
+    /// scheduler, seed and LoRAs — and for an img2img or inpainting result its init image (as base64, the way the
+    /// job API takes images) and strength.
     pub fn remix(&self, id: u32) -> Result<serde_json::Value, GalleryError> {
+        use base64::Engine as _;
         let e = self.get(id)?;
+        let init = self.init_image(&e);
         let mut request = serde_json::json!({
             "model": e.model,
             "prompt": e.prompt,
@@ -794,11 +813,27 @@ impl Gallery {
             "seed": e.seed,
             "loras": e.loras,
         });
+        if let Some(bytes) = init.and_then(|path| std::fs::read(path).ok()) {
+            request["init_image"] = serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) });
+            request["strength"] = serde_json::json!(e.strength);
+        }
         // Drop what is unknown, so the engine's defaults apply instead of nulls.
         if let Some(map) = request.as_object_mut() {
             map.retain(|_, v| !v.is_null());
         }
         Ok(request)
+    }
+
+    /// The init image an entry was rendered from, when DiffuGen kept it: a file in the `inputs` folder beside the
+    /// entry's image. A path recorded in a PNG is only a claim, so nothing outside that folder is ever read.
+    pub fn init_image(&self, entry: &Entry) -> Option<PathBuf> {
+        let recorded = std::fs::canonicalize(entry.init_image.as_deref()?).ok()?;
+        let inputs =
+            std::fs::canonicalize(Path::new(&entry.path).parent()?.join(INPUTS_FOLDER)).ok()?;
+        (recorded.parent() == Some(inputs.as_path())
+            && recorded.extension().is_some_and(|x| x == "png")
+            && recorded.is_file())
+        .then_some(recorded)
     }
 
     /// How many entries match `query`'s filters (its cursor and limit aside): the height of a scrolled grid.

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use diffugen_engine::{Destination, Engine, JobEvent, JobSpec, Output, Stage};
+use diffugen_engine::{Destination, Engine, FailureKind, JobEvent, JobSpec, Output, Stage};
 use diffugen_gallery::Gallery;
 use diffugen_vram::share::Fit;
 use diffugen_vram::{DiffusionLease, Orchestrator};
@@ -61,7 +61,7 @@ pub struct JobInfo {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Done(Vec<Output>),
-    Failed(String),
+    Failed { error: String, kind: FailureKind },
     Cancelled(String),
 }
 
@@ -91,7 +91,7 @@ impl Job {
             .cloned();
         let (outputs, error) = match last.as_ref().map(|e| &e.stage) {
             Some(Stage::Done { outputs }) => (outputs.clone(), None),
-            Some(Stage::Failed { error }) => (Vec::new(), Some(error.clone())),
+            Some(Stage::Failed { error, .. }) => (Vec::new(), Some(error.clone())),
             Some(Stage::Cancelled { reason }) => (Vec::new(), Some(reason.clone())),
             _ => (Vec::new(), None),
         };
@@ -249,6 +249,13 @@ impl JobManager {
             gallery,
             defaults,
         } = options;
+        if let Some(gallery) = &gallery {
+            // What a crash or a full disk left half-written last time.
+            let removed = diffugen_engine::output::remove_stale_temps(&gallery.outputs_dir());
+            if removed > 0 {
+                tracing::info!(removed, "removed temporary files left by an earlier run");
+            }
+        }
         let manager = JobManager {
             shared: Arc::new(Shared {
                 engine,
@@ -374,8 +381,11 @@ impl JobManager {
         Ok(match last.map(|e| e.stage) {
             Some(Stage::Done { outputs }) => Outcome::Done(outputs),
             Some(Stage::Cancelled { reason }) => Outcome::Cancelled(reason),
-            Some(Stage::Failed { error }) => Outcome::Failed(error),
-            _ => Outcome::Failed("the job ended without a result".into()),
+            Some(Stage::Failed { error, kind }) => Outcome::Failed { error, kind },
+            _ => Outcome::Failed {
+                error: "the job ended without a result".into(),
+                kind: FailureKind::Render,
+            },
         })
     }
 
@@ -498,10 +508,17 @@ impl JobManager {
                     // SQLite and the thumbnail block: tell the runtime, so other tasks move to another thread.
                     let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
                         == tokio::runtime::RuntimeFlavor::MultiThread;
-                    if multi_thread {
-                        tokio::task::block_in_place(|| record_in_gallery(gallery, outputs));
+                    let recorded = if multi_thread {
+                        tokio::task::block_in_place(|| record_in_gallery(gallery, outputs))
                     } else {
-                        record_in_gallery(gallery, outputs);
+                        record_in_gallery(gallery, outputs)
+                    };
+                    if let Err(error) = recorded {
+                        event.stage = Stage::Failed {
+                            error,
+                            kind: FailureKind::Storage,
+                        };
+                        event.percent = None;
                     }
                 }
                 let mut state = manager.lock();
@@ -624,7 +641,7 @@ impl JobManager {
         };
         let result = tokio::select! {
             lease = orchestrator.acquire_diffusion_planned(&mut planner, &mut on_stage) => {
-                lease.map_err(|e| Stage::Failed { error: e.to_string() })
+                lease.map_err(|e| Stage::Failed { error: e.to_string(), kind: FailureKind::Gpu })
             }
             reason = cancel_rx => Err(Stage::Cancelled {
                 reason: reason.unwrap_or_else(|_| "cancelled".into()),
@@ -719,16 +736,26 @@ pub fn needed_vram(spec: &JobSpec) -> f64 {
     )
 }
 
-/// Records finished images (a failure is logged: the files exist, and a reindex will find them).
-pub fn record_in_gallery(gallery: &Gallery, outputs: &mut [Output]) {
-    for output in outputs {
+/// Records finished images in the gallery. An image the gallery cannot record fails the job (a client must never
+/// be told of an image its gallery lacks); the message says where the files are, so nothing is lost.
+pub fn record_in_gallery(gallery: &Gallery, outputs: &mut [Output]) -> Result<(), String> {
+    for output in outputs.iter_mut() {
         match gallery.add(std::path::Path::new(&output.path)) {
             Ok(id) => output.gallery_id = Some(id),
             Err(e) => {
-                tracing::warn!(path = %output.path, error = %e, "not recorded in the gallery")
+                tracing::warn!(path = %output.path, error = %e, "not recorded in the gallery");
+                let files: Vec<&str> = outputs.iter().map(|o| o.path.as_str()).collect();
+                return Err(format!(
+                    "the image was rendered but the gallery could not record it ({}{e}); nothing is lost: {} \
+                     {} kept and will be listed after `diffugen gallery reindex`",
+                    if e.is_disk_full() { "the disk is full: " } else { "" },
+                    files.join(", "),
+                    if files.len() == 1 { "is" } else { "are" },
+                ));
             }
         }
     }
+    Ok(())
 }
 
 fn finish(state: &mut State, id: &str) {

@@ -256,9 +256,7 @@ async fn generate(
     };
     let outputs = match state.jobs.wait(&id).await.map_err(ApiError::from)? {
         Outcome::Done(outputs) => outputs,
-        Outcome::Failed(error) => {
-            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error).into())
-        }
+        Outcome::Failed { error, kind } => return Err(ApiError::job_failed(&error, kind).into()),
         Outcome::Cancelled(reason) => {
             // A1111 answers an interrupted job with what it has: here, no images.
             tracing::info!(%id, %reason, "A1111 job interrupted");

@@ -29,6 +29,19 @@ impl ApiError {
     }
 
     /// A 400 naming the field.
+    /// A failed job in HTTP terms: a full disk is 507 Insufficient Storage, a GPU that could not be freed or a job
+    /// cut off by a stop 503, a failed render 500.
+    pub fn job_failed(error: &str, kind: diffugen_engine::FailureKind) -> ApiError {
+        use diffugen_engine::FailureKind;
+        let (status, code) = match kind {
+            FailureKind::Storage => (StatusCode::INSUFFICIENT_STORAGE, "storage_failed"),
+            FailureKind::Gpu => (StatusCode::SERVICE_UNAVAILABLE, "gpu_unavailable"),
+            FailureKind::Interrupted => (StatusCode::SERVICE_UNAVAILABLE, "interrupted"),
+            FailureKind::Render => (StatusCode::INTERNAL_SERVER_ERROR, "generation_failed"),
+        };
+        ApiError::new(status, format!("generation failed: {error}")).code(code)
+    }
+
     pub fn invalid(param: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             param: Some(param.to_string()),

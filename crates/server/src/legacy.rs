@@ -194,9 +194,7 @@ async fn generate(
                 .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no image"))?;
             Ok(Json(result(&state, &base_url(&headers), &id, output)))
         }
-        Outcome::Failed(error) => {
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error).into())
-        }
+        Outcome::Failed { error, kind } => Err(ApiError::job_failed(&error, kind).into()),
         Outcome::Cancelled(reason) => {
             Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason).into())
         }
@@ -270,7 +268,7 @@ fn stream(
                 out.push(Event::default().event("complete").json_data(complete));
                 out.push(Ok(Event::default().event("done").data("{}")));
             }
-            Stage::Failed { error } | Stage::Cancelled { reason: error } => {
+            Stage::Failed { error, .. } | Stage::Cancelled { reason: error } => {
                 out.push(Event::default().event("error").json_data(json!({ "success": false, "error": error })));
                 out.push(Ok(Event::default().event("done").data("{}")));
             }

@@ -397,12 +397,7 @@ async fn respond(
     }
     let outputs = match state.jobs.wait(&id).await? {
         Outcome::Done(outputs) => outputs,
-        Outcome::Failed(error) => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("generation failed: {error}"),
-            ))
-        }
+        Outcome::Failed { error, kind } => return Err(ApiError::job_failed(&error, kind)),
         Outcome::Cancelled(reason) => {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -495,7 +490,7 @@ fn stream_response(
                     }
                     out.push(Ok(Event::default().data("[DONE]")));
                 }
-                Stage::Failed { error } | Stage::Cancelled { reason: error } => {
+                Stage::Failed { error, .. } | Stage::Cancelled { reason: error } => {
                     out.push(Event::default().event("error").json_data(json!({
                         "type": "error",
                         "error": { "message": error, "type": "server_error", "param": null, "code": null }

@@ -234,6 +234,17 @@ export type Entry = {
 	trashed: number | null,
 };
 
+/**  What made a job fail. */
+export type FailureKind = 
+/**  The render itself: an error sd.cpp reported, a crashed worker, a model that cannot load. */
+"render" | 
+/**  The image, its init image or its gallery row could not be written (a full disk, a read-only folder). */
+"storage" | 
+/**  DiffuGen stopped while the job was rendering. */
+"interrupted" | 
+/**  The GPU could not be made ready for it (the LLM would not unload, the memory never came free). */
+"gpu";
+
 /**  A LoRA and its weight. */
 export type FormLora = {
 	name: string,
@@ -676,7 +687,9 @@ export type Stage =
 /**  `step` of `steps` for image `image` of `images` (1-based); step 0 announces the start of sampling. */
 { phase: "sampling"; image: number; images: number; step: number; steps: number; seconds_per_step: number | null } | 
 /**  A live preview frame during sampling, PNG, base64. */
-{ phase: "preview"; image: number; step: number; width: number; height: number; png_base64: string } | { phase: "decoding" } | { phase: "saving" } | { phase: "done"; outputs: Output[] } | { phase: "failed"; error: string } | { phase: "cancelled"; reason: string };
+{ phase: "preview"; image: number; step: number; width: number; height: number; png_base64: string } | { phase: "decoding" } | { phase: "saving" } | { phase: "done"; outputs: Output[] } | { phase: "failed"; error: string; 
+/**  What failed, for the status a door answers with [default: render]. */
+kind?: FailureKind } | { phase: "cancelled"; reason: string };
 
 /**  The orchestrator's counters since start. */
 export type Stats = {
