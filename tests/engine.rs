@@ -468,6 +468,7 @@ fn queue_with(
             orchestrator: None,
             gallery: None,
             defaults,
+            store: None,
         },
     )
 }

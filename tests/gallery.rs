@@ -679,6 +679,7 @@ async fn the_http_gallery_lists_searches_and_serves_images_and_thumbnails() {
             orchestrator: None,
             gallery: Some(gallery.clone()),
             defaults: Default::default(),
+            store: None,
         },
     );
     let (server, base) = support::serve_api(&ws, jobs).await;

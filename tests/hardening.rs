@@ -141,6 +141,7 @@ async fn serve_with_gallery(
             orchestrator: None,
             gallery: Some(gallery.clone()),
             defaults: Default::default(),
+            store: None,
         },
     );
     let (server, base) = support::serve_api(ws, jobs).await;
@@ -245,45 +246,73 @@ async fn an_edit_without_a_size_keeps_the_photos_shape_and_its_remix_renders_the
     server.shutdown().await.unwrap();
 }
 
-/// `diffugen serve` as its own process on a free port, with `limit` applied to it before it starts.
+/// `diffugen serve` as its own process on a free port.
 struct ServeProcess {
     child: std::process::Child,
     base: String,
 }
 
 impl ServeProcess {
-    async fn start(ws: &Workspace, limit: impl Fn() + Send + Sync + 'static) -> ServeProcess {
-        use std::os::unix::process::CommandExt;
+    async fn start(ws: &Workspace) -> ServeProcess {
+        ServeProcess::launch(ws, None).await
+    }
+
+    /// With the outputs folder on a file system of `size_kib` of which `free_kib` are free: a real full disk,
+    /// in a mount namespace of its own (`unshare -m`), so nothing outside the server sees it.
+    async fn with_small_disk(ws: &Workspace, size_kib: u32, free_kib: u32) -> ServeProcess {
+        ServeProcess::launch(ws, Some((size_kib, free_kib))).await
+    }
+
+    async fn launch(ws: &Workspace, small_disk: Option<(u32, u32)>) -> ServeProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"));
+        let diffugen = env!("CARGO_BIN_EXE_diffugen");
+        let mut command = match small_disk {
+            None => std::process::Command::new(diffugen),
+            Some((size, free)) => {
+                let outputs = ws.path("outputs");
+                std::fs::create_dir_all(&outputs).unwrap();
+                let mut unshare = std::process::Command::new("unshare");
+                // As root a mount namespace suffices; otherwise a user namespace maps us to root in it.
+                let namespaces = if unsafe { libc::geteuid() } == 0 {
+                    "-m"
+                } else {
+                    "-rm"
+                };
+                unshare.args([namespaces, "sh", "-c"]).arg(format!(
+                    "mount -t tmpfs -o size={size}k tmpfs \"$0\" && \
+                     head -c {}k /dev/zero > \"$0/.filler\" && exec \"$@\"",
+                    size - free
+                ));
+                unshare.arg(&outputs).arg(diffugen);
+                unshare
+            }
+        };
         command
             .args(["--data-dir", ws.data_dir().to_str().unwrap()])
             .args(["serve", "--port", &port.to_string(), "--no-ollama-gateway"])
             .env("DIFFUGEN_VRAM_POLICY", "never")
             .env_remove("DIFFUGEN_MODELS_DIR")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        // SAFETY: the closure only makes async-signal-safe calls (setrlimit, signal) in the child.
-        unsafe {
-            command.pre_exec(move || {
-                limit();
-                Ok(())
-            });
-        }
+            .stderr(std::process::Stdio::piped());
         let mut child = command.spawn().unwrap();
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
         while reqwest::get(format!("{base}/health")).await.is_err() {
             assert!(Instant::now() < deadline, "serve did not start");
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("serve exited at start: {status}");
+                let mut stderr = String::new();
+                use std::io::Read as _;
+                let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+                panic!("serve exited at start ({status}): {stderr}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Not read from here on: a full pipe must not block the server.
+        drop(child.stderr.take());
         ServeProcess { child, base }
     }
 
@@ -299,45 +328,11 @@ impl Drop for ServeProcess {
     }
 }
 
-/// Files under `dir` (recursively), by name.
-fn files_under(dir: &std::path::Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
-            if entry.file_type().unwrap().is_dir() {
-                pending.push(entry.path());
-            } else {
-                found.push(entry.file_name().to_string_lossy().into_owned());
-            }
-        }
-    }
-    found
-}
-
 #[tokio::test]
-async fn when_the_disk_cannot_take_the_image_every_dialect_fails_clearly_and_no_file_or_row_is_left(
-) {
+async fn when_the_disk_is_full_every_dialect_fails_clearly_and_no_file_or_row_is_left() {
     let ws = Workspace::new();
-    // The gallery exists before the limit applies; a file left half-written by an earlier crash is there too.
-    assert!(ws.diffugen(&["gallery", "list"]).status.success());
-    std::fs::create_dir_all(ws.path("outputs")).unwrap();
-    std::fs::write(ws.path("outputs/.diffugen-999-0.png.tmp"), b"").unwrap();
-    // No file can grow past 32 KiB: a 192x192 render's PNG is larger (about 50 KiB), a 64x64 one fits (about 7)
-    // but the gallery's write-ahead log then cannot take its row.
-    let server = ServeProcess::start(&ws, || unsafe {
-        let limit = libc::rlimit {
-            rlim_cur: 32 << 10,
-            rlim_max: 32 << 10,
-        };
-        libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-    })
-    .await;
-    assert!(
-        !ws.path("outputs/.diffugen-999-0.png.tmp").exists(),
-        "temporary files are removed at start-up"
-    );
+    // 24 KiB free where the images go: a 192x192 render's PNG takes about 50.
+    let server = ServeProcess::with_small_disk(&ws, 256, 24).await;
     let client = reqwest::Client::new();
     let openai = client
         .post(server.url("/v1/images/generations"))
@@ -348,29 +343,51 @@ async fn when_the_disk_cannot_take_the_image_every_dialect_fails_clearly_and_no_
     assert_eq!(openai.status(), 507);
     let error: serde_json::Value = openai.json().await.unwrap();
     let message = error["error"]["message"].as_str().unwrap();
-    assert!(message.contains("cannot write the image"), "{message}");
+    assert!(
+        message.contains("cannot write the image") && message.contains("the disk is full"),
+        "{message}"
+    );
     assert_eq!(error["error"]["code"], "storage_failed", "{error}");
-
-    let files = files_under(&ws.path("outputs"));
-    assert!(files.is_empty(), "nothing half-written is left: {files:?}");
 
     let a1111 = client
         .post(server.url("/sdapi/v1/txt2img"))
-        .json(&serde_json::json!({"prompt": "a wide sea", "width": 64, "height": 64, "steps": 1}))
+        .json(&serde_json::json!({"prompt": "a wide sea", "width": 192, "height": 192, "steps": 1}))
         .send()
         .await
         .unwrap();
     assert_eq!(a1111.status(), 507);
     let error: serde_json::Value = a1111.json().await.unwrap();
-    let detail = error["detail"].as_str().unwrap();
     assert!(
-        detail.contains("the gallery could not record it") && detail.contains(".png"),
-        "{detail}"
+        error["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the disk is full"),
+        "{error}"
     );
-    // The rendered image is kept (nothing lost), and the message said where.
-    let files = files_under(&ws.path("outputs"));
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert!(detail.contains(&files[0]), "{detail}");
+
+    let job: serde_json::Value = client
+        .post(server.url("/api/v1/jobs"))
+        .json(&serde_json::json!({"model": "tiny", "prompt": "a wide sea", "width": 192, "height": 192, "steps": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap();
+    let events = client
+        .get(server.url(&format!("/api/v1/jobs/{id}/events")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        events.contains("event: failed") && events.contains("\"kind\":\"storage\""),
+        "{events}"
+    );
+
     let gallery: serde_json::Value = client
         .get(server.url("/api/v1/gallery"))
         .send()
@@ -380,4 +397,242 @@ async fn when_the_disk_cannot_take_the_image_every_dialect_fails_clearly_and_no_
         .await
         .unwrap();
     assert_eq!(gallery["entries"], serde_json::json!([]));
+    // The small disk as the server sees it (its mount namespace, through /proc): nothing but the filler.
+    let seen = std::path::PathBuf::from(format!("/proc/{}/root", server.child.id()))
+        .join(ws.path("outputs").strip_prefix("/").unwrap());
+    let mut left: Vec<String> = std::fs::read_dir(&seen)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [".filler"],
+        "no image, no temporary file left on the full disk"
+    );
+}
+
+#[tokio::test]
+async fn waiting_jobs_survive_a_killed_server_in_order_with_their_ids_and_the_cut_off_one_is_failed(
+) {
+    let ws = Workspace::new();
+    let mut server = ServeProcess::start(&ws).await;
+    let client = reqwest::Client::new();
+    let submit = |steps: u32, prompt: &'static str| {
+        let request = client.post(server.url("/api/v1/jobs")).json(
+            &serde_json::json!({"model": "tiny", "prompt": prompt, "width": 64, "height": 64,
+                                      "steps": steps, "threads": 2}),
+        );
+        async move {
+            let job: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            job["id"].as_str().unwrap().to_string()
+        }
+    };
+    let long = submit(150, "a long storm").await;
+    let second = submit(2, "a calm sea").await;
+    let third = submit(2, "a red kite").await;
+    let get = |url: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(server.url(&format!("/api/v1/jobs/{long}"))).await["last_event"]["phase"]
+        != "sampling"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first job never started sampling"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The server dies at once (SIGKILL), with one job rendering and two waiting.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+    // A file a crash left half-written; the restart sweeps it away.
+    std::fs::create_dir_all(ws.path("outputs")).unwrap();
+    std::fs::write(ws.path("outputs/.diffugen-999-0.png.tmp"), b"half").unwrap();
+
+    let server = ServeProcess::start(&ws).await;
+    assert!(
+        !ws.path("outputs/.diffugen-999-0.png.tmp").exists(),
+        "temporary files are removed at start-up"
+    );
+    let cut = get(server.url(&format!("/api/v1/jobs/{long}"))).await;
+    assert_eq!(cut["state"], "failed", "{cut}");
+    assert_eq!(
+        cut["error"],
+        "interrupted: DiffuGen stopped while this job was rendering"
+    );
+    assert_eq!(cut["last_event"]["kind"], "interrupted");
+    for id in [&second, &third] {
+        let events = client
+            .get(server.url(&format!("/api/v1/jobs/{id}/events")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(events.contains("event: done"), "{id}: {events}");
+    }
+    let history = get(server.url("/api/v1/queue/history")).await;
+    let order: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [third.as_str(), second.as_str(), long.as_str()],
+        "the waiting jobs ran in their order after the cut-off one"
+    );
+}
+
+#[tokio::test]
+async fn what_axum_refuses_by_itself_is_answered_in_each_dialects_shape_naming_the_field() {
+    let ws = Workspace::new();
+    let jobs = JobManager::new(Arc::new(engine()), 4);
+    let (server, base) = support::serve_api(&ws, jobs).await;
+    let client = reqwest::Client::new();
+    let json = |response: reqwest::Response| async move {
+        let status = response.status();
+        let allow = response
+            .headers()
+            .get("allow")
+            .map(|a| a.to_str().unwrap().to_string());
+        let body: serde_json::Value = response.json().await.expect("a JSON body");
+        (status, allow, body)
+    };
+
+    // A path parameter that is not a number, a query parameter that is not one: 400 naming it.
+    let (status, _, body) = json(
+        client
+            .get(format!("{base}/api/v1/gallery/abc"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    let (status, _, body) = json(
+        client
+            .get(format!("{base}/api/v1/gallery?limit=lots"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "limit", "{body}");
+
+    // A method the route does not take: 405 with Allow, in the route's own shape.
+    let (status, allow, body) = json(
+        client
+            .get(format!("{base}/v1/images/generations"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(allow.as_deref(), Some("POST"));
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    let (status, _, body) = json(
+        client
+            .get(format!("{base}/sdapi/v1/txt2img"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 405, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not take this method"),
+        "{body}"
+    );
+    let (status, _, body) =
+        json(client.get(format!("{base}/generate")).send().await.unwrap()).await;
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(body["success"], false, "{body}");
+
+    // A field of the wrong type in the job API is named, not `body`.
+    let (status, _, body) = json(
+        client
+            .post(format!("{base}/api/v1/jobs"))
+            .json(&serde_json::json!({"model": "tiny", "prompt": "x", "width": "wide"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "width", "{body}");
+
+    // An edit whose image is not one names `image`, the field the client sent.
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "x")
+        .text("model", "tiny")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(b"not a picture".to_vec()),
+        );
+    let (status, _, body) = json(
+        client
+            .post(format!("{base}/v1/images/edits"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "image", "{body}");
+
+    // 60 MB of multipart is too large: 413, not 400.
+    let form = reqwest::multipart::Form::new().text("prompt", "x").part(
+        "image",
+        reqwest::multipart::Part::bytes(vec![0u8; 60 << 20]),
+    );
+    let (status, _, body) = json(
+        client
+            .post(format!("{base}/v1/images/edits"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+
+    // A1111: batch_size x n_iter over the limit names n_iter, the field that multiplied it.
+    let (status, _, body) = json(
+        client
+            .post(format!("{base}/sdapi/v1/txt2img"))
+            .json(&serde_json::json!({"prompt": "x", "batch_size": 4, "n_iter": 5}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().starts_with("n_iter"),
+        "{body}"
+    );
+    server.shutdown().await.unwrap();
 }

@@ -529,7 +529,8 @@ async fn the_job_api_takes_images_in_the_request_and_opens_no_file_a_client_name
     let (status, job) = api
         .post(
             "/api/v1/jobs",
-            job(json!({"init_image": {"base64": format!("data:image/png;base64,{}", png_b64(64, 64))}})),
+            job(json!({"init_image": {"base64": format!("data:image/png;base64,{}", png_b64(64, 64))},
+                       "width": 64, "height": 64})),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
@@ -557,7 +558,7 @@ async fn the_job_api_takes_images_in_the_request_and_opens_no_file_a_client_name
     assert_eq!(
         (written.width(), written.height()),
         (64, 64),
-        "img2img keeps the init image's size"
+        "img2img renders at the size asked for"
     );
     api.stop().await;
 }
@@ -600,7 +601,17 @@ async fn the_cli_sends_its_init_image_and_mask_to_the_server_inside_the_request(
             .arg("--data-dir")
             .arg(&data)
             .args(["generate", "--json", "--server", &base, "-m", "tiny"])
-            .args(["-p", "a painted harbor", "--steps", "2", "--init-image"])
+            .args([
+                "-p",
+                "a painted harbor",
+                "--steps",
+                "2",
+                "-W",
+                "64",
+                "-H",
+                "64",
+            ])
+            .arg("--init-image")
             .arg(&init)
             .arg("--mask")
             .arg(&mask)
@@ -743,7 +754,7 @@ async fn an_a1111_client_reads_options_then_gets_real_images_from_txt2img_and_im
     );
 
     let (status, body) = api
-        .post("/sdapi/v1/img2img", json!({"prompt": "a harbor at night", "steps": 2,
+        .post("/sdapi/v1/img2img", json!({"prompt": "a harbor at night", "steps": 2, "width": 64, "height": 64,
             "init_images": [format!("data:image/png;base64,{}", png_b64(64, 64))], "denoising_strength": 0.5,
             "mask": png_b64(64, 64)}))
         .await;
@@ -755,7 +766,7 @@ async fn an_a1111_client_reads_options_then_gets_real_images_from_txt2img_and_im
     assert_eq!(
         (image.width(), image.height()),
         (64, 64),
-        "img2img keeps the init image's size"
+        "img2img renders at the size asked for"
     );
     api.stop().await;
 }
@@ -955,9 +966,18 @@ async fn edits_take_a_multipart_image_and_mask_and_return_an_image_of_the_reques
         .unwrap();
     assert_eq!(image::load_from_memory(&png).unwrap().width(), 64);
 
-    // Open WebUI sends repeated image[] fields and no mask; the first image is edited at its own size, rounded
-    // down to what the model family allows (multiples of 64 for this UNet model).
+    // Open WebUI sends repeated image[] fields, no mask and no size; the first image is edited with its aspect
+    // ratio at the model's native area (here a preset of the test model with a native 128x128), in the multiples
+    // the family allows (64 for this UNet model): 150x64 becomes 192x64.
+    std::fs::write(
+        api.ws.models_dir().join("small.preset.json"),
+        json!({"model": "tiny.gguf",
+               "defaults": {"steps": 1, "cfg_scale": 1.0, "sampler": "euler", "width": 128, "height": 128}})
+        .to_string(),
+    )
+    .unwrap();
     let form = Form::new()
+        .text("model", "small")
         .part(
             "image[]",
             Part::bytes(png_bytes(150, 64, false)).file_name("a.png"),
@@ -978,7 +998,7 @@ async fn edits_take_a_multipart_image_and_mask_and_return_an_image_of_the_reques
         .json()
         .await
         .unwrap();
-    assert_eq!(body["size"], "128x64", "{body}");
+    assert_eq!(body["size"], "192x64", "{body}");
 
     let form = Form::new().text("prompt", "no image");
     let response = api

@@ -139,6 +139,12 @@ fn queue(core: CoreState<'_>) -> Vec<JobInfo> {
 
 #[tauri::command]
 #[specta::specta]
+fn queue_history(core: CoreState<'_>) -> Vec<JobInfo> {
+    core.queue_history()
+}
+
+#[tauri::command]
+#[specta::specta]
 fn cancel_job(core: CoreState<'_>, id: String) -> Result<bool, AppError> {
     core.cancel_job(&id)
 }
@@ -294,6 +300,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             cancel_download,
             generate,
             queue,
+            queue_history,
             cancel_job,
             move_job,
             gallery_page,

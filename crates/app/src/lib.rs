@@ -517,6 +517,11 @@ impl Core {
         self.service.jobs.queue()
     }
 
+    /// Finished, failed and cancelled jobs from every source, the newest first; kept across restarts.
+    pub fn queue_history(&self) -> Vec<JobInfo> {
+        self.service.jobs.history()
+    }
+
     pub fn job(&self, id: &str) -> Result<JobInfo, AppError> {
         Ok(self.service.jobs.get(id)?)
     }

@@ -215,7 +215,7 @@ pub fn read_png_text(path: &Path) -> io::Result<Vec<(String, String)>> {
 }
 
 /// Where a job's images go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Destination {
     /// Readable, collision-free names in this folder.
     Folder(PathBuf),

@@ -238,6 +238,9 @@ fn decode_bounded(bytes: &[u8]) -> Result<image::DynamicImage, String> {
     image::load_from_memory(bytes).map_err(|e| e.to_string())
 }
 
+/// The most images one job makes.
+pub const MAX_COUNT: u32 = 16;
+
 /// A side length rounded to the nearest multiple, within the sizes a job may have.
 fn round_side(side: f64, multiple: u32) -> u32 {
     let rounded = (side / f64::from(multiple)).round() as u32 * multiple;
@@ -454,8 +457,11 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
         }
     };
     let count = request.count.unwrap_or(1);
-    if !(1..=16).contains(&count) {
-        check.fail("count", format!("must be from 1 to 16, got {count}"));
+    if !(1..=MAX_COUNT).contains(&count) {
+        check.fail(
+            "count",
+            format!("must be from 1 to {MAX_COUNT}, got {count}"),
+        );
     }
     let clip_skip = request.clip_skip.unwrap_or(-1);
     if !(clip_skip == -1 || (0..=12).contains(&clip_skip)) {

@@ -15,8 +15,12 @@ use diffugen_vram::{DiffusionLease, Orchestrator};
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot, Notify};
 
-/// How many finished jobs stay queryable.
-const FINISHED_KEPT: usize = 256;
+mod store;
+use store::StoredJob;
+pub use store::{JobStore, StoreError};
+
+/// How many finished jobs stay queryable (and stay in the queue on disk).
+pub const HISTORY_KEPT: usize = 256;
 
 /// Why a job was not accepted or not found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +29,9 @@ pub enum QueueError {
     Full { depth: usize },
     #[error("no job with id '{0}'")]
     NotFound(String),
+    /// The job could not be written to the queue on disk, so it was not accepted.
+    #[error("the job was not accepted: {0}")]
+    Storage(String),
 }
 
 /// Where a job is in its life.
@@ -67,8 +74,10 @@ pub enum Outcome {
 
 struct Job {
     id: String,
-    spec: JobSpec,
-    destination: Destination,
+    model: String,
+    prompt: String,
+    /// What the runner needs; dropped when the job ends.
+    work: Option<(JobSpec, Destination)>,
     source: String,
     created: f64,
     accepted: Instant,
@@ -100,8 +109,8 @@ impl Job {
             state: self.state,
             position,
             source: self.source.clone(),
-            model: self.spec.model_id.clone(),
-            prompt: self.spec.prompt.clone(),
+            model: self.model.clone(),
+            prompt: self.prompt.clone(),
             created: self.created,
             outputs,
             error,
@@ -137,6 +146,8 @@ struct State {
     preparing: Option<(String, oneshot::Sender<String>)>,
     finished: VecDeque<String>,
     next_id: u64,
+    /// The queue on disk, when it has one.
+    store: Option<Arc<JobStore>>,
 }
 
 struct Shared {
@@ -195,6 +206,8 @@ pub struct JobOptions {
     /// Records every finished image before the job's `done` event goes out.
     pub gallery: Option<Arc<Gallery>>,
     pub defaults: JobDefaults,
+    /// Keeps every accepted job on disk, so waiting jobs survive a restart (see [`JobStore`]).
+    pub store: Option<Arc<JobStore>>,
 }
 
 /// The queue. Cheap to clone; all clones share one queue and one engine.
@@ -237,6 +250,7 @@ impl JobManager {
                 orchestrator,
                 gallery: None,
                 defaults: JobDefaults::default(),
+                store: None,
             },
         )
     }
@@ -248,6 +262,7 @@ impl JobManager {
             orchestrator,
             gallery,
             defaults,
+            store,
         } = options;
         if let Some(gallery) = &gallery {
             // What a crash or a full disk left half-written last time.
@@ -263,14 +278,112 @@ impl JobManager {
                 gallery,
                 defaults: Mutex::new(defaults),
                 depth,
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    store: store.clone(),
+                    ..State::default()
+                }),
                 wake: Notify::new(),
                 all: broadcast::channel(4096).0,
             }),
         };
+        if let Some(store) = &store {
+            manager.restore(store);
+        }
         let runner = manager.clone();
         tokio::spawn(async move { runner.run().await });
         manager
+    }
+
+    /// Brings back what the queue on disk holds: the history, the job that was rendering (failed: it was cut off),
+    /// and the waiting jobs in their order with their ids.
+    fn restore(&self, store: &JobStore) {
+        let stored = match store.load() {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!(error = %e, "the queue on disk could not be read; starting with an empty queue");
+                return;
+            }
+        };
+        let mut state = self.lock();
+        for saved in stored {
+            let id = saved.id.clone();
+            let mut job = self.new_job(
+                &id,
+                saved.source,
+                saved.model,
+                saved.prompt,
+                saved.work,
+                saved.created,
+            );
+            match saved.state {
+                JobState::Done | JobState::Failed | JobState::Cancelled => {
+                    job.state = saved.state;
+                    job.events.extend(saved.last_event);
+                    state.jobs.insert(id.clone(), job);
+                    state.finished.push_back(id);
+                }
+                JobState::Running | JobState::Queued => {
+                    let failure = match (saved.state, &job.work) {
+                        (JobState::Running, _) => Some((
+                            "interrupted: DiffuGen stopped while this job was rendering",
+                            FailureKind::Interrupted,
+                        )),
+                        (_, None) => Some((
+                            "this job could not be read back after DiffuGen restarted; send it again",
+                            FailureKind::Interrupted,
+                        )),
+                        _ => None,
+                    };
+                    if let Some((error, kind)) = failure {
+                        job.record(JobEvent::new(
+                            &id,
+                            0.0,
+                            Stage::Failed {
+                                error: error.into(),
+                                kind,
+                            },
+                        ));
+                        state.jobs.insert(id.clone(), job);
+                        finish(&mut state, &id);
+                    } else {
+                        state.jobs.insert(id.clone(), job);
+                        state.queue.push_back(id);
+                    }
+                }
+            }
+        }
+        if !state.queue.is_empty() {
+            tracing::info!(
+                waiting = state.queue.len(),
+                "jobs that were waiting before the restart run again"
+            );
+        }
+        announce_positions(&mut state);
+    }
+
+    fn new_job(
+        &self,
+        id: &str,
+        source: String,
+        model: String,
+        prompt: String,
+        work: Option<(JobSpec, Destination)>,
+        created: f64,
+    ) -> Job {
+        Job {
+            id: id.to_string(),
+            model,
+            prompt,
+            work,
+            source,
+            created,
+            accepted: Instant::now(),
+            state: JobState::Queued,
+            events: Vec::new(),
+            last_preview: None,
+            sender: broadcast::channel(1024).0,
+            all: self.shared.all.clone(),
+        }
     }
 
     /// The engine behind the queue.
@@ -307,21 +420,31 @@ impl JobManager {
         }
         state.next_id += 1;
         let id = format!("job-{:x}-{}", (now_unix() * 1000.0) as u64, state.next_id);
-        let (sender, _) = broadcast::channel(1024);
         let position = (state.queue.len() + usize::from(state.running.is_some())) as u32;
-        let mut job = Job {
-            id: id.clone(),
-            spec,
-            destination,
-            source: source.to_string(),
-            created: now_unix(),
-            accepted: Instant::now(),
-            state: JobState::Queued,
-            events: Vec::new(),
-            last_preview: None,
-            sender,
-            all: self.shared.all.clone(),
-        };
+        let mut job = self.new_job(
+            &id,
+            source.to_string(),
+            spec.model_id.clone(),
+            spec.prompt.clone(),
+            Some((spec, destination)),
+            now_unix(),
+        );
+        // On disk before the id goes out: a job a client was told about survives a crash.
+        if let Some(store) = &state.store {
+            let stored = StoredJob {
+                id: id.clone(),
+                state: JobState::Queued,
+                work: job.work.clone(),
+                source: job.source.clone(),
+                model: job.model.clone(),
+                prompt: job.prompt.clone(),
+                created: job.created,
+                last_event: None,
+            };
+            store
+                .insert(&stored, state.queue.len() as u32)
+                .map_err(|e| QueueError::Storage(e.to_string()))?;
+        }
         job.record(JobEvent::new(&id, 0.0, Stage::Queued { position }));
         state.jobs.insert(id.clone(), job);
         state.queue.push_back(id.clone());
@@ -412,6 +535,18 @@ impl JobManager {
             .and_then(|job| job.last_preview.clone())
     }
 
+    /// Finished jobs, the newest first (at most [`HISTORY_KEPT`]; they survive a restart with a queue on disk).
+    pub fn history(&self) -> Vec<JobInfo> {
+        let state = self.lock();
+        state
+            .finished
+            .iter()
+            .rev()
+            .filter_map(|id| state.jobs.get(id))
+            .map(|job| job.info(None))
+            .collect()
+    }
+
     /// The running job first, then the waiting ones in order.
     pub fn queue(&self) -> Vec<JobInfo> {
         let state = self.lock();
@@ -487,13 +622,16 @@ impl JobManager {
                     if let Some(job) = state.jobs.get_mut(id) {
                         job.state = JobState::Running;
                     }
+                    if let Some(Err(e)) = state.store.as_ref().map(|s| s.set_running(id)) {
+                        tracing::warn!(error = %e, "the queue on disk was not updated");
+                    }
                     announce_positions(&mut state);
                 }
                 next.and_then(|id| {
-                    state
-                        .jobs
-                        .get(&id)
-                        .map(|j| (id, j.spec.clone(), j.destination.clone(), j.accepted))
+                    state.jobs.get(&id).and_then(|j| {
+                        let (spec, destination) = j.work.clone()?;
+                        Some((id, spec, destination, j.accepted))
+                    })
                 })
             };
             let Some((id, mut spec, destination, accepted)) = next else {
@@ -522,8 +660,13 @@ impl JobManager {
                     }
                 }
                 let mut state = manager.lock();
+                let ended = event.stage.is_final().then(|| event.job_id.clone());
                 if let Some(job) = state.jobs.get_mut(&event.job_id) {
                     job.record(event);
+                }
+                // In the history at the moment its last event goes out, so a client never misses it there.
+                if let Some(id) = ended {
+                    finish(&mut state, &id);
                 }
             };
             for message in self.apply_defaults(&mut spec) {
@@ -758,9 +901,22 @@ pub fn record_in_gallery(gallery: &Gallery, outputs: &mut [Output]) -> Result<()
     Ok(())
 }
 
+/// Moves an ended job to the history (once; later calls do nothing).
 fn finish(state: &mut State, id: &str) {
+    if state.finished.iter().rev().any(|f| f == id) {
+        return;
+    }
+    if let Some(job) = state.jobs.get_mut(id) {
+        // What the runner needed (init images among it) is not kept for the history.
+        job.work = None;
+        if let Some(store) = &state.store {
+            if let Err(e) = store.finish(id, job.state, job.events.last(), now_unix()) {
+                tracing::warn!(error = %e, "the queue on disk was not updated");
+            }
+        }
+    }
     state.finished.push_back(id.to_string());
-    while state.finished.len() > FINISHED_KEPT {
+    while state.finished.len() > HISTORY_KEPT {
         if let Some(old) = state.finished.pop_front() {
             state.jobs.remove(&old);
         }
@@ -771,6 +927,9 @@ fn finish(state: &mut State, id: &str) {
 fn announce_positions(state: &mut State) {
     let offset = u32::from(state.running.is_some());
     let waiting: Vec<String> = state.queue.iter().cloned().collect();
+    if let Some(Err(e)) = state.store.as_ref().map(|s| s.set_order(&waiting)) {
+        tracing::warn!(error = %e, "the queue on disk was not updated");
+    }
     for (index, id) in waiting.iter().enumerate() {
         if let Some(job) = state.jobs.get_mut(id) {
             let elapsed = job.accepted.elapsed().as_secs_f64();

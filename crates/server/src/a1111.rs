@@ -143,6 +143,21 @@ fn request_from(
         .or(implied_scheduler);
     let batch: u32 = number(body, "batch_size")?.unwrap_or(1);
     let iterations: u32 = number(body, "n_iter")?.unwrap_or(1);
+    for (field, value) in [("batch_size", batch), ("n_iter", iterations)] {
+        if value == 0 {
+            return Err(ApiError::invalid(field, "must be at least 1"));
+        }
+    }
+    let max = diffugen_engine::params::MAX_COUNT;
+    if batch.saturating_mul(iterations) > max {
+        return Err(ApiError::invalid(
+            if iterations > 1 { "n_iter" } else { "batch_size" },
+            format!(
+                "batch_size {batch} x n_iter {iterations} asks for {} images; at most {max} per request",
+                batch.saturating_mul(iterations)
+            ),
+        ));
+    }
     let (init_image, mask, strength) = if img2img {
         let first = body
             .get("init_images")

@@ -91,6 +91,10 @@ impl From<diffugen_jobs::QueueError> for ApiError {
             diffugen_jobs::QueueError::NotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, error.to_string())
             }
+            diffugen_jobs::QueueError::Storage(_) => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, error.to_string())
+                    .code("storage_failed")
+            }
         }
     }
 }
@@ -107,8 +111,29 @@ pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> Api
         )
         .code("body_too_large");
     }
-    ApiError::invalid(
-        "body",
-        format!("the body is not valid JSON: {}", rejection.body_text()),
-    )
+    let text = rejection.body_text();
+    match field_in_message(&text) {
+        // Well-formed JSON with a field of the wrong type or a required one missing: name that field.
+        Some(field) => ApiError::invalid(&field, text),
+        None => ApiError::invalid("body", format!("the body is not valid JSON: {text}")),
+    }
+}
+
+/// The field an axum/serde rejection names: `...target type: width: invalid type...` → `width`;
+/// `missing field `prompt`` → `prompt`; `...query string: limit: invalid digit...` → `limit`.
+pub(crate) fn field_in_message(message: &str) -> Option<String> {
+    let detail = message
+        .split_once("target type: ")
+        .or_else(|| message.split_once("query string: "))
+        .or_else(|| message.split_once("Invalid URL: "))
+        .map_or(message, |(_, rest)| rest);
+    if let Some(rest) = detail.split_once("missing field `").map(|(_, r)| r) {
+        return rest.split_once('`').map(|(field, _)| field.to_string());
+    }
+    let (path, _) = detail.split_once(": ")?;
+    let is_path = !path.is_empty()
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']' | '-'));
+    is_path.then(|| path.to_string())
 }

@@ -114,7 +114,48 @@ pub async fn check(State(state): State<AppState>, request: Request, next: Next) 
             return in_dialect(&path, error);
         }
     }
-    next.run(request).await
+    let response = next.run(request).await;
+    dialect_rejection(&path, response).await
+}
+
+/// What axum answers by itself — a path or query it cannot parse (plain text), a method the route does not take
+/// (405, empty), a body over the limit (413, plain text) — rewritten in the route's error shape, naming the field
+/// where the message does.
+async fn dialect_rejection(path: &str, response: Response) -> Response {
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|t| t.starts_with("text/plain"));
+    if !status.is_client_error() || !plain {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let error = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            status,
+            format!("{path} does not take this method; the Allow header lists those it does"),
+        )
+        .code("method_not_allowed"),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            status,
+            format!(
+                "the request body is larger than {} MB",
+                crate::BODY_LIMIT >> 20
+            ),
+        )
+        .code("body_too_large"),
+        _ => match crate::error::field_in_message(&text) {
+            Some(field) => ApiError::invalid(&field, text),
+            None => ApiError::new(status, text),
+        },
+    };
+    // axum adds the Allow header of a 405 on the way out.
+    in_dialect(path, error)
 }
 
 #[cfg(test)]

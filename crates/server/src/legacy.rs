@@ -146,14 +146,22 @@ fn submit(state: &AppState, kind: Kind, value: &Value) -> Result<String, ApiErro
     })
 }
 
-fn base_url(headers: &HeaderMap) -> String {
-    format!(
-        "http://{}",
-        headers
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("127.0.0.1")
-    )
+/// A prompt as markdown alt text: on one line, its markdown characters escaped, so it cannot close the image
+/// link or add markup of its own.
+fn markdown_text(prompt: &str) -> String {
+    let mut out = String::with_capacity(prompt.len());
+    for c in prompt.chars() {
+        match c {
+            '\\' | '[' | ']' | '(' | ')' | '*' | '_' | '`' | '<' | '>' | '!' | '#' | '|' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn result(state: &AppState, base: &str, id: &str, output: &Output) -> Value {
@@ -168,7 +176,7 @@ fn result(state: &AppState, base: &str, id: &str, output: &Output) -> Value {
         "success": true,
         "image_path": output.path,
         "image_url": url,
-        "markdown_response": format!("![{}]({url})", prompt.replace(['[', ']'], "")),
+        "markdown_response": format!("![{}]({url})", markdown_text(&prompt)),
         "model": job.as_ref().map(|j| j.model.clone()),
         "prompt": prompt,
         "parameters": { "width": output.width, "height": output.height, "seed": output.seed },
@@ -192,7 +200,12 @@ async fn generate(
             let output = outputs
                 .first()
                 .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no image"))?;
-            Ok(Json(result(&state, &base_url(&headers), &id, output)))
+            Ok(Json(result(
+                &state,
+                &crate::base_url(&headers),
+                &id,
+                output,
+            )))
         }
         Outcome::Failed { error, kind } => Err(ApiError::job_failed(&error, kind).into()),
         Outcome::Cancelled(reason) => {
@@ -307,7 +320,7 @@ async fn generate_stream(
     }
     let id = submit(&state, kind, &value)?;
     let events = job_events(&state, &id).map_err(ApiError::from)?;
-    Ok(stream(state, base_url(&headers), id, events, openai).into_response())
+    Ok(stream(state, crate::base_url(&headers), id, events, openai).into_response())
 }
 
 /// The original project's routes.
@@ -350,7 +363,7 @@ pub async fn models(State(state): State<AppState>) -> Json<Value> {
 
 /// `GET /images`: the generated images, newest first.
 pub async fn images(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
-    let base = base_url(&headers);
+    let base = crate::base_url(&headers);
     if let Some(listing) = crate::gallery::legacy_list(&state, &base).await {
         return Json(listing);
     }
@@ -378,4 +391,23 @@ pub async fn images(State(state): State<AppState>, headers: HeaderMap) -> Json<V
         })
         .collect();
     Json(json!({ "images": images }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prompt_cannot_break_out_of_the_markdown_image_it_labels() {
+        let text = markdown_text("a cat](http://evil.example/x.png) ![pwn\nnext line <b>");
+        assert!(!text.contains('\n'));
+        assert_eq!(text.matches("](").count(), 0, "{text}");
+        assert_eq!(
+            format!("![{text}](http://127.0.0.1/images/a.png)")
+                .matches("](http")
+                .count(),
+            1,
+            "only the real link remains a link: {text}"
+        );
+    }
 }

@@ -150,6 +150,22 @@ impl AppState {
     }
 }
 
+/// `http://HOST` for links to this server's files, from the request's Host header — which the guard has already
+/// matched against this machine's names — and only when it is a plain host[:port], so nothing a client sends can
+/// reach a URL or markdown unescaped.
+pub(crate) fn base_url(headers: &axum::http::HeaderMap) -> String {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        })
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
 /// Refuses a model given as a path: over HTTP a client names a model by its id from the folders (`GET /v1/models`),
 /// and the server opens no file a client points at on its disk.
 pub(crate) fn model_id(field: &str, model: &str) -> Result<(), ApiError> {
@@ -178,6 +194,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/events", get(native::events))
         .route("/api/v1/jobs/{id}/cancel", post(native::cancel))
         .route("/api/v1/queue", get(native::queue))
+        .route("/api/v1/queue/history", get(native::history))
         .route("/api/v1/models", get(models::list))
         .route("/api/v1/models/catalog", get(models::catalog))
         .route(

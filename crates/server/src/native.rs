@@ -132,6 +132,11 @@ pub async fn queue(State(state): State<AppState>) -> Json<Vec<JobInfo>> {
     Json(state.jobs.queue())
 }
 
+/// `GET /api/v1/queue/history`: finished, failed and cancelled jobs, the newest first (kept across restarts).
+pub async fn history(State(state): State<AppState>) -> Json<Vec<JobInfo>> {
+    Json(state.jobs.history())
+}
+
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -40,6 +40,8 @@ fn openai_field(field: &str) -> &str {
     match field {
         "width" | "height" => "size",
         "count" => "n",
+        // Edits send the picture to change as `image`.
+        "init_image" => "image",
         other => other,
     }
 }
@@ -406,10 +408,7 @@ async fn respond(
         }
     };
     drop(guard);
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
+    let base = crate::base_url(&headers);
     let data = outputs
         .iter()
         .map(|output: &Output| -> Result<Value, ApiError> {
@@ -417,9 +416,7 @@ async fn respond(
                 let file = std::path::Path::new(&output.path)
                     .file_name()
                     .map(|f| f.to_string_lossy().into_owned());
-                return Ok(
-                    json!({ "url": format!("http://{host}/images/{}", file.unwrap_or_default()) }),
-                );
+                return Ok(json!({ "url": format!("{base}/images/{}", file.unwrap_or_default()) }));
             }
             let bytes = encode(&output.path, &output_format, compression)?;
             Ok(json!({ "b64_json": base64::engine::general_purpose::STANDARD.encode(bytes) }))
@@ -566,10 +563,20 @@ pub async fn edits(
             }
         };
         let name = field.name().unwrap_or_default().to_string();
-        let bytes = field
-            .bytes()
-            .await
-            .map_err(|e| ApiError::invalid(&name, e.body_text()))?;
+        let bytes = field.bytes().await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the request body is larger than {} MB",
+                        crate::BODY_LIMIT >> 20
+                    ),
+                )
+                .code("body_too_large")
+            } else {
+                ApiError::invalid(&name, e.body_text())
+            }
+        })?;
         match name.as_str() {
             "image" | "image[]" => {
                 // Several images: the first is the one we edit.

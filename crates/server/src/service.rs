@@ -14,6 +14,9 @@ use diffugen_vram::{GpuProbe, OllamaClient, Orchestrator, VramConfig};
 
 use crate::{AppState, ServerConfig, ServerHandle};
 
+/// The queue on disk, in the data folder.
+pub const QUEUE_FILE: &str = "queue.sqlite";
+
 /// What to start.
 pub struct ServiceConfig {
     pub server: ServerConfig,
@@ -71,6 +74,18 @@ impl Service {
                     config.data_dir.display()
                 )
             })?;
+        let store = match diffugen_jobs::JobStore::open(
+            &config.data_dir.join(QUEUE_FILE),
+            diffugen_jobs::HISTORY_KEPT,
+        ) {
+            Ok(store) => Some(Arc::new(store)),
+            // The other process keeps its jobs; this one's queue lives in memory only.
+            Err(e @ diffugen_jobs::StoreError::InUse(_)) => {
+                tracing::warn!(error = %e, "jobs accepted here will not survive a restart");
+                None
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let jobs = JobManager::start(
             engine.clone(),
             JobOptions {
@@ -78,6 +93,7 @@ impl Service {
                 orchestrator: Some(orchestrator.clone()),
                 gallery: Some(Arc::new(gallery)),
                 defaults: config.job_defaults,
+                store,
             },
         );
         let state = AppState::new(jobs.clone(), &config.server);

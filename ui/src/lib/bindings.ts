@@ -21,6 +21,7 @@ export const commands = {
 	cancelDownload: (id: string) => typedError<null, AppError>(__TAURI_INVOKE("cancel_download", { id })),
 	generate: (form: GenerateForm) => typedError<string, AppError>(__TAURI_INVOKE("generate", { form })),
 	queue: () => __TAURI_INVOKE<JobInfo[]>("queue"),
+	queueHistory: () => __TAURI_INVOKE<JobInfo[]>("queue_history"),
 	cancelJob: (id: string) => typedError<boolean, AppError>(__TAURI_INVOKE("cancel_job", { id })),
 	moveJob: (id: string, position: number) => typedError<null, AppError>(__TAURI_INVOKE("move_job", { id, position })),
 	galleryPage: (query: Query) => typedError<Page, AppError>(__TAURI_INVOKE("gallery_page", { query })),
