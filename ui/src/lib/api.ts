@@ -52,6 +52,21 @@ const LABELS: Record<string, string> = {
   weight_type: "Weight type",
   part: "Part",
   output: "File name",
+  models_dir: "Models folder",
+  extra_models_dirs: "Other model folders",
+  outputs_dir: "Outputs folder",
+  ollama_url: "Ollama URL",
+  vram_policy: "Before each render",
+  after_queue: "When the queue is empty",
+  gateway_enabled: "Ollama gateway",
+  gateway_port: "Gateway port",
+  api_enabled: "Local API",
+  api_host: "Host",
+  api_port: "Port",
+  api_key: "API key",
+  threads: "CPU threads",
+  theme: "Theme",
+  hf_token: "Hugging Face token",
 };
 
 export function label(field: string): string {
@@ -65,6 +80,11 @@ export function label(field: string): string {
 /** `gallery://` URL of an image's thumbnail or full file (served by the app, only for gallery images). */
 export function galleryUrl(kind: "thumb" | "image", id: number): string {
   return convertFileSrc(`${kind}-${id}`, "gallery");
+}
+
+/** "1 step", "20 steps": a count with its noun, singular for one. */
+export function plural(count: number, noun: string, nouns = `${noun}s`): string {
+  return `${count.toLocaleString()} ${count === 1 ? noun : nouns}`;
 }
 
 export function formatBytes(bytes: number | null | undefined): string {

@@ -152,7 +152,7 @@ export function settingError(key: string, e: unknown): PlainError {
     const text = rule
       ? ruleText(rule)
       : /boolean/i.test(raw)
-        ? `${label(key)} must be on or off`
+        ? `${capitalize(label(key))} must be on or off`
         : `${capitalize(label(key))} doesn't accept that value`;
     return { text, detail: raw, field: key };
   }
@@ -160,4 +160,19 @@ export function settingError(key: string, e: unknown): PlainError {
   // The core's messages start with its own prefix ("invalid setting api_host: …"); the field already says which.
   const own = raw.replace(/^invalid setting [a-z_]+: /, "");
   return plain ? { text: plain, detail: raw, field: key } : { text: capitalize(own), detail: null, field: key };
+}
+
+/**
+ * A field's error as a sentence that names the field: the core writes "must be a multiple of 64 … got 70" for
+ * `width`, which becomes "Width must be a multiple of 64 … got 70".
+ */
+export function fieldMessage(field: string, message: string): string {
+  const name = label(field);
+  const text = message.trim();
+  if (text.toLowerCase().startsWith(name.toLowerCase())) return capitalize(text);
+  if (/^(must|is|are|needs|need|only|should|cannot|can't|has|have|was|does|doesn't)\b/i.test(text)) {
+    return `${name} ${text.charAt(0).toLowerCase()}${text.slice(1)}`;
+  }
+  if (/^[a-z'"`]/.test(text)) return `${name}: ${text}`;
+  return text;
 }

@@ -108,7 +108,7 @@ export function readGalleryImage(id: number, size: Size | null = null): Promise<
     const fail = (why: string) =>
       reject(
         new Error(
-          `Image #${id} couldn't be read for img2img (${why}). Save it with "Save as…" and drop the file on the form instead.`,
+          `Image #${id} couldn't be read for img2img (${why}). Save it with "Save as…" and choose that file under img2img instead.`,
         ),
       );
     img.onload = () => {

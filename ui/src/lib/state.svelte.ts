@@ -20,7 +20,10 @@ import type {
   VramSnapshot,
 } from "./bindings";
 import { call, errorText } from "./api";
+import { isConnectionFailure, plainError } from "./errors";
+import type { PickedImage, Size } from "./images";
 import { emptyMemory, normalMemory } from "./memory";
+import { stagePercent, stepEta } from "./progress";
 
 export type View = "generate" | "gallery" | "queue" | "models" | "settings";
 
@@ -36,8 +39,11 @@ export interface LiveJob {
   image: number;
   images: number;
   secondsPerStep: number | null;
+  /** 0..100 from the phase and the step (see `stagePercent`). */
   percent: number | null;
+  /** Seconds left as estimated at `etaAt` (ms); count it down with `etaLeft`. */
   eta: number | null;
+  etaAt: number | null;
   preview: string | null;
   outputs: Output[];
   error: string | null;
@@ -66,7 +72,15 @@ export interface Toast {
   id: number;
   text: string;
   kind: "info" | "error";
+  /** The raw message behind `text`, for the curious and for bug reports. */
+  detail?: string | null;
   action?: { label: string; run: () => void };
+}
+
+/** The init image's name and pixel size (the form itself holds its data URL). */
+export interface InitImageInfo {
+  name: string;
+  size: Size | null;
 }
 
 export function emptyForm(): GenerateForm {
@@ -114,16 +128,31 @@ export const app = $state({
 
 export const form: GenerateForm = $state(emptyForm());
 
+/** What the form holds beyond the request: whether the seed is locked (else each job gets a random one), and the
+ * init image's name and size. */
+export const draft = $state({
+  seedLocked: false,
+  init: null as InitImageInfo | null,
+});
+
 let nextToast = 1;
 
-export function toast(text: string, kind: Toast["kind"] = "info", action?: Toast["action"]): void {
+export function toast(
+  text: string,
+  kind: Toast["kind"] = "info",
+  action?: Toast["action"],
+  detail: string | null = null,
+): void {
   const id = nextToast++;
-  app.toasts.push({ id, text, kind, action });
-  setTimeout(() => dismiss(id), action ? 8000 : 5000);
+  app.toasts.push({ id, text, kind, action, detail });
+  // Errors with details stay until dismissed: the user may want to open them.
+  if (!(kind === "error" && detail)) setTimeout(() => dismiss(id), action ? 8000 : 5000);
 }
 
+/** A failure in plain words (an OS error never shows raw: it becomes the toast's details). */
 export function toastError(e: unknown): void {
-  toast(errorText(e), "error");
+  const plain = plainError(e);
+  toast(plain.text, "error", undefined, plain.detail);
 }
 
 export function dismiss(id: number): void {
@@ -131,15 +160,157 @@ export function dismiss(id: number): void {
   if (index >= 0) app.toasts.splice(index, 1);
 }
 
-/** Fills the Generate form (a remix) and shows it. */
+/** Fills the Generate form (a remix) and shows it. A recorded seed is locked, so the remix reproduces the image. */
 export function loadForm(values: GenerateForm): void {
   Object.assign(form, emptyForm(), values);
   form.memory = normalMemory(values.memory);
+  draft.seedLocked = values.seed != null && values.seed >= 0;
+  draft.init = values.init_image ? { name: "image from the record", size: null } : null;
   app.view = "generate";
+}
+
+/** Locks the form's seed to `seed` (a result's "Reuse seed"). */
+export function reuseSeed(seed: number): void {
+  form.seed = seed;
+  draft.seedLocked = true;
+}
+
+/** Makes `image` the form's init image: img2img at strength 0.75 unless one is set; an old mask no longer fits. */
+export function setInitImage(image: PickedImage): void {
+  form.init_image = image.dataUrl;
+  form.strength ??= 0.75;
+  form.mask = null;
+  draft.init = { name: image.name, size: image.size };
+}
+
+/** Back to text-to-image: no init image, mask or strength. */
+export function clearInitImage(): void {
+  form.init_image = null;
+  form.mask = null;
+  form.strength = null;
+  draft.init = null;
+}
+
+/** The form's defaults (the first usable model kept), the seed random again. */
+export function resetForm(): void {
+  Object.assign(form, emptyForm());
+  form.model = usableCards(app.models)[0]?.id ?? "";
+  draft.seedLocked = false;
+  draft.init = null;
+}
+
+/** Where the form is kept between runs. */
+export const FORM_KEY = "diffugen.generate-form.v1";
+
+/** What of the form survives a restart: every parameter but the images (too large for the storage, and private). */
+type SavedForm = Pick<
+  GenerateForm,
+  | "model"
+  | "prompt"
+  | "negative_prompt"
+  | "width"
+  | "height"
+  | "steps"
+  | "cfg_scale"
+  | "sampler"
+  | "scheduler"
+  | "seed"
+  | "count"
+  | "loras"
+> & { seed_locked: boolean };
+
+function savedForm(): SavedForm {
+  return {
+    model: form.model,
+    prompt: form.prompt,
+    negative_prompt: form.negative_prompt,
+    width: form.width,
+    height: form.height,
+    steps: form.steps,
+    cfg_scale: form.cfg_scale,
+    sampler: form.sampler,
+    scheduler: form.scheduler,
+    seed: form.seed,
+    count: form.count,
+    loras: form.loras.map((l) => ({ name: l.name, weight: l.weight })),
+    seed_locked: draft.seedLocked,
+  };
+}
+
+const isNumberOrNull = (v: unknown): v is number | null => v === null || (typeof v === "number" && Number.isFinite(v));
+const isStringOrNull = (v: unknown): v is string | null => v === null || typeof v === "string";
+
+/** The form as last saved, each field checked (what is missing or malformed keeps its default). */
+function readSavedForm(): Partial<SavedForm> | null {
+  let raw: unknown;
+  try {
+    const text = localStorage.getItem(FORM_KEY);
+    if (!text) return null;
+    raw = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof raw !== "object" || raw === null) return null;
+  const r = raw as Record<string, unknown>;
+  const out: Partial<SavedForm> = {};
+  for (const key of ["model", "prompt", "negative_prompt"] as const) {
+    if (typeof r[key] === "string") out[key] = r[key];
+  }
+  for (const key of ["sampler", "scheduler"] as const) {
+    if (isStringOrNull(r[key])) out[key] = r[key];
+  }
+  for (const key of ["width", "height", "steps", "cfg_scale", "seed", "count"] as const) {
+    if (isNumberOrNull(r[key])) out[key] = r[key];
+  }
+  if (Array.isArray(r.loras)) {
+    out.loras = r.loras
+      .filter((l): l is { name: string; weight: number | null } => typeof l?.name === "string" && isNumberOrNull(l?.weight))
+      .map((l) => ({ name: l.name, weight: l.weight }));
+  }
+  if (typeof r.seed_locked === "boolean") out.seed_locked = r.seed_locked;
+  return out;
+}
+
+/** Puts the saved form back; returns whether there was one. */
+export function restoreForm(): boolean {
+  const saved = readSavedForm();
+  if (!saved) return false;
+  const { seed_locked, ...values } = saved;
+  Object.assign(form, values);
+  draft.seedLocked = (seed_locked ?? false) && form.seed != null && form.seed >= 0;
+  return true;
+}
+
+function writeForm(saved: SavedForm): void {
+  try {
+    localStorage.setItem(FORM_KEY, JSON.stringify(saved));
+  } catch {
+    // Storage full or unavailable: the form still works, it is just not kept.
+  }
+}
+
+let stopSaving: (() => void) | null = null;
+
+/** Saves the form whenever it changes, until the returned function is called. */
+export function keepFormSaved(): () => void {
+  stopSaving?.();
+  const stop = $effect.root(() => {
+    $effect(() => writeForm(savedForm()));
+  });
+  stopSaving = stop;
+  return () => {
+    stop();
+    if (stopSaving === stop) stopSaving = null;
+  };
 }
 
 export function usableCards(list: ModelList | null): ModelCard[] {
   return (list?.cards ?? []).filter((c) => !c.error);
+}
+
+/** The usable card `id` selects (by id or alias). */
+export function findCard(list: ModelList | null, id: string): ModelCard | undefined {
+  return usableCards(list).find((c) => c.id === id || c.aliases.includes(id));
 }
 
 export async function refreshModels(): Promise<void> {
@@ -211,6 +382,7 @@ function blankJob(id: string): LiveJob {
     secondsPerStep: null,
     percent: null,
     eta: null,
+    etaAt: null,
     preview: null,
     outputs: [],
     error: null,
@@ -242,10 +414,12 @@ const PHASES: Record<string, string> = {
   cancelled: "Cancelled",
 };
 
-function applyStage(job: LiveJob, event: JobEvent): void {
-  if (event.phase !== "preview") {
-    job.percent = event.percent ?? job.percent;
-    job.eta = event.eta_seconds;
+function applyStage(job: LiveJob, event: JobEvent, now = Date.now()): void {
+  // The core's own percent is time-based (it counts from when the job was accepted); the bar follows the work.
+  job.percent = stagePercent(event, job.percent);
+  if (event.phase !== "preview" && event.phase !== "warning" && event.phase !== "plan") {
+    job.eta = event.eta_seconds ?? stepEta(event);
+    job.etaAt = now;
   }
   switch (event.phase) {
     case "queued":
@@ -328,7 +502,11 @@ export function applyVramEvent(event: VramEvent): void {
   if (event.type === "snapshot") app.vram = event.snapshot;
   else if (event.type === "switch") {
     app.lastSwitch = { to: event.to, milliseconds: event.milliseconds, at: Date.now() };
-  } else if (event.type === "warning") toast(event.message, "error");
+  } else if (event.type === "warning") {
+    // Ollama not answering is a state the VRAM chip shows calmly, not an error to shout about at every render.
+    if (isConnectionFailure(event.message) && app.vram?.ollama.reachable !== true) return;
+    toastError(event.message);
+  }
 }
 
 export function applyDownloadEvent(event: DownloadEvent): void {
@@ -388,12 +566,14 @@ export function applyConvertUpdate(update: ConvertUpdate): void {
     void refreshModels();
     if (!c.watched) toast(`Smaller copy ready: ${update.event.model_id}`);
   } else if (update.event.event === "failed" && !c.watched) {
-    toast(`Making a smaller copy failed: ${update.event.error}`, "error");
+    const plain = plainError(update.event.error);
+    toast(`Making a smaller copy failed: ${plain.text}`, "error", undefined, plain.detail);
   }
 }
 
 /** Loads everything and follows the core's events. Returns a function that stops following. */
 export async function start(): Promise<() => void> {
+  const restored = restoreForm();
   const stops = await Promise.all([
     events.jobUpdate.listen((e) => applyJobEvent(e.payload)),
     events.vramUpdate.listen((e) => applyVramEvent(e.payload)),
@@ -417,5 +597,13 @@ export async function start(): Promise<() => void> {
     }),
   ]);
   for (const load of loads) if (load.status === "rejected") toastError(load.reason);
-  return () => stops.forEach((stop) => stop());
+  // A model saved last time that is gone now: the first usable one, as on a first start.
+  if (restored && app.models && !findCard(app.models, form.model)) {
+    form.model = usableCards(app.models)[0]?.id ?? "";
+  }
+  const stopSaving = keepFormSaved();
+  return () => {
+    stops.forEach((stop) => stop());
+    stopSaving();
+  };
 }

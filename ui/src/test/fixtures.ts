@@ -1,4 +1,5 @@
 // What the core answers, as the bindings type it: the mocked IPC serves these to the panels under test.
+import { vi } from "vitest";
 import { mockIPC, mockConvertFileSrc } from "@tauri-apps/api/mocks";
 import type {
   AppInfo,
@@ -197,4 +198,46 @@ export function mockCore(overrides: Record<string, Handler> = {}) {
     { shouldMockEvents: true },
   );
   return calls;
+}
+
+/** The first bytes of a PNG of `width`×`height` (signature and IHDR): enough for its size to be read. */
+export function pngBytes(width: number, height: number): Uint8Array {
+  const bytes = new Uint8Array(33);
+  bytes.set([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52]);
+  new DataView(bytes.buffer).setUint32(16, width);
+  new DataView(bytes.buffer).setUint32(20, height);
+  bytes.set([8, 6, 0, 0, 0], 24);
+  return bytes;
+}
+
+export function pngFile(name: string, width: number, height: number): File {
+  return new File([pngBytes(width, height) as BlobPart], name, { type: "image/png" });
+}
+
+/** What a gallery image read back through a canvas becomes in the tests. */
+export const GALLERY_PNG = "data:image/png;base64,R0FMTEVSWQ==";
+
+/**
+ * Stands in for the browser's image loading and canvas, which jsdom lacks: a gallery image "loads" at `size` and
+ * reads back as `GALLERY_PNG`, or fails to load (as it does when the window may not read its pixels).
+ */
+export function fakeImageLoading(outcome: { width: number; height: number } | "error") {
+  class FakeImage {
+    onload: (() => void) | null = null;
+    onerror: (() => void) | null = null;
+    crossOrigin: string | null = null;
+    naturalWidth = 0;
+    naturalHeight = 0;
+    set src(_url: string) {
+      setTimeout(() => {
+        if (outcome === "error") return this.onerror?.();
+        this.naturalWidth = outcome.width;
+        this.naturalHeight = outcome.height;
+        this.onload?.();
+      });
+    }
+  }
+  vi.stubGlobal("Image", FakeImage);
+  vi.spyOn(HTMLCanvasElement.prototype, "getContext").mockReturnValue({ drawImage() {} } as never);
+  vi.spyOn(HTMLCanvasElement.prototype, "toDataURL").mockReturnValue(GALLERY_PNG);
 }

@@ -1,9 +1,40 @@
 import { describe, expect, it } from "vitest";
 import { fireEvent, render, screen, waitFor } from "@testing-library/svelte";
 import Gallery from "../panels/Gallery.svelte";
-import { app, form, emptyForm } from "../lib/state.svelte";
-import type { Query } from "../lib/bindings";
-import { entry, mockCore } from "./fixtures";
+import App from "../App.svelte";
+import { app, draft, form, emptyForm } from "../lib/state.svelte";
+import type { Entry, GenerateForm, Query } from "../lib/bindings";
+import { entry, fakeImageLoading, GALLERY_PNG, mockCore } from "./fixtures";
+
+/** What the core's remix answers for an entry (as `GenerateForm::from_entry` builds it). */
+function remixOf(e: Entry): GenerateForm {
+  return {
+    ...emptyForm(),
+    model: e.model ?? "",
+    prompt: e.prompt,
+    negative_prompt: e.negative_prompt,
+    width: e.width,
+    height: e.height,
+    steps: e.steps,
+    cfg_scale: e.cfg_scale,
+    sampler: e.sampler,
+    scheduler: e.scheduler,
+    seed: e.seed,
+    count: 1,
+    loras: e.loras,
+  };
+}
+
+/** A gallery of `entries`, one page. */
+function small(entries: Entry[], extra: Record<string, (a: Record<string, unknown>) => unknown> = {}) {
+  return {
+    gallery_count: () => entries.length,
+    gallery_page: () => ({ entries, next_cursor: null }),
+    gallery_entry: (a: Record<string, unknown>) => entries.find((e) => e.id === a.id),
+    gallery_remix: (a: Record<string, unknown>) => remixOf(entries.find((e) => e.id === a.id)!),
+    ...extra,
+  };
+}
 
 const TOTAL = 100_000;
 
@@ -57,17 +88,11 @@ describe("Gallery", () => {
     expect(calls.some((c) => c.cmd === "gallery_count" && (c.args.query as Query).text === "lighthouse")).toBe(true);
   });
 
-  it("the detail view shows every parameter; Remix loads them into Generate", async () => {
-    Object.assign(form, emptyForm());
+  it("the detail view shows every parameter; Remix loads them into Generate with the seed locked", async () => {
     app.detail = null;
     app.view = "gallery";
     const e = entry(5, { prompt: "a red fox in snow", seed: 777, steps: 12, sampler: "euler" });
-    mockCore({
-      gallery_count: () => 1,
-      gallery_page: () => ({ entries: [e], next_cursor: null }),
-      gallery_entry: () => e,
-      gallery_remix: () => ({ ...emptyForm(), model: "tiny", prompt: e.prompt, seed: 777, steps: 12, width: 64, height: 64 }),
-    });
+    mockCore(small([e]));
     render(Gallery);
     await fireEvent.click(await screen.findByTestId("gallery-item-5"));
     const detail = await screen.findByTestId("detail");
@@ -78,7 +103,150 @@ describe("Gallery", () => {
     await waitFor(() => expect(app.view).toBe("generate"));
     expect(form.prompt).toBe("a red fox in snow");
     expect(form.seed).toBe(777);
+    expect(draft.seedLocked).toBe(true);
     expect(app.detail).toBeNull();
+  });
+
+  it("a remix reproduces the image: Generate then sends every recorded parameter and the recorded seed", async () => {
+    app.detail = null;
+    app.view = "generate";
+    const e = entry(5, { prompt: "a red fox in snow", negative_prompt: "blurry", seed: 777, steps: 12, cfg_scale: 4.5, sampler: "euler", scheduler: "karras", width: 512, height: 768, loras: [{ name: "detail-tweaker", weight: 0.6 }] });
+    const calls = mockCore(small([e], { generate: () => "job-r" }));
+    render(App);
+    await fireEvent.click(await screen.findByTestId("nav-gallery"));
+    await fireEvent.click(await screen.findByTestId("gallery-item-5"));
+    await waitFor(() => expect(screen.getByTestId("detail").textContent).toContain("a red fox in snow"));
+    await fireEvent.click(screen.getByTestId("remix"));
+    expect(await screen.findByTestId("seed")).toBeTruthy();
+    expect(screen.getByTestId("seed-lock").getAttribute("aria-pressed")).toBe("true");
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "generate")).toBeTruthy());
+    expect(calls.find((c) => c.cmd === "generate")!.args.form).toMatchObject({
+      model: "tiny",
+      prompt: "a red fox in snow",
+      negative_prompt: "blurry",
+      seed: 777,
+      steps: 12,
+      cfg_scale: 4.5,
+      sampler: "euler",
+      scheduler: "karras",
+      width: 512,
+      height: 768,
+      loras: [{ name: "detail-tweaker", weight: 0.6 }],
+    });
+  });
+
+  it("a remix of an img2img image says its init image is not kept, rather than quietly rendering text-to-image", async () => {
+    app.detail = null;
+    app.toasts = [];
+    const e = entry(6, { init_image: "holiday.jpg", strength: 0.4 });
+    mockCore(small([e]));
+    render(Gallery);
+    await fireEvent.click(await screen.findByTestId("gallery-item-6"));
+    await waitFor(() => expect(screen.getByTestId("detail").textContent).toContain("holiday.jpg"));
+    await fireEvent.click(screen.getByTestId("remix"));
+    await waitFor(() => expect(app.toasts.map((t) => t.text).join()).toContain("made from holiday.jpg (strength 0.4)"));
+    expect(app.toasts.map((t) => t.text).join()).toContain("load it again under img2img");
+  });
+
+  it("Reuse seed and Use as init image act from the detail view", async () => {
+    app.detail = null;
+    app.view = "gallery";
+    const e = entry(7, { seed: 31337, width: 512, height: 512 });
+    mockCore(small([e]));
+    fakeImageLoading({ width: 512, height: 512 });
+    render(Gallery);
+    await fireEvent.click(await screen.findByTestId("gallery-item-7"));
+    await fireEvent.click(await screen.findByTestId("detail-reuse-seed"));
+    expect(form.seed).toBe(31337);
+    expect(draft.seedLocked).toBe(true);
+    expect(app.view).toBe("generate");
+
+    app.view = "gallery";
+    await fireEvent.click(await screen.findByTestId("gallery-item-7"));
+    await fireEvent.click(await screen.findByTestId("detail-use-as-init"));
+    await waitFor(() => expect(form.init_image).toBe(GALLERY_PNG));
+    expect(draft.init).toEqual({ name: "gallery image #7", size: { width: 512, height: 512 } });
+  });
+
+  it("← and → step through the images in the detail view", async () => {
+    app.detail = null;
+    const entries = [entry(1, { prompt: "first" }), entry(2, { prompt: "second" }), entry(3, { prompt: "third" })];
+    mockCore(small(entries));
+    render(Gallery);
+    await fireEvent.click(await screen.findByTestId("gallery-item-2"));
+    const prompt = () => screen.getByTestId("detail-prompt").textContent;
+    await waitFor(() => expect(prompt()).toBe("second"));
+    await fireEvent.keyDown(window, { key: "ArrowRight" });
+    await waitFor(() => expect(prompt()).toBe("third"));
+    expect(screen.getByTestId<HTMLButtonElement>("detail-next").disabled).toBe(true);
+    await fireEvent.keyDown(window, { key: "ArrowRight" });
+    expect(app.detail).toBe(3);
+    await fireEvent.keyDown(window, { key: "ArrowLeft" });
+    await fireEvent.keyDown(window, { key: "ArrowLeft" });
+    await waitFor(() => expect(prompt()).toBe("first"));
+    expect(screen.getByTestId<HTMLButtonElement>("detail-previous").disabled).toBe(true);
+  });
+
+  it("→ on the last loaded image loads the next page and shows its first image", async () => {
+    app.detail = null;
+    const calls = mockCore({ ...bigGallery(), gallery_entry: (a) => entry(a.id as number) });
+    render(Gallery);
+    await waitFor(() => expect(screen.getByTestId("gallery-item-1")).toBeTruthy());
+    app.detail = 200;
+    await waitFor(() => expect(screen.getByTestId("detail-prompt").textContent).toBe("image number 200"));
+    const pages = calls.filter((c) => c.cmd === "gallery_page").length;
+    await fireEvent.keyDown(window, { key: "ArrowRight" });
+    await waitFor(() => expect(app.detail).toBe(201));
+    expect(calls.filter((c) => c.cmd === "gallery_page").length).toBe(pages + 1);
+  });
+
+  it("the grid is one Tab stop; arrow keys move the focus between the images", async () => {
+    app.detail = null;
+    mockCore(small([entry(1), entry(2), entry(3), entry(4)]));
+    render(Gallery);
+    await waitFor(() => expect(screen.getByTestId("gallery-item-4")).toBeTruthy());
+    const stops = () => [...document.querySelectorAll<HTMLElement>('[role="gridcell"]')].filter((c) => c.tabIndex === 0);
+    expect(stops().map((c) => c.dataset.index)).toEqual(["0"]);
+    expect(document.querySelectorAll('[role="row"] > [role="gridcell"]').length).toBe(4);
+
+    const first = screen.getByTestId("gallery-item-1");
+    first.focus();
+    await fireEvent.keyDown(first, { key: "ArrowRight" });
+    await waitFor(() => expect(document.activeElement).toBe(screen.getByTestId("gallery-item-2")));
+    expect(stops().map((c) => c.dataset.index)).toEqual(["1"]);
+    await fireEvent.keyDown(document.activeElement!, { key: "End", ctrlKey: true });
+    await waitFor(() => expect(document.activeElement).toBe(screen.getByTestId("gallery-item-4")));
+    await fireEvent.keyDown(document.activeElement!, { key: "ArrowLeft" });
+    await waitFor(() => expect(document.activeElement).toBe(screen.getByTestId("gallery-item-3")));
+    expect(stops()).toHaveLength(1);
+    await fireEvent.keyDown(document.activeElement!, { key: "Enter" });
+    await waitFor(() => expect(app.detail).toBe(3));
+  });
+
+  it("empty date filters look empty (placeholder style) until a date is set, and can be cleared", async () => {
+    app.detail = null;
+    const calls = mockCore();
+    render(Gallery);
+    const from = screen.getByTestId<HTMLInputElement>("gallery-from");
+    expect(from.classList.contains("unset")).toBe(true);
+    expect(screen.getByTestId("gallery-to").classList.contains("unset")).toBe(true);
+    await fireEvent.input(from, { target: { value: "2025-01-31" } });
+    expect(from.classList.contains("unset")).toBe(false);
+    await waitFor(() => expect(calls.some((c) => c.cmd === "gallery_count" && (c.args.query as Query).from != null)).toBe(true));
+    await fireEvent.click(screen.getByRole("button", { name: "Clear the dates" }));
+    expect(from.value).toBe("");
+    expect(from.classList.contains("unset")).toBe(true);
+  });
+
+  it("says where an image's parameters came from, and that its time includes the wait in the queue", async () => {
+    app.detail = null;
+    const e = entry(9, { source: "comfyui", generation_seconds: 75 });
+    mockCore(small([e]));
+    render(Gallery);
+    await fireEvent.click(await screen.findByTestId("gallery-item-9"));
+    await waitFor(() => expect(screen.getByTestId("detail-source").textContent).toBe("ComfyUI workflow in the PNG"));
+    expect(screen.getByTestId("detail-time").textContent).toBe("1 min 15 s (queue wait included)");
   });
 
   it("delete moves the image to the trash and Undo restores it", async () => {

@@ -1,19 +1,44 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { fireEvent, render, screen, waitFor, within } from "@testing-library/svelte";
 import { emit } from "@tauri-apps/api/event";
 import Generate from "../panels/Generate.svelte";
 import App from "../App.svelte";
-import { app, emptyForm, form, start } from "../lib/state.svelte";
-import { card, mockCore, models } from "./fixtures";
+import { app, draft, form, start } from "../lib/state.svelte";
+import { card, fakeImageLoading, GALLERY_PNG, mockCore, models, pngFile } from "./fixtures";
 
 async function setup(overrides = {}) {
-  Object.assign(form, emptyForm());
   app.current = null;
   app.jobs = {};
+  app.toasts = [];
   const calls = mockCore(overrides);
   await start();
   render(Generate);
+  await screen.findByText("tiny");
   return calls;
+}
+
+function sentForm(calls: { cmd: string; args: Record<string, unknown> }[]) {
+  return calls.find((c) => c.cmd === "generate")!.args.form as Record<string, unknown>;
+}
+
+/** The message an input points at with aria-describedby (its error, next to it). */
+function describedBy(input: HTMLElement): string {
+  return (input.getAttribute("aria-describedby") ?? "")
+    .split(" ")
+    .map((id) => document.getElementById(id)?.textContent ?? "")
+    .join(" ");
+}
+
+async function finishJob(id: string, seed: number, galleryId: number) {
+  await emit("job-update", {
+    job_id: id,
+    elapsed_seconds: 3,
+    percent: 100,
+    eta_seconds: 0,
+    phase: "done",
+    outputs: [{ path: "/o/1.png", seed, width: 512, height: 512, gallery_id: galleryId }],
+  });
+  await waitFor(() => expect(screen.getByTestId("result-image")).toBeTruthy());
 }
 
 describe("Generate", () => {
@@ -35,17 +60,24 @@ describe("Generate", () => {
     expect(flux.textContent).toContain("no t5xxl text encoder found");
   });
 
-  it("refuses an empty prompt without calling the core, and names the field", async () => {
+  it("the empty prompt shows a hint, not an example that reads like a real prompt", async () => {
+    await setup();
+    const prompt = screen.getByLabelText("Prompt");
+    expect(prompt.getAttribute("placeholder")).toBe("Describe the image you want…");
+  });
+
+  it("refuses an empty prompt without calling the core, with the message next to the prompt", async () => {
     const calls = await setup();
-    await fireEvent.click(await screen.findByTestId("generate"));
-    expect((await screen.findByTestId("form-error")).textContent).toMatch(/Describe the image/);
-    expect(screen.getByTestId("prompt").classList.contains("invalid")).toBe(true);
+    await fireEvent.click(screen.getByTestId("generate"));
+    const prompt = screen.getByTestId("prompt");
+    await waitFor(() => expect(prompt.getAttribute("aria-invalid")).toBe("true"));
+    expect(describedBy(prompt)).toMatch(/Describe the image/);
+    expect(prompt.classList.contains("invalid")).toBe(true);
     expect(calls.some((c) => c.cmd === "generate")).toBe(false);
   });
 
   it("sends the form on Ctrl+Enter: the chosen model, a custom size, the steps and a random seed", async () => {
     const calls = await setup({ generate: () => "job-1" });
-    await screen.findByText("tiny");
     await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "a lighthouse at dusk" } });
     await fireEvent.change(screen.getByTestId("size"), { target: { value: "custom" } });
     await fireEvent.input(screen.getByTestId("width"), { target: { value: "64" } });
@@ -53,39 +85,117 @@ describe("Generate", () => {
     await fireEvent.input(screen.getByTestId("steps"), { target: { value: "2" } });
     await fireEvent.keyDown(window, { key: "Enter", ctrlKey: true });
     await waitFor(() => expect(calls.find((c) => c.cmd === "generate")).toBeTruthy());
-    const sent = calls.find((c) => c.cmd === "generate")!.args.form as Record<string, unknown>;
-    expect(sent).toMatchObject({ model: "tiny", prompt: "a lighthouse at dusk", width: 64, height: 64, steps: 2, seed: -1 });
+    expect(sentForm(calls)).toMatchObject({ model: "tiny", prompt: "a lighthouse at dusk", width: 64, height: 64, steps: 2, seed: -1 });
     expect(app.current).toBe("job-1");
   });
 
-  it("a locked seed is sent as typed", async () => {
+  it("a typed seed locks itself and is sent as typed", async () => {
     const calls = await setup({ generate: () => "job-2" });
-    await screen.findByText("tiny");
     await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
     await fireEvent.input(screen.getByTestId("seed"), { target: { value: "1234" } });
+    expect(screen.getByTestId("seed-lock").getAttribute("aria-pressed")).toBe("true");
     await fireEvent.click(screen.getByTestId("generate"));
     await waitFor(() => expect(calls.find((c) => c.cmd === "generate")).toBeTruthy());
-    expect((calls.find((c) => c.cmd === "generate")!.args.form as { seed: number }).seed).toBe(1234);
+    expect(sentForm(calls).seed).toBe(1234);
   });
 
-  it("shows the core's field error next to the form and marks the field", async () => {
+  it("the dice puts a new random seed in the field without locking it; the lock decides whether it is used", async () => {
+    const calls = await setup({ generate: () => "job-2" });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    const seed = screen.getByTestId<HTMLInputElement>("seed");
+    await fireEvent.click(screen.getByTestId("seed-dice"));
+    const rolled = Number(seed.value);
+    expect(Number.isInteger(rolled) && rolled >= 0).toBe(true);
+    expect(screen.getByTestId("seed-lock").getAttribute("aria-pressed")).toBe("false");
+    expect(screen.getByTestId("seed-state").textContent).toContain("each image gets a new random seed");
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.filter((c) => c.cmd === "generate")).toHaveLength(1));
+    expect(sentForm(calls).seed).toBe(-1);
+
+    await fireEvent.click(screen.getByTestId("seed-lock"));
+    expect(screen.getByTestId("seed-lock").getAttribute("aria-pressed")).toBe("true");
+    expect(Number(seed.value)).toBe(rolled);
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.filter((c) => c.cmd === "generate")).toHaveLength(2));
+    expect((calls.filter((c) => c.cmd === "generate")[1].args.form as { seed: number }).seed).toBe(rolled);
+  });
+
+  it("shows the core's error at the field it names, in words that name the field, and marks the input", async () => {
     const calls = await setup({
       generate: () => {
-        throw { field: "steps", message: "200 is out of range; use 1..=150" };
+        throw { field: "width", message: "must be a multiple of 64 from 64 to 2048, got 70" };
       },
     });
-    await screen.findByText("tiny");
     await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
-    await fireEvent.input(screen.getByTestId("steps"), { target: { value: "200" } });
+    await fireEvent.change(screen.getByTestId("size"), { target: { value: "custom" } });
+    await fireEvent.input(screen.getByTestId("width"), { target: { value: "70" } });
     await fireEvent.click(screen.getByTestId("generate"));
     await waitFor(() => expect(calls.map((c) => c.cmd)).toContain("generate"));
-    expect((await screen.findByTestId("form-error")).textContent).toContain("200 is out of range; use 1..=150");
-    expect(screen.getByTestId("steps").classList.contains("invalid")).toBe(true);
+    const width = screen.getByTestId("width");
+    await waitFor(() => expect(width.getAttribute("aria-invalid")).toBe("true"));
+    expect(describedBy(width)).toBe("Width must be a multiple of 64 from 64 to 2048, got 70");
+    expect(width.classList.contains("invalid")).toBe(true);
+    expect(screen.getByTestId("height").getAttribute("aria-invalid")).toBeNull();
+    // Next to the width, not at the foot of the form.
+    expect(width.closest(".field")?.querySelector('[data-testid="form-error"]')?.textContent).toContain("Width must be");
+    // Editing the field takes the message away.
+    await fireEvent.input(width, { target: { value: "64" } });
+    expect(width.getAttribute("aria-invalid")).toBeNull();
+    expect(screen.queryByTestId("form-error")).toBeNull();
   });
 
-  it("follows a job live: phase, step i/N, it/s, ETA, the progress bar and the preview, then the finished image", async () => {
+  it("opens the collapsed section of a refused sampler and shows the error there", async () => {
+    await setup({
+      generate: () => {
+        throw { field: "sampler", message: "unknown sampler 'lms'; allowed: euler, euler_a" };
+      },
+    });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    const sampler = await screen.findByLabelText("Sampler");
+    await waitFor(() => expect(sampler.getAttribute("aria-invalid")).toBe("true"));
+    expect(screen.getByTestId("advanced-toggle").getAttribute("aria-expanded")).toBe("true");
+    expect(describedBy(sampler)).toBe("Sampler: unknown sampler 'lms'; allowed: euler, euler_a");
+  });
+
+  it("keeps the Generate button outside the part of the form that scrolls, so it is always in view", async () => {
+    await setup();
+    const button = screen.getByTestId("generate");
+    const formEl = screen.getByTestId("generate-form");
+    expect(formEl.contains(button)).toBe(true);
+    expect(button.closest(".body")).toBeNull();
+    expect(formEl.querySelector(".body")?.contains(screen.getByTestId("prompt"))).toBe(true);
+  });
+
+  it("the bar follows the steps, not the clock: the core's time-based percent is not shown", async () => {
     await setup({ generate: () => "job-7" });
-    await screen.findByText("tiny");
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(app.current).toBe("job-7"));
+    const base = { job_id: "job-7", elapsed_seconds: 40 };
+    const bar = () => Number(screen.getByTestId("progress-bar").getAttribute("aria-valuenow"));
+    // Queued for 40 s: the core's clock says 60 %, nothing has been done.
+    await emit("job-update", { ...base, percent: 60, eta_seconds: null, phase: "queued", position: 0 });
+    await waitFor(() => expect(screen.getByTestId("job-phase").textContent).toBe("Next in line"));
+    expect(bar()).toBe(0);
+    await emit("job-update", { ...base, percent: 70, eta_seconds: 10, phase: "sampling", image: 1, images: 1, step: 0, steps: 4, seconds_per_step: null });
+    await waitFor(() => expect(screen.getByTestId("job-step").textContent).toBe("step 0/4"));
+    const atStart = bar();
+    await emit("job-update", { ...base, percent: 71, eta_seconds: 6, phase: "sampling", image: 1, images: 1, step: 2, steps: 4, seconds_per_step: 2 });
+    await waitFor(() => expect(screen.getByTestId("job-step").textContent).toBe("step 2/4"));
+    const half = bar();
+    await emit("job-update", { ...base, percent: 72, eta_seconds: 2, phase: "sampling", image: 1, images: 1, step: 4, steps: 4, seconds_per_step: 2 });
+    await waitFor(() => expect(screen.getByTestId("job-step").textContent).toBe("step 4/4"));
+    const end = bar();
+    expect(atStart).toBeLessThan(20);
+    // Equal steps, equal strides (to the rounding of a whole percent).
+    expect(Math.abs(half - atStart - (end - half))).toBeLessThanOrEqual(1);
+    expect(end).toBeGreaterThan(90);
+    expect(end).toBeLessThan(100);
+  });
+
+  it("follows a job live: phase, step i/N, it/s, ETA, the preview, then the finished image", async () => {
+    await setup({ generate: () => "job-7" });
     await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
     await fireEvent.click(screen.getByTestId("generate"));
     await waitFor(() => expect(app.current).toBe("job-7"));
@@ -96,16 +206,82 @@ describe("Generate", () => {
     await waitFor(() => expect(within(progress).getByTestId("job-step").textContent).toBe("step 2/5"));
     expect(progress.textContent).toContain("2.00 it/s");
     expect(progress.textContent).toContain("ETA 3 s");
-    expect(screen.getByTestId("progress-bar").getAttribute("aria-valuenow")).toBe("40");
     expect(screen.getByTestId<HTMLImageElement>("preview-image").src).toContain("data:image/png;base64,iVBORw0KGgo=");
-    await emit("job-update", { ...base, percent: 100, eta_seconds: 0, phase: "done", outputs: [{ path: "/o/1.png", seed: 42, width: 64, height: 64, gallery_id: 9 }] });
-    await waitFor(() => expect(screen.getByTestId<HTMLImageElement>("result-image").src).toContain("image-9"));
+    await finishJob("job-7", 42, 9);
+    expect(screen.getByTestId<HTMLImageElement>("result-image").src).toContain("image-9");
     expect(screen.getByTestId("job-phase").textContent).toBe("Done");
+    expect(Number(screen.getByTestId("progress-bar").getAttribute("aria-valuenow"))).toBe(100);
     expect(progress.textContent).toContain("Seed 42");
   });
 
+  it("counts the ETA down every second between step events", async () => {
+    await setup({ generate: () => "job-8" });
+    vi.useFakeTimers({ toFake: ["setInterval", "clearInterval", "Date"] });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(app.current).toBe("job-8"));
+    await emit("job-update", { job_id: "job-8", elapsed_seconds: 1, percent: null, eta_seconds: 10, phase: "sampling", image: 1, images: 1, step: 1, steps: 10, seconds_per_step: 1 });
+    await waitFor(() => expect(screen.getByTestId("job-eta").textContent).toBe("ETA 10 s"));
+    vi.advanceTimersByTime(1000);
+    await waitFor(() => expect(screen.getByTestId("job-eta").textContent).toBe("ETA 9 s"));
+    vi.advanceTimersByTime(3000);
+    await waitFor(() => expect(screen.getByTestId("job-eta").textContent).toBe("ETA 6 s"));
+    // The next step brings a new estimate, counted down from then on.
+    await emit("job-update", { job_id: "job-8", elapsed_seconds: 5, percent: null, eta_seconds: 8, phase: "sampling", image: 1, images: 1, step: 2, steps: 10, seconds_per_step: 1 });
+    await waitFor(() => expect(screen.getByTestId("job-eta").textContent).toBe("ETA 8 s"));
+    vi.advanceTimersByTime(20_000);
+    await waitFor(() => expect(screen.getByTestId("job-eta").textContent).toBe("ETA 0 s"));
+  });
+
+  it("announces progress politely: each phase and each quarter of the sampling, not every step", async () => {
+    await setup({ generate: () => "job-5" });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(app.current).toBe("job-5"));
+    const live = screen.getByTestId("progress-announcement");
+    expect(live.getAttribute("aria-live")).toBe("polite");
+    const heard: string[] = [];
+    const listen = () => {
+      const text = live.textContent ?? "";
+      if (text && heard.at(-1) !== text) heard.push(text);
+    };
+    const base = { job_id: "job-5", elapsed_seconds: 1, percent: null, eta_seconds: null };
+    await emit("job-update", { ...base, phase: "encoding_prompt" });
+    await waitFor(() => expect(live.textContent).toBe("Encoding the prompt"));
+    listen();
+    for (let step = 0; step <= 20; step++) {
+      await emit("job-update", { ...base, phase: "sampling", image: 1, images: 1, step, steps: 20, seconds_per_step: 0.1 });
+      await waitFor(() => expect(screen.getByTestId("job-step").textContent).toBe(`step ${step}/20`));
+      listen();
+    }
+    await emit("job-update", { ...base, phase: "decoding" });
+    await waitFor(() => expect(live.textContent).toBe("Decoding"));
+    listen();
+    expect(heard[0]).toBe("Encoding the prompt");
+    expect(heard[1]).toMatch(/^Sampling: step 0 of 20/);
+    expect(heard.length).toBeLessThanOrEqual(7);
+    expect(heard.filter((h) => h.startsWith("Sampling")).length).toBeGreaterThanOrEqual(3);
+    expect(heard.at(-1)).toBe("Decoding");
+  });
+
+  it("a render without Ollama says so once, calmly, in words: no raw OS error", async () => {
+    await setup({ generate: () => "job-o" });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(app.current).toBe("job-o"));
+    const refused = "cannot unload qwen3:4b: error sending request for url (http://127.0.0.1:11434/api/generate): Connection refused (os error 111)";
+    for (let i = 0; i < 2; i++) {
+      await emit("job-update", { job_id: "job-o", elapsed_seconds: 0, percent: null, eta_seconds: null, phase: "warning", message: refused });
+    }
+    const progress = screen.getByTestId("progress");
+    await waitFor(() => expect(progress.textContent).toContain("Ollama isn't running"));
+    expect(progress.textContent).not.toContain("os error");
+    expect(within(progress).getAllByText(/Ollama isn't running/)).toHaveLength(1);
+    expect(within(progress).getByText(/Ollama isn't running/).classList.contains("muted")).toBe(true);
+    expect(app.toasts).toEqual([]);
+  });
+
   it("Esc cancels the job being followed", async () => {
-    Object.assign(form, emptyForm());
     app.current = null;
     app.jobs = {};
     const calls = mockCore({ cancel_job: () => true });
@@ -117,34 +293,158 @@ describe("Generate", () => {
     await waitFor(() => expect(calls.find((c) => c.cmd === "cancel_job")?.args).toEqual({ id: "job-9" }));
   });
 
-  it("img2img: a dropped picture becomes the init image with strength 0.75, and the mask goes with it", async () => {
+  it("Reuse seed on a finished result locks its seed in the form", async () => {
+    const calls = await setup({ generate: () => "job-4" });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(app.current).toBe("job-4"));
+    await finishJob("job-4", 4242, 11);
+    await fireEvent.click(screen.getByTestId("reuse-seed"));
+    expect(screen.getByTestId<HTMLInputElement>("seed").value).toBe("4242");
+    expect(screen.getByTestId("seed-lock").getAttribute("aria-pressed")).toBe("true");
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.filter((c) => c.cmd === "generate")).toHaveLength(2));
+    expect((calls.filter((c) => c.cmd === "generate")[1].args.form as { seed: number }).seed).toBe(4242);
+  });
+
+  it("Use as init image on a finished result makes it the init image, shown at the top of the form", async () => {
+    await setup({ generate: () => "job-6" });
+    fakeImageLoading({ width: 512, height: 512 });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(app.current).toBe("job-6"));
+    await finishJob("job-6", 1, 12);
+    await fireEvent.click(screen.getByTestId("use-as-init"));
+    await waitFor(() => expect(form.init_image).toBe(GALLERY_PNG));
+    expect(form.strength).toBe(0.75);
+    expect(screen.getByTestId("init-chip").textContent).toContain("img2img: gallery image #12 · strength 0.75");
+  });
+
+  it("says what to do when a result's pixels cannot be read for img2img, without a raw error", async () => {
+    await setup({ generate: () => "job-6" });
+    fakeImageLoading("error");
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(app.current).toBe("job-6"));
+    await finishJob("job-6", 1, 12);
+    await fireEvent.click(screen.getByTestId("use-as-init"));
+    await waitFor(() => expect(app.toasts.map((t) => t.text).join()).toContain("choose that file under img2img instead"));
+    expect(form.init_image).toBeNull();
+  });
+});
+
+describe("Generate: img2img in view", () => {
+  it("a picked picture becomes the init image with strength 0.75, and the mask goes with it", async () => {
     const calls = await setup({ generate: () => "job-3" });
-    await screen.findByText("tiny");
     await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "repaint the sky" } });
     await fireEvent.click(screen.getByText(/Sampler, LoRAs, img2img/));
-    const png = new File([new Uint8Array([0x89, 0x50, 0x4e, 0x47])], "photo.png", { type: "image/png" });
-    await fireEvent.change(screen.getByTestId("init-image-input"), { target: { files: [png] } });
+    await fireEvent.change(screen.getByTestId("init-image-input"), { target: { files: [pngFile("photo.png", 512, 512)] } });
     await waitFor(() => expect(form.init_image).toMatch(/^data:image\/png;base64,/));
     expect(form.strength).toBe(0.75);
-    const mask = new File([new Uint8Array([0x89, 0x50])], "mask.png", { type: "image/png" });
-    await fireEvent.change(screen.getByLabelText("Load mask"), { target: { files: [mask] } });
+    await fireEvent.change(screen.getByLabelText("Load mask"), { target: { files: [pngFile("mask.png", 512, 512)] } });
     await waitFor(() => expect(form.mask).toMatch(/^data:image\/png;base64,/));
     expect(screen.getByText(/Inpainting: white areas of the mask are repainted/)).toBeTruthy();
     await fireEvent.click(screen.getByTestId("generate"));
     await waitFor(() => expect(calls.find((c) => c.cmd === "generate")).toBeTruthy());
-    const sent = calls.find((c) => c.cmd === "generate")!.args.form as Record<string, unknown>;
+    const sent = sentForm(calls);
     expect(sent.init_image).toBe(form.init_image);
     expect(sent.mask).toBe(form.mask);
     expect(sent.strength).toBe(0.75);
   });
 
+  it("shows the init image and mask at the top of the form when their section is collapsed, and ✕ clears them", async () => {
+    const calls = await setup({ generate: () => "job-3" });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    expect(screen.queryByTestId("init-chip")).toBeNull();
+    await fireEvent.click(screen.getByTestId("advanced-toggle"));
+    await fireEvent.change(screen.getByTestId("init-image-input"), { target: { files: [pngFile("photo.png", 512, 512)] } });
+    await waitFor(() => expect(form.init_image).not.toBeNull());
+    await fireEvent.change(screen.getByLabelText("Load mask"), { target: { files: [pngFile("mask.png", 512, 512)] } });
+    await waitFor(() => expect(form.mask).not.toBeNull());
+    await fireEvent.click(screen.getByTestId("advanced-toggle"));
+    expect(screen.queryByTestId("init-image-input")).toBeNull();
+    expect(screen.queryByTestId("strength")).toBeNull();
+
+    const chip = screen.getByTestId("init-chip");
+    expect(chip.textContent).toContain("img2img: photo.png · strength 0.75 · mask");
+    await fireEvent.click(within(chip).getByRole("button", { name: "Stop using the init image and mask" }));
+    expect(screen.queryByTestId("init-chip")).toBeNull();
+    expect([form.init_image, form.mask, form.strength]).toEqual([null, null, null]);
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "generate")).toBeTruthy());
+    expect(sentForm(calls)).toMatchObject({ init_image: null, mask: null, strength: null });
+  });
+
+  it("keeps showing the init image after switching panels and back", async () => {
+    mockCore();
+    render(App);
+    await screen.findByTestId("generate");
+    await fireEvent.click(screen.getByTestId("advanced-toggle"));
+    await fireEvent.change(screen.getByTestId("init-image-input"), { target: { files: [pngFile("cat.png", 512, 512)] } });
+    await waitFor(() => expect(form.init_image).not.toBeNull());
+    await fireEvent.click(screen.getByTestId("nav-queue"));
+    await fireEvent.click(screen.getByTestId("nav-generate"));
+    expect((await screen.findByTestId("init-chip")).textContent).toContain("img2img: cat.png");
+  });
+
+  it("says when the init image's size differs from the form's, and 'Use image size' adopts it", async () => {
+    await setup();
+    await fireEvent.click(screen.getByTestId("advanced-toggle"));
+    await fireEvent.change(screen.getByTestId("init-image-input"), { target: { files: [pngFile("wide.png", 768, 512)] } });
+    const mismatch = await screen.findByTestId("init-size-mismatch");
+    expect(mismatch.textContent).toContain("The image is 768×512; the form renders 512×512");
+    await fireEvent.click(screen.getByTestId("use-image-size"));
+    expect([form.width, form.height]).toEqual([768, 512]);
+    expect(screen.queryByTestId("init-size-mismatch")).toBeNull();
+    expect(screen.getByTestId<HTMLSelectElement>("size").value).toBe("768x512");
+  });
+
+  it("offers the nearest size the engine takes for an image of an odd size", async () => {
+    await setup();
+    await fireEvent.click(screen.getByTestId("advanced-toggle"));
+    await fireEvent.change(screen.getByTestId("init-image-input"), { target: { files: [pngFile("photo.png", 1000, 750)] } });
+    expect((await screen.findByTestId("use-image-size")).textContent).toContain("Use image size (1024×768)");
+  });
+
+  it("a picture dropped anywhere on the form becomes the init image", async () => {
+    await setup();
+    const file = pngFile("dropped.png", 512, 512);
+    await fireEvent.drop(screen.getByTestId("generate-form"), { dataTransfer: { files: [file], types: ["Files"], getData: () => "" } });
+    await waitFor(() => expect(form.init_image).toMatch(/^data:image\/png;base64,/));
+    expect(screen.getByTestId("init-chip").textContent).toContain("img2img: dropped.png");
+  });
+
+  it("a finished result dragged onto the form becomes the init image", async () => {
+    await setup({ generate: () => "job-d" });
+    fakeImageLoading({ width: 512, height: 512 });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(app.current).toBe("job-d"));
+    await finishJob("job-d", 5, 21);
+    const carried: Record<string, string> = {};
+    const dataTransfer = {
+      types: [] as string[],
+      setData: (type: string, value: string) => {
+        carried[type] = value;
+        dataTransfer.types.push(type);
+      },
+      getData: (type: string) => carried[type] ?? "",
+      files: [] as File[],
+      effectAllowed: "",
+    };
+    await fireEvent.dragStart(screen.getByTestId("result-image").closest("button")!, { dataTransfer });
+    await fireEvent.drop(screen.getByTestId("generate-form"), { dataTransfer });
+    await waitFor(() => expect(form.init_image).toBe(GALLERY_PNG));
+    expect(screen.getByTestId("init-chip").textContent).toContain("gallery image #21");
+  });
+
   it("refuses a file that is not an image, saying so", async () => {
     await setup();
-    await screen.findByText("tiny");
     await fireEvent.click(screen.getByText(/Sampler, LoRAs, img2img/));
     const text = new File(["hello"], "notes.txt", { type: "text/plain" });
     await fireEvent.change(screen.getByTestId("init-image-input"), { target: { files: [text] } });
     expect((await screen.findByRole("alert")).textContent).toContain("notes.txt is not an image");
     expect(form.init_image).toBeNull();
+    expect(draft.init).toBeNull();
   });
 });

@@ -4,7 +4,24 @@ import { emit } from "@tauri-apps/api/event";
 import Models from "../panels/Models.svelte";
 import App from "../App.svelte";
 import { app, refreshModels, start } from "../lib/state.svelte";
-import { card, mockCore, models } from "./fixtures";
+import type { ModelEntry } from "../lib/bindings";
+import { card, info, mockCore, models } from "./fixtures";
+
+function file(overrides: Partial<ModelEntry>): ModelEntry {
+  return {
+    id: "piece",
+    path: "/data/models/piece.safetensors",
+    format: "safetensors",
+    family: "flux",
+    variant: null,
+    role: "vae",
+    quantization: null,
+    parameters: null,
+    size_bytes: 3e8,
+    error: null,
+    ...overrides,
+  };
+}
 
 describe("Models", () => {
   it("shows each card with its family, memory estimate and files, and why an incomplete one cannot run", async () => {
@@ -56,5 +73,46 @@ describe("Models", () => {
     await waitFor(() => expect(first.textContent).toContain("SD-Turbo"));
     expect(first.textContent).toContain("recommended for 8 GB GPUs");
     expect(first.textContent).toContain("/data/models");
+  });
+
+  it("counts steps in words: 1 step, 20 steps", async () => {
+    mockCore({ list_models: () => models([card({ id: "one", default_steps: 1 }), card({ id: "many", default_steps: 20 })]) });
+    await refreshModels();
+    render(Models);
+    expect(screen.getByTestId("card-one").textContent).toContain("1 step ·");
+    expect(screen.getByTestId("card-one").textContent).not.toContain("1 steps");
+    expect(screen.getByTestId("card-many").textContent).toContain("20 steps ·");
+  });
+
+  it("lists the files it cannot use in plain view, each with the reason, apart from the pieces and LoRAs", async () => {
+    mockCore({
+      list_models: () => ({
+        ...models(),
+        files: [
+          file({ id: "broken", path: "/data/models/broken.gguf", format: null, role: "unknown", error: "not a GGUF or safetensors file (truncated header)" }),
+          file({ id: "ae", path: "/data/models/vae/ae.safetensors" }),
+          file({ id: "detail-tweaker", path: "/data/models/loras/detail-tweaker.safetensors", role: "lora" }),
+        ],
+      }),
+    });
+    await refreshModels();
+    render(Models);
+    const unusable = screen.getByTestId("unusable-files");
+    expect(unusable.textContent).toContain("1 file DiffuGen can't use");
+    expect(unusable.textContent).toContain("/data/models/broken.gguf");
+    expect(unusable.textContent).toContain("not a GGUF or safetensors file (truncated header)");
+    expect(unusable.closest("details")).toBeNull();
+    expect(unusable.textContent).not.toContain("ae.safetensors");
+    expect(screen.getByText("2 other files (pieces of models, LoRAs)")).toBeTruthy();
+  });
+
+  it("says why DiffuGen's models folder cannot be moved when an environment variable fixes it", async () => {
+    mockCore({ list_models: () => models([]), app_info: () => ({ ...info, models_dir_fixed: true }) });
+    render(App);
+    const move = await screen.findByTestId<HTMLButtonElement>("move-models-dir");
+    expect(move.disabled).toBe(true);
+    const reason = screen.getByTestId("models-dir-fixed");
+    expect(move.getAttribute("aria-describedby")).toBe(reason.id);
+    expect(reason.textContent).toContain("the DIFFUGEN_MODELS_DIR environment variable sets it to /data/models");
   });
 });

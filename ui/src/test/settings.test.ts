@@ -104,4 +104,62 @@ describe("Settings", () => {
     expect((await screen.findByRole("alert")).textContent).toContain("is not a keep-alive");
     expect(keep.classList.contains("invalid")).toBe(true);
   });
+
+  it("refuses a port out of range at the field, in words, without asking the core", async () => {
+    app.info = info;
+    app.settings = { extra_models_dirs: [] };
+    const calls = mockCore();
+    render(SettingsPanel);
+    const port = screen.getByTestId("api-port");
+    await fireEvent.change(port, { target: { value: "70000" } });
+    const message = await screen.findByTestId("setting-error-api_port");
+    expect(message.textContent).toBe("Port must be a whole number from 1 to 65535");
+    expect(port.getAttribute("aria-invalid")).toBe("true");
+    expect(port.getAttribute("aria-describedby")).toBe(message.id);
+    expect(calls.some((c) => c.cmd === "set_setting")).toBe(false);
+  });
+
+  it("shows a refusal that reads like Rust in words at the field, the raw text behind Details", async () => {
+    app.info = info;
+    app.settings = { extra_models_dirs: [] };
+    mockCore({
+      set_setting: () => {
+        throw { field: "gateway_port", message: "invalid setting gateway_port: '8080.5': invalid type: floating point `8080.5`, expected u16" };
+      },
+    });
+    render(SettingsPanel);
+    await fireEvent.change(screen.getByTestId("gateway-port"), { target: { value: "8080" } });
+    const message = await screen.findByTestId("setting-error-gateway_port");
+    expect(message.textContent).toBe("Gateway port must be a whole number from 1 to 65535");
+    expect(message.textContent).not.toMatch(/u16|invalid type/);
+    const details = message.parentElement!.querySelector("details")!;
+    expect(details.textContent).toContain("expected u16");
+    expect(details.open).toBe(false);
+  });
+
+  it("drops the core's own prefix: the field already says which setting is wrong", async () => {
+    app.info = info;
+    app.settings = { extra_models_dirs: [] };
+    mockCore({
+      set_setting: () => {
+        throw { field: "ollama_url", message: "invalid setting ollama_url: 'localhost' is not a URL; write http://host:port" };
+      },
+    });
+    render(SettingsPanel);
+    const url = screen.getByTestId("ollama-url");
+    await fireEvent.change(url, { target: { value: "localhost" } });
+    const message = await screen.findByTestId("setting-error-ollama_url");
+    expect(message.textContent).toBe("'localhost' is not a URL; write http://host:port");
+    expect(url.getAttribute("aria-describedby")).toBe(message.id);
+  });
+
+  it("says why the models folder cannot be chosen when an environment variable sets it", () => {
+    mockCore();
+    app.info = { ...info, models_dir_fixed: true };
+    app.settings = { extra_models_dirs: [] };
+    render(SettingsPanel);
+    const choose = screen.getAllByRole<HTMLButtonElement>("button", { name: "Choose…" })[0];
+    expect(choose.disabled).toBe(true);
+    expect(document.getElementById(choose.getAttribute("aria-describedby")!)?.textContent).toContain("DIFFUGEN_MODELS_DIR sets the models folder");
+  });
 });

@@ -1,6 +1,8 @@
-import { afterEach } from "vitest";
+import { afterEach, vi } from "vitest";
+import { flushSync } from "svelte";
 import { cleanup } from "@testing-library/svelte";
 import { clearMocks } from "@tauri-apps/api/mocks";
+import { draft, emptyForm, form } from "../lib/state.svelte";
 
 // jsdom lacks these; the panels use them.
 if (!window.matchMedia) {
@@ -26,4 +28,12 @@ if (!("ResizeObserver" in window)) {
 afterEach(() => {
   cleanup();
   clearMocks();
+  vi.unstubAllGlobals();
+  vi.restoreAllMocks();
+  vi.useRealTimers();
+  // The form is shared and saved in the storage as it changes: each test starts from an empty one.
+  Object.assign(form, emptyForm());
+  Object.assign(draft, { seedLocked: false, init: null });
+  flushSync();
+  localStorage.clear();
 });

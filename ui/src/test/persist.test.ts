@@ -1,0 +1,116 @@
+import { describe, expect, it } from "vitest";
+import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/svelte";
+import { flushSync } from "svelte";
+import Generate from "../panels/Generate.svelte";
+import { app, draft, emptyForm, form, FORM_KEY, start } from "../lib/state.svelte";
+import { card, mockCore, models } from "./fixtures";
+
+const twoModels = () => models([card(), card({ id: "second", name: "second model" })]);
+
+async function open() {
+  app.toasts = [];
+  mockCore({ list_models: twoModels });
+  const stop = await start();
+  render(Generate);
+  await screen.findByTestId("model-picker");
+  return stop;
+}
+
+/** Closes the window: what lives in memory is gone, the storage stays. */
+function restart(stop: () => void) {
+  flushSync();
+  stop();
+  cleanup();
+  Object.assign(form, emptyForm());
+  Object.assign(draft, { seedLocked: false, init: null });
+}
+
+describe("Generate: the form survives a restart", () => {
+  it("restores prompts, model, size, steps, CFG, sampler, scheduler, seed and its lock, count and LoRAs", async () => {
+    const stop = await open();
+    await fireEvent.click(screen.getByTestId("model-picker"));
+    await fireEvent.click(screen.getByTestId("model-option-second"));
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "a red fox in snow" } });
+    await fireEvent.input(screen.getByLabelText("Negative prompt"), { target: { value: "blurry" } });
+    await fireEvent.change(screen.getByTestId("size"), { target: { value: "custom" } });
+    await fireEvent.input(screen.getByTestId("width"), { target: { value: "640" } });
+    await fireEvent.input(screen.getByTestId("height"), { target: { value: "384" } });
+    await fireEvent.input(screen.getByTestId("steps"), { target: { value: "12" } });
+    await fireEvent.input(screen.getByTestId("cfg-scale"), { target: { value: "6.5" } });
+    await fireEvent.input(screen.getByTestId("count"), { target: { value: "3" } });
+    await fireEvent.input(screen.getByTestId("seed"), { target: { value: "777" } });
+    await fireEvent.click(screen.getByTestId("advanced-toggle"));
+    await fireEvent.change(screen.getByLabelText("Sampler"), { target: { value: "dpm++2m" } });
+    await fireEvent.change(screen.getByLabelText("Scheduler"), { target: { value: "karras" } });
+    await fireEvent.change(screen.getByLabelText("LoRA"), { target: { value: "detail-tweaker" } });
+    await fireEvent.click(screen.getByRole("button", { name: "Add" }));
+    restart(stop);
+
+    await open();
+    expect(screen.getByTestId("model-picker").dataset.model).toBe("second");
+    expect(screen.getByTestId<HTMLTextAreaElement>("prompt").value).toBe("a red fox in snow");
+    expect(screen.getByLabelText<HTMLTextAreaElement>("Negative prompt").value).toBe("blurry");
+    expect(screen.getByTestId<HTMLInputElement>("width").value).toBe("640");
+    expect(screen.getByTestId<HTMLInputElement>("height").value).toBe("384");
+    expect(screen.getByTestId<HTMLInputElement>("steps").value).toBe("12");
+    expect(screen.getByTestId<HTMLInputElement>("cfg-scale").value).toBe("6.5");
+    expect(screen.getByTestId<HTMLInputElement>("count").value).toBe("3");
+    expect(screen.getByTestId<HTMLInputElement>("seed").value).toBe("777");
+    expect(screen.getByTestId("seed-lock").getAttribute("aria-pressed")).toBe("true");
+    await fireEvent.click(screen.getByTestId("advanced-toggle"));
+    expect(screen.getByLabelText<HTMLSelectElement>("Sampler").value).toBe("dpm++2m");
+    expect(screen.getByLabelText<HTMLSelectElement>("Scheduler").value).toBe("karras");
+    expect(screen.getByLabelText("detail-tweaker weight")).toBeTruthy();
+  });
+
+  it("does not keep the init image (it stays private and out of the storage)", async () => {
+    const stop = await open();
+    form.init_image = "data:image/png;base64,AAAA";
+    form.strength = 0.5;
+    flushSync();
+    expect(localStorage.getItem(FORM_KEY)).not.toContain("base64");
+    restart(stop);
+    await open();
+    expect(form.init_image).toBeNull();
+    expect(screen.queryByTestId("init-chip")).toBeNull();
+  });
+
+  it("falls back to an installed model when the saved one is gone", async () => {
+    localStorage.setItem(FORM_KEY, JSON.stringify({ model: "deleted-model", prompt: "kept", seed: 5, seed_locked: true }));
+    await open();
+    expect(screen.getByTestId("model-picker").dataset.model).toBe("tiny");
+    expect(screen.getByTestId<HTMLTextAreaElement>("prompt").value).toBe("kept");
+    expect(screen.getByTestId("seed-lock").getAttribute("aria-pressed")).toBe("true");
+  });
+
+  it("ignores a saved form it cannot read", async () => {
+    localStorage.setItem(FORM_KEY, "{not json");
+    await open();
+    expect(screen.getByTestId<HTMLTextAreaElement>("prompt").value).toBe("");
+    localStorage.setItem(FORM_KEY, JSON.stringify({ prompt: 42, steps: "many", loras: [{ name: 1 }] }));
+    cleanup();
+    await open();
+    expect(form.prompt).toBe("");
+    expect(form.steps).toBeNull();
+    expect(form.loras).toEqual([]);
+  });
+
+  it("Reset puts every field back to its default, and Undo brings the form back", async () => {
+    await open();
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "a lighthouse" } });
+    await fireEvent.input(screen.getByTestId("steps"), { target: { value: "30" } });
+    await fireEvent.input(screen.getByTestId("seed"), { target: { value: "99" } });
+    await fireEvent.click(screen.getByTestId("reset-form"));
+    expect(screen.getByTestId<HTMLTextAreaElement>("prompt").value).toBe("");
+    expect(screen.getByTestId<HTMLInputElement>("steps").value).toBe("");
+    expect(screen.getByTestId<HTMLInputElement>("seed").value).toBe("");
+    expect(screen.getByTestId("seed-lock").getAttribute("aria-pressed")).toBe("false");
+    expect(screen.getByTestId("model-picker").dataset.model).toBe("tiny");
+
+    const undo = app.toasts.find((t) => t.action?.label === "Undo");
+    undo!.action!.run();
+    await waitFor(() => expect(screen.getByTestId<HTMLTextAreaElement>("prompt").value).toBe("a lighthouse"));
+    expect(screen.getByTestId<HTMLInputElement>("seed").value).toBe("99");
+    expect(screen.getByTestId("seed-lock").getAttribute("aria-pressed")).toBe("true");
+  });
+});
