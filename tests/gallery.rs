@@ -804,3 +804,39 @@ fn tags_are_searched_like_prompt_words() {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("invalid tags"));
 }
+
+#[test]
+fn boards_are_created_renamed_and_deleted_and_their_images_stay_in_the_gallery() {
+    let dir = tempfile::tempdir().unwrap();
+    let gallery = Gallery::open(dir.path()).unwrap();
+    let id = gallery
+        .add(&our_png(
+            &dir.path().join("outputs"),
+            "b.png",
+            "a boat",
+            "sd15",
+            1,
+            1e9,
+        ))
+        .unwrap();
+    gallery.create_board("Harbours").unwrap();
+    assert!(
+        gallery.create_board(" Harbours ").is_err(),
+        "names are unique"
+    );
+    assert!(gallery.create_board("  ").is_err(), "a board needs a name");
+    gallery.add_to_board(id, "Harbours").unwrap();
+    gallery.rename_board("Harbours", "Ports").unwrap();
+    assert_eq!(gallery.boards().unwrap(), [("Ports".to_string(), 1)]);
+    assert_eq!(gallery.get(id).unwrap().boards, ["Ports"]);
+    gallery.delete_board("Ports").unwrap();
+    assert!(gallery.boards().unwrap().is_empty());
+    assert!(
+        gallery.get(id).unwrap().boards.is_empty(),
+        "the image stays, off the board"
+    );
+    assert!(
+        gallery.rename_board("Ports", "Docks").is_err(),
+        "no such board any more"
+    );
+}

@@ -199,6 +199,52 @@ fn gallery_remix(core: CoreState<'_>, id: u32) -> Result<GenerateForm, AppError>
 
 #[tauri::command]
 #[specta::specta]
+fn gallery_create_board(core: CoreState<'_>, name: String) -> Result<Vec<Board>, AppError> {
+    core.gallery_create_board(&name)
+}
+
+#[tauri::command]
+#[specta::specta]
+fn gallery_rename_board(
+    core: CoreState<'_>,
+    from: String,
+    to: String,
+) -> Result<Vec<Board>, AppError> {
+    core.gallery_rename_board(&from, &to)
+}
+
+#[tauri::command]
+#[specta::specta]
+fn gallery_delete_board(core: CoreState<'_>, name: String) -> Result<Vec<Board>, AppError> {
+    core.gallery_delete_board(&name)
+}
+
+/// Files the images into `board` (`on`) or takes them off it.
+#[tauri::command]
+#[specta::specta]
+fn gallery_set_board(
+    core: CoreState<'_>,
+    ids: Vec<u32>,
+    board: String,
+    on: bool,
+) -> Result<Vec<Entry>, AppError> {
+    core.gallery_set_board(&ids, &board, on)
+}
+
+#[tauri::command]
+#[specta::specta]
+fn gallery_set_tags(core: CoreState<'_>, id: u32, tags: Vec<String>) -> Result<Entry, AppError> {
+    core.gallery_set_tags(id, &tags)
+}
+
+#[tauri::command]
+#[specta::specta]
+fn gallery_image_data(core: CoreState<'_>, id: u32) -> Result<String, AppError> {
+    core.gallery_image_data(id)
+}
+
+#[tauri::command]
+#[specta::specta]
 fn gallery_boards(core: CoreState<'_>) -> Result<Vec<Board>, AppError> {
     core.gallery_boards()
 }
@@ -310,6 +356,12 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             gallery_delete,
             gallery_restore,
             gallery_remix,
+            gallery_image_data,
+            gallery_create_board,
+            gallery_rename_board,
+            gallery_delete_board,
+            gallery_set_board,
+            gallery_set_tags,
             gallery_boards,
             gallery_save_as,
             gallery_reveal,

@@ -568,6 +568,66 @@ impl Core {
         Ok(self.gallery.restore(id)?)
     }
 
+    pub fn gallery_create_board(&self, name: &str) -> Result<Vec<Board>, AppError> {
+        self.gallery.create_board(name)?;
+        self.gallery_boards()
+    }
+
+    pub fn gallery_rename_board(&self, from: &str, to: &str) -> Result<Vec<Board>, AppError> {
+        self.gallery.rename_board(from, to)?;
+        self.gallery_boards()
+    }
+
+    pub fn gallery_delete_board(&self, name: &str) -> Result<Vec<Board>, AppError> {
+        self.gallery.delete_board(name)?;
+        self.gallery_boards()
+    }
+
+    /// Files images into a board (created if new) or takes them off it; returns the updated entries.
+    pub fn gallery_set_board(
+        &self,
+        ids: &[u32],
+        board: &str,
+        on: bool,
+    ) -> Result<Vec<Entry>, AppError> {
+        ids.iter()
+            .map(|&id| {
+                Ok(if on {
+                    self.gallery.add_to_board(id, board)?
+                } else {
+                    self.gallery.remove_from_board(id, board)?
+                })
+            })
+            .collect()
+    }
+
+    pub fn gallery_set_tags(&self, id: u32, tags: &[String]) -> Result<Entry, AppError> {
+        Ok(self.gallery.set_tags(id, tags)?)
+    }
+
+    /// A gallery image as a `data:` URL, for the form's init image ("Use as init image").
+    pub fn gallery_image_data(&self, id: u32) -> Result<String, AppError> {
+        use base64::Engine as _;
+        let entry = self.gallery.get(id)?;
+        let path = std::path::Path::new(&entry.path);
+        let mime = match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("jpg" | "jpeg") => "image/jpeg",
+            Some("webp") => "image/webp",
+            _ => "image/png",
+        };
+        let bytes = std::fs::read(path)
+            .map_err(|e| AppError::new(format!("cannot read {}: {e}", path.display())))?;
+        Ok(format!(
+            "data:{mime};base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ))
+    }
+
     pub fn gallery_remix(&self, id: u32) -> Result<GenerateForm, AppError> {
         let entry = self.gallery.get(id)?;
         let init = self.gallery.init_image(&entry);

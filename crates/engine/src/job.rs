@@ -62,6 +62,8 @@ async fn render_and_save(
     started: Instant,
     on_event: &mut (dyn FnMut(JobEvent) + Send),
 ) -> Result<JobResult, EngineError> {
+    // The render's own time ("took"), without the wait in the queue before it.
+    let render_started = Instant::now();
     // Saving has no measured duration of its own: it keeps the last percent, so progress never jumps back.
     let mut last_percent = None;
     let generated = engine
@@ -78,7 +80,7 @@ async fn render_and_save(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64();
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = render_started.elapsed().as_secs_f64();
     let (init_image, mask) = output::save_inputs(destination, spec).map_err(|e| {
         EngineError::Storage(format!(
             "cannot keep the init image: {}",

@@ -38,6 +38,18 @@ pub enum GalleryError {
     Db(#[from] rusqlite::Error),
 }
 
+/// A board's name, trimmed; empty or overlong names are refused.
+fn board_name(name: &str) -> Result<&str, GalleryError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(GalleryError::Invalid {
+            field: "board",
+            message: "a board needs a name of 1 to 100 characters".into(),
+        });
+    }
+    Ok(name)
+}
+
 impl GalleryError {
     /// Whether the disk is full: SQLite's SQLITE_FULL, or a file write that failed with ENOSPC.
     pub fn is_disk_full(&self) -> bool {
@@ -588,6 +600,67 @@ impl Gallery {
             params![name, id],
         )?;
         self.get(id)
+    }
+
+    /// Creates an empty board (a name that exists already is refused).
+    pub fn create_board(&self, name: &str) -> Result<(), GalleryError> {
+        let name = board_name(name)?;
+        let inserted = self.write().execute(
+            "INSERT INTO boards (name, created) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+            params![name, now()],
+        )?;
+        if inserted == 0 {
+            return Err(GalleryError::Invalid {
+                field: "board",
+                message: format!("a board named '{name}' exists already"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Renames a board; its images stay on it.
+    pub fn rename_board(&self, from: &str, to: &str) -> Result<(), GalleryError> {
+        let to = board_name(to)?;
+        let conn = self.write();
+        let taken: bool = conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM boards WHERE name = ?1)",
+            [to],
+            |r| r.get(0),
+        )?;
+        if taken && from.trim() != to {
+            return Err(GalleryError::Invalid {
+                field: "board",
+                message: format!("a board named '{to}' exists already"),
+            });
+        }
+        let changed = conn.execute(
+            "UPDATE boards SET name = ?2 WHERE name = ?1",
+            params![from.trim(), to],
+        )?;
+        if changed == 0 {
+            return Err(GalleryError::Invalid {
+                field: "board",
+                message: format!("there is no board named '{}'", from.trim()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes a board; its images stay in the gallery.
+    pub fn delete_board(&self, name: &str) -> Result<(), GalleryError> {
+        let conn = self.write();
+        conn.execute(
+            "DELETE FROM board_images WHERE board_id = (SELECT id FROM boards WHERE name = ?1)",
+            [name.trim()],
+        )?;
+        let deleted = conn.execute("DELETE FROM boards WHERE name = ?1", [name.trim()])?;
+        if deleted == 0 {
+            return Err(GalleryError::Invalid {
+                field: "board",
+                message: format!("there is no board named '{}'", name.trim()),
+            });
+        }
+        Ok(())
     }
 
     /// Every board with how many images it holds.

@@ -31,6 +31,13 @@ export const commands = {
 	galleryDelete: (id: number) => typedError<Entry, AppError>(__TAURI_INVOKE("gallery_delete", { id })),
 	galleryRestore: (id: number) => typedError<Entry, AppError>(__TAURI_INVOKE("gallery_restore", { id })),
 	galleryRemix: (id: number) => typedError<GenerateForm, AppError>(__TAURI_INVOKE("gallery_remix", { id })),
+	galleryImageData: (id: number) => typedError<string, AppError>(__TAURI_INVOKE("gallery_image_data", { id })),
+	galleryCreateBoard: (name: string) => typedError<Board[], AppError>(__TAURI_INVOKE("gallery_create_board", { name })),
+	galleryRenameBoard: (from: string, to: string) => typedError<Board[], AppError>(__TAURI_INVOKE("gallery_rename_board", { from, to })),
+	galleryDeleteBoard: (name: string) => typedError<Board[], AppError>(__TAURI_INVOKE("gallery_delete_board", { name })),
+	/**  Files the images into `board` (`on`) or takes them off it. */
+	gallerySetBoard: (ids: number[], board: string, on: boolean) => typedError<Entry[], AppError>(__TAURI_INVOKE("gallery_set_board", { ids, board, on })),
+	gallerySetTags: (id: number, tags: string[]) => typedError<Entry, AppError>(__TAURI_INVOKE("gallery_set_tags", { id, tags })),
 	galleryBoards: () => typedError<Board[], AppError>(__TAURI_INVOKE("gallery_boards")),
 	/**  Copies the image to a path the user picked in the save dialog. */
 	gallerySaveAs: (id: number, destination: string) => typedError<null, AppError>(__TAURI_INVOKE("gallery_save_as", { id, destination })),
