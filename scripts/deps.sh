@@ -2,7 +2,8 @@
 # Installs the system packages DiffuGen builds and tests with (Debian/Ubuntu), and checks Rust and Node.js.
 # - cmake, libclang: compile the vendored stable-diffusion.cpp and generate its bindings;
 # - libwebkit2gtk-4.1, librsvg2, libayatana-appindicator3: the Tauri desktop app (WebKitGTK window);
-# - webkit2gtk-driver (WebKitWebDriver) and xvfb: the desktop end-to-end test in a real window without a screen.
+# - webkit2gtk-driver (WebKitWebDriver) and xvfb: the desktop end-to-end test in a real window without a screen;
+# - python3 with venv: schemathesis, run over the API by the tests (scripts/api-fuzz.sh).
 # Uses sudo when not root. Safe to run again.
 set -euo pipefail
 packages=(cmake libclang-dev build-essential pkg-config curl file
@@ -17,6 +18,12 @@ if ((${#missing[@]})); then
   echo "installing ${missing[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# A python3 without its venv module (Debian's own python3) gets python3-venv.
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv --help >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: Rust is not installed. Install it from https://rustup.rs and run this again." >&2

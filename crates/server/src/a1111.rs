@@ -45,8 +45,10 @@ impl IntoResponse for A1111Error {
             _ => "RuntimeError",
         };
         let detail = match &error.param {
-            Some(param) => format!("{param}: {}", error.message),
-            None => error.message.clone(),
+            Some(param) if !error.message.starts_with(&format!("{param}:")) => {
+                format!("{param}: {}", error.message)
+            }
+            _ => error.message.clone(),
         };
         let mut response = (
             status,

@@ -70,7 +70,11 @@ pub fn origin_allowed(origin: &str, host: Option<&str>, cors_origins: &[String])
 pub fn in_dialect(path: &str, error: ApiError) -> Response {
     if path.starts_with("/sdapi/") {
         crate::a1111::A1111Error::from(error).into_response()
-    } else if path.starts_with("/generate") || path == "/models" || path == "/images" {
+    } else if path.starts_with("/generate")
+        || path == "/models"
+        || path == "/images"
+        || path == "/v1/images/generations/stream"
+    {
         crate::legacy::LegacyError::from(error).into_response()
     } else {
         error.into_response()

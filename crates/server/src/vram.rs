@@ -28,12 +28,22 @@ pub async fn snapshot(State(state): State<AppState>) -> Result<Json<VramSnapshot
 }
 
 fn switch_error(error: SwitchError) -> ApiError {
-    let status = match error {
-        SwitchError::WaitTimedOut { .. } => StatusCode::CONFLICT,
-        SwitchError::NotConfirmed(_) => StatusCode::GATEWAY_TIMEOUT,
-        SwitchError::Ollama(_) => StatusCode::BAD_GATEWAY,
+    let (status, code) = match error {
+        SwitchError::WaitTimedOut { .. } => (StatusCode::CONFLICT, "render_running"),
+        // Nothing to hand the GPU to or take it from: a state of this machine, not a failure of the server.
+        SwitchError::Ollama(diffugen_vram::OllamaError::Unreachable { .. }) => {
+            (StatusCode::CONFLICT, "ollama_not_running")
+        }
+        SwitchError::NotConfirmed(_) => (StatusCode::GATEWAY_TIMEOUT, "not_confirmed"),
+        SwitchError::Ollama(_) => (StatusCode::BAD_GATEWAY, "ollama_failed"),
     };
-    ApiError::new(status, error.to_string())
+    let message = match &error {
+        SwitchError::Ollama(diffugen_vram::OllamaError::Unreachable { .. }) => format!(
+            "{error}. Ollama is not running (start it with `ollama serve`) or listens elsewhere (--ollama-url)"
+        ),
+        _ => error.to_string(),
+    };
+    ApiError::new(status, message).code(code)
 }
 
 /// `POST /api/v1/vram/llm`: free the engine's memory and restore the LLMs DiffuGen unloaded.
