@@ -6,8 +6,10 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use diffugen_jobs::JobManager;
 use diffugen_server::{AppState, Limits};
+use serde_json::{json, Value};
 use support::{engine, Workspace};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -182,7 +184,6 @@ async fn an_edit_without_a_size_keeps_the_photos_shape_and_its_remix_renders_the
         .unwrap();
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
-    use base64::Engine as _;
     let first = image::load_from_memory(
         &base64::engine::general_purpose::STANDARD
             .decode(body["data"][0]["b64_json"].as_str().unwrap())
@@ -634,5 +635,121 @@ async fn what_axum_refuses_by_itself_is_answered_in_each_dialects_shape_naming_t
         body["detail"].as_str().unwrap().starts_with("n_iter"),
         "{body}"
     );
+    server.shutdown().await.unwrap();
+}
+
+fn png_declaring(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for byte in bytes {
+            crc ^= u32::from(*byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut png = png(1, 1);
+    // The IHDR chunk starts after the 8-byte signature: length (4), "IHDR" (4), width (4), height (4), ...
+    png[16..20].copy_from_slice(&width.to_be_bytes());
+    png[20..24].copy_from_slice(&height.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+#[tokio::test]
+async fn an_image_that_declares_too_many_pixels_is_refused_before_it_is_decoded() {
+    let ws = Workspace::new();
+    let (server, base) = support::serve_api(&ws, JobManager::new(Arc::new(engine()), 8)).await;
+    let client = reqwest::Client::new();
+    let bomb = base64::engine::general_purpose::STANDARD.encode(png_declaring(12_000, 12_000));
+    let response = client
+        .post(format!("{base}/api/v1/jobs"))
+        .json(&json!({"model": "tiny", "prompt": "x", "init_image": {"base64": bomb}}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["param"], "init_image", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("12000x12000") && message.contains("4096x4096"),
+        "{message}"
+    );
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "x")
+        .text("model", "tiny")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(png_declaring(12_000, 12_000)).file_name("bomb.png"),
+        );
+    let response = client
+        .post(format!("{base}/v1/images/edits"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("megapixels"),
+        "{body}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn health_answers_within_100_ms_while_a_thousand_half_sent_requests_and_image_bombs_arrive() {
+    let ws = Workspace::new();
+    let (server, base) = support::serve_api(&ws, JobManager::new(Arc::new(engine()), 8)).await;
+    let addr = base.trim_start_matches("http://").to_string();
+    // 1,100 clients that send half a request head and then nothing.
+    let mut stalled = Vec::new();
+    for _ in 0..1_100 {
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        socket
+            .write_all(b"POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
+        stalled.push(socket);
+    }
+    // Four image bombs at once (12000x12000 PNGs of a few hundred bytes).
+    let client = reqwest::Client::new();
+    let bomb = base64::engine::general_purpose::STANDARD.encode(png_declaring(12_000, 12_000));
+    let bombs: Vec<_> = (0..4)
+        .map(|_| {
+            let request = client
+                .post(format!("{base}/api/v1/jobs"))
+                .json(&json!({"model": "tiny", "prompt": "x", "init_image": {"base64": bomb}}));
+            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for _ in 0..15 {
+        let started = Instant::now();
+        let health = client.get(format!("{base}/health")).send().await.unwrap();
+        assert!(health.status().is_success());
+        latencies.push(started.elapsed());
+    }
+    for bomb in bombs {
+        assert_eq!(bomb.await.unwrap().unwrap(), 400, "a bomb is refused");
+    }
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    assert!(
+        median < Duration::from_millis(100),
+        "/health took {median:?} (median of {latencies:?})"
+    );
+    drop(stalled);
     server.shutdown().await.unwrap();
 }

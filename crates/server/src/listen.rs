@@ -35,7 +35,7 @@ impl Default for Limits {
 /// Connections this process can hold open while keeping descriptors for its models, images and database: the
 /// soft descriptor limit is raised to the hard one first (Linux ships 1,024 soft against a far higher hard limit).
 fn connection_cap() -> usize {
-    const CAP: usize = 1024;
+    const CAP: usize = 8192;
     const RESERVED: usize = 256;
     #[cfg(unix)]
     {
