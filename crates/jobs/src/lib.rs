@@ -58,6 +58,8 @@ pub struct JobInfo {
     pub prompt: String,
     /// Unix seconds.
     pub created: f64,
+    /// When it ended (Unix seconds); `None` while it waits or runs.
+    pub finished: Option<f64>,
     pub outputs: Vec<Output>,
     pub error: Option<String>,
     /// The latest event, if any.
@@ -80,6 +82,7 @@ struct Job {
     work: Option<(JobSpec, Destination)>,
     source: String,
     created: f64,
+    finished: Option<f64>,
     accepted: Instant,
     state: JobState,
     events: Vec<JobEvent>,
@@ -112,6 +115,7 @@ impl Job {
             model: self.model.clone(),
             prompt: self.prompt.clone(),
             created: self.created,
+            finished: self.finished,
             outputs,
             error,
             last_event: last,
@@ -318,6 +322,7 @@ impl JobManager {
             match saved.state {
                 JobState::Done | JobState::Failed | JobState::Cancelled => {
                     job.state = saved.state;
+                    job.finished = saved.finished;
                     job.events.extend(saved.last_event);
                     state.jobs.insert(id.clone(), job);
                     state.finished.push_back(id);
@@ -377,6 +382,7 @@ impl JobManager {
             work,
             source,
             created,
+            finished: None,
             accepted: Instant::now(),
             state: JobState::Queued,
             events: Vec::new(),
@@ -439,6 +445,7 @@ impl JobManager {
                 model: job.model.clone(),
                 prompt: job.prompt.clone(),
                 created: job.created,
+                finished: None,
                 last_event: None,
             };
             store
@@ -909,8 +916,10 @@ fn finish(state: &mut State, id: &str) {
     if let Some(job) = state.jobs.get_mut(id) {
         // What the runner needed (init images among it) is not kept for the history.
         job.work = None;
+        let at = now_unix();
+        job.finished = Some(at);
         if let Some(store) = &state.store {
-            if let Err(e) = store.finish(id, job.state, job.events.last(), now_unix()) {
+            if let Err(e) = store.finish(id, job.state, job.events.last(), at) {
                 tracing::warn!(error = %e, "the queue on disk was not updated");
             }
         }

@@ -31,6 +31,8 @@ pub(crate) struct StoredJob {
     pub model: String,
     pub prompt: String,
     pub created: f64,
+    /// When it ended (Unix seconds).
+    pub finished: Option<f64>,
     /// A finished job's final event.
     pub last_event: Option<JobEvent>,
 }
@@ -220,7 +222,7 @@ impl JobStore {
         let conn = self.conn();
         let mut statement = conn
             .prepare(
-                "SELECT id, state, spec, destination, source, model, prompt, created, last_event FROM jobs
+                "SELECT id, state, spec, destination, source, model, prompt, created, last_event, finished FROM jobs
                  ORDER BY finished IS NULL, finished, state != 'running', position, created",
             )
             .map_err(|e| self.error(e))?;
@@ -236,13 +238,24 @@ impl JobStore {
                     row.get::<_, String>(6)?,
                     row.get::<_, f64>(7)?,
                     row.get::<_, Option<String>>(8)?,
+                    row.get::<_, Option<f64>>(9)?,
                 ))
             })
             .map_err(|e| self.error(e))?;
         let mut jobs = Vec::new();
         for row in rows {
-            let (id, state, spec, destination, source, model, prompt, created, last_event) =
-                row.map_err(|e| self.error(e))?;
+            let (
+                id,
+                state,
+                spec,
+                destination,
+                source,
+                model,
+                prompt,
+                created,
+                last_event,
+                finished,
+            ) = row.map_err(|e| self.error(e))?;
             let Some(state) = parse_state(&state) else {
                 tracing::warn!(%id, %state, "a stored job with an unknown state was skipped");
                 continue;
@@ -271,6 +284,7 @@ impl JobStore {
                 model,
                 prompt,
                 created,
+                finished,
                 last_event: last_event.and_then(|e| serde_json::from_str(&e).ok()),
             });
         }
@@ -292,6 +306,7 @@ mod tests {
             model: "tiny".into(),
             prompt: format!("prompt of {id}"),
             created: 1.0,
+            finished: None,
             last_event: None,
         }
     }

@@ -77,6 +77,21 @@ export function label(field: string): string {
   return field.replaceAll("_", " ");
 }
 
+/** Who sent a job (`JobInfo.source`), in words. */
+export function sourceName(source: string): string {
+  const names: Record<string, string> = {
+    app: "this app",
+    openai: "Open WebUI / OpenAI API",
+    a1111: "AUTOMATIC1111 API",
+    "a1111-txt2img": "AUTOMATIC1111 API",
+    "a1111-img2img": "AUTOMATIC1111 API (img2img)",
+    api: "DiffuGen API",
+    cli: "DiffuGen command line",
+    legacy: "DiffuGen API (old endpoints)",
+  };
+  return names[source] ?? source;
+}
+
 /** `gallery://` URL of an image's thumbnail or full file (served by the app, only for gallery images). */
 export function galleryUrl(kind: "thumb" | "image", id: number): string {
   return convertFileSrc(`${kind}-${id}`, "gallery");

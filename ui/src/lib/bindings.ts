@@ -346,6 +346,8 @@ export type JobInfo = {
 	prompt: string,
 	/**  Unix seconds. */
 	created: number | null,
+	/**  When it ended (Unix seconds); `None` while it waits or runs. */
+	finished: number | null,
 	outputs: Output[],
 	error: string | null,
 	/**  The latest event, if any. */

@@ -1,7 +1,8 @@
 // Pictures handed to the form as img2img sources: read from a file (picked or dropped) or from a gallery image, as
 // the data URL the core takes, with their name and pixel size (read from the file's header, so a mismatch with the
 // form's size shows before anything is sent).
-import { galleryUrl } from "./api";
+import { commands } from "./bindings";
+import { call } from "./api";
 
 export interface Size {
   width: number;
@@ -97,44 +98,70 @@ export async function readImageFile(file: File): Promise<PickedImage> {
   return { dataUrl: `data:${file.type};base64,${base64(bytes)}`, name: file.name, size: imageSize(bytes) };
 }
 
+/** The bytes of a `data:...;base64,` URL (empty when it is not one). */
+export function dataUrlBytes(url: string): Uint8Array {
+  const comma = url.indexOf(",");
+  if (!url.startsWith("data:") || comma < 0 || !url.slice(0, comma).endsWith(";base64")) return new Uint8Array();
+  try {
+    const binary = atob(url.slice(comma + 1));
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+    return bytes;
+  } catch {
+    return new Uint8Array();
+  }
+}
+
+/** The pixel size of the image in a data URL, read from its header; `null` when it cannot be read. */
+export function dataUrlSize(url: string): Size | null {
+  return imageSize(dataUrlBytes(url));
+}
+
 /**
- * A gallery image as an init image: drawn on a canvas and read back as PNG. The pixels can only be read back when
- * the `gallery://` answer allows it (CORS), so a failure says what to do instead.
+ * A gallery image as an init image: the core reads the file and answers a data URL (the window cannot read the
+ * pixels of a `gallery://` image itself). Throws the core's error when the file cannot be read.
  */
-export function readGalleryImage(id: number, size: Size | null = null): Promise<PickedImage> {
-  return new Promise((resolve, reject) => {
-    const img = new Image();
-    img.crossOrigin = "anonymous";
-    const fail = (why: string) =>
-      reject(
-        new Error(
-          `Image #${id} couldn't be read for img2img (${why}). Save it with "Save as…" and choose that file under img2img instead.`,
-        ),
-      );
-    img.onload = () => {
-      try {
-        const canvas = document.createElement("canvas");
-        canvas.width = img.naturalWidth;
-        canvas.height = img.naturalHeight;
-        const ctx = canvas.getContext("2d");
-        if (!ctx) return fail("no canvas");
-        ctx.drawImage(img, 0, 0);
-        resolve({
-          dataUrl: canvas.toDataURL("image/png"),
-          name: `gallery image #${id}`,
-          size: img.naturalWidth ? { width: img.naturalWidth, height: img.naturalHeight } : size,
-        });
-      } catch (e) {
-        fail(e instanceof Error ? e.message : String(e));
-      }
-    };
-    img.onerror = () => fail("the window may not read its pixels");
-    img.src = galleryUrl("image", id);
-  });
+export async function readGalleryImage(id: number): Promise<PickedImage> {
+  const dataUrl = await call(commands.galleryImageData(id));
+  return { dataUrl, name: `gallery image #${id}`, size: dataUrlSize(dataUrl) };
 }
 
 /** The drag data type that carries a gallery image's id (results and gallery cells set it; the form reads it). */
 export const GALLERY_DRAG_TYPE = "application/x-diffugen-gallery-id";
+
+/** The drag data type that carries the ids of the gallery images dragged (a JSON array: the selection, or the one
+ * cell dragged); boards read it. */
+export const GALLERY_IDS_TYPE = "application/x-diffugen-gallery-ids";
+
+/** Whether a drag carries something that can become the init image: files from the OS, or a gallery image. */
+export function carriesImage(dataTransfer: DataTransfer | null): boolean {
+  return !!dataTransfer && [...dataTransfer.types].some((t) => t === "Files" || t === GALLERY_DRAG_TYPE);
+}
+
+/** The gallery ids a drag carries (for boards), or an empty list. */
+export function draggedIds(dataTransfer: DataTransfer | null): number[] {
+  if (!dataTransfer) return [];
+  let ids: unknown;
+  try {
+    ids = JSON.parse(dataTransfer.getData(GALLERY_IDS_TYPE) || "[]");
+  } catch {
+    return [];
+  }
+  return Array.isArray(ids) ? ids.filter((id): id is number => Number.isInteger(id)) : [];
+}
+
+/**
+ * What a drop hands over as the init image: the first picture among the files dropped from the OS (a file that is
+ * no picture is refused, naming it), else the gallery image dragged from a result or a gallery cell; `null` when
+ * the drop carries neither.
+ */
+export async function droppedImage(dataTransfer: DataTransfer | null): Promise<PickedImage | null> {
+  if (!dataTransfer) return null;
+  const files = [...(dataTransfer.files ?? [])];
+  if (files.length > 0) return readImageFile(files.find((f) => IMAGE_TYPES.includes(f.type)) ?? files[0]);
+  const id = Number(dataTransfer.getData(GALLERY_DRAG_TYPE) || NaN);
+  return Number.isInteger(id) ? readGalleryImage(id) : null;
+}
 
 /**
  * The size nearest to `size` that the engine accepts: both sides multiples of `multiple`, from 64 to `max`, scaled

@@ -4,6 +4,7 @@
 import { commands, events } from "./bindings";
 import type {
   AppInfo,
+  Board,
   ConvertEvent,
   ConvertUpdate,
   DownloadEvent,
@@ -21,6 +22,7 @@ import type {
 } from "./bindings";
 import { call, errorText } from "./api";
 import { isConnectionFailure, plainError } from "./errors";
+import { dataUrlSize } from "./images";
 import type { PickedImage, Size } from "./images";
 import { emptyMemory, normalMemory } from "./memory";
 import { stagePercent, stepEta } from "./progress";
@@ -114,8 +116,15 @@ export const app = $state({
   lastSwitch: null as { to: string; milliseconds: number | null; at: number } | null,
   queue: [] as JobInfo[],
   jobs: {} as Record<string, LiveJob>,
-  /** The job the Generate panel follows (the newest one started from the app, or the running one). */
+  /** The ids `generate` answered in this window: the jobs Generate shows and Esc may cancel. Jobs from Open WebUI,
+   * the API or the CLI only show in the Queue. */
+  own: {} as Record<string, boolean>,
+  /** The job the Generate panel follows: one of this window's own (the newest started, or the one running). */
   current: null as string | null,
+  /** Finished, failed and cancelled jobs of every source, newest first (`queue_history`). */
+  history: [] as JobInfo[],
+  /** The gallery's boards, with their image counts. */
+  boards: [] as Board[],
   downloads: [] as PullInfo[],
   /** Smaller copies of models being made (or made) since the app started, by conversion id. */
   conversions: {} as Record<string, Conversion>,
@@ -160,12 +169,18 @@ export function dismiss(id: number): void {
   if (index >= 0) app.toasts.splice(index, 1);
 }
 
-/** Fills the Generate form (a remix) and shows it. A recorded seed is locked, so the remix reproduces the image. */
-export function loadForm(values: GenerateForm): void {
+/**
+ * Fills the Generate form (a remix) and shows it. A recorded seed is locked, so the remix reproduces the image; an
+ * init image that came with it (img2img) is shown by the chip under `initName`.
+ */
+export function loadForm(values: GenerateForm, initName: string | null = null): void {
   Object.assign(form, emptyForm(), values);
   form.memory = normalMemory(values.memory);
+  if (form.init_image) form.strength ??= 0.75;
   draft.seedLocked = values.seed != null && values.seed >= 0;
-  draft.init = values.init_image ? { name: "image from the record", size: null } : null;
+  draft.init = values.init_image
+    ? { name: initName ?? "the original init image", size: dataUrlSize(values.init_image) }
+    : null;
   app.view = "generate";
 }
 
@@ -364,6 +379,47 @@ export function refreshQueue(): Promise<void> {
   return queueLoad;
 }
 
+let historyLoad: Promise<void> | null = null;
+let historyStale = false;
+
+/** Reloads the finished jobs (as `refreshQueue`, calls during a load share one follow-up). */
+export function refreshHistory(): Promise<void> {
+  if (historyLoad) {
+    historyStale = true;
+    return historyLoad;
+  }
+  historyLoad = (async () => {
+    do {
+      historyStale = false;
+      app.history = await commands.queueHistory();
+    } while (historyStale);
+  })().finally(() => {
+    historyLoad = null;
+  });
+  return historyLoad;
+}
+
+export async function refreshBoards(): Promise<void> {
+  app.boards = await call(commands.galleryBoards());
+}
+
+/** Whether this window started the job (Generate shows it, Esc may cancel it). */
+export function isOwn(id: string | null | undefined): boolean {
+  return !!id && app.own[id] === true;
+}
+
+const isActive = (job: LiveJob | undefined) => !!job && (job.state === "running" || job.state === "queued");
+
+/**
+ * A job `generate` just answered: it is this window's own. Generate follows it, unless it still follows another of
+ * its own jobs that is queued or running (that one goes first; this one is followed when it starts).
+ */
+export function trackOwnJob(id: string): void {
+  app.own[id] = true;
+  const current = app.current ? app.jobs[app.current] : undefined;
+  if (!isOwn(app.current) || !isActive(current) || app.current === id) app.current = id;
+}
+
 export async function refreshDownloads(): Promise<void> {
   app.downloads = await commands.listDownloads();
 }
@@ -487,13 +543,19 @@ export function applyJobEvent(event: JobEvent): void {
   if (!known) app.jobs[event.job_id] = blankJob(event.job_id);
   const job = app.jobs[event.job_id];
   applyStage(job, event);
-  if (!known || ["done", "failed", "cancelled"].includes(event.phase) || event.phase === "queued") {
-    void refreshQueue();
+  const ended = ["done", "failed", "cancelled"].includes(event.phase);
+  if (!known || ended || event.phase === "queued") void refreshQueue();
+  if (ended) {
+    void refreshHistory().catch(() => {});
+    // Another client's last preview is of no more use (the Queue shows previews of running jobs only).
+    if (!isOwn(event.job_id)) job.preview = null;
   }
   if (event.phase === "done") app.galleryVersion++;
-  // Follow jobs from other sources (Open WebUI, the CLI) when the app has nothing of its own running.
+  // Generate follows this window's own jobs only: when the one it shows is no longer running, the next of its own
+  // that runs takes over. Jobs from Open WebUI, the API or the CLI never replace its result.
+  if (!isOwn(event.job_id)) return;
   const current = app.current ? app.jobs[app.current] : undefined;
-  if (job.state === "running" && (!current || current.state !== "running")) {
+  if (job.state === "running" && (!isOwn(app.current) || !current || current.state !== "running")) {
     app.current = event.job_id;
   }
 }
@@ -591,6 +653,7 @@ export async function start(): Promise<() => void> {
     }),
     refreshModels(),
     refreshQueue(),
+    refreshHistory(),
     refreshDownloads(),
     call(commands.vram()).then((snapshot) => {
       app.vram = snapshot;

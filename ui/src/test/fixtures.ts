@@ -1,5 +1,4 @@
 // What the core answers, as the bindings type it: the mocked IPC serves these to the panels under test.
-import { vi } from "vitest";
 import { mockIPC, mockConvertFileSrc } from "@tauri-apps/api/mocks";
 import type {
   AppInfo,
@@ -185,6 +184,7 @@ export function mockCore(overrides: Record<string, Handler> = {}) {
     gallery_count: () => 0,
     gallery_page: () => ({ entries: [], next_cursor: null }),
     gallery_boards: () => [],
+    queue_history: (): JobInfo[] => [],
     plan_model: () => plan(),
   };
   mockConvertFileSrc("linux");
@@ -214,30 +214,48 @@ export function pngFile(name: string, width: number, height: number): File {
   return new File([pngBytes(width, height) as BlobPart], name, { type: "image/png" });
 }
 
-/** What a gallery image read back through a canvas becomes in the tests. */
+/** What `gallery_image_data` answers for a gallery image in the tests (a data URL with no readable header). */
 export const GALLERY_PNG = "data:image/png;base64,R0FMTEVSWQ==";
 
+/** A data URL of a PNG header of `width`×`height` (its size can be read from it). */
+export function pngDataUrl(width: number, height: number): string {
+  return `data:image/png;base64,${btoa(String.fromCharCode(...pngBytes(width, height)))}`;
+}
+
+/** A job as `queue` and `queue_history` list it. */
+export function jobInfo(id: string, overrides: Partial<JobInfo> = {}): JobInfo {
+  return {
+    id,
+    state: "queued",
+    position: 0,
+    source: "app",
+    model: "tiny",
+    prompt: `prompt of ${id}`,
+    created: 1_760_000_000,
+    finished: null,
+    outputs: [],
+    error: null,
+    last_event: null,
+    ...overrides,
+  };
+}
+
 /**
- * Stands in for the browser's image loading and canvas, which jsdom lacks: a gallery image "loads" at `size` and
- * reads back as `GALLERY_PNG`, or fails to load (as it does when the window may not read its pixels).
+ * A `DataTransfer` as a drag carries it between its start and its drop (jsdom has none): what `setData` puts in,
+ * `getData` gives back; `files` are the files dropped from the OS.
  */
-export function fakeImageLoading(outcome: { width: number; height: number } | "error") {
-  class FakeImage {
-    onload: (() => void) | null = null;
-    onerror: (() => void) | null = null;
-    crossOrigin: string | null = null;
-    naturalWidth = 0;
-    naturalHeight = 0;
-    set src(_url: string) {
-      setTimeout(() => {
-        if (outcome === "error") return this.onerror?.();
-        this.naturalWidth = outcome.width;
-        this.naturalHeight = outcome.height;
-        this.onload?.();
-      });
-    }
-  }
-  vi.stubGlobal("Image", FakeImage);
-  vi.spyOn(HTMLCanvasElement.prototype, "getContext").mockReturnValue({ drawImage() {} } as never);
-  vi.spyOn(HTMLCanvasElement.prototype, "toDataURL").mockReturnValue(GALLERY_PNG);
+export function dataTransfer(files: File[] = []) {
+  const carried: Record<string, string> = {};
+  const transfer = {
+    types: files.length ? ["Files"] : ([] as string[]),
+    files,
+    dropEffect: "none",
+    effectAllowed: "all",
+    setData(type: string, value: string) {
+      carried[type] = value;
+      if (!transfer.types.includes(type)) transfer.types.push(type);
+    },
+    getData: (type: string) => carried[type] ?? "",
+  };
+  return transfer;
 }

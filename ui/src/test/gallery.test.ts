@@ -4,7 +4,7 @@ import Gallery from "../panels/Gallery.svelte";
 import App from "../App.svelte";
 import { app, draft, form, emptyForm } from "../lib/state.svelte";
 import type { Entry, GenerateForm, Query } from "../lib/bindings";
-import { entry, fakeImageLoading, GALLERY_PNG, mockCore } from "./fixtures";
+import { entry, mockCore, pngDataUrl } from "./fixtures";
 
 /** What the core's remix answers for an entry (as `GenerateForm::from_entry` builds it). */
 function remixOf(e: Entry): GenerateForm {
@@ -136,7 +136,28 @@ describe("Gallery", () => {
     });
   });
 
-  it("a remix of an img2img image says its init image is not kept, rather than quietly rendering text-to-image", async () => {
+  it("a remix of an img2img image brings its kept init image and strength back: the chip shows them, Generate sends them", async () => {
+    app.detail = null;
+    app.view = "gallery";
+    app.toasts = [];
+    const kept = pngDataUrl(512, 768);
+    const e = entry(6, { init_image: "/data/outputs/init/holiday.png", strength: 0.4, seed: 66, width: 512, height: 768 });
+    const calls = mockCore(small([e], { gallery_remix: () => ({ ...remixOf(e), init_image: kept, strength: 0.4 }), generate: () => "job-i" }));
+    render(App);
+    await fireEvent.click(await screen.findByTestId("gallery-item-6"));
+    await waitFor(() => expect(screen.getByTestId("detail").textContent).toContain("holiday.png"));
+    await fireEvent.click(screen.getByTestId("remix"));
+    const chip = await screen.findByTestId("init-chip");
+    expect(chip.textContent).toContain("img2img: holiday.png · strength 0.40");
+    expect(screen.queryByTestId("init-size-mismatch")).toBeNull();
+    expect(draft.init).toEqual({ name: "holiday.png", size: { width: 512, height: 768 } });
+    expect(app.toasts.map((t) => t.text).join()).not.toContain("didn't keep");
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "generate")).toBeTruthy());
+    expect(calls.find((c) => c.cmd === "generate")!.args.form).toMatchObject({ init_image: kept, strength: 0.4, seed: 66 });
+  });
+
+  it("a remix of an img2img image whose init image was not kept says so calmly, and leaves the form text-to-image", async () => {
     app.detail = null;
     app.toasts = [];
     const e = entry(6, { init_image: "holiday.jpg", strength: 0.4 });
@@ -145,16 +166,28 @@ describe("Gallery", () => {
     await fireEvent.click(await screen.findByTestId("gallery-item-6"));
     await waitFor(() => expect(screen.getByTestId("detail").textContent).toContain("holiday.jpg"));
     await fireEvent.click(screen.getByTestId("remix"));
-    await waitFor(() => expect(app.toasts.map((t) => t.text).join()).toContain("made from holiday.jpg (strength 0.4)"));
-    expect(app.toasts.map((t) => t.text).join()).toContain("load it again under img2img");
+    await waitFor(() => expect(app.toasts.map((t) => t.text).join()).toContain("made from an init image (holiday.jpg) that DiffuGen didn't keep"));
+    expect(app.toasts.every((t) => t.kind === "info")).toBe(true);
+    expect(form.init_image).toBeNull();
+    expect(draft.init).toBeNull();
+  });
+
+  it("a remix of a text-to-image image says nothing about an init image", async () => {
+    app.detail = null;
+    app.toasts = [];
+    mockCore(small([entry(4, { seed: 12 })]));
+    render(Gallery);
+    await fireEvent.click(await screen.findByTestId("gallery-item-4"));
+    await waitFor(() => expect(screen.getByTestId("detail-prompt")).toBeTruthy());
+    await fireEvent.click(screen.getByTestId("remix"));
+    await waitFor(() => expect(app.toasts.map((t) => t.text)).toEqual(["Parameters loaded, seed 12 locked"]));
   });
 
   it("Reuse seed and Use as init image act from the detail view", async () => {
     app.detail = null;
     app.view = "gallery";
     const e = entry(7, { seed: 31337, width: 512, height: 512 });
-    mockCore(small([e]));
-    fakeImageLoading({ width: 512, height: 512 });
+    const calls = mockCore(small([e], { gallery_image_data: () => pngDataUrl(512, 512) }));
     render(Gallery);
     await fireEvent.click(await screen.findByTestId("gallery-item-7"));
     await fireEvent.click(await screen.findByTestId("detail-reuse-seed"));
@@ -165,8 +198,10 @@ describe("Gallery", () => {
     app.view = "gallery";
     await fireEvent.click(await screen.findByTestId("gallery-item-7"));
     await fireEvent.click(await screen.findByTestId("detail-use-as-init"));
-    await waitFor(() => expect(form.init_image).toBe(GALLERY_PNG));
+    await waitFor(() => expect(form.init_image).toBe(pngDataUrl(512, 512)));
+    expect(calls.find((c) => c.cmd === "gallery_image_data")?.args).toEqual({ id: 7 });
     expect(draft.init).toEqual({ name: "gallery image #7", size: { width: 512, height: 512 } });
+    expect(app.view).toBe("generate");
   });
 
   it("← and → step through the images in the detail view", async () => {
@@ -239,14 +274,16 @@ describe("Gallery", () => {
     expect(from.classList.contains("unset")).toBe(true);
   });
 
-  it("says where an image's parameters came from, and that its time includes the wait in the queue", async () => {
+  it("says where an image's parameters came from, and how long its render took", async () => {
     app.detail = null;
     const e = entry(9, { source: "comfyui", generation_seconds: 75 });
     mockCore(small([e]));
     render(Gallery);
     await fireEvent.click(await screen.findByTestId("gallery-item-9"));
     await waitFor(() => expect(screen.getByTestId("detail-source").textContent).toBe("ComfyUI workflow in the PNG"));
-    expect(screen.getByTestId("detail-time").textContent).toBe("1 min 15 s (queue wait included)");
+    const took = screen.getByTestId("detail-time");
+    expect(took.previousElementSibling?.textContent).toBe("Took");
+    expect(took.textContent).toBe("1 min 15 s");
   });
 
   it("delete moves the image to the trash and Undo restores it", async () => {

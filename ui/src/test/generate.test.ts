@@ -4,11 +4,12 @@ import { emit } from "@tauri-apps/api/event";
 import Generate from "../panels/Generate.svelte";
 import App from "../App.svelte";
 import { app, draft, form, start } from "../lib/state.svelte";
-import { card, fakeImageLoading, GALLERY_PNG, mockCore, models, pngFile } from "./fixtures";
+import { card, dataTransfer, GALLERY_PNG, mockCore, models, pngDataUrl, pngFile } from "./fixtures";
 
 async function setup(overrides = {}) {
   app.current = null;
   app.jobs = {};
+  app.own = {};
   app.toasts = [];
   const calls = mockCore(overrides);
   await start();
@@ -281,15 +282,18 @@ describe("Generate", () => {
     expect(app.toasts).toEqual([]);
   });
 
-  it("Esc cancels the job being followed", async () => {
+  it("Esc cancels the job this window started", async () => {
     app.current = null;
     app.jobs = {};
-    const calls = mockCore({ cancel_job: () => true });
+    app.own = {};
+    app.view = "generate";
+    const calls = mockCore({ cancel_job: () => true, generate: () => "job-9" });
     render(App);
-    await screen.findByTestId("generate");
+    await fireEvent.input(await screen.findByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("generate"));
     await emit("job-update", { job_id: "job-9", elapsed_seconds: 0, percent: 10, eta_seconds: 5, phase: "encoding_prompt" });
-    await waitFor(() => expect(app.current).toBe("job-9"));
-    await fireEvent.keyDown(window, { key: "Escape" });
+    await waitFor(() => expect(screen.getByTestId("job-phase").textContent).toBe("Encoding the prompt"));
+    await fireEvent.keyDown(screen.getByTestId("prompt"), { key: "Escape" });
     await waitFor(() => expect(calls.find((c) => c.cmd === "cancel_job")?.args).toEqual({ id: "job-9" }));
   });
 
@@ -307,31 +311,188 @@ describe("Generate", () => {
     expect((calls.filter((c) => c.cmd === "generate")[1].args.form as { seed: number }).seed).toBe(4242);
   });
 
-  it("Use as init image on a finished result makes it the init image, shown at the top of the form", async () => {
-    await setup({ generate: () => "job-6" });
-    fakeImageLoading({ width: 512, height: 512 });
+  it("Use as init image on a finished result makes it the init image (read by the core), shown at the top of the form", async () => {
+    const calls = await setup({ generate: () => "job-6", gallery_image_data: () => pngDataUrl(512, 512) });
     await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
     await fireEvent.click(screen.getByTestId("generate"));
     await waitFor(() => expect(app.current).toBe("job-6"));
     await finishJob("job-6", 1, 12);
     await fireEvent.click(screen.getByTestId("use-as-init"));
-    await waitFor(() => expect(form.init_image).toBe(GALLERY_PNG));
+    await waitFor(() => expect(form.init_image).toBe(pngDataUrl(512, 512)));
+    expect(calls.find((c) => c.cmd === "gallery_image_data")?.args).toEqual({ id: 12 });
     expect(form.strength).toBe(0.75);
+    expect(draft.init).toEqual({ name: "gallery image #12", size: { width: 512, height: 512 } });
     expect(screen.getByTestId("init-chip").textContent).toContain("img2img: gallery image #12 · strength 0.75");
   });
 
-  it("says what to do when a result's pixels cannot be read for img2img, without a raw error", async () => {
-    await setup({ generate: () => "job-6" });
-    fakeImageLoading("error");
+  it("a result whose file is gone says so in words, and the form keeps no init image", async () => {
+    await setup({
+      generate: () => "job-6",
+      gallery_image_data: () => {
+        throw { field: null, message: "cannot read /o/1.png: No such file or directory (os error 2)" };
+      },
+    });
     await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
     await fireEvent.click(screen.getByTestId("generate"));
     await waitFor(() => expect(app.current).toBe("job-6"));
     await finishJob("job-6", 1, 12);
     await fireEvent.click(screen.getByTestId("use-as-init"));
-    await waitFor(() => expect(app.toasts.map((t) => t.text).join()).toContain("choose that file under img2img instead"));
+    await waitFor(() => expect(app.toasts.some((t) => t.kind === "error")).toBe(true));
+    const shown = app.toasts.find((t) => t.kind === "error")!;
+    expect(shown.text).not.toContain("os error");
+    expect(shown.detail).toContain("No such file or directory");
     expect(form.init_image).toBeNull();
   });
 });
+
+describe("Generate: only this window's jobs", () => {
+  const apiEvent = (phase: Record<string, unknown>) =>
+    emit("job-update", { job_id: "api-1", elapsed_seconds: 1, percent: null, eta_seconds: 4, ...phase });
+
+  it("a job sent by Open WebUI or the API does not replace Generate's result", async () => {
+    await setup({ generate: () => "job-own" });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "my lighthouse" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(app.current).toBe("job-own"));
+    await finishJob("job-own", 7, 30);
+
+    await apiEvent({ phase: "sampling", image: 1, images: 1, step: 3, steps: 8, seconds_per_step: 0.5 });
+    await apiEvent({ phase: "preview", image: 1, step: 3, width: 8, height: 8, png_base64: "QVBJ" });
+    await apiEvent({ phase: "done", outputs: [{ path: "/o/api.png", seed: 99, width: 512, height: 512, gallery_id: 31 }] });
+    await waitFor(() => expect(app.jobs["api-1"]?.state).toBe("done"));
+
+    expect(screen.getByTestId<HTMLImageElement>("result-image").src).toContain("image-30");
+    expect(screen.getAllByTestId("result-image")).toHaveLength(1);
+    expect(screen.queryByTestId("preview-image")).toBeNull();
+    expect(screen.getByTestId("job-phase").textContent).toBe("Done");
+    expect(screen.getByTestId("progress").textContent).toContain("Seed 7");
+  });
+
+  it("with nothing of its own, Generate stays empty while another client's job renders", async () => {
+    await setup();
+    await apiEvent({ phase: "sampling", image: 1, images: 1, step: 1, steps: 8, seconds_per_step: 0.5 });
+    await apiEvent({ phase: "preview", image: 1, step: 1, width: 8, height: 8, png_base64: "QVBJ" });
+    await waitFor(() => expect(app.jobs["api-1"]?.state).toBe("running"));
+    expect(screen.getByTestId("progress").textContent).toContain("Your image appears here");
+    expect(screen.queryByTestId("job-phase")).toBeNull();
+    expect(screen.queryByTestId("cancel")).toBeNull();
+  });
+
+  it("Esc in the prompt box does not cancel a job sent by the API", async () => {
+    app.current = null;
+    app.jobs = {};
+    app.own = {};
+    app.view = "generate";
+    const calls = mockCore({ cancel_job: () => true });
+    render(App);
+    const prompt = await screen.findByTestId("prompt");
+    await apiEvent({ phase: "sampling", image: 1, images: 1, step: 1, steps: 8, seconds_per_step: 0.5 });
+    await waitFor(() => expect(app.jobs["api-1"]?.state).toBe("running"));
+    prompt.focus();
+    await fireEvent.keyDown(prompt, { key: "Escape" });
+    await fireEvent.keyDown(window, { key: "Escape" });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(calls.some((c) => c.cmd === "cancel_job")).toBe(false);
+  });
+
+  it("a second Generate while the first renders keeps showing the first, then follows the second when it starts", async () => {
+    let next = 0;
+    const ids = ["job-a", "job-b"];
+    await setup({ generate: () => ids[next++], queue: () => [{ id: "job-b", state: "queued", position: 0, source: "app", model: "tiny", prompt: "x", created: 1, finished: null, outputs: [], error: null, last_event: null }] });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(app.current).toBe("job-a"));
+    await emit("job-update", { job_id: "job-a", elapsed_seconds: 1, percent: null, eta_seconds: 3, phase: "sampling", image: 1, images: 1, step: 1, steps: 4, seconds_per_step: 1 });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(next).toBe(2));
+    await emit("job-update", { job_id: "job-b", elapsed_seconds: 0, percent: null, eta_seconds: null, phase: "queued", position: 0 });
+    await waitFor(() => expect(screen.getByTestId("own-waiting").textContent).toBe("1 more of yours waiting"));
+    expect(screen.getByTestId("job-step").textContent).toBe("step 1/4");
+
+    await finishJob("job-a", 1, 40);
+    await emit("job-update", { job_id: "job-b", elapsed_seconds: 2, percent: null, eta_seconds: 3, phase: "sampling", image: 1, images: 1, step: 2, steps: 4, seconds_per_step: 1 });
+    await waitFor(() => expect(app.current).toBe("job-b"));
+    expect(screen.getByTestId("job-step").textContent).toBe("step 2/4");
+  });
+});
+
+describe("Generate: result actions", () => {
+  async function finished(overrides = {}) {
+    const calls = await setup({ generate: () => "job-r", ...overrides });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "a fox" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(app.current).toBe("job-r"));
+    await finishJob("job-r", 555, 50);
+    return calls;
+  }
+
+  it("Save as… asks where and copies the image there", async () => {
+    const calls = await finished({ "plugin:dialog|save": () => "/home/me/fox.png", gallery_save_as: () => null });
+    await fireEvent.click(screen.getByTestId("result-save-as"));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "gallery_save_as")?.args).toEqual({ id: 50, destination: "/home/me/fox.png" }));
+    await waitFor(() => expect(app.toasts.map((t) => t.text)).toContain("Saved to /home/me/fox.png"));
+  });
+
+  it("Save as… cancelled in the dialog copies nothing", async () => {
+    const calls = await finished({ "plugin:dialog|save": () => null, gallery_save_as: () => null });
+    await fireEvent.click(screen.getByTestId("result-save-as"));
+    await waitFor(() => expect(calls.some((c) => c.cmd === "plugin:dialog|save")).toBe(true));
+    expect(calls.some((c) => c.cmd === "gallery_save_as")).toBe(false);
+  });
+
+  it("Favorite marks the result a favorite, and a second press takes it back", async () => {
+    let fav = false;
+    const calls = await finished({
+      gallery_favorite: (a: Record<string, unknown>) => {
+        fav = a.favorite as boolean;
+        return { id: 50, favorite: fav };
+      },
+    });
+    const button = screen.getByTestId("result-favorite");
+    expect(button.getAttribute("aria-pressed")).toBe("false");
+    await fireEvent.click(button);
+    await waitFor(() => expect(button.getAttribute("aria-pressed")).toBe("true"));
+    expect(button.textContent).toContain("★");
+    await fireEvent.click(button);
+    await waitFor(() => expect(button.getAttribute("aria-pressed")).toBe("false"));
+    expect(calls.filter((c) => c.cmd === "gallery_favorite").map((c) => c.args)).toEqual([
+      { id: 50, favorite: true },
+      { id: 50, favorite: false },
+    ]);
+  });
+
+  it("Remix puts the result's recorded parameters in the form with its seed locked", async () => {
+    await finished({
+      gallery_remix: () => ({ ...emptyRemix(), prompt: "a fox, remixed", seed: 555, steps: 9 }),
+      gallery_entry: () => ({ id: 50, seed: 555, init_image: null, strength: null }),
+    });
+    await fireEvent.click(screen.getByTestId("result-remix"));
+    await waitFor(() => expect(form.prompt).toBe("a fox, remixed"));
+    expect(screen.getByTestId<HTMLInputElement>("seed").value).toBe("555");
+    expect(screen.getByTestId("seed-lock").getAttribute("aria-pressed")).toBe("true");
+    expect(form.steps).toBe(9);
+  });
+});
+
+function emptyRemix() {
+  return {
+    model: "tiny",
+    prompt: "",
+    negative_prompt: "",
+    width: null,
+    height: null,
+    steps: null,
+    cfg_scale: null,
+    sampler: null,
+    scheduler: null,
+    seed: null,
+    count: 1,
+    loras: [],
+    init_image: null,
+    mask: null,
+    strength: null,
+  };
+}
 
 describe("Generate: img2img in view", () => {
   it("a picked picture becomes the init image with strength 0.75, and the mask goes with it", async () => {
@@ -414,26 +575,58 @@ describe("Generate: img2img in view", () => {
     expect(screen.getByTestId("init-chip").textContent).toContain("img2img: dropped.png");
   });
 
+  it("an image file dropped from the file manager onto the img2img area becomes the init image", async () => {
+    await setup();
+    await fireEvent.click(screen.getByTestId("advanced-toggle"));
+    const area = screen.getByTestId("init-image-input");
+    const transfer = dataTransfer([pngFile("from-desktop.png", 640, 448)]);
+    const over = new Event("dragover", { bubbles: true, cancelable: true });
+    Object.assign(over, { dataTransfer: transfer });
+    area.dispatchEvent(over);
+    // The form takes the drop (the webview would otherwise open the file in place of the app).
+    expect(over.defaultPrevented).toBe(true);
+    await fireEvent.drop(area, { dataTransfer: transfer });
+    await waitFor(() => expect(draft.init).toEqual({ name: "from-desktop.png", size: { width: 640, height: 448 } }));
+    expect(form.init_image).toMatch(/^data:image\/png;base64,/);
+    expect(screen.getByTestId("init-chip").textContent).toContain("img2img: from-desktop.png");
+  });
+
+  it("of several files dropped, the first picture is used; a drop with no picture is refused, naming the file", async () => {
+    await setup();
+    const notes = new File(["hello"], "notes.txt", { type: "text/plain" });
+    await fireEvent.drop(screen.getByTestId("generate-form"), { dataTransfer: dataTransfer([notes]) });
+    expect((await screen.findByTestId("drop-error")).textContent).toContain("notes.txt is not an image");
+    expect(form.init_image).toBeNull();
+    await fireEvent.drop(screen.getByTestId("generate-form"), { dataTransfer: dataTransfer([notes, pngFile("second.png", 64, 64)]) });
+    await waitFor(() => expect(draft.init?.name).toBe("second.png"));
+    expect(screen.queryByTestId("drop-error")).toBeNull();
+  });
+
+  it("a file dropped outside the form is refused there, so the window never opens it in place of the app", async () => {
+    app.view = "generate";
+    mockCore();
+    render(App);
+    const elsewhere = await screen.findByTestId("progress");
+    const transfer = dataTransfer([pngFile("stray.png", 64, 64)]);
+    for (const type of ["dragover", "drop"]) {
+      const event = new Event(type, { bubbles: true, cancelable: true });
+      Object.assign(event, { dataTransfer: transfer });
+      elsewhere.dispatchEvent(event);
+      expect(event.defaultPrevented).toBe(true);
+    }
+    expect(transfer.dropEffect).toBe("none");
+    expect(form.init_image).toBeNull();
+  });
+
   it("a finished result dragged onto the form becomes the init image", async () => {
-    await setup({ generate: () => "job-d" });
-    fakeImageLoading({ width: 512, height: 512 });
+    await setup({ generate: () => "job-d", gallery_image_data: () => GALLERY_PNG });
     await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
     await fireEvent.click(screen.getByTestId("generate"));
     await waitFor(() => expect(app.current).toBe("job-d"));
     await finishJob("job-d", 5, 21);
-    const carried: Record<string, string> = {};
-    const dataTransfer = {
-      types: [] as string[],
-      setData: (type: string, value: string) => {
-        carried[type] = value;
-        dataTransfer.types.push(type);
-      },
-      getData: (type: string) => carried[type] ?? "",
-      files: [] as File[],
-      effectAllowed: "",
-    };
-    await fireEvent.dragStart(screen.getByTestId("result-image").closest("button")!, { dataTransfer });
-    await fireEvent.drop(screen.getByTestId("generate-form"), { dataTransfer });
+    const transfer = dataTransfer();
+    await fireEvent.dragStart(screen.getByTestId("result-image").closest("button")!, { dataTransfer: transfer });
+    await fireEvent.drop(screen.getByTestId("generate-form"), { dataTransfer: transfer });
     await waitFor(() => expect(form.init_image).toBe(GALLERY_PNG));
     expect(screen.getByTestId("init-chip").textContent).toContain("gallery image #21");
   });

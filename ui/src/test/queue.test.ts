@@ -1,12 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { fireEvent, render, screen, waitFor } from "@testing-library/svelte";
+import { fireEvent, render, screen, waitFor, within } from "@testing-library/svelte";
+import { emit } from "@tauri-apps/api/event";
 import Queue from "../panels/Queue.svelte";
-import { app, refreshQueue } from "../lib/state.svelte";
+import App from "../App.svelte";
+import { app, refreshQueue, start } from "../lib/state.svelte";
 import type { JobInfo } from "../lib/bindings";
-import { mockCore } from "./fixtures";
+import { entry, jobInfo, mockCore } from "./fixtures";
 
 function job(id: string, state: JobInfo["state"], source: string, position: number): JobInfo {
-  return { id, state, position, source, model: "tiny", prompt: `prompt of ${id}`, created: 1, outputs: [], error: null, last_event: null };
+  return { id, state, position, source, model: "tiny", prompt: `prompt of ${id}`, created: 1, finished: null, outputs: [], error: null, last_event: null };
 }
 
 describe("Queue", () => {
@@ -18,7 +20,7 @@ describe("Queue", () => {
     expect(screen.getByTestId("queue-running").textContent).toContain("OpenAI API");
     const waiting = screen.getAllByTestId("queue-waiting");
     expect(waiting.map((w) => w.textContent?.includes("prompt of b"))).toEqual([true, false]);
-    expect(waiting[1].textContent).toContain("A1111 API");
+    expect(waiting[1].textContent).toContain("AUTOMATIC1111 API");
     await fireEvent.click(screen.getByRole("button", { name: "Move job 2: prompt of b down" }));
     await waitFor(() => expect(calls.find((c) => c.cmd === "move_job")?.args).toEqual({ id: "b", position: 1 }));
     await fireEvent.click(screen.getByRole("button", { name: "Cancel job 3: prompt of c" }));
@@ -79,5 +81,137 @@ describe("Queue updates", () => {
     expect(calls).toBeLessThanOrEqual(2);
     await refreshQueue();
     expect(app.queue[0].id).toBe(`j${calls}`);
+  });
+});
+
+describe("Queue: every source, in words", () => {
+  it("names where each job comes from, and marks this window's own", async () => {
+    app.own = { mine: true };
+    const jobs = [
+      jobInfo("w", { state: "running", source: "openai" }),
+      jobInfo("a", { position: 1, source: "a1111-txt2img" }),
+      jobInfo("b", { position: 2, source: "a1111-img2img" }),
+      jobInfo("c", { position: 3, source: "api" }),
+      jobInfo("d", { position: 4, source: "cli" }),
+      jobInfo("e", { position: 5, source: "legacy" }),
+      jobInfo("f", { position: 6, source: "app" }),
+      jobInfo("mine", { position: 7, source: "app" }),
+    ];
+    mockCore({ queue: () => jobs });
+    await refreshQueue();
+    render(Queue);
+    const sources = screen.getAllByTestId("job-source").map((s) => s.textContent);
+    expect(sources).toEqual([
+      "Open WebUI / OpenAI API",
+      "AUTOMATIC1111 API",
+      "AUTOMATIC1111 API (img2img)",
+      "DiffuGen API",
+      "DiffuGen command line",
+      "DiffuGen API (old endpoints)",
+      "this app",
+      "this window",
+    ]);
+  });
+
+  it("a job from the API shows its prompt, live preview, step and ETA while it runs; waiting jobs their place", async () => {
+    app.jobs = {};
+    app.own = {};
+    const jobs = [
+      jobInfo("api-1", { state: "running", source: "openai", prompt: "a castle in the fog", position: null }),
+      jobInfo("q1", { position: 0, source: "api" }),
+      jobInfo("q2", { position: 1, source: "app" }),
+    ];
+    mockCore({ queue: () => jobs });
+    await start();
+    render(Queue);
+    await emit("job-update", { job_id: "api-1", elapsed_seconds: 2, percent: null, eta_seconds: 12, phase: "sampling", image: 1, images: 1, step: 3, steps: 8, seconds_per_step: 1.5 });
+    await emit("job-update", { job_id: "api-1", elapsed_seconds: 2, percent: null, eta_seconds: 12, phase: "preview", image: 1, step: 3, width: 8, height: 8, png_base64: "UFJFVklFVw==" });
+    const running = screen.getByTestId("queue-running");
+    await waitFor(() => expect(within(running).getByTestId<HTMLImageElement>("queue-preview").src).toBe("data:image/png;base64,UFJFVklFVw=="));
+    expect(running.textContent).toContain("a castle in the fog");
+    expect(running.textContent).toContain("step 3/8");
+    expect(running.textContent).toContain("ETA 12 s");
+    const places = screen.getAllByTestId("job-place").map((p) => p.textContent);
+    expect(places).toEqual(["next", "1 job ahead"]);
+  });
+});
+
+describe("Queue: finished jobs", () => {
+  const history = () => [
+    jobInfo("done-1", {
+      state: "done",
+      source: "openai",
+      prompt: "a harbour at night",
+      model: "flux-schnell",
+      created: 1_760_000_000,
+      outputs: [
+        { path: "/o/1.png", seed: 1, width: 512, height: 512, gallery_id: 77 },
+        { path: "/o/2.png", seed: 2, width: 512, height: 512, gallery_id: 78 },
+      ],
+    }),
+    jobInfo("failed-1", {
+      state: "failed",
+      source: "api",
+      prompt: "a mountain",
+      error: "cannot write /out/x.png: No space left on device (os error 28)",
+    }),
+    jobInfo("cancelled-1", { state: "cancelled", source: "app", prompt: "a river", error: "cancelled by the user" }),
+  ];
+
+  it("lists done, failed and cancelled jobs with their source, prompt, model, time, a thumbnail and why they failed", async () => {
+    app.own = {};
+    mockCore({ queue_history: history });
+    render(Queue);
+    await waitFor(() => expect(screen.getAllByTestId("history-row")).toHaveLength(3));
+    const [done, failed, cancelled] = screen.getAllByTestId("history-row");
+    expect(within(done).getByTestId("history-state").textContent).toBe("Done");
+    expect(done.textContent).toContain("Open WebUI / OpenAI API");
+    expect(done.textContent).toContain("a harbour at night");
+    expect(done.textContent).toContain("flux-schnell");
+    expect(done.textContent).toContain(new Date(1_760_000_000 * 1000).toLocaleString());
+    expect(within(done).getByTestId<HTMLImageElement>("history-thumb").src).toContain("thumb-77");
+    expect(done.textContent).toContain("+1");
+
+    expect(within(failed).getByTestId("history-state").textContent).toBe("Failed");
+    expect(failed.textContent).toContain("DiffuGen API");
+    const reason = within(failed).getByTestId("history-reason");
+    expect(reason.textContent).toContain("disk is full");
+    expect(reason.textContent).not.toContain("os error");
+    expect(within(failed).queryByTestId("history-thumb")).toBeNull();
+
+    expect(within(cancelled).getByTestId("history-state").textContent).toBe("Cancelled");
+    expect(cancelled.textContent).toContain("cancelled by the user");
+  });
+
+  it("a finished row opens its image in the gallery's detail view", async () => {
+    app.view = "queue";
+    app.detail = null;
+    mockCore({ queue_history: history, gallery_entry: (a) => entry(a.id as number, { prompt: "a harbour at night" }) });
+    render(App);
+    await waitFor(() => expect(screen.getAllByTestId("history-row")).toHaveLength(3));
+    // Only a job with an image in the gallery opens one.
+    const rows = screen.getAllByTestId("history-row");
+    expect(rows.map((r) => within(r).queryByRole("button") !== null)).toEqual([true, false, false]);
+    await fireEvent.click(screen.getByRole("button", { name: "Open the image of a harbour at night in the gallery" }));
+    await waitFor(() => expect(screen.getByTestId("detail-prompt").textContent).toBe("a harbour at night"));
+    expect(app.view).toBe("gallery");
+    expect(app.detail).toBe(77);
+  });
+
+  it("is read again when a job ends, so the job moves from running to finished", async () => {
+    app.jobs = {};
+    let finished: JobInfo[] = [];
+    let queued = [jobInfo("j1", { state: "running", source: "api", prompt: "a tree" })];
+    mockCore({ queue: () => queued, queue_history: () => finished });
+    await start();
+    render(Queue);
+    expect(screen.getByTestId("queue-running").textContent).toContain("a tree");
+    expect(await screen.findByTestId("history-empty")).toBeTruthy();
+    queued = [];
+    finished = [jobInfo("j1", { state: "done", source: "api", prompt: "a tree", outputs: [{ path: "/o/t.png", seed: 3, width: 64, height: 64, gallery_id: 5 }] })];
+    await emit("job-update", { job_id: "j1", elapsed_seconds: 3, percent: 100, eta_seconds: 0, phase: "done", outputs: finished[0].outputs });
+    await waitFor(() => expect(screen.getAllByTestId("history-row")).toHaveLength(1));
+    expect(screen.queryByTestId("queue-running")).toBeNull();
+    expect(screen.getByTestId("history-row").textContent).toContain("a tree");
   });
 });

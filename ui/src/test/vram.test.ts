@@ -58,11 +58,15 @@ describe("VRAM chip", () => {
   it("Escape closes the popover without cancelling the running job", async () => {
     app.current = null;
     app.jobs = {};
-    const calls = mockCore({ cancel_job: () => true });
+    app.own = {};
+    app.view = "generate";
+    const calls = mockCore({ cancel_job: () => true, generate: () => "job-1" });
     render(App);
-    await screen.findByTestId("generate");
+    await fireEvent.input(await screen.findByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("generate"));
     await emit("job-update", { job_id: "job-1", elapsed_seconds: 0, percent: null, eta_seconds: null, phase: "encoding_prompt" });
     await waitFor(() => expect(app.current).toBe("job-1"));
+    expect(screen.getByTestId("job-phase").textContent).toBe("Encoding the prompt");
     await openDetails();
     await fireEvent.keyDown(screen.getByTestId("vram-details"), { key: "Escape" });
     expect(screen.queryByTestId("vram-details")).toBeNull();

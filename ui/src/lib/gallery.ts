@@ -1,0 +1,94 @@
+// What the gallery's images can be used for, wherever they show (the detail view, Generate's results, the queue's
+// finished jobs): remix, init image, save as, favorite. Each reports in a toast and answers whether it worked.
+import { save } from "@tauri-apps/plugin-dialog";
+import { commands } from "./bindings";
+import type { Entry } from "./bindings";
+import { call } from "./api";
+import { readGalleryImage } from "./images";
+import { app, loadForm, setInitImage, toast, toastError } from "./state.svelte";
+
+/** The last part of a path or file name ("C:\\in\\holiday.jpg" → "holiday.jpg"). */
+export function baseName(path: string): string {
+  return path.split(/[\\/]/).pop() || path;
+}
+
+/** Whether the image was made from an init image (img2img or inpainting), as its record tells. */
+export function madeFromImage(entry: Entry | null | undefined): boolean {
+  return !!entry && ((entry.init_image != null && entry.init_image !== "") || entry.strength != null);
+}
+
+/**
+ * Every recorded parameter of image `id` into the Generate form, the seed locked, and the init image and strength
+ * too when DiffuGen kept them, so Generate makes the image again. `record` is the image's entry when the caller has
+ * it (else it is read when needed). Shows Generate.
+ */
+export async function remixImage(id: number, record: Entry | null = null): Promise<boolean> {
+  try {
+    const values = await call(commands.galleryRemix(id));
+    // The core's remix leaves out what is not recorded; the record may still know the seed, and tells whether the
+    // image was made from an init image that did not come back.
+    if (!record && (values.seed == null || !values.init_image)) {
+      record = await call(commands.galleryEntry(id)).catch(() => null);
+    }
+    if (values.seed == null && record?.seed != null) values.seed = record.seed;
+    if (values.init_image && values.strength == null && record?.strength != null) values.strength = record.strength;
+    const initName = record?.init_image ? baseName(record.init_image) : `init image of #${id}`;
+    loadForm(values, values.init_image ? initName : null);
+    app.detail = null;
+    const seed = values.seed != null && values.seed >= 0 ? `seed ${values.seed} locked` : "seed random";
+    if (values.init_image) {
+      toast(`Parameters and init image loaded (strength ${(values.strength ?? 0.75).toFixed(2)}), ${seed}`);
+    } else if (madeFromImage(record)) {
+      // Said calmly: images made before DiffuGen kept init images simply have none to give back.
+      const from = record?.init_image ? ` (${baseName(record.init_image)})` : "";
+      toast(
+        `Parameters loaded, ${seed}. This image was made from an init image${from} that DiffuGen didn't keep; choose it again under img2img to reproduce it.`,
+      );
+    } else {
+      toast(values.seed != null && values.seed >= 0 ? `Parameters loaded, ${seed}` : "Parameters loaded into Generate");
+    }
+    return true;
+  } catch (e) {
+    toastError(e);
+    return false;
+  }
+}
+
+/** Image `id` as the form's init image (img2img); shows Generate. */
+export async function useAsInitImage(id: number): Promise<boolean> {
+  try {
+    setInitImage(await readGalleryImage(id));
+    app.detail = null;
+    app.view = "generate";
+    toast(`Image #${id} set as the init image (img2img)`);
+    return true;
+  } catch (e) {
+    toastError(e);
+    return false;
+  }
+}
+
+/** Asks where to save a copy of image `id` (named `path`'s file name), and copies it there. */
+export async function saveImageAs(id: number, path: string | null = null): Promise<boolean> {
+  try {
+    const name = path ? baseName(path) : `diffugen-${id}.png`;
+    const destination = await save({ defaultPath: name, filters: [{ name: "PNG image", extensions: ["png"] }] });
+    if (!destination) return false;
+    await call(commands.gallerySaveAs(id, destination));
+    toast(`Saved to ${destination}`);
+    return true;
+  } catch (e) {
+    toastError(e);
+    return false;
+  }
+}
+
+/** Marks image `id` a favorite (or not); answers its updated entry, or `null` when that failed. */
+export async function setFavorite(id: number, favorite: boolean): Promise<Entry | null> {
+  try {
+    return await call(commands.galleryFavorite(id, favorite));
+  } catch (e) {
+    toastError(e);
+    return null;
+  }
+}

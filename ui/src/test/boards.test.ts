@@ -1,0 +1,387 @@
+import { describe, expect, it } from "vitest";
+import { fireEvent, render, screen, waitFor, within } from "@testing-library/svelte";
+import Gallery from "../panels/Gallery.svelte";
+import App from "../App.svelte";
+import { app, draft, form } from "../lib/state.svelte";
+import type { Board, Entry, Query } from "../lib/bindings";
+import { dataTransfer, entry, mockCore, pngDataUrl } from "./fixtures";
+import type { Handler } from "./fixtures";
+
+/**
+ * The core's gallery as the commands behave: entries with their boards, tags and favorites, boards that exist
+ * without images, the page and count filtered by board and favorite, the trash.
+ */
+function fakeGallery(initial: Entry[], boardNames: string[] = []) {
+  const entries = initial.map((e) => ({ ...e, boards: [...e.boards], tags: [...e.tags] }));
+  let boards = [...boardNames];
+  const find = (id: unknown) => entries.find((e) => e.id === id)!;
+  const list = (): Board[] =>
+    boards.map((name) => ({ name, count: entries.filter((e) => e.trashed == null && e.boards.includes(name)).length }));
+  const visible = (q: Query) =>
+    entries.filter((e) => e.trashed == null && (!q.board || e.boards.includes(q.board)) && (!q.favorite || e.favorite));
+  const handlers: Record<string, Handler> = {
+    gallery_count: (a) => visible(a.query as Query).length,
+    gallery_page: (a) => ({ entries: visible(a.query as Query).map((e) => ({ ...e })), next_cursor: null }),
+    gallery_entry: (a) => ({ ...find(a.id) }),
+    gallery_boards: () => list(),
+    gallery_create_board: (a) => {
+      boards.push(a.name as string);
+      return list();
+    },
+    gallery_rename_board: (a) => {
+      boards = boards.map((b) => (b === a.from ? (a.to as string) : b));
+      for (const e of entries) e.boards = e.boards.map((b) => (b === a.from ? (a.to as string) : b));
+      return list();
+    },
+    gallery_delete_board: (a) => {
+      boards = boards.filter((b) => b !== a.name);
+      for (const e of entries) e.boards = e.boards.filter((b) => b !== a.name);
+      return list();
+    },
+    gallery_set_board: (a) => {
+      const name = a.board as string;
+      if (a.on && !boards.includes(name)) boards.push(name);
+      return (a.ids as number[]).map((id) => {
+        const e = find(id);
+        e.boards = a.on ? [...new Set([...e.boards, name])] : e.boards.filter((b) => b !== name);
+        return { ...e };
+      });
+    },
+    gallery_set_tags: (a) => {
+      const e = find(a.id);
+      e.tags = a.tags as string[];
+      return { ...e };
+    },
+    gallery_favorite: (a) => {
+      const e = find(a.id);
+      e.favorite = a.favorite as boolean;
+      return { ...e };
+    },
+    gallery_delete: (a) => {
+      const e = find(a.id);
+      e.trashed = 1;
+      return { ...e };
+    },
+    gallery_restore: (a) => {
+      const e = find(a.id);
+      e.trashed = null;
+      return { ...e };
+    },
+  };
+  return { entries, handlers, boards: () => list() };
+}
+
+function setup(initial: Entry[], boardNames: string[] = [], extra: Record<string, Handler> = {}) {
+  app.detail = null;
+  app.view = "gallery";
+  app.toasts = [];
+  app.boards = [];
+  const gallery = fakeGallery(initial, boardNames);
+  const calls = mockCore({ ...gallery.handlers, ...extra });
+  return { gallery, calls };
+}
+
+const three = () => [entry(1, { prompt: "red fox" }), entry(2, { prompt: "blue whale" }), entry(3, { prompt: "green frog" })];
+const shown = () => [...document.querySelectorAll<HTMLElement>('[data-testid^="gallery-item-"]')].map((c) => c.dataset.testid);
+const cell = (id: number) => screen.getByTestId(`gallery-item-${id}`);
+const board = (name: string) => screen.getByTestId(`board-${name}`);
+/** The button that shows a board (named by the board and its count; its Rename and Delete are named apart). */
+const boardButton = (name: string) => within(board(name)).getByRole("button", { name: new RegExp(`^${name}`) });
+
+describe("Gallery boards", () => {
+  it("the sidebar lists every board with its count; a board shows only its images, All images every one", async () => {
+    const { calls } = setup([entry(1, { boards: ["Foxes"] }), entry(2), entry(3, { boards: ["Foxes"] })], ["Foxes", "Empty"]);
+    render(Gallery);
+    await waitFor(() => expect(shown()).toHaveLength(3));
+    expect(boardButton("Foxes").textContent).toContain("2");
+    expect(boardButton("Empty").textContent).toContain("0");
+    await fireEvent.click(boardButton("Foxes"));
+    await waitFor(() => expect(shown()).toEqual(["gallery-item-1", "gallery-item-3"]));
+    expect(calls.some((c) => c.cmd === "gallery_page" && (c.args.query as Query).board === "Foxes")).toBe(true);
+    expect(screen.getByTestId("gallery-count").textContent).toBe("2 images in “Foxes”");
+    await fireEvent.click(screen.getByTestId("board-all"));
+    await waitFor(() => expect(shown()).toHaveLength(3));
+  });
+
+  it("a new board is made from the sidebar and shown at once", async () => {
+    const { calls } = setup(three());
+    render(Gallery);
+    await fireEvent.click(await screen.findByTestId("new-board"));
+    const name = screen.getByTestId("new-board-name");
+    expect(document.activeElement).toBe(name);
+    await fireEvent.input(name, { target: { value: "  Keepers " } });
+    await fireEvent.submit(name.closest("form")!);
+    await waitFor(() => expect(calls.find((c) => c.cmd === "gallery_create_board")?.args).toEqual({ name: "Keepers" }));
+    await waitFor(() => expect(boardButton("Keepers").getAttribute("aria-pressed")).toBe("true"));
+    await waitFor(() => expect(shown()).toEqual([]));
+    expect(screen.getByText(/“Keepers” is empty: drag images onto it/)).toBeTruthy();
+  });
+
+  it("a board the core refuses to make shows why, next to the name", async () => {
+    setup(three(), [], {
+      gallery_create_board: () => {
+        throw { field: null, message: "a board named 'Keepers' already exists" };
+      },
+    });
+    render(Gallery);
+    await fireEvent.click(await screen.findByTestId("new-board"));
+    await fireEvent.input(screen.getByTestId("new-board-name"), { target: { value: "Keepers" } });
+    await fireEvent.submit(screen.getByTestId("new-board-name").closest("form")!);
+    expect((await screen.findByTestId("board-error")).textContent).toContain("already exists");
+  });
+
+  it("a board is renamed in place (Esc leaves it as it was), and its images follow the new name", async () => {
+    const { calls } = setup([entry(1, { boards: ["Foxes"] }), entry(2)], ["Foxes"]);
+    render(Gallery);
+    await waitFor(() => expect(shown()).toHaveLength(2));
+    await fireEvent.click(screen.getByRole("button", { name: "Rename board Foxes" }));
+    let input = screen.getByTestId("rename-board-name");
+    await fireEvent.input(input, { target: { value: "Vixens" } });
+    await fireEvent.keyDown(input, { key: "Escape" });
+    expect(screen.queryByTestId("rename-board-name")).toBeNull();
+    expect(calls.some((c) => c.cmd === "gallery_rename_board")).toBe(false);
+
+    await fireEvent.click(boardButton("Foxes"));
+    await waitFor(() => expect(shown()).toEqual(["gallery-item-1"]));
+    await fireEvent.click(screen.getByRole("button", { name: "Rename board Foxes" }));
+    input = screen.getByTestId("rename-board-name");
+    await fireEvent.input(input, { target: { value: "Vixens" } });
+    await fireEvent.submit(input.closest("form")!);
+    await waitFor(() => expect(calls.find((c) => c.cmd === "gallery_rename_board")?.args).toEqual({ from: "Foxes", to: "Vixens" }));
+    await waitFor(() => expect(screen.getByTestId("board-Vixens")).toBeTruthy());
+    expect(screen.queryByTestId("board-Foxes")).toBeNull();
+    // Still showing the same board, under its new name.
+    await waitFor(() => expect(shown()).toEqual(["gallery-item-1"]));
+    expect(screen.getByTestId("gallery-count").textContent).toBe("1 image in “Vixens”");
+  });
+
+  it("deleting a board asks first and says its images stay in the gallery", async () => {
+    const { calls } = setup([entry(1, { boards: ["Foxes"] }), entry(2, { boards: ["Foxes"] })], ["Foxes"]);
+    render(Gallery);
+    await waitFor(() => expect(screen.getByTestId("board-Foxes")).toBeTruthy());
+    await fireEvent.click(screen.getByRole("button", { name: "Delete board Foxes" }));
+    const confirm = screen.getByTestId("delete-board-confirm");
+    expect(confirm.textContent).toContain("Delete “Foxes”? Its 2 images stay in the gallery.");
+    await fireEvent.click(within(confirm).getByRole("button", { name: "Keep" }));
+    expect(calls.some((c) => c.cmd === "gallery_delete_board")).toBe(false);
+
+    await fireEvent.click(screen.getByRole("button", { name: "Delete board Foxes" }));
+    await fireEvent.click(screen.getByTestId("delete-board-yes"));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "gallery_delete_board")?.args).toEqual({ name: "Foxes" }));
+    await waitFor(() => expect(screen.queryByTestId("board-Foxes")).toBeNull());
+    expect(shown()).toHaveLength(2);
+  });
+
+  it("an image dragged onto a board is filed into it, and the board's count goes up", async () => {
+    const { calls } = setup(three(), ["Keepers"]);
+    render(Gallery);
+    await waitFor(() => expect(shown()).toHaveLength(3));
+    const transfer = dataTransfer();
+    await fireEvent.dragStart(cell(2), { dataTransfer: transfer });
+    const over = new Event("dragover", { bubbles: true, cancelable: true });
+    Object.assign(over, { dataTransfer: transfer });
+    board("Keepers").dispatchEvent(over);
+    expect(over.defaultPrevented).toBe(true);
+    await fireEvent.drop(board("Keepers"), { dataTransfer: transfer });
+    await waitFor(() => expect(calls.find((c) => c.cmd === "gallery_set_board")?.args).toEqual({ ids: [2], board: "Keepers", on: true }));
+    await waitFor(() => expect(boardButton("Keepers").textContent).toContain("1"));
+    expect(app.toasts.map((t) => t.text)).toContain("1 image added to “Keepers”");
+  });
+
+  it("dragging one of the selected images files the whole selection", async () => {
+    const { calls } = setup(three(), ["Keepers"]);
+    render(Gallery);
+    await waitFor(() => expect(shown()).toHaveLength(3));
+    await fireEvent.click(cell(1), { ctrlKey: true });
+    await fireEvent.click(cell(3), { metaKey: true });
+    const transfer = dataTransfer();
+    await fireEvent.dragStart(cell(3), { dataTransfer: transfer });
+    await fireEvent.drop(board("Keepers"), { dataTransfer: transfer });
+    await waitFor(() => expect(calls.find((c) => c.cmd === "gallery_set_board")?.args).toEqual({ ids: [1, 3], board: "Keepers", on: true }));
+  });
+});
+
+describe("Gallery multi-select", () => {
+  const isSelected = (id: number) => cell(id).getAttribute("aria-selected") === "true";
+
+  it("Ctrl/Cmd+click selects without opening; Shift+click selects the range; the bar counts them", async () => {
+    // (jsdom lays nothing out: the grid shows four cells, one a row.)
+    setup([entry(1), entry(2), entry(3), entry(4)]);
+    render(Gallery);
+    await waitFor(() => expect(shown()).toHaveLength(4));
+    expect(screen.queryByTestId("selection-bar")).toBeNull();
+    await fireEvent.click(cell(2), { ctrlKey: true });
+    expect(app.detail).toBeNull();
+    expect(isSelected(2)).toBe(true);
+    expect(screen.getByTestId("selection-count").textContent).toBe("1 selected");
+    await fireEvent.click(cell(4), { shiftKey: true });
+    expect([1, 2, 3, 4].map(isSelected)).toEqual([false, true, true, true]);
+    expect(screen.getByTestId("selection-count").textContent).toBe("3 selected");
+    await fireEvent.click(cell(3), { ctrlKey: true });
+    expect(isSelected(3)).toBe(false);
+    // A plain click still opens the image.
+    await fireEvent.click(cell(1));
+    expect(app.detail).toBe(1);
+    app.detail = null;
+    await fireEvent.click(screen.getByTestId("clear-selection"));
+    expect(screen.queryByTestId("selection-bar")).toBeNull();
+    expect([1, 2, 3, 4].some(isSelected)).toBe(false);
+  });
+
+  it("in Select mode a click selects instead of opening, and Space toggles the focused image", async () => {
+    setup(three());
+    render(Gallery);
+    await waitFor(() => expect(shown()).toHaveLength(3));
+    await fireEvent.click(screen.getByTestId("select-mode"));
+    await fireEvent.click(cell(1));
+    expect(app.detail).toBeNull();
+    expect(isSelected(1)).toBe(true);
+    cell(2).focus();
+    await fireEvent.keyDown(cell(2), { key: " " });
+    expect(isSelected(2)).toBe(true);
+    await fireEvent.keyDown(cell(2), { key: " " });
+    expect(isSelected(2)).toBe(false);
+    await fireEvent.keyDown(cell(2), { key: "Enter" });
+    expect(app.detail).toBe(2);
+  });
+
+  it("bulk Favorite marks every selected image, and pressed again takes them all back", async () => {
+    const { gallery } = setup(three());
+    render(Gallery);
+    await waitFor(() => expect(shown()).toHaveLength(3));
+    await fireEvent.click(cell(1), { ctrlKey: true });
+    await fireEvent.click(cell(2), { ctrlKey: true });
+    const button = screen.getByTestId("bulk-favorite");
+    expect(button.textContent).toBe("★ Favorite");
+    await fireEvent.click(button);
+    await waitFor(() => expect(gallery.entries.map((e) => e.favorite)).toEqual([true, true, false]));
+    await waitFor(() => expect(cell(1).getAttribute("aria-label")).toContain("(favorite)"));
+    expect(button.textContent).toBe("☆ Unfavorite");
+    await fireEvent.click(button);
+    await waitFor(() => expect(gallery.entries.map((e) => e.favorite)).toEqual([false, false, false]));
+  });
+
+  it("bulk Delete moves the selected images to the trash, and Undo brings every one back", async () => {
+    const { calls } = setup(three());
+    render(Gallery);
+    await waitFor(() => expect(shown()).toHaveLength(3));
+    await fireEvent.click(cell(1), { ctrlKey: true });
+    await fireEvent.click(cell(3), { ctrlKey: true });
+    await fireEvent.click(screen.getByTestId("bulk-delete"));
+    await waitFor(() => expect(shown()).toEqual(["gallery-item-2"]));
+    expect(screen.getByTestId("gallery-count").textContent).toBe("1 image");
+    expect(screen.queryByTestId("selection-bar")).toBeNull();
+    const undo = app.toasts.find((t) => t.action?.label === "Undo");
+    expect(undo?.text).toBe("2 images moved to the trash");
+    undo!.action!.run();
+    await waitFor(() => expect(calls.filter((c) => c.cmd === "gallery_restore").map((c) => c.args.id).sort()).toEqual([1, 3]));
+    await waitFor(() => expect(shown()).toHaveLength(3));
+  });
+
+  it("Add to board… files the selection into a board, a new one included; Remove from board takes it off", async () => {
+    const { gallery, calls } = setup(three(), ["Keepers"]);
+    render(Gallery);
+    await waitFor(() => expect(shown()).toHaveLength(3));
+    await fireEvent.click(cell(1), { ctrlKey: true });
+    await fireEvent.click(cell(2), { ctrlKey: true });
+    await fireEvent.click(screen.getByTestId("bulk-add-to-board"));
+    const menu = screen.getByTestId("bulk-add-to-board-list");
+    await fireEvent.click(within(menu).getByRole("button", { name: /Keepers/ }));
+    await waitFor(() => expect(gallery.entries.map((e) => e.boards)).toEqual([["Keepers"], ["Keepers"], []]));
+    expect(screen.queryByTestId("bulk-add-to-board-list")).toBeNull();
+
+    await fireEvent.click(screen.getByTestId("bulk-add-to-board"));
+    await fireEvent.input(screen.getByTestId("bulk-add-to-board-new"), { target: { value: "Night" } });
+    await fireEvent.submit(screen.getByTestId("bulk-add-to-board-new").closest("form")!);
+    await waitFor(() => expect(screen.getByTestId("board-Night")).toBeTruthy());
+    expect(calls.filter((c) => c.cmd === "gallery_set_board").at(-1)?.args).toEqual({ ids: [1, 2], board: "Night", on: true });
+
+    // Showing the board, "Remove from" takes the selection off it, and the images leave the view.
+    await fireEvent.click(boardButton("Keepers"));
+    await waitFor(() => expect(shown()).toEqual(["gallery-item-1", "gallery-item-2"]));
+    await fireEvent.click(cell(2), { ctrlKey: true });
+    await fireEvent.click(screen.getByTestId("bulk-remove-from-board"));
+    await waitFor(() => expect(shown()).toEqual(["gallery-item-1"]));
+    expect(gallery.entries[1].boards).toEqual(["Night"]);
+  });
+
+  it("Compare shows two selected images side by side or under a slider, with the parameters that differ marked", async () => {
+    setup([entry(1, { seed: 10, steps: 4, prompt: "a fox" }), entry(2, { seed: 11, steps: 4, prompt: "a fox" }), entry(3)]);
+    render(Gallery);
+    await waitFor(() => expect(shown()).toHaveLength(3));
+    await fireEvent.click(cell(1), { ctrlKey: true });
+    expect(screen.getByTestId<HTMLButtonElement>("bulk-compare").disabled).toBe(true);
+    await fireEvent.click(cell(2), { ctrlKey: true });
+    await fireEvent.click(screen.getByTestId("bulk-compare"));
+    const compare = await screen.findByTestId("compare");
+    expect(screen.getByTestId<HTMLImageElement>("compare-left").src).toContain("image-1");
+    expect(screen.getByTestId<HTMLImageElement>("compare-right").src).toContain("image-2");
+    const rows = [...within(screen.getByTestId("compare-params")).getAllByRole("row")].slice(1);
+    const differing = rows.filter((r) => r.dataset.differs === "true").map((r) => r.querySelector("th")?.textContent);
+    expect(differing).toEqual(["Seed (differs)"]);
+
+    await fireEvent.click(screen.getByTestId("compare-mode-slider"));
+    const slider = screen.getByTestId<HTMLInputElement>("compare-slider");
+    await fireEvent.input(slider, { target: { value: "30" } });
+    expect(screen.getByTestId("compare-left").style.clipPath).toBe("inset(0 70% 0 0)");
+    await fireEvent.click(screen.getByTestId("compare-swap"));
+    expect(screen.getByTestId<HTMLImageElement>("compare-left").src).toContain("image-2");
+    await fireEvent.keyDown(compare, { key: "Escape" });
+    expect(screen.queryByTestId("compare")).toBeNull();
+  });
+});
+
+describe("Gallery detail: boards and tags", () => {
+  it("tags typed comma-separated become chips, saved through the core; ✕ takes one off", async () => {
+    const { calls, gallery } = setup([entry(1, { tags: ["coast"] })]);
+    render(Gallery);
+    await fireEvent.click(await screen.findByTestId("gallery-item-1"));
+    const input = await screen.findByTestId("tag-input");
+    expect(screen.getAllByTestId("tag-chip").map((c) => c.textContent?.replace("✕", "").trim())).toEqual(["coast"]);
+    await fireEvent.input(input, { target: { value: "night, Coast ,  long exposure" } });
+    await fireEvent.keyDown(input, { key: "Enter" });
+    await waitFor(() => expect(calls.find((c) => c.cmd === "gallery_set_tags")?.args).toEqual({ id: 1, tags: ["coast", "night", "long exposure"] }));
+    await waitFor(() => expect(screen.getAllByTestId("tag-chip")).toHaveLength(3));
+    expect((input as HTMLInputElement).value).toBe("");
+    await fireEvent.click(screen.getByRole("button", { name: "Remove tag night" }));
+    await waitFor(() => expect(screen.getAllByTestId("tag-chip")).toHaveLength(2));
+    expect(gallery.entries[0].tags).toEqual(["coast", "long exposure"]);
+  });
+
+  it("the detail view files the image into a board from its menu, and its chip's ✕ takes it off", async () => {
+    const { gallery } = setup([entry(1)], ["Keepers", "Night"]);
+    render(Gallery);
+    await fireEvent.click(await screen.findByTestId("gallery-item-1"));
+    await screen.findByTestId("detail-boards");
+    expect(screen.getByTestId("detail-boards").textContent).toContain("none");
+    await fireEvent.click(screen.getByTestId("detail-add-to-board"));
+    await fireEvent.click(within(screen.getByTestId("detail-add-to-board-list")).getByRole("button", { name: /Night/ }));
+    await waitFor(() => expect(gallery.entries[0].boards).toEqual(["Night"]));
+    await waitFor(() => expect(screen.getByTestId("detail-boards").textContent).toContain("Night"));
+    // A board it is in is not offered again.
+    await fireEvent.click(screen.getByTestId("detail-add-to-board"));
+    const offered = within(screen.getByTestId("detail-add-to-board-list")).queryAllByRole("button", { name: /Night|Keepers/ });
+    expect(offered.map((b) => b.textContent)).toEqual(["Keepers0"]);
+    await fireEvent.keyDown(screen.getByTestId("detail-add-to-board-list"), { key: "Escape" });
+    expect(screen.queryByTestId("detail-add-to-board-list")).toBeNull();
+    expect(screen.getByTestId("detail")).toBeTruthy();
+    await fireEvent.click(screen.getByRole("button", { name: "Remove from board Night" }));
+    await waitFor(() => expect(gallery.entries[0].boards).toEqual([]));
+  });
+});
+
+describe("Gallery images as init images", () => {
+  it("a gallery image dropped on the Generate tab becomes the init image, and Generate shows", async () => {
+    const { calls } = setup([entry(4, { width: 512, height: 512 })], [], { gallery_image_data: () => pngDataUrl(512, 512) });
+    render(App);
+    await waitFor(() => expect(screen.getByTestId("gallery-item-4")).toBeTruthy());
+    const transfer = dataTransfer();
+    await fireEvent.dragStart(cell(4), { dataTransfer: transfer });
+    await fireEvent.drop(screen.getByTestId("nav-generate"), { dataTransfer: transfer });
+    await waitFor(() => expect(app.view).toBe("generate"));
+    expect(calls.find((c) => c.cmd === "gallery_image_data")?.args).toEqual({ id: 4 });
+    expect(form.init_image).toBe(pngDataUrl(512, 512));
+    expect(draft.init?.name).toBe("gallery image #4");
+    expect((await screen.findByTestId("init-chip")).textContent).toContain("img2img: gallery image #4");
+  });
+});
