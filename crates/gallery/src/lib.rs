@@ -6,12 +6,16 @@
 //! a temporary name and renamed, and [`Gallery::reindex`] heals both directions (files without rows, rows without
 //! files). Reads use their own connection, so a write in progress never blocks them.
 
+mod boards;
 pub mod parse;
+mod reindex;
+mod trash;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use boards::boards_of;
 use diffugen_engine::output::INPUTS_FOLDER;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
@@ -36,18 +40,6 @@ pub enum GalleryError {
     Io(String),
     #[error("the gallery database failed: {0}")]
     Db(#[from] rusqlite::Error),
-}
-
-/// A board's name, trimmed; empty or overlong names are refused.
-fn board_name(name: &str) -> Result<&str, GalleryError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(GalleryError::Invalid {
-            field: "board",
-            message: "a board needs a name of 1 to 100 characters".into(),
-        });
-    }
-    Ok(name)
 }
 
 impl GalleryError {
@@ -544,212 +536,6 @@ impl Gallery {
         self.get(id)
     }
 
-    /// Replaces the image's tags (trimmed; empty ones and repeats dropped; no commas inside a tag).
-    pub fn set_tags(&self, id: u32, tags: &[String]) -> Result<Entry, GalleryError> {
-        let mut clean: Vec<&str> = Vec::new();
-        for tag in tags {
-            let tag = tag.trim();
-            if tag.contains(',') {
-                return Err(GalleryError::Invalid {
-                    field: "tags",
-                    message: format!("'{tag}' contains a comma; give each tag separately"),
-                });
-            }
-            if !tag.is_empty() && !clean.contains(&tag) {
-                clean.push(tag);
-            }
-        }
-        let changed = self.write().execute(
-            "UPDATE images SET tags = ?2 WHERE id = ?1",
-            params![id, clean.join(", ")],
-        )?;
-        if changed == 0 {
-            return Err(GalleryError::NotFound(id));
-        }
-        self.get(id)
-    }
-
-    /// Files the image into the board `name` (created if new).
-    pub fn add_to_board(&self, id: u32, name: &str) -> Result<Entry, GalleryError> {
-        let name = name.trim();
-        if name.is_empty() {
-            return Err(GalleryError::Invalid {
-                field: "board",
-                message: "a board needs a name".into(),
-            });
-        }
-        self.get(id)?;
-        {
-            let conn = self.write();
-            conn.execute(
-                "INSERT INTO boards (name, created) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
-                params![name, now()],
-            )?;
-            conn.execute(
-                "INSERT OR IGNORE INTO board_images (board_id, image_id)
-                 SELECT id, ?2 FROM boards WHERE name = ?1",
-                params![name, id],
-            )?;
-        }
-        self.get(id)
-    }
-
-    pub fn remove_from_board(&self, id: u32, name: &str) -> Result<Entry, GalleryError> {
-        self.write().execute(
-            "DELETE FROM board_images WHERE image_id = ?2 AND board_id = (SELECT id FROM boards WHERE name = ?1)",
-            params![name, id],
-        )?;
-        self.get(id)
-    }
-
-    /// Creates an empty board (a name that exists already is refused).
-    pub fn create_board(&self, name: &str) -> Result<(), GalleryError> {
-        let name = board_name(name)?;
-        let inserted = self.write().execute(
-            "INSERT INTO boards (name, created) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
-            params![name, now()],
-        )?;
-        if inserted == 0 {
-            return Err(GalleryError::Invalid {
-                field: "board",
-                message: format!("a board named '{name}' exists already"),
-            });
-        }
-        Ok(())
-    }
-
-    /// Renames a board; its images stay on it.
-    pub fn rename_board(&self, from: &str, to: &str) -> Result<(), GalleryError> {
-        let to = board_name(to)?;
-        let conn = self.write();
-        let taken: bool = conn.query_row(
-            "SELECT EXISTS(SELECT 1 FROM boards WHERE name = ?1)",
-            [to],
-            |r| r.get(0),
-        )?;
-        if taken && from.trim() != to {
-            return Err(GalleryError::Invalid {
-                field: "board",
-                message: format!("a board named '{to}' exists already"),
-            });
-        }
-        let changed = conn.execute(
-            "UPDATE boards SET name = ?2 WHERE name = ?1",
-            params![from.trim(), to],
-        )?;
-        if changed == 0 {
-            return Err(GalleryError::Invalid {
-                field: "board",
-                message: format!("there is no board named '{}'", from.trim()),
-            });
-        }
-        Ok(())
-    }
-
-    /// Deletes a board; its images stay in the gallery.
-    pub fn delete_board(&self, name: &str) -> Result<(), GalleryError> {
-        let conn = self.write();
-        conn.execute(
-            "DELETE FROM board_images WHERE board_id = (SELECT id FROM boards WHERE name = ?1)",
-            [name.trim()],
-        )?;
-        let deleted = conn.execute("DELETE FROM boards WHERE name = ?1", [name.trim()])?;
-        if deleted == 0 {
-            return Err(GalleryError::Invalid {
-                field: "board",
-                message: format!("there is no board named '{}'", name.trim()),
-            });
-        }
-        Ok(())
-    }
-
-    /// Every board with how many images it holds.
-    pub fn boards(&self) -> Result<Vec<(String, u32)>, GalleryError> {
-        let conn = self.read();
-        let mut statement = conn.prepare(
-            "SELECT name, (SELECT count(*) FROM board_images WHERE board_id = boards.id) FROM boards ORDER BY name",
-        )?;
-        let rows = statement
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    /// Moves the image to the trash folder (restorable until the trash is emptied).
-    pub fn delete(&self, id: u32) -> Result<Entry, GalleryError> {
-        let entry = self.get(id)?;
-        if entry.trashed.is_some() {
-            return Ok(entry);
-        }
-        let trash = self.trash_dir();
-        std::fs::create_dir_all(&trash).map_err(|e| io(trash.display(), e))?;
-        let name = Path::new(&entry.path)
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| "image.png".into());
-        let target = trash.join(format!("{id}-{name}"));
-        move_file(Path::new(&entry.path), &target)?;
-        self.write().execute(
-            "UPDATE images SET trashed = ?2, trash_path = ?3 WHERE id = ?1",
-            params![id, now(), target.to_string_lossy()],
-        )?;
-        self.get(id)
-    }
-
-    /// Where a trashed image's file waits.
-    fn trash_path(&self, id: u32) -> Result<String, GalleryError> {
-        Ok(self
-            .read()
-            .query_row("SELECT trash_path FROM images WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })?)
-    }
-
-    /// Puts a trashed image back where it was.
-    pub fn restore(&self, id: u32) -> Result<Entry, GalleryError> {
-        let entry = self.get(id)?;
-        if entry.trashed.is_none() {
-            return Ok(entry);
-        }
-        let trash_path = self.trash_path(id)?;
-        let original = Path::new(&entry.path);
-        if original.exists() {
-            return Err(GalleryError::Io(format!(
-                "cannot restore {id}: a file already exists at {}",
-                entry.path
-            )));
-        }
-        if let Some(parent) = original.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| io(parent.display(), e))?;
-        }
-        move_file(Path::new(&trash_path), original)?;
-        self.write().execute(
-            "UPDATE images SET trashed = NULL, trash_path = NULL WHERE id = ?1",
-            [id],
-        )?;
-        self.get(id)
-    }
-
-    /// Deletes every trashed image for good. Returns how many.
-    pub fn empty_trash(&self) -> Result<u32, GalleryError> {
-        let trashed: Vec<(u32, String)> = {
-            let conn = self.read();
-            let mut statement =
-                conn.prepare("SELECT id, trash_path FROM images WHERE trashed IS NOT NULL")?;
-            let rows = statement
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows
-        };
-        for (id, path) in &trashed {
-            let _ = std::fs::remove_file(path);
-            let _ = std::fs::remove_file(self.thumbnail_path(*id));
-            self.write()
-                .execute("DELETE FROM images WHERE id = ?1", [id])?;
-        }
-        Ok(trashed.len() as u32)
-    }
-
     fn thumbnail_path(&self, id: u32) -> PathBuf {
         self.thumbnails_dir().join(format!("{id}.jpg"))
     }
@@ -778,92 +564,6 @@ impl Gallery {
         std::fs::write(&temporary, &bytes).map_err(|e| io(temporary.display(), e))?;
         std::fs::rename(&temporary, &target).map_err(|e| io(target.display(), e))?;
         Ok(target)
-    }
-
-    /// Reads every PNG under `dir` (default: the outputs folder) into the gallery and drops rows whose file is
-    /// gone. Thumbnails are made when first shown.
-    pub fn reindex(&self, dir: Option<&Path>) -> Result<ReindexReport, GalleryError> {
-        let root = dir
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.outputs_dir());
-        let mut report = ReindexReport::default();
-        let mut pending = vec![root.clone()];
-        let mut files = Vec::new();
-        while let Some(folder) = pending.pop() {
-            let Ok(listing) = std::fs::read_dir(&folder) else {
-                if folder == root && dir.is_some() {
-                    return Err(GalleryError::Invalid {
-                        field: "dir",
-                        message: format!("{} is not a readable folder", root.display()),
-                    });
-                }
-                continue;
-            };
-            for item in listing.flatten() {
-                let path = item.path();
-                let name = item.file_name().to_string_lossy().to_string();
-                if name.starts_with('.') {
-                    continue; // hidden files and our own temporary files
-                }
-                match item.file_type() {
-                    // The init images jobs rendered from are kept there; they are not results.
-                    Ok(t) if t.is_dir() && folder == root && name == INPUTS_FOLDER => {}
-                    Ok(t) if t.is_dir() => pending.push(path),
-                    Ok(_) if name.to_ascii_lowercase().ends_with(".png") => files.push(path),
-                    _ => {}
-                }
-            }
-        }
-        files.sort();
-        let known: std::collections::HashSet<String> = {
-            let conn = self.read();
-            let mut statement = conn.prepare("SELECT path FROM images")?;
-            let rows = statement
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            rows
-        };
-        for file in files {
-            report.scanned += 1;
-            let canonical = std::fs::canonicalize(&file).unwrap_or(file.clone());
-            if known.contains(&*canonical.to_string_lossy()) {
-                continue;
-            }
-            match self.insert(&file) {
-                Ok(_) => report.added += 1,
-                Err(e) => {
-                    tracing::warn!(file = %file.display(), error = %e, "not indexed");
-                    report.unreadable.push(file.display().to_string());
-                }
-            }
-        }
-        // Thumbnails half-written when a process died.
-        if let Ok(listing) = std::fs::read_dir(self.thumbnails_dir()) {
-            for item in listing.flatten() {
-                if item.file_name().to_string_lossy().contains(".jpg.tmp-") {
-                    let _ = std::fs::remove_file(item.path());
-                }
-            }
-        }
-        // Rows whose file is gone (in the gallery or in the trash).
-        let rows: Vec<(u32, String, Option<String>)> = {
-            let conn = self.read();
-            let mut statement = conn.prepare("SELECT id, path, trash_path FROM images")?;
-            let rows = statement
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows
-        };
-        for (id, path, trash_path) in rows {
-            let file = trash_path.unwrap_or(path);
-            if !Path::new(&file).exists() {
-                self.write()
-                    .execute("DELETE FROM images WHERE id = ?1", [id])?;
-                let _ = std::fs::remove_file(self.thumbnail_path(id));
-                report.removed += 1;
-            }
-        }
-        Ok(report)
     }
 
     /// The entry's parameters as a job request ("remix"): same model, prompts, size, steps, cfg, sampler,
@@ -949,30 +649,6 @@ impl Gallery {
         tx.commit()?;
         Ok(())
     }
-}
-
-fn boards_of(conn: &Connection, ids: &[u32]) -> Result<Vec<(u32, String)>, GalleryError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let marks = vec!["?"; ids.len()].join(",");
-    let mut statement = conn.prepare(&format!(
-        "SELECT image_id, name FROM board_images JOIN boards ON boards.id = board_id
-         WHERE image_id IN ({marks}) ORDER BY name"
-    ))?;
-    let rows = statement
-        .query_map(params_from_iter(ids.iter()), |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
-}
-
-/// Renames, or copies and removes across file systems.
-fn move_file(from: &Path, to: &Path) -> Result<(), GalleryError> {
-    if std::fs::rename(from, to).is_ok() {
-        return Ok(());
-    }
-    std::fs::copy(from, to).map_err(|e| io(format!("moving {}", from.display()), e))?;
-    std::fs::remove_file(from).map_err(|e| io(from.display(), e))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! - [`orchestrator`]: phases, policy, leases for diffusion jobs and LLM requests, restore, statistics.
 //! - [`snapshot`]: the typed snapshot and events the meter, the CLI and the API show.
 
+pub mod config;
 pub mod gpu;
 pub mod ollama;
 pub mod orchestrator;

@@ -1,0 +1,286 @@
+//! The queue's runner: takes the next job, makes room on the GPU (the orchestrator's diffusion turn, the memory
+//! plan), runs it on the engine, records its images in the gallery, ends it, and frees an idle model after the
+//! keep-alive.
+
+use std::time::Instant;
+
+use diffugen_engine::{FailureKind, JobEvent, JobSpec, Output, Stage};
+use diffugen_gallery::Gallery;
+use diffugen_vram::share::Fit;
+use diffugen_vram::{DiffusionLease, Orchestrator};
+use tokio::sync::oneshot;
+
+use crate::state::finish;
+use crate::{announce_positions, JobManager, JobState};
+
+impl JobManager {
+    pub(crate) async fn run(self) {
+        // Held across back-to-back jobs so the LLM is not reloaded between them; dropped when the queue drains.
+        let mut lease: Option<DiffusionLease> = None;
+        loop {
+            let next = {
+                let mut state = self.lock();
+                let next = state.queue.pop_front();
+                if let Some(id) = &next {
+                    state.running = Some(id.clone());
+                    if let Some(job) = state.jobs.get_mut(id) {
+                        job.state = JobState::Running;
+                    }
+                    if let Some(Err(e)) = state.store.as_ref().map(|s| s.set_running(id)) {
+                        tracing::warn!(error = %e, "the queue on disk was not updated");
+                    }
+                    announce_positions(&mut state);
+                }
+                next.and_then(|id| {
+                    state.jobs.get(&id).and_then(|j| {
+                        let (spec, destination) = j.work.clone()?;
+                        Some((id, spec, destination, j.accepted))
+                    })
+                })
+            };
+            let Some((id, mut spec, destination, accepted)) = next else {
+                lease = None;
+                self.idle().await;
+                continue;
+            };
+            let manager = self.clone();
+            let gallery = self.shared.gallery.clone();
+            let mut record = |mut event: JobEvent| {
+                if let (Some(gallery), Stage::Done { outputs }) = (&gallery, &mut event.stage) {
+                    // SQLite and the thumbnail block: tell the runtime, so other tasks move to another thread.
+                    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+                        == tokio::runtime::RuntimeFlavor::MultiThread;
+                    let recorded = if multi_thread {
+                        tokio::task::block_in_place(|| record_in_gallery(gallery, outputs))
+                    } else {
+                        record_in_gallery(gallery, outputs)
+                    };
+                    if let Err(error) = recorded {
+                        event.stage = Stage::Failed {
+                            error,
+                            kind: FailureKind::Storage,
+                        };
+                        event.percent = None;
+                    }
+                }
+                let mut state = manager.lock();
+                let ended = event.stage.is_final().then(|| event.job_id.clone());
+                if let Some(job) = state.jobs.get_mut(&event.job_id) {
+                    job.record(event);
+                }
+                // In the history at the moment its last event goes out, so a client never misses it there.
+                if let Some(id) = ended {
+                    finish(&mut state, &id);
+                }
+            };
+            for message in self.apply_defaults(&mut spec) {
+                let stage = Stage::Warning { message };
+                record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
+            }
+            if let (Some(orchestrator), None) = (&self.shared.orchestrator, &lease) {
+                match self
+                    .prepare(orchestrator, &id, &mut spec, accepted, &mut record)
+                    .await
+                {
+                    Ok(acquired) => lease = Some(acquired),
+                    Err(stage) => {
+                        record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
+                        let mut state = self.lock();
+                        state.running = None;
+                        finish(&mut state, &id);
+                        continue;
+                    }
+                }
+            } else {
+                let orchestrator = self.shared.orchestrator.as_ref();
+                let budget = orchestrator.and_then(Orchestrator::sharing_budget);
+                for stage in plan_stages(orchestrator, &mut spec, budget) {
+                    record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
+                }
+            }
+            let _ = diffugen_engine::job::run(
+                &self.shared.engine,
+                &id,
+                &spec,
+                &destination,
+                accepted,
+                &mut record,
+            )
+            .await;
+            let mut state = self.lock();
+            state.running = None;
+            finish(&mut state, &id);
+            let more = !state.queue.is_empty();
+            drop(state);
+            // Hand the GPU back when the queue is empty, or between jobs when an LLM request is waiting for it.
+            if !more
+                || self
+                    .shared
+                    .orchestrator
+                    .as_ref()
+                    .is_some_and(|o| o.llm_waiting())
+            {
+                lease = None;
+            }
+        }
+    }
+
+    /// Fills what a job left out from the settings' defaults; returns warnings for defaults that do not apply.
+    fn apply_defaults(&self, spec: &mut JobSpec) -> Vec<String> {
+        let defaults = self.defaults();
+        spec.threads = spec.threads.or(defaults.threads);
+        diffugen_engine::memory::apply_defaults(spec, &defaults.memory)
+    }
+
+    /// Waits for the next job; after the keep-alive with no job, frees the engine's model (the worker stays).
+    async fn idle(&self) {
+        let keep_alive = self.defaults().keep_alive;
+        match keep_alive {
+            Some(idle) if self.shared.engine.loaded_model().is_some() => {
+                tokio::select! {
+                    _ = self.shared.wake.notified() => {}
+                    _ = tokio::time::sleep(idle) => {
+                        tracing::info!(seconds = idle.as_secs_f64(), "the model was idle: freeing its memory");
+                        self.shared.engine.unload().await;
+                    }
+                }
+            }
+            _ => self.shared.wake.notified().await,
+        }
+    }
+
+    /// Asks the orchestrator for the GPU with the job's memory planner (it may share the GPU with resident LLMs
+    /// or unload them), plans the job for the room it got, and reports both as the job's events; a cancel while
+    /// waiting ends the job before it reaches the engine. The error is the job's final stage.
+    async fn prepare(
+        &self,
+        orchestrator: &Orchestrator,
+        id: &str,
+        spec: &mut JobSpec,
+        accepted: Instant,
+        record: &mut (dyn FnMut(JobEvent) + Send),
+    ) -> Result<DiffusionLease, Stage> {
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        self.lock().preparing = Some((id.to_string(), cancel_tx));
+        let mut planner = fit_for(spec, orchestrator);
+        let mut on_stage = |stage: Stage| {
+            record(JobEvent::new(id, accepted.elapsed().as_secs_f64(), stage));
+        };
+        let result = tokio::select! {
+            lease = orchestrator.acquire_diffusion_planned(&mut planner, &mut on_stage) => {
+                lease.map_err(|e| Stage::Failed { error: e.to_string(), kind: FailureKind::Gpu })
+            }
+            reason = cancel_rx => Err(Stage::Cancelled {
+                reason: reason.unwrap_or_else(|_| "cancelled".into()),
+            }),
+        };
+        self.lock().preparing = None;
+        let (lease, budget) = result?;
+        for stage in plan_stages(Some(orchestrator), spec, budget) {
+            record(JobEvent::new(id, accepted.elapsed().as_secs_f64(), stage));
+        }
+        Ok(lease)
+    }
+}
+
+/// The job's memory planner as the orchestrator asks it: with `free` bytes of VRAM, would the job fit, how much
+/// would it take, and how long would it run.
+pub fn fit_for(spec: &JobSpec, orchestrator: &Orchestrator) -> impl FnMut(f64) -> Fit + Send {
+    let mut spec = spec.clone();
+    let total = orchestrator
+        .gpu_memory_for_diffusion()
+        .map(|(total, _)| total);
+    move |free: f64| {
+        let gpu = total.map(|t| (t, free.min(t)));
+        match diffugen_engine::memory::plan_job(&mut spec, &diffugen_engine::memory::resources(gpu))
+        {
+            // Beside an LLM, a plan that moves the diffusion model to the CPU is no way to share the GPU.
+            Ok(plan) => Fit {
+                fits: plan.fits
+                    && (gpu.is_none()
+                        || plan.group(diffugen_models::Group::Diffusion)
+                            != Some(diffugen_models::Placement::Cpu)),
+                vram_bytes: plan.estimated_vram_peak_bytes,
+                seconds: plan.estimated_seconds,
+            },
+            Err(_) => Fit {
+                fits: true,
+                vram_bytes: needed_vram(&spec),
+                seconds: 0.0,
+            },
+        }
+    }
+}
+
+/// Plans a job's memory (where each part runs, tiling, budget) with what the GPU and RAM hold now, keeps the plan
+/// in the spec for the worker, and returns the stages that tell the job's clients: the plan, and a warning with
+/// advice when even the best plan does not fit (the job still runs: the estimate errs on the generous side).
+/// `budget`: the VRAM the job may use when it shares the GPU with resident LLMs (else what is free now).
+pub fn plan_stages(
+    orchestrator: Option<&Orchestrator>,
+    spec: &mut JobSpec,
+    budget: Option<f64>,
+) -> Vec<Stage> {
+    let gpu = orchestrator
+        .and_then(Orchestrator::gpu_memory_for_diffusion)
+        .map(|(total, free)| (total, budget.map_or(free, |b| b.min(total))));
+    let resources = diffugen_engine::memory::resources(gpu);
+    match diffugen_engine::memory::plan_job(spec, &resources) {
+        Ok(plan) => {
+            let mut stages = vec![Stage::Plan {
+                summary: plan.summary(),
+                plan: plan.clone(),
+            }];
+            if !plan.fits {
+                stages.push(Stage::Warning {
+                    message: format!(
+                        "this job may not fit the memory at hand: {}",
+                        plan.advice.join("; ")
+                    ),
+                });
+            }
+            stages
+        }
+        Err(error) => vec![Stage::Warning {
+            message: format!("could not plan the job's memory ({error}); sd.cpp decides"),
+        }],
+    }
+}
+
+/// The VRAM a job's plan needs at its peak (everything on the GPU when it has no plan).
+pub fn needed_vram(spec: &JobSpec) -> f64 {
+    spec.memory.plan.as_ref().map_or_else(
+        || {
+            diffugen_models::plan::full_gpu_need(
+                &spec.components,
+                &spec.family,
+                spec.width,
+                spec.height,
+                spec.cfg_scale > 1.0,
+            )
+        },
+        |p| p.estimated_vram_peak_bytes,
+    )
+}
+
+/// Records finished images in the gallery. An image the gallery cannot record fails the job (a client must never
+/// be told of an image its gallery lacks); the message says where the files are, so nothing is lost.
+pub fn record_in_gallery(gallery: &Gallery, outputs: &mut [Output]) -> Result<(), String> {
+    for output in outputs.iter_mut() {
+        match gallery.add(std::path::Path::new(&output.path)) {
+            Ok(id) => output.gallery_id = Some(id),
+            Err(e) => {
+                tracing::warn!(path = %output.path, error = %e, "not recorded in the gallery");
+                let files: Vec<&str> = outputs.iter().map(|o| o.path.as_str()).collect();
+                return Err(format!(
+                    "the image was rendered but the gallery could not record it ({}{e}); nothing is lost: {} \
+                     {} kept and will be listed after `diffugen gallery reindex`",
+                    if e.is_disk_full() { "the disk is full: " } else { "" },
+                    files.join(", "),
+                    if files.len() == 1 { "is" } else { "are" },
+                ));
+            }
+        }
+    }
+    Ok(())
+}

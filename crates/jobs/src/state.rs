@@ -1,0 +1,136 @@
+//! A job as the queue holds it, and the queue's shared state: the jobs, the line of waiting ones, the running one,
+//! the history; ending a job and telling the waiting ones their place.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use diffugen_engine::{Destination, JobEvent, JobSpec, Stage};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::{now_unix, JobInfo, JobState, JobStore, HISTORY_KEPT};
+
+pub(crate) struct Job {
+    pub(crate) id: String,
+    pub(crate) model: String,
+    pub(crate) prompt: String,
+    /// What the runner needs; dropped when the job ends.
+    pub(crate) work: Option<(JobSpec, Destination)>,
+    pub(crate) source: String,
+    pub(crate) created: f64,
+    pub(crate) finished: Option<f64>,
+    pub(crate) accepted: Instant,
+    pub(crate) state: JobState,
+    pub(crate) events: Vec<JobEvent>,
+    /// The newest preview frame (previews are not kept in `events`).
+    pub(crate) last_preview: Option<JobEvent>,
+    pub(crate) sender: broadcast::Sender<JobEvent>,
+    /// The queue-wide stream every job's events also go to.
+    pub(crate) all: broadcast::Sender<JobEvent>,
+}
+
+impl Job {
+    pub(crate) fn info(&self, position: Option<u32>) -> JobInfo {
+        let last = self
+            .events
+            .iter()
+            .rev()
+            .find(|e| !matches!(e.stage, Stage::Preview { .. }))
+            .cloned();
+        let (outputs, error) = match last.as_ref().map(|e| &e.stage) {
+            Some(Stage::Done { outputs }) => (outputs.clone(), None),
+            Some(Stage::Failed { error, .. }) => (Vec::new(), Some(error.clone())),
+            Some(Stage::Cancelled { reason }) => (Vec::new(), Some(reason.clone())),
+            _ => (Vec::new(), None),
+        };
+        JobInfo {
+            id: self.id.clone(),
+            state: self.state,
+            position,
+            source: self.source.clone(),
+            model: self.model.clone(),
+            prompt: self.prompt.clone(),
+            created: self.created,
+            finished: self.finished,
+            outputs,
+            error,
+            last_event: last,
+        }
+    }
+
+    pub(crate) fn record(&mut self, event: JobEvent) {
+        if event.stage.is_final() {
+            self.state = match event.stage {
+                Stage::Done { .. } => JobState::Done,
+                Stage::Cancelled { .. } => JobState::Cancelled,
+                _ => JobState::Failed,
+            };
+        }
+        // Previews are live-only: keeping every frame of every job would grow without bound.
+        if matches!(event.stage, Stage::Preview { .. }) {
+            self.last_preview = Some(event.clone());
+        } else {
+            self.events.push(event.clone());
+        }
+        let _ = self.all.send(event.clone());
+        let _ = self.sender.send(event);
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) jobs: HashMap<String, Job>,
+    pub(crate) queue: VecDeque<String>,
+    pub(crate) running: Option<String>,
+    /// Cancels the running job while it still waits for the GPU (before the engine has it).
+    pub(crate) preparing: Option<(String, oneshot::Sender<String>)>,
+    pub(crate) finished: VecDeque<String>,
+    pub(crate) next_id: u64,
+    /// The queue on disk, when it has one.
+    pub(crate) store: Option<Arc<JobStore>>,
+}
+
+/// Moves an ended job to the history (once; later calls do nothing).
+pub(crate) fn finish(state: &mut State, id: &str) {
+    if state.finished.iter().rev().any(|f| f == id) {
+        return;
+    }
+    if let Some(job) = state.jobs.get_mut(id) {
+        // What the runner needed (init images among it) is not kept for the history.
+        job.work = None;
+        let at = now_unix();
+        job.finished = Some(at);
+        if let Some(store) = &state.store {
+            if let Err(e) = store.finish(id, job.state, job.events.last(), at) {
+                tracing::warn!(error = %e, "the queue on disk was not updated");
+            }
+        }
+    }
+    state.finished.push_back(id.to_string());
+    while state.finished.len() > HISTORY_KEPT {
+        if let Some(old) = state.finished.pop_front() {
+            state.jobs.remove(&old);
+        }
+    }
+}
+
+/// Tells every waiting job its new place in line.
+pub(crate) fn announce_positions(state: &mut State) {
+    let offset = u32::from(state.running.is_some());
+    let waiting: Vec<String> = state.queue.iter().cloned().collect();
+    if let Some(Err(e)) = state.store.as_ref().map(|s| s.set_order(&waiting)) {
+        tracing::warn!(error = %e, "the queue on disk was not updated");
+    }
+    for (index, id) in waiting.iter().enumerate() {
+        if let Some(job) = state.jobs.get_mut(id) {
+            let elapsed = job.accepted.elapsed().as_secs_f64();
+            job.record(JobEvent::new(
+                id,
+                elapsed,
+                Stage::Queued {
+                    position: index as u32 + offset,
+                },
+            ));
+        }
+    }
+}
