@@ -753,3 +753,33 @@ async fn health_answers_within_100_ms_while_a_thousand_half_sent_requests_and_im
     drop(stalled);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_malformed_body_is_refused_naming_it_never_ignored_and_a_favorite_needs_no_body() {
+    let ws = Workspace::new();
+    let (server, base, gallery) = serve_with_gallery(&ws).await;
+    let file = ws.path("outputs/kept.png");
+    std::fs::create_dir_all(ws.path("outputs")).unwrap();
+    std::fs::write(&file, png(8, 8)).unwrap();
+    let id = gallery.add(&file).unwrap();
+    let client = reqwest::Client::new();
+    let tags = client
+        .post(format!("{base}/api/v1/gallery/{id}/tags"))
+        .header("content-type", "application/json")
+        .body("{\"tags\": [\"sea\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.status(), 400);
+    let error: Value = tags.json().await.unwrap();
+    assert_eq!(error["error"]["param"], "body", "{error}");
+    let favorite = client
+        .post(format!("{base}/api/v1/gallery/{id}/favorite"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(favorite.status(), 200);
+    let entry: Value = favorite.json().await.unwrap();
+    assert_eq!(entry["favorite"], true);
+    server.shutdown().await.unwrap();
+}

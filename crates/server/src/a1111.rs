@@ -2,7 +2,6 @@
 //! scripts speak it: txt2img and img2img on the shared queue, models, options (the default model), samplers,
 //! schedulers, LoRAs, live progress with a preview, and interrupt.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,6 +15,7 @@ use diffugen_models::Role;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::body::A1111Body;
 use crate::native::enqueue;
 use crate::{ApiError, AppState};
 
@@ -251,12 +251,7 @@ fn memory_overrides(
         .map_err(|e| ApiError::invalid("override_settings", e.to_string()))
 }
 
-async fn generate(
-    state: AppState,
-    body: std::result::Result<Json<Value>, JsonRejection>,
-    img2img: bool,
-) -> Result<Json<Value>> {
-    let Json(value) = body.map_err(crate::error::json_rejection)?;
+async fn generate(state: AppState, value: Value, img2img: bool) -> Result<Json<Value>> {
     let body = value
         .as_object()
         .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))?;
@@ -327,14 +322,14 @@ async fn generate(
 
 pub async fn txt2img(
     State(state): State<AppState>,
-    body: std::result::Result<Json<Value>, JsonRejection>,
+    A1111Body(body): A1111Body<Value>,
 ) -> Result<Json<Value>> {
     generate(state, body, false).await
 }
 
 pub async fn img2img(
     State(state): State<AppState>,
-    body: std::result::Result<Json<Value>, JsonRejection>,
+    A1111Body(body): A1111Body<Value>,
 ) -> Result<Json<Value>> {
     generate(state, body, true).await
 }
@@ -359,9 +354,8 @@ pub async fn get_options(State(state): State<AppState>) -> Result<Json<Value>> {
 
 pub async fn set_options(
     State(state): State<AppState>,
-    body: std::result::Result<Json<Value>, JsonRejection>,
+    A1111Body(value): A1111Body<Value>,
 ) -> Result<Json<Value>> {
-    let Json(value) = body.map_err(crate::error::json_rejection)?;
     if let Some(title) = value.get("sd_model_checkpoint").and_then(Value::as_str) {
         let id = checkpoint_id(title);
         crate::model_id("sd_model_checkpoint", &id)?;

@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -14,6 +13,7 @@ use futures_util::{stream, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::body::JsonBody;
 use crate::{ApiError, AppState};
 
 /// The request body.
@@ -36,9 +36,8 @@ pub struct ConvertBody {
 /// `POST /api/v1/models/convert` → 202 `{id, preview}`; a model or name the server cannot use → 400 naming it.
 pub async fn start(
     State(state): State<AppState>,
-    body: Result<Json<ConvertBody>, JsonRejection>,
+    JsonBody(body): JsonBody<ConvertBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(body) = body.map_err(crate::error::json_rejection)?;
     crate::model_id("model", &body.model)?;
     let library = state.library();
     let (model, part, weight_type, output) = (body.model, body.part, body.weight_type, body.output);

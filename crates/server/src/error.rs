@@ -99,26 +99,6 @@ impl From<diffugen_jobs::QueueError> for ApiError {
     }
 }
 
-/// A body axum could not read as JSON: too large (413) or malformed (400, naming `body`).
-pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request body is larger than {} MB",
-                crate::BODY_LIMIT >> 20
-            ),
-        )
-        .code("body_too_large");
-    }
-    let text = rejection.body_text();
-    match field_in_message(&text) {
-        // Well-formed JSON with a field of the wrong type or a required one missing: name that field.
-        Some(field) => ApiError::invalid(&field, text),
-        None => ApiError::invalid("body", format!("the body is not valid JSON: {text}")),
-    }
-}
-
 /// The field an axum/serde rejection names: `...target type: width: invalid type...` → `width`;
 /// `missing field `prompt`` → `prompt`; `...query string: limit: invalid digit...` → `limit`.
 pub(crate) fn field_in_message(message: &str) -> Option<String> {

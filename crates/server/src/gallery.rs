@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query as QueryString, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -12,6 +11,7 @@ use axum::Json;
 use diffugen_gallery::{Entry, Gallery, GalleryError, Order, Page, Query};
 use serde_json::{json, Value};
 
+use crate::body::{JsonBody, OptionalJsonBody};
 use crate::{ApiError, AppState};
 
 fn api_error(error: GalleryError) -> ApiError {
@@ -162,18 +162,14 @@ pub async fn remix(
     with_gallery(&state, move |g| g.remix(id)).await.map(Json)
 }
 
-fn body(body: Result<Json<Value>, JsonRejection>) -> Value {
-    body.map(|Json(v)| v).unwrap_or(Value::Null)
-}
-
 /// `POST /api/v1/gallery/{id}/favorite` `{"favorite": true|false}` (default true).
 pub async fn favorite(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    payload: Result<Json<Value>, JsonRejection>,
+    OptionalJsonBody(payload): OptionalJsonBody<Value>,
 ) -> Result<Json<Entry>, ApiError> {
     let id = parse_id(&id)?;
-    let payload = body(payload);
+    let payload = payload.unwrap_or(Value::Null);
     let favorite = match payload.get("favorite") {
         None | Some(Value::Null) => true,
         Some(Value::Bool(b)) => *b,
@@ -193,10 +189,9 @@ pub async fn favorite(
 pub async fn add_to_board(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    payload: Result<Json<Value>, JsonRejection>,
+    JsonBody(payload): JsonBody<Value>,
 ) -> Result<Json<Entry>, ApiError> {
     let id = parse_id(&id)?;
-    let payload = body(payload);
     let Some(board) = payload
         .get("board")
         .and_then(Value::as_str)
@@ -216,10 +211,9 @@ pub async fn add_to_board(
 pub async fn tags(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    payload: Result<Json<Value>, JsonRejection>,
+    JsonBody(payload): JsonBody<Value>,
 ) -> Result<Json<Entry>, ApiError> {
     let id = parse_id(&id)?;
-    let payload = body(payload);
     let tags: Option<Vec<String>> = payload.get("tags").and_then(|t| {
         t.as_array()?
             .iter()

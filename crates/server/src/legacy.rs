@@ -7,7 +7,6 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -21,6 +20,7 @@ use diffugen_models::Role;
 use futures_util::{Stream, StreamExt};
 use serde_json::{json, Map, Value};
 
+use crate::body::LegacyBody;
 use crate::native::{enqueue, job_events};
 use crate::openai::{encode, Body, DropIfQueued};
 use crate::{ApiError, AppState};
@@ -187,9 +187,8 @@ async fn generate(
     state: AppState,
     headers: HeaderMap,
     kind: Kind,
-    body: Result<Json<Value>, JsonRejection>,
+    value: Value,
 ) -> Result<Json<Value>, LegacyError> {
-    let Json(value) = body.map_err(crate::error::json_rejection)?;
     let id = submit(&state, kind, &value)?;
     let _guard = DropIfQueued {
         jobs: state.jobs.clone(),
@@ -301,9 +300,8 @@ async fn generate_stream(
     headers: HeaderMap,
     kind: Kind,
     openai: bool,
-    body: Result<Json<Value>, JsonRejection>,
+    mut value: Value,
 ) -> Result<Response, LegacyError> {
-    let Json(mut value) = body.map_err(crate::error::json_rejection)?;
     if openai {
         // The OpenAI-shaped twin takes `size` instead of width/height.
         if let Some((w, h)) = value
@@ -329,7 +327,7 @@ pub fn routes() -> Router<AppState> {
         post(
             move |State(state): State<AppState>,
                   headers: HeaderMap,
-                  body: Result<Json<Value>, JsonRejection>| {
+                  LegacyBody(body): LegacyBody<Value>| {
                 generate(state, headers, kind, body)
             },
         )
@@ -338,7 +336,7 @@ pub fn routes() -> Router<AppState> {
         post(
             move |State(state): State<AppState>,
                   headers: HeaderMap,
-                  body: Result<Json<Value>, JsonRejection>| {
+                  LegacyBody(body): LegacyBody<Value>| {
                 generate_stream(state, headers, kind, openai, body)
             },
         )

@@ -8,6 +8,7 @@
 
 mod a1111;
 mod auth;
+mod body;
 mod convert;
 mod error;
 mod files;

@@ -2,7 +2,6 @@
 
 use std::convert::Infallible;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -11,6 +10,7 @@ use diffugen_downloads::{DownloadEvent, DownloadStage, PullState};
 use futures_util::{stream, Stream, StreamExt};
 use serde_json::{json, Value};
 
+use crate::body::JsonBody;
 use crate::{ApiError, AppState};
 
 /// `GET /api/v1/models`: model cards (checkpoints, presets, assembled multi-file models) and every file found.
@@ -30,9 +30,8 @@ pub async fn catalog() -> Json<Value> {
 /// `POST /api/v1/models/downloads` `{"model": "<catalog id>"}` or `{"url": "...", "sha256": "..."}` → 202.
 pub async fn start(
     State(state): State<AppState>,
-    body: Result<Json<Value>, JsonRejection>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(body) = body.map_err(crate::error::json_rejection)?;
     let text = |k: &str| {
         body.get(k)
             .and_then(Value::as_str)

@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -15,6 +14,7 @@ use futures_util::{stream, Stream, StreamExt};
 use serde_json::{json, Value};
 use tokio_stream::wrappers::BroadcastStream;
 
+use crate::body::JsonBody;
 use crate::{ApiError, AppState};
 
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
@@ -110,9 +110,8 @@ pub const SOURCE_HEADER: &str = "x-diffugen-source";
 pub async fn submit(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
-    body: Result<Json<GenerateRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<GenerateRequest>,
 ) -> Result<(StatusCode, Json<JobInfo>), ApiError> {
-    let Json(request) = body.map_err(crate::error::json_rejection)?;
     let source = match headers.get(SOURCE_HEADER).and_then(|v| v.to_str().ok()) {
         Some("cli") => "cli",
         _ => "api",

@@ -9,7 +9,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use std::convert::Infallible;
 
 use axum::extract::multipart::{Multipart, MultipartRejection};
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -22,6 +21,7 @@ use diffugen_jobs::{JobManager, JobState, Outcome};
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 
+use crate::body::JsonBody;
 use crate::native::enqueue;
 use crate::{ApiError, AppState};
 
@@ -504,9 +504,8 @@ fn stream_response(
 pub async fn generations(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<Value>, JsonRejection>,
+    JsonBody(value): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    let Json(value) = body.map_err(crate::error::json_rejection)?;
     let map = value
         .as_object()
         .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))?;
