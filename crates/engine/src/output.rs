@@ -146,73 +146,36 @@ impl Record {
     }
 }
 
-/// Encodes `image` as PNG with both text chunks.
+/// Encodes `image` as PNG, with the parameters text and the JSON record when `record` is given.
 pub fn encode_png(image: &diffugen_sd::RgbImage, record: Option<&Record>) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(&mut bytes, image.width, image.height);
-        encoder.set_color(if image.channels == 1 {
-            png::ColorType::Grayscale
-        } else {
-            png::ColorType::Rgb
-        });
-        encoder.set_depth(png::BitDepth::Eight);
-        if let Some(record) = record {
-            add_texts(&mut encoder, record)?;
-        }
-        let mut writer = encoder.write_header().map_err(io::Error::other)?;
-        writer
-            .write_image_data(&image.data)
-            .map_err(io::Error::other)?;
-        writer.finish().map_err(io::Error::other)?;
-    }
-    Ok(bytes)
+    let pixels = diffugen_pngtext::Pixels {
+        width: image.width,
+        height: image.height,
+        channels: image.channels,
+        data: &image.data,
+    };
+    let Some(record) = record else {
+        return diffugen_pngtext::encode(pixels, &[]);
+    };
+    let parameters = record.a1111_parameters();
+    let json = serde_json::to_string(record).map_err(io::Error::other)?;
+    // tEXt is Latin-1; A1111 readers also read iTXt, which holds any UTF-8 prompt.
+    diffugen_pngtext::encode(
+        pixels,
+        &[
+            diffugen_pngtext::Text::Plain {
+                key: PARAMETERS_KEY,
+                text: &parameters,
+            },
+            diffugen_pngtext::Text::Utf8 {
+                key: RECORD_KEY,
+                text: &json,
+            },
+        ],
+    )
 }
 
-/// The parameters text and the JSON record as PNG text chunks.
-fn add_texts<W: Write>(encoder: &mut png::Encoder<'_, W>, record: &Record) -> io::Result<()> {
-    {
-        let parameters = record.a1111_parameters();
-        let json = serde_json::to_string(record).map_err(io::Error::other)?;
-        // tEXt is Latin-1; A1111 readers also read iTXt, which holds any UTF-8 prompt.
-        if parameters.chars().all(|c| (c as u32) < 0x80) {
-            encoder
-                .add_text_chunk(PARAMETERS_KEY.into(), parameters)
-                .map_err(io::Error::other)?;
-        } else {
-            encoder
-                .add_itxt_chunk(PARAMETERS_KEY.into(), parameters)
-                .map_err(io::Error::other)?;
-        }
-        encoder
-            .add_itxt_chunk(RECORD_KEY.into(), json)
-            .map_err(io::Error::other)?;
-    }
-    Ok(())
-}
-
-/// Reads every text chunk (tEXt, zTXt, iTXt) of a PNG file.
-pub fn read_png_text(path: &Path) -> io::Result<Vec<(String, String)>> {
-    let decoder = png::Decoder::new(fs::File::open(path)?);
-    let reader = decoder.read_info().map_err(io::Error::other)?;
-    let info = reader.info();
-    let mut out: Vec<(String, String)> = info
-        .uncompressed_latin1_text
-        .iter()
-        .map(|t| (t.keyword.clone(), t.text.clone()))
-        .collect();
-    for chunk in &info.compressed_latin1_text {
-        if let Ok(text) = chunk.get_text() {
-            out.push((chunk.keyword.clone(), text));
-        }
-    }
-    for chunk in &info.utf8_text {
-        if let Ok(text) = chunk.get_text() {
-            out.push((chunk.keyword.clone(), text));
-        }
-    }
-    Ok(out)
-}
+pub use diffugen_pngtext::read as read_png_text;
 
 /// Where a job's images go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,8 +328,7 @@ pub fn io_reason(e: &io::Error) -> String {
     }
 }
 
-/// The folder beside a gallery's images where the init images and masks they were rendered from are kept.
-pub const INPUTS_FOLDER: &str = "inputs";
+pub use diffugen_pngtext::INPUTS_FOLDER;
 
 /// Keeps the init image and mask a job renders from beside its images (`inputs/<hash>.png`, one file per distinct
 /// image), so that its gallery entries can be remixed as img2img; returns their paths. Only for jobs that write

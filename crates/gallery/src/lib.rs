@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use boards::boards_of;
-use diffugen_engine::output::INPUTS_FOLDER;
+use diffugen_pngtext::INPUTS_FOLDER;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
@@ -406,8 +406,7 @@ impl Gallery {
             return Ok(id as u32);
         }
         let (width, height) = image::image_dimensions(&path).map_err(|e| io(path.display(), e))?;
-        let chunks =
-            diffugen_engine::output::read_png_text(&path).map_err(|e| io(path.display(), e))?;
+        let chunks = diffugen_pngtext::read(&path).map_err(|e| io(path.display(), e))?;
         let p = parse::parse(&chunks);
         let created = p.created.unwrap_or_else(|| {
             std::fs::metadata(&path)
