@@ -21,6 +21,7 @@ async fn half_sent_requests_are_cut_off_at_the_header_deadline_and_cannot_lock_o
         header_read_timeout: Duration::from_secs(1),
         max_connections: 8,
         drain: Duration::from_secs(1),
+        ..Limits::default()
     };
     let server = diffugen_server::serve_limited(
         "127.0.0.1:0".parse().unwrap(),
@@ -60,6 +61,65 @@ async fn half_sent_requests_are_cut_off_at_the_header_deadline_and_cannot_lock_o
             .expect("the server closes a connection whose request head never completes");
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_body_that_stops_or_only_trickles_is_cut_off_and_its_connection_closed() {
+    let ws = Workspace::new();
+    let limits = Limits {
+        body_idle_timeout: Duration::from_secs(1),
+        body_deadline: Some(Duration::from_secs(3)),
+        ..Limits::default()
+    };
+    let server = diffugen_server::serve_limited(
+        "127.0.0.1:0".parse().unwrap(),
+        AppState::new(
+            JobManager::new(Arc::new(engine()), 4),
+            &support::server_config(&ws),
+        ),
+        limits,
+    )
+    .await
+    .unwrap();
+    let head =
+        "POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+                Content-Length: 100000\r\n\r\n{";
+    // One that sends a byte of its body and then nothing.
+    let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    // One that sends a byte every half second: never idle, but never done.
+    let mut trickle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    trickle.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let dripping = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        loop {
+            if trickle.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::select! {
+                read = trickle.read_to_end(&mut buf) => { let _ = read; break; }
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        started.elapsed()
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut answer))
+        .await
+        .expect("a stalled body is cut off after its idle time")
+        .ok();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    let cut = tokio::time::timeout(Duration::from_secs(8), dripping)
+        .await
+        .expect("a trickling body is cut off at its deadline")
+        .unwrap();
+    assert!(
+        cut >= Duration::from_secs(3) && cut < Duration::from_secs(7),
+        "cut after {cut:?}"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -781,5 +841,62 @@ async fn a_malformed_body_is_refused_naming_it_never_ignored_and_a_favorite_need
     assert_eq!(favorite.status(), 200);
     let entry: Value = favorite.json().await.unwrap();
     assert_eq!(entry["favorite"], true);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn links_out_of_the_outputs_folder_unknown_a1111_routes_options_that_are_no_object_and_tag_floods_are_refused(
+) {
+    let ws = Workspace::new();
+    let (server, base, gallery) = serve_with_gallery(&ws).await;
+    let client = reqwest::Client::new();
+    std::fs::create_dir_all(ws.path("outputs")).unwrap();
+    std::fs::write(ws.path("secret.png"), png(4, 4)).unwrap();
+    std::os::unix::fs::symlink(ws.path("secret.png"), ws.path("outputs/link.png")).unwrap();
+    let linked = client
+        .get(format!("{base}/images/link.png"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        linked.status(),
+        404,
+        "a link is not followed out of the outputs folder"
+    );
+
+    let unknown = client
+        .get(format!("{base}/sdapi/v1/no-such-route"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(body["error"], "NotFound", "A1111's shape: {body}");
+
+    let options = client
+        .post(format!("{base}/sdapi/v1/options"))
+        .json(&json!("str"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(options.status(), 422);
+
+    std::fs::write(ws.path("outputs/kept.png"), png(8, 8)).unwrap();
+    let id = gallery.add(&ws.path("outputs/kept.png")).unwrap();
+    let flood: Vec<String> = (0..1000).map(|n| format!("tag{n}")).collect();
+    let tags = client
+        .post(format!("{base}/api/v1/gallery/{id}/tags"))
+        .json(&json!({ "tags": flood }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.status(), 400);
+    let long = client
+        .post(format!("{base}/api/v1/gallery/{id}/boards"))
+        .json(&json!({ "board": "b".repeat(1000) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long.status(), 400);
     server.shutdown().await.unwrap();
 }

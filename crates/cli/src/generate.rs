@@ -262,7 +262,8 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
         }
         let mut planner = diffugen_jobs::fit_for(&spec, &orchestrator);
         let lease = orchestrator
-            .acquire_diffusion_planned(&mut planner, &mut |stage| {
+            .acquire_diffusion_planned(&mut planner, &mut |progress| {
+                let stage = progress.into();
                 reporter.event(JobEvent::new(&id, started.elapsed().as_secs_f64(), stage))
             })
             .await;

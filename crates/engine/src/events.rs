@@ -98,6 +98,19 @@ pub enum Stage {
     },
 }
 
+impl From<diffugen_vram::Progress> for Stage {
+    /// The orchestrator's steps, as a job reports them.
+    fn from(progress: diffugen_vram::Progress) -> Stage {
+        match progress {
+            diffugen_vram::Progress::Preparing { message } => Stage::Preparing { message },
+            diffugen_vram::Progress::FreeingVram { models, message } => {
+                Stage::FreeingVram { models, message }
+            }
+            diffugen_vram::Progress::Warning { message } => Stage::Warning { message },
+        }
+    }
+}
+
 /// What made a job fail.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
 #[serde(rename_all = "snake_case")]

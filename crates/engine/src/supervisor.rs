@@ -468,3 +468,18 @@ fn signal_name(signal: i32) -> &'static str {
         _ => "",
     }
 }
+
+/// The orchestrator's view of the engine: its worker, its model, and stopping it to free the GPU.
+impl diffugen_vram::DiffusionEngine for Engine {
+    fn worker_pid(&self) -> Option<u32> {
+        self.current_pid()
+    }
+
+    fn loaded_model(&self) -> Option<String> {
+        Engine::loaded_model(self)
+    }
+
+    fn stop(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(Engine::stop(self))
+    }
+}

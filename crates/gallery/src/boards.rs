@@ -5,12 +5,28 @@ use rusqlite::{params, params_from_iter, Connection};
 
 use crate::{now, Entry, Gallery, GalleryError};
 
+/// The most tags an image has, and the longest tag.
+const MAX_TAGS: usize = 100;
+const MAX_TAG_CHARS: usize = 64;
+
 impl Gallery {
     /// Replaces the image's tags (trimmed; empty ones and repeats dropped; no commas inside a tag).
     pub fn set_tags(&self, id: u32, tags: &[String]) -> Result<Entry, GalleryError> {
+        if tags.len() > MAX_TAGS {
+            return Err(GalleryError::Invalid {
+                field: "tags",
+                message: format!("at most {MAX_TAGS} tags per image, got {}", tags.len()),
+            });
+        }
         let mut clean: Vec<&str> = Vec::new();
         for tag in tags {
             let tag = tag.trim();
+            if tag.chars().count() > MAX_TAG_CHARS {
+                return Err(GalleryError::Invalid {
+                    field: "tags",
+                    message: format!("a tag has at most {MAX_TAG_CHARS} characters"),
+                });
+            }
             if tag.contains(',') {
                 return Err(GalleryError::Invalid {
                     field: "tags",
@@ -33,13 +49,7 @@ impl Gallery {
 
     /// Files the image into the board `name` (created if new).
     pub fn add_to_board(&self, id: u32, name: &str) -> Result<Entry, GalleryError> {
-        let name = name.trim();
-        if name.is_empty() {
-            return Err(GalleryError::Invalid {
-                field: "board",
-                message: "a board needs a name".into(),
-            });
-        }
+        let name = board_name(name)?;
         self.get(id)?;
         {
             let conn = self.write();

@@ -163,8 +163,12 @@ impl JobManager {
         let (cancel_tx, cancel_rx) = oneshot::channel();
         self.lock().preparing = Some((id.to_string(), cancel_tx));
         let mut planner = fit_for(spec, orchestrator);
-        let mut on_stage = |stage: Stage| {
-            record(JobEvent::new(id, accepted.elapsed().as_secs_f64(), stage));
+        let mut on_stage = |progress: diffugen_vram::Progress| {
+            record(JobEvent::new(
+                id,
+                accepted.elapsed().as_secs_f64(),
+                progress.into(),
+            ));
         };
         let result = tokio::select! {
             lease = orchestrator.acquire_diffusion_planned(&mut planner, &mut on_stage) => {

@@ -356,6 +356,9 @@ pub async fn set_options(
     State(state): State<AppState>,
     A1111Body(value): A1111Body<Value>,
 ) -> Result<Json<Value>> {
+    if !value.is_object() {
+        return Err(ApiError::invalid("body", "options must be a JSON object").into());
+    }
     if let Some(title) = value.get("sd_model_checkpoint").and_then(Value::as_str) {
         let id = checkpoint_id(title);
         crate::model_id("sd_model_checkpoint", &id)?;

@@ -30,9 +30,17 @@ pub async fn image(
         Some("webp") => "image/webp",
         _ => return Err(not_found()),
     };
-    let bytes = tokio::fs::read(state.outputs_dir.join(&file))
+    // A link in the outputs folder is not followed out of it.
+    let outputs = tokio::fs::canonicalize(&state.outputs_dir)
         .await
         .map_err(|_| not_found())?;
+    let path = tokio::fs::canonicalize(outputs.join(&file))
+        .await
+        .map_err(|_| not_found())?;
+    if path.parent() != Some(outputs.as_path()) {
+        return Err(not_found());
+    }
+    let bytes = tokio::fs::read(&path).await.map_err(|_| not_found())?;
     Ok((
         [
             (header::CONTENT_TYPE, content_type),

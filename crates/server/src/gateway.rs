@@ -229,7 +229,7 @@ pub async fn serve_with(
     let handle = crate::listen::serve(
         addr,
         router_with(orchestrator, access),
-        crate::Limits::default(),
+        crate::Limits::gateway(),
     )
     .await?;
     tracing::info!(addr = %handle.addr, "Ollama gateway listening");

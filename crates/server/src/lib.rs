@@ -250,7 +250,12 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(native::health))
         .route("/openapi.json", get(openapi))
         .merge(protected)
-        .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
+        .fallback(|uri: axum::http::Uri| async move {
+            guard::in_dialect(
+                uri.path(),
+                ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such route"),
+            )
+        })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

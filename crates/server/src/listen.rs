@@ -6,9 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Bytes;
 use axum::Router;
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt as _;
 
 /// How a server treats its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +26,11 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Connections served at once; the next waits in the listen backlog until one closes.
     pub max_connections: usize,
+    /// A request body that sends nothing for this long is cut off (the request fails, the connection closes).
+    pub body_idle_timeout: Duration,
+    /// A request body must have arrived in full within this time (`None`: as long as it keeps coming — the
+    /// gateway, which forwards model uploads to Ollama).
+    pub body_deadline: Option<Duration>,
     /// How long a stop waits for requests in flight (open event streams included) before closing them.
     pub drain: Duration,
 }
@@ -27,7 +40,20 @@ impl Default for Limits {
         Limits {
             header_read_timeout: Duration::from_secs(10),
             max_connections: connection_cap(),
+            body_idle_timeout: Duration::from_secs(10),
+            // 50 MB (the body limit) at 0.5 MB/s.
+            body_deadline: Some(Duration::from_secs(100)),
             drain: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Limits {
+    /// The gateway's: like the API's, but a body may take as long as it keeps coming.
+    pub fn gateway() -> Limits {
+        Limits {
+            body_deadline: None,
+            ..Limits::default()
         }
     }
 }
@@ -146,7 +172,11 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |request: hyper::Request<hyper::body::Incoming>| {
+                request.map(|body| Deadlined::new(body, &limits))
+            },
+        ));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -163,4 +193,80 @@ async fn accept_loop(
         tracing::debug!("requests still open after the drain time were closed");
     }
     Ok(())
+}
+
+/// A request body with deadlines: one between two pieces of it, one for the whole (see [`Limits`]), so a client
+/// that stops sending part-way through a body cannot hold its connection forever.
+struct Deadlined<B> {
+    inner: B,
+    idle_after: Duration,
+    idle: Pin<Box<Sleep>>,
+    total: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B> Deadlined<B> {
+    fn new(inner: B, limits: &Limits) -> Deadlined<B> {
+        Deadlined {
+            inner,
+            idle_after: limits.body_idle_timeout,
+            idle: Box::pin(tokio::time::sleep(limits.body_idle_timeout)),
+            total: limits
+                .body_deadline
+                .map(|d| Box::pin(tokio::time::sleep(d))),
+        }
+    }
+}
+
+/// Why a body was cut off.
+#[derive(Debug)]
+struct TooSlow;
+
+impl std::fmt::Display for TooSlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body did not arrive in time")
+    }
+}
+
+impl std::error::Error for TooSlow {}
+
+impl<B> HttpBody for Deadlined<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = Instant::now() + this.idle_after;
+                this.idle.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let total_passed = this
+                    .total
+                    .as_mut()
+                    .is_some_and(|total| total.as_mut().poll(cx).is_ready());
+                if total_passed || this.idle.as_mut().poll(cx).is_ready() {
+                    tracing::debug!("cut off a request body that did not arrive in time");
+                    return Poll::Ready(Some(Err(Box::new(TooSlow))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -6,12 +6,14 @@
 //! - [`snapshot`]: the typed snapshot and events the meter, the CLI and the API show.
 
 pub mod config;
+pub mod diffusion;
 pub mod gpu;
 pub mod ollama;
 pub mod orchestrator;
 pub mod share;
 pub mod snapshot;
 
+pub use diffusion::{DiffusionEngine, Progress};
 pub use gpu::{GpuProbe, GpuReading, NoGpu, Nvml};
 pub use ollama::{KeepAlive, OllamaClient, OllamaError};
 pub use orchestrator::{

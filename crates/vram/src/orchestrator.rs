@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use diffugen_engine::{Engine, Stage};
+use crate::diffusion::{DiffusionEngine, Progress};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
@@ -73,7 +73,7 @@ struct Inner {
     config: Mutex<VramConfig>,
     ollama: OllamaClient,
     gpu: Arc<dyn GpuProbe>,
-    engine: Arc<Engine>,
+    engine: Arc<dyn DiffusionEngine>,
     turns: Arc<RwLock<()>>,
     switch: tokio::sync::Mutex<()>,
     state: Mutex<State>,
@@ -129,7 +129,7 @@ impl Orchestrator {
         config: VramConfig,
         ollama: OllamaClient,
         gpu: Arc<dyn GpuProbe>,
-        engine: Arc<Engine>,
+        engine: Arc<dyn DiffusionEngine>,
     ) -> Orchestrator {
         let (events, _) = broadcast::channel(256);
         Orchestrator {
@@ -352,7 +352,7 @@ impl Orchestrator {
 
     /// Free VRAM plus what DiffuGen's own worker holds.
     fn free_for_diffusion(&self, gpu: &crate::gpu::GpuReading) -> f64 {
-        let pids: Vec<u32> = self.inner.engine.current_pid().into_iter().collect();
+        let pids: Vec<u32> = self.inner.engine.worker_pid().into_iter().collect();
         let own: f64 = gpu
             .processes
             .iter()
@@ -368,7 +368,7 @@ impl Orchestrator {
     pub async fn acquire_diffusion(
         &self,
         need_bytes: f64,
-        on_stage: &mut (dyn FnMut(Stage) + Send),
+        on_stage: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<DiffusionLease, SwitchError> {
         self.acquire(Need::Bytes(need_bytes), on_stage)
             .await
@@ -381,7 +381,7 @@ impl Orchestrator {
     pub async fn acquire_diffusion_planned(
         &self,
         planner: &mut (dyn FnMut(f64) -> Fit + Send),
-        on_stage: &mut (dyn FnMut(Stage) + Send),
+        on_stage: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<(DiffusionLease, Option<f64>), SwitchError> {
         self.acquire(Need::Planned(planner), on_stage).await
     }
@@ -389,13 +389,13 @@ impl Orchestrator {
     async fn acquire(
         &self,
         need: Need<'_>,
-        on_stage: &mut (dyn FnMut(Stage) + Send),
+        on_stage: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<(DiffusionLease, Option<f64>), SwitchError> {
         self.state().counters.requests += 1;
         let turn = match self.inner.turns.clone().try_write_owned() {
             Ok(turn) => turn,
             Err(_) => {
-                on_stage(Stage::Preparing {
+                on_stage(Progress::Preparing {
                     message: "waiting for the GPU: the LLM is answering a request".into(),
                 });
                 self.inner.turns.clone().write_owned().await

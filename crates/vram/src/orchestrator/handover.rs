@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use diffugen_engine::Stage;
+use crate::diffusion::Progress;
 
 use super::{
     choose_victims, stats_of, Need, Orchestrator, Phase, Policy, SwitchError, SwitchReport,
@@ -29,7 +29,7 @@ impl Orchestrator {
         &self,
         need: Need<'_>,
         force: bool,
-        on_stage: &mut (dyn FnMut(Stage) + Send),
+        on_stage: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<(SwitchReport, Option<f64>), SwitchError> {
         let started = Instant::now();
         let config = self.config();
@@ -52,7 +52,7 @@ impl Orchestrator {
             return Ok((report, None));
         }
         self.set_phase(Phase::Switching, "making room for diffusion");
-        on_stage(Stage::Preparing {
+        on_stage(Progress::Preparing {
             message: "checking what holds the GPU".into(),
         });
         let Some(loaded) = self
@@ -108,7 +108,7 @@ impl Orchestrator {
         &self,
         force: bool,
         previous: Phase,
-        on_stage: &mut (dyn FnMut(Stage) + Send),
+        on_stage: &mut (dyn FnMut(Progress) + Send),
         report: &mut SwitchReport,
     ) -> Result<Option<Vec<LoadedModel>>, SwitchError> {
         match self.inner.ollama.loaded_with(Retry::QUICK).await {
@@ -134,7 +134,7 @@ impl Orchestrator {
                     }
                 };
                 if let Some(message) = warning {
-                    on_stage(Stage::Warning {
+                    on_stage(Progress::Warning {
                         message: message.clone(),
                     });
                     report.warnings.push(message);
@@ -152,7 +152,7 @@ impl Orchestrator {
         policy: Policy,
         loaded: &[LoadedModel],
         reading: Option<&GpuReading>,
-        on_stage: &mut (dyn FnMut(Stage) + Send),
+        on_stage: &mut (dyn FnMut(Progress) + Send),
     ) -> (f64, Option<f64>) {
         match (need, reading) {
             (Need::Bytes(bytes), _) => (bytes, None),
@@ -172,7 +172,7 @@ impl Orchestrator {
                     crate::share::decide(policy, free_now, llm_bytes, swap_cost, planner)
                 };
                 if !room.why().is_empty() {
-                    on_stage(Stage::Preparing {
+                    on_stage(Progress::Preparing {
                         message: room.why().to_string(),
                     });
                 }
@@ -197,7 +197,7 @@ impl Orchestrator {
         config: &VramConfig,
         previous: Phase,
         deadline: Instant,
-        on_stage: &mut (dyn FnMut(Stage) + Send),
+        on_stage: &mut (dyn FnMut(Progress) + Send),
         report: &mut SwitchReport,
     ) -> Result<Released, SwitchError> {
         let mut released = Released {
@@ -206,7 +206,7 @@ impl Orchestrator {
         };
         for model in victims {
             let gib = model.size_vram as f64 / f64::from(1u32 << 30);
-            on_stage(Stage::FreeingVram {
+            on_stage(Progress::FreeingVram {
                 models: vec![model.name.clone()],
                 message: format!(
                     "freeing VRAM: unloading {} from Ollama ({gib:.1} GiB on the GPU) and waiting until the memory is free",
@@ -221,7 +221,7 @@ impl Orchestrator {
                     self.set_phase(self.after_failure(previous), "the switch failed");
                     return Err(SwitchError::NotConfirmed(message));
                 }
-                on_stage(Stage::Warning {
+                on_stage(Progress::Warning {
                     message: message.clone(),
                 });
                 report.warnings.push(message);
@@ -266,7 +266,7 @@ impl Orchestrator {
         config: &VramConfig,
         message: String,
         previous: Phase,
-        on_stage: &mut (dyn FnMut(Stage) + Send),
+        on_stage: &mut (dyn FnMut(Progress) + Send),
         report: &mut SwitchReport,
     ) -> Option<SwitchError> {
         {
@@ -285,7 +285,7 @@ impl Orchestrator {
         self.emit(VramEvent::Warning {
             message: message.clone(),
         });
-        on_stage(Stage::Warning {
+        on_stage(Progress::Warning {
             message: message.clone(),
         });
         report.warnings.push(message);

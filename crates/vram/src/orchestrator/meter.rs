@@ -26,7 +26,7 @@ impl Orchestrator {
                 .await
                 .unwrap_or_else(|e| Err(format!("the GPU reading failed: {e}")))
         };
-        let engine_pid = self.inner.engine.current_pid();
+        let engine_pid = self.inner.engine.worker_pid();
         let loaded_model = self.inner.engine.loaded_model();
         let config = self.config();
         let state = self.state();
