@@ -13,6 +13,26 @@ use serde_json::{json, Value};
 use support::{engine, Workspace};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A GET's body as text (an SSE stream read to its end).
+async fn get_text(client: &reqwest::Client, url: String) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// A GET's body as JSON.
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// `POST /v1/images/edits` with a multipart form.
+async fn post_edit(
+    client: &reqwest::Client,
+    base: &str,
+    form: reqwest::multipart::Form,
+) -> reqwest::Response {
+    let url = format!("{base}/v1/images/edits");
+    client.post(url).multipart(form).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn half_sent_requests_are_cut_off_at_the_header_deadline_and_cannot_lock_others_out() {
     let ws = Workspace::new();
@@ -157,14 +177,8 @@ async fn over_the_api_only_model_files_on_public_hosts_are_downloaded() {
         let message = error["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{url}: {message}");
     }
-    let listed: serde_json::Value = client
-        .get(format!("{base}/api/v1/models/downloads"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: serde_json::Value =
+        get_json(&client, format!("{base}/api/v1/models/downloads")).await;
     assert_eq!(
         listed["downloads"],
         serde_json::json!([]),
@@ -236,12 +250,7 @@ async fn an_edit_without_a_size_keeps_the_photos_shape_and_its_remix_renders_the
             "image",
             reqwest::multipart::Part::bytes(png(320, 180)).file_name("harbor.png"),
         );
-    let response = client
-        .post(format!("{base}/v1/images/edits"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = post_edit(&client, &base, form).await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     let first = image::load_from_memory(
@@ -258,14 +267,8 @@ async fn an_edit_without_a_size_keeps_the_photos_shape_and_its_remix_renders_the
     );
 
     let entry = gallery.list(&Default::default()).unwrap().entries.remove(0);
-    let remix: serde_json::Value = client
-        .get(format!("{base}/api/v1/gallery/{}/remix", entry.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let remix: serde_json::Value =
+        get_json(&client, format!("{base}/api/v1/gallery/{}/remix", entry.id)).await;
     assert_eq!(remix["strength"], 0.5, "{remix:.200}");
     assert!(
         remix["init_image"]["base64"].is_string(),
@@ -436,27 +439,13 @@ async fn when_the_disk_is_full_every_dialect_fails_clearly_and_no_file_or_row_is
         .await
         .unwrap();
     let id = job["id"].as_str().unwrap();
-    let events = client
-        .get(server.url(&format!("/api/v1/jobs/{id}/events")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let events = get_text(&client, server.url(&format!("/api/v1/jobs/{id}/events"))).await;
     assert!(
         events.contains("event: failed") && events.contains("\"kind\":\"storage\""),
         "{events}"
     );
 
-    let gallery: serde_json::Value = client
-        .get(server.url("/api/v1/gallery"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let gallery: serde_json::Value = get_json(&client, server.url("/api/v1/gallery")).await;
     assert_eq!(gallery["entries"], serde_json::json!([]));
     // The small disk as the server sees it (its mount namespace, through /proc): nothing but the filler.
     let seen = std::path::PathBuf::from(format!("/proc/{}/root", server.child.id()))
@@ -492,19 +481,7 @@ async fn waiting_jobs_survive_a_killed_server_in_order_with_their_ids_and_the_cu
     let long = submit(150, "a long storm").await;
     let second = submit(2, "a calm sea").await;
     let third = submit(2, "a red kite").await;
-    let get = |url: String| {
-        let client = client.clone();
-        async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        }
-    };
+    let get = |url: String| get_json(&client, url);
     let deadline = Instant::now() + Duration::from_secs(60);
     while get(server.url(&format!("/api/v1/jobs/{long}"))).await["last_event"]["phase"]
         != "sampling"
@@ -536,14 +513,7 @@ async fn waiting_jobs_survive_a_killed_server_in_order_with_their_ids_and_the_cu
     );
     assert_eq!(cut["last_event"]["kind"], "interrupted");
     for id in [&second, &third] {
-        let events = client
-            .get(server.url(&format!("/api/v1/jobs/{id}/events")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let events = get_text(&client, server.url(&format!("/api/v1/jobs/{id}/events"))).await;
         assert!(events.contains("event: done"), "{id}: {events}");
     }
     let history = get(server.url("/api/v1/queue/history")).await;
@@ -652,15 +622,7 @@ async fn what_axum_refuses_by_itself_is_answered_in_each_dialects_shape_naming_t
             "image",
             reqwest::multipart::Part::bytes(b"not a picture".to_vec()),
         );
-    let (status, _, body) = json(
-        client
-            .post(format!("{base}/v1/images/edits"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _, body) = json(post_edit(&client, &base, form).await).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["param"], "image", "{body}");
 
@@ -669,15 +631,7 @@ async fn what_axum_refuses_by_itself_is_answered_in_each_dialects_shape_naming_t
         "image",
         reqwest::multipart::Part::bytes(vec![0u8; 60 << 20]),
     );
-    let (status, _, body) = json(
-        client
-            .post(format!("{base}/v1/images/edits"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _, body) = json(post_edit(&client, &base, form).await).await;
     assert_eq!(status, 413, "{body}");
 
     // A1111: batch_size x n_iter over the limit names n_iter, the field that multiplied it.
@@ -750,12 +704,7 @@ async fn an_image_that_declares_too_many_pixels_is_refused_before_it_is_decoded(
             "image",
             reqwest::multipart::Part::bytes(png_declaring(12_000, 12_000)).file_name("bomb.png"),
         );
-    let response = client
-        .post(format!("{base}/v1/images/edits"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = post_edit(&client, &base, form).await;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert!(
