@@ -40,6 +40,18 @@ function freePort() {
   });
 }
 
+/** The concatenated IDAT chunks of a PNG: its pixels as encoded, without the text chunks that differ per job. */
+function pixelChunks(png) {
+  const parts = [];
+  for (let at = 8; at + 8 <= png.length; ) {
+    const length = png.readUInt32BE(at);
+    const type = png.toString("latin1", at + 4, at + 8);
+    if (type === "IDAT") parts.push(png.subarray(at + 8, at + 8 + length));
+    at += 12 + length;
+  }
+  return Buffer.concat(parts);
+}
+
 async function waitForPort(port, timeoutMs) {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
@@ -226,7 +238,61 @@ try {
   if (remixed !== PROMPT) throw new Error(`remix put '${remixed}' into the prompt`);
   console.log("e2e: found by search, opened, remixed into the form");
 
-  // Scrolling the whole gallery (100,000 synthetic entries + the real one): frame times.
+  // Remix reproduces: the remixed form (seed locked) renders the identical pixels.
+  await (await browser.$('[data-testid="generate"]')).click();
+  const api = `http://127.0.0.1:${apiPort}`;
+  const found = async () => (await (await fetch(`${api}/api/v1/gallery?query=lighthouse&limit=2`)).json());
+  await browser.waitUntil(async () => (await found()).entries?.length === 2, {
+    timeout: 180_000,
+    interval: 250,
+    timeoutMsg: "the remixed job did not reach the gallery",
+  });
+  const newest = await found();
+  if (newest.entries?.length !== 2) throw new Error(`expected the image and its remix, got ${JSON.stringify(newest).slice(0, 300)}`);
+  const [a, b] = newest.entries.map((e) => pixelChunks(readFileSync(e.path)));
+  if (!a.equals(b)) throw new Error("the remix rendered other pixels than the original");
+  if (newest.entries[0].seed !== newest.entries[1].seed) throw new Error("the remix used another seed");
+  console.log(`e2e: remix rendered the identical image (seed ${newest.entries[0].seed})`);
+
+  // A job from another client (the API, as Open WebUI would send it) does not take over Generate, and Esc in the
+  // prompt box does not cancel it.
+  const resultBefore = await (await browser.$('[data-testid="result-image"]')).getAttribute("src");
+  const submitted = await (
+    await fetch(`${api}/api/v1/jobs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "tiny-sdxs", prompt: "an api job", width: 64, height: 64, steps: 150, threads: 2 }),
+    })
+  ).json();
+  await browser.waitUntil(
+    async () => (await (await fetch(`${api}/api/v1/jobs/${submitted.id}`)).json()).state === "running",
+    { timeout: 60_000, interval: 200, timeoutMsg: "the API job never started" },
+  );
+  await (await browser.$('[data-testid="prompt"]')).click();
+  await browser.keys("Escape");
+  await browser.pause(1500);
+  const apiJob = await (await fetch(`${api}/api/v1/jobs/${submitted.id}`)).json();
+  if (apiJob.state !== "running") throw new Error(`Esc in the window ended another client's job: ${apiJob.state}`);
+  const resultNow = await (await browser.$('[data-testid="result-image"]')).getAttribute("src");
+  if (resultNow !== resultBefore) throw new Error("another client's job replaced the window's result");
+  await fetch(`${api}/api/v1/jobs/${submitted.id}/cancel`, { method: "POST" });
+  console.log("e2e: an API job stayed out of Generate and Esc there did not cancel it");
+
+  // The layout holds at 1024x700: no horizontal scrolling on any panel.
+  const size = await browser.getWindowSize();
+  await browser.setWindowSize(1024, 700);
+  await browser.pause(500);
+  for (const id of ["generate", "gallery", "queue", "models", "settings"]) {
+    await (await browser.$(`[data-testid="nav-${id}"]`)).click();
+    await browser.pause(300);
+    const overflow = await browser.execute(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    if (overflow > 0) throw new Error(`the ${id} panel scrolls sideways by ${overflow} px at 1024x700`);
+  }
+  await browser.saveScreenshot(join(out, "generate-1024x700.png"));
+  await browser.setWindowSize(size.width, size.height);
+  console.log("e2e: no panel scrolls sideways at 1024x700");
+
+  // Scrolling the whole gallery (100,000 synthetic entries + the real image and its remix): frame times.
   await (await browser.$('[data-testid="nav-gallery"]')).click();
   await (await browser.$('[data-testid="gallery-search"]')).waitForDisplayed();
   await browser.execute(() => {
@@ -234,7 +300,7 @@ try {
     input.value = "";
     input.dispatchEvent(new Event("input", { bubbles: true }));
   });
-  await browser.waitUntil(async () => (await countText()).replace(/\D/g, "") === String(SYNTHETIC + 1), {
+  await browser.waitUntil(async () => (await countText()).replace(/\D/g, "") === String(SYNTHETIC + 2), {
     timeout: 15_000,
     timeoutMsg: "the gallery did not list every entry",
   });
@@ -279,7 +345,7 @@ try {
   };
   bench.gallery_scroll = {
     script_and_layout_p50_ms: Number(percentile(frames.work, 50).toFixed(1)),
-    entries: SYNTHETIC + 1,
+    entries: SYNTHETIC + 2,
     frames: deltas.length,
     scrolled_px: Math.round(frames.scrollTop),
     cells_in_dom: frames.cells,
