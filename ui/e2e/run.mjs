@@ -288,6 +288,8 @@ try {
     const overflow = await browser.execute(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     if (overflow > 0) throw new Error(`the ${id} panel scrolls sideways by ${overflow} px at 1024x700`);
   }
+  await (await browser.$('[data-testid="nav-generate"]')).click();
+  await browser.pause(300);
   await browser.saveScreenshot(join(out, "generate-1024x700.png"));
   await browser.setWindowSize(size.width, size.height);
   console.log("e2e: no panel scrolls sideways at 1024x700");
