@@ -363,7 +363,7 @@ fn remote(
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
         use futures_util::StreamExt;
-        let server = crate::vram::Server::connect(url, args.api_key.clone()).await?;
+        let server = crate::client::Server::connect(url, args.api_key.clone()).await?;
         let body: serde_json::Value = server
             .reply(
                 server
@@ -405,7 +405,7 @@ fn remote(
                 chunk = body.next() => {
                     let Some(Ok(chunk)) = chunk else { break };
                     buffer.push_str(&String::from_utf8_lossy(&chunk));
-                    for data in crate::vram::sse_data(&mut buffer) {
+                    for data in crate::client::sse_data(&mut buffer) {
                         if let Ok(event) = serde_json::from_str::<JobEvent>(&data) {
                             last = Some(event.stage.clone());
                             reporter.event(event);

@@ -1,6 +1,7 @@
 //! `diffugen`: the headless door onto DiffuGen's job API. It validates a request, runs it through the supervised
 //! engine worker (which is this same executable, started with a hidden subcommand), and reports progress.
 
+mod client;
 mod convert;
 mod fit;
 mod gallery;
