@@ -5,8 +5,10 @@ body schema):
   1. every route but those that render or convert, with valid and invalid data (examples, coverage, fuzzing);
   2. the routes that render, with valid data only and every size, step count and image count pinned to the
      smallest (64x64, 1-2 steps, one image), so a generation costs about a second on a CPU.
+The data is drawn from a fixed seed; DIFFUGEN_FUZZ_SEED explores others.
 """
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -95,7 +97,7 @@ def pin_requests(spec):
 def run(spec_path, base, extra, cwd):
     command = [
         sys.argv[1], "run", spec_path, "--url", base, "--checks", CHECKS,
-        "--seed", "20261130", "--workers", "2", "--request-timeout", "60",
+        "--seed", os.environ.get("DIFFUGEN_FUZZ_SEED", "20261130"), "--workers", "2", "--request-timeout", "60",
         "--suppress-health-check", "all", "--no-color",
     ] + extra
     print("+", " ".join(command), flush=True)
