@@ -652,6 +652,8 @@ async fn what_axum_refuses_by_itself_is_answered_in_each_dialects_shape_naming_t
     server.shutdown().await.unwrap();
 }
 
+/// A PNG that declares `width`x`height` in its header but carries one pixel of data: what an image bomb looks like
+/// to a server that reads the header first.
 fn png_declaring(width: u32, height: u32) -> Vec<u8> {
     fn crc32(bytes: &[u8]) -> u32 {
         let mut crc = 0xffff_ffffu32;

@@ -1750,8 +1750,6 @@ async fn a_preset_pointing_outside_the_model_folders_is_a_400_naming_model_wheth
     api.stop().await;
 }
 
-/// A PNG that declares `width`x`height` in its header but carries one pixel of data: what an image bomb looks like
-/// to a server that reads the header first.
 #[tokio::test]
 async fn a_sha256_that_is_not_one_and_override_settings_that_are_no_object_are_named() {
     let api = Api::start(None, 8).await;
