@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use diffugen_app::{Core, CoreOptions, GenerateForm, Paths};
+use diffugen_app::{Core, CoreOptions, GenerateForm};
 use diffugen_engine::{JobEvent, Stage};
 use diffugen_gallery::Query;
 use support::Workspace;
@@ -24,11 +24,10 @@ async fn core(ws: &Workspace, settings: serde_json::Value) -> Core {
         base[k] = v.clone();
     }
     std::fs::write(ws.path("settings.json"), base.to_string()).unwrap();
-    let paths = Paths::resolve(Some(ws.data_dir().to_path_buf()), None, Vec::new()).unwrap();
     Core::start(CoreOptions {
-        paths,
+        config: support::config(ws),
         worker: diffugen_engine::WorkerCommand {
-            program: env!("CARGO_BIN_EXE_diffugen").into(),
+            program: support::diffugen_bin(),
             args: vec![diffugen_engine::WORKER_SUBCOMMAND.into()],
         },
         gpu: Arc::new(diffugen_vram::Nvml::new()),
@@ -425,7 +424,7 @@ async fn a_job_from_the_cli_against_the_app_joins_the_app_queue_and_reports_its_
     let cli = {
         let data = ws.data_dir().to_path_buf();
         tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+            std::process::Command::new(support::diffugen_bin())
                 .args(["--data-dir"])
                 .arg(&data)
                 .args([

@@ -595,7 +595,7 @@ async fn the_api_starts_a_download_streams_its_events_and_lists_the_model() {
         private_downloads: true,
         ..support::server_config(&ws)
     };
-    let (api, base) = support::serve_api_with(&config, jobs).await;
+    let (api, base) = support::serve_api_with(&ws, &config, jobs).await;
     let client = reqwest::Client::new();
 
     let started = client

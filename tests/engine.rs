@@ -654,7 +654,7 @@ fn a_worker_whose_stdin_closes_mid_render_stops_at_once() {
         job_id: "long".into(),
         spec: Box::new(spec),
     };
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+    let mut child = std::process::Command::new(support::diffugen_bin())
         .arg(diffugen_engine::WORKER_SUBCOMMAND)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -688,7 +688,7 @@ async fn a_killed_servers_worker_does_not_outlive_it() {
         .local_addr()
         .unwrap()
         .port();
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+    let mut server = std::process::Command::new(support::diffugen_bin())
         .args(["--data-dir", ws.data_dir().to_str().unwrap()])
         .args(["serve", "--port", &port.to_string(), "--no-ollama-gateway"])
         .env("DIFFUGEN_VRAM_POLICY", "never")

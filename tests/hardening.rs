@@ -45,7 +45,7 @@ async fn half_sent_requests_are_cut_off_at_the_header_deadline_and_cannot_lock_o
     };
     let server = diffugen_server::serve_limited(
         "127.0.0.1:0".parse().unwrap(),
-        AppState::new(jobs, &support::server_config(&ws)),
+        AppState::new(support::runtime(&ws, jobs), &support::server_config(&ws)),
         limits,
     )
     .await
@@ -95,7 +95,7 @@ async fn a_body_that_stops_or_only_trickles_is_cut_off_and_its_connection_closed
     let server = diffugen_server::serve_limited(
         "127.0.0.1:0".parse().unwrap(),
         AppState::new(
-            JobManager::new(Arc::new(engine()), 4),
+            support::runtime(&ws, JobManager::new(Arc::new(engine()), 4)),
             &support::server_config(&ws),
         ),
         limits,
@@ -333,7 +333,7 @@ impl ServeProcess {
             .local_addr()
             .unwrap()
             .port();
-        let diffugen = env!("CARGO_BIN_EXE_diffugen");
+        let diffugen = support::diffugen_bin();
         let mut command = match small_disk {
             None => std::process::Command::new(diffugen),
             Some((size, free)) => {

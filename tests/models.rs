@@ -342,7 +342,7 @@ fn a_flux_set_in_the_folders_is_assembled_into_one_card_reachable_by_its_alias()
         assert!(model.components.clip_l.is_some() && model.components.diffusion_model.is_some());
     }
     // Saved as a preset (`diffugen models save`), it becomes a card the user can edit.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+    let output = std::process::Command::new(support::diffugen_bin())
         .args([
             "--models-dir",
             dir.path().to_str().unwrap(),
@@ -505,7 +505,7 @@ fn the_settings_file_shared_with_the_app_picks_folders_and_policy_and_flags_stil
     // The file's policy applies where no flag or environment variable says otherwise.
     ws.diffugen(&["settings", "set", "vram_policy", "always"]);
     let status = |extra: &[&str]| -> serde_json::Value {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+        let output = std::process::Command::new(support::diffugen_bin())
             .arg("--data-dir")
             .arg(ws.data_dir())
             .args([

@@ -32,10 +32,12 @@ impl Api {
             ..support::server_config(&ws)
         };
         let jobs = JobManager::new(Arc::new(engine()), depth);
-        let server =
-            diffugen_server::serve("127.0.0.1:0".parse().unwrap(), AppState::new(jobs, &config))
-                .await
-                .unwrap();
+        let server = diffugen_server::serve(
+            "127.0.0.1:0".parse().unwrap(),
+            AppState::new(support::runtime(&ws, jobs), &config),
+        )
+        .await
+        .unwrap();
         let base = format!("http://{}", server.addr);
         Api {
             ws,
@@ -580,7 +582,7 @@ async fn the_cli_sends_its_init_image_and_mask_to_the_server_inside_the_request(
     let model_path = api.ws.models_dir().join("tiny.gguf");
     let (data_, base_) = (data.clone(), base.clone());
     let refused = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+        std::process::Command::new(support::diffugen_bin())
             .arg("--data-dir")
             .arg(&data_)
             .args(["generate", "--server", &base_, "-p", "a harbor", "-m"])
@@ -597,7 +599,7 @@ async fn the_cli_sends_its_init_image_and_mask_to_the_server_inside_the_request(
         "the server's refusal reaches the CLI user: {error}"
     );
     let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+        std::process::Command::new(support::diffugen_bin())
             .arg("--data-dir")
             .arg(&data)
             .args(["generate", "--json", "--server", &base, "-m", "tiny"])

@@ -848,7 +848,7 @@ fn vram_watch_prints_the_meter_every_second_until_ctrl_c() {
         fake
     });
     let ws = Workspace::new();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+    let child = std::process::Command::new(support::diffugen_bin())
         .args(["--data-dir"])
         .arg(ws.data_dir())
         .args(["vram", "watch", "--json", "--server", "http://127.0.0.1:9"])
@@ -910,32 +910,66 @@ async fn a_chat_client_that_gives_up_waiting_is_no_longer_counted() {
     gateway.shutdown().await.unwrap();
 }
 
-/// The service as `diffugen serve` assembles it, over the workspace and the fake Ollama.
-fn service_config(
-    ws: &Workspace,
-    fake: &FakeOllama,
-    policy: Policy,
-    api_key: Option<String>,
-    api_addr: Option<std::net::SocketAddr>,
-    gateway_addr: Option<std::net::SocketAddr>,
-) -> diffugen_server::service::ServiceConfig {
-    diffugen_server::service::ServiceConfig {
-        server: diffugen_server::ServerConfig {
-            api_key,
-            ..support::server_config(ws)
-        },
-        data_dir: ws.data_dir().to_path_buf(),
-        worker: diffugen_engine::WorkerCommand {
-            program: env!("CARGO_BIN_EXE_diffugen").into(),
-            args: vec![diffugen_engine::WORKER_SUBCOMMAND.into()],
-        },
-        queue_depth: 4,
-        job_defaults: Default::default(),
-        ollama: OllamaClient::new(&fake.url()).unwrap(),
-        vram: config(policy),
-        gpu: Arc::new(fake.clone()),
-        api_addr,
-        gateway_addr,
+/// The runtime and its doors as `diffugen serve` starts them, over the workspace and the fake Ollama.
+struct Service {
+    runtime: diffugen_runtime::Runtime,
+    doors: diffugen_server::Doors,
+}
+
+impl Service {
+    async fn start(
+        ws: &Workspace,
+        fake: &FakeOllama,
+        policy: Policy,
+        api_key: Option<String>,
+        api_addr: Option<std::net::SocketAddr>,
+        gateway_addr: Option<std::net::SocketAddr>,
+    ) -> Service {
+        let flags = diffugen_runtime::Flags::new()
+            .set(
+                "data_dir",
+                "--data-dir",
+                ws.data_dir().display().to_string(),
+            )
+            .set("ollama_url", "--ollama-url", fake.url());
+        let runtime = diffugen_runtime::Runtime::start(diffugen_runtime::StartOptions {
+            config: diffugen_runtime::Config::isolated(flags).unwrap(),
+            worker: diffugen_engine::WorkerCommand {
+                program: support::diffugen_bin(),
+                args: vec![diffugen_engine::WORKER_SUBCOMMAND.into()],
+            },
+            gpu: Arc::new(fake.clone()),
+            queue_depth: 4,
+            vram: Some(config(policy)),
+            durable_queue: true,
+            watch_folders: false,
+        })
+        .await
+        .unwrap();
+        let doors = diffugen_server::Doors::open(
+            &runtime,
+            diffugen_server::DoorsConfig {
+                server: diffugen_server::ServerConfig {
+                    api_key,
+                    ..support::server_config(ws)
+                },
+                api_addr,
+                gateway_addr,
+            },
+        )
+        .await
+        .unwrap();
+        Service { runtime, doors }
+    }
+
+    fn orchestrator(&self) -> &diffugen_vram::Orchestrator {
+        self.runtime.orchestrator().unwrap()
+    }
+
+    async fn stop(self) -> std::io::Result<()> {
+        let closed = self.doors.close().await;
+        self.runtime.shutdown().await;
+        closed
     }
 }
 
@@ -945,17 +979,16 @@ async fn the_whole_service_as_serve_runs_it_unloads_renders_records_and_restores
     let fake = FakeOllama::start(&[(QWEN, 4.7)]).await;
     fake.preload(QWEN, -1);
     let ws = Workspace::new();
-    let service = diffugen_server::service::Service::start(service_config(
+    let service = Service::start(
         &ws,
         &fake,
         Policy::Always,
         None,
         Some("127.0.0.1:0".parse().unwrap()),
         Some("127.0.0.1:0".parse().unwrap()),
-    ))
-    .await
-    .unwrap();
-    let api = format!("http://{}", service.api.as_ref().unwrap().addr);
+    )
+    .await;
+    let api = format!("http://{}", service.doors.api.as_ref().unwrap().addr);
     let reply: Value = reqwest::Client::new()
         .post(format!("{api}/v1/images/generations"))
         .json(&json!({"prompt": "a harbour at night", "size": "64x64", "steps": 2, "seed": 5}))
@@ -967,7 +1000,7 @@ async fn the_whole_service_as_serve_runs_it_unloads_renders_records_and_restores
         .unwrap();
     assert!(reply["data"][0]["b64_json"].is_string(), "{reply}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while service.orchestrator.phase() != Phase::Llm {
+    while service.orchestrator().phase() != Phase::Llm {
         assert!(Instant::now() < deadline, "the LLM was not restored");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -983,7 +1016,7 @@ async fn the_whole_service_as_serve_runs_it_unloads_renders_records_and_restores
         "the image is in the gallery"
     );
     // The gateway answers listings through to Ollama.
-    let gateway = format!("http://{}", service.gateway.as_ref().unwrap().addr);
+    let gateway = format!("http://{}", service.doors.gateway.as_ref().unwrap().addr);
     let version: Value = reqwest::get(format!("{gateway}/api/version"))
         .await
         .unwrap()
@@ -1066,17 +1099,16 @@ async fn share_swaps_a_large_llm_out_when_the_job_does_not_fit_beside_it() {
 async fn with_an_api_key_the_gateway_wants_it_too_and_refuses_foreign_hosts_and_pages() {
     let fake = FakeOllama::start(&[(QWEN, 4.7)]).await;
     let ws = Workspace::new();
-    let service = diffugen_server::service::Service::start(service_config(
+    let service = Service::start(
         &ws,
         &fake,
         Policy::Never,
         Some("s3cret".into()),
         None,
         Some("127.0.0.1:0".parse().unwrap()),
-    ))
-    .await
-    .unwrap();
-    let gateway = format!("http://{}", service.gateway.as_ref().unwrap().addr);
+    )
+    .await;
+    let gateway = format!("http://{}", service.doors.gateway.as_ref().unwrap().addr);
     let client = reqwest::Client::new();
     let tags = format!("{gateway}/api/tags");
 
@@ -1140,7 +1172,7 @@ fn serve_keeps_the_gateway_on_this_machine_when_the_api_listens_on_the_network()
             .port()
     };
     let (port, gateway_port) = (free(), free());
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_diffugen"))
+    let mut server = std::process::Command::new(support::diffugen_bin())
         .args([
             "--data-dir",
             ws.data_dir().to_str().unwrap(),

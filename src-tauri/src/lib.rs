@@ -10,15 +10,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use diffugen_app::{
-    AppError, AppInfo, Board, Core, CoreOptions, GenerateForm, ModelList, ModelsChanged, Paths,
+    AppError, AppInfo, Board, Core, CoreOptions, GenerateForm, ModelList, ModelsChanged,
     SettingChange,
 };
 use diffugen_downloads::{CatalogEntry, DownloadEvent, PullInfo};
 use diffugen_engine::JobEvent;
 use diffugen_gallery::{Entry, Page, Query};
 use diffugen_jobs::JobInfo;
+use diffugen_runtime::{Config, Flags, StartError};
 use diffugen_settings::Settings;
-use diffugen_vram::{SwitchReport, VramEvent, VramSnapshot};
+use diffugen_vram::{SwitchReport, SwitchTarget, VramEvent, VramSnapshot};
 use serde::{Deserialize, Serialize};
 use tauri::{Manager, State};
 use tauri_plugin_dialog::{DialogExt, MessageDialogButtons, MessageDialogKind};
@@ -283,13 +284,13 @@ fn gallery_reveal(core: CoreState<'_>, id: u32) -> Result<(), AppError> {
 #[tauri::command]
 #[specta::specta]
 async fn vram(core: CoreState<'_>) -> Result<VramSnapshot, AppError> {
-    Ok(core.vram().await)
+    core.vram().await
 }
 
 #[tauri::command]
 #[specta::specta]
-async fn vram_switch(core: CoreState<'_>, to: String) -> Result<SwitchReport, AppError> {
-    core.vram_switch(&to).await
+async fn vram_switch(core: CoreState<'_>, to: SwitchTarget) -> Result<SwitchReport, AppError> {
+    core.vram_switch(to).await
 }
 
 #[tauri::command]
@@ -455,17 +456,20 @@ pub fn run() -> ExitCode {
         })
         .setup(move |app| {
             builder.mount_events(app);
-            let started = Paths::from_env().and_then(|paths| {
-                let worker = diffugen_engine::WorkerCommand::current_exe(&[
-                    diffugen_engine::WORKER_SUBCOMMAND,
-                ])
-                .map_err(|e| format!("cannot find the DiffuGen executable: {e}"))?;
-                tauri::async_runtime::block_on(Core::start(CoreOptions {
-                    paths,
-                    worker,
-                    gpu: Arc::new(diffugen_vram::Nvml::new()),
-                }))
-            });
+            // The app has no flags: the environment over the settings file over the defaults.
+            let started = Config::resolve(Flags::new())
+                .map_err(StartError::from)
+                .and_then(|config| {
+                    let worker = diffugen_engine::WorkerCommand::current_exe(&[
+                        diffugen_engine::WORKER_SUBCOMMAND,
+                    ])
+                    .map_err(StartError::Worker)?;
+                    tauri::async_runtime::block_on(Core::start(CoreOptions {
+                        config,
+                        worker,
+                        gpu: Arc::new(diffugen_vram::Nvml::new()),
+                    }))
+                });
             let core = match started {
                 Ok(core) => Arc::new(core),
                 Err(e) => {
@@ -474,7 +478,7 @@ pub fn run() -> ExitCode {
                         .title("DiffuGen cannot start")
                         .kind(MessageDialogKind::Error)
                         .blocking_show();
-                    return Err(e.into());
+                    return Err(e.to_string().into());
                 }
             };
             let handle = app.handle();

@@ -39,7 +39,7 @@ impl Workspace {
     /// `diffugen --data-dir <ws> ARGS...`, leaving any real Ollama on this machine alone (VRAM policy `never`
     /// unless ARGS say otherwise).
     pub fn diffugen(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_diffugen"))
+        Command::new(diffugen_bin())
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(args)
@@ -77,39 +77,69 @@ impl Workspace {
     }
 }
 
+/// The `diffugen` binary: Cargo's own path for the CLI package's specifications, else the one built beside this
+/// test executable (the app's specifications run it as their engine worker; `scripts/test.sh` builds every binary
+/// with the tests).
+pub fn diffugen_bin() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_diffugen") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("the test executable");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("diffugen"))
+        .expect("the target folder");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (cargo build -p diffugen)",
+        bin.display()
+    );
+    bin
+}
+
 /// Tests that compare timings take this first, so they do not measure each other (each sd.cpp job uses every core).
 pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The engine as the CLI would start it: the real binary as its worker.
 pub fn engine() -> diffugen_engine::Engine {
     diffugen_engine::Engine::new(diffugen_engine::WorkerCommand {
-        program: env!("CARGO_BIN_EXE_diffugen").into(),
+        program: diffugen_bin(),
         args: vec![diffugen_engine::WORKER_SUBCOMMAND.into()],
     })
 }
 
-/// The server's configuration for a workspace: its folders, no key, no CORS, downloads from public hosts only.
-pub fn server_config(ws: &Workspace) -> diffugen_server::ServerConfig {
-    diffugen_server::ServerConfig {
-        models_dir: ws.models_dir(),
-        extra_models_dirs: Vec::new(),
-        outputs_dir: ws.path("outputs"),
-        api_key: None,
-        default_model: None,
-        cors_origins: Vec::new(),
-        allowed_hosts: Vec::new(),
-        private_downloads: false,
-    }
+/// The configuration of a workspace as every door resolves it, whatever this machine's environment says: its data
+/// folder, models in `models/`, images in `outputs/`.
+pub fn config(ws: &Workspace) -> diffugen_runtime::Config {
+    diffugen_runtime::Config::isolated(diffugen_runtime::Flags::new().set(
+        "data_dir",
+        "--data-dir",
+        ws.data_dir().display().to_string(),
+    ))
+    .expect("the workspace's configuration")
 }
 
-/// The HTTP API over `jobs` on a free loopback port with `config`; returns the server and its base URL.
+/// The runtime over `jobs` with the workspace's folders.
+pub fn runtime(ws: &Workspace, jobs: diffugen_jobs::JobManager) -> diffugen_runtime::Runtime {
+    diffugen_runtime::Runtime::over(jobs, config(ws))
+}
+
+/// The HTTP doors' configuration: no key, no CORS, downloads from public hosts only.
+pub fn server_config(_ws: &Workspace) -> diffugen_server::ServerConfig {
+    diffugen_server::ServerConfig::default()
+}
+
+/// The HTTP API over `jobs` and the workspace's folders on a free loopback port with `config`; returns the server
+/// and its base URL.
 pub async fn serve_api_with(
+    ws: &Workspace,
     config: &diffugen_server::ServerConfig,
     jobs: diffugen_jobs::JobManager,
 ) -> (diffugen_server::ServerHandle, String) {
     let server = diffugen_server::serve(
         "127.0.0.1:0".parse().unwrap(),
-        diffugen_server::AppState::new(jobs, config),
+        diffugen_server::AppState::new(runtime(ws, jobs), config),
     )
     .await
     .unwrap();
@@ -123,7 +153,7 @@ pub async fn serve_api(
     ws: &Workspace,
     jobs: diffugen_jobs::JobManager,
 ) -> (diffugen_server::ServerHandle, String) {
-    serve_api_with(&server_config(ws), jobs).await
+    serve_api_with(ws, &server_config(ws), jobs).await
 }
 
 pub fn stderr(output: &Output) -> String {

@@ -107,7 +107,7 @@ impl GenerateForm {
             strength: self.strength.map(|s| s as f32),
             threads,
             preview: Some(PreviewRequest {
-                mode: "proj".into(),
+                mode: diffugen_engine::params::PreviewMode::Proj,
                 interval: 1,
             }),
         })

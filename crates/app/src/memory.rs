@@ -23,7 +23,7 @@ impl Core {
         let resolved = library
             .resolve(model)
             .map_err(|e| AppError::field("model", e.to_string()))?;
-        let orchestrator = &self.service.orchestrator;
+        let orchestrator = self.orchestrator()?;
         // What the LLMs hold counts as available unless the policy never unloads them (as a job would get it).
         let llm_bytes = if orchestrator.config().policy == diffugen_vram::Policy::Never {
             0.0
@@ -78,15 +78,14 @@ impl Core {
         };
         diffugen_engine::convert::check(&request).map_err(AppError::new)?;
         Ok(self
-            .service
-            .state
-            .conversions
+            .runtime()
+            .conversions()
             .start(request, move |_| library.finish_conversion(&conversion)))
     }
 
     /// Every conversion's progress.
     pub fn convert_events(&self) -> broadcast::Receiver<ConvertUpdate> {
-        self.service.state.conversions.watch()
+        self.runtime().conversions().watch()
     }
 }
 

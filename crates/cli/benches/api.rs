@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use diffugen_engine::{Destination, Engine, GenerateRequest, WorkerCommand};
 use diffugen_models::Library;
-use diffugen_server::service::{Service, ServiceConfig};
-use diffugen_server::ServerConfig;
+use diffugen_runtime::{Config, Flags, Runtime, StartOptions};
+use diffugen_server::{Doors, DoorsConfig};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use support::{engine_job, median};
@@ -51,37 +51,36 @@ async fn main() {
     let out = Destination::Folder(dir.path().join("direct"));
     engine_job(&direct_engine, &spec, &out).await; // warm the model
 
-    // Through HTTP: a real server on loopback.
-    let config = ServerConfig {
-        models_dir: models.clone(),
-        extra_models_dirs: Vec::new(),
-        outputs_dir: dir.path().join("outputs"),
-        api_key: None,
-        default_model: None,
-        cors_origins: Vec::new(),
-        allowed_hosts: Vec::new(),
-        private_downloads: false,
-    };
-    // The server as `diffugen serve` runs it with default settings: the VRAM step (policy auto) before each run of
-    // jobs, the gallery recording every image — and no Ollama running, as on many users' machines.
+    // Through HTTP: a real server on loopback, as `diffugen serve` runs it with default settings: the VRAM step
+    // (policy auto) before each run of jobs, the gallery recording every image — and no Ollama running, as on many
+    // users' machines.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let no_ollama = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let service = Service::start(ServiceConfig {
-        server: config,
-        data_dir: dir.path().to_path_buf(),
+    let flags = Flags::new()
+        .set("data_dir", "--data-dir", dir.path().display().to_string())
+        .set("ollama_url", "--ollama-url", no_ollama);
+    let runtime = Runtime::start(StartOptions {
+        config: Config::isolated(flags).unwrap(),
         worker: worker(),
-        queue_depth: 64,
-        ollama: diffugen_vram::OllamaClient::new(&no_ollama).unwrap(),
-        vram: diffugen_vram::VramConfig::default(),
         gpu: Arc::new(diffugen_vram::NoGpu("no NVIDIA GPU (benchmark)".into())),
-        api_addr: Some("127.0.0.1:0".parse().unwrap()),
-        gateway_addr: None,
-        job_defaults: Default::default(),
+        queue_depth: 64,
+        vram: Some(diffugen_vram::VramConfig::default()),
+        durable_queue: true,
+        watch_folders: false,
     })
     .await
     .unwrap();
-    let base = format!("http://{}", service.api.as_ref().unwrap().addr);
+    let doors = Doors::open(
+        &runtime,
+        DoorsConfig {
+            api_addr: Some("127.0.0.1:0".parse().unwrap()),
+            ..DoorsConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", doors.api.as_ref().unwrap().addr);
     // The background watch learns that Ollama is not running long before a user's first request.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let client = reqwest::Client::new();
@@ -136,7 +135,7 @@ async fn main() {
     }
     direct_engine.stop().await;
     let (direct_small, api_small) = (median(direct_small), median(api_small));
-    let vram_errors = service.orchestrator.stats().await.errors;
+    let vram_errors = runtime.orchestrator().unwrap().stats().await.errors;
 
     // Event latency: submit a long job and read its SSE stream.
     let submitted = Instant::now();
@@ -207,7 +206,8 @@ async fn main() {
     let written = std::fs::read_dir(dir.path().join("outputs"))
         .unwrap()
         .count();
-    service.stop().await.unwrap();
+    doors.close().await.unwrap();
+    runtime.shutdown().await;
 
     println!("api benchmark: test model (SDXS), 128x128, 4 steps, 2 threads, median of {RUNS}");
     println!("  direct engine job:               {direct:>7.3} s");

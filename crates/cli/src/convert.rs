@@ -8,7 +8,7 @@ use diffugen_engine::convert::{self, ConvertEvent, ConvertRequest};
 use diffugen_engine::WorkerCommand;
 use diffugen_models::{Part, QuantType};
 
-use crate::paths::Paths;
+use diffugen_runtime::Config;
 
 #[derive(Args)]
 pub struct ConvertArgs {
@@ -38,7 +38,7 @@ fn gib(bytes: f64) -> String {
     format!("{:.2} GiB", bytes / f64::from(1u32 << 30))
 }
 
-pub fn run(paths: &Paths, args: &ConvertArgs, json: bool) -> Result<ExitCode, String> {
+pub fn run(paths: &Config, args: &ConvertArgs, json: bool) -> Result<ExitCode, String> {
     let weight_type: QuantType = args
         .weight_type
         .parse()

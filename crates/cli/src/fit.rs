@@ -8,7 +8,7 @@ use clap::Args;
 use diffugen_models::plan::{self, Resources};
 use diffugen_vram::GpuProbe;
 
-use crate::paths::Paths;
+use diffugen_runtime::Config;
 
 const GIB: f64 = (1u64 << 30) as f64;
 /// The card planned for when this build can use a GPU but NVML reads none (and no figures are given).
@@ -92,7 +92,7 @@ fn resources(args: &FitArgs) -> Result<(Resources, String), String> {
     ))
 }
 
-pub fn run(paths: &Paths, args: &FitArgs, json: bool) -> Result<ExitCode, String> {
+pub fn run(paths: &Config, args: &FitArgs, json: bool) -> Result<ExitCode, String> {
     let library = paths.library();
     let model = library.resolve(&args.id).map_err(|e| e.to_string())?;
     let d = &model.defaults;

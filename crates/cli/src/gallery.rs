@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use diffugen_gallery::{Entry, Order, Query};
 
-use crate::paths::Paths;
+use diffugen_runtime::Config;
 
 #[derive(Args)]
 pub struct GalleryArgs {
@@ -252,8 +252,8 @@ fn describe(e: &Entry) -> String {
     text
 }
 
-pub fn run(paths: &Paths, args: &GalleryArgs) -> Result<ExitCode, String> {
-    let gallery = paths.gallery()?;
+pub fn run(paths: &Config, args: &GalleryArgs) -> Result<ExitCode, String> {
+    let gallery = paths.gallery().map_err(|e| e.to_string())?;
     let list = |text: Option<String>, filters: &Filters| -> Result<ExitCode, String> {
         let page = gallery
             .list(&filters.query(text)?)

@@ -3,17 +3,12 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Instant;
 
 use clap::Args;
-use diffugen_engine::params::{ImageInput, LoraRequest, PreviewRequest};
-use diffugen_engine::{
-    Destination, Engine, EngineError, GenerateRequest, JobEvent, Stage, WorkerCommand,
-};
+use diffugen_engine::params::{ImageInput, LoraRequest, PreviewMode, PreviewRequest};
+use diffugen_engine::{Destination, GenerateRequest, JobEvent, Stage};
+use diffugen_runtime::{Config, Flags, Runtime};
 use indicatif::{ProgressBar, ProgressStyle};
-
-use crate::paths::Paths;
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -185,15 +180,14 @@ fn parse_lora(text: &str) -> Result<LoraRequest, String> {
     })
 }
 
-fn job_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("cli-{:x}-{}", nanos, std::process::id())
+impl GenerateArgs {
+    /// What these flags set in the configuration (where Ollama is, the VRAM policy).
+    pub fn flags(&self) -> Flags {
+        self.ollama.flags().merge(self.vram.flags())
+    }
 }
 
-pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
+pub fn run(config: &Config, args: GenerateArgs) -> Result<ExitCode, String> {
     let loras = args
         .loras
         .iter()
@@ -216,9 +210,9 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
         init_image: args.init_image.clone().map(ImageInput::Path),
         mask: args.mask.clone().map(ImageInput::Path),
         strength: args.strength,
-        threads: args.threads.or(paths.settings.threads),
+        threads: args.threads.or(config.settings.threads),
         preview: args.preview_every.map(|interval| PreviewRequest {
-            mode: "proj".into(),
+            mode: PreviewMode::Proj,
             interval,
         }),
         memory: args.memory.options()?,
@@ -226,8 +220,8 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
     if let Some(url) = &args.server {
         return remote(&args, request, url);
     }
-    let library = paths.library();
-    let mut spec = diffugen_engine::validate(&request, &library).map_err(|errors| {
+    let library = config.library();
+    let spec = diffugen_engine::validate(&request, &library).map_err(|errors| {
         errors
             .0
             .iter()
@@ -238,103 +232,93 @@ pub fn run(paths: &Paths, args: GenerateArgs) -> Result<ExitCode, String> {
     let destination = match (&args.output, &args.output_dir) {
         (Some(file), _) => Destination::File(file.clone()),
         (None, Some(dir)) => Destination::Folder(dir.clone()),
-        (None, None) => Destination::Folder(paths.outputs_dir()),
+        (None, None) => Destination::Folder(config.outputs_dir()),
     };
-
-    let vram_config = args.vram.config(&paths.settings)?;
-    let runtime = tokio::runtime::Runtime::new()
+    // The same runtime `serve` and the app run, for one job: its queue's runner makes room on the GPU (unloading
+    // Ollama's LLMs per the policy and confirming the memory is free), plans the job, renders it, records it in the
+    // gallery and gives the GPU back.
+    let options = crate::start_options(config, args.vram.config(config)?, 1, false)?;
+    let tokio = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(async move {
-        let command = WorkerCommand::current_exe(&[diffugen_engine::WORKER_SUBCOMMAND])
-            .map_err(|e| format!("cannot find the diffugen executable: {e}"))?;
-        let engine = Arc::new(Engine::new(command));
-        let id = job_id();
-        let started = Instant::now();
-        let mut reporter = Reporter::new(args.json);
-        reporter.event(JobEvent::new(&id, 0.0, Stage::Queued { position: 0 }));
-
-        // Make room on the GPU first: unload Ollama's LLMs per the policy and wait until their memory is free.
-        let orchestrator =
-            crate::vram::orchestrator(&args.ollama, &paths.settings, vram_config, engine.clone())?;
-        let defaults = paths.settings.memory.clone().unwrap_or_default();
-        for message in diffugen_engine::memory::apply_defaults(&mut spec, &defaults) {
-            reporter.event(JobEvent::new(&id, 0.0, Stage::Warning { message }));
-        }
-        let mut planner = diffugen_jobs::fit_for(&spec, &orchestrator);
-        let lease = orchestrator
-            .acquire_diffusion_planned(&mut planner, &mut |progress| {
-                let stage = progress.into();
-                reporter.event(JobEvent::new(&id, started.elapsed().as_secs_f64(), stage))
-            })
-            .await;
-        let lease = lease.map(|(lease, budget)| {
-            for stage in diffugen_jobs::plan_stages(Some(&orchestrator), &mut spec, budget) {
-                reporter.event(JobEvent::new(&id, started.elapsed().as_secs_f64(), stage));
-            }
-            lease
-        });
-        let lease = match lease {
-            Ok(lease) => lease,
-            Err(error) => {
-                reporter.finish();
-                return Err(error.to_string());
-            }
-        };
-
-        // Ctrl+C cancels the job (ending the worker process) instead of leaving it orphaned.
-        let cancel_engine = engine.clone();
-        let cancel_id = id.clone();
-        let interrupt = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel_engine.cancel(&cancel_id, "interrupted (Ctrl+C)");
-            }
-        });
-        // Every finished image is recorded in the gallery before the `done` event is reported.
-        let gallery = match paths.gallery() {
-            Ok(gallery) => Some(gallery),
-            Err(e) => {
-                eprintln!("warning: {e}; `diffugen gallery reindex` will add this image later");
-                None
-            }
-        };
-        let result =
-            diffugen_engine::job::run(&engine, &id, &spec, &destination, started, &mut |mut e| {
-                if let (Some(gallery), Stage::Done { outputs }) = (&gallery, &mut e.stage) {
-                    // The files the user asked for exist; a gallery that cannot list them is a warning here.
-                    if let Err(error) = diffugen_jobs::record_in_gallery(gallery, outputs) {
-                        eprintln!("warning: {error}");
-                    }
-                }
-                reporter.event(e)
-            })
-            .await;
-        interrupt.abort();
-        engine.stop().await;
-        // Give the GPU back: restore what was unloaded (per --after-queue).
-        lease.release().await;
-        reporter.finish();
-        match result {
-            Ok(done) => {
+    tokio.block_on(async move {
+        let runtime = Runtime::start(options).await.map_err(|e| e.to_string())?;
+        let ended = follow(&runtime, spec, destination, args.json).await;
+        // Wait for the queue to give the GPU back (the unloaded LLMs restored, per --after-queue).
+        runtime.jobs().until_idle().await;
+        runtime.shutdown().await;
+        let (last, seconds) = ended?;
+        match last {
+            Stage::Done { outputs } => {
                 if !args.json {
-                    for output in &done.outputs {
+                    for output in &outputs {
                         println!("{}", output.path);
                     }
                     eprintln!(
-                        "seed {}; {} image(s) in {:.1}s",
-                        done.seed,
-                        done.outputs.len(),
-                        done.seconds
+                        "seed {}; {} image(s) in {seconds:.1}s",
+                        outputs.first().map(|o| o.seed).unwrap_or_default(),
+                        outputs.len(),
                     );
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            Err(EngineError::Cancelled(reason)) => {
+            Stage::Cancelled { reason } => {
                 eprintln!("cancelled: {reason}");
                 Ok(ExitCode::from(130))
             }
-            Err(EngineError::Failed(error) | EngineError::Storage(error)) => Err(error),
+            Stage::Failed { error, .. } => Err(error),
+            other => Err(format!("the job ended without a result ({})", other.name())),
         }
     })
+}
+
+/// Queues the job and reports its events until it ends; Ctrl+C cancels it (ending the worker process) instead of
+/// leaving it orphaned. Returns the final stage and the job's seconds.
+async fn follow(
+    runtime: &Runtime,
+    spec: diffugen_engine::JobSpec,
+    destination: Destination,
+    json: bool,
+) -> Result<(Stage, f64), String> {
+    let jobs = runtime.jobs();
+    let id = jobs
+        .submit(spec, destination, "cli")
+        .map_err(|e| e.to_string())?;
+    let subscription = jobs.subscribe(&id).map_err(|e| e.to_string())?;
+    let mut reporter = Reporter::new(json);
+    let mut live = subscription.live;
+    let mut pending: std::collections::VecDeque<JobEvent> = subscription.history.into();
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    let mut interrupted = false;
+    loop {
+        let event = match pending.pop_front() {
+            Some(event) => event,
+            None => tokio::select! {
+                _ = &mut interrupt, if !interrupted => {
+                    interrupted = true;
+                    let _ = jobs.cancel(&id, "interrupted (Ctrl+C)");
+                    continue;
+                }
+                event = live.recv() => match event {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        reporter.finish();
+                        return Err("the queue ended before the job did".into());
+                    }
+                },
+            },
+        };
+        let last = event
+            .stage
+            .is_final()
+            .then(|| (event.stage.clone(), event.elapsed_seconds));
+        reporter.event(event);
+        if let Some(last) = last {
+            reporter.finish();
+            return Ok(last);
+        }
+    }
 }
 
 /// `generate --server`: the job goes into a running DiffuGen's queue; its events come back over SSE.

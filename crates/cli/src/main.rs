@@ -15,6 +15,7 @@ mod vram;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use diffugen_runtime::{Config, Flags};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +49,39 @@ enum Command {
     EngineWorker,
 }
 
+/// The runtime for this process: `config`, this executable as the engine worker, the GPU through NVML. `serve`
+/// keeps its queue on disk; a one-shot `generate` keeps it in memory.
+fn start_options(
+    config: &Config,
+    vram: diffugen_vram::VramConfig,
+    queue_depth: usize,
+    durable_queue: bool,
+) -> Result<diffugen_runtime::StartOptions, String> {
+    let worker = diffugen_engine::WorkerCommand::current_exe(&[diffugen_engine::WORKER_SUBCOMMAND])
+        .map_err(|e| format!("cannot find the diffugen executable: {e}"))?;
+    Ok(diffugen_runtime::StartOptions {
+        config: config.clone(),
+        worker,
+        gpu: std::sync::Arc::new(diffugen_vram::Nvml::new()),
+        queue_depth,
+        vram: Some(vram),
+        durable_queue,
+        watch_folders: false,
+    })
+}
+
+impl Command {
+    /// What the command's own flags set in the configuration (besides the global folder flags).
+    fn flags(&self) -> Flags {
+        match self {
+            Command::Generate(args) => args.flags(),
+            Command::Serve(args) => args.flags(),
+            Command::Vram(args) => args.flags(),
+            _ => Flags::new(),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::EngineWorker) {
@@ -66,8 +100,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let paths = match cli.paths.resolve() {
-        Ok(paths) => paths,
+    // One resolution for every command: its flags, then the environment, then the settings file, then defaults.
+    let paths = match Config::resolve(cli.paths.flags().merge(cli.command.flags())) {
+        Ok(config) => config,
         Err(message) => {
             eprintln!("error: {message}");
             return ExitCode::from(1);

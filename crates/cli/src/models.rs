@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::paths::Paths;
+use diffugen_runtime::Config;
 
 #[derive(Args)]
 pub struct ModelsArgs {
@@ -54,7 +54,7 @@ fn human_size(bytes: f64) -> String {
     format!("{value:.1} {}", units[unit])
 }
 
-pub fn run(paths: &Paths, args: &ModelsArgs) -> Result<ExitCode, String> {
+pub fn run(paths: &Config, args: &ModelsArgs) -> Result<ExitCode, String> {
     match &args.command {
         None => list(paths, args),
         Some(ModelsCommand::Show { id }) => show(paths, id, args.json),
@@ -82,7 +82,7 @@ pub fn run(paths: &Paths, args: &ModelsArgs) -> Result<ExitCode, String> {
     }
 }
 
-fn show(paths: &Paths, id: &str, json: bool) -> Result<ExitCode, String> {
+fn show(paths: &Config, id: &str, json: bool) -> Result<ExitCode, String> {
     let library = paths.library();
     let model = library.resolve(id).map_err(|e| e.to_string())?;
     let files: Vec<serde_json::Value> = model
@@ -188,7 +188,7 @@ fn catalog(json: bool) -> Result<ExitCode, String> {
 }
 
 fn pull(
-    paths: &Paths,
+    paths: &Config,
     target: &str,
     sha256: Option<String>,
     token: Option<String>,
@@ -333,7 +333,7 @@ fn pull(
     })
 }
 
-fn list(paths: &Paths, args: &ModelsArgs) -> Result<ExitCode, String> {
+fn list(paths: &Config, args: &ModelsArgs) -> Result<ExitCode, String> {
     let library = paths.library();
     let cards = library.cards();
     let entries = library.scan();

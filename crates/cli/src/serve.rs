@@ -1,15 +1,12 @@
-//! `diffugen serve`: the local HTTP API, headless.
+//! `diffugen serve`: the runtime with its network doors (the HTTP API and the Ollama gateway), headless.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Args;
-use diffugen_engine::WorkerCommand;
-use diffugen_server::service::{Service, ServiceConfig};
-use diffugen_server::ServerConfig;
+use diffugen_runtime::{Config, Flags, Runtime, StartError};
+use diffugen_server::{Doors, DoorsConfig, ServerConfig};
 
-use crate::paths::Paths;
 use crate::vram::json_name;
 
 #[derive(Args)]
@@ -21,8 +18,9 @@ pub struct ServeArgs {
     /// [default: the api_port setting, else 5199]
     #[arg(long)]
     port: Option<u16>,
-    /// Require this key (Bearer, X-API-Key or Basic password) on every route but /health.
-    #[arg(long, env = "DIFFUGEN_API_KEY", hide_env_values = true)]
+    /// Require this key (Bearer, X-API-Key or Basic password) on every route but /health
+    /// [default: $DIFFUGEN_API_KEY, else the api_key setting]
+    #[arg(long)]
     api_key: Option<String>,
     /// The model for requests that name none or an OpenAI id (dall-e-2, dall-e-3, gpt-image-1)
     /// [default: the first model found]
@@ -63,80 +61,84 @@ pub struct ServeArgs {
     llm_wait_timeout: u64,
 }
 
-pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
-    let settings = &paths.settings;
-    let host: IpAddr = match (args.host, &settings.api_host) {
-        (Some(host), _) => host,
-        (None, Some(text)) => text
-            .parse()
-            .map_err(|_| format!("invalid setting api_host: '{text}' is not an IP address"))?,
-        (None, None) => IpAddr::from([127, 0, 0, 1]),
-    };
-    let port = args.port.or(settings.api_port).unwrap_or(5199);
-    let api_key = args
-        .api_key
-        .clone()
-        .or_else(|| settings.api_key.clone())
-        .filter(|k| !k.is_empty());
-    let gateway_port = args
-        .ollama_gateway_port
-        .or(settings.gateway_port)
-        .unwrap_or(diffugen_vram::DEFAULT_GATEWAY_PORT);
-    let gateway_enabled = !args.no_ollama_gateway && settings.gateway_enabled != Some(false);
+impl ServeArgs {
+    /// What these flags set in the configuration.
+    pub fn flags(&self) -> Flags {
+        let flags = Flags::new()
+            .set_some("api_host", "--host", self.host)
+            .set_some("api_port", "--port", self.port)
+            .set_some("api_key", "--api-key", self.api_key.as_ref())
+            .set_some(
+                "gateway_port",
+                "--ollama-gateway-port",
+                self.ollama_gateway_port,
+            );
+        let flags = if self.no_ollama_gateway {
+            flags.set("gateway_enabled", "--no-ollama-gateway", "false")
+        } else {
+            flags
+        };
+        flags.merge(self.ollama.flags()).merge(self.vram.flags())
+    }
+}
+
+pub fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode, String> {
+    let api_addr = config.api_addr().map_err(|e| e.to_string())?;
+    let api_key = config.api_key();
     let gateway_host = args
         .ollama_gateway_host
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let gateway_open_without_key = !gateway_host.is_loopback() && api_key.is_none();
-    if !host.is_loopback() && api_key.is_none() {
+    if !api_addr.ip().is_loopback() && api_key.is_none() {
         eprintln!(
-            "WARNING: listening on {host} without an API key: anyone on your network can generate images and read \
-             your outputs. Set --api-key (or DIFFUGEN_API_KEY)."
+            "WARNING: listening on {} without an API key: anyone on your network can generate images and read \
+             your outputs. Set --api-key (or DIFFUGEN_API_KEY).",
+            api_addr.ip()
         );
     }
-    let config = ServerConfig {
-        models_dir: paths.models_dir.clone(),
-        extra_models_dirs: paths.extra_models_dirs.clone(),
-        outputs_dir: paths.outputs_dir(),
-        api_key,
-        default_model: args.default_model.clone(),
-        cors_origins: args.cors_origins.clone(),
-        allowed_hosts: args.allowed_hosts.clone(),
-        private_downloads: args.allow_private_downloads,
+    let doors = DoorsConfig {
+        server: ServerConfig {
+            api_key,
+            default_model: args.default_model.clone(),
+            cors_origins: args.cors_origins.clone(),
+            allowed_hosts: args.allowed_hosts.clone(),
+            private_downloads: args.allow_private_downloads,
+        },
+        api_addr: Some(api_addr),
+        gateway_addr: config
+            .gateway_enabled()
+            .then(|| config.gateway_addr(gateway_host)),
     };
-    let mut vram_config = args.vram.config(settings)?;
-    vram_config.llm_wait_timeout = std::time::Duration::from_secs(args.llm_wait_timeout);
-    let worker = WorkerCommand::current_exe(&[diffugen_engine::WORKER_SUBCOMMAND])
-        .map_err(|e| format!("cannot find the diffugen executable: {e}"))?;
-    let service_config = ServiceConfig {
-        data_dir: paths.data_dir.clone(),
-        worker,
-        queue_depth: args.queue_depth,
-        ollama: args.ollama.client(settings)?,
-        vram: vram_config,
-        gpu: Arc::new(diffugen_vram::Nvml::new()),
-        api_addr: Some(SocketAddr::new(host, port)),
-        gateway_addr: gateway_enabled.then(|| SocketAddr::new(gateway_host, gateway_port)),
-        job_defaults: diffugen_jobs::JobDefaults::from_settings(settings),
-        server: config,
-    };
-    let runtime = tokio::runtime::Runtime::new()
+    let mut vram = args.vram.config(config)?;
+    vram.llm_wait_timeout = std::time::Duration::from_secs(args.llm_wait_timeout);
+    let options = crate::start_options(config, vram, args.queue_depth, true)?;
+    let tokio = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(async {
-        let service = Service::start(service_config).await.map_err(|e| {
-            if e.contains("Ollama gateway") {
-                format!("{e} (choose another --ollama-gateway-port, or --no-ollama-gateway)")
-            } else {
-                e
+    tokio.block_on(async {
+        let runtime = Runtime::start(options).await.map_err(|e| e.to_string())?;
+        let doors = match Doors::open(&runtime, doors).await {
+            Ok(doors) => doors,
+            Err(e) => {
+                runtime.shutdown().await;
+                return Err(match e {
+                    StartError::Gateway { .. } => format!(
+                        "{e} (choose another --ollama-gateway-port, or --no-ollama-gateway)"
+                    ),
+                    e => e.to_string(),
+                });
             }
-        })?;
-        if let Some(api) = &service.api {
+        };
+        if let Some(api) = &doors.api {
             eprintln!(
                 "DiffuGen API on http://{} (OpenAI base URL: http://{}/v1)",
                 api.addr, api.addr
             );
         }
-        let ollama_url = service.orchestrator.ollama().url().to_string();
-        if let Some(gateway) = &service.gateway {
+        let orchestrator = runtime
+            .orchestrator()
+            .ok_or("the runtime has no VRAM orchestrator")?;
+        let ollama_url = orchestrator.ollama().url().to_string();
+        if let Some(gateway) = &doors.gateway {
             eprintln!(
                 "Ollama gateway on http://{} -> {ollama_url} (point Open WebUI's Ollama URL here)",
                 gateway.addr
@@ -150,16 +152,18 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> Result<ExitCode, String> {
         }
         eprintln!(
             "VRAM policy {} (Ollama at {ollama_url})",
-            json_name(&service.orchestrator.config().policy)
+            json_name(&orchestrator.config().policy)
         );
         eprintln!(
             "models: {}   outputs: {}",
-            paths.models_dir.display(),
-            paths.outputs_dir().display()
+            config.models_dir.display(),
+            config.outputs_dir().display()
         );
         tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
         eprintln!("shutting down");
-        service.stop().await?;
+        let closed = doors.close().await.map_err(|e| e.to_string());
+        runtime.shutdown().await;
+        closed?;
         Ok(ExitCode::SUCCESS)
     })
 }

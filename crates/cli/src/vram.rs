@@ -9,34 +9,31 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use diffugen_engine::{Engine, WorkerCommand};
-use diffugen_settings::Settings;
+use diffugen_runtime::{Config, Flags};
 use diffugen_vram::snapshot::GpuStatus;
 use diffugen_vram::{
-    AfterQueue, KeepAlive, Nvml, OllamaClient, Orchestrator, Policy, SwitchReport, VramConfig,
+    AfterQueue, KeepAlive, Nvml, Orchestrator, Policy, SwitchReport, SwitchTarget, VramConfig,
     VramEvent, VramSnapshot,
 };
 use futures_util::StreamExt;
 
 use crate::client::{sse_data, Server};
-use crate::paths::Paths;
 
 /// Where Ollama is.
 #[derive(Args, Clone)]
 pub struct OllamaArgs {
     /// Ollama's address (Ollama's own OLLAMA_HOST forms are accepted: host:port, http://host:port)
-    /// [default: the ollama_url setting, else http://127.0.0.1:11434]
-    #[arg(long, env = "OLLAMA_HOST", value_name = "URL", global = true)]
+    /// [default: $OLLAMA_HOST, else the ollama_url setting, else http://127.0.0.1:11434]
+    #[arg(long, value_name = "URL", global = true)]
     pub ollama_url: Option<String>,
 }
 
 impl OllamaArgs {
-    pub fn client(&self, settings: &Settings) -> Result<OllamaClient, String> {
-        diffugen_app::ollama_client(
-            self.ollama_url.as_deref().map(|url| ("--ollama-url", url)),
-            settings,
-        )
+    /// What these flags set in the configuration.
+    pub fn flags(&self) -> Flags {
+        Flags::new().set_some("ollama_url", "--ollama-url", self.ollama_url.as_ref())
     }
 }
 
@@ -45,12 +42,8 @@ impl OllamaArgs {
 pub struct PolicyArgs {
     /// Before a diffusion job: unload resident LLMs always; share the GPU with them when the job fits beside them
     /// and otherwise unload (share); choose per job whichever is cheaper (auto); or never touch them
-    /// [default: the vram_policy setting, else auto]
-    #[arg(
-        long,
-        env = "DIFFUGEN_VRAM_POLICY",
-        value_name = "always|auto|share|never"
-    )]
+    /// [default: $DIFFUGEN_VRAM_POLICY, else the vram_policy setting, else auto]
+    #[arg(long, value_name = "always|auto|share|never")]
     pub vram_policy: Option<Policy>,
     /// When the queue is empty: restore the LLMs DiffuGen unloaded, or leave them unloaded
     /// [default: the after_queue setting, else restore]
@@ -68,8 +61,24 @@ pub struct PolicyArgs {
 }
 
 impl PolicyArgs {
-    pub fn config(&self, settings: &Settings) -> Result<VramConfig, String> {
-        let base = diffugen_app::vram_config(self.vram_policy, self.after_queue, settings)?;
+    /// What these flags set in the configuration (the policy and what happens after the queue).
+    pub fn flags(&self) -> Flags {
+        Flags::new()
+            .set_some(
+                "vram_policy",
+                "--vram-policy",
+                self.vram_policy.map(|p| json_name(&p)),
+            )
+            .set_some(
+                "after_queue",
+                "--after-queue",
+                self.after_queue.map(|a| json_name(&a)),
+            )
+    }
+
+    /// The configuration's VRAM settings, tuned by the flags that are no settings (timeouts, strictness).
+    pub fn config(&self, config: &Config) -> Result<VramConfig, String> {
+        let base = config.vram_config().map_err(|e| e.to_string())?;
         let restore_keep_alive = self
             .restore_keep_alive
             .as_deref()
@@ -86,21 +95,6 @@ impl PolicyArgs {
             ..base
         })
     }
-}
-
-/// An orchestrator over `engine`, reading the GPU through NVML.
-pub fn orchestrator(
-    ollama: &OllamaArgs,
-    settings: &Settings,
-    config: VramConfig,
-    engine: Arc<Engine>,
-) -> Result<Orchestrator, String> {
-    Ok(Orchestrator::new(
-        config,
-        ollama.client(settings)?,
-        Arc::new(Nvml::new()),
-        engine,
-    ))
 }
 
 #[derive(Args)]
@@ -135,7 +129,10 @@ enum VramCommand {
         json: bool,
     },
     /// Hand the GPU to the LLM (free DiffuGen's memory, restore unloaded LLMs) or to diffusion (unload LLMs)
-    Switch { to: SwitchTarget },
+    Switch {
+        #[arg(value_name = "llm|diffusion")]
+        to: SwitchTarget,
+    },
     /// Show the meter live until Ctrl+C
     Watch {
         /// One JSON event per line
@@ -144,13 +141,7 @@ enum VramCommand {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum SwitchTarget {
-    Llm,
-    Diffusion,
-}
-
-pub fn run(paths: &Paths, args: &VramArgs) -> Result<ExitCode, String> {
+pub fn run(paths: &Config, args: &VramArgs) -> Result<ExitCode, String> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
@@ -164,20 +155,27 @@ pub fn run(paths: &Paths, args: &VramArgs) -> Result<ExitCode, String> {
 }
 
 /// An orchestrator for this process alone (no engine running here): reads the GPU and Ollama, switches.
-fn local(args: &VramArgs, settings: &Settings) -> Result<Orchestrator, String> {
-    let config = args.policy.config(settings)?;
+fn local(args: &VramArgs, config: &Config) -> Result<Orchestrator, String> {
+    let vram = args.policy.config(config)?;
     let command = WorkerCommand::current_exe(&[diffugen_engine::WORKER_SUBCOMMAND])
         .map_err(|e| format!("cannot find the diffugen executable: {e}"))?;
-    orchestrator(
-        &args.ollama,
-        settings,
-        config,
+    Ok(Orchestrator::new(
+        vram,
+        config.ollama_client().map_err(|e| e.to_string())?,
+        Arc::new(Nvml::new()),
         Arc::new(Engine::new(command)),
-    )
+    ))
+}
+
+impl VramArgs {
+    /// What this command's flags set in the configuration.
+    pub fn flags(&self) -> Flags {
+        self.ollama.flags().merge(self.policy.flags())
+    }
 }
 
 async fn snapshot(
-    paths: &Paths,
+    paths: &Config,
     args: &VramArgs,
     server: Option<&Server>,
 ) -> Result<VramSnapshot, String> {
@@ -192,7 +190,7 @@ async fn snapshot(
                 .await?;
             from_value(value)
         }
-        None => Ok(local(args, &paths.settings)?.snapshot().await),
+        None => Ok(local(args, paths)?.snapshot().await),
     }
 }
 
@@ -202,7 +200,7 @@ fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Resul
 }
 
 async fn status(
-    paths: &Paths,
+    paths: &Config,
     args: &VramArgs,
     server: Option<&Server>,
     json: bool,
@@ -337,12 +335,12 @@ pub fn json_name<T: serde::Serialize>(value: &T) -> String {
 }
 
 /// Where a server-less `switch diffusion` remembers what it unloaded.
-fn restore_file(paths: &Paths) -> PathBuf {
+fn restore_file(paths: &Config) -> PathBuf {
     paths.data_dir.join("vram-restore.json")
 }
 
 async fn switch(
-    paths: &Paths,
+    paths: &Config,
     args: &VramArgs,
     server: Option<&Server>,
     to: SwitchTarget,
@@ -359,7 +357,7 @@ async fn switch(
             from_value(value)?
         }
         (None, SwitchTarget::Diffusion) => {
-            let orchestrator = local(args, &paths.settings)?;
+            let orchestrator = local(args, paths)?;
             let report = orchestrator
                 .switch_to_diffusion()
                 .await
@@ -368,7 +366,7 @@ async fn switch(
             report
         }
         (None, SwitchTarget::Llm) => {
-            let orchestrator = local(args, &paths.settings)?;
+            let orchestrator = local(args, paths)?;
             orchestrator.set_pending_restore(load_restore(paths));
             let report = orchestrator
                 .switch_to_llm()
@@ -408,7 +406,7 @@ async fn switch(
     Ok(ExitCode::SUCCESS)
 }
 
-fn save_restore(paths: &Paths, models: &[(String, KeepAlive)]) -> Result<(), String> {
+fn save_restore(paths: &Config, models: &[(String, KeepAlive)]) -> Result<(), String> {
     let mut known = load_restore(paths);
     for (name, keep) in models {
         if !known.iter().any(|(n, _)| n == name) {
@@ -434,7 +432,7 @@ fn save_restore(paths: &Paths, models: &[(String, KeepAlive)]) -> Result<(), Str
         })
 }
 
-fn load_restore(paths: &Paths) -> Vec<(String, KeepAlive)> {
+fn load_restore(paths: &Config) -> Vec<(String, KeepAlive)> {
     let Ok(bytes) = std::fs::read(restore_file(paths)) else {
         return Vec::new();
     };
@@ -449,7 +447,7 @@ fn load_restore(paths: &Paths) -> Vec<(String, KeepAlive)> {
 }
 
 async fn watch(
-    paths: &Paths,
+    paths: &Config,
     args: &VramArgs,
     server: Option<&Server>,
     json: bool,
@@ -550,7 +548,7 @@ async fn watch(
             }
         }
         None => {
-            let orchestrator = local(args, &paths.settings)?;
+            let orchestrator = local(args, paths)?;
             let mut ticker = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {

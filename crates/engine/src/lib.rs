@@ -17,6 +17,7 @@ pub mod memory;
 pub mod output;
 pub mod params;
 pub mod protocol;
+pub mod raw;
 pub mod supervisor;
 pub mod tracker;
 pub mod worker;

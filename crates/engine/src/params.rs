@@ -10,7 +10,7 @@ use diffugen_sd::{SAMPLERS, SCHEDULERS};
 use serde::{Deserialize, Serialize};
 
 use crate::lora;
-use crate::protocol::RawImage;
+use crate::raw::RawImage;
 
 /// The longest prompt (and negative prompt) accepted, in characters. CLIP reads 77 tokens per chunk; far longer
 /// text only costs time (4 KB took 55 s to encode) and very long text crashed sd.cpp's tokenizer.
@@ -60,11 +60,23 @@ pub struct LoraRequest {
     pub weight: f32,
 }
 
+/// How preview frames are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, specta::Type)]
+#[serde(rename_all = "lowercase")]
+pub enum PreviewMode {
+    /// A linear projection of the latents: nearly free, blurry.
+    #[default]
+    Proj,
+    /// The tiny autoencoder, when the model has one.
+    Tae,
+    /// The full VAE: sharp and slow.
+    Vae,
+}
+
 /// Live previews during sampling.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreviewRequest {
-    /// `proj` (nearly free), `tae` or `vae`.
-    pub mode: String,
+    pub mode: PreviewMode,
     /// A frame every `interval` steps.
     pub interval: u32,
 }
@@ -301,24 +313,34 @@ fn to_raw(image: &image::DynamicImage, width: u32, height: u32, channels: u32) -
 
 /// Checks a request and resolves its model, LoRAs and images. Returns every problem at once.
 pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec, ParamErrors> {
+    let model = (!request.model.trim().is_empty()).then(|| library.resolve(request.model.trim()));
+    validate_resolved(request, model, library)
+}
+
+/// [`validate`] with the request's model already resolved (`None`: the request names none), for a door that
+/// needed the model before validation (its defaults) and resolves it once.
+pub fn validate_resolved(
+    request: &GenerateRequest,
+    model: Option<Result<diffugen_models::ResolvedModel, diffugen_models::ModelError>>,
+    library: &Library,
+) -> Result<JobSpec, ParamErrors> {
     let mut check = Checker(Vec::new());
 
-    let model = if request.model.trim().is_empty() {
-        check.fail(
-            "model",
-            format!(
-                "is required; available models: {}",
-                library.ids().join(", ")
-            ),
-        );
-        None
-    } else {
-        match library.resolve(request.model.trim()) {
-            Ok(model) => Some(model),
-            Err(e) => {
-                check.fail("model", e.to_string());
-                None
-            }
+    let model = match model {
+        None => {
+            check.fail(
+                "model",
+                format!(
+                    "is required; available models: {}",
+                    library.ids().join(", ")
+                ),
+            );
+            None
+        }
+        Some(Ok(model)) => Some(model),
+        Some(Err(e)) => {
+            check.fail("model", e.to_string());
+            None
         }
     };
 
@@ -491,15 +513,6 @@ pub fn validate(request: &GenerateRequest, library: &Library) -> Result<JobSpec,
         (None, None) => None,
     };
     if let Some(preview) = &request.preview {
-        if !["proj", "tae", "vae"].contains(&preview.mode.as_str()) {
-            check.fail(
-                "preview.mode",
-                format!(
-                    "unknown preview mode '{}'; allowed: proj, tae, vae",
-                    preview.mode
-                ),
-            );
-        }
         if preview.interval == 0 {
             check.fail(
                 "preview.interval",

@@ -370,10 +370,10 @@ fn generate(
 
     match &spec.preview {
         Some(preview) => {
-            let mode = match preview.mode.as_str() {
-                "tae" => PreviewMode::Tae,
-                "vae" => PreviewMode::Vae,
-                _ => PreviewMode::Proj,
+            let mode = match preview.mode {
+                crate::params::PreviewMode::Proj => PreviewMode::Proj,
+                crate::params::PreviewMode::Tae => PreviewMode::Tae,
+                crate::params::PreviewMode::Vae => PreviewMode::Vae,
             };
             let (out, job_id, tracker) = (out.clone(), job_id.to_string(), tracker.clone());
             diffugen_sd::set_preview_handler(

@@ -629,7 +629,9 @@ impl Gallery {
         )?)
     }
 
-    /// Inserts many synthetic rows in one transaction (benchmarks and tests of scale).
+    /// Inserts many synthetic rows in one transaction (benchmarks and tests of scale; behind the `synthetic`
+    /// feature, off in the app and the CLI).
+    #[cfg(feature = "synthetic")]
     pub fn insert_synthetic(
         &self,
         rows: &[(String, f64, String, String)],

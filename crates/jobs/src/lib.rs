@@ -85,6 +85,8 @@ struct Shared {
     state: Mutex<State>,
     wake: Notify,
     all: broadcast::Sender<JobEvent>,
+    /// True while the runner waits for work with the GPU handed back (see [`JobManager::until_idle`]).
+    idle: tokio::sync::watch::Sender<bool>,
 }
 
 /// What a job gets when it leaves something out, from the settings; changeable while the queue runs.
@@ -209,6 +211,7 @@ impl JobManager {
                     ..State::default()
                 }),
                 wake: Notify::new(),
+                idle: tokio::sync::watch::channel(true).0,
                 all: broadcast::channel(4096).0,
             }),
         };
@@ -311,6 +314,24 @@ impl JobManager {
             last_preview: None,
             sender: broadcast::channel(1024).0,
             all: self.shared.all.clone(),
+        }
+    }
+
+    /// Waits until no job waits or runs and the runner has handed the GPU back (the LLMs it unloaded restored
+    /// per the VRAM policy): a one-shot door waits for this before its process ends.
+    pub async fn until_idle(&self) {
+        let mut idle = self.shared.idle.subscribe();
+        loop {
+            let empty = {
+                let state = self.lock();
+                state.queue.is_empty() && state.running.is_none()
+            };
+            if *idle.borrow_and_update() && empty {
+                return;
+            }
+            if idle.changed().await.is_err() {
+                return;
+            }
         }
     }
 

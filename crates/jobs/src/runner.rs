@@ -22,6 +22,7 @@ impl JobManager {
                 let mut state = self.lock();
                 let next = state.queue.pop_front();
                 if let Some(id) = &next {
+                    self.shared.idle.send_replace(false);
                     state.running = Some(id.clone());
                     if let Some(job) = state.jobs.get_mut(id) {
                         job.state = JobState::Running;
@@ -39,7 +40,10 @@ impl JobManager {
                 })
             };
             let Some((id, mut spec, destination, accepted)) = next else {
-                lease = None;
+                if let Some(lease) = lease.take() {
+                    lease.release().await;
+                }
+                self.shared.idle.send_replace(true);
                 self.idle().await;
                 continue;
             };
@@ -107,11 +111,12 @@ impl JobManager {
                 &mut record,
             )
             .await;
-            let mut state = self.lock();
-            state.running = None;
-            finish(&mut state, &id);
-            let more = !state.queue.is_empty();
-            drop(state);
+            let more = {
+                let mut state = self.lock();
+                state.running = None;
+                finish(&mut state, &id);
+                !state.queue.is_empty()
+            };
             // Hand the GPU back when the queue is empty, or between jobs when an LLM request is waiting for it.
             if !more
                 || self
@@ -120,7 +125,11 @@ impl JobManager {
                     .as_ref()
                     .is_some_and(|o| o.llm_waiting())
             {
-                lease = None;
+                // Given back before the next job is taken, so the LLMs are restored (or the waiting request served)
+                // before the GPU is asked for again.
+                if let Some(lease) = lease.take() {
+                    lease.release().await;
+                }
             }
         }
     }

@@ -4,7 +4,6 @@
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use diffugen_engine::a1111;
@@ -16,53 +15,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::body::A1111Body;
+use crate::error::A1111Error;
 use crate::native::enqueue;
 use crate::{ApiError, AppState};
-
-/// An error in A1111's shape: `{error, detail, body, errors}`; invalid input is 422 as in A1111 (FastAPI).
-pub struct A1111Error(ApiError);
-
-impl From<ApiError> for A1111Error {
-    fn from(error: ApiError) -> Self {
-        A1111Error(error)
-    }
-}
-
-impl IntoResponse for A1111Error {
-    fn into_response(self) -> Response {
-        let error = self.0;
-        let status = if error.status == StatusCode::BAD_REQUEST {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            error.status
-        };
-        let kind = match status {
-            StatusCode::UNPROCESSABLE_ENTITY => "ValidationError",
-            StatusCode::UNAUTHORIZED => "Unauthorized",
-            StatusCode::NOT_FOUND => "NotFound",
-            StatusCode::TOO_MANY_REQUESTS => "QueueFull",
-            StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
-            _ => "RuntimeError",
-        };
-        let detail = match &error.param {
-            Some(param) if !error.message.starts_with(&format!("{param}:")) => {
-                format!("{param}: {}", error.message)
-            }
-            _ => error.message.clone(),
-        };
-        let mut response = (
-            status,
-            Json(json!({ "error": kind, "detail": detail, "body": "", "errors": error.message })),
-        )
-            .into_response();
-        if let Some(seconds) = error.retry_after {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, seconds.into());
-        }
-        response
-    }
-}
 
 type Result<T> = std::result::Result<T, A1111Error>;
 
@@ -205,7 +160,7 @@ fn request_from(
         memory: memory_overrides(body)?,
         // Cheap latent previews feed /sdapi/v1/progress's current_image.
         preview: Some(PreviewRequest {
-            mode: "proj".into(),
+            mode: diffugen_engine::params::PreviewMode::Proj,
             interval: 1,
         }),
     })
@@ -262,11 +217,11 @@ async fn generate(state: AppState, value: Value, img2img: bool) -> Result<Json<V
         "a1111-txt2img"
     };
     let id = enqueue(&state, request, source, a1111_field)?;
-    let _guard = crate::openai::DropIfQueued {
-        jobs: state.jobs.clone(),
+    let _guard = crate::fields::DropIfQueued {
+        jobs: state.jobs().clone(),
         id: id.clone(),
     };
-    let outputs = match state.jobs.wait(&id).await.map_err(ApiError::from)? {
+    let outputs = match state.jobs().wait(&id).await.map_err(ApiError::from)? {
         Outcome::Done(outputs) => outputs,
         Outcome::Failed { error, kind } => return Err(ApiError::job_failed(&error, kind).into()),
         Outcome::Cancelled(reason) => {
@@ -296,7 +251,7 @@ async fn generate(state: AppState, value: Value, img2img: bool) -> Result<Json<V
             .unwrap_or_default();
         infotexts.push(text);
     }
-    let job = state.jobs.get(&id).map_err(ApiError::from)?;
+    let job = state.jobs().get(&id).map_err(ApiError::from)?;
     let seeds: Vec<i64> = outputs.iter().map(|o| o.seed).collect();
     let first = outputs.first();
     let info = json!({
@@ -417,7 +372,7 @@ pub async fn progress(
     State(state): State<AppState>,
     Query(query): Query<ProgressQuery>,
 ) -> Json<Value> {
-    let queue = state.jobs.queue();
+    let queue = state.jobs().queue();
     let running = queue.iter().find(|j| j.state == JobState::Running);
     let waiting = queue.iter().filter(|j| j.state == JobState::Queued).count();
     let Some(job) = running else {
@@ -452,7 +407,7 @@ pub async fn progress(
         None
     } else {
         state
-            .jobs
+            .jobs()
             .latest_preview(&job.id)
             .and_then(|e| match e.stage {
                 Stage::Preview { png_base64, .. } => Some(png_base64),
@@ -473,12 +428,14 @@ pub async fn progress(
 /// Stops the running job (A1111's Interrupt button).
 pub async fn interrupt(State(state): State<AppState>) -> Json<Value> {
     if let Some(job) = state
-        .jobs
+        .jobs()
         .queue()
         .into_iter()
         .find(|j| j.state == JobState::Running)
     {
-        let _ = state.jobs.cancel(&job.id, "interrupted by an A1111 client");
+        let _ = state
+            .jobs()
+            .cancel(&job.id, "interrupted by an A1111 client");
     }
     Json(Value::Null)
 }

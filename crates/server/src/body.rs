@@ -58,12 +58,12 @@ json_body!(
 json_body!(
     /// AUTOMATIC1111's routes: errors in its shape, invalid input as 422.
     A1111Body,
-    crate::a1111::A1111Error
+    crate::error::A1111Error
 );
 json_body!(
     /// The original project's routes: `{success: false, error, param}`.
     LegacyBody,
-    crate::legacy::LegacyError
+    crate::error::LegacyError
 );
 
 /// A JSON body that may be left out (no bytes at all: `None`); a body that is there must be JSON.

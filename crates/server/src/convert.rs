@@ -60,7 +60,8 @@ pub async fn start(
         ApiError::new(StatusCode::INSUFFICIENT_STORAGE, message).code("insufficient_resources")
     })?;
     let id = state
-        .conversions
+        .runtime
+        .conversions()
         .start(request, move |_| library.finish_conversion(&conversion));
     Ok((
         StatusCode::ACCEPTED,
@@ -82,7 +83,7 @@ pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let (history, live) = state.conversions.subscribe(&id).ok_or_else(|| {
+    let (history, live) = state.runtime.conversions().subscribe(&id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no conversion with id '{id}'"),

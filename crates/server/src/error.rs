@@ -117,3 +117,68 @@ pub(crate) fn field_in_message(message: &str) -> Option<String> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']' | '-'));
     is_path.then(|| path.to_string())
 }
+
+/// An error in A1111's shape: `{error, detail, body, errors}`; invalid input is 422 as in A1111 (FastAPI).
+pub struct A1111Error(pub ApiError);
+
+impl From<ApiError> for A1111Error {
+    fn from(error: ApiError) -> Self {
+        A1111Error(error)
+    }
+}
+
+impl IntoResponse for A1111Error {
+    fn into_response(self) -> Response {
+        let error = self.0;
+        let status = if error.status == StatusCode::BAD_REQUEST {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            error.status
+        };
+        let kind = match status {
+            StatusCode::UNPROCESSABLE_ENTITY => "ValidationError",
+            StatusCode::UNAUTHORIZED => "Unauthorized",
+            StatusCode::NOT_FOUND => "NotFound",
+            StatusCode::TOO_MANY_REQUESTS => "QueueFull",
+            StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
+            _ => "RuntimeError",
+        };
+        let detail = match &error.param {
+            Some(param) if !error.message.starts_with(&format!("{param}:")) => {
+                format!("{param}: {}", error.message)
+            }
+            _ => error.message.clone(),
+        };
+        let mut response = (
+            status,
+            Json(json!({ "error": kind, "detail": detail, "body": "", "errors": error.message })),
+        )
+            .into_response();
+        if let Some(seconds) = error.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
+    }
+}
+
+/// Errors in the original shape: `{success: false, error, param}`.
+pub struct LegacyError(pub ApiError);
+
+impl From<ApiError> for LegacyError {
+    fn from(error: ApiError) -> Self {
+        LegacyError(error)
+    }
+}
+
+impl IntoResponse for LegacyError {
+    fn into_response(self) -> Response {
+        let error = self.0;
+        (
+            error.status,
+            Json(json!({ "success": false, "error": error.message, "param": error.param })),
+        )
+            .into_response()
+    }
+}

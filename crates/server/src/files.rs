@@ -31,7 +31,7 @@ pub async fn image(
         _ => return Err(not_found()),
     };
     // A link in the outputs folder is not followed out of it.
-    let outputs = tokio::fs::canonicalize(&state.outputs_dir)
+    let outputs = tokio::fs::canonicalize(state.runtime.outputs_dir())
         .await
         .map_err(|_| not_found())?;
     let path = tokio::fs::canonicalize(outputs.join(&file))

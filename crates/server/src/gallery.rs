@@ -28,7 +28,7 @@ async fn with_gallery<T: Send + 'static>(
     call: impl FnOnce(&Gallery) -> Result<T, GalleryError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let gallery: Arc<Gallery> = state
-        .jobs
+        .jobs()
         .gallery()
         .cloned()
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "this server keeps no gallery"))?;
@@ -278,7 +278,7 @@ pub async fn reindex(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
 
 /// The original project's `GET /images`, from the gallery: newest first, up to 500.
 pub async fn legacy_list(state: &AppState, base: &str) -> Option<Value> {
-    let outputs = state.outputs_dir.canonicalize().ok();
+    let outputs = state.runtime.outputs_dir().canonicalize().ok();
     let page = with_gallery(state, |g| {
         g.list(&Query {
             limit: Some(500),

@@ -69,13 +69,13 @@ pub fn origin_allowed(origin: &str, host: Option<&str>, cors_origins: &[String])
 /// An error in the error shape the route's clients read.
 pub fn in_dialect(path: &str, error: ApiError) -> Response {
     if path.starts_with("/sdapi/") {
-        crate::a1111::A1111Error::from(error).into_response()
+        crate::error::A1111Error::from(error).into_response()
     } else if path.starts_with("/generate")
         || path == "/models"
         || path == "/images"
         || path == "/v1/images/generations/stream"
     {
-        crate::legacy::LegacyError::from(error).into_response()
+        crate::error::LegacyError::from(error).into_response()
     } else {
         error.into_response()
     }

@@ -21,8 +21,9 @@ use futures_util::{Stream, StreamExt};
 use serde_json::{json, Map, Value};
 
 use crate::body::LegacyBody;
+use crate::error::LegacyError;
+use crate::fields::{encode, Body, DropIfQueued, OutputFormat};
 use crate::native::{enqueue, job_events};
-use crate::openai::{encode, Body, DropIfQueued};
 use crate::{ApiError, AppState};
 
 /// Which models a route may use.
@@ -48,26 +49,6 @@ impl Kind {
             Kind::Stable => "Stable Diffusion",
             Kind::Flux => "FLUX",
         }
-    }
-}
-
-/// Errors in the original shape: `{success: false, error, param}`.
-pub struct LegacyError(ApiError);
-
-impl From<ApiError> for LegacyError {
-    fn from(error: ApiError) -> Self {
-        LegacyError(error)
-    }
-}
-
-impl IntoResponse for LegacyError {
-    fn into_response(self) -> Response {
-        let error = self.0;
-        (
-            error.status,
-            Json(json!({ "success": false, "error": error.message, "param": error.param })),
-        )
-            .into_response()
     }
 }
 
@@ -170,7 +151,7 @@ fn result(state: &AppState, base: &str, id: &str, output: &Output) -> Value {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let url = format!("{base}/images/{file}");
-    let job = state.jobs.get(id).ok();
+    let job = state.jobs().get(id).ok();
     let prompt = job.as_ref().map(|j| j.prompt.clone()).unwrap_or_default();
     json!({
         "success": true,
@@ -191,10 +172,10 @@ async fn generate(
 ) -> Result<Json<Value>, LegacyError> {
     let id = submit(&state, kind, &value)?;
     let _guard = DropIfQueued {
-        jobs: state.jobs.clone(),
+        jobs: state.jobs().clone(),
         id: id.clone(),
     };
-    match state.jobs.wait(&id).await.map_err(ApiError::from)? {
+    match state.jobs().wait(&id).await.map_err(ApiError::from)? {
         Outcome::Done(outputs) => {
             let output = outputs
                 .first()
@@ -256,7 +237,7 @@ fn stream(
     openai: bool,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let guard = DropIfQueued {
-        jobs: state.jobs.clone(),
+        jobs: state.jobs().clone(),
         id: id.clone(),
     };
     let sse = events.flat_map(move |event| {
@@ -268,7 +249,7 @@ fn stream(
                 let complete = if openai {
                     let data: Vec<Value> = outputs
                         .iter()
-                        .filter_map(|o| encode(&o.path, "png", None).ok())
+                        .filter_map(|o| encode(&o.path, OutputFormat::Png, None).ok())
                         .map(|bytes| json!({ "b64_json": base64::engine::general_purpose::STANDARD.encode(bytes) }))
                         .collect();
                     let size = outputs.first().map(|o| format!("{}x{}", o.width, o.height));
@@ -365,18 +346,20 @@ pub async fn images(State(state): State<AppState>, headers: HeaderMap) -> Json<V
     if let Some(listing) = crate::gallery::legacy_list(&state, &base).await {
         return Json(listing);
     }
-    let mut files: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(&state.outputs_dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let modified = e.metadata().ok()?.modified().ok()?;
-                    (name.ends_with(".png") && !name.starts_with('.')).then_some((modified, name))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut files: Vec<(std::time::SystemTime, String)> =
+        std::fs::read_dir(state.runtime.outputs_dir())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        let modified = e.metadata().ok()?.modified().ok()?;
+                        (name.ends_with(".png") && !name.starts_with('.'))
+                            .then_some((modified, name))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
     files.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
     let images: Vec<Value> = files
         .into_iter()

@@ -10,7 +10,9 @@ mod a1111;
 mod auth;
 mod body;
 mod convert;
+pub mod doors;
 mod error;
+mod fields;
 mod files;
 mod gallery;
 pub mod gateway;
@@ -20,11 +22,9 @@ mod listen;
 mod models;
 pub mod native;
 mod openai;
-pub mod service;
 mod vram;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use axum::extract::DefaultBodyLimit;
@@ -32,21 +32,19 @@ use axum::routing::{get, post};
 use axum::Router;
 use diffugen_jobs::JobManager;
 use diffugen_models::Library;
+use diffugen_runtime::Runtime;
 
+pub use doors::{Doors, DoorsConfig};
 pub use error::ApiError;
 pub use listen::{Limits, ServerHandle};
 
 /// The largest request body accepted (uploads for img2img included).
 pub const BODY_LIMIT: usize = 50 << 20;
 
-/// What the server needs to know.
-#[derive(Debug, Clone)]
+/// What the HTTP doors add to the runtime: who may call them, from where, and what a request that names no model
+/// gets.
+#[derive(Debug, Clone, Default)]
 pub struct ServerConfig {
-    pub models_dir: PathBuf,
-    /// Other tools' model folders used in place.
-    pub extra_models_dirs: Vec<PathBuf>,
-    /// Where generated images are written and served from.
-    pub outputs_dir: PathBuf,
     /// Required on every route but `/health` when set.
     pub api_key: Option<String>,
     /// Answers requests that name no model or an OpenAI model id (`dall-e-2`, `dall-e-3`, `gpt-image-1`).
@@ -60,17 +58,10 @@ pub struct ServerConfig {
     pub private_downloads: bool,
 }
 
-/// Shared state of the handlers.
+/// Shared state of the handlers: the runtime, and what only the HTTP doors need.
 #[derive(Clone)]
 pub struct AppState {
-    pub jobs: JobManager,
-    /// Model downloads started over the API (two at once).
-    pub downloads: diffugen_downloads::Downloads,
-    /// Smaller copies of models being made (one at a time), for the API and the app.
-    pub conversions: diffugen_engine::convert::Conversions,
-    /// Shared with the desktop app, which swaps it when the user changes the model folders.
-    library: Arc<RwLock<Library>>,
-    pub outputs_dir: PathBuf,
+    pub runtime: Runtime,
     pub api_key: Option<Arc<str>>,
     pub default_model: Arc<RwLock<Option<String>>>,
     pub cors_origins: Vec<String>,
@@ -80,18 +71,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(jobs: JobManager, config: &ServerConfig) -> AppState {
+    pub fn new(runtime: Runtime, config: &ServerConfig) -> AppState {
         AppState {
-            jobs: jobs.clone(),
-            downloads: diffugen_downloads::Downloads::new(2),
-            conversions: diffugen_engine::convert::Conversions::new(
-                jobs.engine().command().clone(),
-            ),
-            library: Arc::new(RwLock::new(Library::with_extra_dirs(
-                &config.models_dir,
-                config.extra_models_dirs.clone(),
-            ))),
-            outputs_dir: config.outputs_dir.clone(),
+            runtime,
             api_key: config.api_key.as_deref().map(Arc::from),
             default_model: Arc::new(RwLock::new(config.default_model.clone())),
             cors_origins: config.cors_origins.clone(),
@@ -104,17 +86,14 @@ impl AppState {
         }
     }
 
-    /// The model folders requests are resolved against.
-    pub fn library(&self) -> Library {
-        self.library
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The one job queue.
+    pub fn jobs(&self) -> &JobManager {
+        self.runtime.jobs()
     }
 
-    /// Points every route at other model folders (the app's Settings changed them).
-    pub fn set_library(&self, library: Library) {
-        *self.library.write().unwrap_or_else(|e| e.into_inner()) = library;
+    /// The model folders requests are resolved against (shared with the app, which swaps them in Settings).
+    pub fn library(&self) -> Library {
+        self.runtime.library()
     }
 
     /// The model for a request: its own id, or the default for none / OpenAI's ids.

@@ -70,7 +70,7 @@ pub async fn start(
     }
     let plan = plan.confined(state.download_reach, MAX_DOWNLOAD_BYTES);
     let name = plan.name.clone();
-    let id = state.downloads.start(plan);
+    let id = state.runtime.downloads().start(plan);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "id": id, "name": name, "state": "waiting" })),
@@ -101,7 +101,7 @@ fn model_file_url(url: &str) -> Result<(), ApiError> {
 
 /// `GET /api/v1/models/downloads`.
 pub async fn downloads(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "downloads": state.downloads.list() }))
+    Json(json!({ "downloads": state.runtime.downloads().list() }))
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -131,7 +131,8 @@ pub async fn events(
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let (history, pull_state, live) = state
-        .downloads
+        .runtime
+        .downloads()
         .subscribe(&id)
         .ok_or_else(|| not_found(&id))?;
     let finished = !matches!(pull_state, PullState::Waiting | PullState::Running)
@@ -161,7 +162,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if !state.downloads.cancel(&id) {
+    if !state.runtime.downloads().cancel(&id) {
         return Err(not_found(&id));
     }
     Ok(Json(json!({ "id": id, "cancelled": true })))

@@ -18,8 +18,8 @@ use crate::body::JsonBody;
 use crate::{ApiError, AppState};
 
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
-    let queue = state.jobs.queue();
-    let vram = match state.jobs.orchestrator() {
+    let queue = state.jobs().queue();
+    let vram = match state.jobs().orchestrator() {
         Some(orchestrator) => json!({
             "phase": orchestrator.phase(),
             "policy": orchestrator.config().policy,
@@ -65,9 +65,21 @@ pub fn param_error(errors: &ParamErrors, rename: impl Fn(&str) -> &str) -> ApiEr
 /// Validates a request and puts it on the queue.
 pub fn enqueue(
     state: &AppState,
+    request: GenerateRequest,
+    source: &str,
+    rename: impl Fn(&str) -> &str,
+) -> Result<String, ApiError> {
+    enqueue_tuned(state, request, source, rename, |_, _| {})
+}
+
+/// [`enqueue`], letting `tune` fill what the dialect derives from the model (OpenAI's `quality` → steps) once the
+/// request's model is resolved — once, for the tuning and the validation alike.
+pub fn enqueue_tuned(
+    state: &AppState,
     mut request: GenerateRequest,
     source: &str,
     rename: impl Fn(&str) -> &str,
+    tune: impl FnOnce(&mut GenerateRequest, &diffugen_models::ResolvedModel),
 ) -> Result<String, ApiError> {
     let model = if request.model.is_empty() {
         None
@@ -90,7 +102,13 @@ pub fn enqueue(
     // Validation decodes images and reads model headers: blocking work, kept off the threads that answer other
     // requests (`/health` among them) where the runtime allows it.
     let library = state.library();
-    let validate = || diffugen_engine::validate(&request, &library);
+    let validate = || {
+        let model = library.resolve(request.model.trim());
+        if let Ok(model) = &model {
+            tune(&mut request, model);
+        }
+        diffugen_engine::params::validate_resolved(&request, Some(model), &library)
+    };
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     let checked = if multi_thread {
@@ -99,9 +117,11 @@ pub fn enqueue(
         validate()
     };
     let spec = checked.map_err(|e| param_error(&e, rename))?;
-    Ok(state
-        .jobs
-        .submit(spec, Destination::Folder(state.outputs_dir.clone()), source)?)
+    Ok(state.jobs().submit(
+        spec,
+        Destination::Folder(state.runtime.outputs_dir().to_path_buf()),
+        source,
+    )?)
 }
 
 /// The header a first-party client sets so the queue shows where a job came from (`cli`); anything else is `api`.
@@ -117,30 +137,30 @@ pub async fn submit(
         _ => "api",
     };
     let id = enqueue(&state, request, source, |f| f)?;
-    Ok((StatusCode::ACCEPTED, Json(state.jobs.get(&id)?)))
+    Ok((StatusCode::ACCEPTED, Json(state.jobs().get(&id)?)))
 }
 
 pub async fn job(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<JobInfo>, ApiError> {
-    Ok(Json(state.jobs.get(&id)?))
+    Ok(Json(state.jobs().get(&id)?))
 }
 
 pub async fn queue(State(state): State<AppState>) -> Json<Vec<JobInfo>> {
-    Json(state.jobs.queue())
+    Json(state.jobs().queue())
 }
 
 /// `GET /api/v1/queue/history`: finished, failed and cancelled jobs, the newest first (kept across restarts).
 pub async fn history(State(state): State<AppState>) -> Json<Vec<JobInfo>> {
-    Json(state.jobs.history())
+    Json(state.jobs().history())
 }
 
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let was_active = state.jobs.cancel(&id, "cancelled by an API client")?;
+    let was_active = state.jobs().cancel(&id, "cancelled by an API client")?;
     Ok(Json(json!({ "id": id, "cancelled": was_active })))
 }
 
@@ -161,7 +181,7 @@ pub fn job_events(
     state: &AppState,
     id: &str,
 ) -> Result<impl Stream<Item = JobEvent> + Send + 'static, QueueError> {
-    let subscription = state.jobs.subscribe(id)?;
+    let subscription = state.jobs().subscribe(id)?;
     let history: std::collections::VecDeque<JobEvent> = subscription.history.into();
     let live = BroadcastStream::new(subscription.live)
         .filter_map(|item| async move { item.ok() })

@@ -3,7 +3,6 @@
 //! steps, seeds or a negative prompt). Generations and edits (img2img, inpainting) share one parser and one
 //! responder; `stream: true` answers with OpenAI's image streaming events.
 
-use std::io::Cursor;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::convert::Infallible;
@@ -15,14 +14,16 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
-use diffugen_engine::params::{ImageInput, LoraRequest, PreviewRequest};
+use diffugen_engine::params::{ImageInput, PreviewRequest};
 use diffugen_engine::{GenerateRequest, Output, Stage};
-use diffugen_jobs::{JobManager, JobState, Outcome};
+use diffugen_jobs::Outcome;
 use futures_util::StreamExt;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::body::JsonBody;
-use crate::native::enqueue;
+use crate::fields::{encode, Body, Choice, DropIfQueued, OutputFormat};
+use crate::native::enqueue_tuned;
 use crate::{ApiError, AppState};
 
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
@@ -46,118 +47,6 @@ fn openai_field(field: &str) -> &str {
     }
 }
 
-/// Reads typed fields out of a JSON object, each mistake a 400 naming the field.
-pub(crate) struct Body<'a>(pub &'a Map<String, Value>);
-
-impl Body<'_> {
-    pub(crate) fn get(&self, field: &str) -> Option<&Value> {
-        self.0.get(field).filter(|v| !v.is_null())
-    }
-
-    pub(crate) fn string(&self, field: &str) -> Result<Option<String>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(ApiError::invalid(
-                field,
-                format!("must be a string, got {other}"),
-            )),
-        }
-    }
-
-    pub(crate) fn choice(&self, field: &str, allowed: &[&str]) -> Result<Option<String>, ApiError> {
-        let value = self.string(field)?;
-        if let Some(v) = &value {
-            if !allowed.contains(&v.as_str()) {
-                return Err(ApiError::invalid(
-                    field,
-                    format!("'{v}' is not one of {}", allowed.join(", ")),
-                ));
-            }
-        }
-        Ok(value)
-    }
-
-    pub(crate) fn integer(&self, field: &str) -> Result<Option<i64>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(v) => v
-                .as_i64()
-                .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
-                .map(Some)
-                .ok_or_else(|| ApiError::invalid(field, format!("must be an integer, got {v}"))),
-        }
-    }
-
-    pub(crate) fn unsigned(&self, field: &str) -> Result<Option<u32>, ApiError> {
-        match self.integer(field)? {
-            None => Ok(None),
-            Some(v) => u32::try_from(v).map(Some).map_err(|_| {
-                ApiError::invalid(field, format!("must be a non-negative integer, got {v}"))
-            }),
-        }
-    }
-
-    pub(crate) fn number(&self, field: &str) -> Result<Option<f32>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(|f| Some(f as f32))
-                .ok_or_else(|| ApiError::invalid(field, format!("must be a number, got {v}"))),
-        }
-    }
-
-    pub(crate) fn loras(&self) -> Result<Vec<LoraRequest>, ApiError> {
-        let Some(value) = self.get("loras") else {
-            return Ok(Vec::new());
-        };
-        let items = value
-            .as_array()
-            .ok_or_else(|| ApiError::invalid("loras", "must be a list"))?;
-        items
-            .iter()
-            .map(|item| match item {
-                Value::String(text) => {
-                    let (name, weight) = text.rsplit_once(':').unwrap_or((text, "1"));
-                    let weight = weight.parse().map_err(|_| {
-                        ApiError::invalid("loras", format!("'{text}': write \"name:weight\""))
-                    })?;
-                    Ok(LoraRequest {
-                        name: name.to_string(),
-                        weight,
-                    })
-                }
-                Value::Object(map) => {
-                    let name = map.get("name").and_then(Value::as_str).ok_or_else(|| {
-                        ApiError::invalid(
-                            "loras",
-                            "each LoRA needs a \"name\" (and optionally a \"weight\")",
-                        )
-                    })?;
-                    let weight = map
-                        .get("weight")
-                        .map_or(Some(1.0), Value::as_f64)
-                        .ok_or_else(|| {
-                            ApiError::invalid(
-                                "loras",
-                                format!("LoRA '{name}': weight must be a number"),
-                            )
-                        })?;
-                    Ok(LoraRequest {
-                        name: name.to_string(),
-                        weight: weight as f32,
-                    })
-                }
-                other => Err(ApiError::invalid(
-                    "loras",
-                    format!("unexpected entry {other}"),
-                )),
-            })
-            .collect()
-    }
-}
-
 fn parse_size(size: &str) -> Result<Option<(u32, u32)>, ApiError> {
     if size == "auto" {
         return Ok(None);
@@ -173,63 +62,66 @@ fn parse_size(size: &str) -> Result<Option<(u32, u32)>, ApiError> {
     })
 }
 
-/// Deletes a job that is still waiting when its HTTP client goes away (the request future is dropped).
-pub(crate) struct DropIfQueued {
-    pub jobs: JobManager,
-    pub id: String,
+/// How images travel in the answer (`response_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResponseFormat {
+    B64Json,
+    Url,
 }
 
-impl Drop for DropIfQueued {
-    fn drop(&mut self) {
-        if self
-            .jobs
-            .get(&self.id)
-            .is_ok_and(|job| job.state == JobState::Queued)
-        {
-            let _ = self
-                .jobs
-                .cancel(&self.id, "the client went away before the job started");
-        }
-    }
+impl Choice for ResponseFormat {
+    const ALLOWED: &'static [(&'static str, ResponseFormat)] = &[
+        ("b64_json", ResponseFormat::B64Json),
+        ("url", ResponseFormat::Url),
+    ];
 }
 
-pub(crate) fn encode(
-    path: &str,
-    format: &str,
-    compression: Option<u32>,
-) -> Result<Vec<u8>, ApiError> {
-    let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e);
-    let bytes = std::fs::read(path).map_err(|e| internal(format!("cannot read {path}: {e}")))?;
-    if format == "png" {
-        return Ok(bytes);
-    }
-    let image = image::load_from_memory(&bytes)
-        .map_err(|e| internal(e.to_string()))?
-        .to_rgb8();
-    let mut out = Cursor::new(Vec::new());
-    match format {
-        "jpeg" => {
-            let quality = compression.map_or(90, |c| (100 - c.min(100)).max(1) as u8);
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
-                .encode_image(&image)
-                .map_err(|e| internal(e.to_string()))?;
-        }
-        _ => {
-            image
-                .write_to(&mut out, image::ImageFormat::WebP)
-                .map_err(|e| internal(e.to_string()))?;
-        }
-    }
-    Ok(out.into_inner())
+/// OpenAI's `quality`: here a step preset around the model's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Quality {
+    Auto,
+    Low,
+    Medium,
+    High,
+    Standard,
+    Hd,
+}
+
+impl Choice for Quality {
+    const ALLOWED: &'static [(&'static str, Quality)] = &[
+        ("auto", Quality::Auto),
+        ("low", Quality::Low),
+        ("medium", Quality::Medium),
+        ("high", Quality::High),
+        ("standard", Quality::Standard),
+        ("hd", Quality::Hd),
+    ];
+}
+
+/// OpenAI's `background`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Background {
+    Auto,
+    Opaque,
+    Transparent,
+}
+
+impl Choice for Background {
+    const ALLOWED: &'static [(&'static str, Background)] = &[
+        ("auto", Background::Auto),
+        ("opaque", Background::Opaque),
+        ("transparent", Background::Transparent),
+    ];
 }
 
 /// A parsed OpenAI image request: the job, and how to answer.
 struct ImageJob {
     request: GenerateRequest,
-    response_format: String,
-    output_format: String,
+    response_format: ResponseFormat,
+    output_format: OutputFormat,
     compression: Option<u32>,
-    quality: String,
+    quality: Quality,
     stream: bool,
     partial_images: u32,
 }
@@ -256,11 +148,9 @@ fn parse(
         .transpose()?
         .flatten();
     let response_format = body
-        .choice("response_format", &["b64_json", "url"])?
-        .unwrap_or_else(|| "b64_json".into());
-    let output_format = body
-        .choice("output_format", &["png", "jpeg", "webp"])?
-        .unwrap_or_else(|| "png".into());
+        .one_of("response_format")?
+        .unwrap_or(ResponseFormat::B64Json);
+    let output_format = body.one_of("output_format")?.unwrap_or_default();
     let compression = body.unsigned("output_compression")?;
     if compression.is_some_and(|c| c > 100) {
         return Err(ApiError::invalid(
@@ -268,16 +158,8 @@ fn parse(
             "must be from 0 to 100",
         ));
     }
-    let quality = body
-        .choice(
-            "quality",
-            &["auto", "low", "medium", "high", "standard", "hd"],
-        )?
-        .unwrap_or_else(|| "auto".into());
-    let background = body
-        .choice("background", &["auto", "opaque", "transparent"])?
-        .unwrap_or_else(|| "auto".into());
-    if background == "transparent" {
+    let quality = body.one_of("quality")?.unwrap_or(Quality::Auto);
+    if body.one_of("background")? == Some(Background::Transparent) {
         return Err(ApiError::invalid(
             "background",
             "transparent backgrounds are not supported; use auto or opaque",
@@ -302,18 +184,7 @@ fn parse(
     }
 
     let model = state.model_for(body.string("model")?.as_deref())?;
-    let mut steps = body.unsigned("steps")?;
-    if steps.is_none() && quality != "auto" {
-        // Quality is a step preset around the model's default.
-        if let Ok(resolved) = state.library().resolve(&model) {
-            let base = resolved.defaults.steps;
-            steps = Some(match quality.as_str() {
-                "low" => (base / 2).max(1),
-                "high" | "hd" => (base + base / 2).min(150),
-                _ => base,
-            });
-        }
-    }
+    let steps = body.unsigned("steps")?;
     let (init_image, mask) = match images {
         Some((init, mask)) => (Some(ImageInput::Bytes(init)), mask.map(ImageInput::Bytes)),
         None => (None, None),
@@ -340,8 +211,8 @@ fn parse(
         init_image,
         mask,
         // Partial images come from sd.cpp's cheap latent previews.
-        preview: (stream && partial_images > 0).then(|| PreviewRequest {
-            mode: "proj".into(),
+        preview: (stream && partial_images > 0).then_some(PreviewRequest {
+            mode: diffugen_engine::params::PreviewMode::Proj,
             interval: 1,
         }),
         ..GenerateRequest::default()
@@ -378,13 +249,24 @@ async fn respond(
         stream,
         partial_images,
     } = job;
-    let id = enqueue(&state, request, "openai", openai_field)?;
+    let id = enqueue_tuned(&state, request, "openai", openai_field, |request, model| {
+        // Quality is a step preset around the model's default.
+        if request.steps.is_none() {
+            let base = model.defaults.steps;
+            request.steps = match quality {
+                Quality::Auto => None,
+                Quality::Low => Some((base / 2).max(1)),
+                Quality::High | Quality::Hd => Some((base + base / 2).min(150)),
+                Quality::Medium | Quality::Standard => Some(base),
+            };
+        }
+    })?;
     let guard = DropIfQueued {
-        jobs: state.jobs.clone(),
+        jobs: state.jobs().clone(),
         id: id.clone(),
     };
     if stream {
-        let format = output_format.clone();
+        let format = output_format;
         let events = crate::native::job_events(&state, &id)?;
         return Ok(stream_response(
             events,
@@ -397,7 +279,7 @@ async fn respond(
         )
         .into_response());
     }
-    let outputs = match state.jobs.wait(&id).await? {
+    let outputs = match state.jobs().wait(&id).await? {
         Outcome::Done(outputs) => outputs,
         Outcome::Failed { error, kind } => return Err(ApiError::job_failed(&error, kind)),
         Outcome::Cancelled(reason) => {
@@ -412,13 +294,13 @@ async fn respond(
     let data = outputs
         .iter()
         .map(|output: &Output| -> Result<Value, ApiError> {
-            if response_format == "url" {
+            if response_format == ResponseFormat::Url {
                 let file = std::path::Path::new(&output.path)
                     .file_name()
                     .map(|f| f.to_string_lossy().into_owned());
                 return Ok(json!({ "url": format!("{base}/images/{}", file.unwrap_or_default()) }));
             }
-            let bytes = encode(&output.path, &output_format, compression)?;
+            let bytes = encode(&output.path, output_format, compression)?;
             Ok(json!({ "b64_json": base64::engine::general_purpose::STANDARD.encode(bytes) }))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -431,7 +313,7 @@ async fn respond(
         "created": created,
         "data": data,
         "background": "opaque",
-        "output_format": if response_format == "url" { "png" } else { output_format.as_str() },
+        "output_format": if response_format == ResponseFormat::Url { OutputFormat::Png } else { output_format },
         "quality": quality,
         "size": format!("{width}x{height}"),
         "usage": usage(),
@@ -445,8 +327,8 @@ fn stream_response(
     events: impl futures_util::Stream<Item = diffugen_engine::JobEvent> + Send + 'static,
     guard: DropIfQueued,
     kind: &'static str,
-    quality: String,
-    output_format: String,
+    quality: Quality,
+    output_format: OutputFormat,
     compression: Option<u32>,
     partial_images: u32,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
@@ -473,7 +355,7 @@ fn stream_response(
                 }
                 Stage::Done { outputs } => {
                     for output in outputs {
-                        let data = match encode(&output.path, &output_format, compression) {
+                        let data = match encode(&output.path, output_format, compression) {
                             Ok(bytes) => json!({
                                 "type": format!("{kind}.completed"),
                                 "b64_json": base64::engine::general_purpose::STANDARD.encode(bytes),

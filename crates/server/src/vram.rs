@@ -14,7 +14,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use crate::{ApiError, AppState};
 
 fn orchestrator(state: &AppState) -> Result<Orchestrator, ApiError> {
-    state.jobs.orchestrator().cloned().ok_or_else(|| {
+    state.jobs().orchestrator().cloned().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "VRAM orchestration is not enabled on this server",

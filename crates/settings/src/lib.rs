@@ -244,15 +244,31 @@ pub fn checked_value(key: &str, text: Option<&str>) -> Result<Option<Value>, Set
     if value.is_null() {
         return Ok(None);
     }
-    let mut one = Map::new();
-    one.insert(key.into(), value.clone());
-    let candidate: Settings =
-        serde_json::from_value(Value::Object(one)).map_err(|e| SettingsError::Invalid {
-            key: key.into(),
-            message: format!("'{}': {e}", text.unwrap_or("")),
-        })?;
+    let parse = |value: &Value| {
+        let mut one = Map::new();
+        one.insert(key.into(), value.clone());
+        serde_json::from_value::<Settings>(Value::Object(one))
+    };
+    let (value, candidate) = match parse(&value) {
+        Ok(candidate) => (value, candidate),
+        // Text that reads as a number or a boolean is still text for a key that holds text (`api_key 12345`).
+        Err(e) => match text.map(Value::from).filter(|_| !value.is_string()) {
+            Some(as_text) => match parse(&as_text) {
+                Ok(candidate) => (as_text, candidate),
+                Err(_) => return Err(invalid(key, text, e)),
+            },
+            None => return Err(invalid(key, text, e)),
+        },
+    };
     validate(&candidate)?;
     Ok(Some(value))
+}
+
+fn invalid(key: &str, text: Option<&str>, error: serde_json::Error) -> SettingsError {
+    SettingsError::Invalid {
+        key: key.into(),
+        message: format!("'{}': {error}", text.unwrap_or("")),
+    }
 }
 
 /// Sets one key from text (as `diffugen settings set KEY VALUE` gives it), keeping every other key in the file.

@@ -63,6 +63,27 @@ impl std::str::FromStr for Policy {
     }
 }
 
+/// Who an explicit switch hands the GPU to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
+#[serde(rename_all = "snake_case")]
+pub enum SwitchTarget {
+    /// Ollama's LLMs: the engine frees its memory and the unloaded LLMs come back.
+    Llm,
+    /// Diffusion: every resident LLM is unloaded and the GPU stays with diffusion.
+    Diffusion,
+}
+
+impl std::str::FromStr for SwitchTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<SwitchTarget, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "llm" => Ok(SwitchTarget::Llm),
+            "diffusion" => Ok(SwitchTarget::Diffusion),
+            other => Err(format!("'{other}' is not llm or diffusion")),
+        }
+    }
+}
+
 /// What happens to the unloaded LLMs once the queue is empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
 #[serde(rename_all = "snake_case")]

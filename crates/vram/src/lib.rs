@@ -18,7 +18,7 @@ pub use gpu::{GpuProbe, GpuReading, NoGpu, Nvml};
 pub use ollama::{KeepAlive, OllamaClient, OllamaError};
 pub use orchestrator::{
     AfterQueue, DiffusionLease, LlmLease, Orchestrator, Phase, Policy, SwitchError, SwitchReport,
-    VramConfig,
+    SwitchTarget, VramConfig,
 };
 pub use snapshot::{Stats, VramEvent, VramSnapshot};
 

@@ -13,7 +13,7 @@ use crate::diffusion::{DiffusionEngine, Progress};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
-pub use crate::config::{AfterQueue, Phase, Policy, VramConfig};
+pub use crate::config::{AfterQueue, Phase, Policy, SwitchTarget, VramConfig};
 use crate::gpu::GpuProbe;
 use crate::ollama::{KeepAlive, LoadedModel, OllamaClient, OllamaError, Retry};
 use crate::share::Fit;
@@ -433,16 +433,16 @@ impl Orchestrator {
             return;
         }
         if pending && self.config().after_queue == AfterQueue::Restore {
-            self.hand_to_llm("the queue is empty").await;
+            self.hand_to_llm(HandOver::QueueEmpty).await;
         } else {
             self.set_phase(Phase::Idle, "the queue is empty");
         }
     }
 
     /// Frees the engine's memory and restores the LLMs DiffuGen unloaded. Call with the switch lock held.
-    async fn hand_to_llm(&self, reason: &str) -> SwitchReport {
+    async fn hand_to_llm(&self, why: HandOver) -> SwitchReport {
         let started = Instant::now();
-        self.set_phase(Phase::Switching, reason);
+        self.set_phase(Phase::Switching, why.reason());
         // Ending the worker returns every byte it held, the CUDA context included; the next job starts a new one.
         self.inner.engine.stop().await;
         let pending = std::mem::take(&mut self.state().to_restore);
@@ -453,7 +453,7 @@ impl Orchestrator {
             milliseconds: 0.0,
             warnings: Vec::new(),
         };
-        if self.config().after_queue == AfterQueue::Restore || reason == EXPLICIT {
+        if self.config().after_queue == AfterQueue::Restore || why == HandOver::Explicit {
             for (model, keep_alive) in pending {
                 match self.inner.ollama.load(&model, &keep_alive).await {
                     Ok(()) => {
@@ -473,7 +473,7 @@ impl Orchestrator {
             }
         }
         self.state().pinned = false;
-        self.set_phase(Phase::Llm, reason);
+        self.set_phase(Phase::Llm, why.reason());
         report.milliseconds = self.record_switch(Phase::Llm, started, &[], &report.restored);
         report
     }
@@ -503,10 +503,19 @@ impl Orchestrator {
         if self.phase() != Phase::Llm && self.config().policy != Policy::Never {
             let _switch = self.inner.switch.lock().await;
             if self.phase() != Phase::Llm {
-                self.hand_to_llm("an LLM request arrived").await;
+                self.hand_to_llm(HandOver::LlmRequest).await;
             }
         }
         Ok(LlmLease { _turn: turn })
+    }
+
+    /// An explicit switch to `target` (the app's buttons, `POST /api/v1/vram/{llm,diffusion}`, `diffugen vram
+    /// switch`).
+    pub async fn switch_to(&self, target: SwitchTarget) -> Result<SwitchReport, SwitchError> {
+        match target {
+            SwitchTarget::Llm => self.switch_to_llm().await,
+            SwitchTarget::Diffusion => self.switch_to_diffusion().await,
+        }
     }
 
     /// `diffugen vram switch llm`: waits for a render to finish, frees the engine's memory and restores the LLMs.
@@ -518,7 +527,7 @@ impl Orchestrator {
                 seconds: wait.as_secs_f64(),
             })?;
         let _switch = self.inner.switch.lock().await;
-        Ok(self.hand_to_llm(EXPLICIT).await)
+        Ok(self.hand_to_llm(HandOver::Explicit).await)
     }
 
     /// `diffugen vram switch diffusion`: waits for LLM requests in flight, unloads every resident LLM and confirms
@@ -532,7 +541,27 @@ impl Orchestrator {
     }
 }
 
-const EXPLICIT: &str = "switched to the LLM on request";
+/// Why the GPU goes back to the LLMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandOver {
+    /// The queue drained: the LLMs come back when the policy says to restore them.
+    QueueEmpty,
+    /// A chat request through the gateway waits for the GPU.
+    LlmRequest,
+    /// Someone asked for the switch: the LLMs come back whatever the policy.
+    Explicit,
+}
+
+impl HandOver {
+    /// The reason the phase event gives.
+    fn reason(self) -> &'static str {
+        match self {
+            HandOver::QueueEmpty => "the queue is empty",
+            HandOver::LlmRequest => "an LLM request arrived",
+            HandOver::Explicit => "switched to the LLM on request",
+        }
+    }
+}
 
 /// Which resident models must go for a job that needs `need_bytes`.
 fn choose_victims(

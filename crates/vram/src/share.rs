@@ -3,7 +3,7 @@
 //! slows the render. Per job, the cheaper of the two wins — the render's estimated time beside the LLM against its
 //! time with the whole GPU plus the LLM's unload and reload — within what the policy allows.
 
-use crate::orchestrator::Policy;
+use crate::config::Policy;
 
 /// What a job would need, and how long it would take, with a given amount of free VRAM (the memory planner's
 /// answer for that budget).

@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{AfterQueue, Phase, Policy};
 use crate::gpu::GpuProcess;
 use crate::ollama::LoadedModel;
-use crate::orchestrator::{AfterQueue, Phase, Policy};
 
 /// Everything known about who holds the GPU.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]

@@ -44,7 +44,7 @@ export const commands = {
 	/**  Opens the image's folder in the file manager. */
 	galleryReveal: (id: number) => typedError<null, AppError>(__TAURI_INVOKE("gallery_reveal", { id })),
 	vram: () => typedError<VramSnapshot, AppError>(__TAURI_INVOKE("vram")),
-	vramSwitch: (to: string) => typedError<SwitchReport, AppError>(__TAURI_INVOKE("vram_switch", { to })),
+	vramSwitch: (to: SwitchTarget) => typedError<SwitchReport, AppError>(__TAURI_INVOKE("vram_switch", { to })),
 	getSettings: () => __TAURI_INVOKE<Settings>("get_settings"),
 	/**
 	 *  Sets one setting from text (`null` resets it to its default). The value is checked by the core, then written
@@ -81,6 +81,8 @@ export type AppInfo = {
 	models_dir: string,
 	/**  True when `DIFFUGEN_MODELS_DIR` fixes the models folder (the setting is then ignored). */
 	models_dir_fixed: boolean,
+	/**  Settings an environment variable overrides: shown locked, naming the variable. */
+	locked: LockedSetting[],
 	extra_models_dirs: string[],
 	outputs_dir: string,
 	settings_file: string,
@@ -367,6 +369,13 @@ export type LlmModel = {
 	/**  Bytes on the GPU (0 = running on the CPU). */
 	vram_bytes: number | null,
 	expires_at: string | null,
+};
+
+/**  A setting an environment variable fixes (the file's value is ignored while it is set). */
+export type LockedSetting = {
+	key: string,
+	/**  The variable, e.g. `DIFFUGEN_VRAM_POLICY`. */
+	variable: string,
 };
 
 /**  A LoRA used for an image. */
@@ -724,6 +733,13 @@ export type SwitchReport = {
 	milliseconds: number | null,
 	warnings: string[],
 };
+
+/**  Who an explicit switch hands the GPU to. */
+export type SwitchTarget = 
+/**  Ollama's LLMs: the engine frees its memory and the unloaded LLMs come back. */
+"llm" | 
+/**  Diffusion: every resident LLM is unloaded and the GPU stays with diffusion. */
+"diffusion";
 
 /**  VAE tiling: always, never, or when the planner finds the untiled decode does not fit. */
 export type Tiling = "auto" | "on" | "off";

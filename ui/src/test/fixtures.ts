@@ -52,6 +52,7 @@ export const info: AppInfo = {
   data_dir: "/data",
   models_dir: "/data/models",
   models_dir_fixed: false,
+  locked: [],
   extra_models_dirs: [],
   outputs_dir: "/data/outputs",
   settings_file: "/data/settings.json",

@@ -160,6 +160,65 @@ describe("Settings", () => {
     render(SettingsPanel);
     const choose = screen.getAllByRole<HTMLButtonElement>("button", { name: "Choose…" })[0];
     expect(choose.disabled).toBe(true);
-    expect(document.getElementById(choose.getAttribute("aria-describedby")!)?.textContent).toContain("DIFFUGEN_MODELS_DIR sets the models folder");
+    expect(document.getElementById(choose.getAttribute("aria-describedby")!)?.textContent).toContain(
+      "Set by the environment variable DIFFUGEN_MODELS_DIR",
+    );
+  });
+
+  it("locks a setting an environment variable overrides, naming the variable; the others stay editable", async () => {
+    app.info = { ...info, locked: [{ key: "vram_policy", variable: "DIFFUGEN_VRAM_POLICY" }] };
+    app.settings = { extra_models_dirs: [], vram_policy: "never" };
+    const calls = mockCore({
+      set_setting: (a) => ({ settings: { extra_models_dirs: [], [a.key as string]: a.value }, restart_needed: false }),
+    });
+    render(SettingsPanel);
+    const policy = screen.getByTestId<HTMLSelectElement>("vram-policy");
+    expect(policy.disabled).toBe(true);
+    const note = document.getElementById(policy.getAttribute("aria-describedby")!);
+    expect(note?.textContent).toContain("DIFFUGEN_VRAM_POLICY");
+    expect(note?.textContent).toContain("unset it to use this setting");
+    expect(screen.getAllByText(/Set by the environment variable/)).toHaveLength(1);
+
+    // A change that reaches it anyway is not saved.
+    await fireEvent.change(policy, { target: { value: "always" } });
+    expect(calls.some((c) => c.cmd === "set_setting")).toBe(false);
+
+    const port = screen.getByTestId<HTMLInputElement>("api-port");
+    expect(port.disabled).toBe(false);
+    expect(port.hasAttribute("aria-describedby")).toBe(false);
+    expect(screen.getAllByRole<HTMLButtonElement>("button", { name: "Choose…" })[0].disabled).toBe(false);
+    await fireEvent.change(port, { target: { value: "5200" } });
+    await waitFor(() => expect(calls.find((c) => c.cmd === "set_setting")?.args).toEqual({ key: "api_port", value: "5200" }));
+  });
+
+  it("locks every setting the environment overrides, each with its own note", () => {
+    mockCore();
+    app.info = {
+      ...info,
+      locked: [
+        { key: "api_key", variable: "DIFFUGEN_API_KEY" },
+        { key: "ollama_url", variable: "OLLAMA_HOST" },
+        { key: "models_dir", variable: "DIFFUGEN_MODELS_DIR" },
+        { key: "extra_models_dirs", variable: "DIFFUGEN_EXTRA_MODELS_DIRS" },
+        { key: "hf_token", variable: "HF_TOKEN" },
+      ],
+    };
+    app.settings = { extra_models_dirs: [], models_dir: "/elsewhere" };
+    render(SettingsPanel);
+    for (const [testid, variable] of [
+      ["api-key", "DIFFUGEN_API_KEY"],
+      ["ollama-url", "OLLAMA_HOST"],
+      ["hf-token", "HF_TOKEN"],
+    ]) {
+      const input = screen.getByTestId<HTMLInputElement>(testid);
+      expect(input.disabled).toBe(true);
+      expect(document.getElementById(input.getAttribute("aria-describedby")!)?.textContent).toContain(variable);
+    }
+    const [models, outputs] = screen.getAllByRole<HTMLButtonElement>("button", { name: "Choose…" });
+    expect(models.disabled).toBe(true);
+    expect(screen.getByRole<HTMLButtonElement>("button", { name: "Default" }).disabled).toBe(true);
+    expect(outputs.disabled).toBe(false);
+    expect(screen.getByTestId("setting-locked-extra_models_dirs").textContent).toContain("DIFFUGEN_EXTRA_MODELS_DIRS");
+    expect(screen.getByTestId<HTMLInputElement>("api-host").disabled).toBe(false);
   });
 });

@@ -1,0 +1,333 @@
+//! The running DiffuGen, beneath every door. [`Runtime::start`] assembles, from one resolved [`Config`], what the
+//! HTTP API, the desktop app and the CLI all drive: the supervised engine, the VRAM orchestrator with its meter, the
+//! gallery, the one job queue (kept on disk), the swappable model library with its folder watcher, downloads and
+//! conversions. The doors translate their clients' requests onto it and add only what is theirs (routes and auth;
+//! the window's state; a terminal's progress bar).
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use diffugen_engine::{Engine, WorkerCommand};
+use diffugen_gallery::Gallery;
+use diffugen_jobs::{JobManager, JobOptions};
+use diffugen_models::{FolderWatcher, Library};
+use diffugen_vram::{GpuProbe, Orchestrator, VramConfig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+pub use config::{Config, ConfigError, Flags, Origin, Resolved, Source};
+
+/// The queue on disk, in the data folder.
+pub const QUEUE_FILE: &str = "queue.sqlite";
+
+/// How long the model folders must be quiet before a change is reported: a file being copied in is reported once.
+const FOLDERS_SETTLE: Duration = Duration::from_millis(700);
+
+/// What could not start, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open the gallery in {}: {source}", path.display())]
+    Gallery {
+        path: PathBuf,
+        source: diffugen_gallery::GalleryError,
+    },
+    #[error("cannot open the queue in {}: {source}", path.display())]
+    Queue {
+        path: PathBuf,
+        source: diffugen_jobs::StoreError,
+    },
+    #[error("cannot find the worker executable: {0}")]
+    Worker(std::io::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Async(std::io::Error),
+    /// The HTTP API's port (a door opens it; the runtime keeps the variant so every start error is one type).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the Ollama gateway on {addr}: {source}")]
+    Gateway {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    /// A network door could not open (its port is taken): the rest can run without it.
+    pub fn is_door(&self) -> bool {
+        matches!(self, StartError::Listen { .. } | StartError::Gateway { .. })
+    }
+}
+
+/// What to start beyond the configuration.
+pub struct StartOptions {
+    pub config: Config,
+    /// How to start the engine worker (normally this executable with the hidden worker subcommand).
+    pub worker: WorkerCommand,
+    pub gpu: Arc<dyn GpuProbe>,
+    /// Jobs allowed to wait (not counting the one running).
+    pub queue_depth: usize,
+    /// The VRAM configuration when a door tunes more than the settings hold (timeouts, strictness); `None` takes
+    /// the configuration's.
+    pub vram: Option<VramConfig>,
+    /// Keeps accepted jobs in `queue.sqlite` so waiting jobs survive a restart (the long-running doors); a
+    /// one-shot command's queue lives in memory.
+    pub durable_queue: bool,
+    /// Watches the model folders and reports changes ([`Runtime::model_events`]).
+    pub watch_folders: bool,
+}
+
+/// Model files appeared, changed or went in the model folders (the picker lists them again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct ModelsChanged {
+    /// The files and folders that changed.
+    pub paths: Vec<String>,
+}
+
+/// The running pieces. Cheap to clone; every clone is the same runtime.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: JobManager,
+    config: RwLock<Config>,
+    outputs_dir: PathBuf,
+    /// Swapped when the model folders change in Settings; every door resolves against the same one.
+    library: RwLock<Library>,
+    downloads: diffugen_downloads::Downloads,
+    conversions: diffugen_engine::convert::Conversions,
+    models_changed: broadcast::Sender<ModelsChanged>,
+    /// Watches the library's folders when asked to; replaced when they change.
+    watcher: Mutex<Option<FolderWatcher>>,
+    watching: bool,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Runtime {
+    /// Starts everything on the current tokio runtime.
+    pub async fn start(options: StartOptions) -> Result<Runtime, StartError> {
+        let StartOptions {
+            config,
+            worker,
+            gpu,
+            queue_depth,
+            vram,
+            durable_queue,
+            watch_folders,
+        } = options;
+        let vram = match vram {
+            Some(vram) => vram,
+            None => config.vram_config()?,
+        };
+        let ollama = config.ollama_client()?;
+        let gallery = config.gallery()?;
+        let engine = Arc::new(Engine::new(worker));
+        // VRAM budgets are checked against the card at validation.
+        diffugen_engine::memory::set_vram_total(
+            gpu.read()
+                .ok()
+                .and_then(|g| g.first().map(|g| g.total_bytes)),
+        );
+        let orchestrator = Orchestrator::new(vram, ollama, gpu, engine.clone());
+        let store = if durable_queue {
+            let path = config.data_dir.join(QUEUE_FILE);
+            match diffugen_jobs::JobStore::open(&path, diffugen_jobs::HISTORY_KEPT) {
+                Ok(store) => Some(Arc::new(store)),
+                // The other process keeps its jobs; this one's queue lives in memory only.
+                Err(e @ diffugen_jobs::StoreError::InUse(_)) => {
+                    tracing::warn!(error = %e, "jobs accepted here will not survive a restart");
+                    None
+                }
+                Err(source) => return Err(StartError::Queue { path, source }),
+            }
+        } else {
+            None
+        };
+        let jobs = JobManager::start(
+            engine,
+            JobOptions {
+                depth: queue_depth,
+                orchestrator: Some(orchestrator.clone()),
+                gallery: Some(Arc::new(gallery)),
+                defaults: config.job_defaults(),
+                store,
+            },
+        );
+        let tasks = vec![
+            orchestrator.start_meter(Duration::from_secs(1)),
+            // Ollama's state is learned in the background, so a job never waits on an Ollama that is not running.
+            orchestrator.start_ollama_watch(Duration::from_secs(5)),
+        ];
+        let runtime = Runtime::assemble(jobs, config, watch_folders);
+        *runtime
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = tasks;
+        Ok(runtime)
+    }
+
+    /// A runtime around a queue assembled elsewhere (a test's, a benchmark's), serving `config`'s folders.
+    pub fn over(jobs: JobManager, config: Config) -> Runtime {
+        Runtime::assemble(jobs, config, false)
+    }
+
+    fn assemble(jobs: JobManager, config: Config, watching: bool) -> Runtime {
+        let library = config.library();
+        let runtime = Runtime {
+            inner: Arc::new(Inner {
+                downloads: diffugen_downloads::Downloads::new(2),
+                conversions: diffugen_engine::convert::Conversions::new(
+                    jobs.engine().command().clone(),
+                ),
+                jobs,
+                outputs_dir: config.outputs_dir(),
+                config: RwLock::new(config),
+                library: RwLock::new(library.clone()),
+                models_changed: broadcast::channel(64).0,
+                watcher: Mutex::new(None),
+                watching,
+                tasks: Mutex::new(Vec::new()),
+            }),
+        };
+        runtime.watch(&library);
+        runtime
+    }
+
+    /// Stops the background tasks and ends the engine worker.
+    pub async fn shutdown(&self) {
+        for task in self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+        *self.inner.watcher.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.engine().stop().await;
+    }
+
+    pub fn jobs(&self) -> &JobManager {
+        &self.inner.jobs
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        self.inner.jobs.engine()
+    }
+
+    /// The VRAM orchestrator (every runtime [`Runtime::start`] made has one).
+    pub fn orchestrator(&self) -> Option<&Orchestrator> {
+        self.inner.jobs.orchestrator()
+    }
+
+    /// The gallery every finished image is recorded in.
+    pub fn gallery(&self) -> Option<&Arc<Gallery>> {
+        self.inner.jobs.gallery()
+    }
+
+    pub fn downloads(&self) -> &diffugen_downloads::Downloads {
+        &self.inner.downloads
+    }
+
+    pub fn conversions(&self) -> &diffugen_engine::convert::Conversions {
+        &self.inner.conversions
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.inner
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Where the network doors write and serve images: the outputs folder this runtime started with (a new one
+    /// set in Settings applies to them after a restart; the app's own jobs take it at once).
+    pub fn outputs_dir(&self) -> &Path {
+        &self.inner.outputs_dir
+    }
+
+    /// The model folders requests are resolved against.
+    pub fn library(&self) -> Library {
+        self.inner
+            .library
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reads the settings file again and applies what applies at once: the model folders (for every door, and
+    /// watched anew), the jobs' defaults (threads, memory options, keep-alive) and the VRAM policy. Returns the
+    /// configuration now in force.
+    pub fn reload_config(&self) -> Result<Config, ConfigError> {
+        let mut config = self.inner.config.write().unwrap_or_else(|e| e.into_inner());
+        config.reload()?;
+        let library = config.library();
+        if library.folders() != self.library().folders() {
+            self.watch(&library);
+        }
+        *self
+            .inner
+            .library
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = library;
+        self.jobs().set_defaults(config.job_defaults());
+        if let Some(orchestrator) = self.orchestrator() {
+            let fresh = config.vram_config()?;
+            let mut vram = orchestrator.config();
+            vram.policy = fresh.policy;
+            vram.after_queue = fresh.after_queue;
+            orchestrator.set_config(vram);
+        }
+        Ok(config.clone())
+    }
+
+    /// A model file appeared, changed or went in the model folders.
+    pub fn model_events(&self) -> broadcast::Receiver<ModelsChanged> {
+        self.inner.models_changed.subscribe()
+    }
+
+    /// Watches `library`'s folders (when this runtime watches), sending a [`ModelsChanged`] after each settled
+    /// burst of changes. A system that cannot watch them is logged: rescanning by hand still works.
+    fn watch(&self, library: &Library) {
+        if !self.inner.watching {
+            return;
+        }
+        let mut watcher = self.inner.watcher.lock().unwrap_or_else(|e| e.into_inner());
+        *watcher = None;
+        // DiffuGen's own folder is where the first-run screen tells the user to put models: it must exist to be
+        // watched.
+        if let Err(e) = std::fs::create_dir_all(library.models_dir()) {
+            tracing::warn!(dir = %library.models_dir().display(), error = %e, "cannot create the models folder");
+        }
+        let sender = self.inner.models_changed.clone();
+        let folders: Vec<PathBuf> = library
+            .folders()
+            .into_iter()
+            .filter(|d| d.is_dir())
+            .collect();
+        *watcher = FolderWatcher::start(&folders, FOLDERS_SETTLE, move |paths| {
+            let _ = sender.send(ModelsChanged {
+                paths: paths.iter().map(|p| display(p)).collect(),
+            });
+        })
+        .map_err(|e| tracing::warn!(error = %e, "model folders are not watched; rescan by hand"))
+        .ok();
+    }
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}

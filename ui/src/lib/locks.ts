@@ -1,0 +1,15 @@
+// Settings an environment variable overrides this run (`AppInfo.locked`): the settings file keeps its value, but the
+// variable wins while it is set, so the panels show such a setting locked and name the variable.
+import type { AppInfo, Settings } from "./bindings";
+
+/** The environment variable that sets `key` this run, or null when the settings file's value applies. */
+export function lockedBy(info: AppInfo | null | undefined, key: keyof Settings): string | null {
+  const lock = info?.locked?.find((l) => l.key === key);
+  if (lock) return lock.variable;
+  // The older flag, for the models folder only.
+  if (key === "models_dir" && info?.models_dir_fixed) return "DIFFUGEN_MODELS_DIR";
+  return null;
+}
+
+/** The id of the note that says which variable locks `key` (what its control's `aria-describedby` names). */
+export const lockNoteId = (key: keyof Settings) => `setting-locked-${key}`;
