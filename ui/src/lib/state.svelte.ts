@@ -420,6 +420,19 @@ export function trackOwnJob(id: string): void {
   if (!isOwn(app.current) || !isActive(current) || app.current === id) app.current = id;
 }
 
+/**
+ * After a reload the window has forgotten which jobs it started: the queue's waiting and running jobs that the
+ * desktop app sent (source "app") are taken as its own again, and Generate follows the one running. Only while the
+ * window knows none of its own (jobs from Open WebUI, the API or the CLI stay out).
+ */
+export function adoptAppJobs(): void {
+  if (Object.keys(app.own).length > 0) return;
+  const mine = app.queue.filter((j) => j.source === "app" && (j.state === "queued" || j.state === "running"));
+  for (const info of mine) app.own[info.id] = true;
+  const running = mine.find((j) => app.jobs[j.id]?.state === "running" || j.state === "running");
+  if (running && !app.current) app.current = running.id;
+}
+
 export async function refreshDownloads(): Promise<void> {
   app.downloads = await commands.listDownloads();
 }
@@ -660,6 +673,7 @@ export async function start(): Promise<() => void> {
     }),
   ]);
   for (const load of loads) if (load.status === "rejected") toastError(load.reason);
+  adoptAppJobs();
   // A model saved last time that is gone now: the first usable one, as on a first start.
   if (restored && app.models && !findCard(app.models, form.model)) {
     form.model = usableCards(app.models)[0]?.id ?? "";
