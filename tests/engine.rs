@@ -503,7 +503,7 @@ async fn the_planners_weights_match_what_sd_cpp_allocates_and_its_buffers_never_
         let spec = with_memory(&ws, serde_json::json!({}), (side, side), 2).unwrap();
         render(&engine, &ws, &format!("calibrate-{side}"), &spec).await;
         let log = engine.sd_log();
-        let shape = diffugen_models::plan::shape_of(&spec.components, &spec.family).unwrap();
+        let shape = diffugen_models::plan::shape_of(&spec.components, spec.family).unwrap();
         let params = log
             .iter()
             .rev()

@@ -33,11 +33,10 @@ fn our_png_with(
         negative_prompt: "blurry".into(),
         model: model.into(),
         family: if model.starts_with("sdxl") {
-            "sdxl"
+            diffugen_models::Family::Sdxl
         } else {
-            "sd1"
-        }
-        .into(),
+            diffugen_models::Family::Sd1
+        },
         width: 64,
         height: 64,
         steps: 4,

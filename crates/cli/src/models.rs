@@ -105,7 +105,7 @@ fn show(paths: &Config, id: &str, json: bool) -> Result<ExitCode, String> {
         .collect();
     let need = diffugen_models::plan::full_gpu_need(
         &model.components,
-        &model.family,
+        model.family,
         model.defaults.width,
         model.defaults.height,
         model.defaults.cfg_scale > 1.0,
@@ -390,7 +390,7 @@ fn list(paths: &Config, args: &ModelsArgs) -> Result<ExitCode, String> {
             .unwrap_or_default();
         let family = match &e.variant {
             Some(v) => format!("{} {v}", e.family),
-            None => e.family.clone(),
+            None => e.family.to_string(),
         };
         println!(
             "{:<28} {:<14} {:<16} {:<8} {:>10} {:>7.0}M  {}{}",

@@ -43,7 +43,7 @@ pub struct CatalogFile {
 pub struct CatalogEntry {
     pub id: String,
     pub name: String,
-    pub family: String,
+    pub family: diffugen_models::Family,
     pub description: String,
     pub license: String,
     pub page: String,
@@ -472,7 +472,10 @@ mod tests {
             }
         }
         assert!(entries.iter().any(|e| e.recommended_low_vram));
-        let flux = entries.iter().find(|e| e.family == "flux").unwrap();
+        let flux = entries
+            .iter()
+            .find(|e| e.family == diffugen_models::Family::Flux)
+            .unwrap();
         let components: Vec<&str> = flux.files.iter().map(|f| f.component.as_str()).collect();
         assert_eq!(components, ["diffusion_model", "vae", "clip_l", "t5xxl"]);
     }

@@ -60,7 +60,7 @@ impl MemorySpec {
     /// `memory.`.
     pub fn checked(
         options: MemoryOptions,
-        family: &str,
+        family: diffugen_models::Family,
         components: &Components,
     ) -> Result<MemorySpec, Vec<(String, String)>> {
         let placement = diffugen_models::options::check(
@@ -171,7 +171,7 @@ pub fn apply_defaults(spec: &mut crate::JobSpec, defaults: &MemoryOptions) -> Ve
     if merged == spec.memory.options {
         return Vec::new();
     }
-    match MemorySpec::checked(merged, &spec.family, &spec.components) {
+    match MemorySpec::checked(merged, spec.family, &spec.components) {
         Ok(checked) => {
             spec.memory = checked;
             Vec::new()
@@ -216,7 +216,7 @@ pub fn resources(gpu: Option<(f64, f64)>) -> Resources {
 
 /// Plans `spec` for `resources` and keeps the plan in it for the worker.
 pub fn plan_job(spec: &mut crate::JobSpec, resources: &Resources) -> Result<Plan, String> {
-    let shape = plan::shape_of(&spec.components, &spec.family)?;
+    let shape = plan::shape_of(&spec.components, spec.family)?;
     let job = Job {
         width: spec.width,
         height: spec.height,

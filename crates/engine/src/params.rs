@@ -122,7 +122,7 @@ pub struct LoraSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     pub model_id: String,
-    pub family: String,
+    pub family: diffugen_models::Family,
     pub components: Components,
     pub threads: Option<u32>,
     /// The prompt as the user wrote it (LoRA tags included), for the image's metadata.
@@ -543,7 +543,7 @@ pub fn validate_resolved(
 
     let memory = model.as_ref().map(|m| {
         let options = request.memory.or(&m.defaults.memory);
-        match crate::memory::MemorySpec::checked(options, &m.family, &m.components) {
+        match crate::memory::MemorySpec::checked(options, m.family, &m.components) {
             Ok(spec) => spec,
             Err(errors) => {
                 for (field, message) in errors {

@@ -266,7 +266,7 @@ pub fn needed_vram(spec: &JobSpec) -> f64 {
         || {
             diffugen_models::plan::full_gpu_need(
                 &spec.components,
-                &spec.family,
+                spec.family,
                 spec.width,
                 spec.height,
                 spec.cfg_scale > 1.0,

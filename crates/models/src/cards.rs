@@ -3,6 +3,7 @@
 //! unambiguous — with its family defaults, display name, size and an estimated memory need. The original project's
 //! ids (`sd15`, `sdxl`, `sd3`, `flux-schnell`, `flux-dev`) work as aliases.
 
+use crate::Family;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -20,7 +21,7 @@ pub struct ModelCard {
     pub id: String,
     /// A readable name.
     pub name: String,
-    pub family: String,
+    pub family: Family,
     pub variant: Option<String>,
     /// `checkpoint`, `preset` or `assembled` (pieces found in the folders).
     pub source: String,
@@ -53,17 +54,21 @@ fn display_name(id: &str) -> String {
 }
 
 /// The pieces a standalone diffusion model of `family` needs besides itself: (component, role-family) pairs.
-fn needs(family: &str) -> Option<&'static [(&'static str, &'static str)]> {
+fn needs(family: Family) -> Option<&'static [(&'static str, Family)]> {
     match family {
-        "chroma" => Some(&[("vae", "flux"), ("t5xxl", "t5xxl")]),
-        "flux" => Some(&[("vae", "flux"), ("clip_l", "clip_l"), ("t5xxl", "t5xxl")]),
-        "sd3" => Some(&[
-            ("vae", "flux"),
-            ("clip_l", "clip_l"),
-            ("clip_g", "clip_g"),
-            ("t5xxl", "t5xxl"),
+        Family::Chroma => Some(&[("vae", Family::Flux), ("t5xxl", Family::T5xxl)]),
+        Family::Flux => Some(&[
+            ("vae", Family::Flux),
+            ("clip_l", Family::ClipL),
+            ("t5xxl", Family::T5xxl),
         ]),
-        "z_image" => Some(&[("vae", "flux"), ("llm", "llm")]),
+        Family::Sd3 => Some(&[
+            ("vae", Family::Flux),
+            ("clip_l", Family::ClipL),
+            ("clip_g", Family::ClipG),
+            ("t5xxl", Family::T5xxl),
+        ]),
+        Family::ZImage => Some(&[("vae", Family::Flux), ("llm", Family::Llm)]),
         _ => None,
     }
 }
@@ -71,7 +76,7 @@ fn needs(family: &str) -> Option<&'static [(&'static str, &'static str)]> {
 /// Puts a standalone diffusion model together with the pieces in the folders: each needed piece must be the only
 /// one of its kind, or the card names the candidates and asks for a preset.
 pub(crate) fn assemble(diffusion: &ModelEntry, all: &[ModelEntry]) -> Result<Components, String> {
-    let Some(pieces) = needs(&diffusion.family) else {
+    let Some(pieces) = needs(diffusion.family) else {
         return Err(format!(
             "a standalone {} diffusion model is not assembled automatically; describe it in a preset",
             diffusion.family
@@ -116,11 +121,11 @@ pub(crate) fn assemble(diffusion: &ModelEntry, all: &[ModelEntry]) -> Result<Com
 fn alias_matches(alias: &str, card: &ModelCard) -> bool {
     let id = card.id.to_ascii_lowercase();
     match alias {
-        "sd15" => card.family == "sd1" && card.variant.is_none(),
-        "sdxl" => card.family == "sdxl" && card.variant.is_none(),
-        "sd3" => card.family == "sd3",
-        "flux-schnell" => card.family == "flux" && id.contains("schnell"),
-        "flux-dev" => card.family == "flux" && id.contains("dev"),
+        "sd15" => card.family == Family::Sd1 && card.variant.is_none(),
+        "sdxl" => card.family == Family::Sdxl && card.variant.is_none(),
+        "sd3" => card.family == Family::Sd3,
+        "flux-schnell" => card.family == Family::Flux && id.contains("schnell"),
+        "flux-dev" => card.family == Family::Flux && id.contains("dev"),
         _ => false,
     }
 }
@@ -168,8 +173,8 @@ impl Library {
                     "assembled",
                     assemble(entry, entries).map(|components| ResolvedModel {
                         id: entry.id.clone(),
-                        family: entry.family.clone(),
-                        defaults: FamilyDefaults::for_family(&entry.family, &entry.id),
+                        family: entry.family,
+                        defaults: FamilyDefaults::for_family(entry.family, &entry.id),
                         components,
                     }),
                 ),
@@ -216,8 +221,8 @@ impl Library {
                     })
                     .map(|components| ResolvedModel {
                         id: card.id.clone(),
-                        family: card.family.clone(),
-                        defaults: FamilyDefaults::for_family(&card.family, &card.id),
+                        family: card.family,
+                        defaults: FamilyDefaults::for_family(card.family, &card.id),
                         components,
                     }),
             );
@@ -277,7 +282,7 @@ fn card(entry: &ModelEntry, source: &str, resolved: Result<ResolvedModel, String
                 .into(),
                 path: entry.path.clone(),
             }],
-            FamilyDefaults::for_family(&entry.family, &entry.id),
+            FamilyDefaults::for_family(entry.family, &entry.id),
             Some(e.clone()),
         ),
     };
@@ -292,7 +297,7 @@ fn card(entry: &ModelEntry, source: &str, resolved: Result<ResolvedModel, String
         .map(|m| {
             crate::plan::full_gpu_need(
                 &m.components,
-                &m.family,
+                m.family,
                 defaults.width,
                 defaults.height,
                 defaults.cfg_scale > 1.0,
@@ -305,10 +310,7 @@ fn card(entry: &ModelEntry, source: &str, resolved: Result<ResolvedModel, String
             .map(|m| m.id.clone())
             .unwrap_or_else(|_| entry.id.clone()),
         name: display_name(&entry.id),
-        family: resolved
-            .as_ref()
-            .map(|m| m.family.clone())
-            .unwrap_or_else(|_| entry.family.clone()),
+        family: resolved.as_ref().map(|m| m.family).unwrap_or(entry.family),
         variant: entry.variant.clone(),
         source: source.into(),
         components,

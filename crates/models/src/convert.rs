@@ -153,7 +153,7 @@ impl Library {
         let d = &model.defaults;
         let vram_now = crate::plan::full_gpu_need(
             &model.components,
-            &model.family,
+            model.family,
             d.width,
             d.height,
             d.cfg_scale > 1.0,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::header::Tensor;
+use crate::Family;
 
 /// What part a file plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, specta::Type)]
@@ -28,9 +29,8 @@ pub enum Role {
 /// A file's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, specta::Type)]
 pub struct Identity {
-    /// sd.cpp's family: `sd1`, `sd2`, `sdxs`, `sdxl`, `sd3`, `flux`, `flux2`, `chroma`, `qwen_image`, `z_image`,
-    /// `wan`, ... or `unknown`.
-    pub family: String,
+    /// sd.cpp's family, or the kind of a component file (`t5xxl`, `clip_l`, a VAE's `sd`/`flux`), or `unknown`.
+    pub family: Family,
     /// A finer variant where sd.cpp distinguishes one: `inpaint`, `pix2pix`, `512-ds`, `tiny_unet`, `fill`, ...
     pub variant: Option<String>,
     pub role: Role,
@@ -67,21 +67,21 @@ pub fn identify(tensors: &[Tensor]) -> Identity {
             || n.contains("lora_B")
     }) {
         return Identity {
-            family: "unknown".into(),
+            family: Family::Unknown,
             variant: None,
             role: Role::Lora,
         };
     }
     if any(&raw, "input_hint_block.") || any(&raw, "control_model.") {
         return Identity {
-            family: "unknown".into(),
+            family: Family::Unknown,
             variant: None,
             role: Role::ControlNet,
         };
     }
     if any(&raw, "RRDB_trunk.") || any(&raw, "conv_first.weight") || any(&raw, ".rdb1.") {
         return Identity {
-            family: "esrgan".into(),
+            family: Family::Esrgan,
             variant: None,
             role: Role::Upscaler,
         };
@@ -130,63 +130,63 @@ pub fn identify(tensors: &[Tensor]) -> Identity {
     let (family, variant) = if has_diffusion {
         diffusion_family(&names, &shapes)
     } else {
-        ("unknown", None)
+        (Family::Unknown, None)
     };
-    let (family, variant) = if family == "unknown" && role == Role::TextEncoder {
+    let (family, variant) = if family == Family::Unknown && role == Role::TextEncoder {
         (text_encoder_kind(&names), None)
     } else if role == Role::Vae {
         // The latent channels tell which models a VAE decodes for: 4 (SD 1/2/XL), 16 (FLUX, SD3, Z-Image).
         let channels = ne2(&shapes, "decoder.conv_in.weight")
             .or_else(|| ne2(&shapes, "first_stage_model.decoder.conv_in.weight"));
         match channels {
-            Some(4) => ("sd", Some("4ch")),
-            Some(16) => ("flux", Some("16ch")),
-            Some(32) => ("flux2", Some("32ch")),
-            _ => ("unknown", None),
+            Some(4) => (Family::Sd, Some("4ch")),
+            Some(16) => (Family::Flux, Some("16ch")),
+            Some(32) => (Family::Flux2, Some("32ch")),
+            _ => (Family::Unknown, None),
         }
     } else {
         (family, variant)
     };
     Identity {
-        family: family.to_string(),
+        family,
         variant: variant.map(str::to_string),
         role,
     }
 }
 
-fn text_encoder_kind(names: &[&str]) -> &'static str {
+fn text_encoder_kind(names: &[&str]) -> Family {
     if any(names, "encoder.block.0.layer.0.SelfAttention") {
-        "t5xxl"
+        Family::T5xxl
     } else if any(names, "model.layers.0.self_attn") {
-        "llm"
+        Family::Llm
     } else if any(names, "text_projection") && any(names, "layers.31.") {
-        "clip_g"
+        Family::ClipG
     } else {
-        "clip_l"
+        Family::ClipL
     }
 }
 
 fn diffusion_family(
     names: &[&str],
     shapes: &HashMap<&str, &[u64]>,
-) -> (&'static str, Option<&'static str>) {
+) -> (Family, Option<&'static str>) {
     if any(names, "model.diffusion_model.joint_blocks.") {
-        return ("sd3", None);
+        return (Family::Sd3, None);
     }
     if any(
         names,
         "model.diffusion_model.transformer_blocks.0.img_mod.1.weight",
     ) {
-        return ("qwen_image", None);
+        return (Family::QwenImage, None);
     }
     if any(names, "model.diffusion_model.cap_embedder.0.weight") {
-        return ("z_image", None);
+        return (Family::ZImage, None);
     }
     if any(
         names,
         "model.diffusion_model.blocks.0.cross_attn.norm_k.weight",
     ) {
-        return ("wan", None);
+        return (Family::Wan, None);
     }
     if any(
         names,
@@ -197,20 +197,20 @@ fn diffusion_family(
         } else {
             Some("klein")
         };
-        return ("flux2", variant);
+        return (Family::Flux2, variant);
     }
     if any(names, "model.diffusion_model.double_blocks.")
         || any(names, "model.diffusion_model.single_transformer_blocks.")
     {
         if any(names, "distilled_guidance_layer.") {
-            return ("chroma", None);
+            return (Family::Chroma, None);
         }
         let variant = match ne0(shapes, &["model.diffusion_model.img_in.weight"]) {
             Some(384) => Some("fill"),
             Some(128) => Some("controls"),
             _ => None,
         };
-        return ("flux", variant);
+        return (Family::Flux, variant);
     }
 
     let unet = any(names, "model.diffusion_model.input_blocks.") || any(names, "unet.down_blocks.");
@@ -233,7 +233,7 @@ fn diffusion_family(
         } else {
             None
         };
-        return ("sdxl", variant);
+        return (Family::Sdxl, variant);
     }
     let token_width = ne0(
         shapes,
@@ -247,17 +247,17 @@ fn diffusion_family(
     let output_block_71 = any(names, "model.diffusion_model.output_blocks.7.1")
         || any(names, "unet.up_blocks.2.attentions.1");
     match token_width {
-        Some(768) if inpaint => ("sd1", Some("inpaint")),
-        Some(768) if pix2pix => ("sd1", Some("pix2pix")),
-        Some(768) if !middle_block_1 && !output_block_71 => ("sdxs", Some("512-ds")),
-        Some(768) if !middle_block_1 => ("sd1", Some("tiny_unet")),
-        Some(768) => ("sd1", None),
-        Some(1024) if inpaint => ("sd2", Some("inpaint")),
-        Some(1024) if !middle_block_1 => ("sdxs", Some("0.9")),
-        Some(1024) => ("sd2", None),
+        Some(768) if inpaint => (Family::Sd1, Some("inpaint")),
+        Some(768) if pix2pix => (Family::Sd1, Some("pix2pix")),
+        Some(768) if !middle_block_1 && !output_block_71 => (Family::Sdxs, Some("512-ds")),
+        Some(768) if !middle_block_1 => (Family::Sd1, Some("tiny_unet")),
+        Some(768) => (Family::Sd1, None),
+        Some(1024) if inpaint => (Family::Sd2, Some("inpaint")),
+        Some(1024) if !middle_block_1 => (Family::Sdxs, Some("0.9")),
+        Some(1024) => (Family::Sd2, None),
         // A UNet without its text encoder in the file: SD 1.x/2.x cannot be told apart from the UNet alone.
-        _ if unet => ("unknown", None),
-        _ => ("unknown", None),
+        _ if unet => (Family::Unknown, None),
+        _ => (Family::Unknown, None),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod cards;
 pub mod convert;
+mod family;
 pub mod header;
 pub mod identify;
 mod library;
@@ -15,6 +16,7 @@ mod stamp;
 pub mod watch;
 
 pub use cards::{CardComponent, ModelCard};
+pub use family::{Family, FAMILIES};
 pub use identify::{identify, quantization, Identity, Role};
 pub use library::{inspect, is_path_spec, Library, ModelEntry, ModelError, ResolvedModel};
 pub use options::{CachePreset, MemoryOptions, PlacementChoice, StepCache, Tiling};

@@ -1,5 +1,6 @@
 //! The models folder: listing, identifying and resolving models and LoRAs.
 
+use crate::Family;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -17,7 +18,7 @@ pub struct ModelEntry {
     pub path: String,
     /// `gguf`, `safetensors`, `preset`, or `null` when unreadable.
     pub format: Option<String>,
-    pub family: String,
+    pub family: Family,
     pub variant: Option<String>,
     pub role: Role,
     pub quantization: Option<String>,
@@ -32,7 +33,7 @@ pub struct ModelEntry {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedModel {
     pub id: String,
-    pub family: String,
+    pub family: Family,
     pub components: Components,
     pub defaults: FamilyDefaults,
 }
@@ -223,7 +224,7 @@ impl Library {
             id: name.to_string(),
             path: path.display().to_string(),
             format: Some("preset".into()),
-            family: "unknown".into(),
+            family: Family::Unknown,
             variant: None,
             role: Role::Checkpoint,
             quantization: None,
@@ -361,7 +362,7 @@ fn inspect_uncached(path: &Path) -> ModelEntry {
         id,
         path: path.display().to_string(),
         format: None,
-        family: "unknown".into(),
+        family: Family::Unknown,
         variant: None,
         role: Role::Unknown,
         quantization: None,
@@ -419,14 +420,14 @@ pub(crate) fn resolve_file(path: &Path) -> Result<ResolvedModel, ModelError> {
         }
         role => return Err(ModelError::NotAModel { path: path.to_path_buf(), role, hint: String::new() }),
     }
-    if entry.family == "unknown" {
+    if entry.family == Family::Unknown {
         return Err(ModelError::Damaged {
             path: path.to_path_buf(),
             reason: "its tensors match no model family stable-diffusion.cpp supports".into(),
         });
     }
     Ok(ResolvedModel {
-        defaults: FamilyDefaults::for_family(&entry.family, &entry.id),
+        defaults: FamilyDefaults::for_family(entry.family, &entry.id),
         id: entry.id,
         family: entry.family,
         components: Components {
@@ -510,14 +511,14 @@ pub(crate) fn load_preset(
         Some(family) => family,
         None => header::read(&main)
             .map(|h| identify(&h.tensors).family)
-            .unwrap_or_else(|_| "unknown".into()),
+            .unwrap_or(Family::Unknown),
     };
     let id = if preset.name.is_empty() {
         name.to_string()
     } else {
         preset.name
     };
-    let mut defaults = FamilyDefaults::for_family(&family, &id);
+    let mut defaults = FamilyDefaults::for_family(family, &id);
     if let Some(overrides) = preset.defaults {
         let mut merged = serde_json::to_value(&defaults).expect("defaults serialize");
         if let (Some(base), Some(extra)) = (merged.as_object_mut(), overrides.as_object()) {

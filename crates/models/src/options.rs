@@ -2,6 +2,7 @@
 //! attention, memory-mapped weights and a step cache. Each can come from a request, a model card (a preset's
 //! `defaults.memory`) or the settings; the first that says something wins, and the planner decides the rest.
 
+use crate::Family;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -113,23 +114,14 @@ pub enum StepCache {
     Easycache { threshold: f32 },
 }
 
-/// Whether a family is a UNet (else a DiT) for sd.cpp's caches.
-fn unet(family: &str) -> Option<bool> {
-    match family {
-        "sd1" | "sd2" | "sdxl" | "sdxs" => Some(true),
-        "flux" | "flux2" | "chroma" | "sd3" | "z_image" | "qwen_image" | "wan" => Some(false),
-        _ => None,
-    }
-}
-
 impl CachePreset {
     /// The cache for `family`, or why the family has none.
-    pub fn for_family(self, family: &str) -> Result<Option<StepCache>, String> {
+    pub fn for_family(self, family: Family) -> Result<Option<StepCache>, String> {
         if self == CachePreset::Off {
             return Ok(None);
         }
         let fast = self == CachePreset::Fast;
-        match unet(family) {
+        match family.is_unet() {
             // sd.cpp's defaults (1.0 and 0.2) for `fast`; twice as tolerant for `faster`.
             Some(true) => Ok(Some(StepCache::Ucache {
                 threshold: if fast { 1.0 } else { 2.0 },
@@ -198,16 +190,16 @@ impl MemoryOptions {
 pub type OptionError = (String, String);
 
 /// The parts a model of `family` has, for checking placement keys.
-fn family_parts(family: &str, parts: &[Part]) -> Vec<Part> {
+fn family_parts(family: Family, parts: &[Part]) -> Vec<Part> {
     if !parts.is_empty() {
         return parts.to_vec();
     }
     let encoders: &[Part] = match family {
-        "sdxl" => &[Part::ClipL, Part::ClipG],
-        "sd3" => &[Part::ClipL, Part::ClipG, Part::T5xxl],
-        "flux" => &[Part::ClipL, Part::T5xxl],
-        "chroma" => &[Part::T5xxl],
-        "z_image" | "qwen_image" | "flux2" => &[Part::Llm],
+        Family::Sdxl => &[Part::ClipL, Part::ClipG],
+        Family::Sd3 => &[Part::ClipL, Part::ClipG, Part::T5xxl],
+        Family::Flux => &[Part::ClipL, Part::T5xxl],
+        Family::Chroma => &[Part::T5xxl],
+        Family::ZImage | Family::QwenImage | Family::Flux2 => &[Part::Llm],
         _ => &[Part::ClipL],
     };
     let mut all = vec![Part::Diffusion, Part::Vae];
@@ -219,7 +211,7 @@ fn family_parts(family: &str, parts: &[Part]) -> Vec<Part> {
 /// keys into sd.cpp's groups. `gpu_backend`: whether this build of sd.cpp can use a GPU at all.
 pub fn check(
     options: &MemoryOptions,
-    family: &str,
+    family: Family,
     parts: &[Part],
     gpu_backend: bool,
     vram_total_gib: Option<f64>,
@@ -364,7 +356,7 @@ mod tests {
     fn a_part_the_family_lacks_is_named_with_the_parts_it_has() {
         let errors = check(
             &with(&[("t5xxl", PlacementChoice::Cpu)]),
-            "sd1",
+            Family::Sd1,
             &[],
             true,
             None,
@@ -382,7 +374,7 @@ mod tests {
                 ("t5xxl", PlacementChoice::Cpu),
                 ("clip_l", PlacementChoice::Gpu),
             ]),
-            "flux",
+            Family::Flux,
             &[],
             true,
             None,
@@ -394,7 +386,7 @@ mod tests {
                 ("t5xxl", PlacementChoice::Cpu),
                 ("vae", PlacementChoice::Auto),
             ]),
-            "flux",
+            Family::Flux,
             &[],
             true,
             None,
@@ -410,14 +402,14 @@ mod tests {
             vram_budget_gib: Some(12.0),
             ..MemoryOptions::default()
         };
-        let errors = check(&budget, "sdxl", &[], true, Some(8.0)).unwrap_err();
+        let errors = check(&budget, Family::Sdxl, &[], true, Some(8.0)).unwrap_err();
         assert_eq!(errors[0].0, "vram_budget_gib");
         assert!(errors[0].1.contains("more than the GPU has"));
-        let errors = check(&budget, "sdxl", &[], false, None).unwrap_err();
+        let errors = check(&budget, Family::Sdxl, &[], false, None).unwrap_err();
         assert!(errors[0].1.contains("no GPU backend"));
         let gpu_on_cpu = check(
             &with(&[("vae", PlacementChoice::Gpu)]),
-            "sd1",
+            Family::Sd1,
             &[],
             false,
             None,
@@ -428,15 +420,15 @@ mod tests {
     #[test]
     fn cache_presets_map_to_the_cache_each_family_supports() {
         assert_eq!(
-            CachePreset::Fast.for_family("sd1"),
+            CachePreset::Fast.for_family(Family::Sd1),
             Ok(Some(StepCache::Ucache { threshold: 1.0 }))
         );
         assert_eq!(
-            CachePreset::Faster.for_family("flux"),
+            CachePreset::Faster.for_family(Family::Flux),
             Ok(Some(StepCache::Easycache { threshold: 0.4 }))
         );
-        assert_eq!(CachePreset::Off.for_family("unknown"), Ok(None));
-        assert!(CachePreset::Fast.for_family("unknown").is_err());
+        assert_eq!(CachePreset::Off.for_family(Family::Unknown), Ok(None));
+        assert!(CachePreset::Fast.for_family(Family::Unknown).is_err());
         assert!("turbo"
             .parse::<CachePreset>()
             .unwrap_err()

@@ -10,6 +10,7 @@
 //! with the square of the tokens unless flash attention is on; the VAE decoder's activations with the pixels,
 //! unless it decodes in tiles); ARCHITECTURE.md gives the model and the figures it was checked against.
 
+use crate::Family;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -143,7 +144,7 @@ pub struct PartWeights {
 /// What the planner needs of a model: its family and its parts' sizes (from headers alone).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelShape {
-    pub family: String,
+    pub family: Family,
     pub parts: Vec<PartWeights>,
 }
 
@@ -277,7 +278,7 @@ fn file_parts(field: &str, path: &Path) -> Result<Vec<PartWeights>, String> {
 }
 
 /// Reads the parts of a model from its files' headers (weights are never read).
-pub fn shape_of(components: &Components, family: &str) -> Result<ModelShape, String> {
+pub fn shape_of(components: &Components, family: Family) -> Result<ModelShape, String> {
     let mut parts = BTreeMap::new();
     for (field, path) in components.files() {
         // A TAESD beside a full VAE only draws previews; sd.cpp decodes with the VAE.
@@ -295,7 +296,7 @@ pub fn shape_of(components: &Components, family: &str) -> Result<ModelShape, Str
         }
     }
     // SDXS checkpoints carry no VAE: sd.cpp decodes with its built-in TAE (2.4 M parameters in f16).
-    if family == "sdxs" && !parts.contains_key(&Part::Vae) {
+    if family == Family::Sdxs && !parts.contains_key(&Part::Vae) {
         parts.insert(
             Part::Vae,
             PartWeights {
@@ -306,7 +307,7 @@ pub fn shape_of(components: &Components, family: &str) -> Result<ModelShape, Str
         );
     }
     Ok(ModelShape {
-        family: family.to_string(),
+        family,
         parts: parts.into_values().collect(),
     })
 }
@@ -314,7 +315,7 @@ pub fn shape_of(components: &Components, family: &str) -> Result<ModelShape, Str
 /// The compute buffers the planner expects for each phase — text encoders, one sampling step, the VAE decode — at
 /// `job`'s size (for checking the model against what sd.cpp logs).
 pub fn compute_buffers(shape: &ModelShape, job: &Job, flash: bool, tiled: bool) -> (f64, f64, f64) {
-    let a = model::arch(&shape.family);
+    let a = model::arch(shape.family);
     (
         model::text_compute(shape),
         model::diffusion_compute(&a, job.width, job.height, flash),
@@ -454,7 +455,7 @@ struct Evaluation {
 }
 
 fn evaluate(shape: &ModelShape, job: &Job, c: &Candidate, gpu: bool) -> Evaluation {
-    let a = model::arch(&shape.family);
+    let a = model::arch(shape.family);
     let te_w = shape.group_bytes(Group::TextEncoders);
     let dm_w = shape.group_bytes(Group::Diffusion);
     let vae_w = shape.group_bytes(Group::Vae);
@@ -546,7 +547,7 @@ pub fn plan_model(
     steps: Option<u32>,
     resources: &Resources,
 ) -> Result<Plan, String> {
-    let shape = shape_of(&model.components, &model.family)?;
+    let shape = shape_of(&model.components, model.family)?;
     let d = &model.defaults;
     let job = Job {
         width: size.0.unwrap_or(d.width),
@@ -568,13 +569,13 @@ pub fn plan_model(
 /// most a job of this model and size can need. Files that cannot be read count as empty.
 pub fn full_gpu_need(
     components: &Components,
-    family: &str,
+    family: Family,
     width: u32,
     height: u32,
     cfg: bool,
 ) -> f64 {
     let shape = shape_of(components, family).unwrap_or(ModelShape {
-        family: family.to_string(),
+        family,
         parts: Vec::new(),
     });
     let job = Job {

@@ -1,6 +1,7 @@
 //! Multi-file models (FLUX: diffusion model + `ae` VAE + `clip_l` + `t5xxl`) are described by a small JSON preset
 //! beside the files, and every family has the defaults users expect when they leave a parameter out.
 
+use crate::Family;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -120,10 +121,10 @@ fn default_size_multiple() -> u32 {
 }
 
 /// The size multiple sd.cpp enforces for a family.
-pub fn size_multiple(family: &str) -> u32 {
+pub fn size_multiple(family: Family) -> u32 {
     match family {
-        "sd1" | "sd2" | "sdxl" | "sdxs" | "unknown" => 64,
-        "wan" | "flux2" => 16,
+        Family::Sd1 | Family::Sd2 | Family::Sdxl | Family::Sdxs | Family::Unknown => 64,
+        Family::Wan | Family::Flux2 => 16,
         _ => 8,
     }
 }
@@ -134,18 +135,18 @@ fn default_guidance() -> f32 {
 
 impl FamilyDefaults {
     /// The defaults for a family (and, for FLUX, a variant hint from the model's name).
-    pub fn for_family(family: &str, name_hint: &str) -> FamilyDefaults {
+    pub fn for_family(family: Family, name_hint: &str) -> FamilyDefaults {
         let hint = name_hint.to_ascii_lowercase();
         let (steps, cfg_scale, size) = match family {
-            "flux" | "chroma" if hint.contains("schnell") => (4, 1.0, 1024),
-            "flux" | "flux2" | "chroma" => (20, 1.0, 1024),
-            "z_image" => (8, 1.0, 1024),
-            "qwen_image" => (20, 2.5, 1024),
-            "sd3" => (28, 4.5, 1024),
-            "sdxl" if hint.contains("turbo") => (1, 1.0, 512),
-            "sdxl" => (20, 7.0, 1024),
-            "sdxs" => (1, 1.0, 512),
-            "sd2" => (20, 7.0, 768),
+            Family::Flux | Family::Chroma if hint.contains("schnell") => (4, 1.0, 1024),
+            Family::Flux | Family::Flux2 | Family::Chroma => (20, 1.0, 1024),
+            Family::ZImage => (8, 1.0, 1024),
+            Family::QwenImage => (20, 2.5, 1024),
+            Family::Sd3 => (28, 4.5, 1024),
+            Family::Sdxl if hint.contains("turbo") => (1, 1.0, 512),
+            Family::Sdxl => (20, 7.0, 1024),
+            Family::Sdxs => (1, 1.0, 512),
+            Family::Sd2 => (20, 7.0, 768),
             _ if hint.contains("turbo") => (1, 1.0, 512),
             _ => (20, 7.0, 512),
         };
@@ -171,7 +172,7 @@ pub struct Preset {
     pub name: String,
     /// sd.cpp family; read from the diffusion model's header when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub family: Option<String>,
+    pub family: Option<Family>,
     /// Component paths, relative to the preset file's folder or absolute.
     #[serde(flatten)]
     pub components: Components,

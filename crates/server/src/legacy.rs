@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use diffugen_engine::{GenerateRequest, JobEvent, Output, Stage};
 use diffugen_jobs::Outcome;
-use diffugen_models::Role;
+use diffugen_models::{Family, Role};
 use futures_util::{Stream, StreamExt};
 use serde_json::{json, Map, Value};
 
@@ -35,11 +35,14 @@ enum Kind {
 }
 
 impl Kind {
-    fn accepts(self, family: &str) -> bool {
+    fn accepts(self, family: Family) -> bool {
         match self {
             Kind::Any => true,
-            Kind::Stable => matches!(family, "sd1" | "sd2" | "sdxl" | "sdxs" | "sd3"),
-            Kind::Flux => matches!(family, "flux" | "flux2" | "chroma"),
+            Kind::Stable => matches!(
+                family,
+                Family::Sd1 | Family::Sd2 | Family::Sdxl | Family::Sdxs | Family::Sd3
+            ),
+            Kind::Flux => matches!(family, Family::Flux | Family::Flux2 | Family::Chroma),
         }
     }
 
@@ -69,7 +72,7 @@ fn choose_model(
                 .library()
                 .resolve(model.trim())
                 .map_err(|e| ApiError::invalid("model", e.to_string()))?;
-            if !kind.accepts(&resolved.family) {
+            if !kind.accepts(resolved.family) {
                 return Err(ApiError::invalid(
                     "model",
                     format!(
@@ -83,7 +86,7 @@ fn choose_model(
         }
         None if kind == Kind::Any => Ok(state.model_for(None)?),
         None => usable
-            .filter(|e| kind.accepts(&e.family))
+            .filter(|e| kind.accepts(e.family))
             .map(|e| e.id.clone())
             .next()
             .ok_or_else(|| {

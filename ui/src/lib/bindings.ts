@@ -116,7 +116,7 @@ export type CardComponent = {
 export type CatalogEntry = {
 	id: string,
 	name: string,
-	family: string,
+	family: Family,
 	description: string,
 	license: string,
 	page: string,
@@ -254,6 +254,29 @@ export type FailureKind =
 "interrupted" | 
 /**  The GPU could not be made ready for it (the LLM would not unload, the memory never came free). */
 "gpu";
+
+/**  What a model file is for sd.cpp: a diffusion family, or the kind of component a text encoder or VAE file is. */
+export type Family = 
+/**  Stable Diffusion 1.x. */
+"sd1" | 
+/**  Stable Diffusion 2.x. */
+"sd2" | 
+/**  SDXS, the one-step distilled SD 1/2. */
+"sdxs" | "sdxl" | "sd3" | "flux" | "flux2" | "chroma" | "qwen_image" | "z_image" | "wan" | 
+/**  A VAE for 4-channel latents (SD 1/2/XL). */
+"sd" | 
+/**  CLIP ViT-L text encoder. */
+"clip_l" | 
+/**  CLIP ViT-bigG text encoder. */
+"clip_g" | 
+/**  T5-XXL text encoder. */
+"t5xxl" | 
+/**  A language model used as text encoder (Z-Image, Qwen-Image). */
+"llm" | 
+/**  An ESRGAN-style upscaler. */
+"esrgan" | 
+/**  Nothing sd.cpp would recognise. */
+"unknown";
 
 /**  A LoRA and its weight. */
 export type FormLora = {
@@ -410,7 +433,7 @@ export type ModelCard = {
 	id: string,
 	/**  A readable name. */
 	name: string,
-	family: string,
+	family: Family,
 	variant: string | null,
 	/**  `checkpoint`, `preset` or `assembled` (pieces found in the folders). */
 	source: string,
@@ -439,7 +462,7 @@ export type ModelEntry = {
 	path: string,
 	/**  `gguf`, `safetensors`, `preset`, or `null` when unreadable. */
 	format: string | null,
-	family: string,
+	family: Family,
 	variant: string | null,
 	role: Role,
 	quantization: string | null,

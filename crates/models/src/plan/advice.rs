@@ -56,7 +56,7 @@ pub(super) fn reasons(
         ));
     }
     if plan.vae_tiling {
-        let a = model::arch(&shape.family);
+        let a = model::arch(shape.family);
         out.push(format!(
             "VAE decodes in tiles: untiled it needs {} at {}×{}",
             gib(model::vae_compute(&a, job.width, job.height, false)),
@@ -65,7 +65,7 @@ pub(super) fn reasons(
         ));
     }
     if plan.flash_attn && c.flash_attn.is_none() {
-        let a = model::arch(&shape.family);
+        let a = model::arch(shape.family);
         out.push(format!(
             "flash attention: the attention scores would need {} more",
             gib(model::diffusion_compute(&a, job.width, job.height, false)
@@ -144,7 +144,7 @@ fn finish_advice(
     constraints: &Constraints,
 ) -> Vec<String> {
     // A smaller image.
-    let multiple = crate::size_multiple(&shape.family);
+    let multiple = crate::size_multiple(shape.family);
     let mut side = job.width.max(job.height);
     while side > 256 {
         side = (side * 3 / 4) / multiple * multiple;

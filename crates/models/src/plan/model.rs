@@ -1,6 +1,7 @@
 //! Working memory of each phase and how fast each part computes: the figures the planner weighs.
 
 use super::*;
+use crate::Family;
 
 /// Architecture figures the working-memory model uses.
 pub(super) struct Arch {
@@ -18,7 +19,7 @@ pub(super) struct Arch {
     pub vae_bytes_per_pixel: f64,
 }
 
-pub(super) fn arch(family: &str) -> Arch {
+pub(super) fn arch(family: Family) -> Arch {
     let unet = |heads, width, quarter| Arch {
         dit: false,
         heads,
@@ -36,17 +37,17 @@ pub(super) fn arch(family: &str) -> Arch {
         vae_bytes_per_pixel: VAE_BYTES_PER_PIXEL,
     };
     match family {
-        "sdxl" => unet(10.0, 320.0, true),
-        "sd2" => unet(5.0, 320.0, false),
-        "sdxs" => Arch {
+        Family::Sdxl => unet(10.0, 320.0, true),
+        Family::Sd2 => unet(5.0, 320.0, false),
+        Family::Sdxs => Arch {
             vae_bytes_per_pixel: TAE_BYTES_PER_PIXEL,
             ..unet(8.0, 320.0, false)
         },
-        "flux" | "chroma" | "flux2" => dit(24.0, 3072.0, 256.0),
-        "sd3" => dit(24.0, 1536.0, 333.0),
-        "z_image" => dit(30.0, 3840.0, 512.0),
-        "qwen_image" => dit(24.0, 3072.0, 256.0),
-        "wan" => dit(40.0, 5120.0, 512.0),
+        Family::Flux | Family::Chroma | Family::Flux2 => dit(24.0, 3072.0, 256.0),
+        Family::Sd3 => dit(24.0, 1536.0, 333.0),
+        Family::ZImage => dit(30.0, 3840.0, 512.0),
+        Family::QwenImage => dit(24.0, 3072.0, 256.0),
+        Family::Wan => dit(40.0, 5120.0, 512.0),
         _ => unet(8.0, 320.0, false),
     }
 }

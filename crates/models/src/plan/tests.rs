@@ -12,7 +12,7 @@ fn part(part: Part, params: f64, dtype: &str) -> PartWeights {
 /// FLUX.1-schnell Q4_0 + T5-XXL fp16 + CLIP-L + the 16-channel VAE, as their headers describe them.
 pub(crate) fn flux_schnell() -> ModelShape {
     ModelShape {
-        family: "flux".into(),
+        family: crate::Family::Flux,
         parts: vec![
             part(Part::Diffusion, 11.9e9, "q4_0"),
             part(Part::T5xxl, 4.76e9, "f16"),
@@ -24,7 +24,7 @@ pub(crate) fn flux_schnell() -> ModelShape {
 
 pub(crate) fn sd15() -> ModelShape {
     ModelShape {
-        family: "sd1".into(),
+        family: crate::Family::Sd1,
         parts: vec![
             part(Part::Diffusion, 860e6, "f16"),
             part(Part::ClipL, 123e6, "f16"),
@@ -35,7 +35,7 @@ pub(crate) fn sd15() -> ModelShape {
 
 pub(crate) fn sdxl() -> ModelShape {
     ModelShape {
-        family: "sdxl".into(),
+        family: crate::Family::Sdxl,
         parts: vec![
             part(Part::Diffusion, 2.567e9, "f16"),
             part(Part::ClipL, 123e6, "f16"),
@@ -197,12 +197,12 @@ fn a_users_placement_is_kept_even_when_another_would_be_faster() {
 
 #[test]
 fn a_bigger_image_needs_more_memory_and_tiling_bounds_the_decoder() {
-    let a = model::arch("sd1");
+    let a = model::arch(crate::Family::Sd1);
     assert!(
         model::vae_compute(&a, 1024, 1024, false) > 3.5 * model::vae_compute(&a, 512, 512, false)
     );
     assert!(model::vae_compute(&a, 2048, 2048, true) < 0.6 * GIB);
-    let flux = model::arch("flux");
+    let flux = model::arch(crate::Family::Flux);
     assert!(
         model::diffusion_compute(&flux, 1024, 1024, true)
             < 0.5 * model::diffusion_compute(&flux, 1024, 1024, false)
