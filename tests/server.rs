@@ -1779,3 +1779,67 @@ async fn a_sha256_that_is_not_one_and_override_settings_that_are_no_object_are_n
     );
     api.stop().await;
 }
+
+#[tokio::test]
+async fn a_field_of_the_wrong_type_is_refused_naming_it_in_every_dialect_and_a_body_that_is_no_object_names_body(
+) {
+    let api = Api::start(None, 4).await;
+    for (path, body, field) in [
+        (
+            "/v1/images/generations",
+            json!({"prompt": "x", "n": "two"}),
+            "n",
+        ),
+        (
+            "/v1/images/generations",
+            json!({"prompt": "x", "quality": "ultra"}),
+            "quality",
+        ),
+        (
+            "/generate",
+            json!({"prompt": "x", "width": "wide"}),
+            "width",
+        ),
+        ("/v1/images/generations", json!(["a", "list"]), "body"),
+    ] {
+        let (status, answer) = api.post(path, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}: {answer}");
+        let param = answer["error"]["param"]
+            .as_str()
+            .or(answer["param"].as_str())
+            .unwrap_or_default();
+        assert_eq!(param, field, "{path} {body}: {answer}");
+    }
+    // A1111 answers 422 with the field in its detail.
+    let (status, answer) = api
+        .post("/sdapi/v1/txt2img", json!({"prompt": "x", "steps": "many"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("steps"),
+        "{answer}"
+    );
+    // An edit's form fields are typed the same way.
+    let form = reqwest::multipart::Form::new()
+        .text("prompt", "x")
+        .text("n", "two")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(png_bytes(64, 64, false)).file_name("in.png"),
+        );
+    let answer: Value = api
+        .client
+        .post(api.url("/v1/images/edits"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["error"]["param"], "n", "{answer}");
+    api.stop().await;
+}

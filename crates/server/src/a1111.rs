@@ -54,52 +54,56 @@ fn decode_image(field: &str, value: &Value) -> std::result::Result<Vec<u8>, ApiE
         .map_err(|e| ApiError::invalid(field, format!("is not valid base64: {e}")))
 }
 
-fn number<T: serde::de::DeserializeOwned>(
-    body: &Map<String, Value>,
-    field: &str,
-) -> std::result::Result<Option<T>, ApiError> {
-    match body.get(field).filter(|v| !v.is_null()) {
-        None => Ok(None),
-        Some(v) => serde_json::from_value(v.clone())
-            .map(Some)
-            .map_err(|_| ApiError::invalid(field, format!("has the wrong type: {v}"))),
-    }
-}
-
-fn text(body: &Map<String, Value>, field: &str) -> std::result::Result<Option<String>, ApiError> {
-    match body.get(field).filter(|v| !v.is_null()) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(ApiError::invalid(
-            field,
-            format!("must be a string, got {v}"),
-        )),
-    }
+/// A txt2img or img2img request: the fields DiffuGen reads (A1111 clients send many more, which it leaves alone as
+/// A1111 itself does with fields a script does not use).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct A1111Request {
+    prompt: Option<String>,
+    negative_prompt: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    steps: Option<u32>,
+    cfg_scale: Option<f32>,
+    /// A1111's sampler label ("DPM++ 2M Karras"), which may name a scheduler too.
+    sampler_name: Option<String>,
+    /// The older name of `sampler_name`.
+    sampler_index: Option<String>,
+    scheduler: Option<String>,
+    seed: Option<i64>,
+    batch_size: Option<u32>,
+    n_iter: Option<u32>,
+    /// img2img: base64 images (or data URLs); the first is used.
+    init_images: Option<Vec<Value>>,
+    mask: Option<Value>,
+    denoising_strength: Option<f32>,
+    /// `sd_model_checkpoint`, `CLIP_stop_at_last_layers` and DiffuGen's memory options.
+    override_settings: Option<Map<String, Value>>,
 }
 
 fn request_from(
     state: &AppState,
-    body: &Map<String, Value>,
+    body: A1111Request,
     img2img: bool,
 ) -> std::result::Result<GenerateRequest, ApiError> {
-    let model = body
-        .get("override_settings")
-        .and_then(|o| o.get("sd_model_checkpoint"))
+    let overrides = body.override_settings.unwrap_or_default();
+    let model = overrides
+        .get("sd_model_checkpoint")
         .and_then(Value::as_str)
         .map(checkpoint_id);
-    let (sampler, implied_scheduler) =
-        match text(body, "sampler_name")?.or(text(body, "sampler_index")?) {
-            Some(name) => {
-                let (sampler, scheduler) = a1111::parse_sampler(&name);
-                (Some(sampler), scheduler)
-            }
-            None => (None, None),
-        };
-    let scheduler = text(body, "scheduler")?
+    let (sampler, implied_scheduler) = match body.sampler_name.or(body.sampler_index) {
+        Some(name) => {
+            let (sampler, scheduler) = a1111::parse_sampler(&name);
+            (Some(sampler), scheduler)
+        }
+        None => (None, None),
+    };
+    let scheduler = body
+        .scheduler
         .map(|s| a1111::parse_scheduler(&s))
         .or(implied_scheduler);
-    let batch: u32 = number(body, "batch_size")?.unwrap_or(1);
-    let iterations: u32 = number(body, "n_iter")?.unwrap_or(1);
+    let batch: u32 = body.batch_size.unwrap_or(1);
+    let iterations: u32 = body.n_iter.unwrap_or(1);
     for (field, value) in [("batch_size", batch), ("n_iter", iterations)] {
         if value == 0 {
             return Err(ApiError::invalid(field, "must be at least 1"));
@@ -117,16 +121,17 @@ fn request_from(
     }
     let (init_image, mask, strength) = if img2img {
         let first = body
-            .get("init_images")
-            .and_then(Value::as_array)
-            .and_then(|images| images.first())
+            .init_images
+            .as_deref()
+            .and_then(<[Value]>::first)
             .ok_or_else(|| ApiError::invalid("init_images", "needs at least one base64 image"))?;
         let mask = body
-            .get("mask")
+            .mask
+            .as_ref()
             .filter(|m| !m.is_null())
             .map(|m| decode_image("mask", m))
             .transpose()?;
-        let strength = number::<f32>(body, "denoising_strength")?.or(Some(0.75));
+        let strength = body.denoising_strength.or(Some(0.75));
         (
             Some(ImageInput::Bytes(decode_image("init_images", first)?)),
             mask.map(ImageInput::Bytes),
@@ -137,19 +142,18 @@ fn request_from(
     };
     Ok(GenerateRequest {
         model: state.model_for(model.as_deref())?,
-        prompt: text(body, "prompt")?.unwrap_or_default(),
-        negative_prompt: text(body, "negative_prompt")?,
-        width: number(body, "width")?,
-        height: number(body, "height")?,
-        steps: number(body, "steps")?,
-        cfg_scale: number(body, "cfg_scale")?,
+        prompt: body.prompt.unwrap_or_default(),
+        negative_prompt: body.negative_prompt,
+        width: body.width,
+        height: body.height,
+        steps: body.steps,
+        cfg_scale: body.cfg_scale,
         sampler,
         scheduler,
-        seed: number(body, "seed")?,
+        seed: body.seed,
         count: Some(batch.saturating_mul(iterations)),
-        clip_skip: body
-            .get("override_settings")
-            .and_then(|o| o.get("CLIP_stop_at_last_layers"))
+        clip_skip: overrides
+            .get("CLIP_stop_at_last_layers")
             .and_then(Value::as_i64)
             .map(|c| c as i32),
         loras: Vec::<LoraRequest>::new(),
@@ -157,7 +161,7 @@ fn request_from(
         mask,
         strength,
         threads: None,
-        memory: memory_overrides(body)?,
+        memory: memory_overrides(&overrides)?,
         // Cheap latent previews feed /sdapi/v1/progress's current_image.
         preview: Some(PreviewRequest {
             mode: diffugen_engine::params::PreviewMode::Proj,
@@ -169,7 +173,7 @@ fn request_from(
 /// The memory and speed options a client sets in `override_settings` (DiffuGen's names: `placement`,
 /// `vram_budget_gib`, `vae_tiling`, `vae_tile_size`, `vae_tile_overlap`, `flash_attn`, `mmap`, `cache`).
 fn memory_overrides(
-    body: &serde_json::Map<String, Value>,
+    overrides: &serde_json::Map<String, Value>,
 ) -> std::result::Result<diffugen_models::MemoryOptions, ApiError> {
     const KEYS: &[&str] = &[
         "placement",
@@ -181,16 +185,6 @@ fn memory_overrides(
         "mmap",
         "cache",
     ];
-    let overrides = match body.get("override_settings") {
-        None | Some(Value::Null) => return Ok(diffugen_models::MemoryOptions::default()),
-        Some(Value::Object(overrides)) => overrides,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "override_settings",
-                format!("must be an object of settings, e.g. {{\"sd_model_checkpoint\": \"...\"}}, got {other}"),
-            ))
-        }
-    };
     let mut options = serde_json::Map::new();
     for key in KEYS {
         if let Some(value) = overrides.get(*key).filter(|v| !v.is_null()) {
@@ -207,9 +201,9 @@ fn memory_overrides(
 }
 
 async fn generate(state: AppState, value: Value, img2img: bool) -> Result<Json<Value>> {
-    let body = value
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))?;
+    // The body is echoed back as `parameters`, as A1111 does; what DiffuGen reads is typed.
+    let body: A1111Request = crate::body::from_value(value.clone())?;
+    let echo = |field: &str| value.get(field).cloned();
     let request = request_from(&state, body, img2img)?;
     let source = if img2img {
         "a1111-img2img"
@@ -257,15 +251,15 @@ async fn generate(state: AppState, value: Value, img2img: bool) -> Result<Json<V
     let info = json!({
         "prompt": job.prompt,
         "all_prompts": vec![job.prompt.clone(); outputs.len()],
-        "negative_prompt": body.get("negative_prompt").cloned().unwrap_or(json!("")),
+        "negative_prompt": echo("negative_prompt").unwrap_or(json!("")),
         "seed": seeds.first(),
         "all_seeds": seeds,
         "width": first.map(|o| o.width),
         "height": first.map(|o| o.height),
         "sd_model_name": job.model,
-        "sampler_name": body.get("sampler_name").cloned().unwrap_or(json!("Euler")),
-        "steps": body.get("steps").cloned(),
-        "cfg_scale": body.get("cfg_scale").cloned(),
+        "sampler_name": echo("sampler_name").unwrap_or(json!("Euler")),
+        "steps": echo("steps"),
+        "cfg_scale": echo("cfg_scale"),
         "batch_size": outputs.len(),
         "infotexts": infotexts,
         "job_timestamp": job.created,

@@ -31,6 +31,34 @@ fn rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
+/// A request read from form fields (an edit's multipart text parts) into the same typed body a JSON request
+/// becomes; a field of the wrong type is a 400 naming it.
+pub(crate) fn from_fields<T: DeserializeOwned>(
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> Result<T, ApiError> {
+    from_value(serde_json::Value::Object(fields))
+}
+
+/// A typed request out of JSON (every extractor's last step; also for a handler that keeps the JSON as it came, as
+/// A1111 echoes it back): a field of the wrong type is a 400 naming it, and anything but an object is refused
+/// naming `body`.
+pub(crate) fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.inner().to_string();
+        match e.path().to_string() {
+            // At the top: a required field left out names itself.
+            path if path == "." => match field_in_message(&inner) {
+                Some(field) => ApiError::invalid(&field, format!("{field}: {inner}")),
+                None => ApiError::invalid("body", inner),
+            },
+            path => ApiError::invalid(&path, format!("{path}: {inner}")),
+        }
+    })
+}
+
 /// Defines a JSON extractor whose rejection is the dialect's error type.
 macro_rules! json_body {
     ($(#[$doc:meta])* $name:ident, $error:ty) => {
@@ -41,8 +69,10 @@ macro_rules! json_body {
             type Rejection = $error;
 
             async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-                match Json::<T>::from_request(request, state).await {
-                    Ok(Json(value)) => Ok($name(value)),
+                // JSON first, then the typed body out of an object: serde would read a struct out of an array
+                // by position.
+                match Json::<serde_json::Value>::from_request(request, state).await {
+                    Ok(Json(value)) => from_value(value).map($name).map_err(Into::into),
                     Err(e) => Err(rejection(e).into()),
                 }
             }

@@ -9,6 +9,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use diffugen_gallery::{Entry, Gallery, GalleryError, Order, Page, Query};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::body::{JsonBody, OptionalJsonBody};
@@ -162,24 +163,33 @@ pub async fn remix(
     with_gallery(&state, move |g| g.remix(id)).await.map(Json)
 }
 
+/// `{"favorite": true|false}`; left out (or no body at all): true.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct FavoriteBody {
+    favorite: Option<bool>,
+}
+
+/// `{"board": "name"}`.
+#[derive(Debug, Deserialize)]
+pub struct BoardBody {
+    board: String,
+}
+
+/// `{"tags": ["a", "b"]}`.
+#[derive(Debug, Deserialize)]
+pub struct TagsBody {
+    tags: Vec<String>,
+}
+
 /// `POST /api/v1/gallery/{id}/favorite` `{"favorite": true|false}` (default true).
 pub async fn favorite(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    OptionalJsonBody(payload): OptionalJsonBody<Value>,
+    OptionalJsonBody(payload): OptionalJsonBody<FavoriteBody>,
 ) -> Result<Json<Entry>, ApiError> {
     let id = parse_id(&id)?;
-    let payload = payload.unwrap_or(Value::Null);
-    let favorite = match payload.get("favorite") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "favorite",
-                "favorite must be true or false",
-            ))
-        }
-    };
+    let favorite = payload.and_then(|p| p.favorite).unwrap_or(true);
     with_gallery(&state, move |g| g.set_favorite(id, favorite))
         .await
         .map(Json)
@@ -189,19 +199,9 @@ pub async fn favorite(
 pub async fn add_to_board(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    JsonBody(payload): JsonBody<Value>,
+    JsonBody(BoardBody { board }): JsonBody<BoardBody>,
 ) -> Result<Json<Entry>, ApiError> {
     let id = parse_id(&id)?;
-    let Some(board) = payload
-        .get("board")
-        .and_then(Value::as_str)
-        .map(String::from)
-    else {
-        return Err(ApiError::invalid(
-            "board",
-            "board must be the name of a board",
-        ));
-    };
     with_gallery(&state, move |g| g.add_to_board(id, &board))
         .await
         .map(Json)
@@ -211,21 +211,9 @@ pub async fn add_to_board(
 pub async fn tags(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    JsonBody(payload): JsonBody<Value>,
+    JsonBody(TagsBody { tags }): JsonBody<TagsBody>,
 ) -> Result<Json<Entry>, ApiError> {
     let id = parse_id(&id)?;
-    let tags: Option<Vec<String>> = payload.get("tags").and_then(|t| {
-        t.as_array()?
-            .iter()
-            .map(|v| v.as_str().map(String::from))
-            .collect()
-    });
-    let Some(tags) = tags else {
-        return Err(ApiError::invalid(
-            "tags",
-            "tags must be an array of strings",
-        ));
-    };
     with_gallery(&state, move |g| g.set_tags(id, &tags))
         .await
         .map(Json)

@@ -18,11 +18,12 @@ use diffugen_engine::{GenerateRequest, JobEvent, Output, Stage};
 use diffugen_jobs::Outcome;
 use diffugen_models::{Family, Role};
 use futures_util::{Stream, StreamExt};
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{json, Value};
 
 use crate::body::LegacyBody;
 use crate::error::LegacyError;
-use crate::fields::{encode, Body, DropIfQueued, OutputFormat};
+use crate::fields::{encode, DropIfQueued, OutputFormat};
 use crate::native::{enqueue, job_events};
 use crate::{ApiError, AppState};
 
@@ -96,31 +97,50 @@ fn choose_model(
     }
 }
 
-fn request_from(state: &AppState, kind: Kind, value: &Value) -> Result<GenerateRequest, ApiError> {
-    let map: &Map<String, Value> = value
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))?;
-    let body = Body(map);
-    let prompt = body.string("prompt")?.filter(|p| !p.trim().is_empty());
+/// A request to the original project's routes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct LegacyRequest {
+    prompt: Option<String>,
+    model: Option<String>,
+    negative_prompt: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    steps: Option<u32>,
+    cfg_scale: Option<f32>,
+    /// The original name of the sampler field; `sampler` is accepted too.
+    sampling_method: Option<String>,
+    sampler: Option<String>,
+    seed: Option<i64>,
+    /// `WIDTHxHEIGHT`, read by the OpenAI-shaped streaming twin only.
+    size: Option<String>,
+}
+
+fn request_from(
+    state: &AppState,
+    kind: Kind,
+    body: LegacyRequest,
+) -> Result<GenerateRequest, ApiError> {
+    let prompt = body.prompt.filter(|p| !p.trim().is_empty());
     let prompt =
         prompt.ok_or_else(|| ApiError::invalid("prompt", "is required and must not be empty"))?;
     Ok(GenerateRequest {
-        model: choose_model(state, kind, body.string("model")?)?,
+        model: choose_model(state, kind, body.model)?,
         prompt,
-        negative_prompt: body.string("negative_prompt")?,
-        width: body.unsigned("width")?,
-        height: body.unsigned("height")?,
-        steps: body.unsigned("steps")?,
-        cfg_scale: body.number("cfg_scale")?,
-        sampler: body.string("sampling_method")?.or(body.string("sampler")?),
-        seed: body.integer("seed")?,
+        negative_prompt: body.negative_prompt,
+        width: body.width,
+        height: body.height,
+        steps: body.steps,
+        cfg_scale: body.cfg_scale,
+        sampler: body.sampling_method.or(body.sampler),
+        seed: body.seed,
         ..GenerateRequest::default()
     })
 }
 
 /// Validates a legacy body and queues it; errors name the fields as legacy clients send them.
-fn submit(state: &AppState, kind: Kind, value: &Value) -> Result<String, ApiError> {
-    let request = request_from(state, kind, value)?;
+fn submit(state: &AppState, kind: Kind, body: LegacyRequest) -> Result<String, ApiError> {
+    let request = request_from(state, kind, body)?;
     enqueue(state, request, "legacy", |f| {
         if f == "sampler" {
             "sampling_method"
@@ -171,9 +191,9 @@ async fn generate(
     state: AppState,
     headers: HeaderMap,
     kind: Kind,
-    value: Value,
+    body: LegacyRequest,
 ) -> Result<Json<Value>, LegacyError> {
-    let id = submit(&state, kind, &value)?;
+    let id = submit(&state, kind, body)?;
     let _guard = DropIfQueued {
         jobs: state.jobs().clone(),
         id: id.clone(),
@@ -284,23 +304,18 @@ async fn generate_stream(
     headers: HeaderMap,
     kind: Kind,
     openai: bool,
-    mut value: Value,
+    mut body: LegacyRequest,
 ) -> Result<Response, LegacyError> {
     if openai {
         // The OpenAI-shaped twin takes `size` instead of width/height.
-        if let Some((w, h)) = value
-            .get("size")
-            .and_then(Value::as_str)
-            .and_then(|s| s.split_once('x'))
-        {
-            let (w, h) = (w.trim().parse::<u32>().ok(), h.trim().parse::<u32>().ok());
-            if let (Some(obj), Some(w), Some(h)) = (value.as_object_mut(), w, h) {
-                obj.insert("width".into(), json!(w));
-                obj.insert("height".into(), json!(h));
+        if let Some((w, h)) = body.size.as_deref().and_then(|s| s.split_once('x')) {
+            if let (Ok(w), Ok(h)) = (w.trim().parse::<u32>(), h.trim().parse::<u32>()) {
+                body.width = Some(w);
+                body.height = Some(h);
             }
         }
     }
-    let id = submit(&state, kind, &value)?;
+    let id = submit(&state, kind, body)?;
     let events = job_events(&state, &id).map_err(ApiError::from)?;
     Ok(stream(state, crate::base_url(&headers), id, events, openai).into_response())
 }
@@ -311,7 +326,7 @@ pub fn routes() -> Router<AppState> {
         post(
             move |State(state): State<AppState>,
                   headers: HeaderMap,
-                  LegacyBody(body): LegacyBody<Value>| {
+                  LegacyBody(body): LegacyBody<LegacyRequest>| {
                 generate(state, headers, kind, body)
             },
         )
@@ -320,7 +335,7 @@ pub fn routes() -> Router<AppState> {
         post(
             move |State(state): State<AppState>,
                   headers: HeaderMap,
-                  LegacyBody(body): LegacyBody<Value>| {
+                  LegacyBody(body): LegacyBody<LegacyRequest>| {
                 generate_stream(state, headers, kind, openai, body)
             },
         )

@@ -8,6 +8,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use diffugen_downloads::{DownloadEvent, DownloadStage, PullState};
 use futures_util::{stream, Stream, StreamExt};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::body::JsonBody;
@@ -27,33 +28,43 @@ pub async fn catalog() -> Json<Value> {
     Json(json!({ "models": diffugen_downloads::catalog() }))
 }
 
+/// What to download: a catalog model, or a URL with an optional checksum.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DownloadBody {
+    model: Option<String>,
+    url: Option<String>,
+    sha256: Option<String>,
+}
+
 /// `POST /api/v1/models/downloads` `{"model": "<catalog id>"}` or `{"url": "...", "sha256": "..."}` → 202.
 pub async fn start(
     State(state): State<AppState>,
-    JsonBody(body): JsonBody<Value>,
+    JsonBody(body): JsonBody<DownloadBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let text = |k: &str| {
-        body.get(k)
-            .and_then(Value::as_str)
+    let text = |value: &Option<String>| {
+        value
+            .as_deref()
             .map(str::trim)
             .filter(|v| !v.is_empty())
+            .map(String::from)
     };
-    let target = text("model").or(text("url")).ok_or_else(|| {
+    let (model, url, sha256) = (text(&body.model), text(&body.url), text(&body.sha256));
+    let target = model.as_deref().or(url.as_deref()).ok_or_else(|| {
         ApiError::invalid(
             "model",
             "give `model` (a catalog id, see /api/v1/models/catalog) or `url`",
         )
     })?;
-    let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
     let plan = diffugen_downloads::plan(
         target,
         state.library().models_dir(),
-        text("sha256").map(String::from),
-        token,
+        sha256,
+        state.runtime.config().hf_token(),
     )
     .map_err(|e| match e {
         diffugen_downloads::DownloadError::Invalid { field, message } => ApiError::invalid(
-            if field == "model" && text("url").is_some() {
+            if field == "model" && url.is_some() {
                 "url"
             } else {
                 field
@@ -62,7 +73,7 @@ pub async fn start(
         ),
         other => ApiError::new(StatusCode::BAD_REQUEST, other.to_string()),
     })?;
-    if let Some(url) = text("url") {
+    if let Some(url) = url.as_deref() {
         model_file_url(url)?;
         diffugen_downloads::check_reach(url, state.download_reach)
             .await

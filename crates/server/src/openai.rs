@@ -18,11 +18,11 @@ use diffugen_engine::params::{ImageInput, PreviewRequest};
 use diffugen_engine::{GenerateRequest, Output, Stage};
 use diffugen_jobs::Outcome;
 use futures_util::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::body::JsonBody;
-use crate::fields::{encode, Body, Choice, DropIfQueued, OutputFormat};
+use crate::fields::{encode, loras_from, DropIfQueued, OutputFormat};
 use crate::native::enqueue_tuned;
 use crate::{ApiError, AppState};
 
@@ -63,21 +63,15 @@ fn parse_size(size: &str) -> Result<Option<(u32, u32)>, ApiError> {
 }
 
 /// How images travel in the answer (`response_format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 enum ResponseFormat {
     B64Json,
     Url,
 }
 
-impl Choice for ResponseFormat {
-    const ALLOWED: &'static [(&'static str, ResponseFormat)] = &[
-        ("b64_json", ResponseFormat::B64Json),
-        ("url", ResponseFormat::Url),
-    ];
-}
-
 /// OpenAI's `quality`: here a step preset around the model's default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum Quality {
     Auto,
@@ -88,31 +82,13 @@ enum Quality {
     Hd,
 }
 
-impl Choice for Quality {
-    const ALLOWED: &'static [(&'static str, Quality)] = &[
-        ("auto", Quality::Auto),
-        ("low", Quality::Low),
-        ("medium", Quality::Medium),
-        ("high", Quality::High),
-        ("standard", Quality::Standard),
-        ("hd", Quality::Hd),
-    ];
-}
-
 /// OpenAI's `background`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum Background {
     Auto,
     Opaque,
     Transparent,
-}
-
-impl Choice for Background {
-    const ALLOWED: &'static [(&'static str, Background)] = &[
-        ("auto", Background::Auto),
-        ("opaque", Background::Opaque),
-        ("transparent", Background::Transparent),
-    ];
 }
 
 /// A parsed OpenAI image request: the job, and how to answer.
@@ -126,85 +102,94 @@ struct ImageJob {
     partial_images: u32,
 }
 
-/// Reads the fields generations and edits share. `images` is the init image and mask of an edit.
+/// An OpenAI Images request: the JSON body of a generation, or the text fields of an edit's form. OpenAI's own
+/// fields, then DiffuGen's extensions (the sd.cpp parameters OpenAI has no names for).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ImagesRequest {
+    prompt: Option<String>,
+    model: Option<String>,
+    n: Option<u32>,
+    size: Option<String>,
+    response_format: Option<ResponseFormat>,
+    output_format: Option<OutputFormat>,
+    output_compression: Option<u32>,
+    quality: Option<Quality>,
+    background: Option<Background>,
+    stream: Option<bool>,
+    partial_images: Option<u32>,
+    negative_prompt: Option<String>,
+    steps: Option<u32>,
+    cfg_scale: Option<f32>,
+    seed: Option<i64>,
+    sampler: Option<String>,
+    scheduler: Option<String>,
+    clip_skip: Option<i64>,
+    /// `"name:weight"` strings or `{"name", "weight"}` objects.
+    loras: Option<Vec<Value>>,
+    /// Edits: how much of the picture to repaint.
+    strength: Option<f32>,
+}
+
+/// Checks what the types alone do not (ranges, an empty prompt, unsupported choices) and builds the job. `images`
+/// is the init image and mask of an edit.
 fn parse(
     state: &AppState,
-    body: &Body,
+    body: ImagesRequest,
     images: Option<(Vec<u8>, Option<Vec<u8>>)>,
 ) -> Result<ImageJob, ApiError> {
-    let prompt = body.string("prompt")?.filter(|p| !p.trim().is_empty());
+    let prompt = body.prompt.filter(|p| !p.trim().is_empty());
     let prompt =
         prompt.ok_or_else(|| ApiError::invalid("prompt", "is required and must not be empty"))?;
-    let n = body.unsigned("n")?.unwrap_or(1);
+    let n = body.n.unwrap_or(1);
     if !(1..=10).contains(&n) {
         return Err(ApiError::invalid(
             "n",
             format!("must be from 1 to 10, got {n}"),
         ));
     }
-    let size = body
-        .string("size")?
-        .map(|s| parse_size(&s))
-        .transpose()?
-        .flatten();
-    let response_format = body
-        .one_of("response_format")?
-        .unwrap_or(ResponseFormat::B64Json);
-    let output_format = body.one_of("output_format")?.unwrap_or_default();
-    let compression = body.unsigned("output_compression")?;
+    let size = body.size.map(|s| parse_size(&s)).transpose()?.flatten();
+    let compression = body.output_compression;
     if compression.is_some_and(|c| c > 100) {
         return Err(ApiError::invalid(
             "output_compression",
             "must be from 0 to 100",
         ));
     }
-    let quality = body.one_of("quality")?.unwrap_or(Quality::Auto);
-    if body.one_of("background")? == Some(Background::Transparent) {
+    if body.background == Some(Background::Transparent) {
         return Err(ApiError::invalid(
             "background",
             "transparent backgrounds are not supported; use auto or opaque",
         ));
     }
-    let stream = match body.get("stream") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "stream",
-                format!("must be true or false, got {other}"),
-            ))
-        }
-    };
-    let partial_images = body.unsigned("partial_images")?.unwrap_or(0);
+    let stream = body.stream.unwrap_or(false);
+    let partial_images = body.partial_images.unwrap_or(0);
     if partial_images > 3 {
         return Err(ApiError::invalid(
             "partial_images",
             format!("must be from 0 to 3, got {partial_images}"),
         ));
     }
-
-    let model = state.model_for(body.string("model")?.as_deref())?;
-    let steps = body.unsigned("steps")?;
     let (init_image, mask) = match images {
         Some((init, mask)) => (Some(ImageInput::Bytes(init)), mask.map(ImageInput::Bytes)),
         None => (None, None),
     };
     let request = GenerateRequest {
-        model,
+        model: state.model_for(body.model.as_deref())?,
         prompt,
-        negative_prompt: body.string("negative_prompt")?,
+        negative_prompt: body.negative_prompt,
         width: size.map(|s| s.0),
         height: size.map(|s| s.1),
-        steps,
-        cfg_scale: body.number("cfg_scale")?,
-        sampler: body.string("sampler")?,
-        scheduler: body.string("scheduler")?,
-        seed: body.integer("seed")?,
+        steps: body.steps,
+        cfg_scale: body.cfg_scale,
+        sampler: body.sampler,
+        scheduler: body.scheduler,
+        seed: body.seed,
         count: Some(n),
-        clip_skip: body.integer("clip_skip")?.map(|c| c.clamp(-1, 12) as i32),
-        loras: body.loras()?,
+        clip_skip: body.clip_skip.map(|c| c.clamp(-1, 12) as i32),
+        loras: loras_from(body.loras.as_deref().unwrap_or_default())?,
         strength: if init_image.is_some() {
-            body.number("strength")?
+            body.strength
         } else {
             None
         },
@@ -219,10 +204,10 @@ fn parse(
     };
     Ok(ImageJob {
         request,
-        response_format,
-        output_format,
+        response_format: body.response_format.unwrap_or(ResponseFormat::B64Json),
+        output_format: body.output_format.unwrap_or_default(),
         compression,
-        quality,
+        quality: body.quality.unwrap_or(Quality::Auto),
         stream,
         partial_images,
     })
@@ -386,12 +371,9 @@ fn stream_response(
 pub async fn generations(
     State(state): State<AppState>,
     headers: HeaderMap,
-    JsonBody(value): JsonBody<Value>,
+    JsonBody(body): JsonBody<ImagesRequest>,
 ) -> Result<Response, ApiError> {
-    let map = value
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("body", "must be a JSON object"))?;
-    let job = parse(&state, &Body(map), None)?;
+    let job = parse(&state, body, None)?;
     respond(state, headers, job, "image_generation").await
 }
 
@@ -481,6 +463,7 @@ pub async fn edits(
             "is required: send the image to edit as `image` or `image[]`",
         )
     })?;
-    let job = parse(&state, &Body(&fields), Some((image, mask)))?;
+    let body = crate::body::from_fields::<ImagesRequest>(fields)?;
+    let job = parse(&state, body, Some((image, mask)))?;
     respond(state, headers, job, "image_edit").await
 }
