@@ -4,6 +4,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use diffugen_jobs::JobManager;
@@ -1841,5 +1842,85 @@ async fn a_field_of_the_wrong_type_is_refused_naming_it_in_every_dialect_and_a_b
         .await
         .unwrap();
     assert_eq!(answer["error"]["param"], "n", "{answer}");
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_paused_queue_holds_its_jobs_until_resumed_and_a_cancelled_job_can_be_put_back_in_line() {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let api = Api::start(None, 8).await;
+    let job = json!({"model": "tiny", "prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2, "threads": 2});
+    let get = |path: String| {
+        let (client, url) = (api.client.clone(), api.url(&path));
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            response.json::<Value>().await.unwrap()
+        }
+    };
+
+    let (status, paused) = api.post("/api/v1/queue/pause", json!({})).await;
+    assert_eq!(
+        (status, &paused),
+        (StatusCode::OK, &json!({"paused": true}))
+    );
+    assert_eq!(
+        get("/api/v1/queue/state".into()).await,
+        json!({"paused": true})
+    );
+    let (status, first) = api.post("/api/v1/jobs", job.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let first = first["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        get(format!("/api/v1/jobs/{first}")).await["state"],
+        "queued",
+        "a paused queue started a job"
+    );
+
+    // Cancelled while waiting, then put back in line: a new job with the same request.
+    let (status, _) = api
+        .post(&format!("/api/v1/jobs/{first}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, again) = api
+        .post(&format!("/api/v1/jobs/{first}/requeue"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again["state"], "queued");
+    assert_eq!(again["prompt"], "a lighthouse");
+    let again = again["id"].as_str().unwrap().to_string();
+    assert_ne!(again, first);
+    // A job still in line, or one that never was, cannot be put back.
+    let (status, refused) = api
+        .post(&format!("/api/v1/jobs/{again}/requeue"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "not_requeueable");
+    let (status, _) = api.post("/api/v1/jobs/job-none/requeue", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, resumed) = api.post("/api/v1/queue/resume", json!({})).await;
+    assert_eq!(
+        (status, &resumed),
+        (StatusCode::OK, &json!({"paused": false}))
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let info = get(format!("/api/v1/jobs/{again}")).await;
+        if info["state"] == "done" {
+            assert_eq!(info["outputs"].as_array().map(Vec::len), Some(1), "{info}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the requeued job did not run: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A finished image is remixed from the gallery, not put back in line.
+    let (status, _) = api
+        .post(&format!("/api/v1/jobs/{again}/requeue"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
     api.stop().await;
 }

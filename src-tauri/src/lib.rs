@@ -48,6 +48,10 @@ pub struct ConvertProgress(pub diffugen_engine::convert::ConvertUpdate);
 #[derive(Debug, Clone, Serialize, Deserialize, specta::Type, Event)]
 pub struct ModelsUpdate(pub ModelsChanged);
 
+/// The queue was paused (`true`) or resumed, from the window or another door.
+#[derive(Debug, Clone, Serialize, Deserialize, specta::Type, Event)]
+pub struct QueuePaused(pub bool);
+
 #[tauri::command]
 #[specta::specta]
 fn app_info(core: CoreState<'_>) -> AppInfo {
@@ -154,6 +158,26 @@ fn cancel_job(core: CoreState<'_>, id: String) -> Result<bool, AppError> {
 #[specta::specta]
 fn move_job(core: CoreState<'_>, id: String, position: u32) -> Result<(), AppError> {
     core.move_job(&id, position)
+}
+
+/// Puts a cancelled or failed job back in line (at `position` among the waiting jobs, else last); the new job's id.
+#[tauri::command]
+#[specta::specta]
+fn requeue_job(core: CoreState<'_>, id: String, position: Option<u32>) -> Result<String, AppError> {
+    core.requeue_job(&id, position)
+}
+
+/// Pauses (`true`) or resumes the queue; returns whether it is paused.
+#[tauri::command]
+#[specta::specta]
+fn set_queue_paused(core: CoreState<'_>, paused: bool) -> bool {
+    core.set_queue_paused(paused)
+}
+
+#[tauri::command]
+#[specta::specta]
+fn queue_paused(core: CoreState<'_>) -> bool {
+    core.queue_paused()
 }
 
 #[tauri::command]
@@ -350,6 +374,9 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             queue_history,
             cancel_job,
             move_job,
+            requeue_job,
+            set_queue_paused,
+            queue_paused,
             gallery_page,
             gallery_count,
             gallery_entry,
@@ -376,7 +403,8 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             VramUpdate,
             DownloadUpdate,
             ConvertProgress,
-            ModelsUpdate
+            ModelsUpdate,
+            QueuePaused
         ])
         // One TypeScript name per type: what the UI sends back (a remixed form, a query) has the shape it got.
         .disable_serde_phases()
@@ -483,6 +511,7 @@ pub fn run() -> ExitCode {
             };
             let handle = app.handle();
             forward(handle, core.job_events(), JobUpdate);
+            forward(handle, core.jobs().watch_paused(), QueuePaused);
             forward(handle, core.vram_events(), VramUpdate);
             forward(handle, core.download_events(), DownloadUpdate);
             forward(handle, core.convert_events(), ConvertProgress);

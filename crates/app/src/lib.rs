@@ -437,6 +437,25 @@ impl Core {
         }
     }
 
+    /// Puts a cancelled or failed job back in line (undo a cancel, run a failed job again); the new job's id.
+    pub fn requeue_job(&self, id: &str, position: Option<u32>) -> Result<String, AppError> {
+        Ok(self.runtime.jobs().requeue(id, position)?)
+    }
+
+    /// Pauses or resumes the queue (the running job finishes either way); returns whether it is paused.
+    pub fn set_queue_paused(&self, paused: bool) -> bool {
+        if paused {
+            self.runtime.jobs().pause();
+        } else {
+            self.runtime.jobs().resume();
+        }
+        self.queue_paused()
+    }
+
+    pub fn queue_paused(&self) -> bool {
+        self.runtime.jobs().is_paused()
+    }
+
     pub async fn gallery_page(&self, query: Query) -> Result<Page, AppError> {
         let gallery = self.gallery()?.clone();
         blocking(move || gallery.list(&query).map_err(AppError::from)).await

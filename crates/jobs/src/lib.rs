@@ -24,6 +24,10 @@ pub use store::{JobStore, StoreError};
 /// How many finished jobs stay queryable (and stay in the queue on disk).
 pub const HISTORY_KEPT: usize = 256;
 
+/// How many of the latest cancelled or failed jobs keep what they need to be put back in line
+/// ([`JobManager::requeue`]); older ones are history only.
+pub const UNDO_KEPT: usize = 16;
+
 /// Why a job was not accepted or not found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
@@ -34,6 +38,9 @@ pub enum QueueError {
     /// The job could not be written to the queue on disk, so it was not accepted.
     #[error("the job was not accepted: {0}")]
     Storage(String),
+    /// Only a cancelled or failed job can be put back in line, and only one of the latest few.
+    #[error("job '{id}' cannot be put back in line: {reason}")]
+    NotRequeueable { id: String, reason: String },
 }
 
 /// Where a job is in its life.
@@ -87,6 +94,8 @@ struct Shared {
     all: broadcast::Sender<JobEvent>,
     /// True while the runner waits for work with the GPU handed back (see [`JobManager::until_idle`]).
     idle: tokio::sync::watch::Sender<bool>,
+    /// Pauses and resumes, for every door's live view.
+    paused: broadcast::Sender<bool>,
 }
 
 /// What a job gets when it leaves something out, from the settings; changeable while the queue runs.
@@ -212,6 +221,7 @@ impl JobManager {
                 }),
                 wake: Notify::new(),
                 idle: tokio::sync::watch::channel(true).0,
+                paused: broadcast::channel(16).0,
                 all: broadcast::channel(4096).0,
             }),
         };
@@ -246,6 +256,8 @@ impl JobManager {
             );
             match saved.state {
                 JobState::Done | JobState::Failed | JobState::Cancelled => {
+                    // Putting an ended job back in line is for this run only.
+                    job.work = None;
                     job.state = saved.state;
                     job.finished = saved.finished;
                     job.events.extend(saved.last_event);
@@ -558,6 +570,64 @@ impl JobManager {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Puts a cancelled or failed job back in line as a new job with the same request, at `position` among the
+    /// waiting jobs (`None`: last). Undoes a cancel; runs a failed job again. Returns the new job's id.
+    pub fn requeue(&self, id: &str, position: Option<u32>) -> Result<String, QueueError> {
+        let (work, source) = {
+            let state = self.lock();
+            let job = state
+                .jobs
+                .get(id)
+                .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
+            let refuse = |reason: &str| QueueError::NotRequeueable {
+                id: id.to_string(),
+                reason: reason.to_string(),
+            };
+            match job.state {
+                JobState::Cancelled | JobState::Failed => {}
+                JobState::Queued | JobState::Running => return Err(refuse("it has not ended")),
+                JobState::Done => {
+                    return Err(refuse(
+                        "it is done; remix its image from the gallery to make it again",
+                    ))
+                }
+            }
+            let work = job.work.clone().ok_or_else(|| {
+                refuse("only the latest cancelled or failed jobs are kept; send it again")
+            })?;
+            (work, job.source.clone())
+        };
+        let (spec, destination) = work;
+        let new = self.submit(spec, destination, &source)?;
+        if let Some(position) = position {
+            self.move_to(&new, position)?;
+        }
+        Ok(new)
+    }
+
+    /// Stops taking new jobs: the running one finishes, the waiting ones wait (and new ones are still accepted).
+    pub fn pause(&self) {
+        self.lock().paused = true;
+        let _ = self.shared.paused.send(true);
+    }
+
+    /// Takes jobs again after [`JobManager::pause`].
+    pub fn resume(&self) {
+        self.lock().paused = false;
+        let _ = self.shared.paused.send(false);
+        self.shared.wake.notify_one();
+    }
+
+    /// Whether the queue is paused.
+    pub fn is_paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// Pauses and resumes as they happen (`true`: paused).
+    pub fn watch_paused(&self) -> broadcast::Receiver<bool> {
+        self.shared.paused.subscribe()
     }
 
     /// The defaults jobs get from the settings.

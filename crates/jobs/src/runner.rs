@@ -20,7 +20,11 @@ impl JobManager {
         loop {
             let next = {
                 let mut state = self.lock();
-                let next = state.queue.pop_front();
+                let next = if state.paused {
+                    None
+                } else {
+                    state.queue.pop_front()
+                };
                 if let Some(id) = &next {
                     self.shared.idle.send_replace(false);
                     state.running = Some(id.clone());

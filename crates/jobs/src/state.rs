@@ -88,6 +88,8 @@ pub(crate) struct State {
     pub(crate) next_id: u64,
     /// The queue on disk, when it has one.
     pub(crate) store: Option<Arc<JobStore>>,
+    /// While set, the runner takes no new job (the running one finishes).
+    pub(crate) paused: bool,
 }
 
 /// Moves an ended job to the history (once; later calls do nothing).
@@ -96,8 +98,11 @@ pub(crate) fn finish(state: &mut State, id: &str) {
         return;
     }
     if let Some(job) = state.jobs.get_mut(id) {
-        // What the runner needed (init images among it) is not kept for the history.
-        job.work = None;
+        // What the runner needed (init images among it) is not kept for the history — except for the last few
+        // cancelled or failed jobs, which can be put back in line (undo a cancel, run a failed job again).
+        if job.state == JobState::Done {
+            job.work = None;
+        }
         let at = now_unix();
         job.finished = Some(at);
         if let Some(store) = &state.store {
@@ -107,6 +112,15 @@ pub(crate) fn finish(state: &mut State, id: &str) {
         }
     }
     state.finished.push_back(id.to_string());
+    let mut undoable = 0;
+    for old in state.finished.iter().rev() {
+        if let Some(job) = state.jobs.get_mut(old).filter(|j| j.work.is_some()) {
+            undoable += 1;
+            if undoable > crate::UNDO_KEPT {
+                job.work = None;
+            }
+        }
+    }
     while state.finished.len() > HISTORY_KEPT {
         if let Some(old) = state.finished.pop_front() {
             state.jobs.remove(&old);

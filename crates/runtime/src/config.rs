@@ -305,6 +305,10 @@ impl Config {
         if values.get("theme").is_none_or(Value::is_null) {
             values.insert("theme".into(), "dark".into());
         }
+        if values.get("threads").is_none_or(Value::is_null) {
+            // What sd.cpp takes when a job names no number.
+            values.insert("threads".into(), diffugen_sd::physical_cores().into());
+        }
         values
             .into_iter()
             .map(|(key, mut value)| {
@@ -477,6 +481,9 @@ mod tests {
             (Value::from("restore"), Source::Default)
         );
         assert_eq!(show("api_key"), (Value::from("(set)"), Source::Env));
+        // A default is spelled out as the value in force: sd.cpp's thread count is the physical cores.
+        assert!(resolved["threads"].value.as_u64().is_some_and(|n| n >= 1));
+        assert_eq!(resolved["threads"].origin.source, Source::Default);
         assert_eq!(
             resolved["vram_policy"].origin.name.as_deref(),
             Some("DIFFUGEN_VRAM_POLICY")

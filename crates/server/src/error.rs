@@ -95,6 +95,9 @@ impl From<diffugen_jobs::QueueError> for ApiError {
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, error.to_string())
                     .code("storage_failed")
             }
+            diffugen_jobs::QueueError::NotRequeueable { .. } => {
+                ApiError::new(StatusCode::CONFLICT, error.to_string()).code("not_requeueable")
+            }
         }
     }
 }

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::body::LegacyBody;
 use crate::error::LegacyError;
 use crate::fields::{encode, DropIfQueued, OutputFormat};
-use crate::native::{enqueue, job_events};
+use crate::native::{enqueue_tuned, job_events};
 use crate::{ApiError, AppState};
 
 /// Which models a route may use.
@@ -62,34 +62,20 @@ fn choose_model(
     kind: Kind,
     requested: Option<String>,
 ) -> Result<String, ApiError> {
-    let entries = state.library().scan();
-    let usable = entries
-        .iter()
-        .filter(|e| e.error.is_none() && e.role == Role::Checkpoint);
     match requested.filter(|m| !m.trim().is_empty()) {
+        // Its family is checked once it is resolved (`submit`).
         Some(model) => {
             crate::model_id("model", model.trim())?;
-            let resolved = state
-                .library()
-                .resolve(model.trim())
-                .map_err(|e| ApiError::invalid("model", e.to_string()))?;
-            if !kind.accepts(resolved.family) {
-                return Err(ApiError::invalid(
-                    "model",
-                    format!(
-                        "'{model}' is a {} model; this route generates with {} models",
-                        resolved.family,
-                        kind.name()
-                    ),
-                ));
-            }
-            Ok(model)
+            Ok(model.trim().to_string())
         }
         None if kind == Kind::Any => Ok(state.model_for(None)?),
-        None => usable
-            .filter(|e| kind.accepts(e.family))
-            .map(|e| e.id.clone())
-            .next()
+        None => state
+            .library()
+            .scan()
+            .into_iter()
+            .filter(|e| e.error.is_none() && e.role == Role::Checkpoint)
+            .find(|e| kind.accepts(e.family))
+            .map(|e| e.id)
             .ok_or_else(|| {
                 ApiError::invalid("model", format!("no {} model is installed", kind.name()))
                     .code("model_not_found")
@@ -138,14 +124,31 @@ fn request_from(
     })
 }
 
+/// Our field names as the original routes' clients know them.
+fn legacy_field(field: &str) -> &str {
+    if field == "sampler" {
+        "sampling_method"
+    } else {
+        field
+    }
+}
+
 /// Validates a legacy body and queues it; errors name the fields as legacy clients send them.
 fn submit(state: &AppState, kind: Kind, body: LegacyRequest) -> Result<String, ApiError> {
     let request = request_from(state, kind, body)?;
-    enqueue(state, request, "legacy", |f| {
-        if f == "sampler" {
-            "sampling_method"
+    enqueue_tuned(state, request, "legacy", legacy_field, |request, model| {
+        if kind.accepts(model.family) {
+            Ok(())
         } else {
-            f
+            Err(ApiError::invalid(
+                "model",
+                format!(
+                    "'{}' is a {} model; this route generates with {} models",
+                    request.model,
+                    model.family,
+                    kind.name()
+                ),
+            ))
         }
     })
 }

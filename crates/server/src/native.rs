@@ -69,17 +69,18 @@ pub fn enqueue(
     source: &str,
     rename: impl Fn(&str) -> &str,
 ) -> Result<String, ApiError> {
-    enqueue_tuned(state, request, source, rename, |_, _| {})
+    enqueue_tuned(state, request, source, rename, |_, _| Ok(()))
 }
 
-/// [`enqueue`], letting `tune` fill what the dialect derives from the model (OpenAI's `quality` → steps) once the
-/// request's model is resolved — once, for the tuning and the validation alike.
+/// [`enqueue`], letting `tune` fill what the dialect derives from the model (OpenAI's `quality` → steps) or refuse
+/// a model the route does not take (the original `/generate/flux`) once the request's model is resolved — once,
+/// for the tuning and the validation alike.
 pub fn enqueue_tuned(
     state: &AppState,
     mut request: GenerateRequest,
     source: &str,
     rename: impl Fn(&str) -> &str,
-    tune: impl FnOnce(&mut GenerateRequest, &diffugen_models::ResolvedModel),
+    tune: impl FnOnce(&mut GenerateRequest, &diffugen_models::ResolvedModel) -> Result<(), ApiError>,
 ) -> Result<String, ApiError> {
     let model = if request.model.is_empty() {
         None
@@ -102,12 +103,16 @@ pub fn enqueue_tuned(
     // Validation decodes images and reads model headers: blocking work, kept off the threads that answer other
     // requests (`/health` among them) where the runtime allows it.
     let library = state.library();
-    let validate = || {
+    let validate = || -> Result<_, ApiError> {
         let model = library.resolve(request.model.trim());
         if let Ok(model) = &model {
-            tune(&mut request, model);
+            tune(&mut request, model)?;
         }
-        diffugen_engine::params::validate_resolved(&request, Some(model), &library)
+        Ok(diffugen_engine::params::validate_resolved(
+            &request,
+            Some(model),
+            &library,
+        ))
     };
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
@@ -116,7 +121,7 @@ pub fn enqueue_tuned(
     } else {
         validate()
     };
-    let spec = checked.map_err(|e| param_error(&e, rename))?;
+    let spec = checked?.map_err(|e| param_error(&e, rename))?;
     Ok(state.jobs().submit(
         spec,
         Destination::Folder(state.runtime.outputs_dir().to_path_buf()),
@@ -162,6 +167,47 @@ pub async fn cancel(
 ) -> Result<Json<Value>, ApiError> {
     let was_active = state.jobs().cancel(&id, "cancelled by an API client")?;
     Ok(Json(json!({ "id": id, "cancelled": was_active })))
+}
+
+/// `{"position": N}` (optional): where among the waiting jobs a requeued job goes; left out, last.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct RequeueBody {
+    position: Option<u32>,
+}
+
+/// `POST /api/v1/jobs/{id}/requeue`: a cancelled or failed job back in line as a new job (undo a cancel, run a
+/// failed job again) → 202 with the new job.
+pub async fn requeue(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    crate::body::OptionalJsonBody(body): crate::body::OptionalJsonBody<RequeueBody>,
+) -> Result<(StatusCode, Json<JobInfo>), ApiError> {
+    let position = body.and_then(|b| b.position);
+    let new = state.jobs().requeue(&id, position)?;
+    Ok((StatusCode::ACCEPTED, Json(state.jobs().get(&new)?)))
+}
+
+/// Whether the queue takes new jobs.
+fn queue_state(state: &AppState) -> Json<Value> {
+    Json(json!({ "paused": state.jobs().is_paused() }))
+}
+
+/// `GET /api/v1/queue/state`: `{"paused": bool}`.
+pub async fn get_queue_state(State(state): State<AppState>) -> Json<Value> {
+    queue_state(&state)
+}
+
+/// `POST /api/v1/queue/pause`: the running job finishes, the waiting ones wait until `resume`.
+pub async fn pause(State(state): State<AppState>) -> Json<Value> {
+    state.jobs().pause();
+    queue_state(&state)
+}
+
+/// `POST /api/v1/queue/resume`.
+pub async fn resume(State(state): State<AppState>) -> Json<Value> {
+    state.jobs().resume();
+    queue_state(&state)
 }
 
 fn sse_event(event: &JobEvent) -> Event {

@@ -245,6 +245,7 @@ async fn respond(
                 Quality::Medium | Quality::Standard => Some(base),
             };
         }
+        Ok(())
     })?;
     let guard = DropIfQueued {
         jobs: state.jobs().clone(),

@@ -24,6 +24,11 @@ export const commands = {
 	queueHistory: () => __TAURI_INVOKE<JobInfo[]>("queue_history"),
 	cancelJob: (id: string) => typedError<boolean, AppError>(__TAURI_INVOKE("cancel_job", { id })),
 	moveJob: (id: string, position: number) => typedError<null, AppError>(__TAURI_INVOKE("move_job", { id, position })),
+	/**  Puts a cancelled or failed job back in line (at `position` among the waiting jobs, else last); the new job's id. */
+	requeueJob: (id: string, position: number | null) => typedError<string, AppError>(__TAURI_INVOKE("requeue_job", { id, position })),
+	/**  Pauses (`true`) or resumes the queue; returns whether it is paused. */
+	setQueuePaused: (paused: boolean) => __TAURI_INVOKE<boolean>("set_queue_paused", { paused }),
+	queuePaused: () => __TAURI_INVOKE<boolean>("queue_paused"),
 	galleryPage: (query: Query) => typedError<Page, AppError>(__TAURI_INVOKE("gallery_page", { query })),
 	galleryCount: (query: Query) => typedError<number, AppError>(__TAURI_INVOKE("gallery_count", { query })),
 	galleryEntry: (id: number) => typedError<Entry, AppError>(__TAURI_INVOKE("gallery_entry", { id })),
@@ -59,6 +64,7 @@ export const events = {
 	downloadUpdate: makeEvent<DownloadUpdate, DownloadUpdate>("download-update"),
 	jobUpdate: makeEvent<JobUpdate, JobUpdate>("job-update"),
 	modelsUpdate: makeEvent<ModelsUpdate, ModelsUpdate>("models-update"),
+	queuePaused: makeEvent<QueuePaused, QueuePaused>("queue-paused"),
 	vramUpdate: makeEvent<VramUpdate, VramUpdate>("vram-update"),
 };
 
@@ -646,6 +652,9 @@ export type Query = {
 	/**  List the trash instead of the gallery. */
 	trashed?: boolean,
 };
+
+/**  The queue was paused (`true`) or resumed, from the window or another door. */
+export type QueuePaused = boolean;
 
 /**  What part a file plays. */
 export type Role = 

@@ -123,6 +123,8 @@ export const app = $state({
   current: null as string | null,
   /** Finished, failed and cancelled jobs of every source, newest first (`queue_history`). */
   history: [] as JobInfo[],
+  /** Whether the queue is paused (by this window or the HTTP API): the running job finishes, no waiting job starts. */
+  paused: false,
   /** The gallery's boards, with their image counts. */
   boards: [] as Board[],
   downloads: [] as PullInfo[],
@@ -433,6 +435,48 @@ export function adoptAppJobs(): void {
   if (running && !app.current) app.current = running.id;
 }
 
+/** Pauses or resumes the queue; the core's answer (and its `queuePaused` event) is what the window shows. */
+export async function setPaused(paused: boolean): Promise<void> {
+  app.paused = await commands.setQueuePaused(paused);
+}
+
+/**
+ * Puts a cancelled or failed job back in line as a new job with the same request: at `position` among the waiting
+ * jobs (0 = next), or last when null. The new job is this window's own when the old one was. Throws the core's error.
+ */
+export async function requeue(id: string, position: number | null): Promise<string> {
+  const newId = await call(commands.requeueJob(id, position));
+  if (isOwn(id)) trackOwnJob(newId);
+  await refreshQueue();
+  void refreshHistory().catch(() => {});
+  return newId;
+}
+
+/**
+ * Cancels a job. A waiting one can be taken back: a toast offers "Undo", which puts it back in line (as a new job)
+ * where it stood among the waiting jobs. Returns whether the core cancelled it; errors are shown as toasts.
+ */
+export async function cancelJob(id: string): Promise<boolean> {
+  const waiting = app.queue.filter((j) => j.state === "queued");
+  const index = waiting.findIndex((j) => j.id === id);
+  const wasWaiting = index >= 0 || (!app.queue.some((j) => j.id === id) && app.jobs[id]?.state === "queued");
+  const position = index >= 0 ? index : null;
+  try {
+    await call(commands.cancelJob(id));
+  } catch (e) {
+    toastError(e);
+    return false;
+  }
+  if (wasWaiting) {
+    toast("Job cancelled", "info", {
+      label: "Undo",
+      run: () => void requeue(id, position).catch(toastError),
+    });
+  }
+  void refreshQueue().catch(toastError);
+  return true;
+}
+
 export async function refreshDownloads(): Promise<void> {
   app.downloads = await commands.listDownloads();
 }
@@ -656,6 +700,10 @@ export async function start(): Promise<() => void> {
     events.convertProgress.listen((e) => applyConvertUpdate(e.payload)),
     // A model copied into (or removed from) a model folder: list them again, no rescan by hand.
     events.modelsUpdate.listen(() => void refreshModels()),
+    // Paused or resumed from any door: this window, the HTTP API.
+    events.queuePaused.listen((e) => {
+      app.paused = e.payload;
+    }),
   ]);
   const loads = await Promise.allSettled([
     commands.appInfo().then((info) => {
@@ -667,6 +715,9 @@ export async function start(): Promise<() => void> {
     refreshModels(),
     refreshQueue(),
     refreshHistory(),
+    commands.queuePaused().then((paused) => {
+      app.paused = paused;
+    }),
     refreshDownloads(),
     call(commands.vram()).then((snapshot) => {
       app.vram = snapshot;

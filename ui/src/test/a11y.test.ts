@@ -252,6 +252,26 @@ describe("accessibility (axe-core)", () => {
     await expectNoAxeViolations(container);
   });
 
+  it("the paused Queue panel, with Run again and a cancel's Undo toast, has no axe violations", async () => {
+    reset();
+    app.paused = true;
+    mockCore({
+      queue: () => [jobInfo("b", { position: 0 })],
+      cancel_job: () => true,
+      queue_history: () => [jobInfo("e", { state: "failed", finished: 1_760_000_200, error: "out of memory" })],
+    });
+    await refreshQueue();
+    const { container } = render(Queue);
+    const toasts = render(Toasts).container;
+    await screen.findByRole("button", { name: /^Run again/ });
+    expect(screen.getByTestId("queue-paused-banner")).toBeTruthy();
+    await fireEvent.click(screen.getByRole("button", { name: "Cancel job 1: prompt of b" }));
+    await screen.findByRole("button", { name: "Undo" });
+    await expectNoAxeViolations(container);
+    await expectNoAxeViolations(toasts);
+    app.paused = false;
+  });
+
   it("the Models panel has no axe violations", async () => {
     reset();
     app.info = info;

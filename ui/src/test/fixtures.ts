@@ -187,6 +187,9 @@ export function mockCore(overrides: Record<string, Handler> = {}) {
     gallery_boards: () => [],
     queue_history: (): JobInfo[] => [],
     plan_model: () => plan(),
+    queue_paused: () => false,
+    set_queue_paused: (args) => args.paused === true,
+    requeue_job: () => "requeued-1",
   };
   mockConvertFileSrc("linux");
   mockIPC(
