@@ -57,6 +57,7 @@ fn our_png_with(
         memory: Default::default(),
         plan: None,
         step_cache: None,
+        hires: None,
     };
     edit(&mut record);
     let image = diffugen_sd::RgbImage {

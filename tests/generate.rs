@@ -345,3 +345,66 @@ fn models_convert_makes_a_q8_0_copy_that_is_listed_and_renders() {
         stderr(&part)
     );
 }
+
+#[test]
+fn a_hires_pass_doubles_the_size_reports_both_passes_steps_and_is_written_into_the_parameters() {
+    let ws = Workspace::new();
+    let file = ws.path("hires.png");
+    let (events, output) = ws.generate_json(&[
+        "--prompt",
+        "a lighthouse",
+        "--seed",
+        "3",
+        "--hires-scale",
+        "2",
+        "--hires-steps",
+        "2",
+        "--hires-denoise",
+        "0.5",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let written = outputs(&events);
+    assert_eq!(pixels(&written[0].path).dimensions(), (128, 128));
+    assert_eq!((written[0].width, written[0].height), (128, 128));
+    // Both passes' steps, once each and in order, counted out of both: the first pass's 2 of the planned 2 + 2,
+    // then the hires pass's after them (as many as sd.cpp reports running), ending at the total.
+    let steps: Vec<(u32, u32)> = events
+        .iter()
+        .filter_map(|e| match e.stage {
+            Stage::Sampling { step, steps, .. } if step > 0 => Some((step, steps)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(&steps[..2], &[(1, 4), (2, 4)], "{steps:?}");
+    assert!(steps.len() > 2, "no hires steps: {steps:?}");
+    for (i, (step, _)) in steps.iter().enumerate() {
+        assert_eq!(*step, i as u32 + 1, "{steps:?}");
+    }
+    let (last, total) = steps[steps.len() - 1];
+    assert_eq!(last, total, "{steps:?}");
+    let text = read_png_text(&file).unwrap();
+    let parameters = &text.iter().find(|(k, _)| k == PARAMETERS_KEY).unwrap().1;
+    for field in [
+        "Size: 64x64",
+        "Denoising strength: 0.5",
+        "Hires upscale: 2",
+        "Hires steps: 2",
+        "Hires upscaler: Latent",
+    ] {
+        assert!(
+            parameters.contains(field),
+            "missing '{field}' in {parameters}"
+        );
+    }
+
+    // A size beyond what the model takes is refused naming the flag's field, before any render.
+    let (_, refused) = ws.generate_json(&["--prompt", "x", "--hires-scale", "40"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("hires.scale"),
+        "{}",
+        stderr(&refused)
+    );
+}

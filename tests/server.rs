@@ -1924,3 +1924,77 @@ async fn a_paused_queue_holds_its_jobs_until_resumed_and_a_cancelled_job_can_be_
     assert_eq!(status, StatusCode::CONFLICT);
     api.stop().await;
 }
+
+#[tokio::test]
+async fn a1111_hires_fix_and_the_job_apis_hires_pass_return_the_larger_image_and_unsupported_hires_options_are_named(
+) {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let api = Api::start(None, 8).await;
+    let (status, body) = api
+        .post(
+            "/sdapi/v1/txt2img",
+            json!({"prompt": "a harbour", "width": 64, "height": 64, "steps": 2, "seed": 4,
+                   "enable_hr": true, "hr_scale": 2, "hr_upscaler": "Latent", "hr_second_pass_steps": 2,
+                   "denoising_strength": 0.6}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(body["images"][0].as_str().unwrap())
+        .unwrap();
+    let image = image::load_from_memory(&png).unwrap();
+    assert_eq!((image.width(), image.height()), (128, 128));
+    let info: Value = serde_json::from_str(body["info"].as_str().unwrap()).unwrap();
+    let infotext = info["infotexts"][0].as_str().unwrap();
+    assert!(infotext.contains("Hires upscale: 2"), "{infotext}");
+    assert!(infotext.contains("Denoising strength: 0.6"), "{infotext}");
+
+    for (field, extra) in [
+        ("hr_upscaler", json!({"hr_upscaler": "R-ESRGAN 4x+"})),
+        ("hr_prompt", json!({"hr_prompt": "something else"})),
+        ("hr_scale", json!({"hr_scale": 9})),
+    ] {
+        let mut request =
+            json!({"prompt": "x", "width": 64, "height": 64, "steps": 1, "enable_hr": true});
+        for (k, v) in extra.as_object().unwrap() {
+            request[k] = v.clone();
+        }
+        let (status, body) = api.post("/sdapi/v1/txt2img", request).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(field),
+            "{field}: {body}"
+        );
+    }
+
+    // The job API: `hires` on the request, the output at its size.
+    let (status, job) = api
+        .post(
+            "/api/v1/jobs",
+            json!({"model": "tiny", "prompt": "a harbour", "width": 64, "height": 64, "steps": 2,
+                   "hires": {"width": 128, "height": 192, "upscaler": "lanczos", "steps": 1}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let events = api
+        .text(&format!(
+            "/api/v1/jobs/{}/events",
+            job["id"].as_str().unwrap()
+        ))
+        .await;
+    let done = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .find(|e| e["phase"] == "done")
+        .unwrap_or_else(|| panic!("no done event: {events}"));
+    assert_eq!(
+        (&done["outputs"][0]["width"], &done["outputs"][0]["height"]),
+        (&json!(128), &json!(192)),
+        "{done}"
+    );
+    api.stop().await;
+}

@@ -2,7 +2,9 @@
 //! `f64`/`u32` (JavaScript has no 64-bit integers); images cross as data URLs of the files the user dropped.
 
 use base64::Engine as _;
-use diffugen_engine::params::{ImageInput, LoraRequest, PreviewRequest, MAX_SEED};
+use diffugen_engine::params::{
+    HiresRequest, HiresUpscaler, ImageInput, LoraRequest, PreviewRequest, MAX_SEED,
+};
 use diffugen_engine::GenerateRequest;
 use diffugen_gallery::Entry;
 use serde::{Deserialize, Serialize};
@@ -42,6 +44,18 @@ pub struct GenerateForm {
     /// mmap, step cache); empty leaves them to the model card, the settings and the planner.
     #[serde(default)]
     pub memory: diffugen_models::MemoryOptions,
+    /// A hires pass (text-to-image): the final size as this many times the first pass (1 to 4); `None`: none.
+    #[serde(default)]
+    pub hires_scale: Option<f64>,
+    /// How the first pass is enlarged [default: latent].
+    #[serde(default)]
+    pub hires_upscaler: Option<HiresUpscaler>,
+    /// The second pass's steps [default: the first pass's].
+    #[serde(default)]
+    pub hires_steps: Option<u32>,
+    /// How much the second pass repaints, above 0 to 1 [default: 0.7].
+    #[serde(default)]
+    pub hires_denoise: Option<f64>,
 }
 
 fn data_url(field: &str, url: &str) -> Result<ImageInput, AppError> {
@@ -86,6 +100,14 @@ impl GenerateForm {
             count: self.count,
             clip_skip: None,
             memory: self.memory.clone(),
+            hires: self.hires_scale.map(|scale| HiresRequest {
+                scale: Some(scale as f32),
+                width: None,
+                height: None,
+                upscaler: self.hires_upscaler,
+                steps: self.hires_steps,
+                denoising_strength: self.hires_denoise.map(|d| d as f32),
+            }),
             loras: self
                 .loras
                 .iter()
@@ -152,6 +174,10 @@ impl GenerateForm {
             init_image,
             mask: None,
             memory: diffugen_models::MemoryOptions::default(),
+            hires_scale: None,
+            hires_upscaler: None,
+            hires_steps: None,
+            hires_denoise: None,
         }
     }
 }

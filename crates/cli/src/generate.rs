@@ -71,6 +71,25 @@ pub struct GenerateArgs {
     /// Write into this folder with generated names [default: <data dir>/outputs]
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
+    /// Hires fix: a second, larger pass at this many times the size (1 to 4, e.g. 2)
+    #[arg(long, value_name = "N")]
+    hires_scale: Option<f32>,
+    /// Hires fix: the final width instead of a scale (the height follows the aspect ratio unless given)
+    #[arg(long, value_name = "PX")]
+    hires_width: Option<u32>,
+    /// Hires fix: the final height instead of a scale
+    #[arg(long, value_name = "PX")]
+    hires_height: Option<u32>,
+    /// Hires fix: how the first pass is enlarged: latent (default), latent_nearest, latent_nearest_exact,
+    /// latent_antialiased, latent_bicubic, latent_bicubic_antialiased, lanczos, nearest
+    #[arg(long, value_name = "UPSCALER")]
+    hires_upscaler: Option<diffugen_engine::params::HiresUpscaler>,
+    /// Hires fix: sampling steps of the second pass [default: the first pass's]
+    #[arg(long, value_name = "N")]
+    hires_steps: Option<u32>,
+    /// Hires fix: how much of the enlarged image the second pass repaints, above 0 to 1 [default: 0.7]
+    #[arg(long, value_name = "STRENGTH")]
+    hires_denoise: Option<f32>,
     /// Emit live previews every N steps (with --json: `preview` events carrying a PNG).
     #[arg(long, value_name = "N")]
     preview_every: Option<u32>,
@@ -181,6 +200,26 @@ fn parse_lora(text: &str) -> Result<LoraRequest, String> {
 }
 
 impl GenerateArgs {
+    /// The hires pass the `--hires-*` flags ask for (any of them turns it on).
+    fn hires(&self) -> Option<diffugen_engine::params::HiresRequest> {
+        let asked = self.hires_scale.is_some()
+            || self.hires_width.is_some()
+            || self.hires_height.is_some()
+            || self.hires_upscaler.is_some()
+            || self.hires_steps.is_some()
+            || self.hires_denoise.is_some();
+        asked.then(|| diffugen_engine::params::HiresRequest {
+            scale: self.hires_scale.or_else(|| {
+                (self.hires_width.is_none() && self.hires_height.is_none()).then_some(2.0)
+            }),
+            width: self.hires_width,
+            height: self.hires_height,
+            upscaler: self.hires_upscaler,
+            steps: self.hires_steps,
+            denoising_strength: self.hires_denoise,
+        })
+    }
+
     /// What these flags set in the configuration (where Ollama is, the VRAM policy).
     pub fn flags(&self) -> Flags {
         self.ollama.flags().merge(self.vram.flags())
@@ -216,6 +255,7 @@ pub fn run(config: &Config, args: GenerateArgs) -> Result<ExitCode, String> {
             interval,
         }),
         memory: args.memory.options()?,
+        hires: args.hires(),
     };
     if let Some(url) = &args.server {
         return remote(&args, request, url);

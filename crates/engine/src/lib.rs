@@ -11,6 +11,7 @@ pub mod a1111;
 pub mod convert;
 pub mod estimate;
 pub mod events;
+pub mod hires;
 pub mod job;
 pub mod lora;
 pub mod memory;

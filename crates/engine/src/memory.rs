@@ -217,10 +217,12 @@ pub fn resources(gpu: Option<(f64, f64)>) -> Resources {
 /// Plans `spec` for `resources` and keeps the plan in it for the worker.
 pub fn plan_job(spec: &mut crate::JobSpec, resources: &Resources) -> Result<Plan, String> {
     let shape = plan::shape_of(&spec.components, spec.family)?;
+    // The hires pass is the larger one: it sets the peak.
+    let (width, height) = spec.output_size();
     let job = Job {
-        width: spec.width,
-        height: spec.height,
-        steps: spec.steps,
+        width,
+        height,
+        steps: spec.total_steps(),
         cfg: spec.cfg_scale > 1.0,
     };
     let plan = plan::plan(&shape, &job, resources, &spec.memory.constraints());

@@ -53,6 +53,9 @@ pub struct Record {
     /// The step cache sd.cpp ran (`ucache`/`easycache` and its threshold).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_cache: Option<diffugen_models::StepCache>,
+    /// The hires pass (the image is its size; `width`/`height` are the first pass's, as A1111 writes them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hires: Option<crate::params::HiresSpec>,
 }
 
 /// A LoRA as recorded.
@@ -102,6 +105,7 @@ impl Record {
             memory: spec.memory.options.clone(),
             plan: spec.memory.plan.as_ref().map(|p| p.summary()),
             step_cache: spec.memory.cache,
+            hires: spec.hires,
         }
     }
 
@@ -127,6 +131,16 @@ impl Record {
         fields.push(format!("Model: {}", self.model));
         if let Some(strength) = self.strength {
             fields.push(format!("Denoising strength: {strength}"));
+        }
+        if let Some(hires) = &self.hires {
+            fields.push(format!("Denoising strength: {}", hires.denoising_strength));
+            if hires.width == (self.width as f32 * hires.scale).round() as u32 {
+                fields.push(format!("Hires upscale: {}", hires.scale));
+            } else {
+                fields.push(format!("Hires resize: {}x{}", hires.width, hires.height));
+            }
+            fields.push(format!("Hires steps: {}", hires.steps));
+            fields.push(format!("Hires upscaler: {}", hires.upscaler.a1111_name()));
         }
         if self.clip_skip > 0 {
             fields.push(format!("Clip skip: {}", self.clip_skip));

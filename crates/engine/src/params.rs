@@ -9,6 +9,7 @@ use diffugen_models::{Components, Library, MemoryOptions};
 use diffugen_sd::{SAMPLERS, SCHEDULERS};
 use serde::{Deserialize, Serialize};
 
+pub use crate::hires::{HiresRequest, HiresSpec, HiresUpscaler, HIRES_UPSCALERS};
 use crate::lora;
 use crate::raw::RawImage;
 
@@ -108,6 +109,9 @@ pub struct GenerateRequest {
     /// Memory and speed options (placement, VRAM budget, VAE tiling, flash attention, mmap, step cache).
     #[serde(default, skip_serializing_if = "MemoryOptions::is_empty")]
     pub memory: MemoryOptions,
+    /// A second, larger pass (text-to-image only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hires: Option<HiresRequest>,
 }
 
 /// A LoRA resolved to its file.
@@ -151,6 +155,22 @@ pub struct JobSpec {
     /// The memory options asked for (request over model card), checked; the plan is made when the job runs.
     #[serde(default)]
     pub memory: crate::memory::MemorySpec,
+    /// A second, larger pass; the images come out at its size.
+    #[serde(default)]
+    pub hires: Option<HiresSpec>,
+}
+
+impl JobSpec {
+    /// The size of the images the job writes: the hires pass's when it has one.
+    pub fn output_size(&self) -> (u32, u32) {
+        self.hires
+            .map_or((self.width, self.height), |h| (h.width, h.height))
+    }
+
+    /// Sampling steps over every pass.
+    pub fn total_steps(&self) -> u32 {
+        self.steps + self.hires.map_or(0, |h| h.steps)
+    }
 }
 
 /// One invalid field.
@@ -541,6 +561,17 @@ pub fn validate_resolved(
         }
     }
 
+    let hires = request.hires.as_ref().and_then(|hires| {
+        crate::hires::resolve(
+            hires,
+            (width, height),
+            steps,
+            multiple,
+            init.is_some(),
+            &mut |f, m| check.fail(&format!("hires.{f}"), m),
+        )
+    });
+
     let memory = model.as_ref().map(|m| {
         let options = request.memory.or(&m.defaults.memory);
         match crate::memory::MemorySpec::checked(options, m.family, &m.components) {
@@ -589,6 +620,7 @@ pub fn validate_resolved(
         mask_source: mask.and_then(|(_, source)| source),
         preview: request.preview.clone(),
         memory: memory.unwrap_or_default(),
+        hires,
     })
 }
 

@@ -316,10 +316,10 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .start(
                 &spec.model_id,
-                spec.steps,
+                spec.total_steps(),
                 spec.count,
-                spec.width,
-                spec.height,
+                spec.output_size().0,
+                spec.output_size().1,
                 started,
             );
         let result = self

@@ -34,6 +34,12 @@ pub struct Tracker {
     steps: u32,
     last_step: u32,
     step_clock: Option<Instant>,
+    /// The hires pass's steps (0: no hires pass). Its steps are reported after the first pass's, out of both.
+    hires_steps: u32,
+    /// The first pass's steps once the hires pass has begun.
+    hires_offset: Option<u32>,
+    /// The image the hires pass is on, and of how many.
+    hires_image: (u32, u32),
 }
 
 impl Default for Tracker {
@@ -46,6 +52,9 @@ impl Default for Tracker {
             steps: 0,
             last_step: 0,
             step_clock: None,
+            hires_steps: 0,
+            hires_offset: None,
+            hires_image: (1, 1),
         }
     }
 }
@@ -61,11 +70,12 @@ fn parse_pair(text: &str, after: &str) -> Option<(u32, u32)> {
 }
 
 impl Tracker {
-    /// Starts a job of `steps` sampling steps per image.
-    pub fn begin(&mut self, steps: u32) -> Vec<Stage> {
+    /// Starts a job of `steps` sampling steps per image, then `hires_steps` more per image in a hires pass (0: none).
+    pub fn begin(&mut self, steps: u32, hires_steps: u32) -> Vec<Stage> {
         *self = Tracker {
-            steps,
+            steps: steps + hires_steps,
             phase: Phase::Encoding,
+            hires_steps,
             ..Tracker::default()
         };
         Vec::new()
@@ -87,7 +97,7 @@ impl Tracker {
             Phase::Sampling { image, images } => Some(Stage::Sampling {
                 image,
                 images,
-                step: self.last_step,
+                step: self.hires_offset.unwrap_or(0) + self.last_step,
                 steps: self.steps,
                 seconds_per_step: None,
             }),
@@ -126,6 +136,32 @@ impl Tracker {
             self.step_clock = Some(Instant::now());
             return self.current().into_iter().collect();
         }
+        // The hires pass: every image again, its steps counted after the first pass's.
+        if text.contains("hires fix: upscaling to") && self.hires_steps > 0 {
+            let images = match self.phase {
+                Phase::Sampling { images, .. } => images,
+                _ => 1,
+            };
+            self.hires_offset = Some(self.steps - self.hires_steps);
+            self.hires_image = (1, images);
+            self.phase = Phase::Sampling { image: 1, images };
+            self.last_step = 0;
+            self.step_clock = Some(Instant::now());
+            return Vec::new();
+        }
+        if let (Some((done, images)), Some(_)) =
+            (parse_pair(text, "hires sampling"), self.hires_offset)
+        {
+            if done < images {
+                self.hires_image = (done + 1, images);
+                self.phase = Phase::Sampling {
+                    image: done + 1,
+                    images,
+                };
+                self.last_step = 0;
+            }
+            return Vec::new();
+        }
         if text.contains("decoding ") && text.contains(" latents") {
             self.phase = Phase::Decoding;
             return vec![Stage::Decoding];
@@ -160,19 +196,30 @@ impl Tracker {
             }
             return Vec::new();
         }
+        // A pixel-space hires upscale decodes the first pass in between: its steps are sampling again.
+        if let (Phase::Decoding, Some(_)) = (self.phase, self.hires_offset) {
+            let (image, images) = self.hires_image;
+            self.phase = Phase::Sampling { image, images };
+        }
         let Phase::Sampling { image, images } = self.phase else {
             return Vec::new();
         };
         if step == 0 || step <= self.last_step || step > steps {
             return Vec::new();
         }
-        // img2img runs fewer steps than asked (strength): trust sd.cpp's count.
+        let raw_step = step;
+        let (step, steps) = match self.hires_offset {
+            // The hires pass: after the first pass's steps, out of both.
+            Some(offset) => (offset + step, offset + steps),
+            // img2img runs fewer steps than asked (strength): trust sd.cpp's count.
+            None => (step, steps + self.hires_steps),
+        };
         self.steps = steps;
         let now = Instant::now();
         let elapsed = self.step_clock.map(|t| now.duration_since(t).as_secs_f64());
-        let seconds_per_step = elapsed.map(|e| e / f64::from(step - self.last_step));
+        let seconds_per_step = elapsed.map(|e| e / f64::from(raw_step - self.last_step));
         self.step_clock = Some(now);
-        self.last_step = step;
+        self.last_step = raw_step;
         vec![Stage::Sampling {
             image,
             images,
@@ -224,7 +271,7 @@ mod tests {
     fn lazy_loading_inside_sampling_is_reported_as_loading_not_as_steps() {
         // The order sd.cpp really produces on a cold first job (observed with the test model).
         let mut t = Tracker::default();
-        let mut out = t.begin(2);
+        let mut out = t.begin(2, 0);
         out.extend(t.on_log("loading 196/610 tensors from /m.gguf"));
         out.extend(t.on_progress(0, 196));
         out.extend(t.on_progress(196, 196));
@@ -268,7 +315,7 @@ mod tests {
     #[test]
     fn a_repeated_or_out_of_range_step_is_not_reported_twice() {
         let mut t = Tracker::default();
-        t.begin(3);
+        t.begin(3, 0);
         t.on_log("generating image: 1/1 - seed 5");
         assert_eq!(t.on_progress(1, 3).len(), 1);
         assert!(t.on_progress(1, 3).is_empty());

@@ -104,6 +104,26 @@ pub fn image_request(spec: &JobSpec) -> Result<ImageRequest, String> {
             StepCache::Ucache { threshold } => Cache::Ucache { threshold },
             StepCache::Easycache { threshold } => Cache::Easycache { threshold },
         }),
+        hires: spec.hires.map(|h| {
+            use crate::params::HiresUpscaler as U;
+            use diffugen_sd::HiresUpscaler as Sd;
+            diffugen_sd::Hires {
+                upscaler: match h.upscaler {
+                    U::Latent => Sd::Latent,
+                    U::LatentNearest => Sd::LatentNearest,
+                    U::LatentNearestExact => Sd::LatentNearestExact,
+                    U::LatentAntialiased => Sd::LatentAntialiased,
+                    U::LatentBicubic => Sd::LatentBicubic,
+                    U::LatentBicubicAntialiased => Sd::LatentBicubicAntialiased,
+                    U::Lanczos => Sd::Lanczos,
+                    U::Nearest => Sd::Nearest,
+                },
+                width: h.width,
+                height: h.height,
+                steps: h.steps,
+                denoising_strength: h.denoising_strength,
+            }
+        }),
     })
 }
 
@@ -408,7 +428,7 @@ fn generate(
     tracker
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .begin(spec.steps);
+        .begin(spec.steps, spec.hires.map_or(0, |h| h.steps));
     if was_resident {
         send(
             out,

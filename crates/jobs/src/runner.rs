@@ -271,8 +271,8 @@ pub fn needed_vram(spec: &JobSpec) -> f64 {
             diffugen_models::plan::full_gpu_need(
                 &spec.components,
                 spec.family,
-                spec.width,
-                spec.height,
+                spec.output_size().0,
+                spec.output_size().1,
                 spec.cfg_scale > 1.0,
             )
         },

@@ -56,6 +56,35 @@ pub enum Cache {
     Easycache { threshold: f32 },
 }
 
+/// How the first pass is enlarged before the hires pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HiresUpscaler {
+    /// In latent space (bilinear), the usual choice.
+    Latent,
+    LatentNearest,
+    LatentNearestExact,
+    LatentAntialiased,
+    LatentBicubic,
+    LatentBicubicAntialiased,
+    /// Decoded, enlarged as pixels (Lanczos), encoded again.
+    Lanczos,
+    /// Decoded, enlarged as pixels (nearest neighbour), encoded again.
+    Nearest,
+}
+
+/// A second, larger pass over the first pass's result (A1111's "hires fix").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hires {
+    pub upscaler: HiresUpscaler,
+    /// The final size (multiples of the model's size multiple).
+    pub width: u32,
+    pub height: u32,
+    /// Sampling steps of the second pass; 0 takes the first pass's.
+    pub steps: u32,
+    /// How much of the enlarged image the second pass repaints, 0..1.
+    pub denoising_strength: f32,
+}
+
 /// An 8-bit image in row-major order with 1 (mask) or 3 (RGB) channels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RgbImage {
@@ -144,6 +173,7 @@ pub struct ImageRequest {
     pub loras: Vec<LoraWeight>,
     pub vae_tiling: Option<Tiling>,
     pub cache: Option<Cache>,
+    pub hires: Option<Hires>,
 }
 
 impl Default for ImageRequest {
@@ -167,6 +197,7 @@ impl Default for ImageRequest {
             loras: Vec::new(),
             vae_tiling: None,
             cache: None,
+            hires: None,
         }
     }
 }
@@ -324,6 +355,26 @@ impl Context {
             };
             raw.cache.mode = mode;
             raw.cache.reuse_threshold = threshold;
+        }
+        if let Some(hires) = &request.hires {
+            use sys::sd_hires_upscaler_t as U;
+            raw.hires.enabled = true;
+            raw.hires.upscaler = match hires.upscaler {
+                HiresUpscaler::Latent => U::SD_HIRES_UPSCALER_LATENT,
+                HiresUpscaler::LatentNearest => U::SD_HIRES_UPSCALER_LATENT_NEAREST,
+                HiresUpscaler::LatentNearestExact => U::SD_HIRES_UPSCALER_LATENT_NEAREST_EXACT,
+                HiresUpscaler::LatentAntialiased => U::SD_HIRES_UPSCALER_LATENT_ANTIALIASED,
+                HiresUpscaler::LatentBicubic => U::SD_HIRES_UPSCALER_LATENT_BICUBIC,
+                HiresUpscaler::LatentBicubicAntialiased => {
+                    U::SD_HIRES_UPSCALER_LATENT_BICUBIC_ANTIALIASED
+                }
+                HiresUpscaler::Lanczos => U::SD_HIRES_UPSCALER_LANCZOS,
+                HiresUpscaler::Nearest => U::SD_HIRES_UPSCALER_NEAREST,
+            };
+            raw.hires.target_width = i32::try_from(hires.width).unwrap_or(i32::MAX);
+            raw.hires.target_height = i32::try_from(hires.height).unwrap_or(i32::MAX);
+            raw.hires.steps = i32::try_from(hires.steps).unwrap_or(i32::MAX);
+            raw.hires.denoising_strength = hires.denoising_strength;
         }
 
         // SAFETY: `raw` points into `prompt`, `negative`, `loras`, `lora_paths` and the request's images, all alive

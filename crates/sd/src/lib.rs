@@ -12,7 +12,9 @@ pub use callbacks::{
     clear_callbacks, set_log_handler, set_preview_handler, set_progress_handler, LogLevel,
     PreviewMode,
 };
-pub use context::{Cache, Context, ContextParams, ImageRequest, LoraWeight, RgbImage, Tiling};
+pub use context::{
+    Cache, Context, ContextParams, Hires, HiresUpscaler, ImageRequest, LoraWeight, RgbImage, Tiling,
+};
 pub use names::{sampler_names, scheduler_names, SAMPLERS, SCHEDULERS};
 
 /// What can go wrong when talking to sd.cpp.

@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine as _;
 use diffugen_engine::a1111;
-use diffugen_engine::params::{ImageInput, LoraRequest, PreviewRequest};
+use diffugen_engine::params::{
+    HiresRequest, HiresUpscaler, ImageInput, LoraRequest, PreviewRequest,
+};
 use diffugen_engine::{GenerateRequest, Stage};
 use diffugen_jobs::{JobState, Outcome};
 use diffugen_models::Role;
@@ -28,6 +30,11 @@ fn a1111_field(field: &str) -> &str {
         "sampler" => "sampler_name",
         "init_image" => "init_images",
         "strength" => "denoising_strength",
+        "hires.scale" => "hr_scale",
+        "hires.width" => "hr_resize_x",
+        "hires.height" => "hr_resize_y",
+        "hires.steps" => "hr_second_pass_steps",
+        "hires.denoising_strength" => "denoising_strength",
         other => other,
     }
 }
@@ -79,6 +86,82 @@ struct A1111Request {
     denoising_strength: Option<f32>,
     /// `sd_model_checkpoint`, `CLIP_stop_at_last_layers` and DiffuGen's memory options.
     override_settings: Option<Map<String, Value>>,
+    /// Hires fix (txt2img): a second pass at `hr_scale` times the size (or `hr_resize_x` × `hr_resize_y`).
+    enable_hr: Option<bool>,
+    hr_scale: Option<f32>,
+    hr_upscaler: Option<String>,
+    hr_second_pass_steps: Option<u32>,
+    hr_resize_x: Option<u32>,
+    hr_resize_y: Option<u32>,
+    /// Hires options DiffuGen cannot honour: refused when set rather than ignored.
+    hr_checkpoint_name: Option<String>,
+    hr_sampler_name: Option<String>,
+    hr_scheduler: Option<String>,
+    hr_prompt: Option<String>,
+    hr_negative_prompt: Option<String>,
+}
+
+/// A1111's hires fields as DiffuGen's hires pass; `None` without `enable_hr`. Options it cannot honour are refused
+/// by name.
+fn hires_from(body: &A1111Request) -> std::result::Result<Option<HiresRequest>, ApiError> {
+    if body.enable_hr != Some(true) {
+        return Ok(None);
+    }
+    let first_pass = |field: &str, value: &Option<String>, what: &str| match value.as_deref() {
+        Some(text)
+            if !text.trim().is_empty()
+                && !text.eq_ignore_ascii_case("use same checkpoint")
+                && !text.eq_ignore_ascii_case("use same sampler")
+                && !text.eq_ignore_ascii_case("use same scheduler") =>
+        {
+            Err(ApiError::invalid(
+                field,
+                format!("the hires pass uses the first pass's {what}; leave {field} out"),
+            ))
+        }
+        _ => Ok(()),
+    };
+    first_pass("hr_checkpoint_name", &body.hr_checkpoint_name, "model")?;
+    first_pass("hr_sampler_name", &body.hr_sampler_name, "sampler")?;
+    first_pass("hr_scheduler", &body.hr_scheduler, "scheduler")?;
+    first_pass("hr_prompt", &body.hr_prompt, "prompt")?;
+    first_pass(
+        "hr_negative_prompt",
+        &body.hr_negative_prompt,
+        "negative prompt",
+    )?;
+    let upscaler = match body.hr_upscaler.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(name) => Some(HiresUpscaler::from_a1111(name).ok_or_else(|| {
+            let names: Vec<&str> = diffugen_engine::params::HIRES_UPSCALERS
+                .iter()
+                .map(|(_, n)| *n)
+                .collect();
+            ApiError::invalid(
+                "hr_upscaler",
+                format!(
+                    "'{name}' is not available; use one of {} (model upscalers such as ESRGAN are not supported yet)",
+                    names.join(", ")
+                ),
+            )
+        })?),
+    };
+    let (width, height) = match (
+        body.hr_resize_x.filter(|&x| x > 0),
+        body.hr_resize_y.filter(|&y| y > 0),
+    ) {
+        (None, None) => (None, None),
+        sides => sides,
+    };
+    Ok(Some(HiresRequest {
+        scale: (width.is_none() && height.is_none()).then(|| body.hr_scale.unwrap_or(2.0)),
+        width,
+        height,
+        upscaler,
+        steps: body.hr_second_pass_steps.filter(|&s| s > 0),
+        // In txt2img, A1111's denoising strength is the hires pass's.
+        denoising_strength: body.denoising_strength,
+    }))
 }
 
 fn request_from(
@@ -86,6 +169,7 @@ fn request_from(
     body: A1111Request,
     img2img: bool,
 ) -> std::result::Result<GenerateRequest, ApiError> {
+    let hires = if img2img { None } else { hires_from(&body)? };
     let overrides = body.override_settings.unwrap_or_default();
     let model = overrides
         .get("sd_model_checkpoint")
@@ -162,6 +246,7 @@ fn request_from(
         strength,
         threads: None,
         memory: memory_overrides(&overrides)?,
+        hires,
         // Cheap latent previews feed /sdapi/v1/progress's current_image.
         preview: Some(PreviewRequest {
             mode: diffugen_engine::params::PreviewMode::Proj,

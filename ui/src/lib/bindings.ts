@@ -316,6 +316,14 @@ export type GenerateForm = {
 	 *  mmap, step cache); empty leaves them to the model card, the settings and the planner.
 	 */
 	memory?: MemoryOptions,
+	/**  A hires pass (text-to-image): the final size as this many times the first pass (1 to 4); `None`: none. */
+	hires_scale?: number | null,
+	/**  How the first pass is enlarged [default: latent]. */
+	hires_upscaler?: HiresUpscaler | null,
+	/**  The second pass's steps [default: the first pass's]. */
+	hires_steps?: number | null,
+	/**  How much the second pass repaints, above 0 to 1 [default: 0.7]. */
+	hires_denoise?: number | null,
 };
 
 /**  One GPU, its used memory split by owner. */
@@ -353,6 +361,15 @@ export type GpuStatus = {
 	/**  Bytes held by DiffuGen: NVML's per-process figures, or the engine's estimate without NVML. */
 	diffugen_bytes: number | null,
 };
+
+/**  How the first pass is enlarged before the hires pass (A1111's "Hires upscaler"). */
+export type HiresUpscaler = 
+/**  In latent space (bilinear): A1111's "Latent", the usual choice. */
+"latent" | "latent_nearest" | "latent_nearest_exact" | "latent_antialiased" | "latent_bicubic" | "latent_bicubic_antialiased" | 
+/**  Decoded, enlarged as pixels with Lanczos, encoded again. */
+"lanczos" | 
+/**  Decoded, enlarged as pixels (nearest neighbour), encoded again. */
+"nearest";
 
 /**  One moment of a job's life. */
 export type JobEvent = {

@@ -25,6 +25,7 @@ import { isConnectionFailure, plainError } from "./errors";
 import { dataUrlSize } from "./images";
 import type { PickedImage, Size } from "./images";
 import { emptyMemory, normalMemory } from "./memory";
+import { isHiresUpscaler } from "./hires";
 import { stagePercent, stepEta } from "./progress";
 
 export type View = "generate" | "gallery" | "queue" | "models" | "settings";
@@ -103,6 +104,10 @@ export function emptyForm(): GenerateForm {
     mask: null,
     strength: null,
     memory: emptyMemory(),
+    hires_scale: null,
+    hires_upscaler: null,
+    hires_steps: null,
+    hires_denoise: null,
   };
 }
 
@@ -234,6 +239,10 @@ type SavedForm = Pick<
   | "seed"
   | "count"
   | "loras"
+  | "hires_scale"
+  | "hires_upscaler"
+  | "hires_steps"
+  | "hires_denoise"
 > & { seed_locked: boolean };
 
 function savedForm(): SavedForm {
@@ -250,6 +259,10 @@ function savedForm(): SavedForm {
     seed: form.seed,
     count: form.count,
     loras: form.loras.map((l) => ({ name: l.name, weight: l.weight })),
+    hires_scale: form.hires_scale ?? null,
+    hires_upscaler: form.hires_upscaler ?? null,
+    hires_steps: form.hires_steps ?? null,
+    hires_denoise: form.hires_denoise ?? null,
     seed_locked: draft.seedLocked,
   };
 }
@@ -276,7 +289,7 @@ function readSavedForm(): Partial<SavedForm> | null {
   for (const key of ["sampler", "scheduler"] as const) {
     if (isStringOrNull(r[key])) out[key] = r[key];
   }
-  for (const key of ["width", "height", "steps", "cfg_scale", "seed", "count"] as const) {
+  for (const key of ["width", "height", "steps", "cfg_scale", "seed", "count", "hires_scale", "hires_steps", "hires_denoise"] as const) {
     if (isNumberOrNull(r[key])) out[key] = r[key];
   }
   if (Array.isArray(r.loras)) {
@@ -284,6 +297,7 @@ function readSavedForm(): Partial<SavedForm> | null {
       .filter((l): l is { name: string; weight: number | null } => typeof l?.name === "string" && isNumberOrNull(l?.weight))
       .map((l) => ({ name: l.name, weight: l.weight }));
   }
+  if (r.hires_upscaler === null || isHiresUpscaler(r.hires_upscaler)) out.hires_upscaler = r.hires_upscaler;
   if (typeof r.seed_locked === "boolean") out.seed_locked = r.seed_locked;
   return out;
 }

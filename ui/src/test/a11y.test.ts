@@ -195,6 +195,30 @@ describe("accessibility (axe-core)", () => {
     await expectNoAxeViolations(container);
   });
 
+  it("the Generate panel with the hires fix on, a hires error, and disabled by an init image has no axe violations", async () => {
+    reset();
+    mockCore({
+      generate: () => {
+        throw { field: "hires.scale", message: "must be from 1 to 4, got 5" };
+      },
+    });
+    await start();
+    const { container } = render(Generate);
+    await screen.findByText("tiny");
+    await fireEvent.click(screen.getByTestId("hires-toggle"));
+    await fireEvent.click(screen.getByLabelText("Hires fix: a second, larger pass"));
+    await expectNoAxeViolations(container);
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "a fox" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(screen.getByTestId("hires-scale").getAttribute("aria-invalid")).toBe("true"));
+    await expectNoAxeViolations(container);
+    await fireEvent.click(screen.getByTestId("advanced-toggle"));
+    await fireEvent.change(screen.getByTestId("init-image-input"), { target: { files: [pngFile("photo.png", 512, 512)] } });
+    await waitFor(() => expect(form.init_image).not.toBeNull());
+    await screen.findByTestId("hires-init-note");
+    await expectNoAxeViolations(container);
+  });
+
   it("the Gallery panel with a selection and its board menu open has no axe violations", async () => {
     reset();
     app.view = "gallery";

@@ -641,3 +641,136 @@ describe("Generate: img2img in view", () => {
     expect(draft.init).toBeNull();
   });
 });
+
+describe("Generate: hires fix", () => {
+  async function enableHires() {
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "a castle" } });
+    const toggle = screen.getByTestId("hires-toggle");
+    expect(toggle.getAttribute("aria-expanded")).toBe("false");
+    await fireEvent.click(toggle);
+    await fireEvent.click(screen.getByLabelText("Hires fix: a second, larger pass"));
+  }
+
+  it("is off by default: the form sends hires_scale null and none of the other hires settings", async () => {
+    const calls = await setup({ generate: () => "job-h0" });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "a castle" } });
+    expect(screen.queryByTestId("hires-enable")).toBeNull();
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.some((c) => c.cmd === "generate")).toBe(true));
+    const sent = sentForm(calls);
+    expect(sent.hires_scale).toBeNull();
+    expect("hires_upscaler" in sent).toBe(false);
+    expect("hires_steps" in sent).toBe(false);
+    expect("hires_denoise" in sent).toBe(false);
+  });
+
+  it("enabled at the default 2×, sends hires_scale 2 and shows the doubled size", async () => {
+    const calls = await setup({ generate: () => "job-h1" });
+    await fireEvent.change(screen.getByTestId("size"), { target: { value: "custom" } });
+    await fireEvent.input(screen.getByTestId("width"), { target: { value: "512" } });
+    await fireEvent.input(screen.getByTestId("height"), { target: { value: "768" } });
+    await enableHires();
+    expect(screen.getByTestId<HTMLSelectElement>("hires-scale").value).toBe("2");
+    expect(screen.getByTestId("hires-size").textContent).toBe("512×768 → 1024×1536");
+    expect(screen.getByTestId("hires-summary").textContent).toContain("1024×1536");
+    expect(screen.getByTestId<HTMLInputElement>("hires-denoise").value).toBe("0.7");
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.some((c) => c.cmd === "generate")).toBe(true));
+    const sent = sentForm(calls);
+    expect(sent.hires_scale).toBe(2);
+    expect("hires_upscaler" in sent).toBe(false);
+    expect("hires_steps" in sent).toBe(false);
+    expect("hires_denoise" in sent).toBe(false);
+  });
+
+  it("sends the chosen scale, upscaler, second-pass steps and denoising strength", async () => {
+    const calls = await setup({ generate: () => "job-h2" });
+    await enableHires();
+    await fireEvent.change(screen.getByLabelText("Scale"), { target: { value: "1.5" } });
+    expect(screen.getByTestId("hires-size").textContent).toMatch(/→ 768×768$/);
+    const upscaler = screen.getByLabelText<HTMLSelectElement>("Upscaler");
+    expect([...upscaler.options].map((o) => o.textContent)).toContain("Latent (nearest)");
+    await fireEvent.change(upscaler, { target: { value: "lanczos" } });
+    await fireEvent.input(screen.getByLabelText("Hires steps"), { target: { value: "12" } });
+    await fireEvent.input(screen.getByLabelText("Denoising strength"), { target: { value: "0.45" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.some((c) => c.cmd === "generate")).toBe(true));
+    expect(sentForm(calls)).toMatchObject({ hires_scale: 1.5, hires_upscaler: "lanczos", hires_steps: 12, hires_denoise: 0.45 });
+  });
+
+  it("turned off again, sends hires_scale null", async () => {
+    const calls = await setup({ generate: () => "job-h3" });
+    await enableHires();
+    await fireEvent.input(screen.getByLabelText("Hires steps"), { target: { value: "12" } });
+    await fireEvent.click(screen.getByLabelText("Hires fix: a second, larger pass"));
+    expect(screen.queryByTestId("hires-scale")).toBeNull();
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.some((c) => c.cmd === "generate")).toBe(true));
+    const sent = sentForm(calls);
+    expect(sent.hires_scale).toBeNull();
+    expect("hires_steps" in sent).toBe(false);
+  });
+
+  it("shows the core's hires.scale error at the hires scale, and opens the section to show it", async () => {
+    const calls = await setup({
+      generate: () => {
+        throw { field: "hires.scale", message: "must be from 1 to 4, got 5" };
+      },
+    });
+    await enableHires();
+    await fireEvent.click(screen.getByTestId("hires-toggle"));
+    expect(screen.queryByTestId("hires-scale")).toBeNull();
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.some((c) => c.cmd === "generate")).toBe(true));
+    const scale = await screen.findByTestId("hires-scale");
+    await waitFor(() => expect(scale.getAttribute("aria-invalid")).toBe("true"));
+    expect(describedBy(scale)).toContain("Hires scale must be from 1 to 4, got 5");
+    expect(scale.classList.contains("invalid")).toBe(true);
+    expect(scale.closest(".field")?.querySelector('[data-testid="form-error"]')?.textContent).toBe("Hires scale must be from 1 to 4, got 5");
+    await fireEvent.change(scale, { target: { value: "3" } });
+    expect(screen.queryByTestId("form-error")).toBeNull();
+  });
+
+  it("shows a refused second-pass steps count at the hires steps", async () => {
+    const calls = await setup({
+      generate: () => {
+        throw { field: "hires.steps", message: "must be from 1 to 150, got 400" };
+      },
+    });
+    await enableHires();
+    await fireEvent.input(screen.getByLabelText("Hires steps"), { target: { value: "40" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.some((c) => c.cmd === "generate")).toBe(true));
+    const steps = screen.getByLabelText("Hires steps");
+    await waitFor(() => expect(steps.getAttribute("aria-invalid")).toBe("true"));
+    expect(describedBy(steps)).toBe("Hires steps must be from 1 to 150, got 400");
+  });
+
+  it("refuses second-pass steps out of 1 to 150 without calling the core", async () => {
+    const calls = await setup();
+    await enableHires();
+    await fireEvent.input(screen.getByLabelText("Hires steps"), { target: { value: "0" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    const steps = screen.getByLabelText("Hires steps");
+    await waitFor(() => expect(steps.getAttribute("aria-invalid")).toBe("true"));
+    expect(describedBy(steps)).toMatch(/^Hires steps must be a whole number from 1 to 150/);
+    expect(calls.some((c) => c.cmd === "generate")).toBe(false);
+  });
+
+  it("with an init image, the toggle is disabled and says why, and no hires pass is sent", async () => {
+    const calls = await setup({ generate: () => "job-h4" });
+    await enableHires();
+    await fireEvent.click(screen.getByText(/Sampler, LoRAs, img2img/));
+    await fireEvent.change(screen.getByTestId("init-image-input"), { target: { files: [pngFile("photo.png", 512, 512)] } });
+    await waitFor(() => expect(form.init_image).not.toBeNull());
+    const enable = screen.getByLabelText<HTMLInputElement>("Hires fix: a second, larger pass");
+    expect(enable.disabled).toBe(true);
+    expect(enable.checked).toBe(false);
+    expect(describedBy(enable)).toMatch(/Text-to-image only/);
+    expect(screen.queryByTestId("hires-scale")).toBeNull();
+    expect(screen.queryByTestId("hires-summary")).toBeNull();
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.some((c) => c.cmd === "generate")).toBe(true));
+    expect(sentForm(calls).hires_scale).toBeNull();
+  });
+});

@@ -113,4 +113,36 @@ describe("Generate: the form survives a restart", () => {
     expect(screen.getByTestId<HTMLInputElement>("seed").value).toBe("99");
     expect(screen.getByTestId("seed-lock").getAttribute("aria-pressed")).toBe("true");
   });
+  it("keeps the hires fix like the other advanced fields, and Reset clears it", async () => {
+    const stop = await open();
+    await fireEvent.click(screen.getByTestId("hires-toggle"));
+    await fireEvent.click(screen.getByLabelText("Hires fix: a second, larger pass"));
+    await fireEvent.change(screen.getByLabelText("Scale"), { target: { value: "3" } });
+    await fireEvent.change(screen.getByLabelText("Upscaler"), { target: { value: "latent_bicubic" } });
+    await fireEvent.input(screen.getByLabelText("Hires steps"), { target: { value: "9" } });
+    await fireEvent.input(screen.getByLabelText("Denoising strength"), { target: { value: "0.5" } });
+    restart(stop);
+
+    await open();
+    expect(form).toMatchObject({ hires_scale: 3, hires_upscaler: "latent_bicubic", hires_steps: 9, hires_denoise: 0.5 });
+    // Collapsed, the section still says a hires pass is on.
+    expect(screen.getByTestId("hires-summary").textContent).toContain("3×");
+    await fireEvent.click(screen.getByTestId("hires-toggle"));
+    expect(screen.getByLabelText<HTMLSelectElement>("Upscaler").value).toBe("latent_bicubic");
+
+    await fireEvent.click(screen.getByTestId("reset-form"));
+    expect(form).toMatchObject({ hires_scale: null, hires_upscaler: null, hires_steps: null, hires_denoise: null });
+    expect(screen.getByLabelText<HTMLInputElement>("Hires fix: a second, larger pass").checked).toBe(false);
+    expect(screen.queryByTestId("hires-summary")).toBeNull();
+    app.toasts.find((t) => t.action?.label === "Undo")!.action!.run();
+    await waitFor(() => expect(form.hires_scale).toBe(3));
+  });
+
+  it("ignores a saved hires upscaler it does not know", async () => {
+    localStorage.setItem(FORM_KEY, JSON.stringify({ prompt: "p", hires_scale: 2, hires_upscaler: "esrgan", hires_steps: "x" }));
+    await open();
+    expect(form.hires_scale).toBe(2);
+    expect(form.hires_upscaler).toBeNull();
+    expect(form.hires_steps).toBeNull();
+  });
 });
