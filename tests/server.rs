@@ -65,6 +65,20 @@ impl Api {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `POST /v1/images/edits` with a multipart form.
+    async fn edit(&self, form: reqwest::multipart::Form) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url("/v1/images/edits"))
+            .bearer_auth("")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// The queue as `GET /api/v1/queue` lists it.
     async fn queue(&self) -> Value {
         let response = self
@@ -953,16 +967,7 @@ async fn edits_take_a_multipart_image_and_mask_and_return_an_image_of_the_reques
         .text("steps", "2")
         .text("strength", "0.6")
         .text("response_format", "b64_json");
-    let response = api
-        .client
-        .post(api.url("/v1/images/edits"))
-        .bearer_auth("")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
+    let (status, body) = api.edit(form).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let png = base64::engine::general_purpose::STANDARD
         .decode(body["data"][0]["b64_json"].as_str().unwrap())
@@ -991,28 +996,13 @@ async fn edits_take_a_multipart_image_and_mask_and_return_an_image_of_the_reques
         )
         .text("prompt", "the same, at night")
         .text("steps", "1");
-    let body: Value = api
-        .client
-        .post(api.url("/v1/images/edits"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, body) = api.edit(form).await;
     assert_eq!(body["size"], "192x64", "{body}");
 
     let form = Form::new().text("prompt", "no image");
-    let response = api
-        .client
-        .post(api.url("/v1/images/edits"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    assert_openai_error(&response.json().await.unwrap(), Some("image"));
+    let (status, body) = api.edit(form).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_openai_error(&body, Some("image"));
     api.stop().await;
 }
 
@@ -1831,16 +1821,7 @@ async fn a_field_of_the_wrong_type_is_refused_naming_it_in_every_dialect_and_a_b
             "image",
             reqwest::multipart::Part::bytes(png_bytes(64, 64, false)).file_name("in.png"),
         );
-    let answer: Value = api
-        .client
-        .post(api.url("/v1/images/edits"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, answer) = api.edit(form).await;
     assert_eq!(answer["error"]["param"], "n", "{answer}");
     api.stop().await;
 }
