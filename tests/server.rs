@@ -1930,6 +1930,40 @@ async fn a1111_hires_fix_and_the_job_apis_hires_pass_return_the_larger_image_and
     assert!(infotext.contains("Hires upscale: 2"), "{infotext}");
     assert!(infotext.contains("Denoising strength: 0.6"), "{infotext}");
 
+    // What an A1111 client offers as hr_upscaler: the pixel upscalers and the latent modes.
+    let names = |list: Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let upscalers = names(
+        api.client
+            .get(api.url("/sdapi/v1/upscalers"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(upscalers, ["Lanczos", "Nearest", "None"]);
+    let latent = names(
+        api.client
+            .get(api.url("/sdapi/v1/latent-upscale-modes"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap(),
+    );
+    assert!(
+        latent.contains(&"Latent (nearest)".to_string()),
+        "{latent:?}"
+    );
+
     for (field, extra) in [
         ("hr_upscaler", json!({"hr_upscaler": "R-ESRGAN 4x+"})),
         ("hr_prompt", json!({"hr_prompt": "something else"})),

@@ -132,6 +132,8 @@ fn hires_from(body: &A1111Request) -> std::result::Result<Option<HiresRequest>, 
     )?;
     let upscaler = match body.hr_upscaler.as_deref().map(str::trim) {
         None | Some("") => None,
+        // A1111's "None" resizes the pixels plainly (Lanczos).
+        Some(name) if name.eq_ignore_ascii_case("none") => Some(HiresUpscaler::Lanczos),
         Some(name) => Some(HiresUpscaler::from_a1111(name).ok_or_else(|| {
             let names: Vec<&str> = diffugen_engine::params::HIRES_UPSCALERS
                 .iter()
@@ -420,6 +422,28 @@ pub async fn schedulers() -> Json<Value> {
     let list: Vec<Value> = a1111::SCHEDULERS
         .iter()
         .map(|(label, sd)| json!({ "name": sd, "label": label, "aliases": null, "default_rho": -1, "need_inner_model": false }))
+        .collect();
+    Json(Value::Array(list))
+}
+
+/// `GET /sdapi/v1/upscalers`: what a hires pass can enlarge pixels with (no upscaler models yet: no ESRGAN).
+pub async fn upscalers() -> Json<Value> {
+    let list: Vec<Value> = diffugen_engine::params::HIRES_UPSCALERS
+        .iter()
+        .filter(|(u, _)| matches!(u, HiresUpscaler::Lanczos | HiresUpscaler::Nearest))
+        .map(|(_, name)| *name)
+        .chain(["None"])
+        .map(|name| json!({ "name": name, "model_name": null, "model_path": null, "model_url": null, "scale": 4 }))
+        .collect();
+    Json(Value::Array(list))
+}
+
+/// `GET /sdapi/v1/latent-upscale-modes`: the latent upscalers of a hires pass.
+pub async fn latent_upscale_modes() -> Json<Value> {
+    let list: Vec<Value> = diffugen_engine::params::HIRES_UPSCALERS
+        .iter()
+        .filter(|(u, _)| !matches!(u, HiresUpscaler::Lanczos | HiresUpscaler::Nearest))
+        .map(|(_, name)| json!({ "name": name }))
         .collect();
     Json(Value::Array(list))
 }

@@ -220,6 +220,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/sdapi/v1/samplers", get(a1111::samplers))
         .route("/sdapi/v1/schedulers", get(a1111::schedulers))
+        .route("/sdapi/v1/upscalers", get(a1111::upscalers))
+        .route(
+            "/sdapi/v1/latent-upscale-modes",
+            get(a1111::latent_upscale_modes),
+        )
         .route("/sdapi/v1/loras", get(a1111::loras))
         .route("/sdapi/v1/progress", get(a1111::progress))
         .route("/sdapi/v1/interrupt", post(a1111::interrupt))
