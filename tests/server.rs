@@ -79,15 +79,15 @@ impl Api {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// A GET's JSON body.
+    async fn get_json(&self, path: &str) -> Value {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
     /// The queue as `GET /api/v1/queue` lists it.
     async fn queue(&self) -> Value {
-        let response = self
-            .client
-            .get(self.url("/api/v1/queue"))
-            .send()
-            .await
-            .unwrap();
-        response.json().await.unwrap()
+        self.get_json("/api/v1/queue").await
     }
 
     /// A GET's body as text (an SSE stream read to its end).
@@ -198,15 +198,7 @@ async fn a_url_response_points_at_the_served_file_and_nothing_outside_the_output
 #[tokio::test]
 async fn models_are_listed_with_their_real_ids() {
     let api = Api::start(None, 32).await;
-    let body: Value = api
-        .client
-        .get(api.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = api.get_json("/v1/models").await;
     assert_eq!(body["object"], "list");
     assert_eq!(body["data"][0]["id"], "tiny");
     api.stop().await;
@@ -442,15 +434,7 @@ async fn the_job_api_streams_typed_events_and_replays_them_to_a_late_subscriber(
     let replayed = event_names(&replay);
     assert_eq!(replayed, names, "a late subscriber sees the same events");
 
-    let info: Value = api
-        .client
-        .get(api.url(&format!("/api/v1/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = api.get_json(&format!("/api/v1/jobs/{id}")).await;
     assert_eq!(info["state"], "done");
     assert!(info["outputs"][0]["path"]
         .as_str()
@@ -562,15 +546,7 @@ async fn the_job_api_takes_images_in_the_request_and_opens_no_file_a_client_name
         .await
         .unwrap();
     assert!(events.contains("event: done"), "{events}");
-    let info: Value = api
-        .client
-        .get(api.url(&format!("/api/v1/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = api.get_json(&format!("/api/v1/jobs/{id}")).await;
     let written = image::open(info["outputs"][0]["path"].as_str().unwrap()).unwrap();
     assert_eq!(
         (written.width(), written.height()),
@@ -698,15 +674,7 @@ async fn a_full_queue_answers_429_with_retry_after_and_a_queued_job_can_be_cance
             (status, body["cancelled"].as_bool()),
             (StatusCode::OK, Some(true))
         );
-        let info: Value = api
-            .client
-            .get(api.url(&format!("/api/v1/jobs/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let info: Value = api.get_json(&format!("/api/v1/jobs/{id}")).await;
         assert_eq!(info["state"], "cancelled");
     }
     let ws_outputs = api.ws.path("outputs");
@@ -791,28 +759,12 @@ async fn an_a1111_client_reads_options_then_gets_real_images_from_txt2img_and_im
 #[tokio::test]
 async fn a1111_model_lists_samplers_and_option_changes_use_a1111_names_and_errors() {
     let api = Api::start(None, 32).await;
-    let models: Value = api
-        .client
-        .get(api.url("/sdapi/v1/sd-models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = api.get_json("/sdapi/v1/sd-models").await;
     assert_eq!(models[0]["model_name"], "tiny");
     for key in ["title", "hash", "sha256", "filename", "config"] {
         assert!(models[0].get(key).is_some(), "sd-models entry lacks {key}");
     }
-    let samplers: Value = api
-        .client
-        .get(api.url("/sdapi/v1/samplers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let samplers: Value = api.get_json("/sdapi/v1/samplers").await;
     let names: Vec<&str> = samplers
         .as_array()
         .unwrap()
@@ -877,15 +829,7 @@ async fn a1111_progress_follows_real_steps_with_a_preview_and_interrupt_stops_th
     });
     let mut seen = None;
     for _ in 0..600 {
-        let progress: Value = api
-            .client
-            .get(api.url("/sdapi/v1/progress"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let progress: Value = api.get_json("/sdapi/v1/progress").await;
         if progress["state"]["sampling_step"].as_u64() >= Some(2)
             && !progress["current_image"].is_null()
         {
@@ -914,15 +858,7 @@ async fn a1111_progress_follows_real_steps_with_a_preview_and_interrupt_stops_th
         Some(0),
         "an interrupted job returns no images: {body}"
     );
-    let idle: Value = api
-        .client
-        .get(api.url("/sdapi/v1/progress"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let idle: Value = api.get_json("/sdapi/v1/progress").await;
     assert_eq!(idle["progress"], 0.0);
     api.stop().await;
 }
@@ -1099,25 +1035,9 @@ async fn the_original_generate_routes_answer_in_their_own_shape_and_pick_models_
         (StatusCode::BAD_REQUEST, Some("prompt"))
     );
 
-    let images: Value = api
-        .client
-        .get(api.url("/images"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let images: Value = api.get_json("/images").await;
     assert_eq!(images["images"].as_array().unwrap().len(), 2);
-    let models: Value = api
-        .client
-        .get(api.url("/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = api.get_json("/models").await;
     assert_eq!(models["default_model"], "tiny");
     assert_eq!(models["models"][0]["family"], "sdxs");
     api.stop().await;
@@ -1183,15 +1103,7 @@ async fn the_streaming_twins_send_real_step_progress_then_complete_then_done() {
 #[tokio::test]
 async fn the_openapi_document_is_valid_and_describes_exactly_the_routes_the_server_mounts() {
     let api = Api::start(None, 32).await;
-    let served: Value = api
-        .client
-        .get(api.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served: Value = api.get_json("/openapi.json").await;
     let doc: openapiv3::OpenAPI =
         serde_json::from_value(served.clone()).expect("a valid OpenAPI 3.0 document");
 
@@ -1446,15 +1358,7 @@ async fn memory_options_arrive_through_the_job_api_and_a1111_override_settings_a
         events.contains("event: plan") && events.contains("VAE tiled"),
         "{events}"
     );
-    let info: Value = api
-        .client
-        .get(api.url(&format!("/api/v1/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = api.get_json(&format!("/api/v1/jobs/{id}")).await;
     let path = info["outputs"][0]["path"].as_str().unwrap().to_string();
     let texts = diffugen_engine::output::read_png_text(std::path::Path::new(&path)).unwrap();
     let (_, text) = texts
@@ -1831,13 +1735,6 @@ async fn a_paused_queue_holds_its_jobs_until_resumed_and_a_cancelled_job_can_be_
     let _gpu = support::ONE_AT_A_TIME.lock().await;
     let api = Api::start(None, 8).await;
     let job = json!({"model": "tiny", "prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2, "threads": 2});
-    let get = |path: String| {
-        let (client, url) = (api.client.clone(), api.url(&path));
-        async move {
-            let response = client.get(url).send().await.unwrap();
-            response.json::<Value>().await.unwrap()
-        }
-    };
 
     let (status, paused) = api.post("/api/v1/queue/pause", json!({})).await;
     assert_eq!(
@@ -1845,7 +1742,7 @@ async fn a_paused_queue_holds_its_jobs_until_resumed_and_a_cancelled_job_can_be_
         (StatusCode::OK, &json!({"paused": true}))
     );
     assert_eq!(
-        get("/api/v1/queue/state".into()).await,
+        api.get_json("/api/v1/queue/state").await,
         json!({"paused": true})
     );
     let (status, first) = api.post("/api/v1/jobs", job.clone()).await;
@@ -1853,7 +1750,7 @@ async fn a_paused_queue_holds_its_jobs_until_resumed_and_a_cancelled_job_can_be_
     let first = first["id"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
-        get(format!("/api/v1/jobs/{first}")).await["state"],
+        api.get_json(&format!("/api/v1/jobs/{first}")).await["state"],
         "queued",
         "a paused queue started a job"
     );
@@ -1887,7 +1784,7 @@ async fn a_paused_queue_holds_its_jobs_until_resumed_and_a_cancelled_job_can_be_
     );
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let info = get(format!("/api/v1/jobs/{again}")).await;
+        let info = api.get_json(&format!("/api/v1/jobs/{again}")).await;
         if info["state"] == "done" {
             assert_eq!(info["outputs"].as_array().map(Vec::len), Some(1), "{info}");
             break;
@@ -1938,27 +1835,9 @@ async fn a1111_hires_fix_and_the_job_apis_hires_pass_return_the_larger_image_and
             .map(|u| u["name"].as_str().unwrap().to_string())
             .collect()
     };
-    let upscalers = names(
-        api.client
-            .get(api.url("/sdapi/v1/upscalers"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap(),
-    );
+    let upscalers = names(api.get_json("/sdapi/v1/upscalers").await);
     assert_eq!(upscalers, ["Lanczos", "Nearest", "None"]);
-    let latent = names(
-        api.client
-            .get(api.url("/sdapi/v1/latent-upscale-modes"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap(),
-    );
+    let latent = names(api.get_json("/sdapi/v1/latent-upscale-modes").await);
     assert!(
         latent.contains(&"Latent (nearest)".to_string()),
         "{latent:?}"
