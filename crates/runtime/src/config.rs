@@ -199,10 +199,7 @@ impl Config {
     /// still win over it.
     pub fn reload(&mut self) -> Result<(), ConfigError> {
         self.in_file = diffugen_settings::load(&self.data_dir)?;
-        let mut values = match serde_json::to_value(&self.in_file) {
-            Ok(Value::Object(map)) => map,
-            _ => Map::new(),
-        };
+        let mut values = self.file_values();
         self.origins.retain(|key, _| key == "data_dir");
         let keys: Vec<String> = values.keys().cloned().collect();
         for key in keys {
@@ -243,12 +240,24 @@ impl Config {
 
     /// Where `key`'s value came from.
     pub fn origin(&self, key: &str) -> Origin {
+        self.origin_among(key, &self.file_values())
+    }
+
+    /// The settings file's values as JSON, keyed by setting.
+    fn file_values(&self) -> Map<String, Value> {
+        match serde_json::to_value(&self.in_file) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        }
+    }
+
+    /// [`Config::origin`] against the file's values, read once by a caller that asks for many keys.
+    fn origin_among(&self, key: &str, file: &Map<String, Value>) -> Origin {
         if let Some(origin) = self.origins.get(key) {
             return origin.clone();
         }
-        let in_file = serde_json::to_value(&self.in_file)
-            .ok()
-            .and_then(|v| v.get(key).cloned())
+        let in_file = file
+            .get(key)
             .is_some_and(|v| !(v.is_null() || v.as_array().is_some_and(Vec::is_empty)));
         Origin::plain(if in_file {
             Source::File
@@ -278,6 +287,7 @@ impl Config {
 
     /// Every key with the value in force and where it came from; defaults are spelled out and secrets hidden.
     pub fn resolved(&self) -> BTreeMap<String, Resolved> {
+        let file = self.file_values();
         let mut values = match serde_json::to_value(&self.settings) {
             Ok(Value::Object(map)) => map,
             _ => Map::new(),
@@ -315,7 +325,7 @@ impl Config {
                 if SECRETS.contains(&key.as_str()) && !value.is_null() {
                     value = "(set)".into();
                 }
-                let origin = self.origin(&key);
+                let origin = self.origin_among(&key, &file);
                 (key, Resolved { value, origin })
             })
             .collect()
