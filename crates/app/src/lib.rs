@@ -525,16 +525,7 @@ impl Core {
         use base64::Engine as _;
         let entry = self.gallery()?.get(id)?;
         let path = std::path::Path::new(&entry.path);
-        let mime = match path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            Some("jpg" | "jpeg") => "image/jpeg",
-            Some("webp") => "image/webp",
-            _ => "image/png",
-        };
+        let mime = diffugen_gallery::media_type(path).unwrap_or("image/png");
         let bytes = std::fs::read(path)
             .map_err(|e| AppError::new(format!("cannot read {}: {e}", path.display())))?;
         Ok(format!(

@@ -22,6 +22,22 @@ use serde::{Deserialize, Serialize};
 
 pub use parse::Parsed;
 
+/// The media type of an image file the gallery holds or the API serves, by its extension (PNG, JPEG, WebP);
+/// `None` for anything else.
+pub fn media_type(path: &std::path::Path) -> Option<&'static str> {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("png") => Some("image/png"),
+        Some("jpg" | "jpeg") => Some("image/jpeg"),
+        Some("webp") => Some("image/webp"),
+        _ => None,
+    }
+}
+
 /// Longest edge of a thumbnail, pixels.
 pub const THUMBNAIL_SIZE: u32 = 256;
 const DEFAULT_LIMIT: u32 = 50;

@@ -19,17 +19,8 @@ pub async fn image(
     if !safe {
         return Err(not_found());
     }
-    let content_type = match file
-        .rsplit('.')
-        .next()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        Some("png") => "image/png",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("webp") => "image/webp",
-        _ => return Err(not_found()),
-    };
+    let content_type =
+        diffugen_gallery::media_type(std::path::Path::new(&file)).ok_or_else(not_found)?;
     // A link in the outputs folder is not followed out of it.
     let outputs = tokio::fs::canonicalize(state.runtime.outputs_dir())
         .await
