@@ -2,10 +2,11 @@
 // finished jobs): remix, init image, save as, favorite. Each reports in a toast and answers whether it worked.
 import { save } from "@tauri-apps/plugin-dialog";
 import { commands } from "./bindings";
-import type { Entry } from "./bindings";
-import { call } from "./api";
+import type { Entry, Page } from "./bindings";
+import { call, errorText, isAppError, plural } from "./api";
+import { plainText } from "./errors";
 import { readGalleryImage } from "./images";
-import { app, loadForm, setInitImage, toast, toastError } from "./state.svelte";
+import { app, loadForm, refreshBoards, setInitImage, toast, toastError } from "./state.svelte";
 
 /** The last part of a path or file name ("C:\\in\\holiday.jpg" → "holiday.jpg"). */
 export function baseName(path: string): string {
@@ -91,4 +92,72 @@ export async function setFavorite(id: number, favorite: boolean): Promise<Entry 
     toastError(e);
     return null;
   }
+}
+
+/** The ids of every image on board `name`, read page by page (following each page's cursor) until the last. */
+export async function boardImageIds(name: string): Promise<number[]> {
+  const ids: number[] = [];
+  let cursor: string | null = null;
+  do {
+    const page: Page = await call(commands.galleryPage({ board: name, cursor, limit: 500 }));
+    ids.push(...page.entries.map((e) => e.id));
+    // A cursor that does not move on would read the same page forever.
+    cursor = page.next_cursor !== cursor ? page.next_cursor : null;
+  } while (cursor);
+  return ids;
+}
+
+/**
+ * Deletes board `name` (its images stay in the gallery) and offers to take that back: the toast's Undo makes the
+ * board again and files the same images into it. The images are listed before the board goes, since afterwards
+ * nothing says which they were. Throws what the core said when it refused (the board is then kept).
+ */
+export async function deleteBoard(name: string): Promise<void> {
+  const ids = await boardImageIds(name);
+  app.boards = await call(commands.galleryDeleteBoard(name));
+  // The images' board lists named it: the grid reads them again.
+  app.galleryVersion++;
+  const kept = ids.length ? ` (${plural(ids.length, "image")} kept in the gallery)` : "";
+  toast(`Deleted board “${name}”${kept}`, "info", { label: "Undo", run: () => void undeleteBoard(name, ids) });
+}
+
+/** A failure's reason in plain words, and the raw message when those replaced it. */
+function reason(e: unknown): { text: string; detail: string | null } {
+  // The core's own message, without the field it blames ("board: …"): the sentence around it says which.
+  const raw = isAppError(e) ? e.message : errorText(e);
+  const plain = plainText(raw);
+  const text = (plain ?? raw).trim().replace(/[.]$/, "");
+  return { text: text.charAt(0).toUpperCase() + text.slice(1), detail: plain ? raw : null };
+}
+
+/**
+ * Undoes `deleteBoard`: makes board `name` again and files images `ids` back into it, then reads the boards again.
+ * A failure is told calmly in a toast (say a board of that name was made meanwhile); answers whether it worked.
+ */
+export async function undeleteBoard(name: string, ids: number[]): Promise<boolean> {
+  try {
+    app.boards = await call(commands.galleryCreateBoard(name));
+  } catch (e) {
+    if (isAppError(e) && /exists already|already exists/i.test(e.message)) {
+      toast(`Can't bring back “${name}”: a board of that name was made in the meantime. Its images are still in the gallery.`, "error");
+    } else {
+      const why = reason(e);
+      toast(`Couldn't bring back the board “${name}”. ${why.text}.`, "error", undefined, why.detail);
+    }
+    await refreshBoards().catch(() => {});
+    return false;
+  }
+  let filed = true;
+  try {
+    if (ids.length) await call(commands.gallerySetBoard(ids, name, true));
+  } catch (e) {
+    filed = false;
+    const why = reason(e);
+    toast(`The board “${name}” is back, but its images couldn't be filed into it again. ${why.text}.`, "error", undefined, why.detail);
+  }
+  // The counts changed with the images filed back, and the grid shows which boards each image is on.
+  await refreshBoards().catch(toastError);
+  app.galleryVersion++;
+  if (filed) toast(ids.length ? `Board “${name}” is back with its ${plural(ids.length, "image")}` : `Board “${name}” is back`);
+  return filed;
 }

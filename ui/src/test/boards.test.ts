@@ -1,17 +1,19 @@
 import { describe, expect, it } from "vitest";
 import { fireEvent, render, screen, waitFor, within } from "@testing-library/svelte";
 import Gallery from "../panels/Gallery.svelte";
+import Toasts from "../components/Toasts.svelte";
 import App from "../App.svelte";
 import { app, draft, form } from "../lib/state.svelte";
-import type { Board, Entry, Query } from "../lib/bindings";
+import type { Board, Entry, Page, Query } from "../lib/bindings";
 import { dataTransfer, entry, mockCore, pngDataUrl } from "./fixtures";
 import type { Handler } from "./fixtures";
 
 /**
  * The core's gallery as the commands behave: entries with their boards, tags and favorites, boards that exist
- * without images, the page and count filtered by board and favorite, the trash.
+ * without images (a name taken is refused), the page and count filtered by board and favorite, pages of at most
+ * `limit` (and at most `pageSize`) entries with a cursor to the next, the trash.
  */
-function fakeGallery(initial: Entry[], boardNames: string[] = []) {
+function fakeGallery(initial: Entry[], boardNames: string[] = [], pageSize = 500) {
   const entries = initial.map((e) => ({ ...e, boards: [...e.boards], tags: [...e.tags] }));
   let boards = [...boardNames];
   const find = (id: unknown) => entries.find((e) => e.id === id)!;
@@ -21,10 +23,17 @@ function fakeGallery(initial: Entry[], boardNames: string[] = []) {
     entries.filter((e) => e.trashed == null && (!q.board || e.boards.includes(q.board)) && (!q.favorite || e.favorite));
   const handlers: Record<string, Handler> = {
     gallery_count: (a) => visible(a.query as Query).length,
-    gallery_page: (a) => ({ entries: visible(a.query as Query).map((e) => ({ ...e })), next_cursor: null }),
+    gallery_page: (a): Page => {
+      const q = a.query as Query;
+      const all = visible(q);
+      const from = Number(q.cursor ?? 0);
+      const to = from + Math.min(q.limit ?? 50, pageSize);
+      return { entries: all.slice(from, to).map((e) => ({ ...e })), next_cursor: to < all.length ? String(to) : null };
+    },
     gallery_entry: (a) => ({ ...find(a.id) }),
     gallery_boards: () => list(),
     gallery_create_board: (a) => {
+      if (boards.includes(a.name as string)) throw { field: "board", message: `a board named '${a.name}' exists already` };
       boards.push(a.name as string);
       return list();
     },
@@ -71,12 +80,12 @@ function fakeGallery(initial: Entry[], boardNames: string[] = []) {
   return { entries, handlers, boards: () => list() };
 }
 
-function setup(initial: Entry[], boardNames: string[] = [], extra: Record<string, Handler> = {}) {
+function setup(initial: Entry[], boardNames: string[] = [], extra: Record<string, Handler> = {}, pageSize?: number) {
   app.detail = null;
   app.view = "gallery";
   app.toasts = [];
   app.boards = [];
-  const gallery = fakeGallery(initial, boardNames);
+  const gallery = fakeGallery(initial, boardNames, pageSize);
   const calls = mockCore({ ...gallery.handlers, ...extra });
   return { gallery, calls };
 }
@@ -87,6 +96,11 @@ const cell = (id: number) => screen.getByTestId(`gallery-item-${id}`);
 const board = (name: string) => screen.getByTestId(`board-${name}`);
 /** The button that shows a board (named by the board and its count; its Rename and Delete are named apart). */
 const boardButton = (name: string) => within(board(name)).getByRole("button", { name: new RegExp(`^${name}`) });
+/** Deletes board `name` from the sidebar: its Delete, then the confirmation's "Delete board". */
+async function deleteFromSidebar(name: string) {
+  await fireEvent.click(screen.getByRole("button", { name: `Delete board ${name}` }));
+  await fireEvent.click(within(screen.getByTestId("delete-board-confirm")).getByTestId("delete-board-yes"));
+}
 
 describe("Gallery boards", () => {
   it("the sidebar lists every board with its count; a board shows only its images, All images every one", async () => {
@@ -170,6 +184,71 @@ describe("Gallery boards", () => {
     await waitFor(() => expect(calls.find((c) => c.cmd === "gallery_delete_board")?.args).toEqual({ name: "Foxes" }));
     await waitFor(() => expect(screen.queryByTestId("board-Foxes")).toBeNull());
     expect(shown()).toHaveLength(2);
+  });
+
+  it("deleting a board can be undone: the message counts the images kept, and Undo brings the board back with them", async () => {
+    const { gallery, calls } = setup([entry(1, { boards: ["Foxes"] }), entry(2), entry(3, { boards: ["Foxes", "Keepers"] })], ["Foxes", "Keepers"]);
+    render(Gallery);
+    render(Toasts);
+    await waitFor(() => expect(boardButton("Foxes").textContent).toContain("2"));
+    await deleteFromSidebar("Foxes");
+    await waitFor(() => expect(screen.queryByTestId("board-Foxes")).toBeNull());
+    const message = await screen.findByText("Deleted board “Foxes” (2 images kept in the gallery)");
+    expect(gallery.entries.map((e) => e.boards)).toEqual([[], [], ["Keepers"]]);
+
+    await fireEvent.click(within(message.closest<HTMLElement>(".toast")!).getByRole("button", { name: "Undo" }));
+    await waitFor(() => expect(boardButton("Foxes").textContent).toContain("2"));
+    expect(calls.find((c) => c.cmd === "gallery_create_board")?.args).toEqual({ name: "Foxes" });
+    expect(calls.find((c) => c.cmd === "gallery_set_board")?.args).toEqual({ ids: [1, 3], board: "Foxes", on: true });
+    expect(gallery.entries.map((e) => e.boards)).toEqual([["Foxes"], [], ["Keepers", "Foxes"]]);
+    expect(await screen.findByText("Board “Foxes” is back with its 2 images")).toBeTruthy();
+    await fireEvent.click(boardButton("Foxes"));
+    await waitFor(() => expect(shown()).toEqual(["gallery-item-1", "gallery-item-3"]));
+  });
+
+  it("a board's images are all noted before it is deleted, however many pages they take, so Undo files every one back", async () => {
+    const many = Array.from({ length: 7 }, (_, i) => entry(i + 1, { boards: i === 5 ? [] : ["Foxes"] }));
+    // A core that answers at most three images a page: the board's six take two pages.
+    const { gallery, calls } = setup(many, ["Foxes"], {}, 3);
+    render(Gallery);
+    await waitFor(() => expect(boardButton("Foxes").textContent).toContain("6"));
+    await deleteFromSidebar("Foxes");
+    await waitFor(() => expect(calls.some((c) => c.cmd === "gallery_delete_board")).toBe(true));
+    const reads = calls.filter((c) => c.cmd === "gallery_page" && (c.args.query as Query).board === "Foxes");
+    expect(reads.map((c) => (c.args.query as Query).cursor ?? null)).toEqual([null, "3"]);
+    const undo = app.toasts.find((t) => t.action?.label === "Undo");
+    expect(undo?.text).toBe("Deleted board “Foxes” (6 images kept in the gallery)");
+
+    undo!.action!.run();
+    await waitFor(() => expect(calls.find((c) => c.cmd === "gallery_set_board")?.args).toEqual({ ids: [1, 2, 3, 4, 5, 7], board: "Foxes", on: true }));
+    expect(gallery.entries.filter((e) => e.boards.includes("Foxes")).map((e) => e.id)).toEqual([1, 2, 3, 4, 5, 7]);
+    await waitFor(() => expect(boardButton("Foxes").textContent).toContain("6"));
+  });
+
+  it("Undo after a new board took the same name says calmly why the old one can't come back, and changes nothing", async () => {
+    const { calls } = setup([entry(1, { boards: ["Foxes"] }), entry(2)], ["Foxes"]);
+    render(Gallery);
+    render(Toasts);
+    await waitFor(() => expect(screen.getByTestId("board-Foxes")).toBeTruthy());
+    await deleteFromSidebar("Foxes");
+    const message = await screen.findByText("Deleted board “Foxes” (1 image kept in the gallery)");
+    const undo = within(message.closest<HTMLElement>(".toast")!).getByRole("button", { name: "Undo" });
+
+    // Meanwhile a new, empty board is made with the same name.
+    await fireEvent.click(screen.getByTestId("new-board"));
+    await fireEvent.input(screen.getByTestId("new-board-name"), { target: { value: "Foxes" } });
+    await fireEvent.submit(screen.getByTestId("new-board-name").closest("form")!);
+    await waitFor(() => expect(boardButton("Foxes").textContent).toContain("0"));
+
+    await fireEvent.click(undo);
+    const alert = await screen.findByRole("alert");
+    expect(alert.textContent).toContain(
+      "Can't bring back “Foxes”: a board of that name was made in the meantime. Its images are still in the gallery.",
+    );
+    expect(alert.textContent).not.toContain("exists already");
+    expect(alert.textContent).not.toContain("[object Object]");
+    expect(calls.some((c) => c.cmd === "gallery_set_board")).toBe(false);
+    expect(boardButton("Foxes").textContent).toContain("0");
   });
 
   it("an image dragged onto a board is filed into it, and the board's count goes up", async () => {

@@ -5,7 +5,7 @@ import App from "../App.svelte";
 import FirstRun from "../panels/FirstRun.svelte";
 import { app } from "../lib/state.svelte";
 import type { CatalogEntry, VramSnapshot } from "../lib/bindings";
-import { catalog, entry, mockCore, models, vram } from "./fixtures";
+import { catalog, entry, info, mockCore, models, vram } from "./fixtures";
 
 const noGpu = (): VramSnapshot =>
   vram({ gpu: { available: false, message: "no NVIDIA GPU detected (NVML not found)", gpus: [], llm_bytes: null, diffugen_bytes: null } });
@@ -89,5 +89,51 @@ describe("First run: the gallery", () => {
     expect(await screen.findByTestId("gallery-count")).toBeTruthy();
     await fireEvent.click(screen.getByTestId("nav-generate"));
     expect(await screen.findByTestId("first-run")).toBeTruthy();
+  });
+});
+
+describe("First run: folders an environment variable sets", () => {
+  /** The first-run screen with `locked` as the settings the environment sets. */
+  function withLocks(locked: { key: string; variable: string }[]) {
+    app.vram = vram();
+    app.models = models([]);
+    app.settings = { extra_models_dirs: [] };
+    app.info = { ...info, locked };
+    mockCore();
+    render(FirstRun);
+    return {
+      use: screen.getByRole<HTMLButtonElement>("button", { name: "Use my existing models folder…" }),
+      move: screen.getByRole<HTMLButtonElement>("button", { name: "Move DiffuGen's models folder…" }),
+    };
+  }
+  const reasonOf = (button: HTMLElement) => document.getElementById(button.getAttribute("aria-describedby") ?? "")?.textContent;
+
+  it("Move… is disabled while DIFFUGEN_MODELS_DIR sets the models folder, saying so beside it; adding a folder still works", () => {
+    const { use, move } = withLocks([{ key: "models_dir", variable: "DIFFUGEN_MODELS_DIR" }]);
+    expect(move.disabled).toBe(true);
+    expect(move.title).toBe("Set by the environment variable DIFFUGEN_MODELS_DIR");
+    expect(reasonOf(move)).toContain("Set by the environment variable DIFFUGEN_MODELS_DIR; unset it to move the folder here.");
+    expect(use.disabled).toBe(false);
+    expect(use.hasAttribute("aria-describedby")).toBe(false);
+  });
+
+  it("“Use my existing models folder…” is disabled while a variable sets the other model folders, naming it; Move… still works", () => {
+    const { use, move } = withLocks([{ key: "extra_models_dirs", variable: "DIFFUGEN_EXTRA_MODELS_DIRS" }]);
+    expect(use.disabled).toBe(true);
+    expect(reasonOf(use)).toContain("Set by the environment variable DIFFUGEN_EXTRA_MODELS_DIRS; unset it to add your folder here.");
+    expect(move.disabled).toBe(false);
+    expect(move.hasAttribute("aria-describedby")).toBe(false);
+  });
+
+  it("with both set, each button is described by its own variable's note", () => {
+    const { use, move } = withLocks([
+      { key: "models_dir", variable: "DIFFUGEN_MODELS_DIR" },
+      { key: "extra_models_dirs", variable: "DIFFUGEN_EXTRA_MODELS_DIRS" },
+    ]);
+    expect([use.disabled, move.disabled]).toEqual([true, true]);
+    expect(reasonOf(use)).toContain("DIFFUGEN_EXTRA_MODELS_DIRS");
+    expect(reasonOf(use)).not.toContain("DIFFUGEN_MODELS_DIR;");
+    expect(reasonOf(move)).toContain("DIFFUGEN_MODELS_DIR");
+    expect(reasonOf(move)).not.toContain("EXTRA");
   });
 });

@@ -111,8 +111,41 @@ describe("Models", () => {
     render(App);
     const move = await screen.findByTestId<HTMLButtonElement>("move-models-dir");
     expect(move.disabled).toBe(true);
-    const reason = screen.getByTestId("models-dir-fixed");
+    const reason = screen.getByTestId("setting-locked-models_dir");
     expect(move.getAttribute("aria-describedby")).toBe(reason.id);
-    expect(reason.textContent).toContain("the DIFFUGEN_MODELS_DIR environment variable sets it to /data/models");
+    expect(reason.textContent).toContain("Set by the environment variable DIFFUGEN_MODELS_DIR; unset it to move the folder here.");
+  });
+
+  it("while an environment variable sets the other model folders, Add a folder… and each ✕ are disabled, saying which variable", async () => {
+    mockCore();
+    app.settings = { extra_models_dirs: ["/comfy/models"] };
+    app.info = {
+      ...info,
+      extra_models_dirs: ["/comfy/models"],
+      locked: [{ key: "extra_models_dirs", variable: "DIFFUGEN_EXTRA_MODELS_DIRS" }],
+    };
+    render(Models);
+    const add = screen.getByRole<HTMLButtonElement>("button", { name: "Add a folder…" });
+    const remove = screen.getByRole<HTMLButtonElement>("button", { name: "Remove /comfy/models" });
+    for (const button of [add, remove]) {
+      expect(button.disabled).toBe(true);
+      const reason = document.getElementById(button.getAttribute("aria-describedby")!);
+      expect(reason?.textContent).toContain("Set by the environment variable DIFFUGEN_EXTRA_MODELS_DIRS");
+    }
+    expect(screen.getAllByText(/Set by the environment variable/)).toHaveLength(1);
+  });
+
+  it("names the variable that sets DiffuGen's models folder beside it, and leaves the other folders' buttons usable", async () => {
+    mockCore();
+    app.settings = { extra_models_dirs: ["/comfy/models"] };
+    app.info = { ...info, extra_models_dirs: ["/comfy/models"], locked: [{ key: "models_dir", variable: "DIFFUGEN_MODELS_DIR" }] };
+    render(Models);
+    expect(screen.getByTestId("models-dir-note").textContent).toBe("DiffuGen's folder (set by DIFFUGEN_MODELS_DIR)");
+    for (const name of ["Add a folder…", "Remove /comfy/models"]) {
+      const button = screen.getByRole<HTMLButtonElement>("button", { name });
+      expect(button.disabled).toBe(false);
+      expect(button.hasAttribute("aria-describedby")).toBe(false);
+    }
+    expect(screen.queryByText(/Set by the environment variable/)).toBeNull();
   });
 });

@@ -191,6 +191,19 @@ describe("Settings", () => {
     await waitFor(() => expect(calls.find((c) => c.cmd === "set_setting")?.args).toEqual({ key: "api_port", value: "5200" }));
   });
 
+  it("a locked field keeps its hint among what describes it, beside the note naming the variable", () => {
+    mockCore();
+    app.info = { ...info, locked: [{ key: "model_keep_alive", variable: "DIFFUGEN_KEEP_ALIVE" }] };
+    app.settings = { extra_models_dirs: [] };
+    render(SettingsPanel);
+    const keepAlive = screen.getByTestId<HTMLInputElement>("keep-alive");
+    expect(keepAlive.disabled).toBe(true);
+    const notes = keepAlive.getAttribute("aria-describedby")!.split(" ").map((id) => document.getElementById(id)?.textContent);
+    expect(notes).toHaveLength(2);
+    expect(notes[0]).toContain("5m, 30s, 0 = free at once, -1 = keep");
+    expect(notes[1]).toContain("Set by the environment variable DIFFUGEN_KEEP_ALIVE");
+  });
+
   it("locks every setting the environment overrides, each with its own note", () => {
     mockCore();
     app.info = {
