@@ -58,6 +58,7 @@ fn our_png_with(
         plan: None,
         step_cache: None,
         hires: None,
+        upscale: None,
     };
     edit(&mut record);
     let image = diffugen_sd::RgbImage {

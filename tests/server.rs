@@ -1836,7 +1836,7 @@ async fn a1111_hires_fix_and_the_job_apis_hires_pass_return_the_larger_image_and
             .collect()
     };
     let upscalers = names(api.get_json("/sdapi/v1/upscalers").await);
-    assert_eq!(upscalers, ["Lanczos", "Nearest", "None"]);
+    assert_eq!(upscalers, ["None", "Lanczos", "Nearest"]);
     let latent = names(api.get_json("/sdapi/v1/latent-upscale-modes").await);
     assert!(
         latent.contains(&"Latent (nearest)".to_string()),

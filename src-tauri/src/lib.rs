@@ -216,6 +216,26 @@ fn gallery_restore(core: CoreState<'_>, id: u32) -> Result<Entry, AppError> {
     core.gallery_restore(id)
 }
 
+/// What Upscale offers: `Lanczos`, `Nearest`, then the ESRGAN models in the models folders.
+#[tauri::command]
+#[specta::specta]
+fn upscalers(core: CoreState<'_>) -> Vec<String> {
+    core.upscalers()
+}
+
+/// Enlarges a gallery image by `scale` (above 1, up to 8) with `upscaler` as a job in the queue; the result is
+/// recorded in the gallery, linked to the image. Returns the job's id.
+#[tauri::command]
+#[specta::specta]
+async fn upscale_gallery_image(
+    core: CoreState<'_>,
+    id: u32,
+    scale: f64,
+    upscaler: String,
+) -> Result<String, AppError> {
+    core.upscale_gallery_image(id, scale, upscaler).await
+}
+
 #[tauri::command]
 #[specta::specta]
 fn gallery_remix(core: CoreState<'_>, id: u32) -> Result<GenerateForm, AppError> {
@@ -384,6 +404,8 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             gallery_delete,
             gallery_restore,
             gallery_remix,
+            upscalers,
+            upscale_gallery_image,
             gallery_image_data,
             gallery_create_board,
             gallery_rename_board,

@@ -24,6 +24,21 @@ impl Workspace {
         Workspace { dir }
     }
 
+    /// The test upscalers (tiny real ESRGAN models, ×2 and ×4) in the models folder's `ESRGAN/` subfolder, as
+    /// `tiny-esrgan-x2` and `tiny-esrgan-x4`.
+    pub fn with_upscalers(self) -> Workspace {
+        let dir = self.dir.path().join("models/ESRGAN");
+        std::fs::create_dir_all(&dir).unwrap();
+        for scale in [2, 4] {
+            std::os::unix::fs::symlink(
+                diffugen_testkit::test_upscaler(scale),
+                dir.join(format!("tiny-esrgan-x{scale}.gguf")),
+            )
+            .unwrap();
+        }
+        self
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }

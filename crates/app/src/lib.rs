@@ -409,6 +409,51 @@ impl Core {
             .submit(spec, Destination::Folder(config.outputs_dir()), "app")?)
     }
 
+    /// The names Upscale offers: `Lanczos`, `Nearest`, then the upscaling (ESRGAN) models in the models folders.
+    pub fn upscalers(&self) -> Vec<String> {
+        diffugen_engine::upscale::upscaler_names(&self.library())
+    }
+
+    /// Enlarges a gallery image by `scale` with `upscaler` (a name from [`Core::upscalers`]) as a job in the
+    /// queue; the result is recorded in the gallery, linked to the image. Returns the job's id.
+    pub async fn upscale_gallery_image(
+        &self,
+        id: u32,
+        scale: f64,
+        upscaler: String,
+    ) -> Result<String, AppError> {
+        let entry = self.gallery()?.get(id)?;
+        let config = self.config();
+        let library = self.library();
+        let threads = config.settings.threads;
+        let spec = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&entry.path)
+                .map_err(|e| AppError::new(format!("cannot read {}: {e}", entry.path)))?;
+            let request = diffugen_engine::upscale::UpscaleRequest {
+                upscaler: Some(upscaler),
+                scale: Some(scale),
+                ..Default::default()
+            };
+            let image = diffugen_engine::upscale::SourceImage {
+                bytes,
+                source: Some(format!("gallery:{id}")),
+            };
+            diffugen_engine::upscale::validate(&request, &[image], &library).map_err(|errors| {
+                let first = errors.first();
+                AppError::field(&first.field, first.message.clone())
+            })
+        })
+        .await
+        .map_err(|e| AppError::new(e.to_string()))??;
+        let mut spec = spec;
+        spec.threads = threads;
+        Ok(self.runtime.jobs().submit_work(
+            diffugen_engine::Work::Upscale(Box::new(spec)),
+            Destination::Folder(config.outputs_dir()),
+            "app",
+        )?)
+    }
+
     pub fn queue(&self) -> Vec<JobInfo> {
         self.runtime.jobs().queue()
     }

@@ -278,26 +278,52 @@ pub fn run(config: &Config, args: GenerateArgs) -> Result<ExitCode, String> {
     // Ollama's LLMs per the policy and confirming the memory is free), plans the job, renders it, records it in the
     // gallery and gives the GPU back.
     let options = crate::start_options(config, args.vram.config(config)?, 1, false)?;
+    run_one(
+        options,
+        diffugen_engine::Work::Generate(Box::new(spec)),
+        destination,
+        args.json,
+    )
+}
+
+/// Runs one job in the same runtime `serve` and the app run (an in-memory queue), reports its events, waits for the
+/// GPU to be handed back, and turns the outcome into the exit code: the written paths on stdout, a summary on
+/// stderr, 130 when cancelled.
+pub(crate) fn run_one(
+    options: diffugen_runtime::StartOptions,
+    work: diffugen_engine::Work,
+    destination: Destination,
+    json: bool,
+) -> Result<ExitCode, String> {
     let tokio = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let upscale = matches!(work, diffugen_engine::Work::Upscale(_));
     tokio.block_on(async move {
         let runtime = Runtime::start(options).await.map_err(|e| e.to_string())?;
-        let ended = follow(&runtime, spec, destination, args.json).await;
+        let ended = follow(&runtime, work, destination, json).await;
         // Wait for the queue to give the GPU back (the unloaded LLMs restored, per --after-queue).
         runtime.jobs().until_idle().await;
         runtime.shutdown().await;
         let (last, seconds) = ended?;
         match last {
             Stage::Done { outputs } => {
-                if !args.json {
+                if !json {
                     for output in &outputs {
                         println!("{}", output.path);
                     }
-                    eprintln!(
-                        "seed {}; {} image(s) in {seconds:.1}s",
-                        outputs.first().map(|o| o.seed).unwrap_or_default(),
-                        outputs.len(),
-                    );
+                    if upscale {
+                        let sizes: Vec<String> = outputs
+                            .iter()
+                            .map(|o| format!("{}x{}", o.width, o.height))
+                            .collect();
+                        eprintln!("upscaled to {} in {seconds:.1}s", sizes.join(", "));
+                    } else {
+                        eprintln!(
+                            "seed {}; {} image(s) in {seconds:.1}s",
+                            outputs.first().map(|o| o.seed).unwrap_or_default(),
+                            outputs.len(),
+                        );
+                    }
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -315,13 +341,13 @@ pub fn run(config: &Config, args: GenerateArgs) -> Result<ExitCode, String> {
 /// leaving it orphaned. Returns the final stage and the job's seconds.
 async fn follow(
     runtime: &Runtime,
-    spec: diffugen_engine::JobSpec,
+    work: diffugen_engine::Work,
     destination: Destination,
     json: bool,
 ) -> Result<(Stage, f64), String> {
     let jobs = runtime.jobs();
     let id = jobs
-        .submit(spec, destination, "cli")
+        .submit_work(work, destination, "cli")
         .map_err(|e| e.to_string())?;
     let subscription = jobs.subscribe(&id).map_err(|e| e.to_string())?;
     let mut reporter = Reporter::new(json);
@@ -544,6 +570,26 @@ impl Reporter {
             }
             Stage::Preview { .. } => return,
             Stage::Decoding => "decoding".into(),
+            Stage::Upscaling {
+                image,
+                images,
+                pass,
+                passes,
+                tile,
+                tiles,
+            } => {
+                let mut text = "upscaling".to_string();
+                if *images > 1 {
+                    text.push_str(&format!(" image {image}/{images}"));
+                }
+                if *passes > 1 {
+                    text.push_str(&format!(" pass {pass}/{passes}"));
+                }
+                if *tiles > 0 {
+                    text.push_str(&format!(" tile {tile}/{tiles}"));
+                }
+                text
+            }
             Stage::Saving => "saving".into(),
             Stage::Done { .. } | Stage::Failed { .. } | Stage::Cancelled { .. } => return,
         };
@@ -557,7 +603,7 @@ impl Reporter {
             None => {
                 // Not a terminal: one line per phase change, plus each sampling step.
                 let phase = event.stage.name();
-                if phase != self.last_phase || phase == "sampling" {
+                if phase != self.last_phase || phase == "sampling" || phase == "upscaling" {
                     eprintln!("{message}");
                 }
                 self.last_phase = phase;

@@ -10,6 +10,7 @@ mod models;
 mod paths;
 mod serve;
 mod settings;
+mod upscale;
 mod vram;
 
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ struct Cli {
 enum Command {
     /// Generate images from a prompt.
     Generate(Box<generate::GenerateArgs>),
+    /// Enlarge images with an ESRGAN model from the models folder, or with Lanczos / nearest.
+    Upscale(Box<upscale::UpscaleArgs>),
     /// Serve the local HTTP API (OpenAI Images, DiffuGen's job API) until Ctrl+C.
     Serve(serve::ServeArgs),
     /// Models in your folders (cards and files, identified from their headers); show, save, catalog, pull.
@@ -75,6 +78,7 @@ impl Command {
     fn flags(&self) -> Flags {
         match self {
             Command::Generate(args) => args.flags(),
+            Command::Upscale(args) => args.flags(),
             Command::Serve(args) => args.flags(),
             Command::Vram(args) => args.flags(),
             _ => Flags::new(),
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Generate(args) => generate::run(&paths, *args),
+        Command::Upscale(args) => upscale::run(&paths, *args),
         Command::Models(args) => models::run(&paths, &args),
         Command::Serve(args) => serve::run(&paths, &args),
         Command::Vram(args) => vram::run(&paths, &args),

@@ -55,6 +55,46 @@ fn key(phase: Phase) -> &'static str {
     }
 }
 
+/// Percent and ETA of an upscale job from its tiles: the share of tiles done over every pass and image, and the
+/// time they took.
+#[derive(Debug, Default)]
+pub struct TileClock {
+    since: Option<Instant>,
+    percent: Option<f64>,
+}
+
+impl TileClock {
+    /// Folds in a stage and returns `(percent, eta_seconds)`.
+    pub fn observe(&mut self, stage: &Stage, now: Instant) -> (Option<f64>, Option<f64>) {
+        let Stage::Upscaling {
+            image,
+            images,
+            pass,
+            passes,
+            tile,
+            tiles,
+        } = *stage
+        else {
+            return (self.percent, None);
+        };
+        let since = *self.since.get_or_insert(now);
+        let in_pass = if tiles == 0 {
+            0.0
+        } else {
+            f64::from(tile) / f64::from(tiles)
+        };
+        let in_image = (f64::from(pass.max(1) - 1) + in_pass) / f64::from(passes.max(1));
+        let done = (f64::from(image.max(1) - 1) + in_image) / f64::from(images.max(1));
+        if done <= 0.0 {
+            return (self.percent, None);
+        }
+        let percent = (done * 100.0).min(99.0);
+        self.percent = Some(self.percent.map_or(percent, |p| p.max(percent)));
+        let elapsed = now.duration_since(since).as_secs_f64();
+        (self.percent, Some(elapsed * (1.0 - done) / done))
+    }
+}
+
 impl Estimator {
     /// Starts timing a job.
     pub fn start(

@@ -83,6 +83,17 @@ pub enum Stage {
         png_base64: String,
     },
     Decoding,
+    /// Enlarging image `image` of `images`: `tile` of `tiles` done in pass `pass` of `passes` (a model runs again
+    /// until the size is reached); tile 0 announces a pass (`tiles` 0 until the tile count is known). Lanczos and
+    /// nearest report one tile.
+    Upscaling {
+        image: u32,
+        images: u32,
+        pass: u32,
+        passes: u32,
+        tile: u32,
+        tiles: u32,
+    },
     Saving,
     Done {
         outputs: Vec<Output>,
@@ -140,6 +151,7 @@ impl Stage {
             Stage::Sampling { .. } => "sampling",
             Stage::Preview { .. } => "preview",
             Stage::Decoding => "decoding",
+            Stage::Upscaling { .. } => "upscaling",
             Stage::Saving => "saving",
             Stage::Done { .. } => "done",
             Stage::Failed { .. } => "failed",

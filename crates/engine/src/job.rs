@@ -7,6 +7,42 @@ use crate::events::{FailureKind, JobEvent, Output, Stage};
 use crate::output::{self, Destination, Record};
 use crate::params::JobSpec;
 use crate::supervisor::{Engine, EngineError};
+use crate::upscale::{UpscaleRecord, UpscaleSpec};
+
+/// What a queued job does.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Work {
+    /// Render images from a prompt (txt2img, img2img, inpainting, hires).
+    Generate(Box<JobSpec>),
+    /// Enlarge images.
+    Upscale(Box<UpscaleSpec>),
+}
+
+impl Work {
+    /// The model the queue shows: the checkpoint, or the upscaler.
+    pub fn model(&self) -> String {
+        match self {
+            Work::Generate(spec) => spec.model_id.clone(),
+            Work::Upscale(spec) => spec.upscaler.name().to_string(),
+        }
+    }
+
+    /// The prompt the queue shows (an upscale shows its source's, else what it does).
+    pub fn prompt(&self) -> String {
+        match self {
+            Work::Generate(spec) => spec.prompt.clone(),
+            Work::Upscale(spec) => spec.prompt(),
+        }
+    }
+
+    /// Reads a job's work as the queue stored it; a bare `JobSpec` is a render (queues written before upscaling).
+    pub fn from_json(text: &str) -> serde_json::Result<Work> {
+        serde_json::from_str(text).or_else(|_| {
+            serde_json::from_str::<JobSpec>(text).map(|spec| Work::Generate(Box::new(spec)))
+        })
+    }
+}
 
 /// A finished job.
 #[derive(Debug, Clone)]
@@ -29,6 +65,30 @@ pub async fn run(
     on_event: &mut (dyn FnMut(JobEvent) + Send),
 ) -> Result<JobResult, EngineError> {
     let result = render_and_save(engine, job_id, spec, destination, started, on_event).await;
+    report_end(job_id, started, result, on_event)
+}
+
+/// Runs an upscale job on `engine`, writes the enlarged images to `destination` (each keeping its source's
+/// record, with how it was enlarged), and reports every stage, the final one included, to `on_event`.
+pub async fn run_upscale(
+    engine: &Engine,
+    job_id: &str,
+    spec: &UpscaleSpec,
+    destination: &Destination,
+    started: Instant,
+    on_event: &mut (dyn FnMut(JobEvent) + Send),
+) -> Result<JobResult, EngineError> {
+    let result = upscale_and_save(engine, job_id, spec, destination, started, on_event).await;
+    report_end(job_id, started, result, on_event)
+}
+
+/// Reports a job's final stage (`done`, `failed` or `cancelled`) and passes its result on.
+fn report_end(
+    job_id: &str,
+    started: Instant,
+    result: Result<JobResult, EngineError>,
+    on_event: &mut (dyn FnMut(JobEvent) + Send),
+) -> Result<JobResult, EngineError> {
     let stage = match &result {
         Ok(done) => Stage::Done {
             outputs: done.outputs.clone(),
@@ -113,5 +173,69 @@ async fn render_and_save(
         model_was_resident: generated.model_was_resident,
         seconds,
         worker_pid: generated.worker_pid,
+    })
+}
+
+async fn upscale_and_save(
+    engine: &Engine,
+    job_id: &str,
+    spec: &UpscaleSpec,
+    destination: &Destination,
+    started: Instant,
+    on_event: &mut (dyn FnMut(JobEvent) + Send),
+) -> Result<JobResult, EngineError> {
+    let render_started = Instant::now();
+    let mut last_percent = None;
+    let upscaled = engine
+        .upscale(job_id, spec, started, &mut |event: JobEvent| {
+            last_percent = event.percent.or(last_percent);
+            on_event(event)
+        })
+        .await?;
+    on_event(JobEvent {
+        percent: last_percent,
+        ..JobEvent::new(job_id, started.elapsed().as_secs_f64(), Stage::Saving)
+    });
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let seconds = render_started.elapsed().as_secs_f64();
+    let mut outputs = Vec::with_capacity(upscaled.images.len());
+    for (index, (image, input)) in upscaled.images.iter().zip(&spec.inputs).enumerate() {
+        let record = Record::upscaled(
+            input.origin.as_ref(),
+            job_id,
+            created,
+            seconds,
+            UpscaleRecord {
+                upscaler: spec.upscaler.name().to_string(),
+                scale: crate::upscale::effective_scale(image.width, input.image.width),
+                source_width: input.image.width,
+                source_height: input.image.height,
+                source: input.source.clone(),
+            },
+        );
+        let path = output::save(destination, index as u32, image, &record).map_err(|e| {
+            EngineError::Storage(format!("cannot write the image: {}", output::io_reason(&e)))
+        })?;
+        outputs.push(Output {
+            path: path.display().to_string(),
+            seed: record.seed,
+            width: image.width,
+            height: image.height,
+            gallery_id: None,
+        });
+    }
+    Ok(JobResult {
+        outputs,
+        seed: spec
+            .inputs
+            .first()
+            .and_then(|i| i.origin.as_ref())
+            .map_or(-1, |o| o.seed),
+        model_was_resident: upscaled.model_was_resident,
+        seconds,
+        worker_pid: upscaled.worker_pid,
     })
 }

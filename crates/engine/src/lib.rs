@@ -5,7 +5,8 @@
 //! - [`supervisor`]: the parent side — starts, feeds, cancels and restarts the worker.
 //! - [`worker`]: the child side — the only code that calls sd.cpp (through `diffugen-sd`).
 //! - [`events`]: the typed progress every front door receives.
-//! - [`job`]: render + save + final event, the one path every front door uses.
+//! - [`job`]: render (or upscale) + save + final event, the one path every front door uses.
+//! - [`upscale`]: images enlarged by an ESRGAN model or by Lanczos / nearest, a job kind of its own.
 
 pub mod a1111;
 pub mod convert;
@@ -21,10 +22,11 @@ pub mod protocol;
 pub mod raw;
 pub mod supervisor;
 pub mod tracker;
+pub mod upscale;
 pub mod worker;
 
 pub use events::{FailureKind, JobEvent, Output, Stage};
-pub use job::JobResult;
+pub use job::{JobResult, Work};
 pub use output::Destination;
 pub use params::{validate, GenerateRequest, JobSpec, ParamErrors};
 pub use supervisor::{Engine, EngineError, WorkerCommand};

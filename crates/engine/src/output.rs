@@ -56,6 +56,9 @@ pub struct Record {
     /// The hires pass (the image is its size; `width`/`height` are the first pass's, as A1111 writes them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hires: Option<crate::params::HiresSpec>,
+    /// How the image was enlarged after it was made (`width`/`height` stay the generation's, as for hires).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upscale: Option<crate::upscale::UpscaleRecord>,
 }
 
 /// A LoRA as recorded.
@@ -106,11 +109,71 @@ impl Record {
             plan: spec.memory.plan.as_ref().map(|p| p.summary()),
             step_cache: spec.memory.cache,
             hires: spec.hires,
+            upscale: None,
         }
+    }
+
+    /// The record of an upscaled image: the source's own record (prompt, seed, parameters) when it had one, with
+    /// how it was enlarged; else a record of the upscale alone (no generation parameters, an empty `model`).
+    pub fn upscaled(
+        origin: Option<&Record>,
+        job_id: &str,
+        created: f64,
+        seconds: f64,
+        upscale: crate::upscale::UpscaleRecord,
+    ) -> Record {
+        let mut record = origin.cloned().unwrap_or_else(|| Record {
+            app: String::new(),
+            job_id: String::new(),
+            created,
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            model: String::new(),
+            family: diffugen_models::Family::Unknown,
+            width: upscale.source_width,
+            height: upscale.source_height,
+            steps: 0,
+            cfg_scale: 0.0,
+            sampler: String::new(),
+            scheduler: None,
+            seed: -1,
+            batch_index: 0,
+            clip_skip: 0,
+            loras: Vec::new(),
+            init_image: None,
+            mask: None,
+            strength: None,
+            generation_seconds: 0.0,
+            memory: Default::default(),
+            plan: None,
+            step_cache: None,
+            hires: None,
+            upscale: None,
+        });
+        record.app = format!("DiffuGen {}", env!("CARGO_PKG_VERSION"));
+        record.job_id = job_id.to_string();
+        record.created = created;
+        record.generation_seconds = seconds;
+        record.upscale = Some(upscale);
+        record
+    }
+
+    /// Whether the record holds a generation's parameters (not an upscale of an image from elsewhere).
+    pub fn is_generated(&self) -> bool {
+        !(self.upscale.is_some() && self.model.is_empty())
     }
 
     /// The A1111 `parameters` text.
     pub fn a1111_parameters(&self) -> String {
+        let postprocess = self.upscale.as_ref().map(|u| {
+            format!(
+                "Postprocess upscale by: {}, Postprocess upscaler: {}",
+                u.scale, u.upscaler
+            )
+        });
+        if !self.is_generated() {
+            return format!("{}, Version: {}", postprocess.unwrap_or_default(), self.app);
+        }
         let mut text = self.prompt.clone();
         if !self.negative_prompt.is_empty() {
             text.push_str(&format!("\nNegative prompt: {}", self.negative_prompt));
@@ -153,6 +216,7 @@ impl Record {
                 .collect();
             fields.push(format!("Lora weights: \"{}\"", loras.join(", ")));
         }
+        fields.extend(postprocess);
         fields.push(format!("Version: {}", self.app));
         text.push('\n');
         text.push_str(&fields.join(", "));
@@ -305,12 +369,19 @@ pub fn save(
         }
         Destination::Folder(dir) => {
             let tmp = write_temp(dir, &bytes)?;
-            let base = format!(
-                "{}-{}-{}",
-                timestamp(record.created),
-                record.seed,
-                slug(&record.prompt)
-            );
+            let mut base = if record.is_generated() {
+                format!(
+                    "{}-{}-{}",
+                    timestamp(record.created),
+                    record.seed,
+                    slug(&record.prompt)
+                )
+            } else {
+                timestamp(record.created)
+            };
+            if let Some(upscale) = &record.upscale {
+                base.push_str(&format!("-x{}", upscale.scale));
+            }
             // Link into place without replacing anything: a name that exists gets the next suffix.
             let result = (1..10_000).find_map(|n| {
                 let name = if n == 1 {

@@ -254,7 +254,7 @@ fn random_seed() -> i64 {
 pub const MAX_INPUT_PIXELS: u64 = 4096 * 4096;
 
 /// Decodes an image after checking the size its header declares against [`MAX_INPUT_PIXELS`].
-fn decode_bounded(bytes: &[u8]) -> Result<image::DynamicImage, String> {
+pub(crate) fn decode_bounded(bytes: &[u8]) -> Result<image::DynamicImage, String> {
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
@@ -312,7 +312,12 @@ fn load_image(input: &ImageInput) -> Result<(image::DynamicImage, Option<String>
     }
 }
 
-fn to_raw(image: &image::DynamicImage, width: u32, height: u32, channels: u32) -> RawImage {
+pub(crate) fn to_raw(
+    image: &image::DynamicImage,
+    width: u32,
+    height: u32,
+    channels: u32,
+) -> RawImage {
     let resized = if image.width() == width && image.height() == height {
         image.clone()
     } else {

@@ -16,6 +16,12 @@ pub enum ToWorker {
         job_id: String,
         spec: Box<JobSpec>,
     },
+    /// Enlarge images (an ESRGAN model stays resident beside the rendering model); answered by an `Image` per
+    /// input, then `Finished`, with `upscaling` stages by tile.
+    Upscale {
+        job_id: String,
+        spec: Box<crate::upscale::UpscaleSpec>,
+    },
     /// Write a copy of a model file with its weights converted (sd.cpp's `convert`); answered by `Finished` or
     /// `Failed`, with `loading_model` stages as it reads.
     Convert {

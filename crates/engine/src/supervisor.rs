@@ -38,6 +38,10 @@ impl WorkerCommand {
     }
 }
 
+/// Turns a stage into `(percent, eta_seconds)`: the estimator for a render, tiles for an upscale.
+type Observe<'a> =
+    dyn FnMut(&crate::events::Stage, Instant) -> (Option<f64>, Option<f64>) + Send + 'a;
+
 /// Why a job did not produce images.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EngineError {
@@ -322,8 +326,26 @@ impl Engine {
                 spec.output_size().1,
                 started,
             );
+        let request = ToWorker::Generate {
+            job_id: job_id.to_string(),
+            spec: Box::new(spec.clone()),
+        };
+        let mut observe = |stage: &crate::events::Stage, now: Instant| {
+            self.estimator
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .observe(stage, now)
+        };
         let result = self
-            .run(&mut guard, job_id, spec, started, on_event, &mut cancel_rx)
+            .run(
+                &mut guard,
+                job_id,
+                &request,
+                started,
+                &mut observe,
+                on_event,
+                &mut cancel_rx,
+            )
             .await;
         self.cancel.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.set_live(
@@ -337,12 +359,50 @@ impl Engine {
         result
     }
 
+    /// Enlarges a validated upscale job's images, reporting every stage (by tile) to `on_event`. The rendering
+    /// model stays loaded in the worker beside the upscaling model.
+    pub async fn upscale(
+        &self,
+        job_id: &str,
+        spec: &crate::upscale::UpscaleSpec,
+        started: Instant,
+        on_event: &mut (dyn FnMut(JobEvent) + Send),
+    ) -> Result<Generated, EngineError> {
+        let mut guard = self.worker.lock().await;
+        let (cancel_tx, mut cancel_rx) = oneshot::channel();
+        *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((job_id.to_string(), cancel_tx));
+        let request = ToWorker::Upscale {
+            job_id: job_id.to_string(),
+            spec: Box::new(spec.clone()),
+        };
+        let mut clock = crate::estimate::TileClock::default();
+        let mut observe = |stage: &crate::events::Stage, now: Instant| clock.observe(stage, now);
+        let result = self
+            .run(
+                &mut guard,
+                job_id,
+                &request,
+                started,
+                &mut observe,
+                on_event,
+                &mut cancel_rx,
+            )
+            .await;
+        self.cancel.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let pid = guard.as_ref().map(|w| w.pid);
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).0 = pid;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
         slot: &mut Option<Worker>,
         job_id: &str,
-        spec: &JobSpec,
+        request: &ToWorker,
         started: Instant,
+        observe: &mut Observe<'_>,
         on_event: &mut (dyn FnMut(JobEvent) + Send),
         cancel: &mut oneshot::Receiver<String>,
     ) -> Result<Generated, EngineError> {
@@ -358,12 +418,8 @@ impl Engine {
         let pid = worker.pid;
         // The meter attributes the worker's VRAM while the job runs, the first one included.
         self.live.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(pid);
-        let request = ToWorker::Generate {
-            job_id: job_id.to_string(),
-            spec: Box::new(spec.clone()),
-        };
         let mut line =
-            serde_json::to_vec(&request).map_err(|e| EngineError::Failed(e.to_string()))?;
+            serde_json::to_vec(request).map_err(|e| EngineError::Failed(e.to_string()))?;
         line.push(b'\n');
         let _ = self.log_tail.take();
         if let Err(e) = worker.stdin.write_all(&line).await {
@@ -389,11 +445,7 @@ impl Engine {
             };
             match message {
                 Some(FromWorker::Stage { job_id: id, stage }) if id == job_id => {
-                    let (percent, eta_seconds) = self
-                        .estimator
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .observe(&stage, Instant::now());
+                    let (percent, eta_seconds) = observe(&stage, Instant::now());
                     last_phase = stage.name();
                     on_event(JobEvent {
                         job_id: job_id.to_string(),

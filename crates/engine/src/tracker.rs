@@ -21,6 +21,13 @@ enum Phase {
     Decoding,
     /// `convert`: every progress callback is reading (and converting) the model.
     Converting,
+    /// Enlarging an image: progress callbacks count tiles.
+    Upscaling {
+        image: u32,
+        images: u32,
+        pass: u32,
+        passes: u32,
+    },
 }
 
 /// The per-job state machine. Feed it every log line and progress callback; it returns the stages to report.
@@ -90,9 +97,26 @@ impl Tracker {
         };
     }
 
+    /// Pass `pass` of `passes` over image `image` of `images` begins: progress callbacks count its tiles, except
+    /// inside a load of the model's weights (sd.cpp reads them on the first tile), which counts tensors.
+    pub fn begin_upscale_pass(&mut self, image: u32, images: u32, pass: u32, passes: u32) {
+        self.phase = Phase::Upscaling {
+            image,
+            images,
+            pass,
+            passes,
+        };
+        self.last_step = 0;
+    }
+
+    /// The tiles the current upscaling pass has reported done.
+    pub fn tiles_done(&self) -> u32 {
+        self.last_step
+    }
+
     fn current(&self) -> Option<Stage> {
         match self.phase {
-            Phase::Idle | Phase::Converting => None,
+            Phase::Idle | Phase::Converting | Phase::Upscaling { .. } => None,
             Phase::Encoding => Some(Stage::EncodingPrompt),
             Phase::Sampling { image, images } => Some(Stage::Sampling {
                 image,
@@ -124,6 +148,9 @@ impl Tracker {
         }
         if text.contains("loading tensors completed") {
             self.loading = None;
+            if matches!(self.phase, Phase::Upscaling { .. }) {
+                return Vec::new();
+            }
             // Time spent loading is not sampling time.
             if self.step_clock.is_some() {
                 self.step_clock = Some(Instant::now());
@@ -196,6 +223,27 @@ impl Tracker {
             }
             return Vec::new();
         }
+        if let Phase::Upscaling {
+            image,
+            images,
+            pass,
+            passes,
+        } = self.phase
+        {
+            // Tile 0 announces the pass; later tiles only count forward.
+            if (step <= self.last_step && step > 0) || step > steps {
+                return Vec::new();
+            }
+            self.last_step = step;
+            return vec![Stage::Upscaling {
+                image,
+                images,
+                pass,
+                passes,
+                tile: step,
+                tiles: steps,
+            }];
+        }
         // A pixel-space hires upscale decodes the first pass in between: its steps are sampling again.
         if let (Phase::Decoding, Some(_)) = (self.phase, self.hires_offset) {
             let (image, images) = self.hires_image;
@@ -262,9 +310,48 @@ mod tests {
                 Stage::Sampling { step, steps, .. } => format!("step {step}/{steps}"),
                 Stage::EncodingPrompt => "encode".into(),
                 Stage::Decoding => "decode".into(),
+                Stage::Upscaling {
+                    pass,
+                    passes,
+                    tile,
+                    tiles,
+                    ..
+                } => format!("pass {pass}/{passes} tile {tile}/{tiles}"),
                 other => other.name().into(),
             })
             .collect()
+    }
+
+    #[test]
+    fn an_upscalers_weights_loading_on_its_first_tile_are_counted_as_loading_and_tiles_as_tiles() {
+        // The order sd.cpp produces for a tiled ESRGAN pass on a cold model (observed with the test upscaler).
+        let mut t = Tracker::default();
+        t.begin_upscale_pass(1, 1, 1, 2);
+        let mut out = t.on_progress(0, 9);
+        out.extend(t.on_log("loading 42/42 tensors from /x4.gguf"));
+        out.extend(t.on_progress(0, 42));
+        out.extend(t.on_progress(42, 42));
+        out.extend(t.on_log("loading tensors completed, taking 0.01s"));
+        out.extend(t.on_progress(1, 9));
+        out.extend(t.on_progress(9, 9));
+        assert_eq!(t.tiles_done(), 9);
+        t.begin_upscale_pass(1, 1, 2, 2);
+        assert_eq!(t.tiles_done(), 0);
+        out.extend(t.on_progress(0, 121));
+        out.extend(t.on_progress(1, 121));
+        out.extend(t.on_progress(1, 121));
+        assert_eq!(
+            phases(&out),
+            [
+                "pass 1/2 tile 0/9",
+                "load 0/42",
+                "load 42/42",
+                "pass 1/2 tile 1/9",
+                "pass 1/2 tile 9/9",
+                "pass 2/2 tile 0/121",
+                "pass 2/2 tile 1/121",
+            ]
+        );
     }
 
     #[test]

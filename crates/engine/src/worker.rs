@@ -261,6 +261,7 @@ pub fn run() -> i32 {
     );
 
     let mut resident: Option<Resident> = None;
+    let mut upscaler: Option<ResidentUpscaler> = None;
     for line in requests() {
         if line.trim().is_empty() {
             continue;
@@ -318,7 +319,37 @@ pub fn run() -> i32 {
             }
             ToWorker::Unload => {
                 resident = None;
+                upscaler = None;
                 send(&out, &FromWorker::Unloaded);
+            }
+            ToWorker::Upscale { job_id: id, spec } => {
+                *job_id.lock().unwrap_or_else(|e| e.into_inner()) = id.clone();
+                recent_errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                diffugen_sd::clear_callbacks();
+                let result = upscale(&out, &tracker, &id, &spec, &mut upscaler);
+                tracker.lock().unwrap_or_else(|e| e.into_inner()).finish();
+                let message = match result {
+                    Ok(model_was_resident) => FromWorker::Finished {
+                        job_id: id,
+                        model_was_resident,
+                    },
+                    Err(error) => {
+                        let errors = recent_errors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .join("; ");
+                        let error = if errors.is_empty() {
+                            error
+                        } else {
+                            format!("{error}: {errors}")
+                        };
+                        FromWorker::Failed { job_id: id, error }
+                    }
+                };
+                send(&out, &message);
             }
             ToWorker::Generate { job_id: id, spec } => {
                 *job_id.lock().unwrap_or_else(|e| e.into_inner()) = id.clone();
@@ -450,6 +481,125 @@ fn generate(
                 job_id: job_id.to_string(),
                 index: index as u32,
                 image: RawImage::encode(image),
+            },
+        );
+    }
+    Ok(was_resident)
+}
+
+/// The last upscaling model, kept loaded beside the rendering model (it is small) until another is asked for.
+struct ResidentUpscaler {
+    path: std::path::PathBuf,
+    tile_size: u32,
+    threads: Option<u32>,
+    upscaler: diffugen_sd::Upscaler,
+}
+
+fn stage(out: &Out, job_id: &str, stage: Stage) {
+    send(
+        out,
+        &FromWorker::Stage {
+            job_id: job_id.to_string(),
+            stage,
+        },
+    );
+}
+
+/// Enlarges every input of `spec` and sends each result as an `Image`; returns whether the model was resident.
+fn upscale(
+    out: &Out,
+    tracker: &Arc<Mutex<Tracker>>,
+    job_id: &str,
+    spec: &crate::upscale::UpscaleSpec,
+    resident: &mut Option<ResidentUpscaler>,
+) -> Result<bool, String> {
+    use crate::upscale::{resample, Upscaler};
+    *tracker.lock().unwrap_or_else(|e| e.into_inner()) = Tracker::default();
+    let mut was_resident = true;
+    if let Upscaler::Model { path, .. } = &spec.upscaler {
+        let same = resident.as_ref().is_some_and(|r| {
+            &r.path == path && r.tile_size == spec.tile_size && r.threads == spec.threads
+        });
+        if !same {
+            was_resident = false;
+            *resident = None;
+            let threads = spec.threads.map(|t| t as i32);
+            let upscaler = diffugen_sd::Upscaler::new(path, threads, spec.tile_size)
+                .map_err(|e| format!("{e} ({})", path.display()))?;
+            *resident = Some(ResidentUpscaler {
+                path: path.clone(),
+                tile_size: spec.tile_size,
+                threads: spec.threads,
+                upscaler,
+            });
+        }
+    }
+    let images = spec.inputs.len() as u32;
+    for (index, input) in spec.inputs.iter().enumerate() {
+        let image = index as u32 + 1;
+        let source = input.image.decode()?;
+        let (width, height) = spec.output_size(&input.image);
+        let result = match (&spec.upscaler, resident.as_mut()) {
+            (Upscaler::Model { .. }, Some(model)) => {
+                let passes = spec.passes(&input.image, model.upscaler.scale());
+                let mut current = source;
+                for pass in 1..=passes {
+                    tracker
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .begin_upscale_pass(image, images, pass, passes);
+                    let at = |tile, tiles| Stage::Upscaling {
+                        image,
+                        images,
+                        pass,
+                        passes,
+                        tile,
+                        tiles,
+                    };
+                    stage(out, job_id, at(0, 0));
+                    current = model
+                        .upscaler
+                        .upscale(&current)
+                        .map_err(|e| e.to_string())?;
+                    // An image that fits one tile is done in one piece, without a progress callback.
+                    let tiled = tracker
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .tiles_done();
+                    if tiled == 0 {
+                        stage(out, job_id, at(1, 1));
+                    }
+                }
+                if (current.width, current.height) == (width, height) {
+                    current
+                } else {
+                    resample(&current, width, height, false)?
+                }
+            }
+            (upscaler, _) => {
+                let nearest = *upscaler == Upscaler::Nearest;
+                let out_image = resample(&source, width, height, nearest)?;
+                stage(
+                    out,
+                    job_id,
+                    Stage::Upscaling {
+                        image,
+                        images,
+                        pass: 1,
+                        passes: 1,
+                        tile: 1,
+                        tiles: 1,
+                    },
+                );
+                out_image
+            }
+        };
+        send(
+            out,
+            &FromWorker::Image {
+                job_id: job_id.to_string(),
+                index: index as u32,
+                image: RawImage::encode(&result),
             },
         );
     }

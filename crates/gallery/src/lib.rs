@@ -115,6 +115,40 @@ pub struct Entry {
     pub source: String,
     /// Unix seconds when moved to the trash; `null` while in the gallery.
     pub trashed: Option<f64>,
+    /// How the image was enlarged from another (DiffuGen's upscale record), when it was.
+    pub upscale: Option<Upscaled>,
+}
+
+/// An upscaled image's link to what it was made from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct Upscaled {
+    /// `Lanczos`, `Nearest`, or the ESRGAN model's id.
+    pub upscaler: String,
+    pub scale: f64,
+    pub source_width: u32,
+    pub source_height: u32,
+    /// The source image's gallery id, when it was upscaled from the gallery.
+    pub source_id: Option<u32>,
+    /// The source's file name, when it came from a file.
+    pub source_file: Option<String>,
+}
+
+impl Upscaled {
+    /// Reads DiffuGen's `upscale` record (`source` is `gallery:<id>` or a file name).
+    pub fn from_record(record: &serde_json::Value) -> Option<Upscaled> {
+        let source = record.get("source").and_then(|s| s.as_str());
+        let source_id = source
+            .and_then(|s| s.strip_prefix("gallery:"))
+            .and_then(|id| id.parse().ok());
+        Some(Upscaled {
+            upscaler: record.get("upscaler")?.as_str()?.to_string(),
+            scale: record.get("scale")?.as_f64()?,
+            source_width: record.get("source_width")?.as_u64()? as u32,
+            source_height: record.get("source_height")?.as_u64()? as u32,
+            source_id,
+            source_file: source.filter(|_| source_id.is_none()).map(str::to_string),
+        })
+    }
 }
 
 /// Newest or oldest first.
@@ -224,7 +258,7 @@ END;
 
 const COLUMNS: &str = "id, path, created, prompt, negative_prompt, model, family, width, height, steps, cfg_scale, \
                        sampler, scheduler, seed, loras, init_image, strength, generation_seconds, job_id, favorite, \
-                       source, trashed, tags";
+                       source, trashed, tags, upscale";
 
 fn now() -> f64 {
     SystemTime::now()
@@ -336,7 +370,22 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<Entry> {
             .collect(),
         source: row.get(20)?,
         trashed: row.get(21)?,
+        upscale: row
+            .get::<_, Option<String>>(23)?
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .and_then(|v: serde_json::Value| Upscaled::from_record(&v)),
     })
+}
+
+/// Brings a gallery written by an earlier version up to this schema (columns added since).
+fn migrate(conn: &Connection) -> Result<(), GalleryError> {
+    let has_upscale: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('images') WHERE name = 'upscale'")?
+        .exists([])?;
+    if !has_upscale {
+        conn.execute_batch("ALTER TABLE images ADD COLUMN upscale TEXT")?;
+    }
+    Ok(())
 }
 
 fn encode_cursor(entry: &Entry) -> String {
@@ -362,6 +411,7 @@ impl Gallery {
         let db = dir.join("gallery.sqlite");
         let writer = connect(&db)?;
         writer.execute_batch(SCHEMA)?;
+        migrate(&writer)?;
         let reader = connect(&db)?;
         Ok(Gallery {
             dir: dir.to_path_buf(),
@@ -442,8 +492,9 @@ impl Gallery {
         let conn = self.write();
         conn.execute(
             "INSERT INTO images (path, created, prompt, negative_prompt, model, family, width, height, steps,
-                cfg_scale, sampler, scheduler, seed, loras, init_image, strength, generation_seconds, job_id, source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+                cfg_scale, sampler, scheduler, seed, loras, init_image, strength, generation_seconds, job_id, source,
+                upscale)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
              ON CONFLICT(path) DO NOTHING",
             params![
                 key,
@@ -465,6 +516,7 @@ impl Gallery {
                 p.generation_seconds,
                 p.job_id,
                 p.source,
+                p.upscale,
             ],
         )?;
         let id: i64 = conn.query_row("SELECT id FROM images WHERE path = ?1", [&key], |r| {

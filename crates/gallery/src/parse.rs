@@ -26,6 +26,8 @@ pub struct Parsed {
     pub job_id: Option<String>,
     pub created: Option<f64>,
     pub clip_skip: Option<i64>,
+    /// DiffuGen's `upscale` record (JSON) for an image enlarged from another.
+    pub upscale: Option<String>,
 }
 
 /// The best description among a PNG's text chunks.
@@ -53,6 +55,21 @@ pub fn parse(chunks: &[(String, String)]) -> Parsed {
 
 fn parse_diffugen(text: &str) -> Option<Parsed> {
     let v: Value = serde_json::from_str(text).ok()?;
+    let upscale = v
+        .get("upscale")
+        .filter(|u| u.is_object())
+        .map(Value::to_string);
+    // An image upscaled from elsewhere has no generation parameters: its record keeps only the upscale.
+    if upscale.is_some() && v.get("model").and_then(Value::as_str) == Some("") {
+        return Some(Parsed {
+            source: "diffugen",
+            generation_seconds: v.get("generation_seconds").and_then(Value::as_f64),
+            job_id: v.get("job_id").and_then(Value::as_str).map(String::from),
+            created: v.get("created").and_then(Value::as_f64),
+            upscale,
+            ..Parsed::default()
+        });
+    }
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
     Some(Parsed {
         source: "diffugen",
@@ -87,6 +104,7 @@ fn parse_diffugen(text: &str) -> Option<Parsed> {
         job_id: s("job_id"),
         created: v.get("created").and_then(Value::as_f64),
         clip_skip: v.get("clip_skip").and_then(Value::as_i64),
+        upscale,
     })
 }
 

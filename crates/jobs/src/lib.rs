@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use diffugen_engine::{Destination, Engine, FailureKind, JobEvent, JobSpec, Output, Stage};
+use diffugen_engine::{Destination, Engine, FailureKind, JobEvent, JobSpec, Output, Stage, Work};
 use diffugen_gallery::Gallery;
 use diffugen_vram::Orchestrator;
 use serde::Serialize;
@@ -309,7 +309,7 @@ impl JobManager {
         source: String,
         model: String,
         prompt: String,
-        work: Option<(JobSpec, Destination)>,
+        work: Option<(Work, Destination)>,
         created: f64,
     ) -> Job {
         Job {
@@ -366,10 +366,21 @@ impl JobManager {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Accepts a validated job. Returns its id, or `Full` when `depth` jobs are already waiting.
+    /// Accepts a validated render. Returns its id, or `Full` when `depth` jobs are already waiting.
     pub fn submit(
         &self,
         spec: JobSpec,
+        destination: Destination,
+        source: &str,
+    ) -> Result<String, QueueError> {
+        self.submit_work(Work::Generate(Box::new(spec)), destination, source)
+    }
+
+    /// Accepts a validated job of any kind (a render, an upscale). Returns its id, or `Full` when `depth` jobs are
+    /// already waiting.
+    pub fn submit_work(
+        &self,
+        work: Work,
         destination: Destination,
         source: &str,
     ) -> Result<String, QueueError> {
@@ -385,9 +396,9 @@ impl JobManager {
         let mut job = self.new_job(
             &id,
             source.to_string(),
-            spec.model_id.clone(),
-            spec.prompt.clone(),
-            Some((spec, destination)),
+            work.model(),
+            work.prompt(),
+            Some((work, destination)),
             now_unix(),
         );
         // On disk before the id goes out: a job a client was told about survives a crash.
@@ -599,8 +610,8 @@ impl JobManager {
             })?;
             (work, job.source.clone())
         };
-        let (spec, destination) = work;
-        let new = self.submit(spec, destination, &source)?;
+        let (work, destination) = work;
+        let new = self.submit_work(work, destination, &source)?;
         if let Some(position) = position {
             self.move_to(&new, position)?;
         }

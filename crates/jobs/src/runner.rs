@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use diffugen_engine::{FailureKind, JobEvent, JobSpec, Output, Stage};
+use diffugen_engine::{FailureKind, JobEvent, JobSpec, Output, Stage, Work};
 use diffugen_gallery::Gallery;
 use diffugen_vram::share::Fit;
 use diffugen_vram::{DiffusionLease, Orchestrator};
@@ -38,12 +38,12 @@ impl JobManager {
                 }
                 next.and_then(|id| {
                     state.jobs.get(&id).and_then(|j| {
-                        let (spec, destination) = j.work.clone()?;
-                        Some((id, spec, destination, j.accepted))
+                        let (work, destination) = j.work.clone()?;
+                        Some((id, work, destination, j.accepted))
                     })
                 })
             };
-            let Some((id, mut spec, destination, accepted)) = next else {
+            let Some((id, mut work, destination, accepted)) = next else {
                 if let Some(lease) = lease.take() {
                     lease.release().await;
                 }
@@ -81,13 +81,21 @@ impl JobManager {
                     finish(&mut state, &id);
                 }
             };
-            for message in self.apply_defaults(&mut spec) {
-                let stage = Stage::Warning { message };
-                record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
+            if let Work::Generate(spec) = &mut work {
+                for message in self.apply_defaults(spec) {
+                    let stage = Stage::Warning { message };
+                    record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
+                }
             }
-            if let (Some(orchestrator), None) = (&self.shared.orchestrator, &lease) {
+            if let Work::Upscale(spec) = &mut work {
+                spec.threads = spec.threads.or(self.defaults().threads);
+            }
+            // Lanczos and nearest run on the CPU: they need no turn on the GPU.
+            let needs_gpu = !matches!(&work, Work::Upscale(spec) if spec.needed_vram() == 0.0);
+            if let (Some(orchestrator), None, true) = (&self.shared.orchestrator, &lease, needs_gpu)
+            {
                 match self
-                    .prepare(orchestrator, &id, &mut spec, accepted, &mut record)
+                    .prepare(orchestrator, &id, &mut work, accepted, &mut record)
                     .await
                 {
                     Ok(acquired) => lease = Some(acquired),
@@ -99,22 +107,38 @@ impl JobManager {
                         continue;
                     }
                 }
-            } else {
+            } else if let Work::Generate(spec) = &mut work {
                 let orchestrator = self.shared.orchestrator.as_ref();
                 let budget = orchestrator.and_then(Orchestrator::sharing_budget);
-                for stage in plan_stages(orchestrator, &mut spec, budget) {
+                for stage in plan_stages(orchestrator, spec, budget) {
                     record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
                 }
             }
-            let _ = diffugen_engine::job::run(
-                &self.shared.engine,
-                &id,
-                &spec,
-                &destination,
-                accepted,
-                &mut record,
-            )
-            .await;
+            let engine = &self.shared.engine;
+            let _ = match &work {
+                Work::Generate(spec) => {
+                    diffugen_engine::job::run(
+                        engine,
+                        &id,
+                        spec,
+                        &destination,
+                        accepted,
+                        &mut record,
+                    )
+                    .await
+                }
+                Work::Upscale(spec) => {
+                    diffugen_engine::job::run_upscale(
+                        engine,
+                        &id,
+                        spec,
+                        &destination,
+                        accepted,
+                        &mut record,
+                    )
+                    .await
+                }
+            };
             let more = {
                 let mut state = self.lock();
                 state.running = None;
@@ -169,13 +193,23 @@ impl JobManager {
         &self,
         orchestrator: &Orchestrator,
         id: &str,
-        spec: &mut JobSpec,
+        work: &mut Work,
         accepted: Instant,
         record: &mut (dyn FnMut(JobEvent) + Send),
     ) -> Result<DiffusionLease, Stage> {
         let (cancel_tx, cancel_rx) = oneshot::channel();
         self.lock().preparing = Some((id.to_string(), cancel_tx));
-        let mut planner = fit_for(spec, orchestrator);
+        let mut planner: Box<dyn FnMut(f64) -> Fit + Send> = match &*work {
+            Work::Generate(spec) => Box::new(fit_for(spec, orchestrator)),
+            Work::Upscale(spec) => {
+                let vram_bytes = spec.needed_vram();
+                Box::new(move |_free: f64| Fit {
+                    fits: true,
+                    vram_bytes,
+                    seconds: 1.0,
+                })
+            }
+        };
         let mut on_stage = |progress: diffugen_vram::Progress| {
             record(JobEvent::new(
                 id,
@@ -193,8 +227,10 @@ impl JobManager {
         };
         self.lock().preparing = None;
         let (lease, budget) = result?;
-        for stage in plan_stages(Some(orchestrator), spec, budget) {
-            record(JobEvent::new(id, accepted.elapsed().as_secs_f64(), stage));
+        if let Work::Generate(spec) = work {
+            for stage in plan_stages(Some(orchestrator), spec, budget) {
+                record(JobEvent::new(id, accepted.elapsed().as_secs_f64(), stage));
+            }
         }
         Ok(lease)
     }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use diffugen_engine::{Destination, JobEvent, JobSpec, Stage};
+use diffugen_engine::{Destination, JobEvent, Stage, Work};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::{now_unix, JobInfo, JobState, JobStore, HISTORY_KEPT};
@@ -15,7 +15,7 @@ pub(crate) struct Job {
     pub(crate) model: String,
     pub(crate) prompt: String,
     /// What the runner needs; dropped when the job ends.
-    pub(crate) work: Option<(JobSpec, Destination)>,
+    pub(crate) work: Option<(Work, Destination)>,
     pub(crate) source: String,
     pub(crate) created: f64,
     pub(crate) finished: Option<f64>,

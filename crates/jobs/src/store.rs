@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use diffugen_engine::{Destination, JobEvent, JobSpec};
+use diffugen_engine::{Destination, JobEvent, Work};
 use rusqlite::{params, Connection};
 
 use crate::JobState;
@@ -26,7 +26,7 @@ pub(crate) struct StoredJob {
     pub id: String,
     pub state: JobState,
     /// Kept while the job still has to run; dropped when it finishes (init images make it large).
-    pub work: Option<(JobSpec, Destination)>,
+    pub work: Option<(Work, Destination)>,
     pub source: String,
     pub model: String,
     pub prompt: String,
@@ -262,10 +262,7 @@ impl JobStore {
             };
             let work = match (spec, destination) {
                 (Some(spec), Some(destination)) => {
-                    match (
-                        serde_json::from_str(&spec),
-                        serde_json::from_str(&destination),
-                    ) {
+                    match (Work::from_json(&spec), serde_json::from_str(&destination)) {
                         (Ok(spec), Ok(destination)) => Some((spec, destination)),
                         (Err(e), _) | (_, Err(e)) => {
                             // Written by another version: the job is reported failed rather than lost silently.

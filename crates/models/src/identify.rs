@@ -80,9 +80,17 @@ pub fn identify(tensors: &[Tensor]) -> Identity {
         };
     }
     if any(&raw, "RRDB_trunk.") || any(&raw, "conv_first.weight") || any(&raw, ".rdb1.") {
+        // sd.cpp reads the factor from the upsampling convolutions (new names, or RealESRGAN's `model.N.`).
+        let scale = if any(&raw, "conv_up2.") || any(&raw, "model.6.") {
+            "x4"
+        } else if any(&raw, "conv_up1.") || any(&raw, "model.3.") {
+            "x2"
+        } else {
+            "x1"
+        };
         return Identity {
             family: Family::Esrgan,
-            variant: None,
+            variant: Some(scale.into()),
             role: Role::Upscaler,
         };
     }

@@ -61,6 +61,11 @@ pub enum ModelError {
         dir: PathBuf,
         available: Vec<String>,
     },
+    #[error("unknown upscaler '{name}'; available upscalers: {}", list_or_none(.available))]
+    UnknownUpscaler {
+        name: String,
+        available: Vec<String>,
+    },
 }
 
 fn list_or_none(items: &[String]) -> String {
@@ -305,6 +310,31 @@ impl Library {
             id: spec.to_string(),
             available: self.ids(),
         })
+    }
+
+    /// The upscaling models (ESRGAN) in the models folders, by id (file stem), sorted.
+    pub fn upscalers(&self) -> Vec<ModelEntry> {
+        let mut found: Vec<ModelEntry> = self
+            .scan()
+            .into_iter()
+            .filter(|e| e.role == Role::Upscaler && e.error.is_none())
+            .collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found.dedup_by(|a, b| a.id == b.id);
+        found
+    }
+
+    /// Finds an upscaling model by id (file stem; case does not matter).
+    pub fn resolve_upscaler(&self, name: &str) -> Result<PathBuf, ModelError> {
+        let upscalers = self.upscalers();
+        upscalers
+            .iter()
+            .find(|e| e.id.eq_ignore_ascii_case(name))
+            .map(|e| PathBuf::from(&e.path))
+            .ok_or_else(|| ModelError::UnknownUpscaler {
+                name: name.to_string(),
+                available: upscalers.into_iter().map(|e| e.id).collect(),
+            })
     }
 
     /// Finds a LoRA by name (file stem) in the LoRA folder.

@@ -59,7 +59,16 @@ pub fn encode(pixels: Pixels<'_>, texts: &[Text<'_>]) -> io::Result<Vec<u8>> {
 
 /// Reads every text chunk (tEXt, zTXt, iTXt) of a PNG file.
 pub fn read(path: &Path) -> io::Result<Vec<(String, String)>> {
-    let decoder = png::Decoder::new(fs::File::open(path)?);
+    read_from(io::BufReader::new(fs::File::open(path)?))
+}
+
+/// Reads every text chunk of a PNG held in memory (an image a client sent).
+pub fn read_bytes(bytes: &[u8]) -> io::Result<Vec<(String, String)>> {
+    read_from(io::Cursor::new(bytes))
+}
+
+fn read_from(source: impl io::Read) -> io::Result<Vec<(String, String)>> {
+    let decoder = png::Decoder::new(source);
     let reader = decoder.read_info().map_err(io::Error::other)?;
     let info = reader.info();
     let mut out: Vec<(String, String)> = info

@@ -114,7 +114,7 @@ impl RgbImage {
         })
     }
 
-    fn check(&self, field: &'static str, channels: u32) -> Result<(), SdError> {
+    pub(crate) fn check(&self, field: &'static str, channels: u32) -> Result<(), SdError> {
         let expected = (self.width as usize) * (self.height as usize) * (channels as usize);
         if self.channels != channels || self.data.len() != expected {
             return Err(SdError::BadImage {
@@ -132,7 +132,7 @@ impl RgbImage {
     }
 
     /// A borrowed view for sd.cpp. sd.cpp takes `uint8_t*` but only reads through it.
-    fn as_raw(&self) -> sys::sd_image_t {
+    pub(crate) fn as_raw(&self) -> sys::sd_image_t {
         sys::sd_image_t {
             width: self.width,
             height: self.height,
@@ -210,7 +210,7 @@ pub struct Context {
 // SAFETY: an sd_ctx_t is not tied to the thread that created it; `&mut self` on `generate` keeps use exclusive.
 unsafe impl Send for Context {}
 
-fn c_string(field: &'static str, value: &str) -> Result<CString, SdError> {
+pub(crate) fn c_string(field: &'static str, value: &str) -> Result<CString, SdError> {
     CString::new(value).map_err(|_| SdError::Nul { field })
 }
 

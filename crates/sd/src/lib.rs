@@ -7,6 +7,7 @@
 mod callbacks;
 mod context;
 mod names;
+mod upscaler;
 
 pub use callbacks::{
     clear_callbacks, set_log_handler, set_preview_handler, set_progress_handler, LogLevel,
@@ -16,6 +17,7 @@ pub use context::{
     Cache, Context, ContextParams, Hires, HiresUpscaler, ImageRequest, LoraWeight, RgbImage, Tiling,
 };
 pub use names::{sampler_names, scheduler_names, SAMPLERS, SCHEDULERS};
+pub use upscaler::Upscaler;
 
 /// What can go wrong when talking to sd.cpp.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,12 @@ pub enum SdError {
     /// `convert` could not read the input or write the output.
     #[error("stable-diffusion.cpp could not convert the model")]
     Conversion,
+    /// `new_upscaler_ctx` refused the upscaling model (missing file, not an ESRGAN model, damaged header, ...).
+    #[error("stable-diffusion.cpp could not load the upscaling model")]
+    UpscalerCreation,
+    /// `upscale` returned no image.
+    #[error("stable-diffusion.cpp failed to upscale the image")]
+    Upscale,
     /// An unknown sampler or scheduler name.
     #[error("unknown {field} '{value}'")]
     UnknownName { field: &'static str, value: String },

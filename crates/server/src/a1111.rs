@@ -426,15 +426,39 @@ pub async fn schedulers() -> Json<Value> {
     Json(Value::Array(list))
 }
 
-/// `GET /sdapi/v1/upscalers`: what a hires pass can enlarge pixels with (no upscaler models yet: no ESRGAN).
-pub async fn upscalers() -> Json<Value> {
-    let list: Vec<Value> = diffugen_engine::params::HIRES_UPSCALERS
-        .iter()
-        .filter(|(u, _)| matches!(u, HiresUpscaler::Lanczos | HiresUpscaler::Nearest))
-        .map(|(_, name)| *name)
-        .chain(["None"])
+/// `GET /sdapi/v1/upscalers`: what `/sdapi/v1/extra-single-image` can enlarge with — `None`, Lanczos, Nearest
+/// and the ESRGAN models in the models folders (their factor read from their weights). A hires pass takes the
+/// first three.
+pub async fn upscalers(State(state): State<AppState>) -> Json<Value> {
+    let library = state.library();
+    let models = tokio::task::spawn_blocking(move || library.upscalers())
+        .await
+        .unwrap_or_default();
+    let mut list: Vec<Value> = ["None"]
+        .into_iter()
+        .chain(
+            diffugen_engine::params::HIRES_UPSCALERS
+                .iter()
+                .filter(|(u, _)| matches!(u, HiresUpscaler::Lanczos | HiresUpscaler::Nearest))
+                .map(|(_, name)| *name),
+        )
         .map(|name| json!({ "name": name, "model_name": null, "model_path": null, "model_url": null, "scale": 4 }))
         .collect();
+    list.extend(models.into_iter().map(|model| {
+        let scale = model
+            .variant
+            .as_deref()
+            .and_then(|v| v.strip_prefix('x'))
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(4);
+        json!({
+            "name": model.id,
+            "model_name": "ESRGAN",
+            "model_path": null,
+            "model_url": null,
+            "scale": scale,
+        })
+    }));
     Json(Value::Array(list))
 }
 

@@ -22,6 +22,7 @@ mod listen;
 mod models;
 pub mod native;
 mod openai;
+mod upscale;
 mod vram;
 
 use std::net::SocketAddr;
@@ -170,6 +171,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/images/edits", post(openai::edits))
         .route("/images/{file}", get(files::image))
         .route("/api/v1/jobs", post(native::submit))
+        .route("/api/v1/upscale", post(upscale::submit))
         .route("/api/v1/jobs/{id}", get(native::job))
         .route("/api/v1/jobs/{id}/events", get(native::events))
         .route("/api/v1/jobs/{id}/cancel", post(native::cancel))
@@ -221,6 +223,14 @@ pub fn router(state: AppState) -> Router {
         .route("/sdapi/v1/samplers", get(a1111::samplers))
         .route("/sdapi/v1/schedulers", get(a1111::schedulers))
         .route("/sdapi/v1/upscalers", get(a1111::upscalers))
+        .route(
+            "/sdapi/v1/extra-single-image",
+            post(upscale::extra_single_image),
+        )
+        .route(
+            "/sdapi/v1/extra-batch-images",
+            post(upscale::extra_batch_images),
+        )
         .route(
             "/sdapi/v1/latent-upscale-modes",
             get(a1111::latent_upscale_modes),

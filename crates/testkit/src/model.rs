@@ -41,14 +41,19 @@ pub fn test_model() -> PathBuf {
             fnv1a(MANIFEST.as_bytes())
         ));
         let path = dir.join(TEST_MODEL_FILE);
-        ensure_built(&path)
+        ensure_built(&path, build_test_model)
             .unwrap_or_else(|e| panic!("cannot build the test model at {}: {e}", path.display()));
         path
     })
     .clone()
 }
 
-fn ensure_built(path: &Path) -> io::Result<()> {
+/// Builds `path` with `build` unless it exists; a lock file beside it keeps parallel tests and processes from
+/// building it twice. The file appears whole (written as `.part`, then renamed).
+pub(crate) fn ensure_built(
+    path: &Path,
+    build: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path.parent().expect("a file path has a parent");
     fs::create_dir_all(dir)?;
     let lock = File::create(dir.join(".lock"))?;
@@ -56,9 +61,9 @@ fn ensure_built(path: &Path) -> io::Result<()> {
     if !path.exists() {
         let started = std::time::Instant::now();
         let tmp = path.with_extension("gguf.part");
-        build_test_model(&tmp)?;
+        build(&tmp)?;
         fs::rename(&tmp, path)?;
-        tracing::info!(path = %path.display(), seconds = started.elapsed().as_secs_f64(), "built the test model");
+        tracing::info!(path = %path.display(), seconds = started.elapsed().as_secs_f64(), "built a test model");
     }
     lock.unlock()
 }
@@ -93,20 +98,34 @@ fn is_norm_scale(name: &str) -> bool {
 /// Writes the test model to `path` (deterministic: the same bytes every time).
 pub fn build_test_model(path: &Path) -> io::Result<()> {
     let tensors = manifest();
+    write_random_gguf(path, "diffugen-test-sdxs", &tensors, WEIGHT_SEED, |name| {
+        if is_norm_scale(name) {
+            1.0
+        } else {
+            0.0
+        }
+    })
+}
+
+/// Writes an f16 GGUF of `tensors` with normal(0, 1) * 0.05 weights from the generator seeded with `seed`, each
+/// tensor shifted by `shift(name)`; the same bytes every time.
+pub(crate) fn write_random_gguf(
+    path: &Path,
+    general_name: &str,
+    tensors: &[TensorInfo],
+    seed: u64,
+    shift: impl Fn(&str) -> f32,
+) -> io::Result<()> {
     let mut out = BufWriter::with_capacity(8 << 20, File::create(path)?);
-    let mut rng = Normal::new(WEIGHT_SEED);
+    let mut rng = Normal::new(seed);
     let mut bytes = Vec::with_capacity(2 << 20);
     gguf::write(
         &mut out,
-        &[("general.name", "diffugen-test-sdxs")],
-        &tensors,
+        &[("general.name", general_name)],
+        tensors,
         |index, w| {
             let tensor = &tensors[index];
-            let shift = if is_norm_scale(&tensor.name) {
-                1.0
-            } else {
-                0.0
-            };
+            let shift = shift(&tensor.name);
             let mut remaining = tensor.elements();
             while remaining > 0 {
                 let chunk = remaining.min(1 << 20);
@@ -124,7 +143,7 @@ pub fn build_test_model(path: &Path) -> io::Result<()> {
     out.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
     })

@@ -47,6 +47,8 @@ const LABELS: Record<string, string> = {
   "hires.steps": "Hires steps",
   "hires.denoising_strength": "Denoising strength",
   "hires.upscaler": "Upscaler",
+  upscaler: "Upscaler",
+  scale: "Scale",
   memory: "Memory & speed defaults",
   model_keep_alive: "Keep an idle model loaded for",
   vram_budget_gib: "VRAM budget",

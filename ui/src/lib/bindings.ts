@@ -36,6 +36,13 @@ export const commands = {
 	galleryDelete: (id: number) => typedError<Entry, AppError>(__TAURI_INVOKE("gallery_delete", { id })),
 	galleryRestore: (id: number) => typedError<Entry, AppError>(__TAURI_INVOKE("gallery_restore", { id })),
 	galleryRemix: (id: number) => typedError<GenerateForm, AppError>(__TAURI_INVOKE("gallery_remix", { id })),
+	/**  What Upscale offers: `Lanczos`, `Nearest`, then the ESRGAN models in the models folders. */
+	upscalers: () => __TAURI_INVOKE<string[]>("upscalers"),
+	/**
+	 *  Enlarges a gallery image by `scale` (above 1, up to 8) with `upscaler` as a job in the queue; the result is
+	 *  recorded in the gallery, linked to the image. Returns the job's id.
+	 */
+	upscaleGalleryImage: (id: number, scale: number | null, upscaler: string) => typedError<string, AppError>(__TAURI_INVOKE("upscale_gallery_image", { id, scale, upscaler })),
 	galleryImageData: (id: number) => typedError<string, AppError>(__TAURI_INVOKE("gallery_image_data", { id })),
 	galleryCreateBoard: (name: string) => typedError<Board[], AppError>(__TAURI_INVOKE("gallery_create_board", { name })),
 	galleryRenameBoard: (from: string, to: string) => typedError<Board[], AppError>(__TAURI_INVOKE("gallery_rename_board", { from, to })),
@@ -248,6 +255,8 @@ export type Entry = {
 	source: string,
 	/**  Unix seconds when moved to the trash; `null` while in the gallery. */
 	trashed: number | null,
+	/**  How the image was enlarged from another (DiffuGen's upscale record), when it was. */
+	upscale: Upscaled | null,
 };
 
 /**  What made a job fail. */
@@ -755,7 +764,13 @@ export type Stage =
 /**  `step` of `steps` for image `image` of `images` (1-based); step 0 announces the start of sampling. */
 { phase: "sampling"; image: number; images: number; step: number; steps: number; seconds_per_step: number | null } | 
 /**  A live preview frame during sampling, PNG, base64. */
-{ phase: "preview"; image: number; step: number; width: number; height: number; png_base64: string } | { phase: "decoding" } | { phase: "saving" } | { phase: "done"; outputs: Output[] } | { phase: "failed"; error: string; 
+{ phase: "preview"; image: number; step: number; width: number; height: number; png_base64: string } | { phase: "decoding" } | 
+/**
+ *  Enlarging image `image` of `images`: `tile` of `tiles` done in pass `pass` of `passes` (a model runs again
+ *  until the size is reached); tile 0 announces a pass (`tiles` 0 until the tile count is known). Lanczos and
+ *  nearest report one tile.
+ */
+{ phase: "upscaling"; image: number; images: number; pass: number; passes: number; tile: number; tiles: number } | { phase: "saving" } | { phase: "done"; outputs: Output[] } | { phase: "failed"; error: string; 
 /**  What failed, for the status a door answers with [default: render]. */
 kind?: FailureKind } | { phase: "cancelled"; reason: string };
 
@@ -792,6 +807,19 @@ export type SwitchTarget =
 
 /**  VAE tiling: always, never, or when the planner finds the untiled decode does not fit. */
 export type Tiling = "auto" | "on" | "off";
+
+/**  An upscaled image's link to what it was made from. */
+export type Upscaled = {
+	/**  `Lanczos`, `Nearest`, or the ESRGAN model's id. */
+	upscaler: string,
+	scale: number | null,
+	source_width: number,
+	source_height: number,
+	/**  The source image's gallery id, when it was upscaled from the gallery. */
+	source_id: number | null,
+	/**  The source's file name, when it came from a file. */
+	source_file: string | null,
+};
 
 /**  A live event of the orchestrator. */
 export type VramEvent = { type: "phase"; phase: Phase; reason: string } | { type: "switch"; to: Phase; milliseconds: number | null; unloaded: string[]; restored: string[] } | { type: "warning"; message: string } | { type: "snapshot"; snapshot: VramSnapshot };

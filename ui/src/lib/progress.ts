@@ -12,10 +12,45 @@ const BANDS = {
   loading_model: [3, 10],
   encoding_prompt: [10, 12],
   sampling: [12, 95],
+  // An upscale job has no prompt to encode, no steps and no decoding: enlarging is nearly all of its work.
+  upscaling: [10, 97],
   decoding: [95, 98],
   saving: [98, 99],
   done: [100, 100],
 } as const;
+
+/** A whole count of at least `min` (a missing or malformed field counts as `min`). */
+function count(value: unknown, min: number): number {
+  return typeof value === "number" && Number.isFinite(value) ? Math.max(min, Math.floor(value)) : min;
+}
+
+/** How far an upscaling event is through its job, 0..1: the tiles of this pass, the passes of this image, the images. */
+function upscaleFraction(event: Extract<JobEvent, { phase: "upscaling" }>): number {
+  const images = count(event.images, 1);
+  const passes = count(event.passes, 1);
+  const image = Math.min(images, count(event.image, 1));
+  const pass = Math.min(passes, count(event.pass, 1));
+  const tiles = count(event.tiles, 0);
+  const within = tiles > 0 ? Math.min(1, count(event.tile, 0) / tiles) : 0;
+  return (image - 1 + (pass - 1 + within) / passes) / images;
+}
+
+/**
+ * What an upscaling event reads as: "Upscaling — tile 3 of 9", with the pass and the image when there are several
+ * ("Upscaling — image 2 of 3, pass 2 of 2, tile 3 of 9"); just "Upscaling" while the tile count is not known.
+ */
+export function upscalingStatus(event: Extract<JobEvent, { phase: "upscaling" }>): string {
+  const parts: string[] = [];
+  const images = count(event.images, 1);
+  const passes = count(event.passes, 1);
+  const tiles = count(event.tiles, 0);
+  const tile = count(event.tile, 0);
+  if (images > 1) parts.push(`image ${Math.min(images, count(event.image, 1))} of ${images}`);
+  if (passes > 1) parts.push(`pass ${Math.min(passes, count(event.pass, 1))} of ${passes}`);
+  // Tile 0 announces a pass: no tile is being worked on yet.
+  if (tiles > 0 && tile > 0) parts.push(`tile ${Math.min(tiles, tile)} of ${tiles}`);
+  return parts.length ? `Upscaling — ${parts.join(", ")}` : "Upscaling";
+}
 
 /**
  * The percent `event` puts the job at, given where it was (`previous`): never lower while the job runs (sd.cpp
@@ -40,6 +75,11 @@ export function stagePercent(event: JobEvent, previous: number | null): number |
       percent = from + ((to - from) * (event.image - 1 + within)) / images;
       break;
     }
+    case "upscaling": {
+      const [from, to] = BANDS.upscaling;
+      percent = from + (to - from) * upscaleFraction(event);
+      break;
+    }
     case "preparing":
     case "freeing_vram":
     case "encoding_prompt":
@@ -49,9 +89,11 @@ export function stagePercent(event: JobEvent, previous: number | null): number |
       percent = BANDS[event.phase][0];
       break;
     default:
-      // plan, warning, preview, failed, cancelled: progress stays where it was.
+      // plan, warning, preview, failed, cancelled, and any phase this window does not know yet: progress stays
+      // where it was.
       return previous;
   }
+  if (!Number.isFinite(percent)) return previous;
   return Math.max(previous ?? 0, percent);
 }
 
@@ -70,10 +112,10 @@ export function etaLeft(eta: number | null, at: number | null, now: number): num
 }
 
 /**
- * What a screen reader hears about a running job: the phase when it changes, and within sampling only each quarter
- * of the way (25 %, 50 %, 75 %), not every step.
+ * What a screen reader hears about a running job: the phase when it changes, and within sampling (or upscaling)
+ * only each quarter of the way (25 %, 50 %, 75 %), not every step or tile.
  */
 export function progressKey(phase: string, percent: number | null): string {
-  if (phase !== "sampling") return phase;
-  return `sampling-${Math.floor((percent ?? 0) / 25)}`;
+  if (phase !== "sampling" && phase !== "upscaling") return phase;
+  return `${phase}-${Math.floor((percent ?? 0) / 25)}`;
 }

@@ -26,7 +26,7 @@ import { dataUrlSize } from "./images";
 import type { PickedImage, Size } from "./images";
 import { emptyMemory, normalMemory } from "./memory";
 import { isHiresUpscaler } from "./hires";
-import { stagePercent, stepEta } from "./progress";
+import { stagePercent, stepEta, upscalingStatus } from "./progress";
 
 export type View = "generate" | "gallery" | "queue" | "models" | "settings";
 
@@ -534,12 +534,21 @@ const PHASES: Record<string, string> = {
   loading_model: "Loading the model",
   encoding_prompt: "Encoding the prompt",
   sampling: "Sampling",
+  upscaling: "Upscaling",
   decoding: "Decoding",
   saving: "Saving",
   done: "Done",
   failed: "Failed",
   cancelled: "Cancelled",
 };
+
+/** A phase in words: the known ones as written above, one this window does not know yet from its name. */
+export function phaseName(phase: unknown): string {
+  if (typeof phase !== "string" || phase === "") return "Working";
+  if (PHASES[phase]) return PHASES[phase];
+  const words = phase.replaceAll("_", " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
 
 function applyStage(job: LiveJob, event: JobEvent, now = Date.now()): void {
   // The core's own percent is time-based (it counts from when the job was accepted); the bar follows the work.
@@ -582,6 +591,14 @@ function applyStage(job: LiveJob, event: JobEvent, now = Date.now()): void {
       job.status =
         event.images > 1 ? `Sampling image ${event.image} of ${event.images}` : "Sampling";
       break;
+    case "upscaling":
+      job.state = "running";
+      // Tiles are no steps: the step count and rate of a sampling before it do not describe this.
+      job.step = 0;
+      job.steps = 0;
+      job.secondsPerStep = null;
+      job.status = upscalingStatus(event);
+      break;
     case "preview":
       job.preview = `data:image/png;base64,${event.png_base64}`;
       return;
@@ -603,19 +620,23 @@ function applyStage(job: LiveJob, event: JobEvent, now = Date.now()): void {
       job.status = "Cancelled";
       break;
     default:
+      // decoding, saving, encoding_prompt, and any phase a newer core sends that this window does not know yet.
       job.state = "running";
-      job.status = PHASES[event.phase] ?? event.phase;
+      job.status = phaseName((event as { phase?: unknown }).phase);
   }
-  job.phase = event.phase;
+  job.phase = typeof event.phase === "string" ? event.phase : "unknown";
 }
 
 export function applyJobEvent(event: JobEvent): void {
   const known = app.jobs[event.job_id];
   if (!known) app.jobs[event.job_id] = blankJob(event.job_id);
   const job = app.jobs[event.job_id];
+  const before = job.state;
   applyStage(job, event);
   const ended = ["done", "failed", "cancelled"].includes(event.phase);
-  if (!known || ended || event.phase === "queued") void refreshQueue();
+  // A job that starts (its first loading or upscaling event) moves from the waiting list to the running one.
+  const started = before !== "running" && job.state === "running";
+  if (!known || ended || started || event.phase === "queued") void refreshQueue();
   if (ended) {
     void refreshHistory().catch(() => {});
     // Another client's last preview is of no more use (the Queue shows previews of running jobs only).

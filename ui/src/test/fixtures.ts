@@ -88,6 +88,7 @@ export function entry(id: number, overrides: Partial<Entry> = {}): Entry {
     tags: [],
     source: "diffugen",
     trashed: null,
+    upscale: null,
     ...overrides,
   };
 }
@@ -190,6 +191,7 @@ export function mockCore(overrides: Record<string, Handler> = {}) {
     queue_paused: () => false,
     set_queue_paused: (args) => args.paused === true,
     requeue_job: () => "requeued-1",
+    upscalers: () => ["Lanczos", "Nearest"],
   };
   mockConvertFileSrc("linux");
   mockIPC(

@@ -3,6 +3,7 @@ import { flushSync } from "svelte";
 import { cleanup } from "@testing-library/svelte";
 import { clearMocks } from "@tauri-apps/api/mocks";
 import { draft, emptyForm, form } from "../lib/state.svelte";
+import { resetUpscaling } from "../lib/upscale.svelte";
 
 // jsdom lacks these; the panels use them.
 if (!window.matchMedia) {
@@ -34,6 +35,8 @@ afterEach(() => {
   // The form is shared and saved in the storage as it changes: each test starts from an empty one.
   Object.assign(form, emptyForm());
   Object.assign(draft, { seedLocked: false, init: null });
+  // The upscaler picked is kept for the session: each test starts a new one.
+  resetUpscaling();
   flushSync();
   localStorage.clear();
 });

@@ -1,0 +1,407 @@
+//! Upscaling: a real (tiny) ESRGAN model in sd.cpp and Lanczos / nearest, through the CLI, DiffuGen's job API and
+//! AUTOMATIC1111's extras routes — one queue, progress by tile, the result keeping its source's parameters.
+
+mod support;
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use diffugen_engine::{JobEvent, Stage};
+use diffugen_gallery::Gallery;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::{stderr, Workspace};
+
+fn size(path: &str) -> (u32, u32) {
+    image::image_dimensions(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn parameters(path: &str) -> String {
+    diffugen_engine::output::read_png_text(std::path::Path::new(path))
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k == "parameters")
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}
+
+/// `diffugen upscale ... --json`: the events and the written file.
+fn upscale_json(ws: &Workspace, args: &[&str]) -> (Vec<JobEvent>, String) {
+    let mut all = vec!["upscale", "--json", "--threads", "2"];
+    all.extend_from_slice(args);
+    let output = ws.diffugen(&all);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let events: Vec<JobEvent> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let path = support::outputs(&events)[0].path.clone();
+    (events, path)
+}
+
+#[test]
+fn the_cli_enlarges_an_image_with_an_esrgan_model_tile_by_tile_and_the_result_keeps_its_prompt() {
+    let ws = Workspace::new().with_upscalers();
+    let (events, _) = ws.generate_json(&["--prompt", "a lighthouse at dusk", "--seed", "5"]);
+    let source = support::outputs(&events)[0].path.clone();
+
+    // A ×4 model in 32-pixel tiles: a 64×64 image is several tiles, each reported as it is done.
+    let (events, upscaled) = upscale_json(
+        &ws,
+        &[
+            &source,
+            "--upscaler",
+            "tiny-esrgan-x4",
+            "--scale",
+            "4",
+            "--tile-size",
+            "32",
+        ],
+    );
+    assert_eq!(size(&upscaled), (256, 256));
+    let tiles: Vec<(u32, u32)> = events
+        .iter()
+        .filter_map(|e| match e.stage {
+            Stage::Upscaling { tile, tiles, .. } if tile > 0 => Some((tile, tiles)),
+            _ => None,
+        })
+        .collect();
+    assert!(tiles.len() > 1, "progress by tile: {tiles:?}");
+    let total = tiles[0].1;
+    assert!(
+        tiles.iter().all(|(_, of)| *of == total) && tiles.windows(2).all(|w| w[0].0 < w[1].0),
+        "tiles count up to one total: {tiles:?}"
+    );
+    assert_eq!(tiles.last().unwrap().0, total);
+    let percents: Vec<f64> = events.iter().filter_map(|e| e.percent).collect();
+    assert!(percents.windows(2).all(|w| w[0] <= w[1]), "{percents:?}");
+
+    // The result is the source's image made larger: its prompt and seed stay, the upscale is added.
+    let text = parameters(&upscaled);
+    assert!(text.starts_with("a lighthouse at dusk"), "{text}");
+    assert!(text.contains("Seed: 5"), "{text}");
+    assert!(
+        text.contains("Postprocess upscale by: 4, Postprocess upscaler: tiny-esrgan-x4"),
+        "{text}"
+    );
+
+    // The same model for ×2 (one pass, brought to size), the ×2 model, and Lanczos at a factor no model has.
+    let (_, half) = upscale_json(
+        &ws,
+        &[&source, "--upscaler", "tiny-esrgan-x4", "--scale", "2"],
+    );
+    assert_eq!(size(&half), (128, 128));
+    let (_, x2) = upscale_json(&ws, &[&source, "--upscaler", "tiny-esrgan-x2"]);
+    assert_eq!(size(&x2), (128, 128));
+    let (_, lanczos) = upscale_json(&ws, &[&source, "--scale", "2.5"]);
+    assert_eq!(size(&lanczos), (160, 160));
+    assert!(parameters(&lanczos).contains("Postprocess upscaler: Lanczos"));
+    let (_, exact) = upscale_json(
+        &ws,
+        &[
+            &source,
+            "--upscaler",
+            "nearest",
+            "--width",
+            "100",
+            "--height",
+            "90",
+        ],
+    );
+    assert_eq!(size(&exact), (100, 90));
+
+    // Every result is in the gallery, saying what it was made from.
+    let gallery = Gallery::open(ws.data_dir()).unwrap();
+    let page = gallery.list(&Default::default()).unwrap();
+    let upscaled_entries: Vec<_> = page
+        .entries
+        .iter()
+        .filter(|e| e.upscale.is_some())
+        .collect();
+    assert_eq!(upscaled_entries.len(), 5);
+    let first = upscaled_entries
+        .iter()
+        .find(|e| e.path.ends_with(upscaled.rsplit('/').next().unwrap()))
+        .unwrap();
+    let link = first.upscale.as_ref().unwrap();
+    assert_eq!(
+        (link.upscaler.as_str(), link.scale, link.source_width),
+        ("tiny-esrgan-x4", 4.0, 64)
+    );
+    assert_eq!(
+        link.source_file.as_deref(),
+        std::path::Path::new(&source)
+            .file_name()
+            .and_then(|n| n.to_str())
+    );
+    assert_eq!(first.prompt, "a lighthouse at dusk");
+}
+
+#[test]
+fn an_unknown_upscaler_or_a_scale_out_of_range_is_refused_naming_the_flag_and_what_is_allowed() {
+    let ws = Workspace::new().with_upscalers();
+    let image = ws.path("in.png");
+    image::RgbImage::new(32, 32).save(&image).unwrap();
+    let image = image.display().to_string();
+
+    let output = ws.diffugen(&["upscale", &image, "--upscaler", "4x-UltraSharp"]);
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(text.contains("--upscaler"), "{text}");
+    assert!(text.contains("4x-UltraSharp"), "{text}");
+    assert!(
+        text.contains("tiny-esrgan-x2")
+            && text.contains("tiny-esrgan-x4")
+            && text.contains("lanczos"),
+        "the allowed names are listed: {text}"
+    );
+
+    let output = ws.diffugen(&["upscale", &image, "--scale", "9"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("--scale"), "{}", stderr(&output));
+
+    let output = ws.diffugen(&["upscale", &image, "--width", "16", "--height", "16"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("only enlarges"),
+        "{}",
+        stderr(&output)
+    );
+
+    let not_an_image = ws.path("notes.png");
+    std::fs::write(&not_an_image, "hello").unwrap();
+    let output = ws.diffugen(&["upscale", &not_an_image.display().to_string()]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("notes.png"), "{}", stderr(&output));
+}
+
+/// The HTTP API over a queue that records in the workspace's gallery.
+async fn serve(ws: &Workspace) -> (diffugen_server::ServerHandle, String, Arc<Gallery>) {
+    let gallery = Arc::new(Gallery::open(ws.data_dir()).unwrap());
+    let jobs = diffugen_jobs::JobManager::start(
+        Arc::new(support::engine()),
+        diffugen_jobs::JobOptions {
+            depth: 8,
+            orchestrator: None,
+            gallery: Some(gallery.clone()),
+            defaults: diffugen_jobs::JobDefaults {
+                threads: Some(2),
+                ..Default::default()
+            },
+            store: None,
+        },
+    );
+    let (server, base) = support::serve_api(ws, jobs).await;
+    (server, base, gallery)
+}
+
+async fn post(client: &reqwest::Client, url: String, body: Value) -> (StatusCode, Value) {
+    let response = client.post(url).json(&body).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn png_b64(width: u32, height: u32) -> String {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 5) as u8, 60])
+    })
+    .write_to(&mut bytes, image::ImageFormat::Png)
+    .unwrap();
+    base64::engine::general_purpose::STANDARD.encode(bytes.into_inner())
+}
+
+fn decoded_size(b64: &str) -> (u32, u32) {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let image = image::load_from_memory(&bytes).unwrap();
+    (image.width(), image.height())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a1111_extras_enlarge_with_the_listed_upscalers_and_refuse_what_diffugen_cannot_do() {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new().with_upscalers();
+    let (server, base, _) = serve(&ws).await;
+    let client = reqwest::Client::new();
+
+    // What a webui client offers: None, the resamplers and the ESRGAN models with their factor.
+    let list: Value = client
+        .get(format!("{base}/sdapi/v1/upscalers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "None",
+            "Lanczos",
+            "Nearest",
+            "tiny-esrgan-x2",
+            "tiny-esrgan-x4"
+        ]
+    );
+    assert_eq!(list[3]["scale"], 2);
+    assert_eq!(list[4]["scale"], 4);
+
+    // webuiapi's extra_single_image: resize_mode 0 with upscaling_resize, upscaler_1 by name.
+    let (status, body) = post(
+        &client,
+        format!("{base}/sdapi/v1/extra-single-image"),
+        json!({"image": png_b64(48, 32), "resize_mode": 0, "show_extras_results": true,
+               "gfpgan_visibility": 0, "codeformer_visibility": 0, "codeformer_weight": 0,
+               "upscaling_resize": 4, "upscaling_crop": true, "upscaler_1": "tiny-esrgan-x4",
+               "upscaler_2": "None", "extras_upscaler_2_visibility": 0, "upscale_first": false}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(decoded_size(body["image"].as_str().unwrap()), (192, 128));
+    assert!(body["html_info"]
+        .as_str()
+        .unwrap()
+        .contains("tiny-esrgan-x4"));
+
+    // extra_batch_images to an exact size with Lanczos: every image comes back at it.
+    let (status, body) = post(
+        &client,
+        format!("{base}/sdapi/v1/extra-batch-images"),
+        json!({"imageList": [{"data": png_b64(40, 20), "name": "a.png"}, {"data": png_b64(40, 20), "name": "b.png"}],
+               "resize_mode": 1, "upscaling_resize_w": 100, "upscaling_resize_h": 50, "upscaler_1": "Lanczos"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let images = body["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    for image in images {
+        assert_eq!(decoded_size(image.as_str().unwrap()), (100, 50));
+    }
+
+    // What DiffuGen cannot do is refused by name (A1111's 422), never silently skipped.
+    for (field, extra) in [
+        ("gfpgan_visibility", json!({"gfpgan_visibility": 0.5})),
+        ("codeformer_visibility", json!({"codeformer_visibility": 1})),
+        (
+            "upscaler_2",
+            json!({"upscaler_2": "Lanczos", "extras_upscaler_2_visibility": 0.5}),
+        ),
+        ("upscaler_1", json!({"upscaler_1": "R-ESRGAN 4x+"})),
+        ("upscaling_resize", json!({"upscaling_resize": 12})),
+        (
+            "upscaling_crop",
+            json!({"resize_mode": 1, "upscaling_resize_w": 100, "upscaling_resize_h": 100}),
+        ),
+    ] {
+        let mut request = json!({"image": png_b64(48, 32), "upscaler_1": "Lanczos"});
+        for (k, v) in extra.as_object().unwrap() {
+            request[k] = v.clone();
+        }
+        let (status, body) = post(
+            &client,
+            format!("{base}/sdapi/v1/extra-single-image"),
+            request,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.starts_with(field), "{field}: {body}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upscale_of_a_gallery_image_is_a_job_whose_result_is_recorded_and_linked_to_its_source()
+{
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new().with_upscalers();
+    let (server, base, gallery) = serve(&ws).await;
+    let client = reqwest::Client::new();
+
+    let (status, job) = post(
+        &client,
+        format!("{base}/api/v1/jobs"),
+        json!({"model": "tiny", "prompt": "a red boat", "width": 64, "height": 64, "steps": 2, "seed": 9}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let events = client
+        .get(format!(
+            "{base}/api/v1/jobs/{}/events",
+            job["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.contains("event: done"), "{events}");
+    let source = gallery.list(&Default::default()).unwrap().entries[0].clone();
+
+    let (status, job) = post(
+        &client,
+        format!("{base}/api/v1/upscale"),
+        json!({"gallery_id": source.id, "upscaler": "tiny-esrgan-x2", "tile_size": 32}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["model"], "tiny-esrgan-x2");
+    assert_eq!(job["prompt"], "a red boat");
+    let id = job["id"].as_str().unwrap().to_string();
+    let events = client
+        .get(format!("{base}/api/v1/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.contains("event: upscaling"), "{events}");
+    assert!(events.contains("event: done"), "{events}");
+    let done: Value = client
+        .get(format!("{base}/api/v1/jobs/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let gallery_id = done["outputs"][0]["gallery_id"].as_u64().unwrap() as u32;
+    let entry = gallery.get(gallery_id).unwrap();
+    assert_eq!((entry.width, entry.height), (128, 128));
+    assert_eq!(entry.prompt, "a red boat");
+    assert_eq!(entry.seed, Some(9));
+    let link = entry.upscale.unwrap();
+    assert_eq!(link.source_id, Some(source.id));
+    assert_eq!(link.upscaler, "tiny-esrgan-x2");
+
+    // Bad requests name their field.
+    for (field, body) in [
+        ("image", json!({"upscaler": "lanczos"})),
+        (
+            "image",
+            json!({"image": png_b64(8, 8), "gallery_id": source.id}),
+        ),
+        ("gallery_id", json!({"gallery_id": 999_999})),
+        (
+            "upscaler",
+            json!({"image": png_b64(8, 8), "upscaler": "nope"}),
+        ),
+        ("scale", json!({"image": png_b64(8, 8), "scale": 0.5})),
+        ("denoise", json!({"image": png_b64(8, 8), "denoise": 1})),
+    ] {
+        let (status, answer) = post(&client, format!("{base}/api/v1/upscale"), body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {answer}");
+        assert_eq!(answer["error"]["param"], field, "{answer}");
+    }
+    server.shutdown().await.unwrap();
+}
