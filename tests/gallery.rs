@@ -58,6 +58,7 @@ fn our_png_with(
         plan: None,
         step_cache: None,
         hires: None,
+        embeddings: Vec::new(),
         upscale: None,
     };
     edit(&mut record);

@@ -408,3 +408,63 @@ fn a_hires_pass_doubles_the_size_reports_both_passes_steps_and_is_written_into_t
         stderr(&refused)
     );
 }
+
+#[test]
+fn an_embedding_in_the_embeddings_folder_is_applied_where_the_prompt_names_it_and_recorded() {
+    use diffugen_testkit::gguf::DType::F32;
+    let ws = Workspace::new();
+    let prompt = ["--prompt", "a fox zqxemb in the snow", "--seed", "11"];
+    let (plain, output) = ws.generate_json(&prompt);
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    let plain = support::outputs(&plain)[0].path.clone();
+
+    std::fs::create_dir_all(ws.path("models/embeddings")).unwrap();
+    diffugen_testkit::write_test_embedding(&ws.path("models/embeddings/zqxemb.gguf"), 2, 7, F32)
+        .unwrap();
+    let (with, output) = ws.generate_json(&prompt);
+    assert!(output.status.success(), "{}", support::stderr(&output));
+    let with = support::outputs(&with)[0].path.clone();
+    assert!(support::pixels(&plain) != support::pixels(&with));
+    // Other vectors under the same name give another image: the embedding's own vectors are what the prompt reads.
+    diffugen_testkit::write_test_embedding(&ws.path("models/embeddings/zqxemb.gguf"), 2, 8, F32)
+        .unwrap();
+    let (other, _) = ws.generate_json(&prompt);
+    assert!(
+        support::pixels(&with) != support::pixels(&support::outputs(&other)[0].path),
+        "the embedding's vectors replace the word's tokens"
+    );
+    let record = diffugen_engine::output::read_png_text(std::path::Path::new(&with))
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k == "diffugen")
+        .unwrap()
+        .1;
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(record["embeddings"], serde_json::json!(["zqxemb"]));
+
+    // A prompt that does not name it renders as before the embedding existed: nothing else changes.
+    let (other_before, _) = ws.generate_json(&["--prompt", "a fox in the snow", "--seed", "11"]);
+    std::fs::remove_file(ws.path("models/embeddings/zqxemb.gguf")).unwrap();
+    let (other_after, _) = ws.generate_json(&["--prompt", "a fox in the snow", "--seed", "11"]);
+    assert!(
+        support::pixels(&support::outputs(&other_before)[0].path)
+            == support::pixels(&support::outputs(&other_after)[0].path),
+        "a prompt without the embedding's name is untouched by it"
+    );
+
+    // An f16 embedding would be read as garbage by sd.cpp: refused, naming it, before anything renders.
+    diffugen_testkit::write_test_embedding(
+        &ws.path("models/embeddings/halfemb.gguf"),
+        1,
+        3,
+        diffugen_testkit::gguf::DType::F16,
+    )
+    .unwrap();
+    let (_, output) = ws.generate_json(&["--prompt", "a fox halfemb"]);
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(
+        text.contains("invalid prompt") && text.contains("'halfemb'") && text.contains("f16"),
+        "{text}"
+    );
+}

@@ -1892,3 +1892,19 @@ async fn a1111_hires_fix_and_the_job_apis_hires_pass_return_the_larger_image_and
     );
     api.stop().await;
 }
+
+#[tokio::test]
+async fn a1111_embeddings_lists_usable_embeddings_as_loaded_and_f16_ones_as_skipped() {
+    let api = Api::start(None, 4).await;
+    let dir = api.ws.path("models/embeddings");
+    std::fs::create_dir_all(&dir).unwrap();
+    use diffugen_testkit::gguf::DType;
+    diffugen_testkit::write_test_embedding(&dir.join("goodemb.gguf"), 3, 1, DType::F32).unwrap();
+    diffugen_testkit::write_test_embedding(&dir.join("halfemb.gguf"), 1, 2, DType::F16).unwrap();
+    let list = api.get_json("/sdapi/v1/embeddings").await;
+    assert_eq!(list["loaded"]["goodemb"]["vectors"], 3);
+    assert_eq!(list["loaded"]["goodemb"]["shape"], 768);
+    assert!(list["loaded"].get("halfemb").is_none(), "{list}");
+    assert_eq!(list["skipped"]["halfemb"]["vectors"], 1);
+    api.stop().await;
+}

@@ -56,6 +56,9 @@ pub struct Record {
     /// The hires pass (the image is its size; `width`/`height` are the first pass's, as A1111 writes them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hires: Option<crate::params::HiresSpec>,
+    /// The textual-inversion embeddings the prompts used, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub embeddings: Vec<String>,
     /// How the image was enlarged after it was made (`width`/`height` stay the generation's, as for hires).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upscale: Option<crate::upscale::UpscaleRecord>,
@@ -109,6 +112,7 @@ impl Record {
             plan: spec.memory.plan.as_ref().map(|p| p.summary()),
             step_cache: spec.memory.cache,
             hires: spec.hires,
+            embeddings: spec.embeddings.iter().map(|e| e.name.clone()).collect(),
             upscale: None,
         }
     }
@@ -148,6 +152,7 @@ impl Record {
             plan: None,
             step_cache: None,
             hires: None,
+            embeddings: Vec::new(),
             upscale: None,
         });
         record.app = format!("DiffuGen {}", env!("CARGO_PKG_VERSION"));

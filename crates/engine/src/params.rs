@@ -122,6 +122,34 @@ pub struct LoraSpec {
     pub weight: f32,
 }
 
+/// A textual-inversion embedding a prompt uses, resolved to its file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingSpec {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// The embeddings whose names appear as words in `texts` (as A1111 does: the name alone, no syntax), in the order of
+/// `available`. A word is a run of letters, digits, `_` and `-`; names match exactly.
+pub fn embeddings_used(
+    texts: &[&str],
+    available: &[diffugen_models::Embedding],
+) -> Vec<EmbeddingSpec> {
+    let words: std::collections::HashSet<&str> = texts
+        .iter()
+        .flat_map(|t| t.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-')))
+        .filter(|w| !w.is_empty())
+        .collect();
+    available
+        .iter()
+        .filter(|e| words.contains(e.name.as_str()))
+        .map(|e| EmbeddingSpec {
+            name: e.name.clone(),
+            path: e.path.clone(),
+        })
+        .collect()
+}
+
 /// A validated job: everything the worker needs, nothing left to default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
@@ -158,6 +186,9 @@ pub struct JobSpec {
     /// A second, larger pass; the images come out at its size.
     #[serde(default)]
     pub hires: Option<HiresSpec>,
+    /// The textual-inversion embeddings the prompt and negative prompt name.
+    #[serde(default)]
+    pub embeddings: Vec<EmbeddingSpec>,
 }
 
 impl JobSpec {
@@ -593,6 +624,20 @@ pub fn validate_resolved(
     if !check.0.is_empty() {
         return Err(ParamErrors(check.0));
     }
+    let available = library.embeddings();
+    let embeddings = embeddings_used(&[&sd_prompt, &negative_prompt], &available);
+    for used in &embeddings {
+        if let Some(reason) = available
+            .iter()
+            .find(|e| e.name == used.name)
+            .and_then(diffugen_models::Embedding::unusable)
+        {
+            check.fail("prompt", reason);
+        }
+    }
+    if !check.0.is_empty() {
+        return Err(ParamErrors(check.0));
+    }
     let model = model.expect("no errors means the model resolved");
     let guidance = model.defaults.guidance;
     Ok(JobSpec {
@@ -626,6 +671,7 @@ pub fn validate_resolved(
         preview: request.preview.clone(),
         memory: memory.unwrap_or_default(),
         hires,
+        embeddings,
     })
 }
 

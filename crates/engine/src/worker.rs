@@ -67,6 +67,11 @@ fn context_params(spec: &JobSpec) -> ContextParams {
         backend,
         params_backend,
         max_vram_gib: memory.max_vram_gib().map(|g| g as f32),
+        embeddings: spec
+            .embeddings
+            .iter()
+            .map(|e| (e.name.clone(), e.path.clone()))
+            .collect(),
     }
 }
 

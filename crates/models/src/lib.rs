@@ -18,7 +18,9 @@ pub mod watch;
 pub use cards::{CardComponent, ModelCard};
 pub use family::{Family, FAMILIES};
 pub use identify::{identify, quantization, Identity, Role};
-pub use library::{inspect, is_path_spec, Library, ModelEntry, ModelError, ResolvedModel};
+pub use library::{
+    inspect, is_path_spec, Embedding, Library, ModelEntry, ModelError, ResolvedModel,
+};
 pub use options::{CachePreset, MemoryOptions, PlacementChoice, StepCache, Tiling};
 pub use plan::{Group, Part, Placement, Plan};
 pub use preset::{size_multiple, Components, FamilyDefaults, Preset};

@@ -101,6 +101,61 @@ pub struct Library {
 /// Folder names other tools keep LoRAs in; they are searched for LoRAs, not listed as models.
 const LORA_FOLDERS: &[&str] = &["loras", "Lora", "LoRA", "lora"];
 
+/// Folder names textual-inversion embeddings live in (DiffuGen's, ComfyUI's, A1111's); searched for embeddings, not
+/// listed as models.
+const EMBEDDING_FOLDERS: &[&str] = &["embeddings", "Embeddings"];
+
+/// A textual-inversion embedding: used by writing its name in a prompt.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, specta::Type)]
+pub struct Embedding {
+    /// The file name without its extension: the word a prompt uses.
+    pub name: String,
+    pub path: PathBuf,
+    /// The text encoder width it is for (768: SD 1.x; 1024: SD 2.x; SDXL files hold 768 and 1280), when the header
+    /// could be read (not for pickled `.pt` files).
+    pub hidden_size: Option<u32>,
+    /// How many tokens it stands for.
+    pub vectors: Option<u32>,
+    /// The weights' type (`f32`, `f16`, ...), when the header could be read.
+    pub dtype: Option<String>,
+}
+
+impl Embedding {
+    /// Why sd.cpp cannot use it, if it cannot: it copies an embedding's bytes into its f32 text encoder as they
+    /// are, so anything but f32 weights would be read as garbage.
+    pub fn unusable(&self) -> Option<String> {
+        match self.dtype.as_deref() {
+            Some("f32") | None => None,
+            Some(other) => Some(format!(
+                "embedding '{}' is stored as {other}; stable-diffusion.cpp reads embeddings only as f32 (save it as \
+                 f32 safetensors)",
+                self.name
+            )),
+        }
+    }
+}
+
+fn embedding(name: String, path: PathBuf) -> Embedding {
+    let header = crate::header::read(&path).ok();
+    let first = header.as_ref().and_then(|h| h.tensors.first().cloned());
+    Embedding {
+        name,
+        hidden_size: first
+            .as_ref()
+            .and_then(|t| t.shape.last().copied())
+            .map(|n| n as u32),
+        vectors: first.as_ref().map(|t| {
+            if t.shape.len() > 1 {
+                t.shape[..t.shape.len() - 1].iter().product::<u64>() as u32
+            } else {
+                1
+            }
+        }),
+        dtype: first.map(|t| t.dtype),
+        path,
+    }
+}
+
 pub(crate) fn has_model_extension(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
@@ -129,7 +184,9 @@ fn walk(dir: &Path, skip_loras: bool, out: &mut Vec<PathBuf>) {
     entries.sort();
     for path in entries {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with('.') || (skip_loras && LORA_FOLDERS.contains(&name)) {
+        if name.starts_with('.')
+            || (skip_loras && (LORA_FOLDERS.contains(&name) || EMBEDDING_FOLDERS.contains(&name)))
+        {
             continue;
         }
         if path.is_dir() {
@@ -180,10 +237,11 @@ impl Library {
         files
     }
 
-    /// Every folder whose contents the library lists: the model folders and the LoRA folders beside them.
+    /// Every folder whose contents the library lists: the model folders and the LoRA and embedding folders beside
+    /// them.
     pub fn folders(&self) -> Vec<PathBuf> {
         let mut folders: Vec<PathBuf> = self.dirs().into_iter().map(Path::to_path_buf).collect();
-        for dir in self.lora_dirs() {
+        for dir in self.lora_dirs().into_iter().chain(self.embedding_dirs()) {
             if !folders.contains(&dir) {
                 folders.push(dir);
             }
@@ -206,6 +264,46 @@ impl Library {
             }
         }
         dirs
+    }
+
+    /// The embedding folders: DiffuGen's `embeddings/` and, for every other tool's model folder, an `embeddings/`
+    /// inside it or beside it (A1111 keeps them at its root, beside `models/`).
+    pub fn embedding_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.models_dir.join("embeddings")];
+        for dir in &self.extra_dirs {
+            for base in [Some(dir.as_path()), dir.parent()].into_iter().flatten() {
+                for name in EMBEDDING_FOLDERS {
+                    let candidate = base.join(name);
+                    if candidate.is_dir() && !dirs.contains(&candidate) {
+                        dirs.push(candidate);
+                    }
+                }
+            }
+        }
+        dirs
+    }
+
+    /// Every embedding in the embedding folders, by name (the first of a name wins, DiffuGen's folder first).
+    pub fn embeddings(&self) -> Vec<Embedding> {
+        let mut found: Vec<Embedding> = Vec::new();
+        for dir in self.embedding_dirs() {
+            let mut files = Vec::new();
+            walk(&dir, false, &mut files);
+            for path in files.into_iter().filter(|p| has_model_extension(p)) {
+                let Some(name) = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .map(str::to_string)
+                else {
+                    continue;
+                };
+                if !found.iter().any(|e| e.name == name) {
+                    found.push(embedding(name, path));
+                }
+            }
+        }
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        found
     }
 
     /// Every model file and preset under the models folder, identified from its header.

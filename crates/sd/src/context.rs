@@ -36,6 +36,8 @@ pub struct ContextParams {
     pub params_backend: String,
     /// GiB of VRAM for the diffusion model's weights, the rest streamed in from RAM (`None`: no streaming).
     pub max_vram_gib: Option<f32>,
+    /// Textual-inversion embeddings by the word a prompt uses for each (name, file).
+    pub embeddings: Vec<(String, PathBuf)>,
 }
 
 /// VAE tiling for one generation.
@@ -237,6 +239,23 @@ impl Context {
         let taesd = c_path("taesd_path", &params.taesd_path)?;
         let backend = c_string("backend", &params.backend)?;
         let params_backend = c_string("params_backend", &params.params_backend)?;
+        let embedding_strings = params
+            .embeddings
+            .iter()
+            .map(|(name, path)| {
+                Ok((
+                    c_string("embedding", name)?,
+                    c_string("embedding", &path.to_string_lossy())?,
+                ))
+            })
+            .collect::<Result<Vec<_>, SdError>>()?;
+        let embeddings: Vec<sys::sd_embedding_t> = embedding_strings
+            .iter()
+            .map(|(name, path)| sys::sd_embedding_t {
+                name: name.as_ptr(),
+                path: path.as_ptr(),
+            })
+            .collect();
 
         // SAFETY: sd_ctx_params_t is plain data; sd_ctx_params_init fills every field with sd.cpp's defaults.
         let mut raw: sys::sd_ctx_params_t = unsafe { std::mem::zeroed() };
@@ -261,13 +280,18 @@ impl Context {
         if !params.params_backend.is_empty() {
             raw.params_backend = params_backend.as_ptr();
         }
+        if !embeddings.is_empty() {
+            raw.embeddings = embeddings.as_ptr();
+            raw.embedding_count = embeddings.len() as u32;
+        }
         if let Some(gib) = params.max_vram_gib {
             raw.max_vram = gib;
             // Residency and prefetch on top of the graph cut (needs the diffusion weights in RAM).
             raw.stream_layers = true;
         }
 
-        // SAFETY: every pointer in `raw` refers to a CString that outlives this call; sd.cpp copies what it keeps.
+        // SAFETY: every pointer in `raw` refers to a CString (or the embeddings array) that outlives this call; sd.cpp
+        // copies what it keeps.
         let ptr = unsafe { sys::new_sd_ctx(&raw) };
         NonNull::new(ptr)
             .map(|ptr| Context { ptr })

@@ -488,6 +488,31 @@ pub async fn loras(State(state): State<AppState>) -> Json<Value> {
     Json(Value::Array(list))
 }
 
+/// `GET /sdapi/v1/embeddings`: the textual-inversion embeddings a prompt can name, as A1111 lists them — `loaded`
+/// (usable) and `skipped` (files stable-diffusion.cpp cannot read correctly, such as f16 ones), by name.
+pub async fn embeddings(State(state): State<AppState>) -> Json<Value> {
+    let library = state.library();
+    let found = tokio::task::spawn_blocking(move || library.embeddings())
+        .await
+        .unwrap_or_default();
+    let (mut loaded, mut skipped) = (Map::new(), Map::new());
+    for embedding in found {
+        let entry = json!({
+            "step": null,
+            "sd_checkpoint": null,
+            "sd_checkpoint_name": null,
+            "shape": embedding.hidden_size,
+            "vectors": embedding.vectors,
+        });
+        if embedding.unusable().is_some() {
+            skipped.insert(embedding.name, entry);
+        } else {
+            loaded.insert(embedding.name, entry);
+        }
+    }
+    Json(json!({ "loaded": loaded, "skipped": skipped }))
+}
+
 #[derive(Deserialize)]
 pub struct ProgressQuery {
     #[serde(default)]

@@ -236,6 +236,7 @@ pub fn router(state: AppState) -> Router {
             get(a1111::latent_upscale_modes),
         )
         .route("/sdapi/v1/loras", get(a1111::loras))
+        .route("/sdapi/v1/embeddings", get(a1111::embeddings))
         .route("/sdapi/v1/progress", get(a1111::progress))
         .route("/sdapi/v1/interrupt", post(a1111::interrupt))
         .merge(legacy::routes())

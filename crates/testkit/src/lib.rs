@@ -3,9 +3,11 @@
 //! No model can be downloaded where the tests run, so this crate builds one: the SDXS (512-DS) architecture that
 //! sd.cpp knows, with the tensor list it asks for (`data/sdxs-512-ds.manifest`) and deterministic random weights.
 
+mod embedding;
 mod esrgan;
 pub mod gguf;
 mod model;
 
+pub use embedding::write_test_embedding;
 pub use esrgan::{build_test_upscaler, test_upscaler, test_upscaler_file, upscaler_tensors};
 pub use model::{build_test_model, test_model, test_model_cache_dir, TEST_MODEL_FILE};

@@ -150,13 +150,13 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Standard normal samples from SplitMix64 and the Box-Muller transform: fast, portable and reproducible.
-struct Normal {
+pub(crate) struct Normal {
     state: u64,
     spare: Option<f32>,
 }
 
 impl Normal {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Normal {
             state: seed,
             spare: None,
@@ -176,7 +176,7 @@ impl Normal {
         ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
     }
 
-    fn sample(&mut self) -> f32 {
+    pub(crate) fn sample(&mut self) -> f32 {
         if let Some(value) = self.spare.take() {
             return value;
         }
