@@ -851,3 +851,52 @@ async fn links_out_of_the_outputs_folder_unknown_a1111_routes_options_that_are_n
     assert_eq!(long.status(), 400);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_paused_queue_stays_paused_after_a_restart_and_its_waiting_job_waits_for_resume() {
+    let ws = Workspace::new();
+    let mut server = ServeProcess::start(&ws).await;
+    let client = reqwest::Client::new();
+    let paused: serde_json::Value = client
+        .post(server.url("/api/v1/queue/pause"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paused["paused"], true);
+    let job: serde_json::Value = client
+        .post(server.url("/api/v1/jobs"))
+        .json(
+            &serde_json::json!({"model": "tiny", "prompt": "a held job", "width": 64, "height": 64,
+                                  "steps": 2, "threads": 2}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+
+    let server = ServeProcess::start(&ws).await;
+    let state = get_json(&client, server.url("/api/v1/queue/state")).await;
+    assert_eq!(state["paused"], true, "the pause outlives the restart");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiting = get_json(&client, server.url(&format!("/api/v1/jobs/{id}"))).await;
+    assert_eq!(waiting["state"], "queued", "{waiting}");
+
+    client
+        .post(server.url("/api/v1/queue/resume"))
+        .send()
+        .await
+        .unwrap();
+    let events = get_text(&client, server.url(&format!("/api/v1/jobs/{id}/events"))).await;
+    assert!(events.contains("event: done"), "{events}");
+    let state = get_json(&client, server.url("/api/v1/queue/state")).await;
+    assert_eq!(state["paused"], false);
+}

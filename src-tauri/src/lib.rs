@@ -216,6 +216,14 @@ fn gallery_restore(core: CoreState<'_>, id: u32) -> Result<Entry, AppError> {
     core.gallery_restore(id)
 }
 
+/// Refines a gallery image: img2img of the image itself at `strength` (above 0, up to 1) with its own prompt, model,
+/// parameters and seed, as a job in the queue. Returns the job's id.
+#[tauri::command]
+#[specta::specta]
+async fn gallery_refine(core: CoreState<'_>, id: u32, strength: f64) -> Result<String, AppError> {
+    core.gallery_refine(id, strength).await
+}
+
 /// What Upscale offers: `Lanczos`, `Nearest`, then the ESRGAN models in the models folders.
 #[tauri::command]
 #[specta::specta]
@@ -406,6 +414,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             gallery_remix,
             upscalers,
             upscale_gallery_image,
+            gallery_refine,
             gallery_image_data,
             gallery_create_board,
             gallery_rename_board,

@@ -64,7 +64,12 @@ impl std::fmt::Display for AppError {
 
 impl From<diffugen_gallery::GalleryError> for AppError {
     fn from(e: diffugen_gallery::GalleryError) -> AppError {
-        AppError::new(e.to_string())
+        match e {
+            diffugen_gallery::GalleryError::Invalid { field, message } => {
+                AppError::field(field, message)
+            }
+            other => AppError::new(other.to_string()),
+        }
     }
 }
 
@@ -585,6 +590,36 @@ impl Core {
         Ok(GenerateForm::from_entry(&entry, init.as_deref()))
     }
 
+    /// Refines a gallery image (img2img of the image itself at `strength`, 0 < s <= 1, with its own prompt, model,
+    /// parameters and seed) as a job in the queue; returns the job's id.
+    pub async fn gallery_refine(&self, id: u32, strength: f64) -> Result<String, AppError> {
+        let gallery = self.gallery()?.clone();
+        let request = tokio::task::spawn_blocking(move || {
+            gallery.refine(id, strength).map_err(AppError::from)
+        })
+        .await
+        .map_err(|e| AppError::new(e.to_string()))??;
+        let mut request: diffugen_engine::GenerateRequest = serde_json::from_value(request)
+            .map_err(|e| {
+                AppError::new(format!("the image's parameters cannot be read back: {e}"))
+            })?;
+        let config = self.config();
+        request.threads = request.threads.or(config.settings.threads);
+        let library = self.library();
+        let spec =
+            tokio::task::spawn_blocking(move || diffugen_engine::validate(&request, &library))
+                .await
+                .map_err(|e| AppError::new(e.to_string()))?
+                .map_err(|errors| {
+                    let first = errors.first();
+                    AppError::field(&first.field, first.message.clone())
+                })?;
+        Ok(self
+            .runtime
+            .jobs()
+            .submit(spec, Destination::Folder(config.outputs_dir()), "app")?)
+    }
+
     pub fn gallery_boards(&self) -> Result<Vec<Board>, AppError> {
         Ok(self
             .gallery()?
@@ -619,7 +654,13 @@ impl Core {
             .ok_or_else(|| AppError::new(format!("'{name}' is not thumb-<id> or image-<id>")))?;
         let (path, mime) = match kind {
             "thumb" => (self.gallery()?.thumbnail(id)?, "image/jpeg"),
-            "image" => (PathBuf::from(self.gallery()?.get(id)?.path), "image/png"),
+            "image" => {
+                let path = PathBuf::from(self.gallery()?.get(id)?.path);
+                // A gallery can hold JPEG and WebP images other tools made, not only PNGs.
+                let mime =
+                    diffugen_gallery::media_type(&path).unwrap_or("application/octet-stream");
+                (path, mime)
+            }
             _ => return Err(AppError::new(format!("unknown gallery file kind '{kind}'"))),
         };
         let bytes = std::fs::read(&path)

@@ -664,6 +664,42 @@ impl Gallery {
         Ok(request)
     }
 
+    /// The default strength of [`Gallery::refine`]: enough to sharpen details, little enough to keep the picture.
+    pub const REFINE_STRENGTH: f64 = 0.35;
+
+    /// A refine of an entry (the original project's `refine_image`) as a `POST /api/v1/jobs` body: img2img of the
+    /// image itself at `strength` (0 < s <= 1), with its own prompt, model, parameters and seed.
+    pub fn refine(&self, id: u32, strength: f64) -> Result<serde_json::Value, GalleryError> {
+        use base64::Engine as _;
+        if !(strength > 0.0 && strength <= 1.0) {
+            return Err(GalleryError::Invalid {
+                field: "strength",
+                message: format!("must be above 0 and at most 1, got {strength}"),
+            });
+        }
+        let e = self.get(id)?;
+        if e.model.is_none() {
+            return Err(GalleryError::Invalid {
+                field: "id",
+                message: format!(
+                    "image {id} has no generation parameters to refine with (no model is recorded); remix it with a \
+                     model instead"
+                ),
+            });
+        }
+        let bytes = std::fs::read(&e.path).map_err(|err| io(&e.path, err))?;
+        let mut request = self.remix(id)?;
+        request["init_image"] = serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) });
+        request["strength"] = serde_json::json!(strength);
+        // The image's own size (an upscaled image is refined at its new size).
+        request["width"] = serde_json::json!(e.width);
+        request["height"] = serde_json::json!(e.height);
+        if let Some(map) = request.as_object_mut() {
+            map.remove("mask");
+        }
+        Ok(request)
+    }
+
     /// The init image an entry was rendered from, when DiffuGen kept it: a file in the `inputs` folder beside the
     /// entry's image. A path recorded in a PNG is only a claim, so nothing outside that folder is ever read.
     pub fn init_image(&self, entry: &Entry) -> Option<PathBuf> {

@@ -227,6 +227,12 @@ impl JobManager {
         };
         if let Some(store) = &store {
             manager.restore(store);
+            match store.paused() {
+                Ok(paused) => manager.lock().paused = paused,
+                Err(e) => {
+                    tracing::warn!(error = %e, "whether the queue was paused could not be read")
+                }
+            }
         }
         let runner = manager.clone();
         tokio::spawn(async move { runner.run().await });
@@ -620,13 +626,22 @@ impl JobManager {
 
     /// Stops taking new jobs: the running one finishes, the waiting ones wait (and new ones are still accepted).
     pub fn pause(&self) {
-        self.lock().paused = true;
+        self.set_paused(true);
         let _ = self.shared.paused.send(true);
+    }
+
+    /// Sets the paused flag, on disk too when the queue has a store (a paused queue stays paused after a restart).
+    fn set_paused(&self, paused: bool) {
+        let mut state = self.lock();
+        state.paused = paused;
+        if let Some(Err(e)) = state.store.as_ref().map(|s| s.set_paused(paused)) {
+            tracing::warn!(error = %e, "the queue on disk was not updated");
+        }
     }
 
     /// Takes jobs again after [`JobManager::pause`].
     pub fn resume(&self) {
-        self.lock().paused = false;
+        self.set_paused(false);
         let _ = self.shared.paused.send(false);
         self.shared.wake.notify_one();
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use diffugen_engine::{Destination, JobEvent, Work};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::JobState;
 
@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_event TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(finished);
+CREATE TABLE IF NOT EXISTS queue_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
 fn state_name(state: JobState) -> &'static str {
@@ -122,6 +123,31 @@ impl JobStore {
             _owner: owner,
             history,
         })
+    }
+
+    /// Whether the queue was paused when DiffuGen last stopped.
+    pub(crate) fn paused(&self) -> Result<bool, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT value FROM queue_state WHERE key = 'paused'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(|v| v.as_deref() == Some("true"))
+            .map_err(|e| self.error(e))
+    }
+
+    /// Keeps whether the queue is paused, so a restart does not start the jobs a user held back.
+    pub(crate) fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO queue_state (key, value) VALUES ('paused', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [if paused { "true" } else { "false" }],
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e))
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {

@@ -141,7 +141,10 @@ pub async fn image(
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id)?;
     let entry = with_gallery(&state, move |g| g.get(id)).await?;
-    file(entry.path.into(), "image/png").await
+    let path = std::path::PathBuf::from(entry.path);
+    // A gallery can hold JPEG and WebP images other tools made, not only PNGs.
+    let mime = diffugen_gallery::media_type(&path).unwrap_or("application/octet-stream");
+    file(path, mime).await
 }
 
 /// `GET /api/v1/gallery/{id}/thumbnail`: about 256 px, JPEG, made when missing.
@@ -161,6 +164,30 @@ pub async fn remix(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     with_gallery(&state, move |g| g.remix(id)).await.map(Json)
+}
+
+/// `{"strength": 0..1}` (optional; default 0.35).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RefineBody {
+    strength: Option<f64>,
+}
+
+/// `POST /api/v1/gallery/{id}/refine`: img2img of the image itself at `strength`, with its own prompt, model,
+/// parameters and seed → 202 with the job.
+pub async fn refine(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<RefineBody>,
+) -> Result<(StatusCode, Json<diffugen_jobs::JobInfo>), ApiError> {
+    let id = parse_id(&id)?;
+    let strength = body
+        .and_then(|b| b.strength)
+        .unwrap_or(Gallery::REFINE_STRENGTH);
+    let request = with_gallery(&state, move |g| g.refine(id, strength)).await?;
+    let request: diffugen_engine::GenerateRequest = crate::body::from_value(request)?;
+    let job = crate::native::enqueue(&state, request, "api", |f| f)?;
+    Ok((StatusCode::ACCEPTED, Json(state.jobs().get(&job)?)))
 }
 
 /// `{"favorite": true|false}`; left out (or no body at all): true.

@@ -201,6 +201,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/gallery/{id}/image", get(gallery::image))
         .route("/api/v1/gallery/{id}/thumbnail", get(gallery::thumbnail))
         .route("/api/v1/gallery/{id}/remix", get(gallery::remix))
+        .route("/api/v1/gallery/{id}/refine", post(gallery::refine))
         .route("/api/v1/gallery/{id}/favorite", post(gallery::favorite))
         .route("/api/v1/gallery/{id}/restore", post(gallery::restore))
         .route("/api/v1/gallery/{id}/boards", post(gallery::add_to_board))

@@ -43,6 +43,11 @@ export const commands = {
 	 *  recorded in the gallery, linked to the image. Returns the job's id.
 	 */
 	upscaleGalleryImage: (id: number, scale: number | null, upscaler: string) => typedError<string, AppError>(__TAURI_INVOKE("upscale_gallery_image", { id, scale, upscaler })),
+	/**
+	 *  Refines a gallery image: img2img of the image itself at `strength` (above 0, up to 1) with its own prompt, model,
+	 *  parameters and seed, as a job in the queue. Returns the job's id.
+	 */
+	galleryRefine: (id: number, strength: number | null) => typedError<string, AppError>(__TAURI_INVOKE("gallery_refine", { id, strength })),
 	galleryImageData: (id: number) => typedError<string, AppError>(__TAURI_INVOKE("gallery_image_data", { id })),
 	galleryCreateBoard: (name: string) => typedError<Board[], AppError>(__TAURI_INVOKE("gallery_create_board", { name })),
 	galleryRenameBoard: (from: string, to: string) => typedError<Board[], AppError>(__TAURI_INVOKE("gallery_rename_board", { from, to })),

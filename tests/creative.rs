@@ -1,5 +1,6 @@
-//! Upscaling: a real (tiny) ESRGAN model in sd.cpp and Lanczos / nearest, through the CLI, DiffuGen's job API and
-//! AUTOMATIC1111's extras routes — one queue, progress by tile, the result keeping its source's parameters.
+//! The creative tools beyond a plain render. Upscaling: a real (tiny) ESRGAN model in sd.cpp and Lanczos / nearest,
+//! through the CLI, DiffuGen's job API and AUTOMATIC1111's extras routes — one queue, progress by tile, the result
+//! keeping its source's parameters. Refine: one request to img2img a gallery image with its own prompt and seed.
 
 mod support;
 
@@ -403,5 +404,105 @@ async fn an_upscale_of_a_gallery_image_is_a_job_whose_result_is_recorded_and_lin
         assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {answer}");
         assert_eq!(answer["error"]["param"], field, "{answer}");
     }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refine_img2imgs_a_gallery_image_with_its_own_prompt_and_seed_at_the_chosen_strength() {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let (server, base, gallery) = serve(&ws).await;
+    let client = reqwest::Client::new();
+    let (status, job) = post(
+        &client,
+        format!("{base}/api/v1/jobs"),
+        json!({"model": "tiny", "prompt": "an old tower", "negative_prompt": "fog", "width": 64, "height": 64,
+               "steps": 4, "seed": 21}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let wait = |id: String| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let events = client
+                .get(format!("{base}/api/v1/jobs/{id}/events"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(events.contains("event: done"), "{events}");
+            let info: Value = client
+                .get(format!("{base}/api/v1/jobs/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            info["outputs"][0]["gallery_id"].as_u64().unwrap() as u32
+        }
+    };
+    let source = wait(job["id"].as_str().unwrap().to_string()).await;
+
+    let (status, job) = post(
+        &client,
+        format!("{base}/api/v1/gallery/{source}/refine"),
+        json!({"strength": 0.5}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let refined = gallery
+        .get(wait(job["id"].as_str().unwrap().to_string()).await)
+        .unwrap();
+    let original = gallery.get(source).unwrap();
+    assert_eq!(refined.prompt, "an old tower");
+    assert_eq!(refined.negative_prompt, "fog");
+    assert_eq!(refined.seed, Some(21));
+    assert_eq!(refined.strength, Some(0.5));
+    assert!(
+        refined.init_image.is_some(),
+        "the source is kept as its init image"
+    );
+    assert!(
+        support::pixels(&refined.path) != support::pixels(&original.path),
+        "a refine repaints the image"
+    );
+
+    // Without a body: the default strength. Bad requests name their field.
+    let (status, job) = post(
+        &client,
+        format!("{base}/api/v1/gallery/{source}/refine"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let again = gallery
+        .get(wait(job["id"].as_str().unwrap().to_string()).await)
+        .unwrap();
+    assert_eq!(again.strength, Some(0.35));
+    for (body, field) in [
+        (json!({"strength": 0}), "strength"),
+        (json!({"strength": 1.5}), "strength"),
+        (json!({"strenght": 0.5}), "strenght"),
+    ] {
+        let (status, answer) = post(
+            &client,
+            format!("{base}/api/v1/gallery/{source}/refine"),
+            body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["error"]["param"], field, "{answer}");
+    }
+    let (status, _) = post(
+        &client,
+        format!("{base}/api/v1/gallery/99999/refine"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     server.shutdown().await.unwrap();
 }
