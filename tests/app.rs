@@ -177,6 +177,25 @@ async fn an_image_made_in_the_app_streams_every_step_and_preview_then_is_found_b
     assert_eq!(core.gallery_count(Query::default()).await.unwrap(), 0);
     core.gallery_restore(gallery_id).unwrap();
     assert_eq!(core.gallery_count(Query::default()).await.unwrap(), 1);
+
+    // The multi-select's bulk actions: one call for all, and a missing image named after the ones done.
+    let favored = core.gallery_favorite_many(&[gallery_id], true).unwrap();
+    assert!(favored[0].favorite);
+    assert_eq!(core.gallery_delete_many(&[gallery_id]).unwrap().len(), 1);
+    assert_eq!(core.gallery_count(Query::default()).await.unwrap(), 0);
+    core.gallery_restore_many(&[gallery_id]).unwrap();
+    let error = core
+        .gallery_favorite_many(&[gallery_id, 424242], false)
+        .unwrap_err();
+    assert!(
+        error.message.contains("1 of 2") && error.message.contains("424242"),
+        "{error:?}"
+    );
+    assert_eq!(
+        core.gallery_ids_between(&Query::default(), gallery_id, gallery_id)
+            .unwrap(),
+        [gallery_id]
+    );
     core.stop().await.unwrap();
 }
 

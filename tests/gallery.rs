@@ -842,3 +842,61 @@ fn boards_are_created_renamed_and_deleted_and_their_images_stay_in_the_gallery()
         "no such board any more"
     );
 }
+
+#[test]
+fn a_shift_click_range_is_every_matching_image_between_the_two_in_the_grids_order_loaded_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let gallery = Gallery::open(dir.path()).unwrap();
+    // 300 images, every third a fox: far more than one page of the grid.
+    let rows: Vec<(String, f64, String, String)> = (0..300)
+        .map(|i| {
+            let prompt = if i % 3 == 0 { "a fox" } else { "a tree" };
+            (
+                format!("/nowhere/{i}.png"),
+                f64::from(i),
+                prompt.to_string(),
+                "m".into(),
+            )
+        })
+        .collect();
+    gallery.insert_synthetic(&rows).unwrap();
+    let all = gallery
+        .list(&Query {
+            limit: Some(500),
+            ..Query::default()
+        })
+        .unwrap()
+        .entries;
+    let (newest, oldest) = (all[0].id, all[299].id);
+
+    let range = gallery
+        .ids_between(&Query::default(), oldest, newest)
+        .unwrap();
+    assert_eq!(range.len(), 300, "either end first, every image between");
+    assert_eq!(
+        range.first(),
+        Some(&newest),
+        "newest first, as the grid shows them"
+    );
+    let foxes = Query {
+        text: Some("fox".into()),
+        ..Query::default()
+    };
+    let fox_ids: Vec<u32> = all
+        .iter()
+        .filter(|e| e.prompt == "a fox")
+        .map(|e| e.id)
+        .collect();
+    let range = gallery
+        .ids_between(&foxes, fox_ids[10], fox_ids[60])
+        .unwrap();
+    assert_eq!(
+        range,
+        fox_ids[10..=60].to_vec(),
+        "only what the filter shows"
+    );
+    assert!(matches!(
+        gallery.ids_between(&Query::default(), 999_999, newest),
+        Err(diffugen_gallery::GalleryError::NotFound(999_999))
+    ));
+}

@@ -216,6 +216,44 @@ fn gallery_restore(core: CoreState<'_>, id: u32) -> Result<Entry, AppError> {
     core.gallery_restore(id)
 }
 
+/// Moves several images to the trash in one call; returns their entries.
+#[tauri::command]
+#[specta::specta]
+fn gallery_delete_many(core: CoreState<'_>, ids: Vec<u32>) -> Result<Vec<Entry>, AppError> {
+    core.gallery_delete_many(&ids)
+}
+
+/// Brings several images back from the trash in one call.
+#[tauri::command]
+#[specta::specta]
+fn gallery_restore_many(core: CoreState<'_>, ids: Vec<u32>) -> Result<Vec<Entry>, AppError> {
+    core.gallery_restore_many(&ids)
+}
+
+/// Marks (or unmarks) several images as favorites in one call.
+#[tauri::command]
+#[specta::specta]
+fn gallery_favorite_many(
+    core: CoreState<'_>,
+    ids: Vec<u32>,
+    favorite: bool,
+) -> Result<Vec<Entry>, AppError> {
+    core.gallery_favorite_many(&ids, favorite)
+}
+
+/// The ids from one image to another (both included) under the query's filters and order, whether or not the grid
+/// has loaded the pages between them: what a shift-click selects (at most 10,000).
+#[tauri::command]
+#[specta::specta]
+fn gallery_ids_between(
+    core: CoreState<'_>,
+    query: Query,
+    from: u32,
+    to: u32,
+) -> Result<Vec<u32>, AppError> {
+    core.gallery_ids_between(&query, from, to)
+}
+
 /// Refines a gallery image: img2img of the image itself at `strength` (above 0, up to 1) with its own prompt, model,
 /// parameters and seed, as a job in the queue. Returns the job's id.
 #[tauri::command]
@@ -415,6 +453,10 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             upscalers,
             upscale_gallery_image,
             gallery_refine,
+            gallery_delete_many,
+            gallery_restore_many,
+            gallery_favorite_many,
+            gallery_ids_between,
             gallery_image_data,
             gallery_create_board,
             gallery_rename_board,

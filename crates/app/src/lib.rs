@@ -533,6 +533,60 @@ impl Core {
         Ok(self.gallery()?.restore(id)?)
     }
 
+    /// Runs `one` on every id in order; on a failure the ones before it stay done and the message says so.
+    fn each(
+        ids: &[u32],
+        mut one: impl FnMut(u32) -> Result<Entry, AppError>,
+    ) -> Result<Vec<Entry>, AppError> {
+        let mut done = Vec::with_capacity(ids.len());
+        for &id in ids {
+            match one(id) {
+                Ok(entry) => done.push(entry),
+                Err(e) if done.is_empty() => return Err(e),
+                Err(e) => {
+                    return Err(AppError::new(format!(
+                        "{} of {} images done; image {id} failed: {}",
+                        done.len(),
+                        ids.len(),
+                        e.message
+                    )))
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Moves several images to the trash in one call (undo: [`Core::gallery_restore_many`]).
+    pub fn gallery_delete_many(&self, ids: &[u32]) -> Result<Vec<Entry>, AppError> {
+        let gallery = self.gallery()?;
+        Self::each(ids, |id| Ok(gallery.delete(id)?))
+    }
+
+    pub fn gallery_restore_many(&self, ids: &[u32]) -> Result<Vec<Entry>, AppError> {
+        let gallery = self.gallery()?;
+        Self::each(ids, |id| Ok(gallery.restore(id)?))
+    }
+
+    pub fn gallery_favorite_many(
+        &self,
+        ids: &[u32],
+        favorite: bool,
+    ) -> Result<Vec<Entry>, AppError> {
+        let gallery = self.gallery()?;
+        Self::each(ids, |id| Ok(gallery.set_favorite(id, favorite)?))
+    }
+
+    /// The ids from one gallery image to another (both included) under `query`'s filters and order, loaded in the
+    /// grid or not: what a shift-click selects.
+    pub fn gallery_ids_between(
+        &self,
+        query: &Query,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<u32>, AppError> {
+        Ok(self.gallery()?.ids_between(query, from, to)?)
+    }
+
     pub fn gallery_create_board(&self, name: &str) -> Result<Vec<Board>, AppError> {
         self.gallery()?.create_board(name)?;
         self.gallery_boards()

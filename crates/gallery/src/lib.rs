@@ -592,6 +592,53 @@ impl Gallery {
         })
     }
 
+    /// The most ids [`Gallery::ids_between`] returns: a shift-click range in a huge gallery stays bounded.
+    pub const MAX_RANGE: usize = 10_000;
+
+    /// The ids of every entry matching `query`'s filters from entry `from` to entry `to` (both included, either
+    /// order) in the query's order — a shift-click range, whether or not the grid has loaded the pages between.
+    pub fn ids_between(&self, query: &Query, from: u32, to: u32) -> Result<Vec<u32>, GalleryError> {
+        let key = |id: u32| -> Result<(f64, i64), GalleryError> {
+            let e = self.get(id)?;
+            Ok((e.created, i64::from(e.id)))
+        };
+        let (a, b) = (key(from)?, key(to)?);
+        let (low, high) = if a <= b { (a, b) } else { (b, a) };
+        let (mut clauses, mut values) = filter(query);
+        use rusqlite::types::Value as V;
+        for (op, (created, id)) in [(">=", low), ("<=", high)] {
+            values.push(V::Real(created));
+            let c = values.len();
+            values.push(V::Integer(id));
+            clauses.push(format!("(created, id) {op} (?{c}, ?{})", c + 1));
+        }
+        let dir = match query.order {
+            Order::Newest => "DESC",
+            Order::Oldest => "ASC",
+        };
+        let sql = format!(
+            "SELECT id FROM images WHERE {} ORDER BY created {dir}, id {dir} LIMIT {}",
+            clauses.join(" AND "),
+            Self::MAX_RANGE + 1
+        );
+        let conn = self.read();
+        let mut statement = conn.prepare_cached(&sql)?;
+        let ids = statement
+            .query_map(params_from_iter(values.iter()), |r| r.get::<_, i64>(0))?
+            .map(|id| id.map(|id| id as u32))
+            .collect::<Result<Vec<_>, _>>()?;
+        if ids.len() > Self::MAX_RANGE {
+            return Err(GalleryError::Invalid {
+                field: "range",
+                message: format!(
+                    "the range holds more than {} images; select fewer",
+                    Self::MAX_RANGE
+                ),
+            });
+        }
+        Ok(ids)
+    }
+
     pub fn set_favorite(&self, id: u32, favorite: bool) -> Result<Entry, GalleryError> {
         let changed = self.write().execute(
             "UPDATE images SET favorite = ?2 WHERE id = ?1",

@@ -48,6 +48,17 @@ export const commands = {
 	 *  parameters and seed, as a job in the queue. Returns the job's id.
 	 */
 	galleryRefine: (id: number, strength: number | null) => typedError<string, AppError>(__TAURI_INVOKE("gallery_refine", { id, strength })),
+	/**  Moves several images to the trash in one call; returns their entries. */
+	galleryDeleteMany: (ids: number[]) => typedError<Entry[], AppError>(__TAURI_INVOKE("gallery_delete_many", { ids })),
+	/**  Brings several images back from the trash in one call. */
+	galleryRestoreMany: (ids: number[]) => typedError<Entry[], AppError>(__TAURI_INVOKE("gallery_restore_many", { ids })),
+	/**  Marks (or unmarks) several images as favorites in one call. */
+	galleryFavoriteMany: (ids: number[], favorite: boolean) => typedError<Entry[], AppError>(__TAURI_INVOKE("gallery_favorite_many", { ids, favorite })),
+	/**
+	 *  The ids from one image to another (both included) under the query's filters and order, whether or not the grid
+	 *  has loaded the pages between them: what a shift-click selects (at most 10,000).
+	 */
+	galleryIdsBetween: (query: Query, from: number, to: number) => typedError<number[], AppError>(__TAURI_INVOKE("gallery_ids_between", { query, from, to })),
 	galleryImageData: (id: number) => typedError<string, AppError>(__TAURI_INVOKE("gallery_image_data", { id })),
 	galleryCreateBoard: (name: string) => typedError<Board[], AppError>(__TAURI_INVOKE("gallery_create_board", { name })),
 	galleryRenameBoard: (from: string, to: string) => typedError<Board[], AppError>(__TAURI_INVOKE("gallery_rename_board", { from, to })),
