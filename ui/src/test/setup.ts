@@ -4,6 +4,7 @@ import { cleanup } from "@testing-library/svelte";
 import { clearMocks } from "@tauri-apps/api/mocks";
 import { draft, emptyForm, form } from "../lib/state.svelte";
 import { resetUpscaling } from "../lib/upscale.svelte";
+import { resetRefining } from "../lib/refine.svelte";
 
 // jsdom lacks these; the panels use them.
 if (!window.matchMedia) {
@@ -37,6 +38,8 @@ afterEach(() => {
   Object.assign(draft, { seedLocked: false, init: null });
   // The upscaler picked is kept for the session: each test starts a new one.
   resetUpscaling();
+  // So is the refine strength.
+  resetRefining();
   flushSync();
   localStorage.clear();
 });
