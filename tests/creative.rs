@@ -506,3 +506,117 @@ async fn refine_img2imgs_a_gallery_image_with_its_own_prompt_and_seed_at_the_cho
     assert_eq!(status, StatusCode::NOT_FOUND);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn controlnet_clients_get_canny_maps_and_their_models_and_a_controlnet_render_is_refused_not_skipped(
+) {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    // A ControlNet file as sd-webui-controlnet names its tensors (header only: listing reads no weights).
+    std::fs::create_dir_all(ws.path("models/controlnet")).unwrap();
+    diffugen_testkit::gguf::write_sparse(
+        &ws.path("models/controlnet/control_v11p_sd15_canny.gguf"),
+        &[diffugen_testkit::gguf::TensorInfo {
+            name: "control_model.input_hint_block.0.weight".into(),
+            ne: vec![3, 3, 3, 16],
+            dtype: diffugen_testkit::gguf::DType::F16,
+        }],
+    )
+    .unwrap();
+    let (server, base, _) = serve(&ws).await;
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        let request = client.get(format!("{base}{path}"));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_eq!(
+        get("/controlnet/model_list").await["model_list"],
+        json!(["control_v11p_sd15_canny"])
+    );
+    let modules = get("/controlnet/module_list").await;
+    assert_eq!(modules["module_list"], json!(["none", "canny"]));
+
+    // What a client's preview of the canny map asks for: the map at the preprocessor's resolution, edges on black.
+    let (status, body) = post(
+        &client,
+        format!("{base}/controlnet/detect"),
+        json!({"controlnet_module": "canny", "controlnet_input_images": [png_b64(96, 64)],
+               "controlnet_processor_res": 128, "controlnet_threshold_a": 100, "controlnet_threshold_b": 200}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let map = image::load_from_memory(
+        &base64::engine::general_purpose::STANDARD
+            .decode(body["images"][0].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+    .to_luma8();
+    assert_eq!((map.width(), map.height()), (192, 128));
+    assert!(map.pixels().any(|p| p.0[0] > 128), "the map has edges");
+    assert!(map.pixels().any(|p| p.0[0] == 0), "and background");
+
+    for (field, request) in [
+        (
+            "controlnet_module",
+            json!({"controlnet_module": "depth_midas", "controlnet_input_images": [png_b64(8, 8)]}),
+        ),
+        (
+            "controlnet_threshold_a",
+            json!({"controlnet_module": "canny", "controlnet_input_images": [png_b64(8, 8)], "controlnet_threshold_a": 0}),
+        ),
+        (
+            "controlnet_input_images",
+            json!({"controlnet_module": "canny"}),
+        ),
+        (
+            "controlnet_input_images[0]",
+            json!({"controlnet_module": "canny", "controlnet_input_images": ["bm90IGFuIGltYWdl"]}),
+        ),
+    ] {
+        let (status, body) = post(&client, format!("{base}/controlnet/detect"), request).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(field),
+            "{field}: {body}"
+        );
+    }
+
+    // A render with an enabled ControlNet unit is refused by name; an empty or disabled one changes nothing.
+    let txt2img = |scripts: Value| json!({"prompt": "a gate", "width": 64, "height": 64, "steps": 1, "alwayson_scripts": scripts});
+    let (status, body) = post(
+        &client,
+        format!("{base}/sdapi/v1/txt2img"),
+        txt2img(
+            json!({"controlnet": {"args": [{"module": "canny", "model": "control_v11p_sd15_canny",
+                                                "image": png_b64(64, 64), "weight": 1.0}]}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("alwayson_scripts.controlnet"),
+        "{body}"
+    );
+    let (status, body) = post(
+        &client,
+        format!("{base}/sdapi/v1/txt2img"),
+        txt2img(json!({"controlnet": {"args": [{"enabled": false, "module": "canny"}]}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = post(
+        &client,
+        format!("{base}/sdapi/v1/txt2img"),
+        txt2img(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    server.shutdown().await.unwrap();
+}

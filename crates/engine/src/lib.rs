@@ -9,6 +9,7 @@
 //! - [`upscale`]: images enlarged by an ESRGAN model or by Lanczos / nearest, a job kind of its own.
 
 pub mod a1111;
+pub mod control;
 pub mod convert;
 pub mod estimate;
 pub mod events;

@@ -7,7 +7,7 @@
 mod callbacks;
 mod context;
 mod names;
-mod upscaler;
+mod tools;
 
 pub use callbacks::{
     clear_callbacks, set_log_handler, set_preview_handler, set_progress_handler, LogLevel,
@@ -17,7 +17,7 @@ pub use context::{
     Cache, Context, ContextParams, Hires, HiresUpscaler, ImageRequest, LoraWeight, RgbImage, Tiling,
 };
 pub use names::{sampler_names, scheduler_names, SAMPLERS, SCHEDULERS};
-pub use upscaler::Upscaler;
+pub use tools::{canny, Upscaler};
 
 /// What can go wrong when talking to sd.cpp.
 #[derive(Debug, thiserror::Error)]

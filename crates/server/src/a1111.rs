@@ -99,6 +99,8 @@ struct A1111Request {
     hr_scheduler: Option<String>,
     hr_prompt: Option<String>,
     hr_negative_prompt: Option<String>,
+    /// Scripts (ControlNet, ADetailer, ...): refused when one would run, never silently skipped.
+    alwayson_scripts: Option<Map<String, Value>>,
 }
 
 /// A1111's hires fields as DiffuGen's hires pass; `None` without `enable_hr`. Options it cannot honour are refused
@@ -171,6 +173,7 @@ fn request_from(
     body: A1111Request,
     img2img: bool,
 ) -> std::result::Result<GenerateRequest, ApiError> {
+    crate::controlnet::refuse_scripts(body.alwayson_scripts.as_ref())?;
     let hires = if img2img { None } else { hires_from(&body)? };
     let overrides = body.override_settings.unwrap_or_default();
     let model = overrides

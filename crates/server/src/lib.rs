@@ -9,6 +9,7 @@
 mod a1111;
 mod auth;
 mod body;
+mod controlnet;
 mod convert;
 pub mod doors;
 mod error;
@@ -238,6 +239,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/sdapi/v1/loras", get(a1111::loras))
         .route("/sdapi/v1/embeddings", get(a1111::embeddings))
+        .route("/controlnet/model_list", get(controlnet::model_list))
+        .route("/controlnet/module_list", get(controlnet::module_list))
+        .route("/controlnet/detect", post(controlnet::detect_maps))
         .route("/sdapi/v1/progress", get(a1111::progress))
         .route("/sdapi/v1/interrupt", post(a1111::interrupt))
         .merge(legacy::routes())

@@ -1,4 +1,5 @@
-//! sd.cpp's ESRGAN upscaler: a loaded upscaling model and one image enlarged by it.
+//! sd.cpp's image tools: the ESRGAN upscaler (a loaded upscaling model and one image enlarged by it) and the canny
+//! edge detector.
 
 use std::path::Path;
 use std::ptr::NonNull;
@@ -72,5 +73,29 @@ impl Drop for Upscaler {
     fn drop(&mut self) {
         // SAFETY: `ptr` came from new_upscaler_ctx and is freed exactly once.
         unsafe { sys::free_upscaler_ctx(self.ptr.as_ptr()) };
+    }
+}
+
+/// sd.cpp's canny edge detector (`preprocess_canny`, as its CLI runs it for a ControlNet's control image): white
+/// edges on black, same size. Thresholds are fractions of the strongest edge, 0..1; `low` <= `high`.
+pub fn canny(image: &RgbImage, low: f32, high: f32) -> Result<RgbImage, SdError> {
+    image.check("image", 3)?;
+    let mut out = image.clone();
+    let raw = diffusion_rs_sys::sd_image_t {
+        width: out.width,
+        height: out.height,
+        channel: out.channels,
+        data: out.data.as_mut_ptr(),
+    };
+    // SAFETY: sd.cpp writes the edge map into the image's own pixels (width * height * 3 bytes we own) during the
+    // call and keeps nothing; weak and strong are sd-cli's values.
+    let ok = unsafe { diffusion_rs_sys::preprocess_canny(raw, high, low, 0.8, 1.0, false) };
+    if ok {
+        Ok(out)
+    } else {
+        Err(SdError::BadImage {
+            field: "image",
+            message: "the edge detector refused the image".into(),
+        })
     }
 }
