@@ -94,6 +94,28 @@ export async function setFavorite(id: number, favorite: boolean): Promise<Entry 
   }
 }
 
+/**
+ * How many images a bulk command (`galleryDeleteMany`, `galleryRestoreMany`, `galleryFavoriteMany`) did before it
+ * failed: the first that many of the ids it was given, as its message counts them ("3 of 5 images done; image 42
+ * failed: …"). 0 when the message does not say (the first one failed, or the call never ran).
+ */
+export function doneBeforeFailure(e: unknown): number {
+  const raw = isAppError(e) ? e.message : errorText(e);
+  const counted = /^\s*(\d+) of (\d+) images? done\b/i.exec(raw);
+  return counted ? Number(counted[1]) : 0;
+}
+
+/**
+ * The core's message in an error toast, as it wrote it (without the field it names: "range: …" would say nothing
+ * more), an OS error in plain words with the raw message as the toast's details.
+ */
+export function toastCoreError(e: unknown): void {
+  const raw = (isAppError(e) ? e.message : errorText(e)).trim();
+  const plain = plainText(raw);
+  const text = plain ?? raw;
+  toast(text.charAt(0).toUpperCase() + text.slice(1), "error", undefined, plain ? raw : null);
+}
+
 /** The ids of every image on board `name`, read page by page (following each page's cursor) until the last. */
 export async function boardImageIds(name: string): Promise<number[]> {
   const ids: number[] = [];

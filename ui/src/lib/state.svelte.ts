@@ -36,6 +36,8 @@ export interface LiveJob {
   phase: string;
   /** A readable line about what the job is doing. */
   status: string;
+  /** The job's prompt, as the queue lists it (`null` until the queue was read with the job in it). */
+  prompt: string | null;
   position: number | null;
   step: number;
   steps: number;
@@ -386,7 +388,9 @@ export function refreshQueue(): Promise<void> {
       queueStale = false;
       app.queue = await commands.queue();
       for (const info of app.queue) {
-        if (!app.jobs[info.id]) app.jobs[info.id] = fromInfo(info);
+        const known = app.jobs[info.id];
+        if (!known) app.jobs[info.id] = fromInfo(info);
+        else if (known.prompt === null) known.prompt = info.prompt;
       }
     } while (queueStale);
   })().finally(() => {
@@ -438,15 +442,21 @@ export function trackOwnJob(id: string): void {
 
 /**
  * After a reload the window has forgotten which jobs it started: the queue's waiting and running jobs that the
- * desktop app sent (source "app") are taken as its own again, and Generate follows the one running. Only while the
- * window knows none of its own (jobs from Open WebUI, the API or the CLI stay out).
+ * desktop app sent (source "app") are taken as its own again, and Generate follows the one running, or when none
+ * runs the one first in line (shown waiting, with its place and prompt, and Esc or Cancel cancels it, as for a job
+ * started in this window; when it starts it is followed on). Only while the window knows none of its own (jobs
+ * from Open WebUI, the API or the CLI stay out).
  */
 export function adoptAppJobs(): void {
   if (Object.keys(app.own).length > 0) return;
   const mine = app.queue.filter((j) => j.source === "app" && (j.state === "queued" || j.state === "running"));
   for (const info of mine) app.own[info.id] = true;
+  if (app.current) return;
   const running = mine.find((j) => app.jobs[j.id]?.state === "running" || j.state === "running");
-  if (running && !app.current) app.current = running.id;
+  const place = (j: JobInfo) => j.position ?? Number.MAX_SAFE_INTEGER;
+  const first = mine.filter((j) => j.state === "queued").reduce<JobInfo | null>((a, j) => (a && place(a) <= place(j) ? a : j), null);
+  const followed = running ?? first;
+  if (followed) app.current = followed.id;
 }
 
 /** Pauses or resumes the queue; the core's answer (and its `queuePaused` event) is what the window shows. */
@@ -501,6 +511,7 @@ function blankJob(id: string): LiveJob {
     state: "queued",
     phase: "queued",
     status: "Waiting",
+    prompt: null,
     position: null,
     step: 0,
     steps: 0,
@@ -518,13 +529,27 @@ function blankJob(id: string): LiveJob {
   };
 }
 
+/** Where a waiting job stands, in words: next, or how many jobs are ahead. */
+export function waitingStatus(position: number | null): string {
+  if (position === null) return "Waiting";
+  return position === 0 ? "Next in line" : `Waiting (${position} ahead)`;
+}
+
 function fromInfo(info: JobInfo): LiveJob {
   const job = blankJob(info.id);
   job.state = info.state;
   job.position = info.position;
   job.outputs = info.outputs;
   job.error = info.error;
+  job.prompt = info.prompt;
   if (info.last_event) applyStage(job, info.last_event);
+  // A job still waiting: where it stands now (the queue's word is newer than its last event's).
+  if (info.state === "queued") {
+    job.state = "queued";
+    job.phase = "queued";
+    job.position = info.position;
+    job.status = waitingStatus(info.position);
+  }
   return job;
 }
 
@@ -561,7 +586,7 @@ function applyStage(job: LiveJob, event: JobEvent, now = Date.now()): void {
     case "queued":
       job.state = "queued";
       job.position = event.position;
-      job.status = event.position === 0 ? "Next in line" : `Waiting (${event.position} ahead)`;
+      job.status = waitingStatus(event.position);
       break;
     case "preparing":
     case "freeing_vram":

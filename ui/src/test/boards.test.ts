@@ -11,12 +11,30 @@ import type { Handler } from "./fixtures";
 /**
  * The core's gallery as the commands behave: entries with their boards, tags and favorites, boards that exist
  * without images (a name taken is refused), the page and count filtered by board and favorite, pages of at most
- * `limit` (and at most `pageSize`) entries with a cursor to the next, the trash.
+ * `limit` (and at most `pageSize`) entries with a cursor to the next, the trash. The bulk commands go through their
+ * ids in order and stop at one in `failing`: the ones before it stay done, and the message counts them. A range is
+ * every id between two under the query's filters, at most 10,000.
  */
 function fakeGallery(initial: Entry[], boardNames: string[] = [], pageSize = 500) {
   const entries = initial.map((e) => ({ ...e, boards: [...e.boards], tags: [...e.tags] }));
   let boards = [...boardNames];
+  const failing = new Set<number>();
   const find = (id: unknown) => entries.find((e) => e.id === id)!;
+  /** What the core's `*_many` commands do: `one` on every id in order, until one fails. */
+  const each = (ids: number[], one: (e: Entry) => void): Entry[] => {
+    const done: Entry[] = [];
+    for (const id of ids) {
+      if (failing.has(id)) {
+        const why = `image ${id} is locked by another program`;
+        if (done.length === 0) throw { field: null, message: why };
+        throw { field: null, message: `${done.length} of ${ids.length} images done; image ${id} failed: ${why}` };
+      }
+      const e = find(id);
+      one(e);
+      done.push({ ...e });
+    }
+    return done;
+  };
   const list = (): Board[] =>
     boards.map((name) => ({ name, count: entries.filter((e) => e.trashed == null && e.boards.includes(name)).length }));
   const visible = (q: Query) =>
@@ -76,8 +94,18 @@ function fakeGallery(initial: Entry[], boardNames: string[] = [], pageSize = 500
       e.trashed = null;
       return { ...e };
     },
+    gallery_delete_many: (a) => each(a.ids as number[], (e) => (e.trashed = 1)),
+    gallery_restore_many: (a) => each(a.ids as number[], (e) => (e.trashed = null)),
+    gallery_favorite_many: (a) => each(a.ids as number[], (e) => (e.favorite = a.favorite as boolean)),
+    gallery_ids_between: (a) => {
+      const ids = visible(a.query as Query).map((e) => e.id);
+      const [low, high] = [ids.indexOf(a.from as number), ids.indexOf(a.to as number)].sort((x, y) => x - y);
+      if (low < 0) throw { field: null, message: "no such image" };
+      if (high - low + 1 > 10_000) throw { field: "range", message: "the range holds more than 10000 images; select fewer" };
+      return ids.slice(low, high + 1);
+    },
   };
-  return { entries, handlers, boards: () => list() };
+  return { entries, handlers, failing, boards: () => list() };
 }
 
 function setup(initial: Entry[], boardNames: string[] = [], extra: Record<string, Handler> = {}, pageSize?: number) {
@@ -285,7 +313,7 @@ describe("Gallery multi-select", () => {
 
   it("Ctrl/Cmd+click selects without opening; Shift+click selects the range; the bar counts them", async () => {
     // (jsdom lays nothing out: the grid shows four cells, one a row.)
-    setup([entry(1), entry(2), entry(3), entry(4)]);
+    const { calls } = setup([entry(1), entry(2), entry(3), entry(4)]);
     render(Gallery);
     await waitFor(() => expect(shown()).toHaveLength(4));
     expect(screen.queryByTestId("selection-bar")).toBeNull();
@@ -294,8 +322,14 @@ describe("Gallery multi-select", () => {
     expect(isSelected(2)).toBe(true);
     expect(screen.getByTestId("selection-count").textContent).toBe("1 selected");
     await fireEvent.click(cell(4), { shiftKey: true });
-    expect([1, 2, 3, 4].map(isSelected)).toEqual([false, true, true, true]);
+    await waitFor(() => expect([1, 2, 3, 4].map(isSelected)).toEqual([false, true, true, true]));
     expect(screen.getByTestId("selection-count").textContent).toBe("3 selected");
+    // The core listed the range, under the grid's filters (not a page of them).
+    const ranges = calls.filter((c) => c.cmd === "gallery_ids_between");
+    expect(ranges).toHaveLength(1);
+    expect(ranges[0].args).toMatchObject({ from: 2, to: 4 });
+    expect(ranges[0].args.query).not.toHaveProperty("cursor");
+    expect(ranges[0].args.query).not.toHaveProperty("limit");
     await fireEvent.click(cell(3), { ctrlKey: true });
     expect(isSelected(3)).toBe(false);
     // A plain click still opens the image.
@@ -324,8 +358,8 @@ describe("Gallery multi-select", () => {
     expect(app.detail).toBe(2);
   });
 
-  it("bulk Favorite marks every selected image, and pressed again takes them all back", async () => {
-    const { gallery } = setup(three());
+  it("bulk Favorite marks every selected image in one call to the core, and pressed again takes them all back", async () => {
+    const { gallery, calls } = setup(three());
     render(Gallery);
     await waitFor(() => expect(shown()).toHaveLength(3));
     await fireEvent.click(cell(1), { ctrlKey: true });
@@ -336,11 +370,18 @@ describe("Gallery multi-select", () => {
     await waitFor(() => expect(gallery.entries.map((e) => e.favorite)).toEqual([true, true, false]));
     await waitFor(() => expect(cell(1).getAttribute("aria-label")).toContain("(favorite)"));
     expect(button.textContent).toBe("☆ Unfavorite");
+    expect(calls.filter((c) => c.cmd === "gallery_favorite_many").map((c) => c.args)).toEqual([{ ids: [1, 2], favorite: true }]);
+    expect(app.toasts.map((t) => t.text)).toContain("2 images marked favorite");
     await fireEvent.click(button);
     await waitFor(() => expect(gallery.entries.map((e) => e.favorite)).toEqual([false, false, false]));
+    expect(calls.filter((c) => c.cmd === "gallery_favorite_many").map((c) => c.args)).toEqual([
+      { ids: [1, 2], favorite: true },
+      { ids: [1, 2], favorite: false },
+    ]);
+    expect(calls.some((c) => c.cmd === "gallery_favorite")).toBe(false);
   });
 
-  it("bulk Delete moves the selected images to the trash, and Undo brings every one back", async () => {
+  it("bulk Delete moves the selected images to the trash in one call, and Undo brings every one back in one call", async () => {
     const { calls } = setup(three());
     render(Gallery);
     await waitFor(() => expect(shown()).toHaveLength(3));
@@ -350,11 +391,116 @@ describe("Gallery multi-select", () => {
     await waitFor(() => expect(shown()).toEqual(["gallery-item-2"]));
     expect(screen.getByTestId("gallery-count").textContent).toBe("1 image");
     expect(screen.queryByTestId("selection-bar")).toBeNull();
+    expect(calls.filter((c) => c.cmd === "gallery_delete_many").map((c) => c.args)).toEqual([{ ids: [1, 3] }]);
     const undo = app.toasts.find((t) => t.action?.label === "Undo");
     expect(undo?.text).toBe("2 images moved to the trash");
     undo!.action!.run();
-    await waitFor(() => expect(calls.filter((c) => c.cmd === "gallery_restore").map((c) => c.args.id).sort()).toEqual([1, 3]));
     await waitFor(() => expect(shown()).toHaveLength(3));
+    expect(calls.filter((c) => c.cmd === "gallery_restore_many").map((c) => c.args)).toEqual([{ ids: [1, 3] }]);
+    expect(calls.some((c) => c.cmd === "gallery_delete" || c.cmd === "gallery_restore")).toBe(false);
+  });
+
+  it("a bulk Delete that fails partway says what the core said, shows what was done, and Undo brings back those", async () => {
+    const { gallery, calls } = setup([1, 2, 3, 4, 5].map((id) => entry(id)));
+    gallery.failing.add(3);
+    render(Gallery);
+    render(Toasts);
+    await waitFor(() => expect(shown()).toHaveLength(4));
+    await fireEvent.click(cell(1), { ctrlKey: true });
+    await fireEvent.click(cell(4), { shiftKey: true });
+    await waitFor(() => expect(screen.getByTestId("selection-count").textContent).toBe("4 selected"));
+    await fireEvent.click(screen.getByTestId("bulk-delete"));
+    const alert = await screen.findByRole("alert");
+    expect(alert.textContent).toContain("2 of 4 images done; image 3 failed: image 3 is locked by another program");
+    expect(calls.filter((c) => c.cmd === "gallery_delete_many").map((c) => c.args)).toEqual([{ ids: [1, 2, 3, 4] }]);
+    // The grid was read again: the two in the trash are gone; the two not done stay selected.
+    await waitFor(() => expect(shown()).toEqual(["gallery-item-3", "gallery-item-4", "gallery-item-5"]));
+    expect(screen.getByTestId("gallery-count").textContent).toBe("3 images");
+    expect(screen.getByTestId("selection-count").textContent).toBe("2 selected");
+    expect([3, 4, 5].map(isSelected)).toEqual([true, true, false]);
+    const undo = app.toasts.find((t) => t.action?.label === "Undo");
+    expect(undo?.text).toBe("2 images moved to the trash");
+    undo!.action!.run();
+    await waitFor(() => expect(screen.getByTestId("gallery-count").textContent).toBe("5 images"));
+    expect(shown()).toEqual(["gallery-item-1", "gallery-item-2", "gallery-item-3", "gallery-item-4"]);
+    expect(calls.filter((c) => c.cmd === "gallery_restore_many").map((c) => c.args)).toEqual([{ ids: [1, 2] }]);
+  });
+
+  it("a bulk Favorite that fails partway says what the core said, and the grid shows the ones it marked", async () => {
+    const { gallery, calls } = setup(three());
+    gallery.failing.add(3);
+    render(Gallery);
+    render(Toasts);
+    await waitFor(() => expect(shown()).toHaveLength(3));
+    for (const id of [1, 2, 3]) await fireEvent.click(cell(id), { ctrlKey: true });
+    await fireEvent.click(screen.getByTestId("bulk-favorite"));
+    const alert = await screen.findByRole("alert");
+    expect(alert.textContent).toContain("2 of 3 images done; image 3 failed: image 3 is locked by another program");
+    expect(calls.filter((c) => c.cmd === "gallery_favorite_many")).toHaveLength(1);
+    await waitFor(() => expect(cell(2).getAttribute("aria-label")).toContain("(favorite)"));
+    expect(cell(1).getAttribute("aria-label")).toContain("(favorite)");
+    expect(cell(3).getAttribute("aria-label")).not.toContain("(favorite)");
+    expect(app.toasts.map((t) => t.text).join()).not.toContain("marked favorite");
+  });
+
+  it("Shift+click selects every image between the two, loaded or not; the count includes them and one call acts on all", async () => {
+    const many = Array.from({ length: 1500 }, (_, i) => entry(i + 1));
+    const { gallery, calls } = setup(many);
+    render(Gallery);
+    await waitFor(() => expect(shown()).toHaveLength(4));
+    await fireEvent.click(cell(1), { ctrlKey: true });
+    // Far down the grid: only a screenful of cells is in the page.
+    const scroller = screen.getByTestId("gallery-scroller");
+    scroller.scrollTop = 1000 * (184 + 8);
+    await fireEvent.scroll(scroller);
+    await waitFor(() => expect(screen.getByTestId("gallery-item-1001")).toBeTruthy());
+    const pages = calls.filter((c) => c.cmd === "gallery_page").length;
+    await fireEvent.click(cell(1001), { shiftKey: true });
+    await waitFor(() => expect(screen.getByTestId("selection-count").textContent).toBe("1,001 selected"));
+    expect(shown().length).toBeLessThan(60);
+    // The core listed them: no page was read for the selection.
+    expect(calls.filter((c) => c.cmd === "gallery_page").length).toBe(pages);
+    expect(calls.filter((c) => c.cmd === "gallery_ids_between").map((c) => [c.args.from, c.args.to])).toEqual([[1, 1001]]);
+
+    await fireEvent.click(screen.getByTestId("bulk-favorite"));
+    await waitFor(() => expect(gallery.entries.filter((e) => e.favorite)).toHaveLength(1001));
+    const favorites = calls.filter((c) => c.cmd === "gallery_favorite_many");
+    expect(favorites).toHaveLength(1);
+    expect(favorites[0].args.ids).toEqual(many.slice(0, 1001).map((e) => e.id));
+    expect(app.toasts.map((t) => t.text)).toContain("1,001 images marked favorite");
+  });
+
+  it("Shift+Space selects the range from the last image picked to the focused one, as Shift+click does", async () => {
+    const { calls } = setup([entry(1), entry(2), entry(3), entry(4)]);
+    render(Gallery);
+    await waitFor(() => expect(shown()).toHaveLength(4));
+    cell(1).focus();
+    await fireEvent.keyDown(cell(1), { key: " ", ctrlKey: true });
+    expect(isSelected(1)).toBe(true);
+    cell(3).focus();
+    await fireEvent.keyDown(cell(3), { key: " ", shiftKey: true });
+    await waitFor(() => expect([1, 2, 3, 4].map(isSelected)).toEqual([true, true, true, false]));
+    expect(screen.getByTestId("selection-count").textContent).toBe("3 selected");
+    expect(app.detail).toBeNull();
+    expect(calls.filter((c) => c.cmd === "gallery_ids_between").map((c) => [c.args.from, c.args.to])).toEqual([[1, 3]]);
+  });
+
+  it("a range the core refuses (over 10,000 images) shows its message and leaves the selection as it was", async () => {
+    setup([entry(1), entry(2), entry(3)], [], {
+      gallery_ids_between: () => {
+        throw { field: "range", message: "the range holds more than 10000 images; select fewer" };
+      },
+    });
+    render(Gallery);
+    render(Toasts);
+    await waitFor(() => expect(shown()).toHaveLength(3));
+    await fireEvent.click(cell(1), { ctrlKey: true });
+    await fireEvent.click(cell(3), { shiftKey: true });
+    const alert = await screen.findByRole("alert");
+    expect(alert.textContent).toContain("The range holds more than 10000 images; select fewer");
+    expect(alert.textContent).not.toMatch(/range:/i);
+    expect(screen.getByTestId("selection-count").textContent).toBe("1 selected");
+    expect([1, 2, 3].map(isSelected)).toEqual([true, false, false]);
   });
 
   it("Add to board… files the selection into a board, a new one included; Remove from board takes it off", async () => {

@@ -398,7 +398,8 @@ describe("Generate: only this window's jobs", () => {
   it("a second Generate while the first renders keeps showing the first, then follows the second when it starts", async () => {
     let next = 0;
     const ids = ["job-a", "job-b"];
-    await setup({ generate: () => ids[next++], queue: () => [{ id: "job-b", state: "queued", position: 0, source: "app", model: "tiny", prompt: "x", created: 1, finished: null, outputs: [], error: null, last_event: null }] });
+    // The queue lists job-b once it was sent (before, nothing of the app's waits: no job is taken over at the start).
+    await setup({ generate: () => ids[next++], queue: () => (next >= 2 ? [{ id: "job-b", state: "queued", position: 0, source: "app", model: "tiny", prompt: "x", created: 1, finished: null, outputs: [], error: null, last_event: null }] : []) });
     await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
     await fireEvent.click(screen.getByTestId("generate"));
     await waitFor(() => expect(app.current).toBe("job-a"));
