@@ -199,6 +199,58 @@ async fn an_image_made_in_the_app_streams_every_step_and_preview_then_is_found_b
     core.stop().await.unwrap();
 }
 
+/// A 32×32 PNG with a bright square in the middle, base64.
+fn square_png() -> String {
+    use base64::Engine as _;
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_fn(32, 32, |x, y| {
+        image::Rgb(if (8..24).contains(&x) && (8..24).contains(&y) {
+            [255; 3]
+        } else {
+            [0; 3]
+        })
+    })
+    .write_to(&mut bytes, image::ImageFormat::Png)
+    .unwrap();
+    base64::engine::general_purpose::STANDARD.encode(bytes.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_slots_live_preview_is_the_canny_map_of_the_picture_and_bad_thresholds_are_named(
+) {
+    use base64::Engine as _;
+    let ws = Workspace::new();
+    let core = core(&ws, serde_json::json!({})).await;
+    let url = format!("data:image/png;base64,{}", square_png());
+    let preview = core
+        .control_preview(
+            url.clone(),
+            diffugen_engine::control::ControlModule::Canny,
+            100.0,
+            200.0,
+        )
+        .await
+        .unwrap();
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(preview.strip_prefix("data:image/png;base64,").unwrap())
+        .unwrap();
+    let map = image::load_from_memory(&png).unwrap().to_luma8();
+    assert_eq!((map.width(), map.height()), (32, 32));
+    assert!(map.pixels().any(|p| p.0[0] > 128) && map.get_pixel(16, 16).0[0] == 0);
+    let error = core
+        .control_preview(
+            url,
+            diffugen_engine::control::ControlModule::Canny,
+            250.0,
+            20.0,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.field.as_deref(), Some("control_low"), "{error:?}");
+    assert!(core.controlnets().is_empty());
+    core.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_form_is_refused_naming_the_field_and_what_is_allowed() {
     let ws = Workspace::new();
@@ -243,6 +295,31 @@ async fn a_bad_form_is_refused_naming_the_field_and_what_is_allowed() {
             },
             "init_image",
             "data:image",
+        ),
+        (
+            GenerateForm {
+                control_model: Some("canny".into()),
+                ..form("x")
+            },
+            "control_image",
+            "control image",
+        ),
+        (
+            GenerateForm {
+                control_image: Some("data:image/png;base64,iVBORw0K".into()),
+                ..form("x")
+            },
+            "control_model",
+            "ControlNet model",
+        ),
+        (
+            GenerateForm {
+                control_model: Some("nope".into()),
+                control_image: Some(format!("data:image/png;base64,{}", square_png())),
+                ..form("x")
+            },
+            "control.model",
+            "SD 1.x",
         ),
         (
             GenerateForm {

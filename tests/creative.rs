@@ -585,7 +585,8 @@ async fn controlnet_clients_get_canny_maps_and_their_models_and_a_controlnet_ren
         );
     }
 
-    // A render with an enabled ControlNet unit is refused by name; an empty or disabled one changes nothing.
+    // A unit the model cannot take (the SDXS test model is no SD 1.x) is refused by name; an empty or disabled one
+    // changes nothing.
     let txt2img = |scripts: Value| json!({"prompt": "a gate", "width": 64, "height": 64, "steps": 1, "alwayson_scripts": scripts});
     let (status, body) = post(
         &client,
@@ -618,5 +619,165 @@ async fn controlnet_clients_get_canny_maps_and_their_models_and_a_controlnet_ren
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    server.shutdown().await.unwrap();
+}
+
+/// A picture with clear edges: a bright square on a dark ground, at `width` × `height`.
+fn square_b64(width: u32, height: u32) -> String {
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_fn(width, height, |x, y| {
+        let inside =
+            (width / 4..3 * width / 4).contains(&x) && (height / 4..3 * height / 4).contains(&y);
+        image::Rgb(if inside {
+            [230, 220, 200]
+        } else {
+            [20, 30, 40]
+        })
+    })
+    .write_to(&mut bytes, image::ImageFormat::Png)
+    .unwrap();
+    base64::engine::general_purpose::STANDARD.encode(bytes.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_controlnet_steers_an_sd1_render_in_every_dialect_and_a_new_control_image_keeps_the_model_loaded(
+) {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new().with_sd15_controlnet();
+    let (server, base, gallery) = serve(&ws).await;
+    let client = reqwest::Client::new();
+    // Runs a job through the job API; returns its events as text and the written image's gallery entry.
+    let run = |body: Value| {
+        let client = client.clone();
+        let base = base.clone();
+        let gallery = gallery.clone();
+        async move {
+            let (status, job) = post(&client, format!("{base}/api/v1/jobs"), body).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+            let id = job["id"].as_str().unwrap();
+            let events = client
+                .get(format!("{base}/api/v1/jobs/{id}/events"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(events.contains("event: done"), "{events}");
+            let info: Value = client
+                .get(format!("{base}/api/v1/jobs/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let entry = gallery
+                .get(info["outputs"][0]["gallery_id"].as_u64().unwrap() as u32)
+                .unwrap();
+            (events, entry)
+        }
+    };
+    let base_request = json!({"model": "sd15-test", "prompt": "a stone gate", "width": 64, "height": 64,
+                              "steps": 2, "seed": 5, "threads": 2});
+    let with_control = |image: String| {
+        let mut request = base_request.clone();
+        request["control"] =
+            json!({"model": "test-control", "image": {"base64": image}, "module": "canny"});
+        request
+    };
+    let (_, plain) = run(base_request.clone()).await;
+    let (_, steered) = run(with_control(square_b64(64, 64))).await;
+    assert!(
+        support::pixels(&plain.path) != support::pixels(&steered.path),
+        "the control map changes the render at the same seed"
+    );
+    let text = parameters(&steered.path);
+    assert!(
+        text.contains("ControlNet 0: \"Module: canny, Model: test-control, Weight: 1\""),
+        "{text}"
+    );
+
+    // Another control image on the same ControlNet: the model stays loaded, only the map changes.
+    let bar = {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        image::RgbImage::from_fn(64, 64, |x, _| {
+            image::Rgb(if x < 20 { [255; 3] } else { [0; 3] })
+        })
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .unwrap();
+        base64::engine::general_purpose::STANDARD.encode(bytes.into_inner())
+    };
+    let (events, moved) = run(with_control(bar)).await;
+    assert!(
+        !events.contains("event: loading_model"),
+        "a new control image reuses the loaded model: {events}"
+    );
+    assert!(support::pixels(&moved.path) != support::pixels(&steered.path));
+
+    // sd-webui-controlnet's unit in an A1111 txt2img: the same render as the job API's.
+    let (status, body) = post(
+        &client,
+        format!("{base}/sdapi/v1/txt2img"),
+        json!({"prompt": "a stone gate", "width": 64, "height": 64, "steps": 2, "seed": 5,
+               "sampler_name": steered.sampler.clone().unwrap_or_default(),
+               "cfg_scale": steered.cfg_scale,
+               "override_settings": {"sd_model_checkpoint": "sd15-test"},
+               "alwayson_scripts": {"controlnet": {"args": [{
+                   "enabled": true, "module": "canny", "model": "test-control [0123abcd]", "weight": 1.0,
+                   "image": square_b64(64, 64), "resize_mode": "Crop and Resize", "processor_res": 64,
+                   "threshold_a": 100, "threshold_b": 200, "guidance_start": 0.0, "guidance_end": 1.0,
+                   "control_mode": "Balanced", "pixel_perfect": false, "low_vram": false}]}}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let a1111 = image::load_from_memory(
+        &base64::engine::general_purpose::STANDARD
+            .decode(body["images"][0].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+    .to_rgb8();
+    assert!(
+        a1111 == support::pixels(&steered.path),
+        "A1111's ControlNet unit renders as the job API does"
+    );
+
+    // What cannot be done is named.
+    let mut sdxs = with_control(square_b64(64, 64));
+    sdxs["model"] = json!("tiny");
+    let mut unknown = with_control(square_b64(64, 64));
+    unknown["control"]["model"] = json!("depth-xl");
+    let mut hires = with_control(square_b64(64, 64));
+    hires["hires"] = json!({"scale": 2});
+    for (body, field, says) in [
+        (sdxs, "control.model", "SD 1.x"),
+        (unknown, "control.model", "test-control"),
+        (hires, "control", "hires"),
+    ] {
+        let (status, answer) = post(&client, format!("{base}/api/v1/jobs"), body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["error"]["param"], field, "{answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    }
+    let (status, answer) = post(
+        &client,
+        format!("{base}/sdapi/v1/txt2img"),
+        json!({"prompt": "x", "width": 64, "height": 64, "steps": 1,
+               "alwayson_scripts": {"controlnet": {"args": [{"module": "canny", "model": "test-control",
+                   "image": square_b64(64, 64), "guidance_start": 0.5}]}}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("alwayson_scripts.controlnet.args[0].guidance_start"),
+        "{answer}"
+    );
     server.shutdown().await.unwrap();
 }

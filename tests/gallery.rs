@@ -59,6 +59,7 @@ fn our_png_with(
         step_cache: None,
         hires: None,
         embeddings: Vec::new(),
+        control: None,
         upscale: None,
     };
     edit(&mut record);

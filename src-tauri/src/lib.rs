@@ -262,6 +262,27 @@ async fn gallery_refine(core: CoreState<'_>, id: u32, strength: f64) -> Result<S
     core.gallery_refine(id, strength).await
 }
 
+/// The ControlNet models in the models folders, by id.
+#[tauri::command]
+#[specta::specta]
+fn controlnets(core: CoreState<'_>) -> Vec<String> {
+    core.controlnets()
+}
+
+/// The control map a picture becomes (`none` or `canny` with thresholds 1..255), as a PNG data URL: the live
+/// preview beside the control slot.
+#[tauri::command]
+#[specta::specta]
+async fn control_preview(
+    core: CoreState<'_>,
+    image: String,
+    module: diffugen_engine::control::ControlModule,
+    low: f64,
+    high: f64,
+) -> Result<String, AppError> {
+    core.control_preview(image, module, low, high).await
+}
+
 /// What Upscale offers: `Lanczos`, `Nearest`, then the ESRGAN models in the models folders.
 #[tauri::command]
 #[specta::specta]
@@ -452,6 +473,8 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             gallery_remix,
             upscalers,
             upscale_gallery_image,
+            controlnets,
+            control_preview,
             gallery_refine,
             gallery_delete_many,
             gallery_restore_many,

@@ -39,6 +39,24 @@ impl Workspace {
         self
     }
 
+    /// A real SD 1.x checkpoint (`sd15-test`) and a ControlNet for it (`controlnet/test-control`) beside the test
+    /// model: the pair sd.cpp's ControlNet needs (about 2.9 GB, built once per machine).
+    pub fn with_sd15_controlnet(self) -> Workspace {
+        std::os::unix::fs::symlink(
+            diffugen_testkit::test_sd15(),
+            self.dir.path().join("models/sd15-test.gguf"),
+        )
+        .unwrap();
+        let dir = self.dir.path().join("models/controlnet");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(
+            diffugen_testkit::test_controlnet(),
+            dir.join("test-control.gguf"),
+        )
+        .unwrap();
+        self
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }

@@ -56,6 +56,28 @@ pub struct GenerateForm {
     /// How much the second pass repaints, above 0 to 1 [default: 0.7].
     #[serde(default)]
     pub hires_denoise: Option<f64>,
+    /// A ControlNet (SD 1.x models): its id from `controlnets`; `None`: none.
+    #[serde(default)]
+    pub control_model: Option<String>,
+    /// The control picture as a `data:image/...;base64` URL.
+    #[serde(default)]
+    pub control_image: Option<String>,
+    /// How the picture becomes a control map [default: none, a map made elsewhere].
+    #[serde(default)]
+    pub control_module: Option<diffugen_engine::control::ControlModule>,
+    /// How strongly the map steers, 0 to 2 [default: 1].
+    #[serde(default)]
+    pub control_strength: Option<f64>,
+    /// canny: low and high thresholds, 1 to 255 [default: 100 and 200].
+    #[serde(default)]
+    pub control_low: Option<f64>,
+    #[serde(default)]
+    pub control_high: Option<f64>,
+}
+
+/// The image in a `data:image/...;base64` URL; a bad one is an error naming `field`.
+pub(crate) fn data_url_bytes(field: &str, url: &str) -> Result<ImageInput, AppError> {
+    data_url(field, url)
 }
 
 fn data_url(field: &str, url: &str) -> Result<ImageInput, AppError> {
@@ -100,6 +122,30 @@ impl GenerateForm {
             count: self.count,
             clip_skip: None,
             memory: self.memory.clone(),
+            control: match (&self.control_model, &self.control_image) {
+                (None, None) => None,
+                (None, Some(_)) => {
+                    return Err(AppError::field(
+                        "control_model",
+                        "choose a ControlNet model for the control image",
+                    ))
+                }
+                (Some(_), None) => {
+                    return Err(AppError::field(
+                        "control_image",
+                        "add a control image (or remove the ControlNet)",
+                    ))
+                }
+                (Some(model), Some(image)) => Some(diffugen_engine::control::ControlRequest {
+                    model: model.clone(),
+                    image: data_url("control_image", image)?,
+                    module: self.control_module,
+                    strength: self.control_strength.map(|s| s as f32),
+                    low_threshold: self.control_low,
+                    high_threshold: self.control_high,
+                    processor_res: None,
+                }),
+            },
             hires: self.hires_scale.map(|scale| HiresRequest {
                 scale: Some(scale as f32),
                 width: None,
@@ -178,6 +224,12 @@ impl GenerateForm {
             hires_upscaler: None,
             hires_steps: None,
             hires_denoise: None,
+            control_model: None,
+            control_image: None,
+            control_module: None,
+            control_strength: None,
+            control_low: None,
+            control_high: None,
         }
     }
 }

@@ -414,6 +414,63 @@ impl Core {
             .submit(spec, Destination::Folder(config.outputs_dir()), "app")?)
     }
 
+    /// The ControlNet models in the models folders, by id (for an SD 1.x model's control slot).
+    pub fn controlnets(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .library()
+            .scan()
+            .into_iter()
+            .filter(|e| e.role == diffugen_models::Role::ControlNet && e.error.is_none())
+            .map(|e| e.id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// The control map a picture (`data:` URL) becomes with `module` (canny thresholds 1..255), as a PNG `data:` URL:
+    /// the live preview beside the control slot. At most 512 px on the shorter side, so it stays quick.
+    pub async fn control_preview(
+        &self,
+        image: String,
+        module: diffugen_engine::control::ControlModule,
+        low: f64,
+        high: f64,
+    ) -> Result<String, AppError> {
+        use base64::Engine as _;
+        let thresholds = match module {
+            diffugen_engine::control::ControlModule::Canny => {
+                diffugen_engine::control::canny_thresholds(low, high).map_err(|e| {
+                    let field = if e.starts_with("threshold_b") {
+                        "control_high"
+                    } else {
+                        "control_low"
+                    };
+                    AppError::field(
+                        field,
+                        e.replace("threshold_a", "low threshold")
+                            .replace("threshold_b", "high threshold"),
+                    )
+                })?
+            }
+            diffugen_engine::control::ControlModule::None => (0.0, 0.0),
+        };
+        let bytes = match form::data_url_bytes("control_image", &image)? {
+            diffugen_engine::params::ImageInput::Bytes(bytes) => bytes,
+            diffugen_engine::params::ImageInput::Path(_) => unreachable!("a data URL is bytes"),
+        };
+        let png = tokio::task::spawn_blocking(move || {
+            diffugen_engine::control::preview(module, &bytes, thresholds)
+        })
+        .await
+        .map_err(|e| AppError::new(e.to_string()))?
+        .map_err(|e| AppError::field("control_image", e))?;
+        Ok(format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(png)
+        ))
+    }
+
     /// The names Upscale offers: `Lanczos`, `Nearest`, then the upscaling (ESRGAN) models in the models folders.
     pub fn upscalers(&self) -> Vec<String> {
         diffugen_engine::upscale::upscaler_names(&self.library())

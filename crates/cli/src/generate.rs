@@ -59,6 +59,24 @@ pub struct GenerateArgs {
     /// Inpainting: white areas of this mask are repainted (needs --init-image).
     #[arg(long, value_name = "PATH")]
     mask: Option<PathBuf>,
+    /// A ControlNet model (SD 1.x) from the models folder, by id; needs --control-image.
+    #[arg(long, value_name = "ID", requires = "control_image")]
+    control_model: Option<String>,
+    /// The control picture (PNG, JPEG or WebP); needs --control-model.
+    #[arg(long, value_name = "PATH", requires = "control_model")]
+    control_image: Option<PathBuf>,
+    /// How the picture becomes a control map: none (a map made elsewhere) or canny [default: none]
+    #[arg(long, value_name = "MODULE", value_parser = parse_control_module)]
+    control_module: Option<diffugen_engine::control::ControlModule>,
+    /// How strongly the map steers, 0 to 2 [default: 1]
+    #[arg(long, value_name = "W")]
+    control_strength: Option<f32>,
+    /// canny: low threshold, 1 to 255 [default: 100]
+    #[arg(long, value_name = "N")]
+    control_low: Option<f64>,
+    /// canny: high threshold, 1 to 255 [default: 200]
+    #[arg(long, value_name = "N")]
+    control_high: Option<f64>,
     /// A LoRA from the loras/ folder, NAME:WEIGHT (repeatable).
     #[arg(long = "lora", value_name = "NAME:WEIGHT")]
     loras: Vec<String>,
@@ -199,7 +217,25 @@ fn parse_lora(text: &str) -> Result<LoraRequest, String> {
     })
 }
 
+fn parse_control_module(text: &str) -> Result<diffugen_engine::control::ControlModule, String> {
+    text.parse()
+}
+
 impl GenerateArgs {
+    /// The ControlNet the `--control-*` flags ask for.
+    fn control(&self) -> Option<diffugen_engine::control::ControlRequest> {
+        let (model, image) = (self.control_model.as_ref()?, self.control_image.as_ref()?);
+        Some(diffugen_engine::control::ControlRequest {
+            model: model.clone(),
+            image: ImageInput::Path(image.clone()),
+            module: self.control_module,
+            strength: self.control_strength,
+            low_threshold: self.control_low,
+            high_threshold: self.control_high,
+            processor_res: None,
+        })
+    }
+
     /// The hires pass the `--hires-*` flags ask for (any of them turns it on).
     fn hires(&self) -> Option<diffugen_engine::params::HiresRequest> {
         let asked = self.hires_scale.is_some()
@@ -256,6 +292,7 @@ pub fn run(config: &Config, args: GenerateArgs) -> Result<ExitCode, String> {
         }),
         memory: args.memory.options()?,
         hires: args.hires(),
+        control: args.control(),
     };
     if let Some(url) = &args.server {
         return remote(&args, request, url);
@@ -402,11 +439,19 @@ fn remote(
     }
     // The server opens no file a client names: init images and masks travel in the request, so they work with a
     // server on another machine too.
-    for image in [&mut request.init_image, &mut request.mask] {
-        if let Some(ImageInput::Path(path)) = image {
+    let control_image = request.control.as_mut().map(|c| &mut c.image);
+    for image in [
+        request.init_image.as_mut(),
+        request.mask.as_mut(),
+        control_image,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let ImageInput::Path(path) = image {
             let bytes = std::fs::read(&*path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            *image = Some(ImageInput::Bytes(bytes));
+            *image = ImageInput::Bytes(bytes);
         }
     }
     let runtime = tokio::runtime::Runtime::new()

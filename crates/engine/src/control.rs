@@ -1,7 +1,165 @@
 //! ControlNet preprocessors: what turns a picture into a control map. `canny` is sd.cpp's own edge detector (as its
 //! CLI runs it); `none` takes a map made elsewhere (depth, pose, lineart) as it is.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
+
+use crate::params::ImageInput;
+use crate::raw::RawImage;
+
+/// A ControlNet for a render, as a client asks for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlRequest {
+    /// A ControlNet model's id in the models folders (its file name without the extension).
+    pub model: String,
+    /// The picture to take the control from (or a map made elsewhere, with module `none`).
+    pub image: ImageInput,
+    /// How the image becomes a control map [default: none].
+    #[serde(default)]
+    pub module: Option<ControlModule>,
+    /// How strongly the map steers, 0..2 [default: 1].
+    #[serde(default)]
+    pub strength: Option<f32>,
+    /// canny: low and high thresholds, 1..255 [default: 100 and 200].
+    #[serde(default)]
+    pub low_threshold: Option<f64>,
+    #[serde(default)]
+    pub high_threshold: Option<f64>,
+    /// The shorter side the image is brought to before the preprocessor runs, 64..2048 [default: the render's].
+    #[serde(default)]
+    pub processor_res: Option<u32>,
+}
+
+/// A ControlNet resolved for the worker: the model file and the control map at the render's size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlSpec {
+    pub model: String,
+    pub path: PathBuf,
+    pub module: ControlModule,
+    pub strength: f32,
+    /// The control map, RGB, exactly the render's size.
+    pub map: RawImage,
+}
+
+/// Resolves a control request for a render of `width` × `height` on a model of `family`; each problem goes to
+/// `fail` (the field below `control.`).
+pub(crate) fn resolve(
+    request: &ControlRequest,
+    family: Option<diffugen_models::Family>,
+    (width, height): (u32, u32),
+    library: &diffugen_models::Library,
+    fail: &mut dyn FnMut(&str, String),
+) -> Option<ControlSpec> {
+    let mut ok = true;
+    if let Some(family) = family {
+        if family != diffugen_models::Family::Sd1 {
+            fail(
+                "model",
+                format!(
+                    "ControlNet works with SD 1.x models in this stable-diffusion.cpp; the model is {}",
+                    family.as_str()
+                ),
+            );
+            ok = false;
+        }
+    }
+    let controlnets: Vec<diffugen_models::ModelEntry> = library
+        .scan()
+        .into_iter()
+        .filter(|e| e.role == diffugen_models::Role::ControlNet && e.error.is_none())
+        .collect();
+    let path = controlnets
+        .iter()
+        .find(|e| e.id == request.model.trim())
+        .map(|e| PathBuf::from(&e.path));
+    if path.is_none() {
+        let mut names: Vec<&str> = controlnets.iter().map(|e| e.id.as_str()).collect();
+        names.sort();
+        fail(
+            "model",
+            format!(
+                "unknown ControlNet model '{}'; available ControlNet models: {}",
+                request.model,
+                if names.is_empty() {
+                    "none (put one in the models folder)".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        );
+        ok = false;
+    }
+    let strength = request.strength.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&strength) {
+        fail("strength", format!("must be 0 to 2, got {strength}"));
+        ok = false;
+    }
+    let module = request.module.unwrap_or(ControlModule::None);
+    let thresholds = match module {
+        ControlModule::Canny => match canny_thresholds(
+            request.low_threshold.unwrap_or(100.0),
+            request.high_threshold.unwrap_or(200.0),
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                let field = if e.starts_with("threshold_b") {
+                    "high_threshold"
+                } else {
+                    "low_threshold"
+                };
+                fail(
+                    field,
+                    e.replace("threshold_a", "low_threshold")
+                        .replace("threshold_b", "high_threshold"),
+                );
+                ok = false;
+                (0.0, 0.0)
+            }
+        },
+        ControlModule::None => (0.0, 0.0),
+    };
+    if let Some(res) = request.processor_res {
+        if !(64..=2048).contains(&res) {
+            fail("processor_res", format!("must be 64 to 2048, got {res}"));
+            ok = false;
+        }
+    }
+    let bytes = match &request.image {
+        ImageInput::Bytes(bytes) => Some(bytes.clone()),
+        ImageInput::Path(path) => match std::fs::read(path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                fail("image", format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        },
+    };
+    let resolution = request.processor_res.or(Some(width.min(height)));
+    let map = bytes.and_then(
+        |bytes| match detect(module, &bytes, resolution, thresholds) {
+            Ok(png) => image::load_from_memory(&png)
+                .map(|m| crate::params::to_raw(&m, width, height, 3))
+                .map_err(|e| fail("image", e.to_string()))
+                .ok(),
+            Err(e) => {
+                fail("image", e);
+                None
+            }
+        },
+    );
+    match (ok, path, map) {
+        (true, Some(path), Some(map)) => Some(ControlSpec {
+            model: request.model.trim().to_string(),
+            path,
+            module,
+            strength,
+            map,
+        }),
+        _ => None,
+    }
+}
 
 /// A preprocessor, by A1111's sd-webui-controlnet name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
@@ -18,6 +176,16 @@ pub const CONTROL_MODULES: &[(ControlModule, &str)] = &[
     (ControlModule::None, "none"),
     (ControlModule::Canny, "canny"),
 ];
+
+impl ControlModule {
+    /// A1111's name.
+    pub fn name(self) -> &'static str {
+        CONTROL_MODULES
+            .iter()
+            .find(|(m, _)| *m == self)
+            .map_or("none", |(_, n)| *n)
+    }
+}
 
 impl std::str::FromStr for ControlModule {
     type Err = String;
@@ -95,6 +263,20 @@ pub fn detect(
         }
     };
     crate::output::encode_png(&map, None).map_err(|e| e.to_string())
+}
+
+/// [`detect`] for a quick look: at the image's own size, or 512 px on the shorter side when it is larger.
+pub fn preview(
+    module: ControlModule,
+    image: &[u8],
+    thresholds: (f32, f32),
+) -> Result<Vec<u8>, String> {
+    let short = image::ImageReader::new(std::io::Cursor::new(image))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.into_dimensions().ok())
+        .map_or(512, |(w, h)| w.min(h).min(512));
+    detect(module, image, Some(short.max(1)), thresholds)
 }
 
 #[cfg(test)]

@@ -59,9 +59,20 @@ pub struct Record {
     /// The textual-inversion embeddings the prompts used, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub embeddings: Vec<String>,
+    /// The ControlNet that steered the render.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlRecord>,
     /// How the image was enlarged after it was made (`width`/`height` stay the generation's, as for hires).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upscale: Option<crate::upscale::UpscaleRecord>,
+}
+
+/// A ControlNet as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlRecord {
+    pub model: String,
+    pub module: crate::control::ControlModule,
+    pub strength: f32,
 }
 
 /// A LoRA as recorded.
@@ -113,6 +124,11 @@ impl Record {
             step_cache: spec.memory.cache,
             hires: spec.hires,
             embeddings: spec.embeddings.iter().map(|e| e.name.clone()).collect(),
+            control: spec.control.as_ref().map(|c| ControlRecord {
+                model: c.model.clone(),
+                module: c.module,
+                strength: c.strength,
+            }),
             upscale: None,
         }
     }
@@ -153,6 +169,7 @@ impl Record {
             step_cache: None,
             hires: None,
             embeddings: Vec::new(),
+            control: None,
             upscale: None,
         });
         record.app = format!("DiffuGen {}", env!("CARGO_PKG_VERSION"));
@@ -220,6 +237,15 @@ impl Record {
                 .map(|l| format!("{}: {}", l.name, l.weight))
                 .collect();
             fields.push(format!("Lora weights: \"{}\"", loras.join(", ")));
+        }
+        if let Some(control) = &self.control {
+            // As sd-webui-controlnet writes it.
+            fields.push(format!(
+                "ControlNet 0: \"Module: {}, Model: {}, Weight: {}\"",
+                control.module.name(),
+                control.model,
+                control.strength
+            ));
         }
         fields.extend(postprocess);
         fields.push(format!("Version: {}", self.app));

@@ -112,6 +112,9 @@ pub struct GenerateRequest {
     /// A second, larger pass (text-to-image only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hires: Option<HiresRequest>,
+    /// A ControlNet steering the render (SD 1.x).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<crate::control::ControlRequest>,
 }
 
 /// A LoRA resolved to its file.
@@ -189,6 +192,9 @@ pub struct JobSpec {
     /// The textual-inversion embeddings the prompt and negative prompt name.
     #[serde(default)]
     pub embeddings: Vec<EmbeddingSpec>,
+    /// A ControlNet and its control map.
+    #[serde(default)]
+    pub control: Option<crate::control::ControlSpec>,
 }
 
 impl JobSpec {
@@ -608,6 +614,22 @@ pub fn validate_resolved(
         )
     });
 
+    if request.control.is_some() && hires.is_some() {
+        check.fail(
+            "control",
+            "a ControlNet with a hires pass is not available yet; leave out one of them",
+        );
+    }
+    let control = request.control.as_ref().and_then(|control| {
+        crate::control::resolve(
+            control,
+            model.as_ref().map(|m| m.family),
+            (width, height),
+            library,
+            &mut |f, m| check.fail(&format!("control.{f}"), m),
+        )
+    });
+
     let memory = model.as_ref().map(|m| {
         let options = request.memory.or(&m.defaults.memory);
         match crate::memory::MemorySpec::checked(options, m.family, &m.components) {
@@ -672,6 +694,7 @@ pub fn validate_resolved(
         memory: memory.unwrap_or_default(),
         hires,
         embeddings,
+        control,
     })
 }
 

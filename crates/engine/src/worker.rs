@@ -72,6 +72,8 @@ fn context_params(spec: &JobSpec) -> ContextParams {
             .iter()
             .map(|e| (e.name.clone(), e.path.clone()))
             .collect(),
+        // Part of the context: a new control image keeps the resident model, another ControlNet reloads it.
+        control_net_path: spec.control.as_ref().map(|c| c.path.clone()),
     }
 }
 
@@ -129,6 +131,8 @@ pub fn image_request(spec: &JobSpec) -> Result<ImageRequest, String> {
                 denoising_strength: h.denoising_strength,
             }
         }),
+        control_image: spec.control.as_ref().map(|c| c.map.decode()).transpose()?,
+        control_strength: spec.control.as_ref().map_or(0.0, |c| c.strength),
     })
 }
 

@@ -38,6 +38,8 @@ pub struct ContextParams {
     pub max_vram_gib: Option<f32>,
     /// Textual-inversion embeddings by the word a prompt uses for each (name, file).
     pub embeddings: Vec<(String, PathBuf)>,
+    /// A ControlNet model (SD 1.x): loaded with the context; each generation may give a control image.
+    pub control_net_path: Option<PathBuf>,
 }
 
 /// VAE tiling for one generation.
@@ -176,6 +178,9 @@ pub struct ImageRequest {
     pub vae_tiling: Option<Tiling>,
     pub cache: Option<Cache>,
     pub hires: Option<Hires>,
+    /// The control map for the context's ControlNet (RGB, the image's size), and how strongly it steers.
+    pub control_image: Option<RgbImage>,
+    pub control_strength: f32,
 }
 
 impl Default for ImageRequest {
@@ -200,6 +205,8 @@ impl Default for ImageRequest {
             vae_tiling: None,
             cache: None,
             hires: None,
+            control_image: None,
+            control_strength: 0.9,
         }
     }
 }
@@ -237,6 +244,7 @@ impl Context {
         let t5xxl = c_path("t5xxl_path", &params.t5xxl_path)?;
         let llm = c_path("llm_path", &params.llm_path)?;
         let taesd = c_path("taesd_path", &params.taesd_path)?;
+        let control_net = c_path("control_net_path", &params.control_net_path)?;
         let backend = c_string("backend", &params.backend)?;
         let params_backend = c_string("params_backend", &params.params_backend)?;
         let embedding_strings = params
@@ -268,6 +276,7 @@ impl Context {
         raw.t5xxl_path = ptr_or_null(&t5xxl);
         raw.llm_path = ptr_or_null(&llm);
         raw.taesd_path = ptr_or_null(&taesd);
+        raw.control_net_path = ptr_or_null(&control_net);
         if let Some(threads) = params.threads {
             raw.n_threads = threads;
         }
@@ -359,6 +368,11 @@ impl Context {
         if let Some(mask) = &request.mask {
             mask.check("mask", 1)?;
             raw.mask_image = mask.as_raw();
+        }
+        if let Some(control) = &request.control_image {
+            control.check("control_image", 3)?;
+            raw.control_image = control.as_raw();
+            raw.control_strength = request.control_strength;
         }
         if let Some(tiling) = &request.vae_tiling {
             raw.vae_tiling_params.enabled = true;

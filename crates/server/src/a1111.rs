@@ -35,6 +35,13 @@ fn a1111_field(field: &str) -> &str {
         "hires.height" => "hr_resize_y",
         "hires.steps" => "hr_second_pass_steps",
         "hires.denoising_strength" => "denoising_strength",
+        "control" | "control.image" | "control.module" | "control.model" => {
+            "alwayson_scripts.controlnet"
+        }
+        "control.strength" => "alwayson_scripts.controlnet.args[0].weight",
+        "control.low_threshold" => "alwayson_scripts.controlnet.args[0].threshold_a",
+        "control.high_threshold" => "alwayson_scripts.controlnet.args[0].threshold_b",
+        "control.processor_res" => "alwayson_scripts.controlnet.args[0].processor_res",
         other => other,
     }
 }
@@ -173,7 +180,10 @@ fn request_from(
     body: A1111Request,
     img2img: bool,
 ) -> std::result::Result<GenerateRequest, ApiError> {
-    crate::controlnet::refuse_scripts(body.alwayson_scripts.as_ref())?;
+    let control = crate::controlnet::control_from_scripts(
+        body.alwayson_scripts.as_ref(),
+        (body.width.unwrap_or(512), body.height.unwrap_or(512)),
+    )?;
     let hires = if img2img { None } else { hires_from(&body)? };
     let overrides = body.override_settings.unwrap_or_default();
     let model = overrides
@@ -252,6 +262,7 @@ fn request_from(
         threads: None,
         memory: memory_overrides(&overrides)?,
         hires,
+        control,
         // Cheap latent previews feed /sdapi/v1/progress's current_image.
         preview: Some(PreviewRequest {
             mode: diffugen_engine::params::PreviewMode::Proj,

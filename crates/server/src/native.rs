@@ -88,7 +88,12 @@ pub fn enqueue_tuned(
         Some(request.model.as_str())
     };
     request.model = state.model_for(model)?;
-    for (field, image) in [("init_image", &request.init_image), ("mask", &request.mask)] {
+    let control_image = request.control.as_ref().map(|c| &c.image);
+    for (field, image) in [
+        ("init_image", request.init_image.as_ref()),
+        ("mask", request.mask.as_ref()),
+        ("control.image", control_image),
+    ] {
         if let Some(ImageInput::Path(path)) = image {
             return Err(ApiError::invalid(
                 rename(field),

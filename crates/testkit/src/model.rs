@@ -70,8 +70,12 @@ pub(crate) fn ensure_built(
 
 /// The tensors of the test model, parsed from the manifest.
 pub fn manifest() -> Vec<TensorInfo> {
-    MANIFEST
-        .lines()
+    parse_manifest(MANIFEST)
+}
+
+/// A manifest's tensors (`name ne0,ne1,...` per line; `#` comments), stored as f16.
+pub(crate) fn parse_manifest(text: &str) -> Vec<TensorInfo> {
+    text.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|line| {
             let (name, dims) = line.split_once(' ').expect("manifest line: name dims");
@@ -88,7 +92,7 @@ pub fn manifest() -> Vec<TensorInfo> {
         .collect()
 }
 
-fn is_norm_scale(name: &str) -> bool {
+pub(crate) fn is_norm_scale(name: &str) -> bool {
     name.ends_with(".weight")
         && (name.contains("norm")
             || name.contains("in_layers.0.")
@@ -116,6 +120,20 @@ pub(crate) fn write_random_gguf(
     seed: u64,
     shift: impl Fn(&str) -> f32,
 ) -> io::Result<()> {
+    write_scaled_gguf(path, general_name, tensors, seed, |t| {
+        (0.05, shift(&t.name))
+    })
+}
+
+/// Writes an f16 GGUF of `tensors` with normal(0, 1) * std + shift weights, `(std, shift) = scale(tensor)`, from the
+/// generator seeded with `seed`; the same bytes every time.
+pub(crate) fn write_scaled_gguf(
+    path: &Path,
+    general_name: &str,
+    tensors: &[TensorInfo],
+    seed: u64,
+    scale: impl Fn(&TensorInfo) -> (f32, f32),
+) -> io::Result<()> {
     let mut out = BufWriter::with_capacity(8 << 20, File::create(path)?);
     let mut rng = Normal::new(seed);
     let mut bytes = Vec::with_capacity(2 << 20);
@@ -125,13 +143,13 @@ pub(crate) fn write_random_gguf(
         tensors,
         |index, w| {
             let tensor = &tensors[index];
-            let shift = shift(&tensor.name);
+            let (std, shift) = scale(tensor);
             let mut remaining = tensor.elements();
             while remaining > 0 {
                 let chunk = remaining.min(1 << 20);
                 bytes.clear();
                 for _ in 0..chunk {
-                    let value = rng.sample() * 0.05 + shift;
+                    let value = rng.sample() * std + shift;
                     bytes.extend_from_slice(&half::f16::from_f32(value).to_le_bytes());
                 }
                 w.write_all(&bytes)?;

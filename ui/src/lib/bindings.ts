@@ -43,6 +43,13 @@ export const commands = {
 	 *  recorded in the gallery, linked to the image. Returns the job's id.
 	 */
 	upscaleGalleryImage: (id: number, scale: number | null, upscaler: string) => typedError<string, AppError>(__TAURI_INVOKE("upscale_gallery_image", { id, scale, upscaler })),
+	/**  The ControlNet models in the models folders, by id. */
+	controlnets: () => __TAURI_INVOKE<string[]>("controlnets"),
+	/**
+	 *  The control map a picture becomes (`none` or `canny` with thresholds 1..255), as a PNG data URL: the live
+	 *  preview beside the control slot.
+	 */
+	controlPreview: (image: string, module: ControlModule, low: number | null, high: number | null) => typedError<string, AppError>(__TAURI_INVOKE("control_preview", { image, module, low, high })),
 	/**
 	 *  Refines a gallery image: img2img of the image itself at `strength` (above 0, up to 1) with its own prompt, model,
 	 *  parameters and seed, as a job in the queue. Returns the job's id.
@@ -167,6 +174,13 @@ export type CatalogFile = {
 	/**  The file's SHA-256 (64 hex digits); the download must hash to it. */
 	sha256: string,
 };
+
+/**  A preprocessor, by A1111's sd-webui-controlnet name. */
+export type ControlModule = 
+/**  The image is already a control map. */
+"none" | 
+/**  Edges (white on black) from sd.cpp's canny detector. */
+"canny";
 
 /**  A conversion, planned: shown to the user before it starts. */
 export type ConversionPreview = {
@@ -349,6 +363,17 @@ export type GenerateForm = {
 	hires_steps?: number | null,
 	/**  How much the second pass repaints, above 0 to 1 [default: 0.7]. */
 	hires_denoise?: number | null,
+	/**  A ControlNet (SD 1.x models): its id from `controlnets`; `None`: none. */
+	control_model?: string | null,
+	/**  The control picture as a `data:image/...;base64` URL. */
+	control_image?: string | null,
+	/**  How the picture becomes a control map [default: none, a map made elsewhere]. */
+	control_module?: ControlModule | null,
+	/**  How strongly the map steers, 0 to 2 [default: 1]. */
+	control_strength?: number | null,
+	/**  canny: low and high thresholds, 1 to 255 [default: 100 and 200]. */
+	control_low?: number | null,
+	control_high?: number | null,
 };
 
 /**  One GPU, its used memory split by owner. */
