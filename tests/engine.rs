@@ -747,3 +747,54 @@ async fn a_killed_servers_worker_does_not_outlive_it() {
         "the worker kept rendering after its server was killed"
     );
 }
+
+#[test]
+fn a_worker_started_from_a_runtime_thread_that_ends_keeps_running_its_jobs() {
+    // The server starts workers from async runtime threads, which come and go (a blocking-pool thread ends when it
+    // has been idle for its keep-alive). A worker must not die with the thread that started it.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_keep_alive(std::time::Duration::from_millis(50))
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let _serial = ONE_AT_A_TIME.lock().await;
+        let ws = Workspace::new();
+        let engine = Arc::new(engine());
+        let dest = Destination::Folder(ws.path("out"));
+        let (first_engine, first_spec, first_dest) = (engine.clone(), spec(&ws, 1), dest.clone());
+        let first = tokio::task::spawn_blocking(move || {
+            tokio::runtime::Handle::current().block_on(diffugen_engine::job::run(
+                &first_engine,
+                "a",
+                &first_spec,
+                &first_dest,
+                Instant::now(),
+                &mut |_| {},
+            ))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        // The pool thread that started the worker has ended by now.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(
+            alive(first.worker_pid),
+            "the worker outlives the thread that started it"
+        );
+        let second = diffugen_engine::job::run(
+            &engine,
+            "b",
+            &spec(&ws, 2),
+            &dest,
+            Instant::now(),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(second.worker_pid, first.worker_pid);
+        assert!(second.model_was_resident);
+        engine.stop().await;
+    });
+}

@@ -273,10 +273,6 @@ async fn convert(
     let partial = partial_path(&request.output);
     let mut child = tokio::process::Command::new(&command.program)
         .args(&command.args)
-        .env(
-            crate::worker::SUPERVISOR_PID,
-            std::process::id().to_string(),
-        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -138,10 +138,6 @@ impl Engine {
     async fn spawn(&self) -> Result<Worker, EngineError> {
         let mut child = Command::new(&self.command.program)
             .args(&self.command.args)
-            .env(
-                crate::worker::SUPERVISOR_PID,
-                std::process::id().to_string(),
-            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

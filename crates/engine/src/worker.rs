@@ -173,20 +173,13 @@ fn encode_png(image: &diffugen_sd::RgbImage) -> Option<String> {
 }
 
 /// The supervisor's requests, one line each. The worker must not outlive its supervisor — on a GPU it would hold
-/// VRAM while a restarted server starts another: the kernel kills it when the supervisor dies
-/// (`PR_SET_PDEATHSIG`), and when its stdin closes it exits at once, even in the middle of a render.
+/// VRAM while a restarted server starts another: when its stdin closes (the supervisor ended, however it died: the
+/// kernel closes its end of the pipe) it exits at once, even in the middle of a render.
+///
+/// Not `PR_SET_PDEATHSIG`: that signal follows the *thread* that started the process, and the supervisor starts
+/// workers from async runtime threads that come and go (a blocking-pool thread ends after 10 s idle), which killed
+/// healthy workers in the middle of a job.
 fn requests() -> std::sync::mpsc::Receiver<String> {
-    // SAFETY: prctl with PR_SET_PDEATHSIG only sets this process's parent-death signal.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    // The supervisor may have died before the signal was armed: then this process was reparented already.
-    let supervisor = std::env::var(SUPERVISOR_PID)
-        .ok()
-        .and_then(|pid| pid.parse::<i32>().ok());
-    // SAFETY: getppid has no preconditions.
-    if supervisor.is_some_and(|pid| pid != unsafe { libc::getppid() }) {
-        // SAFETY: _exit ends the process without running destructors (nothing here needs them).
-        unsafe { libc::_exit(3) };
-    }
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
@@ -196,14 +189,12 @@ fn requests() -> std::sync::mpsc::Receiver<String> {
             }
         }
         // Nobody will read what this process makes: stop now, not after the render under way.
-        // SAFETY: as above; sd.cpp's threads die with the process.
+        // SAFETY: _exit ends the process without running destructors (nothing here needs them); sd.cpp's threads die
+        // with the process.
         unsafe { libc::_exit(0) };
     });
     rx
 }
-
-/// The environment variable that tells a worker its supervisor's pid.
-pub const SUPERVISOR_PID: &str = "DIFFUGEN_SUPERVISOR_PID";
 
 /// Runs the worker loop on stdin until `shutdown` or end of input. Returns the process exit code.
 pub fn run() -> i32 {
