@@ -163,6 +163,19 @@ export async function droppedImage(dataTransfer: DataTransfer | null): Promise<P
   return Number.isInteger(id) ? readGalleryImage(id) : null;
 }
 
+/** The first picture a paste carries (a copied image or image file), or `null` when it carries none. */
+export async function pastedImage(clipboard: DataTransfer | null): Promise<PickedImage | null> {
+  if (!clipboard) return null;
+  const files = [...(clipboard.files ?? [])];
+  for (const item of [...(clipboard.items ?? [])]) {
+    if (item.kind !== "file") continue;
+    const file = item.getAsFile();
+    if (file && !files.includes(file)) files.push(file);
+  }
+  const image = files.find((f) => IMAGE_TYPES.includes(f.type));
+  return image ? readImageFile(image) : null;
+}
+
 /**
  * The size nearest to `size` that the engine accepts: both sides multiples of `multiple`, from 64 to `max`, scaled
  * down (keeping the aspect ratio) when a side is larger.

@@ -110,6 +110,12 @@ export function emptyForm(): GenerateForm {
     hires_upscaler: null,
     hires_steps: null,
     hires_denoise: null,
+    control_model: null,
+    control_image: null,
+    control_module: null,
+    control_strength: null,
+    control_low: null,
+    control_high: null,
   };
 }
 
@@ -147,10 +153,11 @@ export const app = $state({
 export const form: GenerateForm = $state(emptyForm());
 
 /** What the form holds beyond the request: whether the seed is locked (else each job gets a random one), and the
- * init image's name and size. */
+ * init image's and the control image's names and sizes. */
 export const draft = $state({
   seedLocked: false,
   init: null as InitImageInfo | null,
+  control: null as InitImageInfo | null,
 });
 
 let nextToast = 1;
@@ -190,6 +197,7 @@ export function loadForm(values: GenerateForm, initName: string | null = null): 
   draft.init = values.init_image
     ? { name: initName ?? "the original init image", size: dataUrlSize(values.init_image) }
     : null;
+  draft.control = form.control_image ? { name: "the original control image", size: dataUrlSize(form.control_image) } : null;
   app.view = "generate";
 }
 
@@ -215,12 +223,25 @@ export function clearInitImage(): void {
   draft.init = null;
 }
 
-/** The form's defaults (the first usable model kept), the seed random again. */
+/** Makes `image` the form's control image (the ControlNet's model and settings stay). */
+export function setControlImage(image: PickedImage): void {
+  form.control_image = image.dataUrl;
+  draft.control = { name: image.name, size: image.size };
+}
+
+/** No control image (the ControlNet's model and settings stay, for the next one). */
+export function clearControlImage(): void {
+  form.control_image = null;
+  draft.control = null;
+}
+
+/** The form's defaults (the first usable model kept), the seed random again, no init image and no ControlNet. */
 export function resetForm(): void {
   Object.assign(form, emptyForm());
   form.model = usableCards(app.models)[0]?.id ?? "";
   draft.seedLocked = false;
   draft.init = null;
+  draft.control = null;
 }
 
 /** Where the form is kept between runs. */

@@ -219,6 +219,37 @@ describe("accessibility (axe-core)", () => {
     await expectNoAxeViolations(container);
   });
 
+  it("the Generate panel with the ControlNet section open, a canny map, a threshold error and disabled on a non-SD 1.x model has no axe violations", async () => {
+    reset();
+    mockCore({
+      list_models: () => models([card({ id: "sd15", name: "sd15", family: "sd1" }), card()]),
+      controlnets: () => ["control_v11p_sd15_canny"],
+      control_preview: (a) => {
+        if (Number(a.low) > Number(a.high)) throw { field: "control_low", message: "low threshold (low, 250) must not be above high threshold (high, 200)" };
+        return "data:image/png;base64,Q0FOTlk=";
+      },
+    });
+    await start();
+    const { container } = render(Generate);
+    await waitFor(() => expect(screen.getByTestId("model-picker").dataset.model).toBe("sd15"));
+    await fireEvent.click(screen.getByTestId("control-toggle"));
+    await screen.findByRole("option", { name: "control_v11p_sd15_canny" });
+    await fireEvent.change(screen.getByTestId("control-image-input"), { target: { files: [pngFile("edges.png", 512, 512)] } });
+    await fireEvent.change(await screen.findByLabelText("Preprocessor"), { target: { value: "canny" } });
+    await screen.findByTestId("control-map");
+    await expectNoAxeViolations(container);
+    await fireEvent.input(screen.getByLabelText("Low threshold"), { target: { value: "250" } });
+    await screen.findByTestId("control-map-error");
+    await expectNoAxeViolations(container);
+    await fireEvent.click(screen.getByTestId("model-picker"));
+    await fireEvent.click(screen.getByTestId("model-option-tiny"));
+    await screen.findByTestId("control-fit-note");
+    await expectNoAxeViolations(container);
+    await fireEvent.click(screen.getByTestId("control-toggle"));
+    await screen.findByTestId("control-summary");
+    await expectNoAxeViolations(container);
+  });
+
   it("the Gallery panel with a selection and its board menu open has no axe violations", async () => {
     reset();
     app.view = "gallery";

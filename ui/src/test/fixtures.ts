@@ -169,6 +169,9 @@ export const catalog: CatalogEntry[] = [
   },
 ];
 
+/** What `control_preview` answers in the tests unless told otherwise: a control map's data URL. */
+export const CONTROL_MAP = "data:image/png;base64,Q0FOTlk=";
+
 export type Handler = (args: Record<string, unknown>) => unknown;
 
 /** Mocks the IPC with the default answers, overridden per command; records every call. */
@@ -192,6 +195,8 @@ export function mockCore(overrides: Record<string, Handler> = {}) {
     set_queue_paused: (args) => args.paused === true,
     requeue_job: () => "requeued-1",
     upscalers: () => ["Lanczos", "Nearest"],
+    controlnets: () => [],
+    control_preview: () => CONTROL_MAP,
   };
   mockConvertFileSrc("linux");
   mockIPC(

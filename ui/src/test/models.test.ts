@@ -106,6 +106,24 @@ describe("Models", () => {
     expect(screen.getByText("2 other files (pieces of models, LoRAs)")).toBeTruthy();
   });
 
+  it("labels ControlNet files 'ControlNet · for SD 1.x models' among the other files", async () => {
+    mockCore({
+      list_models: () => ({
+        ...models(),
+        files: [
+          file({ id: "control_v11p_sd15_canny", path: "/data/models/controlnet/control_v11p_sd15_canny.safetensors", family: "sd1", role: "control_net" }),
+          file({ id: "detail-tweaker", path: "/data/models/loras/detail-tweaker.safetensors", role: "lora" }),
+        ],
+      }),
+    });
+    await refreshModels();
+    render(Models);
+    expect(screen.getByText("2 other files (pieces of models, LoRAs, ControlNets)")).toBeTruthy();
+    const row = screen.getByTestId("file-control_v11p_sd15_canny");
+    expect(row.textContent).toContain("ControlNet · for SD 1.x models");
+    expect(screen.getByTestId("file-detail-tweaker").textContent).not.toContain("ControlNet");
+  });
+
   it("says why DiffuGen's models folder cannot be moved when an environment variable fixes it", async () => {
     mockCore({ list_models: () => models([]), app_info: () => ({ ...info, models_dir_fixed: true }) });
     render(App);

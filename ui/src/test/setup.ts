@@ -35,7 +35,7 @@ afterEach(() => {
   vi.useRealTimers();
   // The form is shared and saved in the storage as it changes: each test starts from an empty one.
   Object.assign(form, emptyForm());
-  Object.assign(draft, { seedLocked: false, init: null });
+  Object.assign(draft, { seedLocked: false, init: null, control: null });
   // The upscaler picked is kept for the session: each test starts a new one.
   resetUpscaling();
   // So is the refine strength.
