@@ -563,7 +563,7 @@ async fn controlnet_clients_get_canny_maps_and_their_models_and_a_controlnet_ren
         ),
         (
             "controlnet_threshold_a",
-            json!({"controlnet_module": "canny", "controlnet_input_images": [png_b64(8, 8)], "controlnet_threshold_a": 0}),
+            json!({"controlnet_module": "canny", "controlnet_input_images": [png_b64(8, 8)], "controlnet_threshold_a": 300}),
         ),
         (
             "controlnet_input_images",
@@ -715,7 +715,9 @@ async fn a_controlnet_steers_an_sd1_render_in_every_dialect_and_a_new_control_im
     );
     assert!(support::pixels(&moved.path) != support::pixels(&steered.path));
 
-    // sd-webui-controlnet's unit in an A1111 txt2img: the same render as the job API's.
+    // sd-webui-controlnet's unit in an A1111 txt2img, as older webuiapi releases' ControlNetUnit(...).to_dict() build
+    // it (input_image, "Resize and Fill", the deprecated guidance 1.0, lowvram, a null mask; the current release
+    // itself runs in scripts/webuiapi-check.sh): the same render as the job API's.
     let (status, body) = post(
         &client,
         format!("{base}/sdapi/v1/txt2img"),
@@ -724,10 +726,11 @@ async fn a_controlnet_steers_an_sd1_render_in_every_dialect_and_a_new_control_im
                "cfg_scale": steered.cfg_scale,
                "override_settings": {"sd_model_checkpoint": "sd15-test"},
                "alwayson_scripts": {"controlnet": {"args": [{
-                   "enabled": true, "module": "canny", "model": "test-control [0123abcd]", "weight": 1.0,
-                   "image": square_b64(64, 64), "resize_mode": "Crop and Resize", "processor_res": 64,
-                   "threshold_a": 100, "threshold_b": 200, "guidance_start": 0.0, "guidance_end": 1.0,
-                   "control_mode": "Balanced", "pixel_perfect": false, "low_vram": false}]}}}),
+                   "input_image": square_b64(64, 64), "mask": null, "module": "canny",
+                   "model": "test-control [0123abcd]", "weight": 1.0, "resize_mode": "Resize and Fill",
+                   "lowvram": false, "processor_res": 64, "threshold_a": 100, "threshold_b": 200,
+                   "guidance": 1.0, "guidance_start": 0.0, "guidance_end": 1.0, "control_mode": 0,
+                   "pixel_perfect": false}]}}}),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");

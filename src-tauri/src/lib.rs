@@ -269,7 +269,7 @@ fn controlnets(core: CoreState<'_>) -> Vec<String> {
     core.controlnets()
 }
 
-/// The control map a picture becomes (`none` or `canny` with thresholds 1..255), as a PNG data URL: the live
+/// The control map a picture becomes (`none` or `canny` with thresholds 0..255), as a PNG data URL: the live
 /// preview beside the control slot.
 #[tauri::command]
 #[specta::specta]

@@ -68,7 +68,7 @@ pub struct GenerateForm {
     /// How strongly the map steers, 0 to 2 [default: 1].
     #[serde(default)]
     pub control_strength: Option<f64>,
-    /// canny: low and high thresholds, 1 to 255 [default: 100 and 200].
+    /// canny: low and high thresholds, 0 to 255 [default: 100 and 200].
     #[serde(default)]
     pub control_low: Option<f64>,
     #[serde(default)]

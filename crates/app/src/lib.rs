@@ -428,7 +428,7 @@ impl Core {
         ids
     }
 
-    /// The control map a picture (`data:` URL) becomes with `module` (canny thresholds 1..255), as a PNG `data:` URL:
+    /// The control map a picture (`data:` URL) becomes with `module` (canny thresholds 0..255), as a PNG `data:` URL:
     /// the live preview beside the control slot. At most 512 px on the shorter side, so it stays quick.
     pub async fn control_preview(
         &self,

@@ -71,10 +71,10 @@ pub struct GenerateArgs {
     /// How strongly the map steers, 0 to 2 [default: 1]
     #[arg(long, value_name = "W")]
     control_strength: Option<f32>,
-    /// canny: low threshold, 1 to 255 [default: 100]
+    /// canny: low threshold, 0 to 255 [default: 100]
     #[arg(long, value_name = "N")]
     control_low: Option<f64>,
-    /// canny: high threshold, 1 to 255 [default: 200]
+    /// canny: high threshold, 0 to 255 [default: 200]
     #[arg(long, value_name = "N")]
     control_high: Option<f64>,
     /// A LoRA from the loras/ folder, NAME:WEIGHT (repeatable).

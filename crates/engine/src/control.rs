@@ -22,7 +22,7 @@ pub struct ControlRequest {
     /// How strongly the map steers, 0..2 [default: 1].
     #[serde(default)]
     pub strength: Option<f32>,
-    /// canny: low and high thresholds, 1..255 [default: 100 and 200].
+    /// canny: low and high thresholds, 0..255 [default: 100 and 200].
     #[serde(default)]
     pub low_threshold: Option<f64>,
     #[serde(default)]
@@ -206,12 +206,12 @@ impl std::str::FromStr for ControlModule {
     }
 }
 
-/// A1111's canny thresholds (`threshold_a` low, `threshold_b` high: 1..255 of the gradient) as sd.cpp's, which are
+/// A1111's canny thresholds (`threshold_a` low, `threshold_b` high: 0..255 of the gradient) as sd.cpp's, which are
 /// fractions of the strongest edge.
 pub fn canny_thresholds(low: f64, high: f64) -> Result<(f32, f32), String> {
     for (name, value) in [("threshold_a", low), ("threshold_b", high)] {
-        if !(1.0..=255.0).contains(&value) {
-            return Err(format!("{name} must be 1 to 255, got {value}"));
+        if !(0.0..=255.0).contains(&value) {
+            return Err(format!("{name} must be 0 to 255, got {value}"));
         }
     }
     if low > high {
@@ -327,6 +327,7 @@ mod tests {
             .unwrap_err()
             .contains("none"));
         assert!(canny_thresholds(200.0, 100.0).is_err());
-        assert!(canny_thresholds(0.0, 100.0).is_err());
+        assert!(canny_thresholds(-5.0, 100.0).is_err());
+        assert!(canny_thresholds(0.0, 256.0).is_err());
     }
 }

@@ -45,8 +45,8 @@ pub async fn module_list() -> Json<Value> {
             "model_free": false,
             "sliders": [
                 { "name": "Preprocessor Resolution", "value": 512, "min": 64, "max": 2048 },
-                { "name": "Low Threshold", "value": 100, "min": 1, "max": 255 },
-                { "name": "High Threshold", "value": 200, "min": 1, "max": 255 },
+                { "name": "Low Threshold", "value": 100, "min": 0, "max": 255 },
+                { "name": "High Threshold", "value": 200, "min": 0, "max": 255 },
             ],
         },
     });
@@ -58,6 +58,8 @@ pub async fn module_list() -> Json<Value> {
 #[serde(default)]
 pub struct DetectRequest {
     controlnet_module: String,
+    /// `controlnet_images` is the name webuiapi sends.
+    #[serde(alias = "controlnet_images")]
     controlnet_input_images: Vec<String>,
     controlnet_processor_res: u32,
     controlnet_threshold_a: f64,
@@ -222,9 +224,11 @@ fn unit_request(
                 | "processor_res"
                 | "threshold_a"
                 | "threshold_b"
+                | "guidance"
                 | "guidance_start"
                 | "guidance_end"
                 | "control_mode"
+                | "guessmode"
                 | "resize_mode"
                 | "pixel_perfect"
                 | "low_vram"
@@ -255,10 +259,22 @@ fn unit_request(
             "only 0 (the whole render) is supported".into(),
         ));
     }
-    if number("guidance_end")?.is_some_and(|v| v != 1.0) {
+    // `guidance` is the older name of guidance_end (older webuiapi releases still send it, as 1.0).
+    for key in ["guidance_end", "guidance"] {
+        if number(key)?.is_some_and(|v| v != 1.0) {
+            return Err(invalid(
+                key,
+                "only 1 (the whole render) is supported".into(),
+            ));
+        }
+    }
+    if unit
+        .get("guessmode")
+        .is_some_and(|v| v == true || v.as_f64().is_some_and(|n| n != 0.0))
+    {
         return Err(invalid(
-            "guidance_end",
-            "only 1 (the whole render) is supported".into(),
+            "guessmode",
+            "guess mode (now control_mode) is not supported; send false".into(),
         ));
     }
     match unit.get("control_mode") {
@@ -328,8 +344,9 @@ fn unit_request(
         image: ImageInput::Bytes(bytes),
         module: Some(module),
         strength: number("weight")?.map(|w| w as f32),
-        low_threshold: number("threshold_a")?,
-        high_threshold: number("threshold_b")?,
+        // -1 is the extension's "the preprocessor's default".
+        low_threshold: number("threshold_a")?.filter(|v| *v != -1.0),
+        high_threshold: number("threshold_b")?.filter(|v| *v != -1.0),
         // Pixel perfect: the preprocessor runs at the render's own size (DiffuGen's default).
         processor_res: if pixel_perfect {
             None

@@ -46,7 +46,7 @@ export const commands = {
 	/**  The ControlNet models in the models folders, by id. */
 	controlnets: () => __TAURI_INVOKE<string[]>("controlnets"),
 	/**
-	 *  The control map a picture becomes (`none` or `canny` with thresholds 1..255), as a PNG data URL: the live
+	 *  The control map a picture becomes (`none` or `canny` with thresholds 0..255), as a PNG data URL: the live
 	 *  preview beside the control slot.
 	 */
 	controlPreview: (image: string, module: ControlModule, low: number | null, high: number | null) => typedError<string, AppError>(__TAURI_INVOKE("control_preview", { image, module, low, high })),
@@ -371,7 +371,7 @@ export type GenerateForm = {
 	control_module?: ControlModule | null,
 	/**  How strongly the map steers, 0 to 2 [default: 1]. */
 	control_strength?: number | null,
-	/**  canny: low and high thresholds, 1 to 255 [default: 100 and 200]. */
+	/**  canny: low and high thresholds, 0 to 255 [default: 100 and 200]. */
 	control_low?: number | null,
 	control_high?: number | null,
 };

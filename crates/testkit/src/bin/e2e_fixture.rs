@@ -1,7 +1,8 @@
-//! `diffugen-e2e-fixture <data dir> [--synthetic N]`: builds (or reuses) the small real test model, links it into
-//! `<data dir>/models/`, and optionally fills the gallery with N synthetic entries (each a hard link to one small
-//! real PNG, so every thumbnail the grid asks for is really made and served), so the desktop end-to-end test can
-//! time scrolling a 100,000-image gallery.
+//! `diffugen-e2e-fixture <data dir> [--synthetic N] [--creative]`: builds (or reuses) the small real test model, links
+//! it into `<data dir>/models/`, and optionally fills the gallery with N synthetic entries (each a hard link to one
+//! small real PNG, so every thumbnail the grid asks for is really made and served), so the desktop end-to-end test
+//! can time scrolling a 100,000-image gallery. `--creative` also links the test ESRGAN (`ESRGAN/tiny-esrgan-x4`) and
+//! the SD 1.x + ControlNet pair (`sd15-test`, `controlnet/test-control`) for the A1111 client check.
 //! Prints the model's path.
 
 use std::path::PathBuf;
@@ -14,13 +15,24 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let mut synthetic = 0u32;
+    let mut creative = false;
     while let Some(arg) = args.next() {
+        if arg == "--creative" {
+            creative = true;
+            continue;
+        }
         match (arg.as_str(), args.next().map(|n| n.parse::<u32>())) {
             ("--synthetic", Some(Ok(n))) => synthetic = n,
             _ => {
-                eprintln!("--synthetic takes a whole number; got '{arg}'");
+                eprintln!("usage: diffugen-e2e-fixture <data dir> [--synthetic N] [--creative]; got '{arg}'");
                 return ExitCode::from(2);
             }
+        }
+    }
+    if creative {
+        if let Err(e) = link_creative(&data_dir) {
+            eprintln!("diffugen-e2e-fixture: {e}");
+            return ExitCode::FAILURE;
         }
     }
     match run(&data_dir, synthetic) {
@@ -33,6 +45,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Links `target` at `link` (a copy where links cannot be made), unless something is there already.
+fn link(target: &std::path::Path, link: &std::path::Path) -> Result<(), String> {
+    if let Some(dir) = link.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    if !link.exists() {
+        std::os::unix::fs::symlink(target, link)
+            .or_else(|_| std::fs::copy(target, link).map(drop))
+            .map_err(|e| format!("{}: {e}", link.display()))?;
+    }
+    Ok(())
+}
+
+fn link_creative(data_dir: &std::path::Path) -> Result<(), String> {
+    let models = data_dir.join("models");
+    link(
+        &diffugen_testkit::test_upscaler(4),
+        &models.join("ESRGAN/tiny-esrgan-x4.gguf"),
+    )?;
+    link(
+        &diffugen_testkit::test_sd15(),
+        &models.join("sd15-test.gguf"),
+    )?;
+    link(
+        &diffugen_testkit::test_controlnet(),
+        &models.join("controlnet/test-control.gguf"),
+    )
 }
 
 fn run(data_dir: &std::path::Path, synthetic: u32) -> Result<PathBuf, String> {
