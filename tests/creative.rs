@@ -202,6 +202,29 @@ async fn post(client: &reqwest::Client, url: String, body: Value) -> (StatusCode
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Follows a job to its end over SSE; returns its events as text and its first image's gallery id.
+async fn finish(client: &reqwest::Client, base: &str, id: &str) -> (String, u32) {
+    let events = client
+        .get(format!("{base}/api/v1/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.contains("event: done"), "{events}");
+    let info: Value = client
+        .get(format!("{base}/api/v1/jobs/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let gallery_id = info["outputs"][0]["gallery_id"].as_u64().unwrap() as u32;
+    (events, gallery_id)
+}
+
 fn png_b64(width: u32, height: u32) -> String {
     let mut bytes = std::io::Cursor::new(Vec::new());
     image::RgbImage::from_fn(width, height, |x, y| {
@@ -334,18 +357,7 @@ async fn an_upscale_of_a_gallery_image_is_a_job_whose_result_is_recorded_and_lin
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
-    let events = client
-        .get(format!(
-            "{base}/api/v1/jobs/{}/events",
-            job["id"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(events.contains("event: done"), "{events}");
+    finish(&client, &base, job["id"].as_str().unwrap()).await;
     let source = gallery.list(&Default::default()).unwrap().entries[0].clone();
 
     let (status, job) = post(
@@ -357,26 +369,8 @@ async fn an_upscale_of_a_gallery_image_is_a_job_whose_result_is_recorded_and_lin
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     assert_eq!(job["model"], "tiny-esrgan-x2");
     assert_eq!(job["prompt"], "a red boat");
-    let id = job["id"].as_str().unwrap().to_string();
-    let events = client
-        .get(format!("{base}/api/v1/jobs/{id}/events"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (events, gallery_id) = finish(&client, &base, job["id"].as_str().unwrap()).await;
     assert!(events.contains("event: upscaling"), "{events}");
-    assert!(events.contains("event: done"), "{events}");
-    let done: Value = client
-        .get(format!("{base}/api/v1/jobs/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let gallery_id = done["outputs"][0]["gallery_id"].as_u64().unwrap() as u32;
     let entry = gallery.get(gallery_id).unwrap();
     assert_eq!((entry.width, entry.height), (128, 128));
     assert_eq!(entry.prompt, "a red boat");
@@ -422,28 +416,8 @@ async fn refine_img2imgs_a_gallery_image_with_its_own_prompt_and_seed_at_the_cho
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     let wait = |id: String| {
-        let client = client.clone();
-        let base = base.clone();
-        async move {
-            let events = client
-                .get(format!("{base}/api/v1/jobs/{id}/events"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            assert!(events.contains("event: done"), "{events}");
-            let info: Value = client
-                .get(format!("{base}/api/v1/jobs/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            info["outputs"][0]["gallery_id"].as_u64().unwrap() as u32
-        }
+        let (client, base) = (client.clone(), base.clone());
+        async move { finish(&client, &base, &id).await.1 }
     };
     let source = wait(job["id"].as_str().unwrap().to_string()).await;
 
@@ -654,27 +628,8 @@ async fn a_controlnet_steers_an_sd1_render_in_every_dialect_and_a_new_control_im
         async move {
             let (status, job) = post(&client, format!("{base}/api/v1/jobs"), body).await;
             assert_eq!(status, StatusCode::ACCEPTED, "{job}");
-            let id = job["id"].as_str().unwrap();
-            let events = client
-                .get(format!("{base}/api/v1/jobs/{id}/events"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            assert!(events.contains("event: done"), "{events}");
-            let info: Value = client
-                .get(format!("{base}/api/v1/jobs/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let entry = gallery
-                .get(info["outputs"][0]["gallery_id"].as_u64().unwrap() as u32)
-                .unwrap();
+            let (events, gallery_id) = finish(&client, &base, job["id"].as_str().unwrap()).await;
+            let entry = gallery.get(gallery_id).unwrap();
             (events, entry)
         }
     };

@@ -399,6 +399,16 @@ impl Core {
         }
         let config = self.config();
         let request = form.to_request(config.settings.threads)?;
+        self.submit(request, &config).await
+    }
+
+    /// Validates a request against the app's library (off the async threads: it reads headers and decodes images)
+    /// and queues it as the app's job; the first invalid field is the error.
+    async fn submit(
+        &self,
+        request: diffugen_engine::GenerateRequest,
+        config: &Config,
+    ) -> Result<String, AppError> {
         let library = self.library();
         let spec =
             tokio::task::spawn_blocking(move || diffugen_engine::validate(&request, &library))
@@ -716,19 +726,7 @@ impl Core {
             })?;
         let config = self.config();
         request.threads = request.threads.or(config.settings.threads);
-        let library = self.library();
-        let spec =
-            tokio::task::spawn_blocking(move || diffugen_engine::validate(&request, &library))
-                .await
-                .map_err(|e| AppError::new(e.to_string()))?
-                .map_err(|errors| {
-                    let first = errors.first();
-                    AppError::field(&first.field, first.message.clone())
-                })?;
-        Ok(self
-            .runtime
-            .jobs()
-            .submit(spec, Destination::Folder(config.outputs_dir()), "app")?)
+        self.submit(request, &config).await
     }
 
     pub fn gallery_boards(&self) -> Result<Vec<Board>, AppError> {

@@ -307,10 +307,6 @@ impl Engine {
         started: Instant,
         on_event: &mut (dyn FnMut(JobEvent) + Send),
     ) -> Result<Generated, EngineError> {
-        let mut guard = self.worker.lock().await;
-        let (cancel_tx, mut cancel_rx) = oneshot::channel();
-        *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((job_id.to_string(), cancel_tx));
         self.estimator
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -332,22 +328,10 @@ impl Engine {
                 .unwrap_or_else(|e| e.into_inner())
                 .observe(stage, now)
         };
-        let result = self
-            .run(
-                &mut guard,
-                job_id,
-                &request,
-                started,
-                &mut observe,
-                on_event,
-                &mut cancel_rx,
-            )
+        let (result, pid) = self
+            .run_job(job_id, &request, started, &mut observe, on_event)
             .await;
-        self.cancel.lock().unwrap_or_else(|e| e.into_inner()).take();
-        self.set_live(
-            guard.as_ref().map(|w| w.pid),
-            result.is_ok().then(|| spec.model_id.clone()),
-        );
+        self.set_live(pid, result.is_ok().then(|| spec.model_id.clone()));
         self.estimator
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -364,31 +348,46 @@ impl Engine {
         started: Instant,
         on_event: &mut (dyn FnMut(JobEvent) + Send),
     ) -> Result<Generated, EngineError> {
-        let mut guard = self.worker.lock().await;
-        let (cancel_tx, mut cancel_rx) = oneshot::channel();
-        *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((job_id.to_string(), cancel_tx));
         let request = ToWorker::Upscale {
             job_id: job_id.to_string(),
             spec: Box::new(spec.clone()),
         };
         let mut clock = crate::estimate::TileClock::default();
         let mut observe = |stage: &crate::events::Stage, now: Instant| clock.observe(stage, now);
+        let (result, pid) = self
+            .run_job(job_id, &request, started, &mut observe, on_event)
+            .await;
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).0 = pid;
+        result
+    }
+
+    /// Sends one job to the worker (one at a time: the worker lock), cancellable through [`Engine::cancel`] while it
+    /// runs; returns the outcome and the pid of the worker left running.
+    async fn run_job(
+        &self,
+        job_id: &str,
+        request: &ToWorker,
+        started: Instant,
+        observe: &mut Observe<'_>,
+        on_event: &mut (dyn FnMut(JobEvent) + Send),
+    ) -> (Result<Generated, EngineError>, Option<u32>) {
+        let mut guard = self.worker.lock().await;
+        let (cancel_tx, mut cancel_rx) = oneshot::channel();
+        *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((job_id.to_string(), cancel_tx));
         let result = self
             .run(
                 &mut guard,
                 job_id,
-                &request,
+                request,
                 started,
-                &mut observe,
+                observe,
                 on_event,
                 &mut cancel_rx,
             )
             .await;
         self.cancel.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let pid = guard.as_ref().map(|w| w.pid);
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).0 = pid;
-        result
+        (result, guard.as_ref().map(|w| w.pid))
     }
 
     #[allow(clippy::too_many_arguments)]

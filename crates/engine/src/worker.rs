@@ -281,41 +281,18 @@ pub fn run() -> i32 {
                 output,
                 weight_type,
             } => {
-                *job_id.lock().unwrap_or_else(|e| e.into_inner()) = id.clone();
-                recent_errors
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clear();
+                begin(&job_id, &recent_errors, &id);
                 // Converting reads the whole model into memory: do not hold a rendering model beside it.
                 resident = None;
                 tracker
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .begin_convert();
-                let result = diffugen_sd::convert(&input, &output, weight_type.name());
+                let result = diffugen_sd::convert(&input, &output, weight_type.name())
+                    .map(|()| false)
+                    .map_err(|e| e.to_string());
                 tracker.lock().unwrap_or_else(|e| e.into_inner()).finish();
-                match result {
-                    Ok(()) => send(
-                        &out,
-                        &FromWorker::Finished {
-                            job_id: id,
-                            model_was_resident: false,
-                        },
-                    ),
-                    Err(error) => {
-                        let errors = recent_errors
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .join("; ");
-                        send(
-                            &out,
-                            &FromWorker::Failed {
-                                job_id: id,
-                                error: format!("{error}: {errors}"),
-                            },
-                        );
-                    }
-                }
+                send(&out, &ended(id, result, &recent_errors));
             }
             ToWorker::Unload => {
                 resident = None;
@@ -323,67 +300,56 @@ pub fn run() -> i32 {
                 send(&out, &FromWorker::Unloaded);
             }
             ToWorker::Upscale { job_id: id, spec } => {
-                *job_id.lock().unwrap_or_else(|e| e.into_inner()) = id.clone();
-                recent_errors
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clear();
+                begin(&job_id, &recent_errors, &id);
                 diffugen_sd::clear_callbacks();
                 let result = upscale(&out, &tracker, &id, &spec, &mut upscaler);
                 tracker.lock().unwrap_or_else(|e| e.into_inner()).finish();
-                let message = match result {
-                    Ok(model_was_resident) => FromWorker::Finished {
-                        job_id: id,
-                        model_was_resident,
-                    },
-                    Err(error) => {
-                        let errors = recent_errors
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .join("; ");
-                        let error = if errors.is_empty() {
-                            error
-                        } else {
-                            format!("{error}: {errors}")
-                        };
-                        FromWorker::Failed { job_id: id, error }
-                    }
-                };
-                send(&out, &message);
+                send(&out, &ended(id, result, &recent_errors));
             }
             ToWorker::Generate { job_id: id, spec } => {
-                *job_id.lock().unwrap_or_else(|e| e.into_inner()) = id.clone();
-                recent_errors
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clear();
+                begin(&job_id, &recent_errors, &id);
                 let result = generate(&out, &tracker, &id, &spec, &mut resident);
                 tracker.lock().unwrap_or_else(|e| e.into_inner()).finish();
-                match result {
-                    Ok(model_was_resident) => send(
-                        &out,
-                        &FromWorker::Finished {
-                            job_id: id,
-                            model_was_resident,
-                        },
-                    ),
-                    Err(error) => {
-                        let errors = recent_errors
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .join("; ");
-                        let error = if errors.is_empty() {
-                            error
-                        } else {
-                            format!("{error}: {errors}")
-                        };
-                        send(&out, &FromWorker::Failed { job_id: id, error });
-                    }
-                }
+                send(&out, &ended(id, result, &recent_errors));
             }
         }
     }
     0
+}
+
+/// A job starts: its id for the callbacks' stages, and no sd.cpp errors from an earlier one.
+fn begin(job_id: &Mutex<String>, recent_errors: &Mutex<Vec<String>>, id: &str) {
+    *job_id.lock().unwrap_or_else(|e| e.into_inner()) = id.to_string();
+    recent_errors
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+}
+
+/// A job's last message: `Finished`, or `Failed` with the error and the sd.cpp errors logged on the way.
+fn ended(
+    id: String,
+    result: Result<bool, String>,
+    recent_errors: &Mutex<Vec<String>>,
+) -> FromWorker {
+    match result {
+        Ok(model_was_resident) => FromWorker::Finished {
+            job_id: id,
+            model_was_resident,
+        },
+        Err(error) => {
+            let errors = recent_errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .join("; ");
+            let error = if errors.is_empty() {
+                error
+            } else {
+                format!("{error}: {errors}")
+            };
+            FromWorker::Failed { job_id: id, error }
+        }
+    }
 }
 
 fn emit(out: &Out, job_id: &Mutex<String>, stages: Vec<Stage>) {

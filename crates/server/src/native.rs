@@ -137,16 +137,20 @@ pub fn enqueue_tuned(
 /// The header a first-party client sets so the queue shows where a job came from (`cli`); anything else is `api`.
 pub const SOURCE_HEADER: &str = "x-diffugen-source";
 
+/// Where a job-API request comes from, as the queue shows it: `cli` when the header says so, else `api`.
+pub fn source_of(headers: &axum::http::HeaderMap) -> &'static str {
+    match headers.get(SOURCE_HEADER).and_then(|v| v.to_str().ok()) {
+        Some("cli") => "cli",
+        _ => "api",
+    }
+}
+
 pub async fn submit(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     JsonBody(request): JsonBody<GenerateRequest>,
 ) -> Result<(StatusCode, Json<JobInfo>), ApiError> {
-    let source = match headers.get(SOURCE_HEADER).and_then(|v| v.to_str().ok()) {
-        Some("cli") => "cli",
-        _ => "api",
-    };
-    let id = enqueue(&state, request, source, |f| f)?;
+    let id = enqueue(&state, request, source_of(&headers), |f| f)?;
     Ok((StatusCode::ACCEPTED, Json(state.jobs().get(&id)?)))
 }
 

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::body::{A1111Body, JsonBody};
 use crate::error::A1111Error;
-use crate::native::{param_error, SOURCE_HEADER};
+use crate::native::{param_error, source_of};
 use crate::{ApiError, AppState};
 
 /// Validates an upscale of `images` and puts it on the queue; `rename` maps our field names to the client's.
@@ -69,10 +69,7 @@ pub async fn submit(
     headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<NativeUpscale>,
 ) -> Result<(StatusCode, Json<JobInfo>), ApiError> {
-    let source = match headers.get(SOURCE_HEADER).and_then(|v| v.to_str().ok()) {
-        Some("cli") => "cli",
-        _ => "api",
-    };
+    let source = source_of(&headers);
     let given = [
         body.image.is_some(),
         body.images.is_some(),
