@@ -641,8 +641,24 @@ async fn a_controlnet_steers_an_sd1_render_in_every_dialect_and_a_new_control_im
             json!({"model": "test-control", "image": {"base64": image}, "module": "canny"});
         request
     };
-    let (_, plain) = run(base_request.clone()).await;
-    let (_, steered) = run(with_control(square_b64(64, 64))).await;
+    let (plain_events, plain) = run(base_request.clone()).await;
+    let (steered_events, steered) = run(with_control(square_b64(64, 64))).await;
+    // The memory plan counts the ControlNet's weights (its file is about 0.72 GB) beside the diffusion model's.
+    let ram_peak = |events: &str| -> f64 {
+        let data = events
+            .split("event: plan\ndata: ")
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .expect("a plan event");
+        serde_json::from_str::<Value>(data).unwrap()["plan"]["estimated_ram_peak_bytes"]
+            .as_f64()
+            .unwrap()
+    };
+    let extra = ram_peak(&steered_events) - ram_peak(&plain_events);
+    assert!(
+        (0.6e9..1.0e9).contains(&extra),
+        "the plan adds the ControlNet's weights: {extra} bytes"
+    );
     assert!(
         support::pixels(&plain.path) != support::pixels(&steered.path),
         "the control map changes the render at the same seed"

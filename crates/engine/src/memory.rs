@@ -216,7 +216,19 @@ pub fn resources(gpu: Option<(f64, f64)>) -> Resources {
 
 /// Plans `spec` for `resources` and keeps the plan in it for the worker.
 pub fn plan_job(spec: &mut crate::JobSpec, resources: &Resources) -> Result<Plan, String> {
-    let shape = plan::shape_of(&spec.components, spec.family)?;
+    let mut shape = plan::shape_of(&spec.components, spec.family)?;
+    // A ControlNet's weights sit beside the diffusion model's and go where it goes.
+    if let Some(control) = &spec.control {
+        let entry = diffugen_models::inspect(&control.path);
+        if let Some(diffusion) = shape
+            .parts
+            .iter_mut()
+            .find(|p| p.part == diffugen_models::Part::Diffusion)
+        {
+            diffusion.bytes += entry.size_bytes;
+            diffusion.parameters += entry.parameters;
+        }
+    }
     // The hires pass is the larger one: it sets the peak.
     let (width, height) = spec.output_size();
     let job = Job {

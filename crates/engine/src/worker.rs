@@ -50,7 +50,25 @@ struct Resident {
 fn context_params(spec: &JobSpec) -> ContextParams {
     let c = &spec.components;
     let memory = &spec.memory;
-    let (backend, params_backend) = memory.backends();
+    let (mut backend, mut params_backend) = memory.backends();
+    // A ControlNet runs beside the diffusion model at every step: it goes where the diffusion model goes.
+    if spec.control.is_some() {
+        use diffugen_models::{Group, Placement};
+        let add = |list: &mut String| {
+            if !list.is_empty() {
+                list.push(',');
+            }
+            list.push_str("control_net=cpu");
+        };
+        match memory.placement(Group::Diffusion) {
+            Some(Placement::Cpu) => {
+                add(&mut backend);
+                add(&mut params_backend);
+            }
+            Some(Placement::Offload) => add(&mut params_backend),
+            Some(Placement::Gpu) | None => {}
+        }
+    }
     ContextParams {
         model_path: c.model.clone(),
         diffusion_model_path: c.diffusion_model.clone(),
