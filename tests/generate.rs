@@ -384,6 +384,18 @@ fn a_hires_pass_doubles_the_size_reports_both_passes_steps_and_is_written_into_t
     }
     let (last, total) = steps[steps.len() - 1];
     assert_eq!(last, total, "{steps:?}");
+    // And each step says which pass it belongs to: pass 1 of 2 for the first two, pass 2 of 2 after.
+    let passes: Vec<(u32, u32)> = events
+        .iter()
+        .filter_map(|e| match e.stage {
+            Stage::Sampling {
+                step, pass, passes, ..
+            } if step > 0 => Some((pass, passes)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(&passes[..2], &[(1, 2), (1, 2)], "{passes:?}");
+    assert!(passes[2..].iter().all(|p| *p == (2, 2)), "{passes:?}");
     let text = read_png_text(&file).unwrap();
     let parameters = &text.iter().find(|(k, _)| k == PARAMETERS_KEY).unwrap().1;
     for field in [

@@ -599,6 +599,8 @@ impl Reporter {
                 step,
                 steps,
                 seconds_per_step,
+                pass,
+                passes,
             } => {
                 let rate = seconds_per_step
                     .map(|s| format!(" {s:.2}s/it"))
@@ -607,10 +609,15 @@ impl Reporter {
                     .eta_seconds
                     .map(|e| format!(" eta {e:.0}s"))
                     .unwrap_or_default();
-                if *images > 1 {
-                    format!("sampling image {image}/{images} step {step}/{steps}{rate}{eta}")
+                let pass = if *passes > 1 {
+                    format!(" (pass {pass}/{passes})")
                 } else {
-                    format!("sampling {step}/{steps}{rate}{eta}")
+                    String::new()
+                };
+                if *images > 1 {
+                    format!("sampling image {image}/{images} step {step}/{steps}{pass}{rate}{eta}")
+                } else {
+                    format!("sampling {step}/{steps}{pass}{rate}{eta}")
                 }
             }
             Stage::Preview { .. } => return,

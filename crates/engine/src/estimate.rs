@@ -267,6 +267,8 @@ mod tests {
             step,
             steps: 4,
             seconds_per_step: Some(seconds),
+            pass: 1,
+            passes: 1,
         }
     }
 

@@ -66,13 +66,18 @@ pub enum Stage {
         tensors_total: u32,
     },
     EncodingPrompt,
-    /// `step` of `steps` for image `image` of `images` (1-based); step 0 announces the start of sampling.
+    /// `step` of `steps` for image `image` of `images` (1-based); step 0 announces the start of sampling. With a
+    /// hires fix the steps run over both passes (`steps` is their sum) and `pass` of `passes` says which one runs.
     Sampling {
         image: u32,
         images: u32,
         step: u32,
         steps: u32,
         seconds_per_step: Option<f64>,
+        #[serde(default = "one")]
+        pass: u32,
+        #[serde(default = "one")]
+        passes: u32,
     },
     /// A live preview frame during sampling, PNG, base64.
     Preview {
@@ -107,6 +112,10 @@ pub enum Stage {
     Cancelled {
         reason: String,
     },
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl From<diffugen_vram::Progress> for Stage {
@@ -214,6 +223,8 @@ mod tests {
                 step: 2,
                 steps: 4,
                 seconds_per_step: Some(0.5),
+                pass: 1,
+                passes: 1,
             },
         };
         let json = serde_json::to_value(&event).unwrap();

@@ -124,6 +124,8 @@ impl Tracker {
                 step: self.hires_offset.unwrap_or(0) + self.last_step,
                 steps: self.steps,
                 seconds_per_step: None,
+                pass: self.pass(),
+                passes: self.passes(),
             }),
             Phase::Decoding => Some(Stage::Decoding),
         }
@@ -274,7 +276,27 @@ impl Tracker {
             step,
             steps,
             seconds_per_step,
+            pass: self.pass(),
+            passes: self.passes(),
         }]
+    }
+
+    /// The pass under way: 2 once a hires pass has begun.
+    fn pass(&self) -> u32 {
+        if self.hires_offset.is_some() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// 2 with a hires pass, else 1.
+    fn passes(&self) -> u32 {
+        if self.hires_steps > 0 {
+            2
+        } else {
+            1
+        }
     }
 
     /// The 1-based index of the image being sampled (1 outside sampling).
@@ -307,6 +329,13 @@ mod tests {
                 } => {
                     format!("load {tensors_loaded}/{tensors_total}")
                 }
+                Stage::Sampling {
+                    step,
+                    steps,
+                    pass,
+                    passes,
+                    ..
+                } if *passes > 1 => format!("pass {pass}/{passes} step {step}/{steps}"),
                 Stage::Sampling { step, steps, .. } => format!("step {step}/{steps}"),
                 Stage::EncodingPrompt => "encode".into(),
                 Stage::Decoding => "decode".into(),

@@ -802,8 +802,11 @@ export type Stage =
  *  phase can return during a first job; `part` counts those loads.
  */
 { phase: "loading_model"; part: number; tensors_loaded: number; tensors_total: number } | { phase: "encoding_prompt" } | 
-/**  `step` of `steps` for image `image` of `images` (1-based); step 0 announces the start of sampling. */
-{ phase: "sampling"; image: number; images: number; step: number; steps: number; seconds_per_step: number | null } | 
+/**
+ *  `step` of `steps` for image `image` of `images` (1-based); step 0 announces the start of sampling. With a
+ *  hires fix the steps run over both passes (`steps` is their sum) and `pass` of `passes` says which one runs.
+ */
+{ phase: "sampling"; image: number; images: number; step: number; steps: number; seconds_per_step: number | null; pass?: number; passes?: number } | 
 /**  A live preview frame during sampling, PNG, base64. */
 { phase: "preview"; image: number; step: number; width: number; height: number; png_base64: string } | { phase: "decoding" } | 
 /**
