@@ -53,6 +53,30 @@ export function upscalingStatus(event: Extract<JobEvent, { phase: "upscaling" }>
 }
 
 /**
+ * Which pass of a hires fix a sampling event is in: 1 of 2, then 2 of 2; 1 of 1 without a hires fix (absent fields
+ * read as 1, as from a core that does not send them).
+ */
+export function samplingPass(event: Extract<JobEvent, { phase: "sampling" }>): { pass: number; passes: number } {
+  const passes = count(event.passes, 1);
+  return { pass: Math.min(passes, count(event.pass, 1)), passes };
+}
+
+/**
+ * What a sampling event reads as: "Sampling", or "Sampling image 2 of 3" for a batch; with a hires fix the pass too,
+ * as upscaling names its passes ("Sampling — pass 2 of 2", "Sampling — image 2 of 3, pass 2 of 2").
+ */
+export function samplingStatus(event: Extract<JobEvent, { phase: "sampling" }>): string {
+  const images = count(event.images, 1);
+  const image = Math.min(images, count(event.image, 1));
+  const { pass, passes } = samplingPass(event);
+  if (passes <= 1) return images > 1 ? `Sampling image ${image} of ${images}` : "Sampling";
+  const parts: string[] = [];
+  if (images > 1) parts.push(`image ${image} of ${images}`);
+  parts.push(`pass ${pass} of ${passes}`);
+  return `Sampling — ${parts.join(", ")}`;
+}
+
+/**
  * The percent `event` puts the job at, given where it was (`previous`): never lower while the job runs (sd.cpp
  * loads the diffusion model after sampling has begun, and a later image restarts its steps at 0), `null` for events
  * that say nothing about progress.
@@ -113,9 +137,11 @@ export function etaLeft(eta: number | null, at: number | null, now: number): num
 
 /**
  * What a screen reader hears about a running job: the phase when it changes, and within sampling (or upscaling)
- * only each quarter of the way (25 %, 50 %, 75 %), not every step or tile.
+ * only each quarter of the way (25 %, 50 %, 75 %), not every step or tile. With a hires fix (`pass` above 1) the
+ * start of the second pass is heard too, even within a quarter.
  */
-export function progressKey(phase: string, percent: number | null): string {
+export function progressKey(phase: string, percent: number | null, pass = 1): string {
   if (phase !== "sampling" && phase !== "upscaling") return phase;
-  return `${phase}-${Math.floor((percent ?? 0) / 25)}`;
+  const quarter = Math.floor((percent ?? 0) / 25);
+  return phase === "sampling" && pass > 1 ? `${phase}-pass${pass}-${quarter}` : `${phase}-${quarter}`;
 }

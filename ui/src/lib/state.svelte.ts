@@ -26,7 +26,7 @@ import { dataUrlSize } from "./images";
 import type { PickedImage, Size } from "./images";
 import { emptyMemory, normalMemory } from "./memory";
 import { isHiresUpscaler } from "./hires";
-import { stagePercent, stepEta, upscalingStatus } from "./progress";
+import { samplingPass, samplingStatus, stagePercent, stepEta, upscalingStatus } from "./progress";
 
 export type View = "generate" | "gallery" | "queue" | "models" | "settings";
 
@@ -39,8 +39,12 @@ export interface LiveJob {
   /** The job's prompt, as the queue lists it (`null` until the queue was read with the job in it). */
   prompt: string | null;
   position: number | null;
+  /** The step of the sampling; with a hires fix counted over both passes, as `steps` is. */
   step: number;
   steps: number;
+  /** The hires pass the sampling is in: 1 of 2, then 2 of 2; 1 of 1 without a hires fix. */
+  pass: number;
+  passes: number;
   image: number;
   images: number;
   secondsPerStep: number | null;
@@ -536,6 +540,8 @@ function blankJob(id: string): LiveJob {
     position: null,
     step: 0,
     steps: 0,
+    pass: 1,
+    passes: 1,
     image: 1,
     images: 1,
     secondsPerStep: null,
@@ -627,21 +633,24 @@ function applyStage(job: LiveJob, event: JobEvent, now = Date.now()): void {
           ? `Loading the model (${event.tensors_loaded}/${event.tensors_total} tensors)`
           : "Loading the model";
       break;
-    case "sampling":
+    case "sampling": {
       job.state = "running";
       job.step = event.step;
       job.steps = event.steps;
       job.image = event.image;
       job.images = event.images;
+      ({ pass: job.pass, passes: job.passes } = samplingPass(event));
       job.secondsPerStep = event.seconds_per_step ?? job.secondsPerStep;
-      job.status =
-        event.images > 1 ? `Sampling image ${event.image} of ${event.images}` : "Sampling";
+      job.status = samplingStatus(event);
       break;
+    }
     case "upscaling":
       job.state = "running";
       // Tiles are no steps: the step count and rate of a sampling before it do not describe this.
       job.step = 0;
       job.steps = 0;
+      job.pass = 1;
+      job.passes = 1;
       job.secondsPerStep = null;
       job.status = upscalingStatus(event);
       break;

@@ -775,3 +775,75 @@ describe("Generate: hires fix", () => {
     expect(sentForm(calls).hires_scale).toBeNull();
   });
 });
+
+describe("Generate: the hires pass in the live progress", () => {
+  /** Starts job `id` from the form, as a user would. */
+  async function started(id: string) {
+    await setup({ generate: () => id });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "a castle" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(app.current).toBe(id));
+  }
+
+  /** A sampling event of job `id`: `step` of `steps`, with the hires fields given (none when `hires` is omitted). */
+  const samplingEvent = (id: string, step: number, steps: number, hires: { pass?: number; passes?: number } = {}) => ({
+    job_id: id,
+    elapsed_seconds: 1,
+    percent: null,
+    eta_seconds: null,
+    phase: "sampling",
+    image: 1,
+    images: 1,
+    step,
+    steps,
+    seconds_per_step: 0.5,
+    ...hires,
+  });
+
+  /** All the progress card says, as one line. */
+  const shown = () => (screen.getByTestId("progress").textContent ?? "").replace(/\s+/g, " ");
+
+  it("a hires job's progress names the pass: pass 1 of 2 during the first, pass 2 of 2 during the second", async () => {
+    await started("job-hp");
+    // 3 steps in the first pass, 5 in the hires pass: `steps` counts both.
+    await emit("job-update", samplingEvent("job-hp", 2, 8, { pass: 1, passes: 2 }));
+    await waitFor(() => expect(screen.getByTestId("job-phase").textContent).toBe("Sampling — pass 1 of 2"));
+    expect(screen.getByTestId("job-step").textContent).toBe("step 2/8");
+    expect(shown()).not.toContain("pass 2 of 2");
+    await emit("job-update", samplingEvent("job-hp", 5, 8, { pass: 2, passes: 2 }));
+    await waitFor(() => expect(screen.getByTestId("job-phase").textContent).toBe("Sampling — pass 2 of 2"));
+    expect(screen.getByTestId("job-step").textContent).toBe("step 5/8");
+    expect(shown()).not.toContain("pass 1 of 2");
+  });
+
+  it("a job without hires says nothing about passes, whether the core sends pass 1 of 1 or no pass at all", async () => {
+    await started("job-np");
+    await emit("job-update", samplingEvent("job-np", 3, 8, { pass: 1, passes: 1 }));
+    await waitFor(() => expect(screen.getByTestId("job-step").textContent).toBe("step 3/8"));
+    expect(screen.getByTestId("job-phase").textContent).toBe("Sampling");
+    expect(shown()).not.toMatch(/pass/i);
+    expect(screen.getByTestId("progress-announcement").textContent).toMatch(/^Sampling: step \d of 8, \d+ percent$/);
+    await emit("job-update", samplingEvent("job-np", 5, 8));
+    await waitFor(() => expect(screen.getByTestId("job-step").textContent).toBe("step 5/8"));
+    expect(screen.getByTestId("job-phase").textContent).toBe("Sampling");
+    expect(shown()).not.toMatch(/pass/i);
+    expect(screen.getByTestId("progress-announcement").textContent).not.toMatch(/pass/i);
+  });
+
+  it("the screen reader hears which pass runs with the step, and hears the hires pass begin even within a quarter", async () => {
+    await started("job-hs");
+    const live = screen.getByTestId("progress-announcement");
+    // 20 + 20 steps: the hires pass begins at step 21 of 40, in the same quarter of the bar as the first pass's end.
+    await emit("job-update", samplingEvent("job-hs", 20, 40, { pass: 1, passes: 2 }));
+    await waitFor(() => expect(live.textContent).toMatch(/^Sampling — pass 1 of 2, step 20 of 40, \d+ percent$/));
+    await emit("job-update", samplingEvent("job-hs", 21, 40, { pass: 2, passes: 2 }));
+    await waitFor(() => expect(live.textContent).toMatch(/^Sampling — pass 2 of 2, step 21 of 40, \d+ percent$/));
+  });
+
+  it("a batch with a hires fix names the image and the pass", async () => {
+    await started("job-hb");
+    await emit("job-update", { ...samplingEvent("job-hb", 6, 8, { pass: 2, passes: 2 }), image: 2, images: 3 });
+    await waitFor(() => expect(screen.getByTestId("job-phase").textContent).toBe("Sampling — image 2 of 3, pass 2 of 2"));
+    expect(screen.getByTestId("job-step").textContent).toBe("step 6/8");
+  });
+});

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { JobEvent } from "../lib/bindings";
-import { etaLeft, progressKey, stagePercent, stepEta } from "../lib/progress";
+import { etaLeft, progressKey, samplingStatus, stagePercent, stepEta } from "../lib/progress";
 import { acceptedSize, imageSize } from "../lib/images";
 import { pngBytes } from "./fixtures";
 
@@ -56,6 +56,30 @@ describe("ETA", () => {
     expect(progressKey("decoding", 96)).toBe("decoding");
     expect(progressKey("sampling", 12)).toBe(progressKey("sampling", 24));
     expect(progressKey("sampling", 24)).not.toBe(progressKey("sampling", 26));
+  });
+});
+
+describe("Sampling status", () => {
+  const hires = (step: number, pass: number | undefined, passes: number | undefined, image = 1, images = 1) =>
+    at({ phase: "sampling", step, steps: 8, image, images, seconds_per_step: 0.5, pass, passes }) as Extract<JobEvent, { phase: "sampling" }>;
+
+  it("names the hires pass: pass 1 of 2 during the first, pass 2 of 2 during the second", () => {
+    expect(samplingStatus(hires(2, 1, 2))).toBe("Sampling — pass 1 of 2");
+    expect(samplingStatus(hires(5, 2, 2))).toBe("Sampling — pass 2 of 2");
+    expect(samplingStatus(hires(5, 2, 2, 2, 3))).toBe("Sampling — image 2 of 3, pass 2 of 2");
+  });
+
+  it("says nothing about passes without a hires fix: pass 1 of 1 and absent fields read as before", () => {
+    expect(samplingStatus(hires(5, 1, 1))).toBe("Sampling");
+    expect(samplingStatus(hires(5, undefined, undefined))).toBe("Sampling");
+    expect(samplingStatus(hires(5, 1, 1, 2, 3))).toBe("Sampling image 2 of 3");
+    expect(samplingStatus(sampling(5, 8, 2, 3) as Extract<JobEvent, { phase: "sampling" }>)).toBe("Sampling image 2 of 3");
+  });
+
+  it("announces the start of the hires pass even within a quarter, and nothing new without one", () => {
+    expect(progressKey("sampling", 52, 1)).toBe(progressKey("sampling", 52));
+    expect(progressKey("sampling", 53, 2)).not.toBe(progressKey("sampling", 52, 1));
+    expect(progressKey("sampling", 53, 2)).toBe(progressKey("sampling", 60, 2));
   });
 });
 

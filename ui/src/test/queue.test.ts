@@ -134,6 +134,33 @@ describe("Queue: every source, in words", () => {
     const places = screen.getAllByTestId("job-place").map((p) => p.textContent);
     expect(places).toEqual(["next", "1 job ahead"]);
   });
+
+  it("the running row of a hires job names the pass with the step: pass 1 of 2, then pass 2 of 2", async () => {
+    app.jobs = {};
+    app.own = {};
+    mockCore({ queue: () => [jobInfo("api-h", { state: "running", source: "openai", prompt: "a castle at dusk", position: null })] });
+    await start();
+    render(Queue);
+    const sampling = { job_id: "api-h", elapsed_seconds: 2, percent: null, eta_seconds: null, phase: "sampling", image: 1, images: 1, steps: 8, seconds_per_step: 1 };
+    const running = screen.getByTestId("queue-running");
+    await emit("job-update", { ...sampling, step: 2, pass: 1, passes: 2 });
+    await waitFor(() => expect(running.textContent).toContain("Sampling — pass 1 of 2 · step 2/8"));
+    await emit("job-update", { ...sampling, step: 5, pass: 2, passes: 2 });
+    await waitFor(() => expect(running.textContent).toContain("Sampling — pass 2 of 2 · step 5/8"));
+    expect(running.textContent).not.toContain("pass 1 of 2");
+  });
+
+  it("the running row of a job without hires says nothing about passes", async () => {
+    app.jobs = {};
+    app.own = {};
+    mockCore({ queue: () => [jobInfo("api-n", { state: "running", source: "openai", prompt: "a plain castle", position: null })] });
+    await start();
+    render(Queue);
+    const running = screen.getByTestId("queue-running");
+    await emit("job-update", { job_id: "api-n", elapsed_seconds: 2, percent: null, eta_seconds: null, phase: "sampling", image: 1, images: 1, step: 5, steps: 8, seconds_per_step: 1, pass: 1, passes: 1 });
+    await waitFor(() => expect(running.textContent).toContain("Sampling · step 5/8"));
+    expect(running.textContent).not.toMatch(/pass/i);
+  });
 });
 
 describe("Queue: finished jobs", () => {
