@@ -21,6 +21,9 @@ pub const MAX_SIDE: u32 = 8192;
 pub const DEFAULT_TILE: u32 = 128;
 /// The most images one upscale job takes.
 pub const MAX_IMAGES: usize = 16;
+/// The most output pixels one upscale job makes in all (two 8192×8192 images): the worker holds every result in
+/// memory until the job ends.
+pub const MAX_JOB_PIXELS: u64 = 2 * 8192 * 8192;
 
 /// What enlarges the image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,6 +330,33 @@ pub fn validate(
             source: image.source.clone(),
         });
     }
+    let total: u64 = inputs
+        .iter()
+        .map(|i| {
+            let (w, h) = match (size, request.scale) {
+                (Some(size), _) => size,
+                (None, scale) => {
+                    let scale = scale.unwrap_or(2.0);
+                    (
+                        (f64::from(i.image.width) * scale).round() as u32,
+                        (f64::from(i.image.height) * scale).round() as u32,
+                    )
+                }
+            };
+            u64::from(w) * u64::from(h)
+        })
+        .sum();
+    if total > MAX_JOB_PIXELS {
+        errors.push(FieldError {
+            field: if images.len() == 1 { "image" } else { "images" }.into(),
+            message: format!(
+                "the upscaled images would be {:.0} megapixels in all; one job makes at most {:.0} (two 8192x8192 \
+                 images): send fewer images per job or a smaller scale",
+                total as f64 / 1e6,
+                MAX_JOB_PIXELS as f64 / 1e6
+            ),
+        });
+    }
     if !errors.is_empty() {
         return Err(ParamErrors(errors));
     }
@@ -409,6 +439,36 @@ mod tests {
             (300, 200)
         );
         assert_eq!(spec(Some(2.0), None).label(), "Upscale ×2 (Lanczos)");
+    }
+
+    fn png(width: u32, height: u32) -> SourceImage {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        image::RgbImage::new(width, height)
+            .write_to(&mut bytes, image::ImageFormat::Png)
+            .unwrap();
+        SourceImage {
+            bytes: bytes.into_inner(),
+            source: None,
+        }
+    }
+
+    #[test]
+    fn a_job_that_would_make_more_than_two_8192_images_worth_of_pixels_is_refused_naming_images() {
+        let library = diffugen_models::Library::new(std::env::temp_dir().join("no-models-here"));
+        let request = UpscaleRequest {
+            scale: Some(8.0),
+            ..UpscaleRequest::default()
+        };
+        // Three 1024x1024 images at x8: 3 x 67 MP.
+        let three = vec![png(1024, 1024), png(1024, 1024), png(1024, 1024)];
+        let errors = validate(&request, &three, &library).unwrap_err();
+        assert_eq!(errors.first().field, "images");
+        assert!(
+            errors.first().message.contains("201 megapixels"),
+            "{errors}"
+        );
+        // Two of them are allowed.
+        assert!(validate(&request, &three[..2], &library).is_ok());
     }
 
     #[test]
