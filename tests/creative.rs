@@ -235,11 +235,16 @@ fn png_b64(width: u32, height: u32) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes.into_inner())
 }
 
-fn decoded_size(b64: &str) -> (u32, u32) {
+/// An image an answer carried as base64.
+fn decoded(b64: &str) -> image::DynamicImage {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .unwrap();
-    let image = image::load_from_memory(&bytes).unwrap();
+    image::load_from_memory(&bytes).unwrap()
+}
+
+fn decoded_size(b64: &str) -> (u32, u32) {
+    let image = decoded(b64);
     (image.width(), image.height())
 }
 
@@ -519,13 +524,7 @@ async fn controlnet_clients_get_canny_maps_and_their_models_and_a_controlnet_ren
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let map = image::load_from_memory(
-        &base64::engine::general_purpose::STANDARD
-            .decode(body["images"][0].as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap()
-    .to_luma8();
+    let map = decoded(body["images"][0].as_str().unwrap()).to_luma8();
     assert_eq!((map.width(), map.height()), (192, 128));
     assert!(map.pixels().any(|p| p.0[0] > 128), "the map has edges");
     assert!(map.pixels().any(|p| p.0[0] == 0), "and background");
@@ -705,13 +704,7 @@ async fn a_controlnet_steers_an_sd1_render_in_every_dialect_and_a_new_control_im
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let a1111 = image::load_from_memory(
-        &base64::engine::general_purpose::STANDARD
-            .decode(body["images"][0].as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap()
-    .to_rgb8();
+    let a1111 = decoded(body["images"][0].as_str().unwrap()).to_rgb8();
     assert!(
         a1111 == support::pixels(&steered.path),
         "A1111's ControlNet unit renders as the job API does"

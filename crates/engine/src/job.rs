@@ -114,6 +114,43 @@ fn report_end(
     result
 }
 
+/// Reports the `saving` stage (keeping the last percent: saving has no measured duration of its own, so progress
+/// never jumps back) and returns the images' creation time, Unix seconds.
+fn report_saving(
+    job_id: &str,
+    started: Instant,
+    last_percent: Option<f64>,
+    on_event: &mut (dyn FnMut(JobEvent) + Send),
+) -> f64 {
+    on_event(JobEvent {
+        percent: last_percent,
+        ..JobEvent::new(job_id, started.elapsed().as_secs_f64(), Stage::Saving)
+    });
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// Writes one image of a job with its record; the job's output.
+fn write(
+    destination: &Destination,
+    index: usize,
+    image: &diffugen_sd::RgbImage,
+    record: &Record,
+) -> Result<Output, EngineError> {
+    let path = output::save(destination, index as u32, image, record).map_err(|e| {
+        EngineError::Storage(format!("cannot write the image: {}", output::io_reason(&e)))
+    })?;
+    Ok(Output {
+        path: path.display().to_string(),
+        seed: record.seed,
+        width: image.width,
+        height: image.height,
+        gallery_id: None,
+    })
+}
+
 async fn render_and_save(
     engine: &Engine,
     job_id: &str,
@@ -124,7 +161,6 @@ async fn render_and_save(
 ) -> Result<JobResult, EngineError> {
     // The render's own time ("took"), without the wait in the queue before it.
     let render_started = Instant::now();
-    // Saving has no measured duration of its own: it keeps the last percent, so progress never jumps back.
     let mut last_percent = None;
     let generated = engine
         .generate(job_id, spec, started, &mut |event: JobEvent| {
@@ -132,14 +168,7 @@ async fn render_and_save(
             on_event(event)
         })
         .await?;
-    on_event(JobEvent {
-        percent: last_percent,
-        ..JobEvent::new(job_id, started.elapsed().as_secs_f64(), Stage::Saving)
-    });
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
+    let created = report_saving(job_id, started, last_percent, on_event);
     let seconds = render_started.elapsed().as_secs_f64();
     let (init_image, mask) = output::save_inputs(destination, spec).map_err(|e| {
         EngineError::Storage(format!(
@@ -156,16 +185,7 @@ async fn render_and_save(
         if let Some(path) = &mask {
             record.mask = Some(path.display().to_string());
         }
-        let path = output::save(destination, index as u32, image, &record).map_err(|e| {
-            EngineError::Storage(format!("cannot write the image: {}", output::io_reason(&e)))
-        })?;
-        outputs.push(Output {
-            path: path.display().to_string(),
-            seed: record.seed,
-            width: image.width,
-            height: image.height,
-            gallery_id: None,
-        });
+        outputs.push(write(destination, index, image, &record)?);
     }
     Ok(JobResult {
         outputs,
@@ -192,14 +212,7 @@ async fn upscale_and_save(
             on_event(event)
         })
         .await?;
-    on_event(JobEvent {
-        percent: last_percent,
-        ..JobEvent::new(job_id, started.elapsed().as_secs_f64(), Stage::Saving)
-    });
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
+    let created = report_saving(job_id, started, last_percent, on_event);
     let seconds = render_started.elapsed().as_secs_f64();
     let mut outputs = Vec::with_capacity(upscaled.images.len());
     for (index, (image, input)) in upscaled.images.iter().zip(&spec.inputs).enumerate() {
@@ -216,16 +229,7 @@ async fn upscale_and_save(
                 source: input.source.clone(),
             },
         );
-        let path = output::save(destination, index as u32, image, &record).map_err(|e| {
-            EngineError::Storage(format!("cannot write the image: {}", output::io_reason(&e)))
-        })?;
-        outputs.push(Output {
-            path: path.display().to_string(),
-            seed: record.seed,
-            width: image.width,
-            height: image.height,
-            gallery_id: None,
-        });
+        outputs.push(write(destination, index, image, &record)?);
     }
     Ok(JobResult {
         outputs,
