@@ -76,11 +76,7 @@ pub struct GenerateForm {
 }
 
 /// The image in a `data:image/...;base64` URL; a bad one is an error naming `field`.
-pub(crate) fn data_url_bytes(field: &str, url: &str) -> Result<ImageInput, AppError> {
-    data_url(field, url)
-}
-
-fn data_url(field: &str, url: &str) -> Result<ImageInput, AppError> {
+pub(crate) fn data_url_bytes(field: &str, url: &str) -> Result<Vec<u8>, AppError> {
     let payload = url
         .strip_prefix("data:")
         .and_then(|rest| rest.split_once(";base64,"))
@@ -88,10 +84,13 @@ fn data_url(field: &str, url: &str) -> Result<ImageInput, AppError> {
         .ok_or_else(|| {
             AppError::field(field, "expected an image as a data:image/...;base64 URL")
         })?;
-    let bytes = base64::engine::general_purpose::STANDARD
+    base64::engine::general_purpose::STANDARD
         .decode(payload.trim())
-        .map_err(|e| AppError::field(field, format!("the image data is not valid base64 ({e})")))?;
-    Ok(ImageInput::Bytes(bytes))
+        .map_err(|e| AppError::field(field, format!("the image data is not valid base64 ({e})")))
+}
+
+fn data_url(field: &str, url: &str) -> Result<ImageInput, AppError> {
+    data_url_bytes(field, url).map(ImageInput::Bytes)
 }
 
 impl GenerateForm {

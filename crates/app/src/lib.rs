@@ -426,16 +426,11 @@ impl Core {
 
     /// The ControlNet models in the models folders, by id (for an SD 1.x model's control slot).
     pub fn controlnets(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .library()
-            .scan()
+        self.library()
+            .controlnets()
             .into_iter()
-            .filter(|e| e.role == diffugen_models::Role::ControlNet && e.error.is_none())
             .map(|e| e.id)
-            .collect();
-        ids.sort();
-        ids.dedup();
-        ids
+            .collect()
     }
 
     /// The control map a picture (`data:` URL) becomes with `module` (canny thresholds 0..255), as a PNG `data:` URL:
@@ -465,10 +460,7 @@ impl Core {
             }
             diffugen_engine::control::ControlModule::None => (0.0, 0.0),
         };
-        let bytes = match form::data_url_bytes("control_image", &image)? {
-            diffugen_engine::params::ImageInput::Bytes(bytes) => bytes,
-            diffugen_engine::params::ImageInput::Path(_) => unreachable!("a data URL is bytes"),
-        };
+        let bytes = form::data_url_bytes("control_image", &image)?;
         let png = tokio::task::spawn_blocking(move || {
             diffugen_engine::control::preview(module, &bytes, thresholds)
         })

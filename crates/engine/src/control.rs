@@ -65,18 +65,13 @@ pub(crate) fn resolve(
             ok = false;
         }
     }
-    let controlnets: Vec<diffugen_models::ModelEntry> = library
-        .scan()
-        .into_iter()
-        .filter(|e| e.role == diffugen_models::Role::ControlNet && e.error.is_none())
-        .collect();
+    let controlnets = library.controlnets();
     let path = controlnets
         .iter()
         .find(|e| e.id == request.model.trim())
         .map(|e| PathBuf::from(&e.path));
     if path.is_none() {
-        let mut names: Vec<&str> = controlnets.iter().map(|e| e.id.as_str()).collect();
-        names.sort();
+        let names: Vec<&str> = controlnets.iter().map(|e| e.id.as_str()).collect();
         fail(
             "model",
             format!(

@@ -121,6 +121,28 @@ pub struct Embedding {
 }
 
 impl Embedding {
+    /// An embedding file with what its header says (nothing for a pickled `.pt`).
+    pub fn read(name: String, path: PathBuf) -> Embedding {
+        let header = crate::header::read(&path).ok();
+        let first = header.as_ref().and_then(|h| h.tensors.first().cloned());
+        Embedding {
+            name,
+            hidden_size: first
+                .as_ref()
+                .and_then(|t| t.shape.last().copied())
+                .map(|n| n as u32),
+            vectors: first.as_ref().map(|t| {
+                if t.shape.len() > 1 {
+                    t.shape[..t.shape.len() - 1].iter().product::<u64>() as u32
+                } else {
+                    1
+                }
+            }),
+            dtype: first.map(|t| t.dtype),
+            path,
+        }
+    }
+
     /// Why sd.cpp cannot use it, if it cannot: it copies an embedding's bytes into its f32 text encoder as they
     /// are, so anything but f32 weights would be read as garbage.
     pub fn unusable(&self) -> Option<String> {
@@ -132,27 +154,6 @@ impl Embedding {
                 self.name
             )),
         }
-    }
-}
-
-fn embedding(name: String, path: PathBuf) -> Embedding {
-    let header = crate::header::read(&path).ok();
-    let first = header.as_ref().and_then(|h| h.tensors.first().cloned());
-    Embedding {
-        name,
-        hidden_size: first
-            .as_ref()
-            .and_then(|t| t.shape.last().copied())
-            .map(|n| n as u32),
-        vectors: first.as_ref().map(|t| {
-            if t.shape.len() > 1 {
-                t.shape[..t.shape.len() - 1].iter().product::<u64>() as u32
-            } else {
-                1
-            }
-        }),
-        dtype: first.map(|t| t.dtype),
-        path,
     }
 }
 
@@ -285,7 +286,16 @@ impl Library {
 
     /// Every embedding in the embedding folders, by name (the first of a name wins, DiffuGen's folder first).
     pub fn embeddings(&self) -> Vec<Embedding> {
-        let mut found: Vec<Embedding> = Vec::new();
+        self.embedding_files()
+            .into_iter()
+            .map(|(name, path)| Embedding::read(name, path))
+            .collect()
+    }
+
+    /// The embedding files by name, as [`Library::embeddings`] lists them, without reading a header: what a
+    /// prompt's words are matched against before anything is opened.
+    pub fn embedding_files(&self) -> Vec<(String, PathBuf)> {
+        let mut found: Vec<(String, PathBuf)> = Vec::new();
         for dir in self.embedding_dirs() {
             let mut files = Vec::new();
             walk(&dir, false, &mut files);
@@ -297,12 +307,12 @@ impl Library {
                 else {
                     continue;
                 };
-                if !found.iter().any(|e| e.name == name) {
-                    found.push(embedding(name, path));
+                if !found.iter().any(|(n, _)| *n == name) {
+                    found.push((name, path));
                 }
             }
         }
-        found.sort_by(|a, b| a.name.cmp(&b.name));
+        found.sort_by(|a, b| a.0.cmp(&b.0));
         found
     }
 
@@ -410,16 +420,26 @@ impl Library {
         })
     }
 
-    /// The upscaling models (ESRGAN) in the models folders, by id (file stem), sorted.
-    pub fn upscalers(&self) -> Vec<ModelEntry> {
+    /// The usable files of one role in the models folders, by id (file stem), sorted; the first of an id wins.
+    pub fn with_role(&self, role: Role) -> Vec<ModelEntry> {
         let mut found: Vec<ModelEntry> = self
             .scan()
             .into_iter()
-            .filter(|e| e.role == Role::Upscaler && e.error.is_none())
+            .filter(|e| e.role == role && e.error.is_none())
             .collect();
         found.sort_by(|a, b| a.id.cmp(&b.id));
         found.dedup_by(|a, b| a.id == b.id);
         found
+    }
+
+    /// The upscaling models (ESRGAN) in the models folders, by id, sorted.
+    pub fn upscalers(&self) -> Vec<ModelEntry> {
+        self.with_role(Role::Upscaler)
+    }
+
+    /// The ControlNet models in the models folders, by id, sorted.
+    pub fn controlnets(&self) -> Vec<ModelEntry> {
+        self.with_role(Role::ControlNet)
     }
 
     /// Finds an upscaling model by id (file stem; case does not matter).

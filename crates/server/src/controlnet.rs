@@ -10,7 +10,6 @@ use diffugen_engine::control::{
     canny_thresholds, detect, ControlModule, ControlRequest, CONTROL_MODULES,
 };
 use diffugen_engine::params::ImageInput;
-use diffugen_models::Role;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -21,18 +20,11 @@ use crate::{ApiError, AppState};
 /// `GET /controlnet/model_list`: the ControlNet models in the models folders, by id.
 pub async fn model_list(State(state): State<AppState>) -> Json<Value> {
     let library = state.library();
-    let mut models: Vec<String> = tokio::task::spawn_blocking(move || {
-        library
-            .scan()
-            .into_iter()
-            .filter(|e| e.role == Role::ControlNet && e.error.is_none())
-            .map(|e| e.id)
-            .collect()
+    let models: Vec<String> = tokio::task::spawn_blocking(move || {
+        library.controlnets().into_iter().map(|e| e.id).collect()
     })
     .await
     .unwrap_or_default();
-    models.sort();
-    models.dedup();
     Json(json!({ "model_list": models }))
 }
 
