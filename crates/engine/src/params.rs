@@ -134,10 +134,7 @@ pub struct EmbeddingSpec {
 
 /// The embeddings whose names appear as words in `texts` (as A1111 does: the name alone, no syntax), in the order of
 /// `available`. A word is a run of letters, digits, `_` and `-`; names match exactly.
-pub fn embeddings_used(
-    texts: &[&str],
-    available: &[diffugen_models::Embedding],
-) -> Vec<EmbeddingSpec> {
+pub fn embeddings_used(texts: &[&str], available: &[(String, PathBuf)]) -> Vec<EmbeddingSpec> {
     let words: std::collections::HashSet<&str> = texts
         .iter()
         .flat_map(|t| t.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-')))
@@ -145,10 +142,10 @@ pub fn embeddings_used(
         .collect();
     available
         .iter()
-        .filter(|e| words.contains(e.name.as_str()))
-        .map(|e| EmbeddingSpec {
-            name: e.name.clone(),
-            path: e.path.clone(),
+        .filter(|(name, _)| words.contains(name.as_str()))
+        .map(|(name, path)| EmbeddingSpec {
+            name: name.clone(),
+            path: path.clone(),
         })
         .collect()
 }
@@ -646,13 +643,11 @@ pub fn validate_resolved(
     if !check.0.is_empty() {
         return Err(ParamErrors(check.0));
     }
-    let available = library.embeddings();
-    let embeddings = embeddings_used(&[&sd_prompt, &negative_prompt], &available);
+    // Only the embeddings the prompts use are opened (their headers say whether sd.cpp can read them).
+    let embeddings = embeddings_used(&[&sd_prompt, &negative_prompt], &library.embedding_files());
     for used in &embeddings {
-        if let Some(reason) = available
-            .iter()
-            .find(|e| e.name == used.name)
-            .and_then(diffugen_models::Embedding::unusable)
+        if let Some(reason) =
+            diffugen_models::Embedding::read(used.name.clone(), used.path.clone()).unusable()
         {
             check.fail("prompt", reason);
         }

@@ -135,16 +135,7 @@ pub struct UpscaleRecord {
 impl UpscaleSpec {
     /// The final size of `input`.
     pub fn output_size(&self, input: &RawImage) -> (u32, u32) {
-        match (self.size, self.scale) {
-            (Some(size), _) => size,
-            (None, scale) => {
-                let scale = scale.unwrap_or(2.0);
-                (
-                    (f64::from(input.width) * scale).round() as u32,
-                    (f64::from(input.height) * scale).round() as u32,
-                )
-            }
-        }
+        target_size(self.size, self.scale, (input.width, input.height))
     }
 
     /// How many times a model enlarging by `model_scale` runs on `input` to reach its final size.
@@ -193,6 +184,17 @@ impl UpscaleSpec {
             Upscaler::Lanczos | Upscaler::Nearest => 0.0,
         }
     }
+}
+
+/// The final size of an image of `source` size: the exact `size` asked, else `scale` [default: 2] times it.
+fn target_size(size: Option<(u32, u32)>, scale: Option<f64>, source: (u32, u32)) -> (u32, u32) {
+    size.unwrap_or_else(|| {
+        let scale = scale.unwrap_or(2.0);
+        (
+            (f64::from(source.0) * scale).round() as u32,
+            (f64::from(source.1) * scale).round() as u32,
+        )
+    })
 }
 
 fn trim(value: f64) -> String {
@@ -287,16 +289,7 @@ pub fn validate(
             }
         };
         let (width, height) = (decoded.width(), decoded.height());
-        let (out_w, out_h) = match (size, request.scale) {
-            (Some(size), _) => size,
-            (None, scale) => {
-                let scale = scale.unwrap_or(2.0);
-                (
-                    (f64::from(width) * scale).round() as u32,
-                    (f64::from(height) * scale).round() as u32,
-                )
-            }
-        };
+        let (out_w, out_h) = target_size(size, request.scale, (width, height));
         if let Some((w, h)) = size {
             if w < width || h < height {
                 fail(
@@ -333,16 +326,7 @@ pub fn validate(
     let total: u64 = inputs
         .iter()
         .map(|i| {
-            let (w, h) = match (size, request.scale) {
-                (Some(size), _) => size,
-                (None, scale) => {
-                    let scale = scale.unwrap_or(2.0);
-                    (
-                        (f64::from(i.image.width) * scale).round() as u32,
-                        (f64::from(i.image.height) * scale).round() as u32,
-                    )
-                }
-            };
+            let (w, h) = target_size(size, request.scale, (i.image.width, i.image.height));
             u64::from(w) * u64::from(h)
         })
         .sum();
