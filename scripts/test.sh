@@ -4,7 +4,8 @@
 #      and the check that ui/src/lib/bindings.ts matches the Rust commands and types);
 #   2. the UI's type check and its component tests (Vitest, mocked IPC);
 #   3. schemathesis over the API's /openapi.json (scripts/api-fuzz.sh): no server error, no undocumented answer;
-#      and webuiapi, an A1111 client from PyPI, unmodified: hires fix, extras, canny, ControlNet (webuiapi-check.sh);
+#      webuiapi, an A1111 client from PyPI, unmodified: hires fix, extras, canny, ControlNet (webuiapi-check.sh);
+#      and the official MCP Python SDK against /mcp and `diffugen mcp` (mcp-check.sh);
 #   4. the desktop end-to-end test: the built app in a real window under Xvfb, driven through tauri-driver and
 #      WebKitWebDriver (screenshots and benchmark figures in ui/e2e/out).
 # The first run builds the test model (about 880 MB, ~15 s) into ~/.cache/diffugen/test-models; later runs reuse it.
@@ -22,6 +23,7 @@ cargo test --workspace --locked "$@"
 
 bash scripts/api-fuzz.sh
 bash scripts/webuiapi-check.sh
+bash scripts/mcp-check.sh
 
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 tools="${DIFFUGEN_TOOLS_DIR:-$HOME/.cache/diffugen/tools}"

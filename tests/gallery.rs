@@ -61,6 +61,7 @@ fn our_png_with(
         embeddings: Vec::new(),
         control: None,
         upscale: None,
+        original_prompt: None,
     };
     edit(&mut record);
     let image = diffugen_sd::RgbImage {

@@ -1137,6 +1137,7 @@ async fn the_openapi_document_is_valid_and_describes_exactly_the_routes_the_serv
     .concat();
     let mounted: std::collections::BTreeSet<String> = source
         .split(".route(")
+        .flat_map(|part| part.split(".route_service("))
         .skip(1)
         .filter_map(|rest| rest.trim_start().strip_prefix('"'))
         .map(|rest| rest.split('"').next().unwrap().to_string())

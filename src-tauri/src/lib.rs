@@ -102,6 +102,16 @@ fn convert_model(
     core.convert_model(&model, part, weight_type, output)
 }
 
+/// The Enhance button: rewrites of a prompt by the local LLM (Ollama), in its turn on the GPU.
+#[tauri::command]
+#[specta::specta]
+async fn enhance_prompt(
+    core: CoreState<'_>,
+    request: diffugen_jobs::assistant::EnhanceRequest,
+) -> Result<diffugen_jobs::assistant::Suggestions, AppError> {
+    core.enhance_prompt(request).await
+}
+
 #[tauri::command]
 #[specta::specta]
 fn catalog(core: CoreState<'_>) -> Vec<CatalogEntry> {
@@ -452,6 +462,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             plan_model,
             preview_conversion,
             convert_model,
+            enhance_prompt,
             catalog,
             start_download,
             list_downloads,

@@ -65,6 +65,8 @@ struct FakeState {
     max_in_flight: u32,
     /// Bumped on restart, so releases scheduled before it do not touch the new state.
     generation: u32,
+    /// Non-streaming chats (the prompt assistant's): model, system prompt, user message.
+    chats: Vec<(String, String, String)>,
 }
 
 /// The fake server. Cheap to clone.
@@ -92,6 +94,7 @@ impl FakeOllama {
             in_flight: 0,
             max_in_flight: 0,
             generation: 0,
+            chats: Vec::new(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -162,6 +165,11 @@ impl FakeOllama {
     /// Forgets an installed model (as `ollama rm` would).
     pub fn uninstall(&self, model: &str) {
         self.lock().installed.remove(model);
+    }
+
+    /// The prompt assistant's chats so far: (model, system prompt, user message).
+    pub fn chats(&self) -> Vec<(String, String, String)> {
+        self.lock().chats.clone()
     }
 
     pub fn loaded(&self) -> Vec<String> {
@@ -417,8 +425,47 @@ async fn chat(State(fake): State<FakeOllama>, Json(body): Json<Value>) -> Respon
         Err(response) => response,
         Ok((model, true)) => Json(reply(&model, "unload")).into_response(),
         Ok((model, false)) if empty => Json(reply(&model, "load")).into_response(),
+        Ok((model, false)) if body.get("stream") == Some(&Value::Bool(false)) => {
+            rewrite(&fake, model, &body).await
+        }
         Ok((model, false)) => answer(&fake, model, "message").await,
     }
+}
+
+/// A chat that does not stream (the prompt assistant): one reply, after 100 ms, that rewrites the last user
+/// message as "enhanced: <its text without the 'Prompt:' label>"; the messages are kept for the tests.
+async fn rewrite(fake: &FakeOllama, model: String, body: &Value) -> Response {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let text = |role: &str| {
+        messages
+            .iter()
+            .rev()
+            .find(|m| m["role"] == role)
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (system, user) = (text("system"), text("user"));
+    {
+        let mut state = fake.lock();
+        FakeOllama::record(&mut state, Happening::ChatStarted(model.clone()));
+        state.chats.push((model.clone(), system, user.clone()));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let prompt = user
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("Prompt:")
+        .trim()
+        .to_string();
+    FakeOllama::record(&mut fake.lock(), Happening::ChatFinished(model.clone()));
+    Json(
+        json!({"model": model, "created_at": chrono::Utc::now().to_rfc3339(),
+                "message": {"role": "assistant", "content": format!("enhanced: {prompt}")},
+                "done": true, "done_reason": "stop"}),
+    )
+    .into_response()
 }
 
 /// A streamed answer: NDJSON chunks 50 ms apart, as Ollama streams tokens.

@@ -120,6 +120,10 @@ impl GenerateForm {
             seed,
             count: self.count,
             clip_skip: None,
+            // The app's Enhance button rewrites the prompt before it reaches the form (the user sees and edits
+            // the rewrite), so the form's job renders the prompt as shown.
+            enhance_prompt: None,
+            enhance_model: None,
             memory: self.memory.clone(),
             control: match (&self.control_model, &self.control_image) {
                 (None, None) => None,

@@ -360,6 +360,28 @@ impl Core {
         }
     }
 
+    /// The Enhance button: rewrites of the form's prompt by the local LLM, to look at, edit and accept. Errors name
+    /// the form field (`prompt`, `model`, `count`) or `enhance_prompt` when the assistant is missing.
+    pub async fn enhance_prompt(
+        &self,
+        request: diffugen_jobs::assistant::EnhanceRequest,
+    ) -> Result<diffugen_jobs::assistant::Suggestions, AppError> {
+        use diffugen_jobs::assistant::EnhanceError;
+        self.runtime
+            .enhance_prompt(&request)
+            .await
+            .map_err(|e| match e {
+                EnhanceError::Invalid { field, message } => AppError::field(field, message),
+                EnhanceError::Assistant(error) => {
+                    // The message names the field for the other doors; next to the field it need not.
+                    let message = error.to_string();
+                    let prefix = format!("{}: ", error.field());
+                    let message = message.strip_prefix(&prefix).unwrap_or(&message);
+                    AppError::field(error.field(), message)
+                }
+            })
+    }
+
     pub fn catalog(&self) -> Vec<CatalogEntry> {
         diffugen_downloads::catalog()
     }

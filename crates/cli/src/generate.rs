@@ -111,6 +111,13 @@ pub struct GenerateArgs {
     /// Emit live previews every N steps (with --json: `preview` events carrying a PNG).
     #[arg(long, value_name = "N")]
     preview_every: Option<u32>,
+    /// Let the local LLM (Ollama) rewrite the prompt for the model's family before rendering (the prompt
+    /// assistant); the image records both prompts
+    #[arg(long)]
+    enhance: bool,
+    /// The Ollama model that rewrites it [default: the assistant_model setting, else the LLM Ollama has loaded]
+    #[arg(long, value_name = "MODEL", requires = "enhance")]
+    enhance_model: Option<String>,
     /// One JSON event per line on stdout instead of a progress bar.
     #[arg(long)]
     json: bool,
@@ -293,6 +300,8 @@ pub fn run(config: &Config, args: GenerateArgs) -> Result<ExitCode, String> {
         memory: args.memory.options()?,
         hires: args.hires(),
         control: args.control(),
+        enhance_prompt: args.enhance.then_some(true),
+        enhance_model: args.enhance_model.clone(),
     };
     if let Some(url) = &args.server {
         return remote(&args, request, url);
@@ -566,85 +575,26 @@ impl Reporter {
             }
             return;
         }
-        let message = match &event.stage {
-            Stage::Queued { .. } => "queued".to_string(),
-            Stage::Plan { summary, .. } => {
-                let line = format!("plan: {summary}");
-                match &self.bar {
-                    Some(bar) => bar.println(line),
-                    None => eprintln!("{line}"),
-                }
-                return;
-            }
-            Stage::Preparing { message } | Stage::FreeingVram { message, .. } => message.clone(),
-            Stage::Warning { message } => {
-                let line = format!("warning: {message}");
-                match &self.bar {
-                    Some(bar) => bar.println(line),
-                    None => eprintln!("{line}"),
-                }
-                return;
-            }
-            Stage::LoadingModel {
-                part,
-                tensors_loaded,
-                tensors_total,
-            } => {
-                format!("loading model (part {part}) {tensors_loaded}/{tensors_total}")
-            }
-            Stage::EncodingPrompt => "encoding prompt".into(),
-            Stage::Sampling {
-                image,
-                images,
-                step,
-                steps,
-                seconds_per_step,
-                pass,
-                passes,
-            } => {
-                let rate = seconds_per_step
-                    .map(|s| format!(" {s:.2}s/it"))
-                    .unwrap_or_default();
-                let eta = event
-                    .eta_seconds
-                    .map(|e| format!(" eta {e:.0}s"))
-                    .unwrap_or_default();
-                let pass = if *passes > 1 {
-                    format!(" (pass {pass}/{passes})")
-                } else {
-                    String::new()
-                };
-                if *images > 1 {
-                    format!("sampling image {image}/{images} step {step}/{steps}{pass}{rate}{eta}")
-                } else {
-                    format!("sampling {step}/{steps}{pass}{rate}{eta}")
-                }
-            }
-            Stage::Preview { .. } => return,
-            Stage::Decoding => "decoding".into(),
-            Stage::Upscaling {
-                image,
-                images,
-                pass,
-                passes,
-                tile,
-                tiles,
-            } => {
-                let mut text = "upscaling".to_string();
-                if *images > 1 {
-                    text.push_str(&format!(" image {image}/{images}"));
-                }
-                if *passes > 1 {
-                    text.push_str(&format!(" pass {pass}/{passes}"));
-                }
-                if *tiles > 0 {
-                    text.push_str(&format!(" tile {tile}/{tiles}"));
-                }
-                text
-            }
-            Stage::Saving => "saving".into(),
-            Stage::Done { .. } | Stage::Failed { .. } | Stage::Cancelled { .. } => return,
+        let Some(mut message) = event.stage.describe() else {
+            return;
         };
+        match &event.stage {
+            // Lines of their own, above the bar.
+            Stage::Plan { .. } | Stage::Warning { .. } => {
+                match &self.bar {
+                    Some(bar) => bar.println(message),
+                    None => eprintln!("{message}"),
+                }
+                return;
+            }
+            Stage::Queued { .. } => message = "queued".to_string(),
+            Stage::Sampling { .. } => {
+                if let Some(eta) = event.eta_seconds {
+                    message.push_str(&format!(" eta {eta:.0}s"));
+                }
+            }
+            _ => {}
+        }
         match &self.bar {
             Some(bar) => {
                 bar.set_message(message);

@@ -6,6 +6,7 @@ mod convert;
 mod fit;
 mod gallery;
 mod generate;
+mod mcp;
 mod models;
 mod paths;
 mod serve;
@@ -39,6 +40,9 @@ enum Command {
     Upscale(Box<upscale::UpscaleArgs>),
     /// Serve the local HTTP API (OpenAI Images, DiffuGen's job API) until Ctrl+C.
     Serve(serve::ServeArgs),
+    /// The MCP tools over stdin/stdout for agents (in this process, or relayed to a running DiffuGen with
+    /// --server).
+    Mcp(mcp::McpArgs),
     /// Models in your folders (cards and files, identified from their headers); show, save, catalog, pull.
     Models(models::ModelsArgs),
     /// Browse, search and tend the gallery: list, search, show, favorite, board, delete, restore, reindex.
@@ -80,6 +84,7 @@ impl Command {
             Command::Generate(args) => args.flags(),
             Command::Upscale(args) => args.flags(),
             Command::Serve(args) => args.flags(),
+            Command::Mcp(args) => args.flags(),
             Command::Vram(args) => args.flags(),
             _ => Flags::new(),
         }
@@ -117,6 +122,7 @@ fn main() -> ExitCode {
         Command::Upscale(args) => upscale::run(&paths, *args),
         Command::Models(args) => models::run(&paths, &args),
         Command::Serve(args) => serve::run(&paths, &args),
+        Command::Mcp(args) => mcp::run(&paths, &args),
         Command::Vram(args) => vram::run(&paths, &args),
         Command::Gallery(args) => gallery::run(&paths, &args),
         Command::Settings(args) => settings::run(&paths, &args),

@@ -58,6 +58,16 @@ pub enum Stage {
     Warning {
         message: String,
     },
+    /// The prompt assistant: `model` (an LLM in Ollama) is rewriting the prompt, in the LLM's turn on the GPU.
+    EnhancingPrompt {
+        model: String,
+    },
+    /// The prompt was rewritten: `prompt` is what renders, `original` what was written.
+    PromptEnhanced {
+        model: String,
+        original: String,
+        prompt: String,
+    },
     /// sd.cpp is reading weights. It loads lazily, one part at a time (text encoder, diffusion model, VAE), so this
     /// phase can return during a first job; `part` counts those loads.
     LoadingModel {
@@ -147,6 +157,75 @@ pub enum FailureKind {
 }
 
 impl Stage {
+    /// A one-line description for people (the CLI's progress line, an MCP progress message); `None` for a preview
+    /// frame and the final stages, which say more than one line can.
+    pub fn describe(&self) -> Option<String> {
+        Some(match self {
+            Stage::Queued { position: 0 } => "queued (next)".to_string(),
+            Stage::Queued { position } => format!("queued ({position} ahead)"),
+            Stage::Plan { summary, .. } => format!("plan: {summary}"),
+            Stage::Preparing { message } | Stage::FreeingVram { message, .. } => message.clone(),
+            Stage::Warning { message } => format!("warning: {message}"),
+            Stage::EnhancingPrompt { model } => format!("{model} is rewriting the prompt"),
+            Stage::PromptEnhanced { prompt, .. } => format!("prompt: {prompt}"),
+            Stage::LoadingModel {
+                part,
+                tensors_loaded,
+                tensors_total,
+            } => format!("loading model (part {part}) {tensors_loaded}/{tensors_total}"),
+            Stage::EncodingPrompt => "encoding prompt".into(),
+            Stage::Sampling {
+                image,
+                images,
+                step,
+                steps,
+                seconds_per_step,
+                pass,
+                passes,
+            } => {
+                let rate = seconds_per_step
+                    .map(|s| format!(" {s:.2}s/it"))
+                    .unwrap_or_default();
+                let pass = if *passes > 1 {
+                    format!(" (pass {pass}/{passes})")
+                } else {
+                    String::new()
+                };
+                if *images > 1 {
+                    format!("sampling image {image}/{images} step {step}/{steps}{pass}{rate}")
+                } else {
+                    format!("sampling {step}/{steps}{pass}{rate}")
+                }
+            }
+            Stage::Decoding => "decoding".into(),
+            Stage::Upscaling {
+                image,
+                images,
+                pass,
+                passes,
+                tile,
+                tiles,
+            } => {
+                let mut text = "upscaling".to_string();
+                if *images > 1 {
+                    text.push_str(&format!(" image {image}/{images}"));
+                }
+                if *passes > 1 {
+                    text.push_str(&format!(" pass {pass}/{passes}"));
+                }
+                if *tiles > 0 {
+                    text.push_str(&format!(" tile {tile}/{tiles}"));
+                }
+                text
+            }
+            Stage::Saving => "saving".into(),
+            Stage::Preview { .. }
+            | Stage::Done { .. }
+            | Stage::Failed { .. }
+            | Stage::Cancelled { .. } => return None,
+        })
+    }
+
     /// The phase name as it appears on the wire.
     pub fn name(&self) -> &'static str {
         match self {
@@ -155,6 +234,8 @@ impl Stage {
             Stage::FreeingVram { .. } => "freeing_vram",
             Stage::Plan { .. } => "plan",
             Stage::Warning { .. } => "warning",
+            Stage::EnhancingPrompt { .. } => "enhancing_prompt",
+            Stage::PromptEnhanced { .. } => "prompt_enhanced",
             Stage::LoadingModel { .. } => "loading_model",
             Stage::EncodingPrompt => "encoding_prompt",
             Stage::Sampling { .. } => "sampling",

@@ -65,6 +65,9 @@ pub struct Record {
     /// How the image was enlarged after it was made (`width`/`height` stay the generation's, as for hires).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upscale: Option<crate::upscale::UpscaleRecord>,
+    /// The prompt as the user wrote it, when the prompt assistant rewrote it (`prompt` is the rewrite rendered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_prompt: Option<String>,
 }
 
 /// A ControlNet as recorded.
@@ -130,6 +133,7 @@ impl Record {
                 strength: c.strength,
             }),
             upscale: None,
+            original_prompt: spec.original_prompt.clone(),
         }
     }
 
@@ -171,6 +175,7 @@ impl Record {
             embeddings: Vec::new(),
             control: None,
             upscale: None,
+            original_prompt: None,
         });
         record.app = format!("DiffuGen {}", env!("CARGO_PKG_VERSION"));
         record.job_id = job_id.to_string();

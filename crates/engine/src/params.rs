@@ -115,6 +115,13 @@ pub struct GenerateRequest {
     /// A ControlNet steering the render (SD 1.x).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<crate::control::ControlRequest>,
+    /// The prompt assistant: the local LLM (Ollama) rewrites the prompt for the model's family before the render,
+    /// in the LLM's turn on the GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enhance_prompt: Option<bool>,
+    /// The Ollama model that rewrites it [default: the `assistant_model` setting].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enhance_model: Option<String>,
 }
 
 /// A LoRA resolved to its file.
@@ -192,6 +199,19 @@ pub struct JobSpec {
     /// A ControlNet and its control map.
     #[serde(default)]
     pub control: Option<crate::control::ControlSpec>,
+    /// The prompt assistant was asked for and has not rewritten the prompt yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enhance: Option<Enhance>,
+    /// The prompt as written, once the assistant rewrote it (`prompt` then holds the rewrite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_prompt: Option<String>,
+}
+
+/// Which Ollama model rewrites a job's prompt: the request's `enhance_model`, or `None` for the `assistant_model`
+/// setting (else the LLM Ollama has in memory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enhance {
+    pub model: Option<String>,
 }
 
 impl JobSpec {
@@ -580,6 +600,29 @@ pub fn validate_resolved(
         }
     }
 
+    let enhance = match (request.enhance_prompt, request.enhance_model.as_deref()) {
+        (Some(true), model) => Some(Enhance {
+            model: model
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(String::from),
+        }),
+        (_, Some(model)) if !model.trim().is_empty() => {
+            check.fail(
+                "enhance_model",
+                "only applies with enhance_prompt: true (the prompt assistant)",
+            );
+            None
+        }
+        _ => None,
+    };
+    if enhance.is_some() && request.prompt.trim().is_empty() {
+        check.fail(
+            "enhance_prompt",
+            "needs a prompt to rewrite: write a few words of what to draw",
+        );
+    }
+
     let mut loras = Vec::new();
     let named = request
         .loras
@@ -690,6 +733,8 @@ pub fn validate_resolved(
         hires,
         embeddings,
         control,
+        enhance,
+        original_prompt: None,
     })
 }
 

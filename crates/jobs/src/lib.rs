@@ -13,6 +13,7 @@ use diffugen_vram::Orchestrator;
 use serde::Serialize;
 use tokio::sync::{broadcast, Notify};
 
+pub mod assistant;
 mod runner;
 mod state;
 mod store;
@@ -108,6 +109,9 @@ pub struct JobDefaults {
     /// How long an idle engine keeps its model before freeing its memory (like Ollama's keep-alive); `None`
     /// keeps it until something else needs the memory.
     pub keep_alive: Option<std::time::Duration>,
+    /// The Ollama model that rewrites prompts for jobs that ask for it without naming one (the `assistant_model`
+    /// setting).
+    pub assistant_model: Option<String>,
 }
 
 impl Default for JobDefaults {
@@ -116,6 +120,7 @@ impl Default for JobDefaults {
             threads: None,
             memory: Default::default(),
             keep_alive: Some(DEFAULT_KEEP_ALIVE),
+            assistant_model: None,
         }
     }
 }
@@ -127,6 +132,10 @@ impl JobDefaults {
             threads: settings.threads,
             memory: settings.memory.clone().unwrap_or_default(),
             keep_alive: settings.keep_alive(),
+            assistant_model: settings
+                .assistant_model
+                .clone()
+                .filter(|m| !m.trim().is_empty()),
         }
     }
 }

@@ -90,6 +90,28 @@ impl JobManager {
             if let Work::Upscale(spec) = &mut work {
                 spec.threads = spec.threads.or(self.defaults().threads);
             }
+            // The prompt assistant takes the LLM's turn before the job's diffusion turn: a run that holds the GPU
+            // gives it back first, and every waiting job that asks for the assistant is rewritten in the same turn,
+            // so a queue of them costs one switch.
+            if matches!(&work, Work::Generate(spec) if spec.enhance.is_some()) {
+                if let Some(held) = lease.take() {
+                    held.release().await;
+                }
+                if let Err(error) = self
+                    .enhance_waiting(&id, &mut work, accepted, &mut record)
+                    .await
+                {
+                    let stage = Stage::Failed {
+                        error,
+                        kind: FailureKind::Render,
+                    };
+                    record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
+                    let mut state = self.lock();
+                    state.running = None;
+                    finish(&mut state, &id);
+                    continue;
+                }
+            }
             // Lanczos and nearest run on the CPU: they need no turn on the GPU.
             let needs_gpu = !matches!(&work, Work::Upscale(spec) if spec.needed_vram() == 0.0);
             if let (Some(orchestrator), None, true) = (&self.shared.orchestrator, &lease, needs_gpu)
@@ -160,6 +182,80 @@ impl JobManager {
                 }
             }
         }
+    }
+
+    /// Rewrites the prompt of `work` (the job about to run) and of every waiting job that asks for the assistant, in
+    /// one LLM turn on the GPU. A waiting job whose rewrite fails keeps its prompt and tries again when its turn
+    /// comes; the error is the running job's.
+    async fn enhance_waiting(
+        &self,
+        id: &str,
+        work: &mut Work,
+        accepted: Instant,
+        record: &mut (dyn FnMut(JobEvent) + Send),
+    ) -> Result<(), String> {
+        let Work::Generate(spec) = work else {
+            return Ok(());
+        };
+        let Some(orchestrator) = &self.shared.orchestrator else {
+            return Err(
+                "enhance_prompt: this queue has no Ollama to ask (no VRAM orchestrator)".into(),
+            );
+        };
+        let waiting: Vec<(String, JobSpec, Instant)> = {
+            let state = self.lock();
+            state
+                .queue
+                .iter()
+                .filter_map(|queued| {
+                    let job = state.jobs.get(queued)?;
+                    match &job.work {
+                        Some((Work::Generate(spec), _)) if spec.enhance.is_some() => {
+                            Some((queued.clone(), (**spec).clone(), job.accepted))
+                        }
+                        _ => None,
+                    }
+                })
+                .collect()
+        };
+        let _turn = orchestrator
+            .acquire_llm()
+            .await
+            .map_err(|e| format!("enhance_prompt: the LLM could not have the GPU: {e}"))?;
+        let ollama = orchestrator.ollama();
+        let setting = self.defaults().assistant_model;
+        enhance(ollama, setting.as_deref(), id, spec, accepted, record).await?;
+        if let Some(job) = self.lock().jobs.get_mut(id) {
+            job.prompt = spec.prompt.clone();
+        }
+        for (queued, mut spec, accepted) in waiting {
+            match enhance(
+                ollama,
+                setting.as_deref(),
+                &queued,
+                &mut spec,
+                accepted,
+                record,
+            )
+            .await
+            {
+                Ok(()) => {
+                    let mut state = self.lock();
+                    if let Some(job) = state.jobs.get_mut(&queued) {
+                        if let (JobState::Queued, Some((Work::Generate(held), _))) =
+                            (job.state, job.work.as_mut())
+                        {
+                            job.prompt = spec.prompt.clone();
+                            **held = spec;
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::info!(job = %queued, %error, "a waiting job's prompt is rewritten at its turn")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Fills what a job left out from the settings' defaults; returns warnings for defaults that do not apply.
@@ -335,5 +431,44 @@ pub fn record_in_gallery(gallery: &Gallery, outputs: &mut [Output]) -> Result<()
             }
         }
     }
+    Ok(())
+}
+
+/// Rewrites one job's prompt with the assistant and reports it as the job's events; the spec then holds the rewrite
+/// (what sd.cpp encodes and what the image records) and the original.
+async fn enhance(
+    ollama: &diffugen_vram::OllamaClient,
+    setting: Option<&str>,
+    id: &str,
+    spec: &mut JobSpec,
+    accepted: Instant,
+    record: &mut (dyn FnMut(JobEvent) + Send),
+) -> Result<(), String> {
+    let Some(asked) = spec.enhance.take() else {
+        return Ok(());
+    };
+    let model = crate::assistant::choose_model(ollama, asked.model.as_deref(), setting)
+        .await
+        .map_err(|e| e.to_string())?;
+    let stage = Stage::EnhancingPrompt {
+        model: model.clone(),
+    };
+    record(JobEvent::new(id, accepted.elapsed().as_secs_f64(), stage));
+    let original = spec.prompt.clone();
+    let rewrite = crate::assistant::rewrite(ollama, &model, spec.family, &original, 0)
+        .await
+        .map_err(|e| e.to_string())?;
+    // sd.cpp reads the prompt without LoRA tags (the LoRAs were resolved at validation).
+    spec.sd_prompt = diffugen_engine::lora::extract(&rewrite)
+        .map(|(text, _)| text)
+        .map_err(|e| format!("enhance_prompt: the rewrite is not a usable prompt: {e}"))?;
+    spec.prompt = rewrite.clone();
+    spec.original_prompt = Some(original.clone());
+    let stage = Stage::PromptEnhanced {
+        model,
+        original,
+        prompt: rewrite,
+    };
+    record(JobEvent::new(id, accepted.elapsed().as_secs_f64(), stage));
     Ok(())
 }

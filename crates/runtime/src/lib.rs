@@ -5,6 +5,7 @@
 //! the window's state; a terminal's progress bar).
 
 pub mod config;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 pub use config::{Config, ConfigError, Flags, Origin, Resolved, Source};
+pub use metrics::Metrics;
 
 /// The queue on disk, in the data folder.
 pub const QUEUE_FILE: &str = "queue.sqlite";
@@ -110,6 +112,7 @@ struct Inner {
     watcher: Mutex<Option<FolderWatcher>>,
     watching: bool,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    metrics: Metrics,
 }
 
 impl Runtime {
@@ -168,11 +171,12 @@ impl Runtime {
             orchestrator.start_ollama_watch(Duration::from_secs(5)),
         ];
         let runtime = Runtime::assemble(jobs, config, watch_folders);
-        *runtime
+        runtime
             .inner
             .tasks
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = tasks;
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(tasks);
         Ok(runtime)
     }
 
@@ -183,6 +187,8 @@ impl Runtime {
 
     fn assemble(jobs: JobManager, config: Config, watching: bool) -> Runtime {
         let library = config.library();
+        let metrics = Metrics::new();
+        let metrics_tasks = metrics.start(&jobs, jobs.orchestrator());
         let runtime = Runtime {
             inner: Arc::new(Inner {
                 downloads: diffugen_downloads::Downloads::new(2),
@@ -196,7 +202,8 @@ impl Runtime {
                 models_changed: broadcast::channel(64).0,
                 watcher: Mutex::new(None),
                 watching,
-                tasks: Mutex::new(Vec::new()),
+                tasks: Mutex::new(metrics_tasks),
+                metrics,
             }),
         };
         runtime.watch(&library);
@@ -234,6 +241,11 @@ impl Runtime {
     /// The gallery every finished image is recorded in.
     pub fn gallery(&self) -> Option<&Arc<Gallery>> {
         self.inner.jobs.gallery()
+    }
+
+    /// What the runtime counted since it started, for `GET /metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     pub fn downloads(&self) -> &diffugen_downloads::Downloads {
@@ -292,6 +304,29 @@ impl Runtime {
             orchestrator.set_config(vram);
         }
         Ok(config.clone())
+    }
+
+    /// Rewrites of a prompt by the prompt assistant, in the LLM's turn on the GPU (the app's Enhance button,
+    /// `POST /api/v1/prompt/enhance`).
+    pub async fn enhance_prompt(
+        &self,
+        request: &diffugen_jobs::assistant::EnhanceRequest,
+    ) -> Result<diffugen_jobs::assistant::Suggestions, diffugen_jobs::assistant::EnhanceError> {
+        let Some(orchestrator) = self.orchestrator() else {
+            return Err(diffugen_jobs::assistant::AssistantError::Busy {
+                detail: "this DiffuGen runs without VRAM orchestration, so it has no Ollama to ask"
+                    .into(),
+            }
+            .into());
+        };
+        let setting = self.config().settings.assistant_model;
+        diffugen_jobs::assistant::suggest(
+            orchestrator,
+            &self.library(),
+            setting.as_deref(),
+            request,
+        )
+        .await
     }
 
     /// A model file appeared, changed or went in the model folders.

@@ -57,6 +57,29 @@ pub fn system_info() -> String {
     unsafe { cstr_lossy(diffusion_rs_sys::sd_get_system_info()) }
 }
 
+/// The bindings crate the vendored sd.cpp comes from: its source carries no git metadata, so sd.cpp's own version
+/// reads "unknown" in such builds and the crate's version names the code instead.
+pub const BINDINGS: &str = "diffusion-rs-sys 0.1.20";
+
+/// The stable-diffusion.cpp this build links: sd.cpp's own version and commit where it was built from a git
+/// checkout, otherwise [`BINDINGS`].
+pub fn version() -> String {
+    // SAFETY: both return pointers to static, NUL-terminated strings owned by sd.cpp.
+    let (version, commit) = unsafe {
+        (
+            cstr_lossy(diffusion_rs_sys::sd_version()),
+            cstr_lossy(diffusion_rs_sys::sd_commit()),
+        )
+    };
+    let known = |s: &str| !s.is_empty() && s != "unknown";
+    match (known(&version), known(&commit)) {
+        (true, true) => format!("{version} ({commit})"),
+        (true, false) => version,
+        (false, true) => commit,
+        (false, false) => BINDINGS.to_string(),
+    }
+}
+
 /// The number of physical cores sd.cpp would use by default.
 pub fn physical_cores() -> i32 {
     // SAFETY: a pure query without arguments.
@@ -123,5 +146,23 @@ pub fn convert(
         Ok(())
     } else {
         Err(SdError::Conversion)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bindings_named_in_the_version_are_the_ones_cargo_locked() {
+        let lock =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock"))
+                .unwrap();
+        let locked = lock
+            .split("[[package]]")
+            .find(|p| p.contains("name = \"diffusion-rs-sys\""))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap();
+        assert_eq!(super::BINDINGS, format!("diffusion-rs-sys {locked}"));
+        assert!(!super::version().is_empty());
     }
 }

@@ -263,6 +263,9 @@ fn request_from(
         memory: memory_overrides(&overrides)?,
         hires,
         control,
+        // A1111 has no prompt assistant: its clients rewrite prompts themselves.
+        enhance_prompt: None,
+        enhance_model: None,
         // Cheap latent previews feed /sdapi/v1/progress's current_image.
         preview: Some(PreviewRequest {
             mode: diffugen_engine::params::PreviewMode::Proj,

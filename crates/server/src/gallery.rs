@@ -24,7 +24,7 @@ fn api_error(error: GalleryError) -> ApiError {
 }
 
 /// Runs a gallery call off the async threads (SQLite and image decoding block).
-async fn with_gallery<T: Send + 'static>(
+pub(crate) async fn with_gallery<T: Send + 'static>(
     state: &AppState,
     call: impl FnOnce(&Gallery) -> Result<T, GalleryError> + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -29,14 +29,14 @@ use crate::{ApiError, AppState};
 
 /// Which models a route may use.
 #[derive(Clone, Copy, PartialEq)]
-enum Kind {
+pub(crate) enum Kind {
     Any,
     Stable,
     Flux,
 }
 
 impl Kind {
-    fn accepts(self, family: Family) -> bool {
+    pub(crate) fn accepts(self, family: Family) -> bool {
         match self {
             Kind::Any => true,
             Kind::Stable => matches!(
@@ -47,7 +47,7 @@ impl Kind {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Any => "any",
             Kind::Stable => "Stable Diffusion",
@@ -57,7 +57,7 @@ impl Kind {
 }
 
 /// Picks the model: the requested one (checked against the route's families) or the first installed one that fits.
-fn choose_model(
+pub(crate) fn choose_model(
     state: &AppState,
     kind: Kind,
     requested: Option<String>,
@@ -137,20 +137,30 @@ fn legacy_field(field: &str) -> &str {
 fn submit(state: &AppState, kind: Kind, body: LegacyRequest) -> Result<String, ApiError> {
     let request = request_from(state, kind, body)?;
     enqueue_tuned(state, request, "legacy", legacy_field, |request, model| {
-        if kind.accepts(model.family) {
-            Ok(())
-        } else {
-            Err(ApiError::invalid(
-                "model",
-                format!(
-                    "'{}' is a {} model; this route generates with {} models",
-                    request.model,
-                    model.family,
-                    kind.name()
-                ),
-            ))
-        }
+        require_family(kind, "this route", request, model)
     })
+}
+
+/// Refuses a model outside the families `kind` takes, naming what it is.
+pub(crate) fn require_family(
+    kind: Kind,
+    door: &str,
+    request: &GenerateRequest,
+    model: &diffugen_models::ResolvedModel,
+) -> Result<(), ApiError> {
+    if kind.accepts(model.family) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "model",
+            format!(
+                "'{}' is a {} model; {door} generates with {} models",
+                request.model,
+                model.family,
+                kind.name()
+            ),
+        ))
+    }
 }
 
 /// A prompt as markdown alt text: on one line, its markdown characters escaped, so it cannot close the image

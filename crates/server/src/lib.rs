@@ -20,6 +20,8 @@ pub mod gateway;
 pub(crate) mod guard;
 mod legacy;
 mod listen;
+pub mod mcp;
+mod metrics;
 mod models;
 pub mod native;
 mod openai;
@@ -177,6 +179,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}/events", get(native::events))
         .route("/api/v1/jobs/{id}/cancel", post(native::cancel))
         .route("/api/v1/jobs/{id}/requeue", post(native::requeue))
+        .route("/api/v1/prompt/enhance", post(native::enhance))
         .route("/api/v1/queue", get(native::queue))
         .route("/api/v1/queue/state", get(native::get_queue_state))
         .route("/api/v1/queue/pause", post(native::pause))
@@ -211,6 +214,8 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/gallery/{id}/boards/{board}",
             axum::routing::delete(gallery::remove_from_board),
         )
+        .route("/metrics", get(metrics::scrape))
+        .route_service("/mcp", mcp::http_service(state.clone()))
         .route("/api/v1/vram", get(vram::snapshot))
         .route("/api/v1/vram/events", get(vram::events))
         .route("/api/v1/vram/llm", post(vram::to_llm))

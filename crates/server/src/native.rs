@@ -264,3 +264,38 @@ pub async fn events(
     let events = job_events(&state, &id)?.map(|event| Ok(sse_event(&event)));
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
+
+/// `POST /api/v1/prompt/enhance`: rewrites of a prompt by the prompt assistant (the local LLM in Ollama), in its turn
+/// on the GPU, to look at before rendering.
+pub async fn enhance(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<diffugen_jobs::assistant::EnhanceRequest>,
+) -> Result<Json<diffugen_jobs::assistant::Suggestions>, ApiError> {
+    use diffugen_jobs::assistant::{AssistantError, EnhanceError};
+    state
+        .runtime
+        .enhance_prompt(&request)
+        .await
+        .map(Json)
+        .map_err(|e| match e {
+            EnhanceError::Invalid { field, message } => {
+                ApiError::invalid(field, format!("{field}: {message}"))
+            }
+            EnhanceError::Assistant(error) => {
+                let (status, code) = match &error {
+                    _ if error.is_unavailable() => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "assistant_unavailable")
+                    }
+                    AssistantError::NoModel { .. } | AssistantError::UnknownModel { .. } => {
+                        (StatusCode::BAD_REQUEST, "assistant_model_not_found")
+                    }
+                    _ => (StatusCode::BAD_GATEWAY, "assistant_failed"),
+                };
+                ApiError {
+                    param: Some(error.field().to_string()),
+                    ..ApiError::new(status, error.to_string())
+                }
+                .code(code)
+            }
+        })
+}

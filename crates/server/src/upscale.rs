@@ -18,7 +18,7 @@ use crate::native::{param_error, source_of};
 use crate::{ApiError, AppState};
 
 /// Validates an upscale of `images` and puts it on the queue; `rename` maps our field names to the client's.
-fn enqueue_upscale(
+pub(crate) fn enqueue_upscale(
     state: &AppState,
     request: &UpscaleRequest,
     images: &[SourceImage],
@@ -43,7 +43,7 @@ fn enqueue_upscale(
     )?)
 }
 
-fn decode(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn decode(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
     diffugen_engine::params::image_data(text)
         .map_err(|e| ApiError::invalid(field, format!("{field}: is not valid base64: {e}")))
 }
@@ -109,7 +109,7 @@ pub async fn submit(
 }
 
 /// A gallery image's bytes, as the source of an upscale (`gallery:<id>` in the result's record).
-async fn gallery_image(state: &AppState, id: u32) -> Result<SourceImage, ApiError> {
+pub(crate) async fn gallery_image(state: &AppState, id: u32) -> Result<SourceImage, ApiError> {
     let gallery = state
         .jobs()
         .gallery()

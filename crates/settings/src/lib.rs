@@ -47,6 +47,9 @@ pub struct Settings {
     pub theme: Option<String>,
     /// A Hugging Face token for gated downloads.
     pub hf_token: Option<String>,
+    /// The Ollama model the prompt assistant asks to rewrite prompts (`enhance_prompt`) [default: the LLM Ollama
+    /// has in memory].
+    pub assistant_model: Option<String>,
 }
 
 /// A settings problem, naming the file and the key.

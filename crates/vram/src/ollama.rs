@@ -466,6 +466,44 @@ impl OllamaClient {
         }
     }
 
+    /// `POST /api/chat` without streaming: `system` and `user` in, the assistant's answer out. `options` are
+    /// Ollama's model options (temperature, seed, ...). The model loads first when it is not in memory, so this
+    /// waits as long as a load may take.
+    pub async fn chat(
+        &self,
+        model: &str,
+        system: &str,
+        user: &str,
+        options: serde_json::Value,
+    ) -> Result<String, OllamaError> {
+        let body = serde_json::json!({
+            "model": model,
+            "messages": [
+                { "role": "system", "content": system },
+                { "role": "user", "content": user },
+            ],
+            "stream": false,
+            "options": options,
+        });
+        let reply = self
+            .call(
+                reqwest::Method::POST,
+                "/api/chat",
+                Some(&body),
+                self.load_timeout,
+                Retry::NONE,
+            )
+            .await
+            .map_err(|e| Self::model_error(model, e))?;
+        reply
+            .pointer("/message/content")
+            .and_then(|c| c.as_str())
+            .map(String::from)
+            .ok_or_else(|| {
+                OllamaError::BadReply("/api/chat: no message.content in the reply".into())
+            })
+    }
+
     /// Loads `model` without generating anything, kept for `keep_alive`.
     pub async fn load(&self, model: &str, keep_alive: &KeepAlive) -> Result<(), OllamaError> {
         let body = serde_json::json!({ "model": model, "keep_alive": keep_alive.to_json() });

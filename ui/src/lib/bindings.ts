@@ -15,6 +15,8 @@ export const commands = {
 	previewConversion: (model: string, part: Part | null, weightType: QuantType, output: string | null) => typedError<ConversionPreview, AppError>(__TAURI_INVOKE("preview_conversion", { model, part, weightType, output })),
 	/**  Starts making the smaller copy; progress arrives as `ConvertProgress` events. */
 	convertModel: (model: string, part: Part | null, weightType: QuantType, output: string | null) => typedError<string, AppError>(__TAURI_INVOKE("convert_model", { model, part, weightType, output })),
+	/**  The Enhance button: rewrites of a prompt by the local LLM (Ollama), in its turn on the GPU. */
+	enhancePrompt: (request: EnhanceRequest) => typedError<Suggestions, AppError>(__TAURI_INVOKE("enhance_prompt", { request })),
 	catalog: () => __TAURI_INVOKE<CatalogEntry[]>("catalog"),
 	startDownload: (target: string, sha256: string | null) => typedError<string, AppError>(__TAURI_INVOKE("start_download", { target, sha256 })),
 	listDownloads: () => __TAURI_INVOKE<PullInfo[]>("list_downloads"),
@@ -253,6 +255,18 @@ export type EngineStatus = {
 	estimated_bytes: number | null,
 	/**  While DiffuGen shares the GPU with resident LLMs: the VRAM it holds itself to. */
 	budget_bytes: number | null,
+};
+
+/**  The app's Enhance button and `POST /api/v1/prompt/enhance`: rewrites of a prompt to look at before rendering. */
+export type EnhanceRequest = {
+	/**  The prompt as written. */
+	prompt: string,
+	/**  The image model it is for (its family decides the style: tags or sentences). */
+	model: string,
+	/**  The Ollama model that rewrites it [default: the `assistant_model` setting, else the LLM in memory]. */
+	enhance_model?: string | null,
+	/**  How many different rewrites, 1..=4 [default: 1]. */
+	count?: number | null,
 };
 
 /**  One image with everything recorded about it. */
@@ -780,6 +794,11 @@ export type Settings = {
 	theme?: string | null,
 	/**  A Hugging Face token for gated downloads. */
 	hf_token?: string | null,
+	/**
+	 *  The Ollama model the prompt assistant asks to rewrite prompts (`enhance_prompt`) [default: the LLM Ollama
+	 *  has in memory].
+	 */
+	assistant_model?: string | null,
 };
 
 /**  What the job is doing. */
@@ -797,6 +816,10 @@ export type Stage =
 { phase: "plan"; summary: string; plan: Plan } | 
 /**  Something went wrong on the way that did not stop the job (e.g. an unload that was not confirmed). */
 { phase: "warning"; message: string } | 
+/**  The prompt assistant: `model` (an LLM in Ollama) is rewriting the prompt, in the LLM's turn on the GPU. */
+{ phase: "enhancing_prompt"; model: string } | 
+/**  The prompt was rewritten: `prompt` is what renders, `original` what was written. */
+{ phase: "prompt_enhanced"; model: string; original: string; prompt: string } | 
 /**
  *  sd.cpp is reading weights. It loads lazily, one part at a time (text encoder, diffusion model, VAE), so this
  *  phase can return during a first job; `part` counts those loads.
@@ -831,6 +854,12 @@ export type Stats = {
 	average_switch_ms: number | null,
 	max_switch_ms: number | null,
 	seconds_in: PhaseSeconds,
+};
+
+/**  The rewrites, and the LLM that wrote them. */
+export type Suggestions = {
+	model: string,
+	prompts: string[],
 };
 
 /**  What a switch did. */

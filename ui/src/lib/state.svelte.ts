@@ -581,6 +581,8 @@ function fromInfo(info: JobInfo): LiveJob {
 }
 
 const PHASES: Record<string, string> = {
+  enhancing_prompt: "Rewriting the prompt",
+  prompt_enhanced: "Prompt rewritten",
   preparing: "Preparing the GPU",
   freeing_vram: "Freeing VRAM",
   loading_model: "Loading the model",
@@ -626,6 +628,14 @@ function applyStage(job: LiveJob, event: JobEvent, now = Date.now()): void {
     case "plan":
       job.plan = event.summary;
       return;
+    case "enhancing_prompt":
+      // A waiting job's prompt can be rewritten before its turn: it is still waiting.
+      job.status = `${event.model} is rewriting the prompt`;
+      break;
+    case "prompt_enhanced":
+      job.prompt = event.prompt;
+      job.status = "Prompt rewritten";
+      break;
     case "loading_model":
       job.state = "running";
       job.status =
