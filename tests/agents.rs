@@ -25,6 +25,8 @@ use serde_json::{json, Value};
 use support::{Workspace, ONE_AT_A_TIME};
 
 const QWEN: &str = "qwen2.5:7b";
+/// A vision model, for the critique.
+const LLAVA: &str = "llava:7b";
 
 /// The runtime as `diffugen serve` starts it (gallery, orchestrator, metrics), over a fake Ollama with Qwen
 /// resident and its simulated GPU, with the HTTP API on a free loopback port.
@@ -46,8 +48,18 @@ impl Service {
         api_key: Option<&str>,
         flags: impl FnOnce(diffugen_runtime::Flags) -> diffugen_runtime::Flags,
     ) -> Service {
-        let fake = FakeOllama::start(&[(QWEN, 4.7)]).await;
+        let fake = FakeOllama::start(&[(QWEN, 4.7), (LLAVA, 4.4)]).await;
         fake.preload(QWEN, -1);
+        Service::over(ws, fake, policy, api_key, flags).await
+    }
+
+    async fn over(
+        ws: &Workspace,
+        fake: FakeOllama,
+        policy: Policy,
+        api_key: Option<&str>,
+        flags: impl FnOnce(diffugen_runtime::Flags) -> diffugen_runtime::Flags,
+    ) -> Service {
         let flags = flags(
             diffugen_runtime::Flags::new()
                 .set(
@@ -196,7 +208,7 @@ fn pngs_of(result: &CallToolResult) -> Vec<image::RgbImage> {
 async fn an_agent_lists_the_tools_and_renders_over_mcp_http_with_progress_and_the_parameters_used()
 {
     let _one = ONE_AT_A_TIME.lock().await;
-    let ws = Workspace::new();
+    let ws = Workspace::new().with_upscalers();
     let service = Service::start(&ws, Policy::Never, Some("sekrit")).await;
 
     // The key guards /mcp like every route.
@@ -306,6 +318,16 @@ async fn an_agent_lists_the_tools_and_renders_over_mcp_http_with_progress_and_th
     assert_eq!(pngs_of(&edited)[0].dimensions(), (64, 64));
     let source = edited.structured_content.as_ref().unwrap()["parameters"]["strength"].as_f64();
     assert_eq!(source, Some(0.5));
+
+    // Enlarged with the test ESRGAN (x2), from the gallery.
+    let upscaled = call_tool(
+        &client,
+        "upscale_image",
+        json!({"gallery_id": gallery_id, "upscaler": "tiny-esrgan-x2"}),
+    )
+    .await;
+    assert_ne!(upscaled.is_error, Some(true), "{}", text_of(&upscaled));
+    assert_eq!(pngs_of(&upscaled)[0].dimensions(), (128, 128));
 
     let job = call_tool(&client, "get_job", json!({"job_id": job_id})).await;
     assert_eq!(job.structured_content.as_ref().unwrap()["state"], "done");
@@ -660,20 +682,13 @@ async fn without_ollama_an_enhanced_job_fails_with_an_error_naming_enhance_promp
         flags.set("ollama_url", "--ollama-url", "http://127.0.0.1:9")
     })
     .await;
-    let client = reqwest::Client::new();
-    let reply: Value = client
-        .post(format!("{}/api/v1/jobs", service.base))
-        .json(&json!({"model": "tiny", "prompt": "a cat", "width": 64, "height": 64, "steps": 2, "enhance_prompt": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = reply["id"].as_str().unwrap();
-    let outcome = service.runtime.jobs().wait(id).await.unwrap();
-    let Outcome::Failed { error, .. } = outcome else {
-        panic!("{outcome:?}")
+    let events = render_native(
+        &service,
+        json!({"model": "tiny", "prompt": "a cat", "width": 64, "height": 64, "steps": 2, "enhance_prompt": true}),
+    )
+    .await;
+    let Some(Stage::Failed { error, .. }) = events.last().map(|e| &e.stage) else {
+        panic!("{events:?}")
     };
     assert!(error.starts_with("enhance_prompt:"), "{error}");
     assert!(
@@ -698,29 +713,17 @@ async fn metrics_parse_as_prometheus_text_and_count_what_ran() {
     assert_eq!(refused.status(), 401);
 
     for seed in [1, 2] {
-        let reply: Value = client
+        let reply: Value = json_of(client
             .post(format!("{}/v1/images/generations", service.base))
             .bearer_auth("sekrit")
-            .json(&json!({"prompt": "a lighthouse", "model": "tiny", "size": "64x64", "steps": 3, "seed": seed, "n": 2}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json(&json!({"prompt": "a lighthouse", "model": "tiny", "size": "64x64", "steps": 3, "seed": seed, "n": 2}))).await;
         assert_eq!(reply["data"].as_array().map(Vec::len), Some(2), "{reply}");
     }
-    let failed: Value = client
+    let failed: Value = json_of(client
         .post(format!("{}/api/v1/jobs", service.base))
         .bearer_auth("sekrit")
         .header("x-diffugen-source", "cli")
-        .json(&json!({"model": "tiny", "prompt": "a long one", "width": 64, "height": 64, "steps": 150}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json(&json!({"model": "tiny", "prompt": "a long one", "width": 64, "height": 64, "steps": 150}))).await;
     let id = failed["id"].as_str().unwrap().to_string();
     // Cancelled while it renders, so its wait and its time count too.
     let mut live = service.runtime.jobs().subscribe(&id).unwrap().live;
@@ -998,4 +1001,145 @@ async fn diffugen_generate_enhance_renders_the_rewrite_and_keeps_the_original_in
         stderr.contains("enhance_model") && stderr.contains("assistant_model"),
         "{stderr}"
     );
+}
+
+/// Sends a request and reads its JSON answer.
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// Submits a small job through the native API and follows it to its end; returns its events.
+async fn render_native(service: &Service, body: Value) -> Vec<diffugen_engine::JobEvent> {
+    let reply: Value = json_of(
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/jobs", service.base))
+            .json(&body),
+    )
+    .await;
+    let id = reply["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{reply}"))
+        .to_string();
+    let sub = service.runtime.jobs().subscribe(&id).unwrap();
+    let mut events = sub.history;
+    let mut live = sub.live;
+    while !events.last().is_some_and(|e| e.stage.is_final()) {
+        let event = tokio::time::timeout(Duration::from_secs(120), live.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        events.push(event);
+    }
+    events
+}
+
+#[tokio::test]
+async fn a_low_critique_score_renders_one_more_take_and_the_better_take_is_the_result() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let service = Service::start(&ws, Policy::Always, None).await;
+    service.fake.set_scores(&[3.0, 8.0]);
+    let events = render_native(
+        &service,
+        json!({"model": "tiny", "prompt": "two red apples", "width": 64, "height": 64, "steps": 2, "seed": 10,
+               "critique": true, "critique_model": LLAVA}),
+    )
+    .await;
+    let phases: Vec<&str> = events
+        .iter()
+        .map(|e| e.stage.name())
+        .filter(|p| matches!(*p, "sampling" | "critique" | "done"))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(Vec::new(), |mut seen, p| {
+            if seen.last() != Some(&p) {
+                seen.push(p);
+            }
+            seen
+        });
+    assert_eq!(
+        phases,
+        ["sampling", "critique", "sampling", "critique", "done"],
+        "{events:?}"
+    );
+    let verdicts: Vec<(u32, f64, bool)> = events
+        .iter()
+        .filter_map(|e| match &e.stage {
+            Stage::Critique {
+                attempt,
+                score,
+                retry,
+                model,
+                ..
+            } => {
+                assert_eq!(model, LLAVA);
+                Some((*attempt, *score, *retry))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(verdicts, [(1, 3.0, true), (2, 8.0, false)]);
+    // The second take (the next seed) scored better: it is the result; both are in the gallery.
+    let outputs = support::outputs(&events);
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].seed, 11);
+    let gallery = service.runtime.gallery().unwrap();
+    let page = gallery.list(&diffugen_gallery::Query::default()).unwrap();
+    let mut seeds: Vec<i64> = page.entries.iter().filter_map(|e| e.seed).collect();
+    seeds.sort();
+    assert_eq!(seeds, [10, 11]);
+    // The critic saw the prompt.
+    let asked = service.fake.chats();
+    assert!(asked
+        .iter()
+        .all(|(m, _, user)| m == LLAVA && user.contains("two red apples")));
+
+    // A take that passes is the result at once.
+    service.fake.set_scores(&[9.0]);
+    let events = render_native(
+        &service,
+        json!({"model": "tiny", "prompt": "a pear", "width": 64, "height": 64, "steps": 2, "seed": 5,
+               "critique": true, "critique_model": LLAVA}),
+    )
+    .await;
+    let verdicts = events
+        .iter()
+        .filter(|e| e.stage.name() == "critique")
+        .count();
+    assert_eq!(verdicts, 1);
+    assert_eq!(support::outputs(&events)[0].seed, 5);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn a_critique_without_a_vision_model_warns_by_name_and_delivers_the_images() {
+    let ws = Workspace::new();
+    let service = Service::start(&ws, Policy::Never, None).await;
+    let events = render_native(
+        &service,
+        json!({"model": "tiny", "prompt": "a pear", "width": 64, "height": 64, "steps": 2, "critique": true}),
+    )
+    .await;
+    let warning = events.iter().find_map(|e| match &e.stage {
+        Stage::Warning { message } => Some(message.clone()),
+        _ => None,
+    });
+    let warning = warning.expect("a warning");
+    assert!(
+        warning.starts_with("critique: no vision model"),
+        "{warning}"
+    );
+    assert!(warning.contains("critique_model"), "{warning}");
+    assert_eq!(support::outputs(&events).len(), 1);
+    // critique_model alone is refused naming it.
+    let reply = reqwest::Client::new()
+        .post(format!("{}/api/v1/jobs", service.base))
+        .json(&json!({"model": "tiny", "prompt": "a pear", "critique_model": LLAVA}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 400);
+    let error: Value = reply.json().await.unwrap();
+    assert_eq!(error["error"]["param"], "critique_model");
+    service.stop().await;
 }

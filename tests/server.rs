@@ -144,8 +144,9 @@ async fn an_open_webui_request_with_an_empty_bearer_gets_a_real_png_as_b64_json(
     let (status, models) = api
         .post(
             "/v1/images/generations",
+            // The official client's `user` and `moderation: low` (DiffuGen filters nothing) are accepted.
             json!({"prompt": "x", "n": 2, "size": "64x64",
-        "steps": 1, "output_format": "jpeg"}),
+        "steps": 1, "output_format": "jpeg", "user": "user-1234", "moderation": "low"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{models}");
@@ -262,12 +263,63 @@ async fn every_bad_input_gets_its_documented_status_and_error_body_and_the_serve
             StatusCode::BAD_REQUEST,
             Some("background"),
         ),
+        // OpenAI's fields DiffuGen cannot honour are refused by name, never ignored.
+        (
+            "a DALL-E 3 style",
+            json!({"prompt": "x", "style": "vivid"}),
+            StatusCode::BAD_REQUEST,
+            Some("style"),
+        ),
+        (
+            "OpenAI's content filter",
+            json!({"prompt": "x", "moderation": "auto"}),
+            StatusCode::BAD_REQUEST,
+            Some("moderation"),
+        ),
+        (
+            "GPT Image's input fidelity",
+            json!({"prompt": "x", "input_fidelity": "high"}),
+            StatusCode::BAD_REQUEST,
+            Some("input_fidelity"),
+        ),
+        (
+            "strength without an image",
+            json!({"prompt": "x", "strength": 0.5}),
+            StatusCode::BAD_REQUEST,
+            Some("strength"),
+        ),
+        (
+            "clip_skip 99",
+            json!({"prompt": "x", "clip_skip": 99}),
+            StatusCode::BAD_REQUEST,
+            Some("clip_skip"),
+        ),
+        (
+            "a 300-character user",
+            json!({"prompt": "x", "user": "u".repeat(300)}),
+            StatusCode::BAD_REQUEST,
+            Some("user"),
+        ),
     ];
     for (name, body, expected, param) in cases {
         let (status, body) = api.post("/v1/images/generations", body).await;
         assert_eq!(status, expected, "{name}: {body}");
         assert_openai_error(&body, param);
     }
+    let (status, body) = api
+        .post(
+            "/v1/images/generations",
+            json!({"prompt": "x", "colour": "teal"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour"),
+        "an unknown field is named: {body}"
+    );
     let (_, unknown) = api
         .post(
             "/v1/images/generations",

@@ -67,6 +67,8 @@ struct FakeState {
     generation: u32,
     /// Non-streaming chats (the prompt assistant's): model, system prompt, user message.
     chats: Vec<(String, String, String)>,
+    /// The scores the fake critic gives next, in order.
+    scores: Vec<f64>,
 }
 
 /// The fake server. Cheap to clone.
@@ -95,6 +97,7 @@ impl FakeOllama {
             max_in_flight: 0,
             generation: 0,
             chats: Vec::new(),
+            scores: Vec::new(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -165,6 +168,11 @@ impl FakeOllama {
     /// Forgets an installed model (as `ollama rm` would).
     pub fn uninstall(&self, model: &str) {
         self.lock().installed.remove(model);
+    }
+
+    /// The scores the fake critic gives to the next images it is shown (then 8 each).
+    pub fn set_scores(&self, scores: &[f64]) {
+        self.lock().scores = scores.to_vec();
     }
 
     /// The prompt assistant's chats so far: (model, system prompt, user message).
@@ -432,6 +440,50 @@ async fn chat(State(fake): State<FakeOllama>, Json(body): Json<Value>) -> Respon
     }
 }
 
+/// A vision model's verdict: the next of the scores set with `set_scores` (then 8), as the JSON object that
+/// `format: "json"` asks for. The image must be a PNG.
+async fn critique(
+    fake: &FakeOllama,
+    model: String,
+    system: String,
+    user: String,
+    body: &Value,
+) -> Response {
+    use base64::Engine as _;
+    let image = body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find_map(|m| m["images"][0].as_str()))
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .unwrap_or_default();
+    if !image.starts_with(b"\x89PNG") {
+        return error(StatusCode::BAD_REQUEST, "images: not an image");
+    }
+    if body["format"] != "json" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the fake critic answers format: json only",
+        );
+    }
+    let score = {
+        let mut state = fake.lock();
+        FakeOllama::record(&mut state, Happening::ChatStarted(model.clone()));
+        state.chats.push((model.clone(), system, user));
+        if state.scores.is_empty() {
+            8.0
+        } else {
+            state.scores.remove(0)
+        }
+    };
+    FakeOllama::record(&mut fake.lock(), Happening::ChatFinished(model.clone()));
+    let verdict = json!({"score": score, "reason": format!("fake verdict {score}")});
+    Json(
+        json!({"model": model, "created_at": chrono::Utc::now().to_rfc3339(),
+                "message": {"role": "assistant", "content": verdict.to_string()},
+                "done": true, "done_reason": "stop"}),
+    )
+    .into_response()
+}
+
 /// A chat that does not stream (the prompt assistant): one reply, after 100 ms, that rewrites the last user
 /// message as "enhanced: <its text without the 'Prompt:' label>"; the messages are kept for the tests.
 async fn rewrite(fake: &FakeOllama, model: String, body: &Value) -> Response {
@@ -446,6 +498,14 @@ async fn rewrite(fake: &FakeOllama, model: String, body: &Value) -> Response {
             .to_string()
     };
     let (system, user) = (text("system"), text("user"));
+    let images = messages
+        .iter()
+        .filter_map(|m| m["images"].as_array())
+        .map(Vec::len)
+        .sum::<usize>();
+    if images > 0 {
+        return critique(fake, model, system, user, body).await;
+    }
     {
         let mut state = fake.lock();
         FakeOllama::record(&mut state, Happening::ChatStarted(model.clone()));

@@ -124,6 +124,8 @@ impl GenerateForm {
             // the rewrite), so the form's job renders the prompt as shown.
             enhance_prompt: None,
             enhance_model: None,
+            critique: None,
+            critique_model: None,
             memory: self.memory.clone(),
             control: match (&self.control_model, &self.control_image) {
                 (None, None) => None,

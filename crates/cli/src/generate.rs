@@ -118,6 +118,13 @@ pub struct GenerateArgs {
     /// The Ollama model that rewrites it [default: the assistant_model setting, else the LLM Ollama has loaded]
     #[arg(long, value_name = "MODEL", requires = "enhance")]
     enhance_model: Option<String>,
+    /// Let a vision model in Ollama score the result against the prompt; below 6/10 the job renders once more with
+    /// the next seeds and keeps the better take
+    #[arg(long)]
+    critique: bool,
+    /// The vision model that scores it [default: the critique_model setting]
+    #[arg(long, value_name = "MODEL", requires = "critique")]
+    critique_model: Option<String>,
     /// One JSON event per line on stdout instead of a progress bar.
     #[arg(long)]
     json: bool,
@@ -302,6 +309,8 @@ pub fn run(config: &Config, args: GenerateArgs) -> Result<ExitCode, String> {
         control: args.control(),
         enhance_prompt: args.enhance.then_some(true),
         enhance_model: args.enhance_model.clone(),
+        critique: args.critique.then_some(true),
+        critique_model: args.critique_model.clone(),
     };
     if let Some(url) = &args.server {
         return remote(&args, request, url);

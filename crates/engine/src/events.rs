@@ -68,6 +68,15 @@ pub enum Stage {
         original: String,
         prompt: String,
     },
+    /// A vision model scored take `attempt` (1, or 2 for the render after a low score) against the prompt, 0..10;
+    /// `retry` says another take follows.
+    Critique {
+        model: String,
+        attempt: u32,
+        score: f64,
+        reason: String,
+        retry: bool,
+    },
     /// sd.cpp is reading weights. It loads lazily, one part at a time (text encoder, diffusion model, VAE), so this
     /// phase can return during a first job; `part` counts those loads.
     LoadingModel {
@@ -168,6 +177,20 @@ impl Stage {
             Stage::Warning { message } => format!("warning: {message}"),
             Stage::EnhancingPrompt { model } => format!("{model} is rewriting the prompt"),
             Stage::PromptEnhanced { prompt, .. } => format!("prompt: {prompt}"),
+            Stage::Critique {
+                model,
+                attempt,
+                score,
+                reason,
+                retry,
+            } => {
+                let next = if *retry {
+                    "; rendering another take"
+                } else {
+                    ""
+                };
+                format!("{model} scored take {attempt} {score:.0}/10: {reason}{next}")
+            }
             Stage::LoadingModel {
                 part,
                 tensors_loaded,
@@ -236,6 +259,7 @@ impl Stage {
             Stage::Warning { .. } => "warning",
             Stage::EnhancingPrompt { .. } => "enhancing_prompt",
             Stage::PromptEnhanced { .. } => "prompt_enhanced",
+            Stage::Critique { .. } => "critique",
             Stage::LoadingModel { .. } => "loading_model",
             Stage::EncodingPrompt => "encoding_prompt",
             Stage::Sampling { .. } => "sampling",

@@ -122,6 +122,13 @@ pub struct GenerateRequest {
     /// The Ollama model that rewrites it [default: the `assistant_model` setting].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enhance_model: Option<String>,
+    /// A vision model (Ollama) scores the result against the prompt and, below the pass mark, the job renders once
+    /// more with the next seeds; the better take is the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critique: Option<bool>,
+    /// The vision model that scores it [default: the `critique_model` setting].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critique_model: Option<String>,
 }
 
 /// A LoRA resolved to its file.
@@ -205,6 +212,16 @@ pub struct JobSpec {
     /// The prompt as written, once the assistant rewrote it (`prompt` then holds the rewrite).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_prompt: Option<String>,
+    /// The result is scored by a vision model and may be rendered once more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critique: Option<Critique>,
+}
+
+/// Which vision model scores a job's result: the request's `critique_model`, or `None` for the `critique_model`
+/// setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Critique {
+    pub model: Option<String>,
 }
 
 /// Which Ollama model rewrites a job's prompt: the request's `enhance_model`, or `None` for the `assistant_model`
@@ -224,6 +241,26 @@ impl JobSpec {
     /// Sampling steps over every pass.
     pub fn total_steps(&self) -> u32 {
         self.steps + self.hires.map_or(0, |h| h.steps)
+    }
+}
+
+/// An Ollama model a request asks to use with a flag (`enhance_prompt` + `enhance_model`, `critique` +
+/// `critique_model`): `Some(model named, if any)` when the flag is on; a model named without the flag is refused by
+/// `field`, saying which flag it needs.
+fn llm_asked(
+    on: Option<bool>,
+    model: Option<&str>,
+    (field, flag): (&str, &str),
+    check: &mut Checker,
+) -> Option<Option<String>> {
+    let model = model.map(str::trim).filter(|m| !m.is_empty());
+    match (on, model) {
+        (Some(true), model) => Some(model.map(String::from)),
+        (_, Some(_)) => {
+            check.fail(field, format!("only applies with {flag}"));
+            None
+        }
+        _ => None,
     }
 }
 
@@ -600,22 +637,26 @@ pub fn validate_resolved(
         }
     }
 
-    let enhance = match (request.enhance_prompt, request.enhance_model.as_deref()) {
-        (Some(true), model) => Some(Enhance {
-            model: model
-                .map(str::trim)
-                .filter(|m| !m.is_empty())
-                .map(String::from),
-        }),
-        (_, Some(model)) if !model.trim().is_empty() => {
-            check.fail(
-                "enhance_model",
-                "only applies with enhance_prompt: true (the prompt assistant)",
-            );
-            None
-        }
-        _ => None,
-    };
+    let enhance = llm_asked(
+        request.enhance_prompt,
+        request.enhance_model.as_deref(),
+        (
+            "enhance_model",
+            "enhance_prompt: true (the prompt assistant)",
+        ),
+        &mut check,
+    )
+    .map(|model| Enhance { model });
+    let critique = llm_asked(
+        request.critique,
+        request.critique_model.as_deref(),
+        (
+            "critique_model",
+            "critique: true (the result scored by a vision model)",
+        ),
+        &mut check,
+    )
+    .map(|model| Critique { model });
     if enhance.is_some() && request.prompt.trim().is_empty() {
         check.fail(
             "enhance_prompt",
@@ -735,6 +776,7 @@ pub fn validate_resolved(
         control,
         enhance,
         original_prompt: None,
+        critique,
     })
 }
 

@@ -231,6 +231,103 @@ pub async fn rewrite(
     Ok(keep_tags(prompt, &cleaned))
 }
 
+/// A result scored at least this (out of 10) is kept; below it the job renders one more take.
+pub const PASS_MARK: f64 = 6.0;
+
+/// What a vision model made of an image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub model: String,
+    /// 0..=10.
+    pub score: f64,
+    pub reason: String,
+}
+
+const CRITIC: &str = "You judge images made by a text-to-image model. Look at the image and score from 0 to 10 how \
+well it shows what the prompt asks for: subject, count, attributes, setting and style; 10 is everything, 0 is \
+nothing of it. Ignore taste. Answer with a JSON object only: {\"score\": <number>, \"reason\": \"<one short \
+sentence>\"}.";
+
+/// Asks the vision model `requested` (else `setting`) to score the PNG `image` against `prompt`.
+pub async fn critique(
+    ollama: &OllamaClient,
+    requested: Option<&str>,
+    setting: Option<&str>,
+    prompt: &str,
+    image: &[u8],
+) -> Result<Verdict, String> {
+    use base64::Engine as _;
+    let model = requested.or(setting).ok_or_else(|| {
+        "critique: no vision model: name one with critique_model or set the critique_model setting (for example \
+         qwen2.5vl:7b or llava)"
+            .to_string()
+    })?;
+    let png = base64::engine::general_purpose::STANDARD.encode(image);
+    let options = serde_json::json!({ "temperature": 0, "num_predict": 200 });
+    let reply = ollama
+        .chat_about(
+            model,
+            CRITIC,
+            &format!("Prompt: {prompt}"),
+            &[png],
+            true,
+            options,
+        )
+        .await
+        .map_err(|e| match error(ollama, model, e) {
+            AssistantError::UnknownModel { model } => {
+                format!("critique_model: Ollama has no model '{model}' (ollama pull {model})")
+            }
+            other => format!(
+                "critique: {}",
+                other.to_string().trim_start_matches("enhance_prompt: ")
+            ),
+        })?;
+    let (score, reason) = verdict(&reply).ok_or_else(|| {
+        format!(
+            "critique: {model} answered without a score: {}",
+            clean(&reply)
+        )
+    })?;
+    Ok(Verdict {
+        model: model.to_string(),
+        score,
+        reason,
+    })
+}
+
+/// The score (clamped to 0..=10) and reason in a critic's reply: its JSON object, or the first number in its text.
+fn verdict(reply: &str) -> Option<(f64, String)> {
+    let text = clean(reply);
+    let json = text
+        .find('{')
+        .zip(text.rfind('}'))
+        .and_then(|(start, end)| {
+            serde_json::from_str::<serde_json::Value>(&text[start..=end]).ok()
+        });
+    if let Some(value) = json {
+        let score = value.get("score").and_then(|s| {
+            s.as_f64()
+                .or_else(|| s.as_str().and_then(|t| t.trim().parse().ok()))
+        })?;
+        let reason = value
+            .get("reason")
+            .and_then(|r| r.as_str())
+            .unwrap_or_default()
+            .to_string();
+        return Some((score.clamp(0.0, 10.0), reason));
+    }
+    let number: String = text
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    number
+        .parse::<f64>()
+        .ok()
+        .map(|s| (s.clamp(0.0, 10.0), text.clone()))
+}
+
 /// The prompt in a reply: without a reasoning model's `<think>` block, a "Prompt:" label, wrapping quotes or
 /// line breaks, and cut at a sensible length.
 pub fn clean(reply: &str) -> String {
@@ -309,6 +406,23 @@ mod tests {
             ),
             "a cat <lora:pixel:0.8>, pixel art"
         );
+    }
+
+    #[test]
+    fn a_critics_score_is_read_from_its_json_or_its_first_number_and_kept_in_range() {
+        assert_eq!(
+            verdict("{\"score\": 7, \"reason\": \"the cat is there\"}"),
+            Some((7.0, "the cat is there".to_string()))
+        );
+        assert_eq!(
+            verdict("```json\n{\"score\": \"4.5\"}\n```").map(|v| v.0),
+            Some(4.5)
+        );
+        assert_eq!(
+            verdict("<think>hmm</think>Score: 12 out of 10").map(|v| v.0),
+            Some(10.0)
+        );
+        assert_eq!(verdict("I cannot see an image."), None);
     }
 
     #[test]

@@ -112,6 +112,9 @@ pub struct JobDefaults {
     /// The Ollama model that rewrites prompts for jobs that ask for it without naming one (the `assistant_model`
     /// setting).
     pub assistant_model: Option<String>,
+    /// The vision model that scores results for jobs that ask for a critique without naming one (the
+    /// `critique_model` setting).
+    pub critique_model: Option<String>,
 }
 
 impl Default for JobDefaults {
@@ -121,6 +124,7 @@ impl Default for JobDefaults {
             memory: Default::default(),
             keep_alive: Some(DEFAULT_KEEP_ALIVE),
             assistant_model: None,
+            critique_model: None,
         }
     }
 }
@@ -134,6 +138,10 @@ impl JobDefaults {
             keep_alive: settings.keep_alive(),
             assistant_model: settings
                 .assistant_model
+                .clone()
+                .filter(|m| !m.trim().is_empty()),
+            critique_model: settings
+                .critique_model
                 .clone()
                 .filter(|m| !m.trim().is_empty()),
         }

@@ -55,14 +55,7 @@ impl JobManager {
             let gallery = self.shared.gallery.clone();
             let mut record = |mut event: JobEvent| {
                 if let (Some(gallery), Stage::Done { outputs }) = (&gallery, &mut event.stage) {
-                    // SQLite and the thumbnail block: tell the runtime, so other tasks move to another thread.
-                    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
-                        == tokio::runtime::RuntimeFlavor::MultiThread;
-                    let recorded = if multi_thread {
-                        tokio::task::block_in_place(|| record_in_gallery(gallery, outputs))
-                    } else {
-                        record_in_gallery(gallery, outputs)
-                    };
+                    let recorded = blocking(|| record_in_gallery(gallery, outputs));
                     if let Err(error) = recorded {
                         event.stage = Stage::Failed {
                             error,
@@ -137,30 +130,47 @@ impl JobManager {
                 }
             }
             let engine = &self.shared.engine;
-            let _ = match &work {
-                Work::Generate(spec) => {
-                    diffugen_engine::job::run(
-                        engine,
-                        &id,
-                        spec,
-                        &destination,
-                        accepted,
-                        &mut record,
-                    )
-                    .await
-                }
-                Work::Upscale(spec) => {
-                    diffugen_engine::job::run_upscale(
-                        engine,
-                        &id,
-                        spec,
-                        &destination,
-                        accepted,
-                        &mut record,
-                    )
-                    .await
-                }
+            let critique = match &work {
+                Work::Generate(spec) => spec.critique.clone(),
+                Work::Upscale(_) => None,
             };
+            // The outcome is the job's final event, already recorded.
+            match (&mut work, critique) {
+                (Work::Generate(spec), Some(asked)) => {
+                    self.render_critiqued(
+                        &id,
+                        spec,
+                        &destination,
+                        accepted,
+                        asked,
+                        &mut lease,
+                        &mut record,
+                    )
+                    .await;
+                }
+                (Work::Generate(spec), None) => {
+                    let _ = diffugen_engine::job::run(
+                        engine,
+                        &id,
+                        spec,
+                        &destination,
+                        accepted,
+                        &mut record,
+                    )
+                    .await;
+                }
+                (Work::Upscale(spec), _) => {
+                    let _ = diffugen_engine::job::run_upscale(
+                        engine,
+                        &id,
+                        spec,
+                        &destination,
+                        accepted,
+                        &mut record,
+                    )
+                    .await;
+                }
+            }
             let more = {
                 let mut state = self.lock();
                 state.running = None;
@@ -256,6 +266,169 @@ impl JobManager {
             }
         }
         Ok(())
+    }
+
+    /// Renders a job whose result a vision model scores: the take is scored in the LLM's turn after the render; one
+    /// below the pass mark is rendered once more with the next seeds (the GPU asked for again) and scored too. The
+    /// better take is the job's result; the other is kept in the gallery. A critique that cannot be made is a
+    /// warning: the images are delivered unscored.
+    #[allow(clippy::too_many_arguments)]
+    async fn render_critiqued(
+        &self,
+        id: &str,
+        spec: &mut JobSpec,
+        destination: &diffugen_engine::Destination,
+        accepted: Instant,
+        asked: diffugen_engine::params::Critique,
+        lease: &mut Option<DiffusionLease>,
+        record: &mut (dyn FnMut(JobEvent) + Send),
+    ) {
+        let mut takes: Vec<(JobEvent, f64)> = Vec::new();
+        for attempt in 1..=2u32 {
+            if attempt > 1 {
+                if let (Some(orchestrator), None) = (&self.shared.orchestrator, &*lease) {
+                    let mut work = Work::Generate(Box::new(spec.clone()));
+                    match self
+                        .prepare(orchestrator, id, &mut work, accepted, record)
+                        .await
+                    {
+                        Ok(acquired) => *lease = Some(acquired),
+                        Err(stage) => {
+                            // The first take stands.
+                            let message = format!(
+                                "critique: the second take could not have the GPU: {}",
+                                stage.name()
+                            );
+                            record(JobEvent::new(
+                                id,
+                                accepted.elapsed().as_secs_f64(),
+                                Stage::Warning { message },
+                            ));
+                            break;
+                        }
+                    }
+                    if let Work::Generate(planned) = work {
+                        *spec = *planned;
+                    }
+                }
+            }
+            let mut held = None;
+            {
+                let mut hold = |event: JobEvent| {
+                    if matches!(event.stage, Stage::Done { .. }) {
+                        held = Some(event);
+                    } else {
+                        record(event);
+                    }
+                };
+                let _ = diffugen_engine::job::run(
+                    &self.shared.engine,
+                    id,
+                    spec,
+                    destination,
+                    accepted,
+                    &mut hold,
+                )
+                .await;
+            }
+            // A take that failed or was cancelled has ended the job (its final event went out).
+            let Some(done) = held else {
+                return;
+            };
+            let first_image = match &done.stage {
+                Stage::Done { outputs } => outputs.first().map(|o| o.path.clone()),
+                _ => None,
+            };
+            // The critic's turn on the GPU comes after the render's.
+            if let Some(held) = lease.take() {
+                held.release().await;
+            }
+            let verdict = match (&self.shared.orchestrator, first_image) {
+                (Some(orchestrator), Some(path)) => {
+                    self.critique(orchestrator, &asked, &spec.prompt, &path)
+                        .await
+                }
+                (None, _) => {
+                    Err("critique: this queue has no Ollama to ask (no VRAM orchestrator)".into())
+                }
+                (_, None) => Err("critique: the take has no image".into()),
+            };
+            match verdict {
+                Ok(verdict) => {
+                    let retry = attempt == 1 && verdict.score < crate::assistant::PASS_MARK;
+                    let stage = Stage::Critique {
+                        model: verdict.model,
+                        attempt,
+                        score: verdict.score,
+                        reason: verdict.reason,
+                        retry,
+                    };
+                    record(JobEvent::new(id, accepted.elapsed().as_secs_f64(), stage));
+                    takes.push((done, verdict.score));
+                    if !retry {
+                        break;
+                    }
+                    // The next take: the seeds after this take's.
+                    spec.seed = spec.seed.saturating_add(i64::from(spec.count));
+                }
+                Err(message) => {
+                    record(JobEvent::new(
+                        id,
+                        accepted.elapsed().as_secs_f64(),
+                        Stage::Warning { message },
+                    ));
+                    takes.push((done, f64::NEG_INFINITY));
+                    break;
+                }
+            }
+        }
+        // The better take (the first on a tie) is the result; the other stays in the gallery.
+        let best = takes.iter().enumerate().fold(
+            0,
+            |best, (i, (_, score))| if *score > takes[best].1 { i } else { best },
+        );
+        for (i, (event, _)) in takes.iter_mut().enumerate() {
+            if i == best {
+                continue;
+            }
+            if let (Some(gallery), Stage::Done { outputs }) =
+                (&self.shared.gallery, &mut event.stage)
+            {
+                let recorded = blocking(|| record_in_gallery(gallery, outputs));
+                if let Err(error) = recorded {
+                    tracing::warn!(%error, "a take that was not kept is not in the gallery");
+                }
+            }
+        }
+        if let Some((done, _)) = takes.into_iter().nth(best) {
+            record(done);
+        }
+    }
+
+    /// The vision model's verdict on the image at `path`, in its turn on the GPU.
+    async fn critique(
+        &self,
+        orchestrator: &Orchestrator,
+        asked: &diffugen_engine::params::Critique,
+        prompt: &str,
+        path: &str,
+    ) -> Result<crate::assistant::Verdict, String> {
+        let image = tokio::fs::read(path)
+            .await
+            .map_err(|e| format!("critique: cannot read {path}: {e}"))?;
+        let _turn = orchestrator
+            .acquire_llm()
+            .await
+            .map_err(|e| format!("critique: the vision model could not have the GPU: {e}"))?;
+        let setting = self.defaults().critique_model;
+        crate::assistant::critique(
+            orchestrator.ollama(),
+            asked.model.as_deref(),
+            setting.as_deref(),
+            prompt,
+            &image,
+        )
+        .await
     }
 
     /// Fills what a job left out from the settings' defaults; returns warnings for defaults that do not apply.
@@ -432,6 +605,18 @@ pub fn record_in_gallery(gallery: &Gallery, outputs: &mut [Output]) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Runs `work` that blocks (SQLite, thumbnails) telling a multi-threaded runtime, so other tasks move to another
+/// thread meanwhile.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
 }
 
 /// Rewrites one job's prompt with the assistant and reports it as the job's events; the spec then holds the rewrite

@@ -266,6 +266,8 @@ fn request_from(
         // A1111 has no prompt assistant: its clients rewrite prompts themselves.
         enhance_prompt: None,
         enhance_model: None,
+        critique: None,
+        critique_model: None,
         // Cheap latent previews feed /sdapi/v1/progress's current_image.
         preview: Some(PreviewRequest {
             mode: diffugen_engine::params::PreviewMode::Proj,

@@ -105,6 +105,11 @@ pub struct GenerateArgs {
     pub enhance_prompt: Option<bool>,
     /// The Ollama model that rewrites it; left out, the assistant_model setting.
     pub enhance_model: Option<String>,
+    /// Let a vision model (Ollama) score the result against the prompt; below 6/10 it renders once more and the
+    /// better take is returned.
+    pub critique: Option<bool>,
+    /// The vision model that scores it; left out, the critique_model setting.
+    pub critique_model: Option<String>,
     /// Accepted from the original DiffuGen's tools and refused when set: images go to DiffuGen's outputs folder
     /// and gallery, never to a folder a client names.
     pub output_dir: Option<String>,
@@ -524,6 +529,8 @@ impl Mcp {
             count: args.count,
             enhance_prompt: args.enhance_prompt,
             enhance_model: args.enhance_model,
+            critique: args.critique,
+            critique_model: args.critique_model,
             ..GenerateRequest::default()
         };
         let door = match kind {

@@ -102,10 +102,20 @@ struct ImageJob {
     partial_images: u32,
 }
 
+/// OpenAI's `moderation`. DiffuGen runs no content filter: `low` is what it does; `auto` (OpenAI's standard filter)
+/// is refused rather than pretended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Moderation {
+    Auto,
+    Low,
+}
+
 /// An OpenAI Images request: the JSON body of a generation, or the text fields of an edit's form. OpenAI's own
-/// fields, then DiffuGen's extensions (the sd.cpp parameters OpenAI has no names for).
+/// fields, then DiffuGen's extensions (the sd.cpp parameters OpenAI has no names for). A field not listed here is
+/// refused by name, never ignored.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct ImagesRequest {
     prompt: Option<String>,
     model: Option<String>,
@@ -129,6 +139,13 @@ pub(crate) struct ImagesRequest {
     loras: Option<Vec<Value>>,
     /// Edits: how much of the picture to repaint.
     strength: Option<f32>,
+    /// OpenAI's end-user id, for abuse monitoring: logged (escaped).
+    user: Option<String>,
+    moderation: Option<Moderation>,
+    /// DALL·E 3's `vivid` / `natural`: refused, with what to do instead.
+    style: Option<String>,
+    /// GPT Image edits' `high` / `low`: refused, with what to do instead.
+    input_fidelity: Option<String>,
 }
 
 /// Checks what the types alone do not (ranges, an empty prompt, unsupported choices) and builds the job. `images`
@@ -162,6 +179,52 @@ fn parse(
             "transparent backgrounds are not supported; use auto or opaque",
         ));
     }
+    if let Some(style) = &body.style {
+        return Err(ApiError::invalid(
+            "style",
+            format!(
+                "'{style}' is a DALL·E 3 preset DiffuGen does not have; describe the style in the prompt, or use \
+                 negative_prompt"
+            ),
+        ));
+    }
+    if let Some(fidelity) = &body.input_fidelity {
+        return Err(ApiError::invalid(
+            "input_fidelity",
+            format!(
+                "'{fidelity}' is GPT Image's setting; with DiffuGen, strength (0..1) sets how much of the image is \
+                 repainted"
+            ),
+        ));
+    }
+    if body.moderation == Some(Moderation::Auto) {
+        return Err(ApiError::invalid(
+            "moderation",
+            "DiffuGen runs no content filter, so it cannot apply OpenAI's standard one; send low or leave it out",
+        ));
+    }
+    if let Some(user) = &body.user {
+        if user.chars().count() > 256 {
+            return Err(ApiError::invalid("user", "must be at most 256 characters"));
+        }
+        tracing::info!(user = ?user, "image request from an OpenAI client's end user");
+    }
+    if images.is_none() && body.strength.is_some() {
+        return Err(ApiError::invalid(
+            "strength",
+            "only applies to edits (POST /v1/images/edits with an image)",
+        ));
+    }
+    let clip_skip = match body.clip_skip {
+        None => None,
+        Some(c) if (-1..=12).contains(&c) => Some(c as i32),
+        Some(c) => {
+            return Err(ApiError::invalid(
+                "clip_skip",
+                format!("must be from -1 to 12, got {c}"),
+            ))
+        }
+    };
     let stream = body.stream.unwrap_or(false);
     let partial_images = body.partial_images.unwrap_or(0);
     if partial_images > 3 {
@@ -186,13 +249,9 @@ fn parse(
         scheduler: body.scheduler,
         seed: body.seed,
         count: Some(n),
-        clip_skip: body.clip_skip.map(|c| c.clamp(-1, 12) as i32),
+        clip_skip,
         loras: loras_from(body.loras.as_deref().unwrap_or_default())?,
-        strength: if init_image.is_some() {
-            body.strength
-        } else {
-            None
-        },
+        strength: body.strength,
         init_image,
         mask,
         // Partial images come from sd.cpp's cheap latent previews.

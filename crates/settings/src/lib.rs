@@ -50,6 +50,9 @@ pub struct Settings {
     /// The Ollama model the prompt assistant asks to rewrite prompts (`enhance_prompt`) [default: the LLM Ollama
     /// has in memory].
     pub assistant_model: Option<String>,
+    /// The Ollama vision model that scores results for jobs that ask for a critique (`critique`), e.g.
+    /// `qwen2.5vl:7b` or `llava` [no default: a text-only LLM cannot see the image].
+    pub critique_model: Option<String>,
 }
 
 /// A settings problem, naming the file and the key.

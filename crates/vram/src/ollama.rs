@@ -476,15 +476,34 @@ impl OllamaClient {
         user: &str,
         options: serde_json::Value,
     ) -> Result<String, OllamaError> {
-        let body = serde_json::json!({
+        self.chat_about(model, system, user, &[], false, options)
+            .await
+    }
+
+    /// [`OllamaClient::chat`] with images (base64) for a vision model to look at, and `json` to make the model
+    /// answer with a JSON object (Ollama's `format: "json"`).
+    pub async fn chat_about(
+        &self,
+        model: &str,
+        system: &str,
+        user: &str,
+        images: &[String],
+        json: bool,
+        options: serde_json::Value,
+    ) -> Result<String, OllamaError> {
+        let mut message = serde_json::json!({ "role": "user", "content": user });
+        if !images.is_empty() {
+            message["images"] = serde_json::json!(images);
+        }
+        let mut body = serde_json::json!({
             "model": model,
-            "messages": [
-                { "role": "system", "content": system },
-                { "role": "user", "content": user },
-            ],
+            "messages": [{ "role": "system", "content": system }, message],
             "stream": false,
             "options": options,
         });
+        if json {
+            body["format"] = serde_json::json!("json");
+        }
         let reply = self
             .call(
                 reqwest::Method::POST,

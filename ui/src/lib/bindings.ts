@@ -799,6 +799,11 @@ export type Settings = {
 	 *  has in memory].
 	 */
 	assistant_model?: string | null,
+	/**
+	 *  The Ollama vision model that scores results for jobs that ask for a critique (`critique`), e.g.
+	 *  `qwen2.5vl:7b` or `llava` [no default: a text-only LLM cannot see the image].
+	 */
+	critique_model?: string | null,
 };
 
 /**  What the job is doing. */
@@ -820,6 +825,11 @@ export type Stage =
 { phase: "enhancing_prompt"; model: string } | 
 /**  The prompt was rewritten: `prompt` is what renders, `original` what was written. */
 { phase: "prompt_enhanced"; model: string; original: string; prompt: string } | 
+/**
+ *  A vision model scored take `attempt` (1, or 2 for the render after a low score) against the prompt, 0..10;
+ *  `retry` says another take follows.
+ */
+{ phase: "critique"; model: string; attempt: number; score: number | null; reason: string; retry: boolean } | 
 /**
  *  sd.cpp is reading weights. It loads lazily, one part at a time (text encoder, diffusion model, VAE), so this
  *  phase can return during a first job; `part` counts those loads.

@@ -583,6 +583,7 @@ function fromInfo(info: JobInfo): LiveJob {
 const PHASES: Record<string, string> = {
   enhancing_prompt: "Rewriting the prompt",
   prompt_enhanced: "Prompt rewritten",
+  critique: "Scoring the result",
   preparing: "Preparing the GPU",
   freeing_vram: "Freeing VRAM",
   loading_model: "Loading the model",
@@ -636,6 +637,13 @@ function applyStage(job: LiveJob, event: JobEvent, now = Date.now()): void {
       job.prompt = event.prompt;
       job.status = "Prompt rewritten";
       break;
+    case "critique": {
+      const score = event.score == null ? "?" : Math.round(event.score);
+      job.status = event.retry
+        ? `Scored ${score}/10 by ${event.model}: rendering another take`
+        : `Scored ${score}/10 by ${event.model}`;
+      break;
+    }
     case "loading_model":
       job.state = "running";
       job.status =

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { fireEvent, render, screen, waitFor } from "@testing-library/svelte";
 import Generate from "../panels/Generate.svelte";
-import { app, form, start } from "../lib/state.svelte";
+import { app, applyJobEvent, form, start } from "../lib/state.svelte";
 import { mockCore } from "./fixtures";
 
 async function setup(overrides = {}) {
@@ -72,5 +72,21 @@ describe("Enhance (the prompt assistant)", () => {
     await setup();
     await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "   " } });
     expect((screen.getByTestId("enhance-button") as HTMLButtonElement).disabled).toBe(true);
+  });
+});
+
+describe("the assistant's and the critic's events on a live job", () => {
+  it("keeps a waiting job waiting while its prompt is rewritten, shows the rewrite, then each score", async () => {
+    mockCore();
+    app.jobs = {};
+    const base = { job_id: "job-a", elapsed_seconds: 1, percent: null, eta_seconds: null };
+    applyJobEvent({ ...base, phase: "queued", position: 2 });
+    applyJobEvent({ ...base, phase: "enhancing_prompt", model: "qwen2.5:7b" });
+    expect(app.jobs["job-a"].state).toBe("queued");
+    expect(app.jobs["job-a"].status).toBe("qwen2.5:7b is rewriting the prompt");
+    applyJobEvent({ ...base, phase: "prompt_enhanced", model: "qwen2.5:7b", original: "a cat", prompt: "a ginger cat, golden hour" });
+    expect(app.jobs["job-a"].prompt).toBe("a ginger cat, golden hour");
+    applyJobEvent({ ...base, phase: "critique", model: "llava:7b", attempt: 1, score: 3.2, reason: "one apple", retry: true });
+    expect(app.jobs["job-a"].status).toBe("Scored 3/10 by llava:7b: rendering another take");
   });
 });
