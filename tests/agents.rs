@@ -1143,3 +1143,27 @@ async fn a_critique_without_a_vision_model_warns_by_name_and_delivers_the_images
     assert_eq!(error["error"]["param"], "critique_model");
     service.stop().await;
 }
+
+#[tokio::test]
+async fn cancelling_a_job_while_the_llm_rewrites_its_prompt_ends_it_at_once() {
+    let ws = Workspace::new();
+    let service = Service::start(&ws, Policy::Never, None).await;
+    service.fake.set_chat_delay(Duration::from_secs(20));
+    let jobs = service.runtime.jobs().clone();
+    let (spec, destination) = enhanced(&ws, "a slow cat", 1);
+    let id = jobs.submit(spec, destination, "test").unwrap();
+    let mut live = jobs.subscribe(&id).unwrap().live;
+    while !matches!(
+        live.recv().await.unwrap().stage,
+        Stage::EnhancingPrompt { .. }
+    ) {}
+    let asked = Instant::now();
+    assert!(jobs.cancel(&id, "changed my mind").unwrap());
+    let outcome = tokio::time::timeout(Duration::from_secs(5), jobs.wait(&id))
+        .await
+        .expect("the cancel does not wait for the LLM")
+        .unwrap();
+    assert_eq!(outcome, Outcome::Cancelled("changed my mind".into()));
+    assert!(asked.elapsed() < Duration::from_secs(2));
+    service.stop().await;
+}

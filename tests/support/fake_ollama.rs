@@ -69,6 +69,8 @@ struct FakeState {
     chats: Vec<(String, String, String)>,
     /// The scores the fake critic gives next, in order.
     scores: Vec<f64>,
+    /// How long a non-streaming chat (the assistant's, the critic's) takes.
+    chat_delay: Duration,
 }
 
 /// The fake server. Cheap to clone.
@@ -98,6 +100,7 @@ impl FakeOllama {
             generation: 0,
             chats: Vec::new(),
             scores: Vec::new(),
+            chat_delay: Duration::from_millis(100),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -168,6 +171,11 @@ impl FakeOllama {
     /// Forgets an installed model (as `ollama rm` would).
     pub fn uninstall(&self, model: &str) {
         self.lock().installed.remove(model);
+    }
+
+    /// How long the assistant's and the critic's chats take from now on.
+    pub fn set_chat_delay(&self, delay: Duration) {
+        self.lock().chat_delay = delay;
     }
 
     /// The scores the fake critic gives to the next images it is shown (then 8 each).
@@ -511,7 +519,8 @@ async fn rewrite(fake: &FakeOllama, model: String, body: &Value) -> Response {
         FakeOllama::record(&mut state, Happening::ChatStarted(model.clone()));
         state.chats.push((model.clone(), system, user.clone()));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let delay = fake.lock().chat_delay;
+    tokio::time::sleep(delay).await;
     let prompt = user
         .lines()
         .next()

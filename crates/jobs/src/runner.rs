@@ -90,14 +90,21 @@ impl JobManager {
                 if let Some(held) = lease.take() {
                     held.release().await;
                 }
-                if let Err(error) = self
-                    .enhance_waiting(&id, &mut work, accepted, &mut record)
-                    .await
-                {
-                    let stage = Stage::Failed {
+                let enhanced = self
+                    .cancellable(
+                        &id,
+                        self.enhance_waiting(&id, &mut work, accepted, &mut record),
+                    )
+                    .await;
+                let ended = match enhanced {
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => Some(Stage::Failed {
                         error,
                         kind: FailureKind::Render,
-                    };
+                    }),
+                    Err(reason) => Some(Stage::Cancelled { reason }),
+                };
+                if let Some(stage) = ended {
                     record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
                     let mut state = self.lock();
                     state.running = None;
@@ -332,7 +339,7 @@ impl JobManager {
                 .await;
             }
             // A take that failed or was cancelled has ended the job (its final event went out).
-            let Some(done) = held else {
+            let Some(mut done) = held else {
                 return;
             };
             let first_image = match &done.stage {
@@ -345,8 +352,21 @@ impl JobManager {
             }
             let verdict = match (&self.shared.orchestrator, first_image) {
                 (Some(orchestrator), Some(path)) => {
-                    self.critique(orchestrator, &asked, &spec.prompt, &path)
-                        .await
+                    let critique = self.critique(orchestrator, &asked, &spec.prompt, &path);
+                    match self.cancellable(id, critique).await {
+                        Ok(verdict) => verdict,
+                        Err(reason) => {
+                            // The take's images stay in the gallery; the job ends as cancelled.
+                            if let (Some(gallery), Stage::Done { outputs }) =
+                                (&self.shared.gallery, &mut done.stage)
+                            {
+                                let _ = blocking(|| record_in_gallery(gallery, outputs));
+                            }
+                            let stage = Stage::Cancelled { reason };
+                            record(JobEvent::new(id, accepted.elapsed().as_secs_f64(), stage));
+                            return;
+                        }
+                    }
                 }
                 (None, _) => {
                     Err("critique: this queue has no Ollama to ask (no VRAM orchestrator)".into())
@@ -403,6 +423,24 @@ impl JobManager {
         if let Some((done, _)) = takes.into_iter().nth(best) {
             record(done);
         }
+    }
+
+    /// Runs `work` for the running job `id` so that a cancel ends it at once, as a wait for the GPU does: the
+    /// assistant's and the critic's turns are not in the engine, which is what cancels a render. `Err` holds the
+    /// cancel's reason.
+    async fn cancellable<T>(
+        &self,
+        id: &str,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, String> {
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        self.lock().preparing = Some((id.to_string(), cancel_tx));
+        let result = tokio::select! {
+            out = work => Ok(out),
+            reason = cancel_rx => Err(reason.unwrap_or_else(|_| "cancelled".into())),
+        };
+        self.lock().preparing = None;
+        result
     }
 
     /// The vision model's verdict on the image at `path`, in its turn on the GPU.

@@ -82,7 +82,8 @@ pub(crate) struct State {
     pub(crate) jobs: HashMap<String, Job>,
     pub(crate) queue: VecDeque<String>,
     pub(crate) running: Option<String>,
-    /// Cancels the running job while it still waits for the GPU (before the engine has it).
+    /// Cancels the running job while it is outside the engine: waiting for the GPU, or in the assistant's or the
+    /// critic's turn.
     pub(crate) preparing: Option<(String, oneshot::Sender<String>)>,
     pub(crate) finished: VecDeque<String>,
     pub(crate) next_id: u64,
