@@ -933,3 +933,34 @@ fn a_preset_may_name_only_model_files_inside_the_model_folders_and_says_so_the_s
     let err = library.resolve("existing").unwrap_err().to_string();
     assert!(err.contains("outside the model folders"), "{err}");
 }
+
+#[test]
+fn a_listing_piped_into_a_reader_that_stops_early_ends_quietly_not_with_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let ws = Workspace::new();
+    for args in [
+        &["models"][..],
+        &["models", "catalog"],
+        &["settings", "show"],
+    ] {
+        let mut child = std::process::Command::new(support::diffugen_bin())
+            .arg("--data-dir")
+            .arg(ws.data_dir())
+            .args(args)
+            .env_remove("DIFFUGEN_MODELS_DIR")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before anything is written, as `| head -0` would be.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            output.status.success() || output.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?} {stderr}",
+            output.status
+        );
+    }
+}

@@ -91,10 +91,28 @@ impl Command {
     }
 }
 
+/// Whether the command only prints what it reads: then `diffugen models | head` ends it quietly, as `ls | head`
+/// does, instead of a broken-pipe panic. Commands that talk to an engine worker over pipes keep Rust's handling (a
+/// write to a worker that died is an error they report, not a signal that ends them), and so do the servers.
+fn prints_only(command: &Command) -> bool {
+    match command {
+        Command::Models(args) => args.prints_only(),
+        Command::Gallery(_) | Command::Settings(_) => true,
+        _ => false,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::EngineWorker) {
         return ExitCode::from(diffugen_engine::worker::run().clamp(0, 255) as u8);
+    }
+    #[cfg(unix)]
+    if prints_only(&cli.command) {
+        // SAFETY: restores the default disposition of one signal, before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
     }
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -54,6 +54,13 @@ fn human_size(bytes: f64) -> String {
     format!("{value:.1} {}", units[unit])
 }
 
+impl ModelsArgs {
+    /// Whether the command only prints what it reads (a conversion runs an engine worker).
+    pub fn prints_only(&self) -> bool {
+        !matches!(self.command, Some(ModelsCommand::Convert(_)))
+    }
+}
+
 pub fn run(paths: &Config, args: &ModelsArgs) -> Result<ExitCode, String> {
     match &args.command {
         None => list(paths, args),
