@@ -200,6 +200,54 @@ async fn an_image_made_in_the_app_streams_every_step_and_preview_then_is_found_b
 }
 
 /// A 32×32 PNG with a bright square in the middle, base64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remix_of_a_hires_render_loads_the_first_pass_and_the_esrgan_pass_and_renders_the_same_image(
+) {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new().with_upscalers();
+    let core = core(&ws, serde_json::json!({})).await;
+    assert!(core.upscalers().contains(&"tiny-esrgan-x2".to_string()));
+    let mut live = core.job_events();
+    let rendered = |events: Vec<JobEvent>| match events.last().map(|e| e.stage.clone()) {
+        Some(Stage::Done { outputs }) => outputs[0].gallery_id.unwrap(),
+        other => panic!("the job did not finish: {other:?}"),
+    };
+    let id = core
+        .generate(GenerateForm {
+            hires_scale: Some(2.0),
+            hires_upscaler: Some(diffugen_engine::hires::HiresUpscaler::Model),
+            hires_model: Some("tiny-esrgan-x2".into()),
+            hires_steps: Some(1),
+            hires_denoise: Some(0.5),
+            ..form("a harbour at night")
+        })
+        .await
+        .unwrap();
+    let first = rendered(follow(&mut live, &id).await);
+    let entry = core.gallery_entry(first).unwrap();
+    assert_eq!((entry.width, entry.height), (128, 128));
+
+    let remixed = core.gallery_remix(first).unwrap();
+    assert_eq!((remixed.width, remixed.height), (Some(64), Some(64)));
+    assert_eq!(remixed.hires_scale, Some(2.0));
+    assert_eq!(
+        remixed.hires_upscaler,
+        Some(diffugen_engine::hires::HiresUpscaler::Model)
+    );
+    assert_eq!(remixed.hires_model.as_deref(), Some("tiny-esrgan-x2"));
+    assert_eq!(
+        (remixed.hires_steps, remixed.hires_denoise, remixed.seed),
+        (Some(1), Some(0.5), Some(7.0))
+    );
+    let id = core.generate(remixed).await.unwrap();
+    let again = rendered(follow(&mut live, &id).await);
+    assert!(
+        support::pixels(&core.gallery_entry(again).unwrap().path) == support::pixels(&entry.path),
+        "the remix renders the same image"
+    );
+    core.stop().await.unwrap();
+}
+
 fn square_png() -> String {
     use base64::Engine as _;
     let mut bytes = std::io::Cursor::new(Vec::new());

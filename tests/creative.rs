@@ -348,6 +348,137 @@ async fn a1111_extras_enlarge_with_the_listed_upscalers_and_refuse_what_diffugen
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_hires_pass_enlarges_with_an_esrgan_model_named_as_a1111_and_the_job_api_name_it() {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new().with_upscalers();
+    let (server, base, gallery) = serve(&ws).await;
+    let client = reqwest::Client::new();
+
+    // An A1111 client picks the hires upscaler from /sdapi/v1/upscalers: an ESRGAN model by its name.
+    let (status, body) = post(
+        &client,
+        format!("{base}/sdapi/v1/txt2img"),
+        json!({"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2, "seed": 5,
+               "enable_hr": true, "hr_scale": 2, "hr_upscaler": "tiny-esrgan-x2",
+               "hr_second_pass_steps": 1, "denoising_strength": 0.5}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        decoded_size(body["images"][0].as_str().unwrap()),
+        (128, 128)
+    );
+    let info: Value = serde_json::from_str(body["info"].as_str().unwrap()).unwrap();
+    let infotext = info["infotexts"][0].as_str().unwrap();
+    assert!(
+        infotext.contains("Hires upscaler: tiny-esrgan-x2"),
+        "{infotext}"
+    );
+    let entry = gallery.list(&Default::default()).unwrap().entries[0].clone();
+    assert_eq!((entry.width, entry.height), (128, 128));
+    let texts = diffugen_engine::output::read_png_text(std::path::Path::new(&entry.path)).unwrap();
+    assert!(
+        texts.iter().any(|(_, v)| v.contains("tiny-esrgan-x2")),
+        "{texts:?}"
+    );
+    let models = ws.path("models").display().to_string();
+    assert!(
+        texts.iter().all(|(_, v)| !v.contains(&models)),
+        "the record names a local file: {texts:?}"
+    );
+
+    // The job API: `hires.model`; a x4 model to a x2 target comes out at the target.
+    let (status, job) = post(
+        &client,
+        format!("{base}/api/v1/jobs"),
+        json!({"model": "tiny", "prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2,
+               "hires": {"scale": 2, "model": "TINY-ESRGAN-X4", "steps": 1}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let (_, id) = finish(&client, &base, job["id"].as_str().unwrap()).await;
+    let image = image::open(gallery.get(id).unwrap().path).unwrap();
+    assert_eq!((image.width(), image.height()), (128, 128));
+
+    // Its remix asks for the first pass's size and the same hires pass, and renders the same image again.
+    let remix: Value = client
+        .get(format!("{base}/api/v1/gallery/{id}/remix"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&remix["width"], &remix["height"]),
+        (&json!(64), &json!(64)),
+        "{remix}"
+    );
+    assert_eq!(remix["hires"]["model"], "tiny-esrgan-x4", "{remix}");
+    assert_eq!(
+        (
+            &remix["hires"]["width"],
+            &remix["hires"]["upscaler"],
+            &remix["hires"]["steps"]
+        ),
+        (&json!(128), &json!("model"), &json!(1)),
+        "{remix}"
+    );
+    let (status, job) = post(&client, format!("{base}/api/v1/jobs"), remix).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let (_, again) = finish(&client, &base, job["id"].as_str().unwrap()).await;
+    let original = gallery.get(id).unwrap();
+    assert!(
+        support::pixels(&gallery.get(again).unwrap().path) == support::pixels(&original.path),
+        "the remix renders the same image"
+    );
+    // A refine repaints the finished picture at its own size: no second hires pass on top.
+    let (status, job) = post(
+        &client,
+        format!("{base}/api/v1/gallery/{id}/refine"),
+        json!({"strength": 0.3}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let (events, refined) = finish(&client, &base, job["id"].as_str().unwrap()).await;
+    let refined = gallery.get(refined).unwrap();
+    assert_eq!((refined.width, refined.height), (128, 128));
+    assert!(!events.contains("\"pass\":2"), "no hires pass: {events}");
+
+    // A model that is not there, or a model beside another upscaler, is refused by name.
+    for (field, hires) in [
+        ("hires.model", json!({"scale": 2, "model": "R-ESRGAN 4x+"})),
+        (
+            "hires.model",
+            json!({"scale": 2, "upscaler": "lanczos", "model": "tiny-esrgan-x2"}),
+        ),
+        ("hires.model", json!({"scale": 2, "upscaler": "model"})),
+    ] {
+        let (status, answer) = post(
+            &client,
+            format!("{base}/api/v1/jobs"),
+            json!({"model": "tiny", "prompt": "x", "width": 64, "height": 64, "hires": hires}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {answer}");
+        assert_eq!(answer["error"]["param"], field, "{answer}");
+    }
+    let (status, answer) = post(
+        &client,
+        format!("{base}/sdapi/v1/txt2img"),
+        json!({"prompt": "x", "width": 64, "height": 64, "enable_hr": true, "hr_upscaler": "R-ESRGAN 4x+"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    let detail = answer["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("hr_upscaler") && detail.contains("tiny-esrgan-x2"),
+        "{detail}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_upscale_of_a_gallery_image_is_a_job_whose_result_is_recorded_and_linked_to_its_source()
 {
     let _gpu = support::ONE_AT_A_TIME.lock().await;
@@ -666,6 +797,26 @@ async fn a_controlnet_steers_an_sd1_render_in_every_dialect_and_a_new_control_im
     assert!(
         text.contains("ControlNet 0: \"Module: canny, Model: test-control, Weight: 1\""),
         "{text}"
+    );
+
+    // Its remix carries the control map the render used (already through canny) and renders the same image again.
+    let remix: Value = client
+        .get(format!("{base}/api/v1/gallery/{}/remix", steered.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&remix["control"]["model"], &remix["control"]["module"]),
+        (&json!("test-control"), &json!("none")),
+        "{remix}"
+    );
+    let (_, remixed) = run(remix).await;
+    assert!(
+        support::pixels(&remixed.path) == support::pixels(&steered.path),
+        "the remix renders the same image"
     );
 
     // Another control image on the same ControlNet: the model stays loaded, only the map changes.

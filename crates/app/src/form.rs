@@ -50,6 +50,9 @@ pub struct GenerateForm {
     /// How the first pass is enlarged [default: latent].
     #[serde(default)]
     pub hires_upscaler: Option<HiresUpscaler>,
+    /// The upscaling (ESRGAN) model's id when `hires_upscaler` is `model` (from `upscalers`).
+    #[serde(default)]
+    pub hires_model: Option<String>,
     /// The second pass's steps [default: the first pass's].
     #[serde(default)]
     pub hires_steps: Option<u32>,
@@ -156,6 +159,7 @@ impl GenerateForm {
                 width: None,
                 height: None,
                 upscaler: self.hires_upscaler,
+                model: self.hires_model.clone(),
                 steps: self.hires_steps,
                 denoising_strength: self.hires_denoise.map(|d| d as f32),
             }),
@@ -189,7 +193,11 @@ impl GenerateForm {
     /// A gallery image's parameters loaded back into the form ("remix"). The seed is kept so the same image
     /// comes back until the user changes something; LoRAs written into the prompt stay there only. `init` is the
     /// init image DiffuGen kept for an img2img result: it comes back with its strength.
-    pub fn from_entry(entry: &Entry, init: Option<&std::path::Path>) -> GenerateForm {
+    pub fn from_entry(
+        entry: &Entry,
+        init: Option<&std::path::Path>,
+        extras: &diffugen_gallery::RemixExtras,
+    ) -> GenerateForm {
         let init_image = init.and_then(|path| std::fs::read(path).ok()).map(|bytes| {
             format!(
                 "data:image/png;base64,{}",
@@ -197,12 +205,18 @@ impl GenerateForm {
             )
         });
         let loras_in_prompt = entry.prompt.contains("<lora:");
+        let hires = extras.hires.as_ref();
+        // The form asks for a hires pass by scale over the first pass's size.
+        let (width, height) = hires.map_or((entry.width, entry.height), |h| {
+            (h.first_width, h.first_height)
+        });
+        let control = extras.control.as_ref();
         GenerateForm {
             model: entry.model.clone().unwrap_or_default(),
             prompt: entry.prompt.clone(),
             negative_prompt: entry.negative_prompt.clone(),
-            width: Some(entry.width),
-            height: Some(entry.height),
+            width: Some(width),
+            height: Some(height),
             steps: entry.steps,
             cfg_scale: entry.cfg_scale,
             sampler: entry.sampler.clone(),
@@ -225,16 +239,102 @@ impl GenerateForm {
             init_image,
             mask: None,
             memory: diffugen_models::MemoryOptions::default(),
-            hires_scale: None,
-            hires_upscaler: None,
-            hires_steps: None,
-            hires_denoise: None,
-            control_model: None,
-            control_image: None,
-            control_module: None,
-            control_strength: None,
+            hires_scale: hires.map(|h| {
+                (f64::from(h.width) / f64::from(h.first_width.max(1)) * 100.0).round() / 100.0
+            }),
+            hires_upscaler: hires.and_then(|h| h.upscaler.parse().ok()),
+            hires_model: hires.and_then(|h| h.model.clone()),
+            hires_steps: hires.map(|h| h.steps),
+            hires_denoise: hires.map(|h| h.denoising_strength),
+            control_model: control.map(|c| c.model.clone()),
+            control_image: control.map(|c| {
+                format!(
+                    "data:image/png;base64,{}",
+                    base64::engine::general_purpose::STANDARD.encode(&c.map)
+                )
+            }),
+            // The map kept is the one the render used, already through its preprocessor.
+            control_module: control.map(|_| diffugen_engine::control::ControlModule::None),
+            control_strength: control.map(|c| c.strength),
             control_low: None,
             control_high: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diffugen_engine::control::ControlModule;
+    use diffugen_gallery::{RemixControl, RemixExtras, RemixHires};
+
+    fn entry(width: u32, height: u32) -> Entry {
+        serde_json::from_value(serde_json::json!({
+            "id": 1, "path": "/nowhere/1.png", "created": 0.0, "prompt": "a gate", "negative_prompt": "",
+            "model": "sd15", "family": "sd1", "width": width, "height": height, "steps": 4, "cfg_scale": 7.0,
+            "sampler": "euler", "scheduler": null, "seed": 42, "loras": [], "init_image": null, "strength": null,
+            "generation_seconds": 1.0, "job_id": null, "favorite": false, "boards": [], "tags": [],
+            "source": "diffugen", "trashed": null, "upscale": null,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_remixed_hires_render_asks_for_its_first_pass_size_and_the_same_hires_pass() {
+        let extras = RemixExtras {
+            hires: Some(RemixHires {
+                first_width: 512,
+                first_height: 768,
+                width: 768,
+                height: 1152,
+                upscaler: "model".into(),
+                model: Some("4x-UltraSharp".into()),
+                steps: 10,
+                denoising_strength: 0.45,
+            }),
+            control: None,
+        };
+        let form = GenerateForm::from_entry(&entry(768, 1152), None, &extras);
+        assert_eq!((form.width, form.height), (Some(512), Some(768)));
+        assert_eq!(form.hires_scale, Some(1.5));
+        assert_eq!(form.hires_upscaler, Some(HiresUpscaler::Model));
+        assert_eq!(form.hires_model.as_deref(), Some("4x-UltraSharp"));
+        assert_eq!(
+            (form.hires_steps, form.hires_denoise),
+            (Some(10), Some(0.45))
+        );
+        assert_eq!(form.seed, Some(42.0));
+        assert_eq!(form.control_model, None);
+    }
+
+    #[test]
+    fn a_remixed_controlnet_render_carries_its_kept_map_with_no_preprocessor() {
+        let map = vec![0x89, b'P', b'N', b'G', 1, 2, 3];
+        let extras = RemixExtras {
+            hires: None,
+            control: Some(RemixControl {
+                model: "control_v11p_sd15_canny".into(),
+                strength: 0.8,
+                map: map.clone(),
+            }),
+        };
+        let form = GenerateForm::from_entry(&entry(512, 512), None, &extras);
+        assert_eq!(
+            form.control_model.as_deref(),
+            Some("control_v11p_sd15_canny")
+        );
+        assert_eq!(
+            form.control_image,
+            Some(format!(
+                "data:image/png;base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(&map)
+            ))
+        );
+        assert_eq!(form.control_module, Some(ControlModule::None));
+        assert_eq!(form.control_strength, Some(0.8));
+        assert_eq!(
+            (form.width, form.height, form.hires_scale),
+            (Some(512), Some(512), None)
+        );
     }
 }

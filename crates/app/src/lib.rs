@@ -720,9 +720,11 @@ impl Core {
     }
 
     pub fn gallery_remix(&self, id: u32) -> Result<GenerateForm, AppError> {
-        let entry = self.gallery()?.get(id)?;
-        let init = self.gallery()?.init_image(&entry);
-        Ok(GenerateForm::from_entry(&entry, init.as_deref()))
+        let gallery = self.gallery()?;
+        let entry = gallery.get(id)?;
+        let init = gallery.init_image(&entry);
+        let extras = gallery.remix_extras(&entry);
+        Ok(GenerateForm::from_entry(&entry, init.as_deref(), &extras))
     }
 
     /// Refines a gallery image (img2img of the image itself at `strength`, 0 < s <= 1, with its own prompt, model,

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use diffugen_engine::params::{ImageInput, LoraRequest, PreviewMode, PreviewRequest};
+use diffugen_engine::params::{
+    HiresUpscaler, ImageInput, LoraRequest, PreviewMode, PreviewRequest,
+};
 use diffugen_engine::{Destination, GenerateRequest, JobEvent, Stage};
 use diffugen_runtime::{Config, Flags, Runtime};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -99,9 +101,10 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "PX")]
     hires_height: Option<u32>,
     /// Hires fix: how the first pass is enlarged: latent (default), latent_nearest, latent_nearest_exact,
-    /// latent_antialiased, latent_bicubic, latent_bicubic_antialiased, lanczos, nearest
+    /// latent_antialiased, latent_bicubic, latent_bicubic_antialiased, lanczos, nearest, or an upscaling (ESRGAN)
+    /// model's id from the models folder (see `diffugen models`)
     #[arg(long, value_name = "UPSCALER")]
-    hires_upscaler: Option<diffugen_engine::params::HiresUpscaler>,
+    hires_upscaler: Option<String>,
     /// Hires fix: sampling steps of the second pass [default: the first pass's]
     #[arg(long, value_name = "N")]
     hires_steps: Option<u32>,
@@ -264,7 +267,15 @@ impl GenerateArgs {
             }),
             width: self.hires_width,
             height: self.hires_height,
-            upscaler: self.hires_upscaler,
+            // A built-in upscaler by name, else an upscaling model's id (checked with the rest of the request).
+            upscaler: self
+                .hires_upscaler
+                .as_deref()
+                .and_then(|name| name.parse::<HiresUpscaler>().ok()),
+            model: self
+                .hires_upscaler
+                .clone()
+                .filter(|name| name.parse::<HiresUpscaler>().is_err()),
             steps: self.hires_steps,
             denoising_strength: self.hires_denoise,
         })

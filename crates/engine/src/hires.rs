@@ -19,6 +19,9 @@ pub enum HiresUpscaler {
     Lanczos,
     /// Decoded, enlarged as pixels (nearest neighbour), encoded again.
     Nearest,
+    /// Decoded, enlarged by an upscaling (ESRGAN) model from the models folders (`model`), encoded again: A1111's
+    /// "R-ESRGAN 4x+" and the like.
+    Model,
 }
 
 /// Every hires upscaler with its A1111 name.
@@ -37,8 +40,12 @@ pub const HIRES_UPSCALERS: &[(HiresUpscaler, &str)] = &[
 ];
 
 impl HiresUpscaler {
-    /// A1111's name for it (`Latent (nearest)`), as written into `parameters`.
+    /// A1111's name for it (`Latent (nearest)`), as written into `parameters` (a model upscaler is written by the
+    /// model's name instead).
     pub fn a1111_name(self) -> &'static str {
+        if self == HiresUpscaler::Model {
+            return "ESRGAN";
+        }
         HIRES_UPSCALERS
             .iter()
             .find(|(u, _)| *u == self)
@@ -56,6 +63,7 @@ impl HiresUpscaler {
             HiresUpscaler::LatentBicubicAntialiased => "latent_bicubic_antialiased",
             HiresUpscaler::Lanczos => "lanczos",
             HiresUpscaler::Nearest => "nearest",
+            HiresUpscaler::Model => "model",
         }
     }
 
@@ -74,12 +82,13 @@ impl std::str::FromStr for HiresUpscaler {
         HIRES_UPSCALERS
             .iter()
             .map(|(u, _)| *u)
+            .chain([HiresUpscaler::Model])
             .find(|u| u.name() == text.trim().to_ascii_lowercase())
             .or_else(|| HiresUpscaler::from_a1111(text))
             .ok_or_else(|| {
                 let names: Vec<&str> = HIRES_UPSCALERS.iter().map(|(u, _)| u.name()).collect();
                 format!(
-                    "'{text}' is not a hires upscaler; use one of {}",
+                    "'{text}' is not a hires upscaler; use one of {}, or an upscaling model's id",
                     names.join(", ")
                 )
             })
@@ -88,6 +97,8 @@ impl std::str::FromStr for HiresUpscaler {
 
 /// A second, larger pass over a text-to-image result (A1111's "hires fix"): the final size as `scale` times the
 /// first pass or as `width` and `height`; the rest defaults to a latent upscale, the first pass's steps and 0.7.
+/// `model` names an upscaling (ESRGAN) model from the models folders, which enlarges the first pass (`upscaler`
+/// then is `model` or left out).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HiresRequest {
@@ -95,14 +106,18 @@ pub struct HiresRequest {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub upscaler: Option<HiresUpscaler>,
+    pub model: Option<String>,
     pub steps: Option<u32>,
     pub denoising_strength: Option<f32>,
 }
 
 /// The hires pass as the worker runs it, every value resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HiresSpec {
     pub upscaler: HiresUpscaler,
+    /// The upscaling model of a `Model` upscaler: its id and file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<HiresModel>,
     /// The final size.
     pub width: u32,
     pub height: u32,
@@ -110,6 +125,39 @@ pub struct HiresSpec {
     pub scale: f32,
     pub steps: u32,
     pub denoising_strength: f32,
+}
+
+/// The upscaling (ESRGAN) model a hires pass enlarges with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HiresModel {
+    /// Its id in the models folders (written into `parameters` as the upscaler's name).
+    pub id: String,
+    /// Its file, for the worker; left out of an image's record (see [`HiresSpec::for_record`]).
+    #[serde(default, skip_serializing_if = "path_is_empty")]
+    pub path: std::path::PathBuf,
+}
+
+fn path_is_empty(path: &std::path::Path) -> bool {
+    path.as_os_str().is_empty()
+}
+
+impl HiresSpec {
+    /// The pass as an image's record keeps it: the upscaling model by id, not by where it lies on this disk.
+    pub fn for_record(&self) -> HiresSpec {
+        let mut spec = self.clone();
+        if let Some(model) = &mut spec.model {
+            model.path = std::path::PathBuf::new();
+        }
+        spec
+    }
+
+    /// The upscaler's name as A1111 writes it in `parameters` (the model's id for a model upscaler).
+    pub fn upscaler_name(&self) -> &str {
+        match &self.model {
+            Some(model) => &model.id,
+            None => self.upscaler.a1111_name(),
+        }
+    }
 }
 
 /// Resolves a hires request against the first pass (`width` × `height`, `steps`, the model's size `multiple`): the
@@ -121,6 +169,7 @@ pub(crate) fn resolve(
     steps: u32,
     multiple: u32,
     has_init_image: bool,
+    library: &diffugen_models::Library,
     report: &mut dyn FnMut(&str, String),
 ) -> Option<HiresSpec> {
     let mut failed = false;
@@ -168,6 +217,45 @@ pub(crate) fn resolve(
             );
         }
     }
+    let upscaler = match (hires.upscaler, hires.model.as_deref().map(str::trim)) {
+        (None | Some(HiresUpscaler::Model), Some(name)) if !name.is_empty() => HiresUpscaler::Model,
+        (Some(HiresUpscaler::Model), _) => {
+            fail(
+                "model",
+                "the model upscaler needs the upscaling model's id in hires.model (see the upscalers list)".into(),
+            );
+            HiresUpscaler::Model
+        }
+        (Some(other), Some(name)) if !name.is_empty() => {
+            fail(
+                "model",
+                format!(
+                    "an upscaling model enlarges the first pass in place of the '{}' upscaler; leave out one of them",
+                    other.name()
+                ),
+            );
+            other
+        }
+        (upscaler, _) => upscaler.unwrap_or_default(),
+    };
+    let model = match hires.model.as_deref().map(str::trim) {
+        Some(name) if !name.is_empty() && upscaler == HiresUpscaler::Model => {
+            match library.resolve_upscaler(name) {
+                Ok(path) => Some(HiresModel {
+                    // The id as the folder spells it (the lookup ignores case).
+                    id: path
+                        .file_stem()
+                        .map_or_else(|| name.to_string(), |s| s.to_string_lossy().into_owned()),
+                    path,
+                }),
+                Err(e) => {
+                    fail("model", e.to_string());
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let hires_steps = hires.steps.unwrap_or(steps);
     if !(1..=150).contains(&hires_steps) {
         fail("steps", format!("must be from 1 to 150, got {hires_steps}"));
@@ -180,7 +268,8 @@ pub(crate) fn resolve(
         );
     }
     (!failed).then(|| HiresSpec {
-        upscaler: hires.upscaler.unwrap_or_default(),
+        upscaler,
+        model,
         width: target_w,
         height: target_h,
         scale: (f64::from(target_w) / f64::from(width) * 10.0).round() as f32 / 10.0,

@@ -170,7 +170,7 @@ async fn render_and_save(
         .await?;
     let created = report_saving(job_id, started, last_percent, on_event);
     let seconds = render_started.elapsed().as_secs_f64();
-    let (init_image, mask) = output::save_inputs(destination, spec).map_err(|e| {
+    let inputs = output::save_inputs(destination, spec).map_err(|e| {
         EngineError::Storage(format!(
             "cannot keep the init image: {}",
             output::io_reason(&e)
@@ -179,11 +179,14 @@ async fn render_and_save(
     let mut outputs = Vec::with_capacity(generated.images.len());
     for (index, image) in generated.images.iter().enumerate() {
         let mut record = Record::new(spec, job_id, index as u32, created, seconds);
-        if let Some(path) = &init_image {
+        if let Some(path) = &inputs.init_image {
             record.init_image = Some(path.display().to_string());
         }
-        if let Some(path) = &mask {
+        if let Some(path) = &inputs.mask {
             record.mask = Some(path.display().to_string());
+        }
+        if let (Some(control), Some(path)) = (&mut record.control, &inputs.control) {
+            control.image = Some(path.display().to_string());
         }
         outputs.push(write(destination, index, image, &record)?);
     }

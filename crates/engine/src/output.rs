@@ -76,6 +76,9 @@ pub struct ControlRecord {
     pub model: String,
     pub module: crate::control::ControlModule,
     pub strength: f32,
+    /// The control map the render used (after the preprocessor), kept in the inputs folder for a remix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// A LoRA as recorded.
@@ -125,12 +128,16 @@ impl Record {
             memory: spec.memory.options.clone(),
             plan: spec.memory.plan.as_ref().map(|p| p.summary()),
             step_cache: spec.memory.cache,
-            hires: spec.hires,
+            hires: spec
+                .hires
+                .as_ref()
+                .map(crate::params::HiresSpec::for_record),
             embeddings: spec.embeddings.iter().map(|e| e.name.clone()).collect(),
             control: spec.control.as_ref().map(|c| ControlRecord {
                 model: c.model.clone(),
                 module: c.module,
                 strength: c.strength,
+                image: None,
             }),
             upscale: None,
             original_prompt: spec.original_prompt.clone(),
@@ -230,7 +237,7 @@ impl Record {
                 fields.push(format!("Hires resize: {}x{}", hires.width, hires.height));
             }
             fields.push(format!("Hires steps: {}", hires.steps));
-            fields.push(format!("Hires upscaler: {}", hires.upscaler.a1111_name()));
+            fields.push(format!("Hires upscaler: {}", hires.upscaler_name()));
         }
         if self.clip_skip > 0 {
             fields.push(format!("Clip skip: {}", self.clip_skip));
@@ -451,15 +458,21 @@ pub fn io_reason(e: &io::Error) -> String {
 
 pub use diffugen_pngtext::INPUTS_FOLDER;
 
-/// Keeps the init image and mask a job renders from beside its images (`inputs/<hash>.png`, one file per distinct
-/// image), so that its gallery entries can be remixed as img2img; returns their paths. Only for jobs that write
-/// into a folder (a gallery), not for a single output file the user named.
-pub fn save_inputs(
-    destination: &Destination,
-    spec: &JobSpec,
-) -> io::Result<(Option<PathBuf>, Option<PathBuf>)> {
+/// The pictures a job rendered from, kept beside its images.
+#[derive(Debug, Default)]
+pub struct SavedInputs {
+    pub init_image: Option<PathBuf>,
+    pub mask: Option<PathBuf>,
+    /// The ControlNet's control map.
+    pub control: Option<PathBuf>,
+}
+
+/// Keeps the init image, mask and control map a job renders from beside its images (`inputs/<hash>.png`, one file
+/// per distinct image), so that its gallery entries can be remixed as they were made; returns their paths. Only for
+/// jobs that write into a folder (a gallery), not for a single output file the user named.
+pub fn save_inputs(destination: &Destination, spec: &JobSpec) -> io::Result<SavedInputs> {
     let Destination::Folder(dir) = destination else {
-        return Ok((None, None));
+        return Ok(SavedInputs::default());
     };
     let dir = dir.join(INPUTS_FOLDER);
     let keep = |raw: &Option<crate::protocol::RawImage>| -> io::Result<Option<PathBuf>> {
@@ -480,7 +493,11 @@ pub fn save_inputs(
         }
         Ok(Some(target))
     };
-    Ok((keep(&spec.init_image)?, keep(&spec.mask)?))
+    Ok(SavedInputs {
+        init_image: keep(&spec.init_image)?,
+        mask: keep(&spec.mask)?,
+        control: keep(&spec.control.as_ref().map(|c| c.map.clone()))?,
+    })
 }
 
 /// Removes temporary files a crash or a full disk left in `dir` (and its inputs folder); returns how many.

@@ -235,12 +235,13 @@ impl JobSpec {
     /// The size of the images the job writes: the hires pass's when it has one.
     pub fn output_size(&self) -> (u32, u32) {
         self.hires
+            .as_ref()
             .map_or((self.width, self.height), |h| (h.width, h.height))
     }
 
     /// Sampling steps over every pass.
     pub fn total_steps(&self) -> u32 {
-        self.steps + self.hires.map_or(0, |h| h.steps)
+        self.steps + self.hires.as_ref().map_or(0, |h| h.steps)
     }
 }
 
@@ -691,6 +692,7 @@ pub fn validate_resolved(
             steps,
             multiple,
             init.is_some(),
+            library,
             &mut |f, m| check.fail(&format!("hires.{f}"), m),
         )
     });

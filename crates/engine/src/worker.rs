@@ -129,7 +129,7 @@ pub fn image_request(spec: &JobSpec) -> Result<ImageRequest, String> {
             StepCache::Ucache { threshold } => Cache::Ucache { threshold },
             StepCache::Easycache { threshold } => Cache::Easycache { threshold },
         }),
-        hires: spec.hires.map(|h| {
+        hires: spec.hires.as_ref().map(|h| {
             use crate::params::HiresUpscaler as U;
             use diffugen_sd::HiresUpscaler as Sd;
             diffugen_sd::Hires {
@@ -142,7 +142,9 @@ pub fn image_request(spec: &JobSpec) -> Result<ImageRequest, String> {
                     U::LatentBicubicAntialiased => Sd::LatentBicubicAntialiased,
                     U::Lanczos => Sd::Lanczos,
                     U::Nearest => Sd::Nearest,
+                    U::Model => Sd::Model,
                 },
+                model: h.model.as_ref().map(|m| m.path.clone()),
                 width: h.width,
                 height: h.height,
                 steps: h.steps,
@@ -443,7 +445,7 @@ fn generate(
     tracker
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .begin(spec.steps, spec.hires.map_or(0, |h| h.steps));
+        .begin(spec.steps, spec.hires.as_ref().map_or(0, |h| h.steps));
     if was_resident {
         send(
             out,

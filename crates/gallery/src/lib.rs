@@ -83,6 +83,36 @@ pub struct LoraUse {
     pub weight: f64,
 }
 
+/// What a remix restores beyond the gallery's columns (see [`Gallery::remix_extras`]).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RemixExtras {
+    pub hires: Option<RemixHires>,
+    pub control: Option<RemixControl>,
+}
+
+/// A recorded hires pass: the first pass's size and the pass itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemixHires {
+    pub first_width: u32,
+    pub first_height: u32,
+    pub width: u32,
+    pub height: u32,
+    /// The wire name (`latent`, `lanczos`, `model`, ...).
+    pub upscaler: String,
+    /// The upscaling model's id, for `model`.
+    pub model: Option<String>,
+    pub steps: u32,
+    pub denoising_strength: f64,
+}
+
+/// A recorded ControlNet with the control map it used (PNG bytes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemixControl {
+    pub model: String,
+    pub strength: f64,
+    pub map: Vec<u8>,
+}
+
 /// One image with everything recorded about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
 pub struct Entry {
@@ -681,12 +711,14 @@ impl Gallery {
     }
 
     /// The entry's parameters as a job request ("remix"): same model, prompts, size, steps, cfg, sampler,
-    /// scheduler, seed and LoRAs — and for an img2img or inpainting result its init image (as base64, the way the
-    /// job API takes images) and strength.
+    /// scheduler, seed and LoRAs — for an img2img or inpainting result its init image (as base64, the way the
+    /// job API takes images) and strength, for a hires result its hires pass (from the first pass's size), and for a
+    /// ControlNet render its control map, model and strength.
     pub fn remix(&self, id: u32) -> Result<serde_json::Value, GalleryError> {
         use base64::Engine as _;
         let e = self.get(id)?;
         let init = self.init_image(&e);
+        let kept = self.remix_extras(&e);
         let mut request = serde_json::json!({
             "model": e.model,
             "prompt": e.prompt,
@@ -703,6 +735,27 @@ impl Gallery {
         if let Some(bytes) = init.and_then(|path| std::fs::read(path).ok()) {
             request["init_image"] = serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) });
             request["strength"] = serde_json::json!(e.strength);
+        }
+        if let Some(hires) = kept.hires {
+            request["width"] = serde_json::json!(hires.first_width);
+            request["height"] = serde_json::json!(hires.first_height);
+            request["hires"] = serde_json::json!({
+                "width": hires.width,
+                "height": hires.height,
+                "upscaler": hires.upscaler,
+                "model": hires.model,
+                "steps": hires.steps,
+                "denoising_strength": hires.denoising_strength,
+            });
+        }
+        if let Some(control) = kept.control {
+            request["control"] = serde_json::json!({
+                "model": control.model,
+                // The map as the render used it: already through its preprocessor.
+                "image": { "base64": base64::engine::general_purpose::STANDARD.encode(control.map) },
+                "module": "none",
+                "strength": control.strength,
+            });
         }
         // Drop what is unknown, so the engine's defaults apply instead of nulls.
         if let Some(map) = request.as_object_mut() {
@@ -741,22 +794,74 @@ impl Gallery {
         // The image's own size (an upscaled image is refined at its new size).
         request["width"] = serde_json::json!(e.width);
         request["height"] = serde_json::json!(e.height);
+        // Image-to-image of the finished picture: no hires pass (text-to-image only), no control map made for
+        // another size.
         if let Some(map) = request.as_object_mut() {
             map.remove("mask");
+            map.remove("hires");
+            map.remove("control");
         }
         Ok(request)
     }
 
-    /// The init image an entry was rendered from, when DiffuGen kept it: a file in the `inputs` folder beside the
-    /// entry's image. A path recorded in a PNG is only a claim, so nothing outside that folder is ever read.
-    pub fn init_image(&self, entry: &Entry) -> Option<PathBuf> {
-        let recorded = std::fs::canonicalize(entry.init_image.as_deref()?).ok()?;
+    /// What DiffuGen's own record of an entry keeps beyond the gallery's columns: its hires pass and its ControlNet
+    /// (with the control map, when it is still in the inputs folder). Nothing for images from elsewhere.
+    pub fn remix_extras(&self, entry: &Entry) -> RemixExtras {
+        let record = diffugen_pngtext::read(Path::new(&entry.path))
+            .ok()
+            .and_then(|chunks| chunks.into_iter().find(|(k, _)| k == "diffugen"))
+            .and_then(|(_, text)| serde_json::from_str::<serde_json::Value>(&text).ok());
+        let Some(record) = record else {
+            return RemixExtras::default();
+        };
+        let number =
+            |v: &serde_json::Value, key: &str| v.get(key).and_then(serde_json::Value::as_f64);
+        let hires = record.get("hires").filter(|h| h.is_object()).and_then(|h| {
+            Some(RemixHires {
+                first_width: number(&record, "width")? as u32,
+                first_height: number(&record, "height")? as u32,
+                width: number(h, "width")? as u32,
+                height: number(h, "height")? as u32,
+                upscaler: h.get("upscaler")?.as_str()?.to_string(),
+                model: h
+                    .get("model")
+                    .and_then(|m| m.get("id"))
+                    .and_then(serde_json::Value::as_str)
+                    .map(String::from),
+                steps: number(h, "steps")? as u32,
+                denoising_strength: number(h, "denoising_strength")?,
+            })
+        });
+        let control = record
+            .get("control")
+            .filter(|c| c.is_object())
+            .and_then(|c| {
+                let map = self.kept_input(entry, c.get("image")?.as_str()?)?;
+                Some(RemixControl {
+                    model: c.get("model")?.as_str()?.to_string(),
+                    strength: number(c, "strength").unwrap_or(1.0),
+                    map: std::fs::read(map).ok()?,
+                })
+            });
+        RemixExtras { hires, control }
+    }
+
+    /// A picture a record names, when it is a PNG DiffuGen kept in the inputs folder beside the entry's image: a path
+    /// recorded in a PNG is only a claim, so nothing outside that folder is ever read.
+    fn kept_input(&self, entry: &Entry, recorded: &str) -> Option<PathBuf> {
+        let recorded = std::fs::canonicalize(recorded).ok()?;
         let inputs =
             std::fs::canonicalize(Path::new(&entry.path).parent()?.join(INPUTS_FOLDER)).ok()?;
         (recorded.parent() == Some(inputs.as_path())
             && recorded.extension().is_some_and(|x| x == "png")
             && recorded.is_file())
         .then_some(recorded)
+    }
+
+    /// The init image an entry was rendered from, when DiffuGen kept it: a file in the `inputs` folder beside the
+    /// entry's image. A path recorded in a PNG is only a claim, so nothing outside that folder is ever read.
+    pub fn init_image(&self, entry: &Entry) -> Option<PathBuf> {
+        self.kept_input(entry, entry.init_image.as_deref()?)
     }
 
     /// How many entries match `query`'s filters (its cursor and limit aside): the height of a scrolled grid.

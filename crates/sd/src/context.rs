@@ -74,12 +74,16 @@ pub enum HiresUpscaler {
     Lanczos,
     /// Decoded, enlarged as pixels (nearest neighbour), encoded again.
     Nearest,
+    /// Decoded, enlarged by the upscaling (ESRGAN) model in [`Hires::model`], encoded again.
+    Model,
 }
 
 /// A second, larger pass over the first pass's result (A1111's "hires fix").
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Hires {
     pub upscaler: HiresUpscaler,
+    /// The upscaling model's file, for [`HiresUpscaler::Model`].
+    pub model: Option<std::path::PathBuf>,
     /// The final size (multiples of the model's size multiple).
     pub width: u32,
     pub height: u32,
@@ -316,6 +320,12 @@ impl Context {
             .iter()
             .map(|l| c_string("lora", &l.path.to_string_lossy()))
             .collect::<Result<Vec<_>, _>>()?;
+        let hires_model_path = request
+            .hires
+            .as_ref()
+            .and_then(|h| h.model.as_ref())
+            .map(|path| c_string("hires model", &path.to_string_lossy()))
+            .transpose()?;
         let loras: Vec<sys::sd_lora_t> = request
             .loras
             .iter()
@@ -408,15 +418,19 @@ impl Context {
                 }
                 HiresUpscaler::Lanczos => U::SD_HIRES_UPSCALER_LANCZOS,
                 HiresUpscaler::Nearest => U::SD_HIRES_UPSCALER_NEAREST,
+                HiresUpscaler::Model => U::SD_HIRES_UPSCALER_MODEL,
             };
+            if let Some(path) = &hires_model_path {
+                raw.hires.model_path = path.as_ptr();
+            }
             raw.hires.target_width = i32::try_from(hires.width).unwrap_or(i32::MAX);
             raw.hires.target_height = i32::try_from(hires.height).unwrap_or(i32::MAX);
             raw.hires.steps = i32::try_from(hires.steps).unwrap_or(i32::MAX);
             raw.hires.denoising_strength = hires.denoising_strength;
         }
 
-        // SAFETY: `raw` points into `prompt`, `negative`, `loras`, `lora_paths` and the request's images, all alive
-        // until the call returns; sd.cpp only reads them.
+        // SAFETY: `raw` points into `prompt`, `negative`, `loras`, `lora_paths`, `hires_model_path` and the request's
+        // images, all alive until the call returns; sd.cpp only reads them.
         let images = unsafe { sys::generate_image(self.ptr.as_ptr(), &raw) };
         if images.is_null() {
             return Err(SdError::Generation);

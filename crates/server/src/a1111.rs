@@ -112,7 +112,10 @@ struct A1111Request {
 
 /// A1111's hires fields as DiffuGen's hires pass; `None` without `enable_hr`. Options it cannot honour are refused
 /// by name.
-fn hires_from(body: &A1111Request) -> std::result::Result<Option<HiresRequest>, ApiError> {
+fn hires_from(
+    state: &AppState,
+    body: &A1111Request,
+) -> std::result::Result<Option<HiresRequest>, ApiError> {
     if body.enable_hr != Some(true) {
         return Ok(None);
     }
@@ -139,23 +142,36 @@ fn hires_from(body: &A1111Request) -> std::result::Result<Option<HiresRequest>, 
         &body.hr_negative_prompt,
         "negative prompt",
     )?;
+    let mut model = None;
     let upscaler = match body.hr_upscaler.as_deref().map(str::trim) {
         None | Some("") => None,
         // A1111's "None" resizes the pixels plainly (Lanczos).
         Some(name) if name.eq_ignore_ascii_case("none") => Some(HiresUpscaler::Lanczos),
-        Some(name) => Some(HiresUpscaler::from_a1111(name).ok_or_else(|| {
-            let names: Vec<&str> = diffugen_engine::params::HIRES_UPSCALERS
-                .iter()
-                .map(|(_, n)| *n)
-                .collect();
-            ApiError::invalid(
-                "hr_upscaler",
-                format!(
-                    "'{name}' is not available; use one of {} (model upscalers such as ESRGAN are not supported yet)",
-                    names.join(", ")
-                ),
-            )
-        })?),
+        Some(name) => match HiresUpscaler::from_a1111(name) {
+            Some(upscaler) => Some(upscaler),
+            None => {
+                // An upscaling model by the name /sdapi/v1/upscalers lists it under.
+                let library = state.library();
+                let upscalers = crate::blocking(|| library.upscalers());
+                let Some(entry) = upscalers.iter().find(|e| e.id.eq_ignore_ascii_case(name)) else {
+                    let names: Vec<&str> = diffugen_engine::params::HIRES_UPSCALERS
+                        .iter()
+                        .map(|(_, n)| *n)
+                        .chain(upscalers.iter().map(|e| e.id.as_str()))
+                        .collect();
+                    return Err(ApiError::invalid(
+                        "hr_upscaler",
+                        format!(
+                            "'{name}' is not available; use one of {} (upscaling models are found in the models \
+                             folder's ESRGAN folder; see /sdapi/v1/upscalers)",
+                            names.join(", ")
+                        ),
+                    ));
+                };
+                model = Some(entry.id.clone());
+                Some(HiresUpscaler::Model)
+            }
+        },
     };
     let (width, height) = match (
         body.hr_resize_x.filter(|&x| x > 0),
@@ -169,6 +185,7 @@ fn hires_from(body: &A1111Request) -> std::result::Result<Option<HiresRequest>, 
         width,
         height,
         upscaler,
+        model,
         steps: body.hr_second_pass_steps.filter(|&s| s > 0),
         // In txt2img, A1111's denoising strength is the hires pass's.
         denoising_strength: body.denoising_strength,
@@ -184,7 +201,11 @@ fn request_from(
         body.alwayson_scripts.as_ref(),
         (body.width.unwrap_or(512), body.height.unwrap_or(512)),
     )?;
-    let hires = if img2img { None } else { hires_from(&body)? };
+    let hires = if img2img {
+        None
+    } else {
+        hires_from(state, &body)?
+    };
     let overrides = body.override_settings.unwrap_or_default();
     let model = overrides
         .get("sd_model_checkpoint")

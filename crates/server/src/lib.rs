@@ -152,6 +152,18 @@ pub(crate) fn base_url(headers: &axum::http::HeaderMap) -> String {
 
 /// Refuses a model given as a path: over HTTP a client names a model by its id from the folders (`GET /v1/models`),
 /// and the server opens no file a client points at on its disk.
+/// Runs `work` that blocks (decoding images, reading model headers) off the threads that answer other requests
+/// when the runtime has others to hand them to; on a single-threaded runtime (a test's) it runs in place.
+pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
 pub(crate) fn model_id(field: &str, model: &str) -> Result<(), ApiError> {
     if diffugen_models::is_path_spec(model) {
         return Err(ApiError::invalid(

@@ -119,13 +119,7 @@ pub fn enqueue_tuned(
             &library,
         ))
     };
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    let checked = if multi_thread {
-        tokio::task::block_in_place(validate)
-    } else {
-        validate()
-    };
+    let checked = crate::blocking(validate);
     let spec = checked?.map_err(|e| param_error(&e, rename))?;
     Ok(state.jobs().submit(
         spec,

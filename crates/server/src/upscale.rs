@@ -28,13 +28,7 @@ pub(crate) fn enqueue_upscale(
     let library = state.library();
     // Decoding images and reading model headers block: off the threads that answer other requests.
     let validate = || diffugen_engine::upscale::validate(request, images, &library);
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    let checked = if multi_thread {
-        tokio::task::block_in_place(validate)
-    } else {
-        validate()
-    };
+    let checked = crate::blocking(validate);
     let spec = checked.map_err(|e| param_error(&e, rename))?;
     Ok(state.jobs().submit_work(
         Work::Upscale(Box::new(spec)),

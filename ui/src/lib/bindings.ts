@@ -373,6 +373,8 @@ export type GenerateForm = {
 	hires_scale?: number | null,
 	/**  How the first pass is enlarged [default: latent]. */
 	hires_upscaler?: HiresUpscaler | null,
+	/**  The upscaling (ESRGAN) model's id when `hires_upscaler` is `model` (from `upscalers`). */
+	hires_model?: string | null,
 	/**  The second pass's steps [default: the first pass's]. */
 	hires_steps?: number | null,
 	/**  How much the second pass repaints, above 0 to 1 [default: 0.7]. */
@@ -433,7 +435,12 @@ export type HiresUpscaler =
 /**  Decoded, enlarged as pixels with Lanczos, encoded again. */
 "lanczos" | 
 /**  Decoded, enlarged as pixels (nearest neighbour), encoded again. */
-"nearest";
+"nearest" | 
+/**
+ *  Decoded, enlarged by an upscaling (ESRGAN) model from the models folders (`model`), encoded again: A1111's
+ *  "R-ESRGAN 4x+" and the like.
+ */
+"model";
 
 /**  One moment of a job's life. */
 export type JobEvent = {

@@ -112,6 +112,7 @@ export function emptyForm(): GenerateForm {
     memory: emptyMemory(),
     hires_scale: null,
     hires_upscaler: null,
+    hires_model: null,
     hires_steps: null,
     hires_denoise: null,
     control_model: null,
@@ -268,6 +269,7 @@ type SavedForm = Pick<
   | "loras"
   | "hires_scale"
   | "hires_upscaler"
+  | "hires_model"
   | "hires_steps"
   | "hires_denoise"
 > & { seed_locked: boolean };
@@ -288,6 +290,7 @@ function savedForm(): SavedForm {
     loras: form.loras.map((l) => ({ name: l.name, weight: l.weight })),
     hires_scale: form.hires_scale ?? null,
     hires_upscaler: form.hires_upscaler ?? null,
+    hires_model: form.hires_model ?? null,
     hires_steps: form.hires_steps ?? null,
     hires_denoise: form.hires_denoise ?? null,
     seed_locked: draft.seedLocked,
@@ -325,6 +328,12 @@ function readSavedForm(): Partial<SavedForm> | null {
       .map((l) => ({ name: l.name, weight: l.weight }));
   }
   if (r.hires_upscaler === null || isHiresUpscaler(r.hires_upscaler)) out.hires_upscaler = r.hires_upscaler;
+  if (isStringOrNull(r.hires_model)) out.hires_model = r.hires_model;
+  // An ESRGAN upscaler without its model is no choice: the default (Latent) instead.
+  if (out.hires_upscaler === "model" && !out.hires_model) {
+    out.hires_upscaler = null;
+    out.hires_model = null;
+  }
   if (typeof r.seed_locked === "boolean") out.seed_locked = r.seed_locked;
   return out;
 }

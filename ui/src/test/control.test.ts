@@ -382,6 +382,23 @@ describe("Generate: ControlNet", () => {
     for (const field of CONTROL_FIELDS) expect(field in sent, field).toBe(false);
   });
 
+  it("a remixed ControlNet render brings its control map back: the section shows it on, Generate sends it as it was", async () => {
+    const calls = await setup();
+    loadForm({
+      ...emptyForm(),
+      model: "sd15",
+      prompt: "remixed",
+      seed: 5,
+      control_model: CANNY,
+      control_image: CONTROL_MAP,
+      control_module: "none",
+      control_strength: 0.8,
+    });
+    expect((await screen.findByTestId("control-summary")).textContent).toContain(`ControlNet on · ${CANNY}`);
+    const sent = await generated(calls);
+    expect(sent).toMatchObject({ control_model: CANNY, control_image: CONTROL_MAP, control_module: "none", control_strength: 0.8, seed: 5 });
+  });
+
   it("a remixed form has no ControlNet", async () => {
     await setup();
     await setUpControl("canny");

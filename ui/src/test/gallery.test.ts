@@ -136,6 +136,33 @@ describe("Gallery", () => {
     });
   });
 
+  it("a remix of a hires render loads the first pass's size and the hires pass, so Generate renders it again", async () => {
+    app.detail = null;
+    app.view = "gallery";
+    const e = entry(8, { seed: 81, width: 1024, height: 1024 });
+    const remix = { ...remixOf(e), width: 512, height: 512, hires_scale: 2, hires_upscaler: "model" as const, hires_model: "4x-UltraSharp", hires_steps: 10, hires_denoise: 0.5 };
+    const calls = mockCore(small([e], { gallery_remix: () => remix, generate: () => "job-hr" }));
+    render(App);
+    await fireEvent.click(await screen.findByTestId("gallery-item-8"));
+    await waitFor(() => expect(screen.getByTestId("detail-prompt")).toBeTruthy());
+    await fireEvent.click(screen.getByTestId("remix"));
+    const summary = await screen.findByTestId("hires-summary");
+    expect(summary.textContent).toContain("2×");
+    expect(summary.textContent).toContain("1024×1024");
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "generate")).toBeTruthy());
+    expect(calls.find((c) => c.cmd === "generate")!.args.form).toMatchObject({
+      width: 512,
+      height: 512,
+      seed: 81,
+      hires_scale: 2,
+      hires_upscaler: "model",
+      hires_model: "4x-UltraSharp",
+      hires_steps: 10,
+      hires_denoise: 0.5,
+    });
+  });
+
   it("a remix of an img2img image brings its kept init image and strength back: the chip shows them, Generate sends them", async () => {
     app.detail = null;
     app.view = "gallery";

@@ -699,6 +699,28 @@ describe("Generate: hires fix", () => {
     expect(sentForm(calls)).toMatchObject({ hires_scale: 1.5, hires_upscaler: "lanczos", hires_steps: 12, hires_denoise: 0.45 });
   });
 
+  it("offers the ESRGAN models after the built-in upscalers and sends the chosen one as hires_model", async () => {
+    const calls = await setup({ generate: () => "job-h4", upscalers: () => ["Lanczos", "Nearest", "4x-UltraSharp"] });
+    await enableHires();
+    const upscaler = screen.getByLabelText<HTMLSelectElement>("Upscaler");
+    await waitFor(() => expect([...upscaler.options].map((o) => o.textContent)).toContain("4x-UltraSharp"));
+    // Lanczos and Nearest are already offered as the built-in pixel upscalers: not twice.
+    expect([...upscaler.options].filter((o) => o.textContent === "Lanczos")).toHaveLength(1);
+    await fireEvent.change(upscaler, { target: { value: "model:4x-UltraSharp" } });
+    expect(screen.getByTestId("hires-summary").getAttribute("title")).toContain("4x-UltraSharp");
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.some((c) => c.cmd === "generate")).toBe(true));
+    expect(sentForm(calls)).toMatchObject({ hires_scale: 2, hires_upscaler: "model", hires_model: "4x-UltraSharp" });
+
+    // Back to a built-in upscaler: no model is sent.
+    await fireEvent.change(upscaler, { target: { value: "lanczos" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.filter((c) => c.cmd === "generate")).toHaveLength(2));
+    const second = calls.filter((c) => c.cmd === "generate")[1].args.form as Record<string, unknown>;
+    expect(second.hires_upscaler).toBe("lanczos");
+    expect("hires_model" in second).toBe(false);
+  });
+
   it("turned off again, sends hires_scale null", async () => {
     const calls = await setup({ generate: () => "job-h3" });
     await enableHires();

@@ -138,6 +138,16 @@ describe("Generate: the form survives a restart", () => {
     await waitFor(() => expect(form.hires_scale).toBe(3));
   });
 
+  it("keeps an ESRGAN hires upscaler with its model, and drops one saved without its model", async () => {
+    localStorage.setItem(FORM_KEY, JSON.stringify({ prompt: "p", hires_scale: 2, hires_upscaler: "model", hires_model: "4x-UltraSharp" }));
+    const stop = await open();
+    expect(form).toMatchObject({ hires_scale: 2, hires_upscaler: "model", hires_model: "4x-UltraSharp" });
+    restart(stop);
+    localStorage.setItem(FORM_KEY, JSON.stringify({ prompt: "p", hires_scale: 2, hires_upscaler: "model" }));
+    await open();
+    expect(form).toMatchObject({ hires_scale: 2, hires_upscaler: null, hires_model: null });
+  });
+
   it("ignores a saved hires upscaler it does not know", async () => {
     localStorage.setItem(FORM_KEY, JSON.stringify({ prompt: "p", hires_scale: 2, hires_upscaler: "esrgan", hires_steps: "x" }));
     await open();
