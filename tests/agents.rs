@@ -85,6 +85,7 @@ impl Service {
             }),
             durable_queue: false,
             watch_folders: false,
+            lanes: 1,
         })
         .await
         .unwrap();

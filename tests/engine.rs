@@ -681,8 +681,14 @@ fn a_worker_whose_stdin_closes_mid_render_stops_at_once() {
 }
 
 #[tokio::test]
-async fn a_killed_servers_worker_does_not_outlive_it() {
+async fn a_killed_servers_worker_does_not_outlive_it_and_its_lanes_are_listed() {
     let ws = Workspace::new();
+    for lanes in ["0", "17"] {
+        let refused = ws.diffugen(&["serve", "--lanes", lanes, "--no-ollama-gateway"]);
+        assert!(!refused.status.success());
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(said.contains("--lanes must be from 1 to 16"), "{said}");
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -691,6 +697,7 @@ async fn a_killed_servers_worker_does_not_outlive_it() {
     let mut server = std::process::Command::new(support::diffugen_bin())
         .args(["--data-dir", ws.data_dir().to_str().unwrap()])
         .args(["serve", "--port", &port.to_string(), "--no-ollama-gateway"])
+        .args(["--lanes", "2"])
         .env("DIFFUGEN_VRAM_POLICY", "never")
         .env_remove("DIFFUGEN_MODELS_DIR")
         .stdout(std::process::Stdio::null())
@@ -740,6 +747,15 @@ async fn a_killed_servers_worker_does_not_outlive_it() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert!(alive(worker));
+    // The queue's state lists both lanes; one runs the job.
+    let lanes = get(format!("{base}/api/v1/queue/state")).await.unwrap()["lanes"].clone();
+    assert_eq!(lanes.as_array().map(Vec::len), Some(2), "{lanes}");
+    let lane = get(format!("{base}/api/v1/jobs/{id}")).await.unwrap()["lane"].clone();
+    assert_eq!(
+        lanes[lane.as_u64().unwrap() as usize]["job"],
+        id.as_str(),
+        "{lanes}"
+    );
     server.kill().unwrap();
     server.wait().unwrap();
     assert!(
@@ -797,4 +813,118 @@ fn a_worker_started_from_a_runtime_thread_that_ends_keeps_running_its_jobs() {
         assert!(second.model_was_resident);
         engine.stop().await;
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_lanes_render_side_by_side_and_a_job_goes_to_the_lane_that_holds_its_model() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    // The same weights under a second name: a second model as the lanes see it.
+    std::os::unix::fs::symlink(
+        diffugen_testkit::test_model(),
+        ws.models_dir().join("other.gguf"),
+    )
+    .unwrap();
+    let jobs = diffugen_jobs::JobManager::start_lanes(
+        vec![Arc::new(engine()), Arc::new(engine())],
+        diffugen_jobs::JobOptions {
+            depth: 8,
+            orchestrator: None,
+            gallery: None,
+            defaults: Default::default(),
+            store: None,
+        },
+    );
+    let out = || Destination::Folder(ws.path("out"));
+    let mut all = jobs.watch();
+    // Follows every job of `ids` to its end; answers when each one's sampling started and ended, in order of `ids`.
+    async fn follow(
+        all: &mut tokio::sync::broadcast::Receiver<JobEvent>,
+        ids: &[&String],
+    ) -> Vec<(Option<f64>, Option<f64>)> {
+        let start = Instant::now();
+        let mut spans = vec![(None::<f64>, None::<f64>); ids.len()];
+        while spans.iter().any(|(_, end)| end.is_none()) {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(120), all.recv())
+                .await
+                .expect("the jobs end within 120 s")
+                .unwrap();
+            let Some(i) = ids.iter().position(|id| **id == event.job_id) else {
+                continue;
+            };
+            let now = start.elapsed().as_secs_f64();
+            match &event.stage {
+                Stage::Sampling { .. } => {
+                    spans[i].0.get_or_insert(now);
+                }
+                Stage::Done { .. } => spans[i].1 = Some(now),
+                other if other.is_final() => panic!("job {} ended: {other:?}", ids[i]),
+                _ => {}
+            }
+        }
+        spans
+    }
+
+    // Two long jobs at once: each lane takes one, and both sample at the same time.
+    let long = |model: &str, seed| {
+        let mut spec = spec_of(&ws, model, seed);
+        spec.steps = 12;
+        spec
+    };
+    let a = jobs.submit(long("tiny", 1), out(), "test").unwrap();
+    let b = jobs.submit(long("tiny", 2), out(), "test").unwrap();
+    let spans = follow(&mut all, &[&a, &b]).await;
+    let (a_start, a_end) = (spans[0].0.unwrap(), spans[0].1.unwrap());
+    let (b_start, b_end) = (spans[1].0.unwrap(), spans[1].1.unwrap());
+    assert!(
+        a_start < b_end && b_start < a_end,
+        "the two jobs sample side by side: {spans:?}"
+    );
+    let lanes: Vec<Option<u32>> = [&a, &b]
+        .iter()
+        .map(|id| jobs.get(id).unwrap().lane)
+        .collect();
+    assert!(
+        lanes.contains(&Some(0)) && lanes.contains(&Some(1)),
+        "{lanes:?}"
+    );
+
+    // One lane now holds `other`, the other `tiny`. With both waiting, each job goes to the lane holding its model.
+    let c = jobs
+        .submit(spec_of(&ws, "other", 3), out(), "test")
+        .unwrap();
+    follow(&mut all, &[&c]).await;
+    jobs.until_idle().await;
+    let other_lane = jobs.get(&c).unwrap().lane.unwrap();
+    let held: Vec<Option<String>> = jobs.lanes().into_iter().map(|l| l.model).collect();
+    assert_eq!(
+        held[other_lane as usize].as_deref(),
+        Some("other"),
+        "{held:?}"
+    );
+    assert_eq!(
+        held[1 - other_lane as usize].as_deref(),
+        Some("tiny"),
+        "{held:?}"
+    );
+    jobs.pause();
+    let d = jobs.submit(spec_of(&ws, "tiny", 4), out(), "test").unwrap();
+    let e = jobs
+        .submit(spec_of(&ws, "other", 5), out(), "test")
+        .unwrap();
+    assert_eq!(jobs.get(&e).unwrap().position, Some(1));
+    jobs.resume();
+    follow(&mut all, &[&d, &e]).await;
+    assert_eq!(
+        jobs.get(&e).unwrap().lane,
+        Some(other_lane),
+        "the lane holding `other` runs it"
+    );
+    assert_eq!(
+        jobs.get(&d).unwrap().lane,
+        Some(1 - other_lane),
+        "the lane holding `tiny` runs it"
+    );
+    jobs.until_idle().await;
+    assert!(jobs.lanes().iter().all(|l| l.job.is_none()));
 }

@@ -1789,14 +1789,16 @@ async fn a_paused_queue_holds_its_jobs_until_resumed_and_a_cancelled_job_can_be_
     let api = Api::start(None, 8).await;
     let job = json!({"model": "tiny", "prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2, "threads": 2});
 
+    // One lane, idle before its first job: no model, no job.
+    let lanes = json!([{"lane": 0, "model": null, "job": null}]);
     let (status, paused) = api.post("/api/v1/queue/pause", json!({})).await;
     assert_eq!(
         (status, &paused),
-        (StatusCode::OK, &json!({"paused": true}))
+        (StatusCode::OK, &json!({"paused": true, "lanes": lanes}))
     );
     assert_eq!(
         api.get_json("/api/v1/queue/state").await,
-        json!({"paused": true})
+        json!({"paused": true, "lanes": lanes})
     );
     let (status, first) = api.post("/api/v1/jobs", job.clone()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{first}");
@@ -1832,8 +1834,13 @@ async fn a_paused_queue_holds_its_jobs_until_resumed_and_a_cancelled_job_can_be_
 
     let (status, resumed) = api.post("/api/v1/queue/resume", json!({})).await;
     assert_eq!(
-        (status, &resumed),
-        (StatusCode::OK, &json!({"paused": false}))
+        (
+            status,
+            &resumed["paused"],
+            resumed["lanes"].as_array().map(Vec::len)
+        ),
+        (StatusCode::OK, &json!(false), Some(1)),
+        "{resumed}"
     );
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

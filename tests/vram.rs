@@ -943,6 +943,7 @@ impl Service {
             vram: Some(config(policy)),
             durable_queue: true,
             watch_folders: false,
+            lanes: 1,
         })
         .await
         .unwrap();

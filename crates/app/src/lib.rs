@@ -201,6 +201,7 @@ impl Core {
             vram: None,
             durable_queue: true,
             watch_folders: true,
+            lanes: 1,
         })
         .await?;
         let (doors, api_error) = match Doors::open(&runtime, doors).await {

@@ -68,6 +68,7 @@ async fn main() {
         vram: Some(diffugen_vram::VramConfig::default()),
         durable_queue: true,
         watch_folders: false,
+        lanes: 1,
     })
     .await
     .unwrap();

@@ -343,7 +343,7 @@ pub fn run(config: &Config, args: GenerateArgs) -> Result<ExitCode, String> {
     // The same runtime `serve` and the app run, for one job: its queue's runner makes room on the GPU (unloading
     // Ollama's LLMs per the policy and confirming the memory is free), plans the job, renders it, records it in the
     // gallery and gives the GPU back.
-    let options = crate::start_options(config, args.vram.config(config)?, 1, false)?;
+    let options = crate::start_options(config, args.vram.config(config)?, 1, false, 1)?;
     run_one(
         options,
         diffugen_engine::Work::Generate(Box::new(spec)),

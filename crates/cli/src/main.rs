@@ -63,6 +63,7 @@ fn start_options(
     vram: diffugen_vram::VramConfig,
     queue_depth: usize,
     durable_queue: bool,
+    lanes: u32,
 ) -> Result<diffugen_runtime::StartOptions, String> {
     let worker = diffugen_engine::WorkerCommand::current_exe(&[diffugen_engine::WORKER_SUBCOMMAND])
         .map_err(|e| format!("cannot find the diffugen executable: {e}"))?;
@@ -74,6 +75,7 @@ fn start_options(
         vram: Some(vram),
         durable_queue,
         watch_folders: false,
+        lanes,
     })
 }
 

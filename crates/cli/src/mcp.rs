@@ -48,7 +48,7 @@ pub fn run(config: &Config, args: &McpArgs) -> Result<ExitCode, String> {
         return tokio.block_on(relay(url, args.api_key.clone()));
     }
     let vram = args.vram.config(config)?;
-    let options = crate::start_options(config, vram, args.queue_depth, false)?;
+    let options = crate::start_options(config, vram, args.queue_depth, false, 1)?;
     tokio.block_on(async {
         let runtime = Runtime::start(options).await.map_err(|e| e.to_string())?;
         let state = AppState::new(

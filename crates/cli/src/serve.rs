@@ -41,6 +41,11 @@ pub struct ServeArgs {
     /// Jobs allowed to wait; beyond this the API answers 429 with Retry-After.
     #[arg(long, default_value_t = 32)]
     queue_depth: usize,
+    /// Render lanes: engine workers that render side by side, each taking the next job (a job for a model one of
+    /// them holds goes to that one). Lane 0 shares the GPU with Ollama; the others are CPU workers, so more than one
+    /// lane needs a CPU-only build for now (1 to 16)
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    lanes: u32,
     #[command(flatten)]
     ollama: crate::vram::OllamaArgs,
     #[command(flatten)]
@@ -82,6 +87,26 @@ impl ServeArgs {
     }
 }
 
+/// The most render lanes `serve` runs.
+pub const MAX_LANES: u32 = 16;
+
+/// `--lanes` from 1 to [`MAX_LANES`]; more than one only in a CPU-only build (a lane per GPU is not built yet, and
+/// extra lanes of a GPU build would all land on the first card).
+fn check_lanes(lanes: u32, gpu_build: bool) -> Result<(), String> {
+    if !(1..=MAX_LANES).contains(&lanes) {
+        return Err(format!(
+            "--lanes must be from 1 to {MAX_LANES}, got {lanes}"
+        ));
+    }
+    if lanes > 1 && gpu_build {
+        return Err(format!(
+            "--lanes {lanes}: several lanes run CPU workers, and this build renders on the GPU; a lane per GPU is \
+             not available yet (use a CPU-only build for CPU lanes)"
+        ));
+    }
+    Ok(())
+}
+
 pub fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode, String> {
     let api_addr = config.api_addr().map_err(|e| e.to_string())?;
     let api_key = config.api_key();
@@ -111,7 +136,8 @@ pub fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode, String> {
     };
     let mut vram = args.vram.config(config)?;
     vram.llm_wait_timeout = std::time::Duration::from_secs(args.llm_wait_timeout);
-    let options = crate::start_options(config, vram, args.queue_depth, true)?;
+    check_lanes(args.lanes, diffugen_engine::memory::GPU_BACKEND)?;
+    let options = crate::start_options(config, vram, args.queue_depth, true, args.lanes)?;
     let tokio = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     tokio.block_on(async {

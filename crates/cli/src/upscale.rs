@@ -100,7 +100,7 @@ pub fn run(config: &Config, args: UpscaleArgs) -> Result<ExitCode, String> {
         (None, Some(dir)) => Destination::Folder(dir.clone()),
         (None, None) => Destination::Folder(config.outputs_dir()),
     };
-    let options = crate::start_options(config, args.vram.config(config)?, 1, false)?;
+    let options = crate::start_options(config, args.vram.config(config)?, 1, false, 1)?;
     crate::generate::run_one(
         options,
         Work::Upscale(Box::new(spec)),

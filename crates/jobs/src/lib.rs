@@ -1,6 +1,8 @@
 //! The job queue shared by every front door (HTTP routes now, the desktop app and CLI-against-a-server later).
 //!
-//! Jobs run first in, first out, one at a time on the one engine (one GPU). The queue is bounded, so a flood of
+//! Jobs run first in, first out, on the queue's render lanes: one engine worker each (one lane by default; `--lanes N`
+//! runs N CPU workers side by side). A free lane takes the first waiting job, except that a job whose model another
+//! free lane holds is left to that lane, and a lane takes a job for its own model first. The queue is bounded, so a flood of
 //! requests is told to come back later instead of piling up. Every job keeps its events, so a subscriber that
 //! arrives late — an SSE client reconnecting, the app opening — replays what already happened and then follows live.
 
@@ -74,6 +76,19 @@ pub struct JobInfo {
     pub error: Option<String>,
     /// The latest event, if any.
     pub last_event: Option<JobEvent>,
+    /// The render lane that runs (or ran) it, from 0; `None` while it waits.
+    pub lane: Option<u32>,
+}
+
+/// One render lane as the queue view shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
+pub struct LaneInfo {
+    /// From 0; lane 0 takes the GPU's turns with Ollama (the VRAM orchestrator), the others run on the CPU.
+    pub lane: u32,
+    /// The model its worker holds in memory.
+    pub model: Option<String>,
+    /// The job it runs.
+    pub job: Option<String>,
 }
 
 /// How a finished job ended.
@@ -86,14 +101,16 @@ pub enum Outcome {
 
 struct Shared {
     defaults: Mutex<JobDefaults>,
-    engine: Arc<Engine>,
+    /// One engine per render lane (lane `i` is `engines[i]`).
+    engines: Vec<Arc<Engine>>,
     orchestrator: Option<Orchestrator>,
     gallery: Option<Arc<Gallery>>,
     depth: usize,
     state: Mutex<State>,
-    wake: Notify,
+    /// Wakes each lane's runner (a job arrived, the queue resumed, the settings changed).
+    wake: Vec<Notify>,
     all: broadcast::Sender<JobEvent>,
-    /// True while the runner waits for work with the GPU handed back (see [`JobManager::until_idle`]).
+    /// True while every lane waits for work with the GPU handed back (see [`JobManager::until_idle`]).
     idle: tokio::sync::watch::Sender<bool>,
     /// Pauses and resumes, for every door's live view.
     paused: broadcast::Sender<bool>,
@@ -211,6 +228,13 @@ impl JobManager {
 
     /// The queue with every option: see [`JobOptions`].
     pub fn start(engine: Arc<Engine>, options: JobOptions) -> JobManager {
+        JobManager::start_lanes(vec![engine], options)
+    }
+
+    /// The queue over several render lanes, one engine each (at least one). Lane 0 takes the GPU's turns with the
+    /// orchestrator; the others render without one (CPU workers).
+    pub fn start_lanes(engines: Vec<Arc<Engine>>, options: JobOptions) -> JobManager {
+        assert!(!engines.is_empty(), "a queue needs at least one lane");
         let JobOptions {
             depth,
             orchestrator,
@@ -227,7 +251,8 @@ impl JobManager {
         }
         let manager = JobManager {
             shared: Arc::new(Shared {
-                engine,
+                wake: engines.iter().map(|_| Notify::new()).collect(),
+                engines,
                 orchestrator,
                 gallery,
                 defaults: Mutex::new(defaults),
@@ -236,7 +261,6 @@ impl JobManager {
                     store: store.clone(),
                     ..State::default()
                 }),
-                wake: Notify::new(),
                 idle: tokio::sync::watch::channel(true).0,
                 paused: broadcast::channel(16).0,
                 all: broadcast::channel(4096).0,
@@ -251,8 +275,10 @@ impl JobManager {
                 }
             }
         }
-        let runner = manager.clone();
-        tokio::spawn(async move { runner.run().await });
+        for lane in 0..manager.shared.engines.len() {
+            let runner = manager.clone();
+            tokio::spawn(async move { runner.run(lane).await });
+        }
         manager
     }
 
@@ -346,6 +372,7 @@ impl JobManager {
             accepted: Instant::now(),
             state: JobState::Queued,
             events: Vec::new(),
+            lane: None,
             last_preview: None,
             sender: broadcast::channel(1024).0,
             all: self.shared.all.clone(),
@@ -359,7 +386,7 @@ impl JobManager {
         loop {
             let empty = {
                 let state = self.lock();
-                state.queue.is_empty() && state.running.is_none()
+                state.queue.is_empty() && state.running.is_empty() && state.busy_lanes == 0
             };
             if *idle.borrow_and_update() && empty {
                 return;
@@ -370,9 +397,40 @@ impl JobManager {
         }
     }
 
-    /// The engine behind the queue.
+    /// The engine of lane 0 (the only one unless the queue has several lanes).
     pub fn engine(&self) -> &Arc<Engine> {
-        &self.shared.engine
+        &self.shared.engines[0]
+    }
+
+    /// Every lane's engine, lane 0 first.
+    pub fn engines(&self) -> &[Arc<Engine>] {
+        &self.shared.engines
+    }
+
+    /// The render lanes: the model each holds and the job each runs.
+    pub fn lanes(&self) -> Vec<LaneInfo> {
+        let state = self.lock();
+        self.shared
+            .engines
+            .iter()
+            .enumerate()
+            .map(|(lane, engine)| LaneInfo {
+                lane: lane as u32,
+                model: engine.loaded_model(),
+                job: state
+                    .running
+                    .iter()
+                    .find(|(_, l)| *l == lane)
+                    .map(|(id, _)| id.clone()),
+            })
+            .collect()
+    }
+
+    /// Wakes every lane's runner to look at the queue again.
+    pub(crate) fn wake_lanes(&self) {
+        for wake in &self.shared.wake {
+            wake.notify_one();
+        }
     }
 
     /// The gallery finished images are recorded in.
@@ -415,7 +473,7 @@ impl JobManager {
         }
         state.next_id += 1;
         let id = format!("job-{:x}-{}", (now_unix() * 1000.0) as u64, state.next_id);
-        let position = (state.queue.len() + usize::from(state.running.is_some())) as u32;
+        let position = (state.queue.len() + state.running.len()) as u32;
         let mut job = self.new_job(
             &id,
             source.to_string(),
@@ -445,7 +503,7 @@ impl JobManager {
         state.jobs.insert(id.clone(), job);
         state.queue.push_back(id.clone());
         drop(state);
-        self.shared.wake.notify_one();
+        self.wake_lanes();
         Ok(id)
     }
 
@@ -515,7 +573,7 @@ impl JobManager {
             .queue
             .iter()
             .position(|q| q == id)
-            .map(|p| p as u32 + u32::from(state.running.is_some()));
+            .map(|p| (p + state.running.len()) as u32);
         state
             .jobs
             .get(id)
@@ -543,15 +601,16 @@ impl JobManager {
             .collect()
     }
 
-    /// The running job first, then the waiting ones in order.
+    /// The running jobs first (by lane), then the waiting ones in order.
     pub fn queue(&self) -> Vec<JobInfo> {
         let state = self.lock();
-        let running = state
-            .running
-            .iter()
-            .filter_map(|id| state.jobs.get(id))
+        let mut running: Vec<&(String, usize)> = state.running.iter().collect();
+        running.sort_by_key(|(_, lane)| *lane);
+        let running = running
+            .into_iter()
+            .filter_map(|(id, _)| state.jobs.get(id))
             .map(|j| j.info(Some(0)));
-        let offset = u32::from(state.running.is_some());
+        let offset = state.running.len() as u32;
         let waiting = state
             .queue
             .iter()
@@ -582,19 +641,20 @@ impl JobManager {
             announce_positions(&mut state);
             return Ok(true);
         }
-        if state.running.as_deref() == Some(id) {
-            if state.preparing.as_ref().is_some_and(|(p, _)| p == id) {
-                let (_, sender) = state.preparing.take().expect("checked above");
+        if let Some(lane) = state.lane_of(id) {
+            if let Some(index) = state.preparing.iter().position(|(p, _)| p == id) {
+                let (_, sender) = state.preparing.swap_remove(index);
                 let _ = sender.send(reason.to_string());
                 return Ok(true);
             }
             drop(state);
-            if !self.shared.engine.cancel(id, reason) {
+            let engine = self.shared.engines[lane].clone();
+            if !engine.cancel(id, reason) {
                 // The runner has taken the job but the engine has not registered it yet: retry until it has.
                 let (manager, id, reason) = (self.clone(), id.to_string(), reason.to_string());
                 tokio::spawn(async move {
-                    while manager.lock().running.as_deref() == Some(id.as_str()) {
-                        if manager.shared.engine.cancel(&id, &reason) {
+                    while manager.lock().lane_of(&id).is_some() {
+                        if engine.cancel(&id, &reason) {
                             break;
                         }
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -641,7 +701,7 @@ impl JobManager {
         Ok(new)
     }
 
-    /// Stops taking new jobs: the running one finishes, the waiting ones wait (and new ones are still accepted).
+    /// Stops taking new jobs: the running ones finish, the waiting ones wait (and new ones are still accepted).
     pub fn pause(&self) {
         self.set_paused(true);
         let _ = self.shared.paused.send(true);
@@ -660,7 +720,7 @@ impl JobManager {
     pub fn resume(&self) {
         self.set_paused(false);
         let _ = self.shared.paused.send(false);
-        self.shared.wake.notify_one();
+        self.wake_lanes();
     }
 
     /// Whether the queue is paused.
@@ -690,6 +750,6 @@ impl JobManager {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = defaults;
         // An idle runner re-reads the keep-alive.
-        self.shared.wake.notify_one();
+        self.wake_lanes();
     }
 }

@@ -1,10 +1,10 @@
-//! The queue's runner: takes the next job, makes room on the GPU (the orchestrator's diffusion turn, the memory
-//! plan), runs it on the engine, records its images in the gallery, ends it, and frees an idle model after the
-//! keep-alive.
+//! The queue's runners, one per render lane: each takes its next job, makes room on the GPU (the orchestrator's
+//! diffusion turn, the memory plan; lane 0 only — the other lanes are CPU workers), runs it on its engine, records its
+//! images in the gallery, ends it, and frees an idle model after the keep-alive.
 
 use std::time::Instant;
 
-use diffugen_engine::{FailureKind, JobEvent, JobSpec, Output, Stage, Work};
+use diffugen_engine::{Engine, FailureKind, JobEvent, JobSpec, Output, Stage, Work};
 use diffugen_gallery::Gallery;
 use diffugen_vram::share::Fit;
 use diffugen_vram::{DiffusionLease, Orchestrator};
@@ -14,22 +14,42 @@ use crate::state::finish;
 use crate::{announce_positions, JobManager, JobState};
 
 impl JobManager {
-    pub(crate) async fn run(self) {
+    pub(crate) async fn run(self, lane: usize) {
         // Held across back-to-back jobs so the LLM is not reloaded between them; dropped when the queue drains.
         let mut lease: Option<DiffusionLease> = None;
+        // Lane 0 takes the GPU's turns with Ollama; the other lanes are CPU workers.
+        let orchestrated = if lane == 0 {
+            self.shared.orchestrator.clone()
+        } else {
+            None
+        };
+        let engine = self.shared.engines[lane].clone();
+        // From taking a job until idle again with the lease given back.
+        let mut busy = false;
         loop {
+            let held: Vec<Option<String>> = self
+                .shared
+                .engines
+                .iter()
+                .map(|e| e.loaded_model())
+                .collect();
             let next = {
                 let mut state = self.lock();
                 let next = if state.paused {
                     None
                 } else {
-                    state.queue.pop_front()
+                    state.take_for(lane, &held)
                 };
                 if let Some(id) = &next {
                     self.shared.idle.send_replace(false);
-                    state.running = Some(id.clone());
+                    if !busy {
+                        busy = true;
+                        state.busy_lanes += 1;
+                    }
+                    state.running.push((id.clone(), lane));
                     if let Some(job) = state.jobs.get_mut(id) {
                         job.state = JobState::Running;
+                        job.lane = Some(lane as u32);
                     }
                     if let Some(Err(e)) = state.store.as_ref().map(|s| s.set_running(id)) {
                         tracing::warn!(error = %e, "the queue on disk was not updated");
@@ -47,10 +67,21 @@ impl JobManager {
                 if let Some(lease) = lease.take() {
                     lease.release().await;
                 }
-                self.shared.idle.send_replace(true);
-                self.idle().await;
+                if busy {
+                    busy = false;
+                    let mut state = self.lock();
+                    state.busy_lanes -= 1;
+                    if state.busy_lanes == 0 {
+                        self.shared.idle.send_replace(true);
+                    }
+                }
+                self.idle(&engine, lane).await;
                 continue;
             };
+            // The other free lanes look again: what this lane left may be theirs.
+            if self.shared.engines.len() > 1 {
+                self.wake_lanes();
+            }
             let manager = self.clone();
             let gallery = self.shared.gallery.clone();
             let mut record = |mut event: JobEvent| {
@@ -107,15 +138,14 @@ impl JobManager {
                 if let Some(stage) = ended {
                     record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
                     let mut state = self.lock();
-                    state.running = None;
+                    state.running.retain(|(r, _)| r != &id);
                     finish(&mut state, &id);
                     continue;
                 }
             }
             // Lanczos and nearest run on the CPU: they need no turn on the GPU.
             let needs_gpu = !matches!(&work, Work::Upscale(spec) if spec.needed_vram() == 0.0);
-            if let (Some(orchestrator), None, true) = (&self.shared.orchestrator, &lease, needs_gpu)
-            {
+            if let (Some(orchestrator), None, true) = (&orchestrated, &lease, needs_gpu) {
                 match self
                     .prepare(orchestrator, &id, &mut work, accepted, &mut record)
                     .await
@@ -124,19 +154,18 @@ impl JobManager {
                     Err(stage) => {
                         record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
                         let mut state = self.lock();
-                        state.running = None;
+                        state.running.retain(|(r, _)| r != &id);
                         finish(&mut state, &id);
                         continue;
                     }
                 }
             } else if let Work::Generate(spec) = &mut work {
-                let orchestrator = self.shared.orchestrator.as_ref();
+                let orchestrator = orchestrated.as_ref();
                 let budget = orchestrator.and_then(Orchestrator::sharing_budget);
                 for stage in plan_stages(orchestrator, spec, budget) {
                     record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
                 }
             }
-            let engine = &self.shared.engine;
             let critique = match &work {
                 Work::Generate(spec) => spec.critique.clone(),
                 Work::Upscale(_) => None,
@@ -145,6 +174,8 @@ impl JobManager {
             match (&mut work, critique) {
                 (Work::Generate(spec), Some(asked)) => {
                     self.render_critiqued(
+                        &engine,
+                        orchestrated.as_ref(),
                         &id,
                         spec,
                         &destination,
@@ -157,7 +188,7 @@ impl JobManager {
                 }
                 (Work::Generate(spec), None) => {
                     let _ = diffugen_engine::job::run(
-                        engine,
+                        &engine,
                         &id,
                         spec,
                         &destination,
@@ -168,7 +199,7 @@ impl JobManager {
                 }
                 (Work::Upscale(spec), _) => {
                     let _ = diffugen_engine::job::run_upscale(
-                        engine,
+                        &engine,
                         &id,
                         spec,
                         &destination,
@@ -180,18 +211,13 @@ impl JobManager {
             }
             let more = {
                 let mut state = self.lock();
-                state.running = None;
+                state.running.retain(|(r, _)| r != &id);
                 finish(&mut state, &id);
                 !state.queue.is_empty()
             };
+            let orchestrator = orchestrated.as_ref();
             // Hand the GPU back when the queue is empty, or between jobs when an LLM request is waiting for it.
-            if !more
-                || self
-                    .shared
-                    .orchestrator
-                    .as_ref()
-                    .is_some_and(|o| o.llm_waiting())
-            {
+            if !more || orchestrator.is_some_and(|o| o.llm_waiting()) {
                 // Given back before the next job is taken, so the LLMs are restored (or the waiting request served)
                 // before the GPU is asked for again.
                 if let Some(lease) = lease.take() {
@@ -282,6 +308,8 @@ impl JobManager {
     #[allow(clippy::too_many_arguments)]
     async fn render_critiqued(
         &self,
+        engine: &Engine,
+        orchestrated: Option<&Orchestrator>,
         id: &str,
         spec: &mut JobSpec,
         destination: &diffugen_engine::Destination,
@@ -293,7 +321,7 @@ impl JobManager {
         let mut takes: Vec<(JobEvent, f64)> = Vec::new();
         for attempt in 1..=2u32 {
             if attempt > 1 {
-                if let (Some(orchestrator), None) = (&self.shared.orchestrator, &*lease) {
+                if let (Some(orchestrator), None) = (orchestrated, &*lease) {
                     let mut work = Work::Generate(Box::new(spec.clone()));
                     match self
                         .prepare(orchestrator, id, &mut work, accepted, record)
@@ -328,15 +356,9 @@ impl JobManager {
                         record(event);
                     }
                 };
-                let _ = diffugen_engine::job::run(
-                    &self.shared.engine,
-                    id,
-                    spec,
-                    destination,
-                    accepted,
-                    &mut hold,
-                )
-                .await;
+                let _ =
+                    diffugen_engine::job::run(engine, id, spec, destination, accepted, &mut hold)
+                        .await;
             }
             // A take that failed or was cancelled has ended the job (its final event went out).
             let Some(mut done) = held else {
@@ -434,12 +456,12 @@ impl JobManager {
         work: impl std::future::Future<Output = T>,
     ) -> Result<T, String> {
         let (cancel_tx, cancel_rx) = oneshot::channel();
-        self.lock().preparing = Some((id.to_string(), cancel_tx));
+        self.lock().preparing.push((id.to_string(), cancel_tx));
         let result = tokio::select! {
             out = work => Ok(out),
             reason = cancel_rx => Err(reason.unwrap_or_else(|_| "cancelled".into())),
         };
-        self.lock().preparing = None;
+        self.lock().preparing.retain(|(p, _)| p != id);
         result
     }
 
@@ -477,19 +499,20 @@ impl JobManager {
     }
 
     /// Waits for the next job; after the keep-alive with no job, frees the engine's model (the worker stays).
-    async fn idle(&self) {
+    async fn idle(&self, engine: &Engine, lane: usize) {
         let keep_alive = self.defaults().keep_alive;
+        let wake = &self.shared.wake[lane];
         match keep_alive {
-            Some(idle) if self.shared.engine.loaded_model().is_some() => {
+            Some(idle) if engine.loaded_model().is_some() => {
                 tokio::select! {
-                    _ = self.shared.wake.notified() => {}
+                    _ = wake.notified() => {}
                     _ = tokio::time::sleep(idle) => {
-                        tracing::info!(seconds = idle.as_secs_f64(), "the model was idle: freeing its memory");
-                        self.shared.engine.unload().await;
+                        tracing::info!(seconds = idle.as_secs_f64(), lane, "the model was idle: freeing its memory");
+                        engine.unload().await;
                     }
                 }
             }
-            _ => self.shared.wake.notified().await,
+            _ => wake.notified().await,
         }
     }
 
@@ -505,7 +528,7 @@ impl JobManager {
         record: &mut (dyn FnMut(JobEvent) + Send),
     ) -> Result<DiffusionLease, Stage> {
         let (cancel_tx, cancel_rx) = oneshot::channel();
-        self.lock().preparing = Some((id.to_string(), cancel_tx));
+        self.lock().preparing.push((id.to_string(), cancel_tx));
         let mut planner: Box<dyn FnMut(f64) -> Fit + Send> = match &*work {
             Work::Generate(spec) => Box::new(fit_for(spec, orchestrator)),
             Work::Upscale(spec) => {
@@ -532,7 +555,7 @@ impl JobManager {
                 reason: reason.unwrap_or_else(|_| "cancelled".into()),
             }),
         };
-        self.lock().preparing = None;
+        self.lock().preparing.retain(|(p, _)| p != id);
         let (lease, budget) = result?;
         if let Work::Generate(spec) = work {
             for stage in plan_stages(Some(orchestrator), spec, budget) {

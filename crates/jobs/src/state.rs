@@ -22,6 +22,8 @@ pub(crate) struct Job {
     pub(crate) accepted: Instant,
     pub(crate) state: JobState,
     pub(crate) events: Vec<JobEvent>,
+    /// The lane that took it.
+    pub(crate) lane: Option<u32>,
     /// The newest preview frame (previews are not kept in `events`).
     pub(crate) last_preview: Option<JobEvent>,
     pub(crate) sender: broadcast::Sender<JobEvent>,
@@ -55,6 +57,7 @@ impl Job {
             outputs,
             error,
             last_event: last,
+            lane: self.lane,
         }
     }
 
@@ -81,16 +84,52 @@ impl Job {
 pub(crate) struct State {
     pub(crate) jobs: HashMap<String, Job>,
     pub(crate) queue: VecDeque<String>,
-    pub(crate) running: Option<String>,
-    /// Cancels the running job while it is outside the engine: waiting for the GPU, or in the assistant's or the
+    /// The running jobs with their lanes.
+    pub(crate) running: Vec<(String, usize)>,
+    /// Lanes that have taken a job and not yet handed the GPU back (a lane stays busy from taking a job until it is
+    /// idle again with its lease released).
+    pub(crate) busy_lanes: usize,
+    /// Cancels a running job while it is outside the engine: waiting for the GPU, or in the assistant's or the
     /// critic's turn.
-    pub(crate) preparing: Option<(String, oneshot::Sender<String>)>,
+    pub(crate) preparing: Vec<(String, oneshot::Sender<String>)>,
     pub(crate) finished: VecDeque<String>,
     pub(crate) next_id: u64,
     /// The queue on disk, when it has one.
     pub(crate) store: Option<Arc<JobStore>>,
-    /// While set, the runner takes no new job (the running one finishes).
+    /// While set, no lane takes a new job (the running ones finish).
     pub(crate) paused: bool,
+}
+
+impl State {
+    /// The lane running job `id`, when it runs.
+    pub(crate) fn lane_of(&self, id: &str) -> Option<usize> {
+        self.running
+            .iter()
+            .find(|(r, _)| r == id)
+            .map(|(_, lane)| *lane)
+    }
+
+    /// Takes the job lane `lane` should run next: the first waiting job for the model it holds, else the first one
+    /// whose model no other free lane holds (that lane takes it).
+    pub(crate) fn take_for(&mut self, lane: usize, held: &[Option<String>]) -> Option<String> {
+        let model_of = |id: &String| self.jobs.get(id).map(|j| j.model.as_str());
+        let own = held.get(lane).cloned().flatten();
+        let busy: Vec<usize> = self.running.iter().map(|(_, l)| *l).collect();
+        let held_by_other_free_lane = |model: Option<&str>| {
+            held.iter().enumerate().any(|(other, m)| {
+                other != lane && !busy.contains(&other) && m.is_some() && m.as_deref() == model
+            })
+        };
+        let index = own
+            .as_deref()
+            .and_then(|own| self.queue.iter().position(|id| model_of(id) == Some(own)))
+            .or_else(|| {
+                self.queue
+                    .iter()
+                    .position(|id| !held_by_other_free_lane(model_of(id)))
+            })?;
+        self.queue.remove(index)
+    }
 }
 
 /// Moves an ended job to the history (once; later calls do nothing).
@@ -131,7 +170,7 @@ pub(crate) fn finish(state: &mut State, id: &str) {
 
 /// Tells every waiting job its new place in line.
 pub(crate) fn announce_positions(state: &mut State) {
-    let offset = u32::from(state.running.is_some());
+    let offset = state.running.len() as u32;
     let waiting: Vec<String> = state.queue.iter().cloned().collect();
     if let Some(Err(e)) = state.store.as_ref().map(|s| s.set_order(&waiting)) {
         tracing::warn!(error = %e, "the queue on disk was not updated");

@@ -84,6 +84,9 @@ pub struct StartOptions {
     pub durable_queue: bool,
     /// Watches the model folders and reports changes ([`Runtime::model_events`]).
     pub watch_folders: bool,
+    /// Render lanes, one engine worker each (at least 1): lane 0 takes the GPU's turns with Ollama, the others are
+    /// CPU workers (`diffugen serve --lanes N`).
+    pub lanes: u32,
 }
 
 /// Model files appeared, changed or went in the model folders (the picker lists them again).
@@ -126,6 +129,7 @@ impl Runtime {
             vram,
             durable_queue,
             watch_folders,
+            lanes,
         } = options;
         let vram = match vram {
             Some(vram) => vram,
@@ -133,7 +137,10 @@ impl Runtime {
         };
         let ollama = config.ollama_client()?;
         let gallery = config.gallery()?;
-        let engine = Arc::new(Engine::new(worker));
+        let engines: Vec<Arc<Engine>> = (0..lanes.max(1))
+            .map(|_| Arc::new(Engine::new(worker.clone())))
+            .collect();
+        let engine = engines[0].clone();
         // VRAM budgets are checked against the card at validation.
         diffugen_engine::memory::set_vram_total(
             gpu.read()
@@ -155,8 +162,8 @@ impl Runtime {
         } else {
             None
         };
-        let jobs = JobManager::start(
-            engine,
+        let jobs = JobManager::start_lanes(
+            engines,
             JobOptions {
                 depth: queue_depth,
                 orchestrator: Some(orchestrator.clone()),

@@ -193,10 +193,11 @@ pub async fn requeue(
 
 /// Whether the queue takes new jobs.
 fn queue_state(state: &AppState) -> Json<Value> {
-    Json(json!({ "paused": state.jobs().is_paused() }))
+    let jobs = state.jobs();
+    Json(json!({ "paused": jobs.is_paused(), "lanes": jobs.lanes() }))
 }
 
-/// `GET /api/v1/queue/state`: `{"paused": bool}`.
+/// `GET /api/v1/queue/state`: `{"paused": bool, "lanes": [{lane, model, job}]}`.
 pub async fn get_queue_state(State(state): State<AppState>) -> Json<Value> {
     queue_state(&state)
 }

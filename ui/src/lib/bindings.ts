@@ -471,6 +471,8 @@ export type JobInfo = {
 	error: string | null,
 	/**  The latest event, if any. */
 	last_event: JobEvent | null,
+	/**  The render lane that runs (or ran) it, from 0; `None` while it waits. */
+	lane: number | null,
 };
 
 /**  Where a job is in its life. */

@@ -247,6 +247,7 @@ export function jobInfo(id: string, overrides: Partial<JobInfo> = {}): JobInfo {
     outputs: [],
     error: null,
     last_event: null,
+    lane: null,
     ...overrides,
   };
 }

@@ -8,7 +8,7 @@ import type { JobInfo } from "../lib/bindings";
 import { entry, jobInfo, mockCore } from "./fixtures";
 
 function job(id: string, state: JobInfo["state"], source: string, position: number): JobInfo {
-  return { id, state, position, source, model: "tiny", prompt: `prompt of ${id}`, created: 1, finished: null, outputs: [], error: null, last_event: null };
+  return { id, state, position, source, model: "tiny", prompt: `prompt of ${id}`, created: 1, finished: null, outputs: [], error: null, last_event: null, lane: state === "running" ? 0 : null };
 }
 
 describe("Queue", () => {
@@ -58,6 +58,22 @@ describe("Queue", () => {
     await fireEvent.keyDown(document.activeElement!, { key: "Enter" });
     expect(calls.filter((c) => c.cmd === "cancel_job")).toHaveLength(1);
     expect(screen.getByTestId("queue-status").textContent).toBe("Cancelled job 1: prompt of a");
+  });
+
+  it("names the lane of each running job when several render side by side, and no lane with one", async () => {
+    const two = [{ ...job("a", "running", "api", 0), lane: 0 }, { ...job("b", "running", "openai", 0), lane: 1 }, job("c", "queued", "app", 2)];
+    mockCore({ queue: () => two });
+    await refreshQueue();
+    const { unmount } = render(Queue);
+    expect(screen.getAllByTestId("job-lane").map((l) => l.textContent)).toEqual(["Lane 1", "Lane 2"]);
+    expect(screen.getAllByTestId("queue-running")).toHaveLength(2);
+    unmount();
+
+    mockCore({ queue: () => [job("a", "running", "api", 0), job("c", "queued", "app", 1)] });
+    await refreshQueue();
+    render(Queue);
+    expect(screen.getByTestId("queue-running")).toBeTruthy();
+    expect(screen.queryByTestId("job-lane")).toBeNull();
   });
 
   it("says where jobs come from when the queue is empty", async () => {
