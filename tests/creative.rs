@@ -348,6 +348,92 @@ async fn a1111_extras_enlarge_with_the_listed_upscalers_and_refuse_what_diffugen
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_cli_upscales_through_a_running_server_and_the_result_is_recorded_there() {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new().with_upscalers();
+    let (events, _) = ws.generate_json(&["--prompt", "a lighthouse at dusk", "--seed", "5"]);
+    let source = support::outputs(&events)[0].path.clone();
+    let (server, base, gallery) = serve(&ws).await;
+    let cli = |args: Vec<String>| {
+        let data = ws.data_dir().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(support::diffugen_bin())
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("upscale")
+                .args(&args)
+                .output()
+                .unwrap()
+        })
+    };
+    let output = cli(vec![
+        "--server".into(),
+        base.clone(),
+        "--json".into(),
+        source.clone(),
+        "--upscaler".into(),
+        "tiny-esrgan-x2".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed: Vec<JobEvent> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        printed
+            .iter()
+            .any(|e| matches!(e.stage, Stage::Upscaling { tile, .. } if tile > 0)),
+        "progress by tile reaches the CLI: {printed:?}"
+    );
+    let Some(Stage::Done { outputs }) = printed.last().map(|e| e.stage.clone()) else {
+        panic!("the CLI did not print the end: {printed:?}");
+    };
+    assert_eq!(size(&outputs[0].path), (128, 128));
+    // The server recorded it in its gallery with the source's prompt, and the job was the CLI's.
+    let entry = gallery.get(outputs[0].gallery_id.unwrap()).unwrap();
+    assert_eq!(entry.prompt, "a lighthouse at dusk");
+    assert_eq!(entry.upscale.as_ref().unwrap().upscaler, "tiny-esrgan-x2");
+    let job: Value = reqwest::get(format!("{base}/api/v1/jobs/{}", printed[0].job_id))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["source"], "cli", "{job}");
+
+    // The server's refusal names the field; a local-only flag is refused before anything is sent.
+    let output = cli(vec![
+        "--server".into(),
+        base.clone(),
+        source.clone(),
+        "--upscaler".into(),
+        "R-ESRGAN 4x+".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let said = stderr(&output);
+    assert!(
+        said.contains("upscaler") && said.contains("tiny-esrgan-x2"),
+        "{said}"
+    );
+    let output = cli(vec![
+        "--server".into(),
+        base.clone(),
+        source.clone(),
+        "--output".into(),
+        "big.png".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("--output"), "{}", stderr(&output));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_hires_pass_enlarges_with_an_esrgan_model_named_as_a1111_and_the_job_api_name_it() {
     let _gpu = support::ONE_AT_A_TIME.lock().await;
     let ws = Workspace::new().with_upscalers();

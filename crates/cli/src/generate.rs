@@ -483,17 +483,43 @@ fn remote(
             *image = ImageInput::Bytes(bytes);
         }
     }
+    let body = serde_json::to_value(&request).map_err(|e| e.to_string())?;
+    let summary = |outputs: &[diffugen_engine::Output]| {
+        let seeds: Vec<String> = outputs.iter().map(|o| o.seed.to_string()).collect();
+        format!("seed {}; {} image(s)", seeds.join(", "), outputs.len())
+    };
+    remote_job(
+        url,
+        args.api_key.clone(),
+        "/api/v1/jobs",
+        &body,
+        args.json,
+        &summary,
+    )
+}
+
+/// Sends a job to a running DiffuGen (`path`, a JSON `body`, tagged as the CLI's) and follows its events to the end
+/// with the terminal's progress: the written files on stdout (JSON lines with `json`), `summary` of them on stderr.
+/// Ctrl+C cancels the job on the server.
+pub(crate) fn remote_job(
+    url: &str,
+    api_key: Option<String>,
+    path: &str,
+    body: &serde_json::Value,
+    json: bool,
+    summary: &dyn Fn(&[diffugen_engine::Output]) -> String,
+) -> Result<ExitCode, String> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
         use futures_util::StreamExt;
-        let server = crate::client::Server::connect(url, args.api_key.clone()).await?;
+        let server = crate::client::Server::connect(url, api_key).await?;
         let body: serde_json::Value = server
             .reply(
                 server
-                    .request(reqwest::Method::POST, "/api/v1/jobs")
+                    .request(reqwest::Method::POST, path)
                     .header(diffugen_server::native::SOURCE_HEADER, "cli")
-                    .json(&request),
+                    .json(body),
             )
             .await
             .map_err(|e| format!("the job was not queued: {e}"))?;
@@ -501,7 +527,7 @@ fn remote(
             .as_str()
             .ok_or("the server's reply names no job id")?
             .to_string();
-        if !args.json {
+        if !json {
             eprintln!("queued on {} as {id}", server.base());
         }
         let events = server
@@ -511,7 +537,7 @@ fn remote(
             .map_err(|e| format!("cannot follow the job's events: {e}"))?;
         let mut body = events.bytes_stream();
         let mut buffer = String::new();
-        let mut reporter = Reporter::new(args.json);
+        let mut reporter = Reporter::new(json);
         let mut last: Option<Stage> = None;
         let stop = tokio::signal::ctrl_c();
         tokio::pin!(stop);
@@ -541,12 +567,11 @@ fn remote(
         reporter.finish();
         match last {
             Some(Stage::Done { outputs }) => {
-                if !args.json {
+                if !json {
                     for output in &outputs {
                         println!("{}", output.path);
                     }
-                    let seeds: Vec<String> = outputs.iter().map(|o| o.seed.to_string()).collect();
-                    eprintln!("seed {}; {} image(s)", seeds.join(", "), outputs.len());
+                    eprintln!("{}", summary(&outputs));
                 }
                 Ok(ExitCode::SUCCESS)
             }

@@ -47,6 +47,15 @@ pub struct UpscaleArgs {
     /// Print every event as a JSON line on stdout instead of a progress bar.
     #[arg(long)]
     json: bool,
+    /// Send the job to a running DiffuGen — the desktop app or `diffugen serve` — instead of upscaling in this
+    /// process: the images travel in the request, the result is written and recorded there, and its progress is
+    /// reported here [URL default: http://127.0.0.1:5199]
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "http://127.0.0.1:5199",
+          conflicts_with_all = ["output", "output_dir", "threads"])]
+    server: Option<String>,
+    /// The server's API key, if it requires one (with --server)
+    #[arg(long, env = "DIFFUGEN_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 impl UpscaleArgs {
@@ -72,6 +81,9 @@ pub fn run(config: &Config, args: UpscaleArgs) -> Result<ExitCode, String> {
         height: args.height,
         tile_size: args.tile_size,
     };
+    if let Some(url) = &args.server {
+        return remote(&args, &request, &images, url);
+    }
     let mut spec = diffugen_engine::upscale::validate(&request, &images, &config.library())
         .map_err(|errors| {
             errors
@@ -106,5 +118,38 @@ pub fn run(config: &Config, args: UpscaleArgs) -> Result<ExitCode, String> {
         Work::Upscale(Box::new(spec)),
         destination,
         args.json,
+    )
+}
+
+/// `--server`: the images as base64 in a `POST /api/v1/upscale`, followed to the end like a local job. The server
+/// checks the request; its refusal names the field.
+fn remote(
+    args: &UpscaleArgs,
+    request: &UpscaleRequest,
+    images: &[SourceImage],
+    url: &str,
+) -> Result<ExitCode, String> {
+    use base64::Engine as _;
+    let mut body = serde_json::to_value(request).map_err(|e| e.to_string())?;
+    body["images"] = images
+        .iter()
+        .map(|image| base64::engine::general_purpose::STANDARD.encode(&image.bytes))
+        .collect();
+    if let Some(map) = body.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+    }
+    let summary = |outputs: &[diffugen_engine::Output]| {
+        format!(
+            "{} image(s) upscaled, recorded in the server's gallery",
+            outputs.len()
+        )
+    };
+    crate::generate::remote_job(
+        url,
+        args.api_key.clone(),
+        "/api/v1/upscale",
+        &body,
+        args.json,
+        &summary,
     )
 }
