@@ -139,6 +139,48 @@ fn the_cli_enlarges_an_image_with_an_esrgan_model_tile_by_tile_and_the_result_ke
 }
 
 #[test]
+fn a_pytorch_pth_upscaler_is_listed_and_enlarges_to_the_same_pixels_as_the_same_weights_in_gguf() {
+    let ws = Workspace::new().with_upscalers();
+    // The ×2 test upscaler's weights in a .pth as torch.save writes it (state dict under params_ema, as RealESRGAN's
+    // releases): sd.cpp loads it; DiffuGen must read its tensor table to list it.
+    let pth = ws.models_dir().join("ESRGAN/tiny-esrgan-pth-x2.pth");
+    diffugen_testkit::build_test_upscaler_pth(&pth, 2).unwrap();
+    let entries = diffugen_models::Library::new(ws.models_dir()).scan();
+    let entry = entries
+        .iter()
+        .find(|e| e.id == "tiny-esrgan-pth-x2")
+        .unwrap();
+    assert_eq!(entry.error, None);
+    assert_eq!(entry.format.as_deref(), Some("pytorch"));
+    assert_eq!(entry.role, diffugen_models::Role::Upscaler);
+    assert_eq!(entry.variant.as_deref(), Some("x2"));
+    let gguf = entries.iter().find(|e| e.id == "tiny-esrgan-x2").unwrap();
+    assert_eq!(entry.parameters, gguf.parameters);
+
+    let (events, _) = ws.generate_json(&["--prompt", "a lighthouse at dusk", "--seed", "5"]);
+    let source = support::outputs(&events)[0].path.clone();
+    let (_, from_pth) = upscale_json(&ws, &[&source, "--upscaler", "tiny-esrgan-pth-x2"]);
+    let (_, from_gguf) = upscale_json(&ws, &[&source, "--upscaler", "tiny-esrgan-x2"]);
+    assert_eq!(size(&from_pth), (128, 128));
+    assert!(
+        support::pixels(&from_pth) == support::pixels(&from_gguf),
+        "the .pth and the GGUF hold the same weights"
+    );
+
+    // A .pth cut short is listed as unusable, saying why, not offered.
+    let bytes = std::fs::read(&pth).unwrap();
+    let cut = ws.models_dir().join("ESRGAN/cut.pth");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let entries = diffugen_models::Library::new(ws.models_dir()).scan();
+    let cut = entries.iter().find(|e| e.id == "cut").unwrap();
+    assert!(cut.error.is_some(), "{cut:?}");
+    assert!(!diffugen_models::Library::new(ws.models_dir())
+        .upscalers()
+        .iter()
+        .any(|e| e.id == "cut"));
+}
+
+#[test]
 fn an_unknown_upscaler_or_a_scale_out_of_range_is_refused_naming_the_flag_and_what_is_allowed() {
     let ws = Workspace::new().with_upscalers();
     let image = ws.path("in.png");

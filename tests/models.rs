@@ -223,7 +223,7 @@ fn damaged_and_foreign_files_are_listed_as_unusable_never_a_crash() {
         .error
         .as_deref()
         .unwrap()
-        .contains("not a GGUF or safetensors"));
+        .contains("not a GGUF, safetensors or PyTorch checkpoint"));
     let cut = entries.iter().find(|e| e.id == "cut").unwrap();
     assert!(cut.error.is_some());
     let table = ws.diffugen(&["models"]);

@@ -1,5 +1,6 @@
-//! Reads the tensor table of a GGUF or safetensors file — names, shapes, types — and checks that the file is long
-//! enough to hold the data it declares. Never reads weights; never trusts a count or length from the file.
+//! Reads the tensor table of a GGUF, safetensors or PyTorch zip checkpoint (see `torch`) — names, shapes, types — and
+//! checks that the file is long enough to hold the data it declares. Never reads weights; never trusts a count or
+//! length from the file.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -10,6 +11,8 @@ use std::path::Path;
 pub enum Format {
     Gguf,
     Safetensors,
+    /// A PyTorch checkpoint (`.pth`, `.ckpt`, `.pt`) as `torch.save` writes it since PyTorch 1.6: a zip archive.
+    Torch,
 }
 
 /// One tensor as declared in a header. `shape` is in PyTorch order (slowest-varying first).
@@ -40,7 +43,7 @@ pub struct Header {
 pub enum HeaderError {
     #[error("cannot read the file: {0}")]
     Io(#[from] std::io::Error),
-    #[error("not a GGUF or safetensors file")]
+    #[error("not a GGUF, safetensors or PyTorch checkpoint file")]
     UnknownFormat,
     #[error("damaged header: {0}")]
     Damaged(String),
@@ -68,6 +71,8 @@ pub fn read(path: &Path) -> Result<Header, HeaderError> {
         read_gguf(&mut reader, file_size)
     } else if is_safetensors(&magic) {
         read_safetensors(&mut reader, file_size)
+    } else if crate::torch::is_zip(&magic) {
+        crate::torch::read(&mut reader, file_size)
     } else {
         Err(HeaderError::UnknownFormat)
     }

@@ -13,6 +13,7 @@ pub mod plan;
 mod preset;
 pub mod quant;
 mod stamp;
+mod torch;
 pub mod watch;
 
 pub use cards::{CardComponent, ModelCard};

@@ -524,6 +524,7 @@ fn inspect_uncached(path: &Path) -> ModelEntry {
             entry.format = Some(match header.format {
                 Format::Gguf => "gguf".into(),
                 Format::Safetensors => "safetensors".into(),
+                Format::Torch => "pytorch".into(),
             });
             entry.family = identity.family;
             entry.variant = identity.variant;
@@ -537,7 +538,9 @@ fn inspect_uncached(path: &Path) -> ModelEntry {
                 .is_some_and(|e| e != "gguf" && e != "safetensors") =>
         {
             entry.error = Some(
-                "pickle checkpoints are not inspected; convert it to safetensors or GGUF".into(),
+                "a PyTorch checkpoint in the format before PyTorch 1.6 (not a zip archive) is not inspected; \
+                 convert it to safetensors or GGUF"
+                    .into(),
             );
         }
         Err(e) => entry.error = Some(e.to_string()),

@@ -81,6 +81,31 @@ pub fn build_test_upscaler(path: &Path, scale: u32) -> std::io::Result<()> {
     })
 }
 
+/// Writes the test upscaler for `scale` as a PyTorch checkpoint (`.pth`, its state dict under `params_ema` as
+/// RealESRGAN's releases have it) with the very weights of [`build_test_upscaler`]'s GGUF: both files upscale to the
+/// same pixels.
+pub fn build_test_upscaler_pth(path: &Path, scale: u32) -> std::io::Result<()> {
+    let mut rng = crate::model::Normal::new(WEIGHT_SEED + u64::from(scale));
+    let tensors: Vec<crate::torch::TorchTensor> = upscaler_tensors(scale)
+        .into_iter()
+        .map(|t| {
+            let shift = if t.name.ends_with(".bias") { 0.01 } else { 0.0 };
+            let mut f16_bytes = Vec::with_capacity(t.data_bytes() as usize);
+            for _ in 0..t.elements() {
+                let value = rng.sample() * 0.05 + shift;
+                f16_bytes.extend_from_slice(&half::f16::from_f32(value).to_le_bytes());
+            }
+            crate::torch::TorchTensor {
+                name: t.name,
+                // PyTorch's order is ggml's reversed.
+                shape: t.ne.iter().rev().copied().collect(),
+                f16_bytes,
+            }
+        })
+        .collect();
+    crate::torch::write_torch_checkpoint(path, &tensors, Some("params_ema"))
+}
+
 /// The path of the test upscaler for `scale` (2 or 4), built on first use and cached beside the test model.
 pub fn test_upscaler(scale: u32) -> PathBuf {
     static PATHS: OnceLock<std::sync::Mutex<Vec<(u32, PathBuf)>>> = OnceLock::new();

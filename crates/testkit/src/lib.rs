@@ -8,8 +8,13 @@ mod esrgan;
 pub mod gguf;
 mod model;
 mod sd15;
+mod torch;
 
 pub use embedding::write_test_embedding;
-pub use esrgan::{build_test_upscaler, test_upscaler, test_upscaler_file, upscaler_tensors};
+pub use esrgan::{
+    build_test_upscaler, build_test_upscaler_pth, test_upscaler, test_upscaler_file,
+    upscaler_tensors,
+};
 pub use model::{build_test_model, test_model, test_model_cache_dir, TEST_MODEL_FILE};
 pub use sd15::{test_controlnet, test_sd15};
+pub use torch::{write_torch_checkpoint, TorchTensor};
