@@ -38,11 +38,24 @@ pub struct CatalogFile {
     pub sha256: String,
 }
 
+/// What a catalog entry is: a model to render with, or a tool beside the models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, specta::Type)]
+#[serde(rename_all = "snake_case")]
+pub enum CatalogKind {
+    /// A model to render with (a checkpoint, or a set written as a preset): listed in the model picker.
+    #[default]
+    Model,
+    /// An upscaling (ESRGAN) model: written into the `ESRGAN` folder, offered wherever an upscaler is chosen.
+    Upscaler,
+}
+
 /// A model DiffuGen offers to download.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
 pub struct CatalogEntry {
     pub id: String,
     pub name: String,
+    #[serde(default)]
+    pub kind: CatalogKind,
     pub family: diffugen_models::Family,
     pub description: String,
     pub license: String,
@@ -166,6 +179,8 @@ pub fn plan(
         });
     }
     let mut preset = serde_json::json!({ "name": entry.id, "family": entry.family });
+    // A tool's one file is found by its own name; only a model to render with gets a preset.
+    let writes_preset = entry.kind == CatalogKind::Model;
     let files = entry
         .files
         .iter()
@@ -197,7 +212,8 @@ pub fn plan(
         name: entry.id.clone(),
         files,
         skip_present: true,
-        preset: Some((models_dir.join(format!("{}.preset.json", entry.id)), preset)),
+        preset: writes_preset
+            .then(|| (models_dir.join(format!("{}.preset.json", entry.id)), preset)),
     })
 }
 
@@ -541,6 +557,29 @@ mod tests {
         assert_eq!(own.files[0].size, None);
         let error = super::plan("nope", Path::new("/m"), None, None).unwrap_err();
         assert!(error.to_string().contains("sd-turbo"), "{error}");
+    }
+
+    #[test]
+    fn a_catalog_upscaler_lands_in_the_esrgan_folder_under_its_own_name_without_a_preset() {
+        let entry = catalog()
+            .into_iter()
+            .find(|e| e.kind == CatalogKind::Upscaler)
+            .expect("the catalog offers an upscaler");
+        assert_eq!(entry.family, diffugen_models::Family::Esrgan);
+        let plan = plan(&entry.id, Path::new("/m"), None, None).unwrap();
+        assert!(plan.preset.is_none());
+        assert_eq!(plan.files.len(), 1);
+        assert_eq!(plan.files[0].dest_dir, "/m/ESRGAN");
+        let name = download::file_name_from_url(&plan.files[0].url).unwrap();
+        assert_eq!(
+            Path::new(&name).file_stem().unwrap(),
+            entry.id.as_str(),
+            "found by its id"
+        );
+        assert!(catalog()
+            .iter()
+            .filter(|e| e.kind == CatalogKind::Model)
+            .all(|e| e.family != diffugen_models::Family::Esrgan));
     }
 
     #[test]

@@ -154,6 +154,7 @@ export type CardComponent = {
 export type CatalogEntry = {
 	id: string,
 	name: string,
+	kind?: CatalogKind,
 	family: Family,
 	description: string,
 	license: string,
@@ -176,6 +177,13 @@ export type CatalogFile = {
 	/**  The file's SHA-256 (64 hex digits); the download must hash to it. */
 	sha256: string,
 };
+
+/**  What a catalog entry is: a model to render with, or a tool beside the models. */
+export type CatalogKind = 
+/**  A model to render with (a checkpoint, or a set written as a preset): listed in the model picker. */
+"model" | 
+/**  An upscaling (ESRGAN) model: written into the `ESRGAN` folder, offered wherever an upscaler is chosen. */
+"upscaler";
 
 /**  A preprocessor, by A1111's sd-webui-controlnet name. */
 export type ControlModule = 

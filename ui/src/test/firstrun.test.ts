@@ -53,6 +53,14 @@ describe("First run: the recommendation fits the machine", () => {
     expect(screen.getByTestId("recommended-reason").textContent).toContain("CPU");
   });
 
+  it("without an NVIDIA GPU shows the CPU reason in place of the catalog's GPU words, and never offers an upscaler", async () => {
+    const upscaler = model("esrgan", "A tiny upscaler", 1.8e7, { kind: "upscaler", family: "esrgan", description: "an upscaler" });
+    const card = await hero(noGpu(), [model("small", "Small one", 1.2e9, { description: "The best first model for a GPU with 4-6 GB." }), upscaler]);
+    expect(card.querySelector("strong")!.textContent).toBe("Small one");
+    expect(card.textContent).not.toContain("for a GPU with 4-6 GB");
+    expect(document.body.textContent).not.toContain("A tiny upscaler");
+  });
+
   it("with an NVIDIA GPU keeps the low-VRAM pick, with no CPU line", async () => {
     const card = await hero(vram(), withTurbo());
     expect(card.querySelector("strong")!.textContent).toBe("FLUX.1 schnell Q4");

@@ -1,11 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { fireEvent, render, screen, waitFor } from "@testing-library/svelte";
+import { fireEvent, render, screen, waitFor, within } from "@testing-library/svelte";
 import { emit } from "@tauri-apps/api/event";
 import Models from "../panels/Models.svelte";
 import App from "../App.svelte";
 import { app, refreshModels, start } from "../lib/state.svelte";
 import type { ModelEntry } from "../lib/bindings";
-import { card, info, mockCore, models } from "./fixtures";
+import { card, catalog, info, mockCore, models } from "./fixtures";
 
 function file(overrides: Partial<ModelEntry>): ModelEntry {
   return {
@@ -52,6 +52,18 @@ describe("Models", () => {
     await waitFor(() => expect(calls.find((c) => c.cmd === "start_download")?.args).toEqual({ target: "sd-turbo", sha256: null }));
     await emit("download-update", { id: "dl-1", file: 1, files: 1, stage: "progress", bytes: 1e9, total_bytes: 2e9, bytes_per_second: 50e6, eta_seconds: 20 });
     await waitFor(() => expect(screen.getByTestId("download").textContent).toContain("1.0 GB of 2.0 GB · 50.0 MB/s · ETA 20 s"));
+  });
+
+  it("marks a catalog upscaler as an upscaler, not by a model family, and downloads it like a model", async () => {
+    const esrgan = { ...catalog[0], id: "RealESRGAN_x4plus_anime_6B", name: "Real-ESRGAN x4plus anime 6B", kind: "upscaler" as const, family: "esrgan" as const, recommended_low_vram: false };
+    const calls = mockCore({ catalog: () => [catalog[0], esrgan], start_download: () => "dl-2" });
+    await start();
+    render(Models);
+    const badge = await screen.findByTestId("catalog-upscaler");
+    expect(badge.closest("article")!.textContent).toContain("Real-ESRGAN x4plus anime 6B");
+    expect(badge.closest("article")!.textContent).not.toContain("esrgan");
+    await fireEvent.click(within(badge.closest("article")!).getByText("Download"));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "start_download")?.args).toEqual({ target: "RealESRGAN_x4plus_anime_6B", sha256: null }));
   });
 
   it("lists a model copied into a model folder without a rescan by hand", async () => {
