@@ -120,11 +120,13 @@ interface NumberRule {
   name: string;
   min: number;
   max: number;
+  /** Whether an empty field is refused: a port has no "none" (it would silently fall back to the default). */
+  required?: boolean;
 }
 
 const NUMBER_SETTINGS: Record<string, NumberRule> = {
-  api_port: { name: "Port", min: 1, max: 65535 },
-  gateway_port: { name: "Gateway port", min: 1, max: 65535 },
+  api_port: { name: "Port", min: 1, max: 65535, required: true },
+  gateway_port: { name: "Gateway port", min: 1, max: 65535, required: true },
   threads: { name: "CPU threads", min: 1, max: 256 },
 };
 
@@ -136,7 +138,8 @@ function ruleText(rule: NumberRule): string {
 export function checkNumberSetting(key: string, value: string): string | null {
   const rule = NUMBER_SETTINGS[key];
   const text = value.trim();
-  if (!rule || text === "") return null;
+  if (!rule) return null;
+  if (text === "") return rule.required ? ruleText(rule) : null;
   const n = Number(text);
   return Number.isInteger(n) && n >= rule.min && n <= rule.max ? null : ruleText(rule);
 }

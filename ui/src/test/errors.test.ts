@@ -56,6 +56,10 @@ describe("Errors in plain words", () => {
     expect(checkNumberSetting("api_port", "8080")).toBeNull();
     expect(checkNumberSetting("threads", "0")).toBe("CPU threads must be a whole number from 1 to 256");
     expect(checkNumberSetting("api_host", "70000")).toBeNull();
+    // A cleared port is refused, not saved as "back to the default"; cleared threads mean all cores.
+    expect(checkNumberSetting("api_port", "")).toBe("Port must be a whole number from 1 to 65535");
+    expect(checkNumberSetting("gateway_port", " ")).toBe("Gateway port must be a whole number from 1 to 65535");
+    expect(checkNumberSetting("threads", "")).toBeNull();
   });
 
   it("puts serde's words about a setting into a sentence about the field", () => {

@@ -4,7 +4,7 @@ import { emit } from "@tauri-apps/api/event";
 import Generate from "../panels/Generate.svelte";
 import App from "../App.svelte";
 import { app, applyJobEvent, draft, form, start } from "../lib/state.svelte";
-import { card, dataTransfer, GALLERY_PNG, mockCore, models, pngDataUrl, pngFile } from "./fixtures";
+import { card, dataTransfer, GALLERY_PNG, mockCore, models, pngDataUrl, pngFile, vram } from "./fixtures";
 
 async function setup(overrides = {}) {
   app.current = null;
@@ -915,11 +915,29 @@ describe("Enhance (the prompt assistant)", () => {
     });
     await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "a dog" } });
     await fireEvent.click(screen.getByTestId("enhance-button"));
-    await waitFor(() => {
-      const error = document.querySelector('[data-field="enhance_prompt"]');
-      expect(error?.textContent).toContain("Ollama is not reachable");
+    const error = await waitFor(() => {
+      const found = document.querySelector<HTMLElement>('[data-field="enhance_prompt"]');
+      if (!found) throw new Error("no error yet");
+      return found;
     });
+    // In words: what Enhance needs and what to do; the core's own message is one click away, not the lead.
+    const lead = error.firstChild!.textContent!;
+    expect(lead).toContain("Ollama isn't running — start it (ollama serve) or set its URL in Settings.");
+    expect(lead).not.toContain("enhance_prompt");
+    expect(error.querySelector("details")!.textContent).toContain("Connection refused");
     expect(form.prompt).toBe("a dog");
+  });
+
+  it("is off with one calm line while the meter knows Ollama is not running", async () => {
+    await setup({
+      vram: () => vram({ ollama: { url: "http://127.0.0.1:11434", reachable: false, version: null, error: "Connection refused (os error 111)", models: [] } }),
+    });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "a dog" } });
+    await waitFor(() => expect((screen.getByTestId("enhance-button") as HTMLButtonElement).disabled).toBe(true));
+    const line = screen.getByTestId("enhance-no-ollama");
+    expect(line.textContent).toContain("Ollama isn't running");
+    expect(line.textContent).not.toContain("os error");
+    expect(screen.getByTestId("enhance-button").getAttribute("aria-describedby")).toBe("enhance-no-ollama");
   });
 
   it("cannot be asked without a prompt", async () => {

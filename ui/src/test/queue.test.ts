@@ -234,8 +234,8 @@ describe("Queue: finished jobs", () => {
     await waitFor(() => expect(screen.getAllByTestId("history-row")).toHaveLength(3));
     // Only a job with an image in the gallery opens one.
     const rows = screen.getAllByTestId("history-row");
-    expect(rows.map((r) => within(r).queryByRole("button", { name: /^Open the image/ }) !== null)).toEqual([true, false, false]);
-    await fireEvent.click(screen.getByRole("button", { name: "Open the image of a harbour at night in the gallery" }));
+    expect(rows.map((r) => within(r).queryByRole("button", { name: /^Open in the gallery/ }) !== null)).toEqual([true, false, false]);
+    await fireEvent.click(screen.getByRole("button", { name: /^Open in the gallery: .*Done .*a harbour at night/ }));
     await waitFor(() => expect(screen.getByTestId("detail-prompt").textContent).toBe("a harbour at night"));
     expect(app.view).toBe("gallery");
     expect(app.detail).toBe(77);

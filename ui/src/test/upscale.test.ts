@@ -337,7 +337,7 @@ describe("An upscale job's progress", () => {
     const row = screen.getByTestId("history-row");
     expect(within(row).getByTestId("history-state").textContent).toBe("Done");
     expect(within(row).getByTestId<HTMLImageElement>("history-thumb").src).toContain("thumb-2");
-    await fireEvent.click(within(row).getByRole("button", { name: /^Open the image of a lighthouse at dusk/ }));
+    await fireEvent.click(within(row).getByRole("button", { name: /^Open in the gallery: .*a lighthouse at dusk/ }));
     await waitFor(() => expect(screen.getByTestId("detail-upscaled-text").textContent).toBe("Upscaled ×2 from 512×512 with Lanczos"));
     expect(app.detail).toBe(2);
   });

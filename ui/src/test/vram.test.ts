@@ -26,7 +26,7 @@ describe("VRAM chip", () => {
     render(VramMeter);
     const chip = screen.getByTestId("vram-chip");
     expect(screen.getByTestId("vram-chip-text").textContent).toBe("6.0/8.0 GB");
-    expect(chip.getAttribute("aria-label")).toBe("GPU memory: 6.0 of 8.0 GB used, no hand-over in force");
+    expect(chip.getAttribute("aria-label")).toBe("6.0/8.0 GB of GPU memory used, no hand-over in force");
     expect(chip.getAttribute("aria-expanded")).toBe("false");
     expect(screen.queryByTestId("vram-details")).toBeNull();
   });
