@@ -476,6 +476,69 @@ async fn the_cli_upscales_through_a_running_server_and_the_result_is_recorded_th
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn each_image_records_which_client_asked_and_its_wait_apart_from_its_render_time() {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let (server, base, gallery) = serve(&ws).await;
+    let client = reqwest::Client::new();
+    let (status, body) = post(
+        &client,
+        format!("{base}/v1/images/generations"),
+        json!({"model": "tiny", "prompt": "a fox through openai", "size": "64x64", "steps": 2}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = post(
+        &client,
+        format!("{base}/sdapi/v1/txt2img"),
+        json!({"prompt": "a fox through a1111", "width": 64, "height": 64, "steps": 2,
+               "override_settings": {"sd_model_checkpoint": "tiny"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, job) = post(
+        &client,
+        format!("{base}/api/v1/jobs"),
+        json!({"model": "tiny", "prompt": "a fox through the job api", "width": 64, "height": 64, "steps": 2}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let (_, id) = finish(&client, &base, job["id"].as_str().unwrap()).await;
+    let native = gallery.get(id).unwrap();
+    let entries = gallery.list(&Default::default()).unwrap().entries;
+    let client_of = |prompt: &str| {
+        entries
+            .iter()
+            .find(|e| e.prompt == prompt)
+            .and_then(|e| e.client.clone())
+    };
+    assert_eq!(client_of("a fox through openai").as_deref(), Some("openai"));
+    assert_eq!(
+        client_of("a fox through a1111").as_deref(),
+        Some("a1111-txt2img")
+    );
+    assert_eq!(native.client.as_deref(), Some("api"));
+    // The wait is recorded apart: render time and wait together are about the job's whole life.
+    let (waited, took) = (
+        native.queue_seconds.unwrap(),
+        native.generation_seconds.unwrap(),
+    );
+    assert!(waited >= 0.0 && took > 0.0, "waited {waited}, took {took}");
+    // The gallery's API says so too.
+    let listed: Value = client
+        .get(format!("{base}/api/v1/gallery/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["client"], "api", "{listed}");
+    assert!(listed["queue_seconds"].is_number(), "{listed}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_hires_pass_enlarges_with_an_esrgan_model_named_as_a1111_and_the_job_api_name_it() {
     let _gpu = support::ONE_AT_A_TIME.lock().await;
     let ws = Workspace::new().with_upscalers();

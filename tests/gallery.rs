@@ -62,6 +62,8 @@ fn our_png_with(
         control: None,
         upscale: None,
         original_prompt: None,
+        client: None,
+        queue_seconds: None,
     };
     edit(&mut record);
     let image = diffugen_sd::RgbImage {

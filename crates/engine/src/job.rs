@@ -159,8 +159,9 @@ async fn render_and_save(
     started: Instant,
     on_event: &mut (dyn FnMut(JobEvent) + Send),
 ) -> Result<JobResult, EngineError> {
-    // The render's own time ("took"), without the wait in the queue before it.
+    // The render's own time ("took"), without the wait in the queue before it; the wait is recorded apart.
     let render_started = Instant::now();
+    let waited = render_started.duration_since(started).as_secs_f64();
     let mut last_percent = None;
     let generated = engine
         .generate(job_id, spec, started, &mut |event: JobEvent| {
@@ -179,6 +180,7 @@ async fn render_and_save(
     let mut outputs = Vec::with_capacity(generated.images.len());
     for (index, image) in generated.images.iter().enumerate() {
         let mut record = Record::new(spec, job_id, index as u32, created, seconds);
+        record.queue_seconds = Some((waited * 100.0).round() / 100.0);
         if let Some(path) = &inputs.init_image {
             record.init_image = Some(path.display().to_string());
         }

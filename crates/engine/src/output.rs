@@ -68,6 +68,13 @@ pub struct Record {
     /// The prompt as the user wrote it, when the prompt assistant rewrote it (`prompt` is the rewrite rendered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_prompt: Option<String>,
+    /// Who asked (`app`, `api`, `openai`, `a1111-txt2img`, `cli`, `mcp`, ...), when the queue said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// Seconds from the job's acceptance to its render's start: the wait in the queue and for the GPU
+    /// (`generation_seconds` does not count it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_seconds: Option<f64>,
 }
 
 /// A ControlNet as recorded.
@@ -141,6 +148,8 @@ impl Record {
             }),
             upscale: None,
             original_prompt: spec.original_prompt.clone(),
+            client: spec.client.clone(),
+            queue_seconds: None,
         }
     }
 
@@ -183,6 +192,8 @@ impl Record {
             control: None,
             upscale: None,
             original_prompt: None,
+            client: None,
+            queue_seconds: None,
         });
         record.app = format!("DiffuGen {}", env!("CARGO_PKG_VERSION"));
         record.job_id = job_id.to_string();

@@ -215,6 +215,9 @@ pub struct JobSpec {
     /// The result is scored by a vision model and may be rendered once more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub critique: Option<Critique>,
+    /// Who asked, as the queue names it (`app`, `api`, `openai`, `a1111-txt2img`, `cli`, `mcp`, ...): recorded with the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// Which vision model scores a job's result: the request's `critique_model`, or `None` for the `critique_model`
@@ -778,6 +781,7 @@ pub fn validate_resolved(
         control,
         enhance,
         original_prompt: None,
+        client: None,
         critique,
     })
 }

@@ -147,6 +147,11 @@ pub struct Entry {
     pub trashed: Option<f64>,
     /// How the image was enlarged from another (DiffuGen's upscale record), when it was.
     pub upscale: Option<Upscaled>,
+    /// Who asked DiffuGen for it: `app`, `api`, `openai`, `a1111-txt2img`, `cli`, `mcp`, ... (`None`: made elsewhere, or before
+    /// DiffuGen recorded it).
+    pub client: Option<String>,
+    /// Seconds it waited in the queue and for the GPU before its render (`generation_seconds` does not count them).
+    pub queue_seconds: Option<f64>,
 }
 
 /// An upscaled image's link to what it was made from.
@@ -288,7 +293,7 @@ END;
 
 const COLUMNS: &str = "id, path, created, prompt, negative_prompt, model, family, width, height, steps, cfg_scale, \
                        sampler, scheduler, seed, loras, init_image, strength, generation_seconds, job_id, favorite, \
-                       source, trashed, tags, upscale";
+                       source, trashed, tags, upscale, client, queue_seconds";
 
 fn now() -> f64 {
     SystemTime::now()
@@ -404,6 +409,8 @@ fn entry(row: &Row<'_>) -> rusqlite::Result<Entry> {
             .get::<_, Option<String>>(23)?
             .and_then(|text| serde_json::from_str(&text).ok())
             .and_then(|v: serde_json::Value| Upscaled::from_record(&v)),
+        client: row.get(24)?,
+        queue_seconds: row.get(25)?,
     })
 }
 
@@ -414,6 +421,14 @@ fn migrate(conn: &Connection) -> Result<(), GalleryError> {
         .exists([])?;
     if !has_upscale {
         conn.execute_batch("ALTER TABLE images ADD COLUMN upscale TEXT")?;
+    }
+    let has_client: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('images') WHERE name = 'client'")?
+        .exists([])?;
+    if !has_client {
+        conn.execute_batch(
+            "ALTER TABLE images ADD COLUMN client TEXT; ALTER TABLE images ADD COLUMN queue_seconds REAL;",
+        )?;
     }
     Ok(())
 }
@@ -523,8 +538,9 @@ impl Gallery {
         conn.execute(
             "INSERT INTO images (path, created, prompt, negative_prompt, model, family, width, height, steps,
                 cfg_scale, sampler, scheduler, seed, loras, init_image, strength, generation_seconds, job_id, source,
-                upscale)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+                upscale, client, queue_seconds)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
+                ?22)
              ON CONFLICT(path) DO NOTHING",
             params![
                 key,
@@ -547,6 +563,8 @@ impl Gallery {
                 p.job_id,
                 p.source,
                 p.upscale,
+                p.client,
+                p.queue_seconds,
             ],
         )?;
         let id: i64 = conn.query_row("SELECT id FROM images WHERE path = ?1", [&key], |r| {

@@ -28,6 +28,10 @@ pub struct Parsed {
     pub clip_skip: Option<i64>,
     /// DiffuGen's `upscale` record (JSON) for an image enlarged from another.
     pub upscale: Option<String>,
+    /// Who asked DiffuGen for it (`app`, `api`, `openai`, `a1111-txt2img`, `cli`, `mcp`, ...).
+    pub client: Option<String>,
+    /// Its wait in the queue and for the GPU before the render.
+    pub queue_seconds: Option<f64>,
 }
 
 /// The best description among a PNG's text chunks.
@@ -105,6 +109,8 @@ fn parse_diffugen(text: &str) -> Option<Parsed> {
         created: v.get("created").and_then(Value::as_f64),
         clip_skip: v.get("clip_skip").and_then(Value::as_i64),
         upscale,
+        client: s("client"),
+        queue_seconds: v.get("queue_seconds").and_then(Value::as_f64),
     })
 }
 

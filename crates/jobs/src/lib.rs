@@ -461,10 +461,14 @@ impl JobManager {
     /// already waiting.
     pub fn submit_work(
         &self,
-        work: Work,
+        mut work: Work,
         destination: Destination,
         source: &str,
     ) -> Result<String, QueueError> {
+        // The image records who asked.
+        if let Work::Generate(spec) = &mut work {
+            spec.client.get_or_insert_with(|| source.to_string());
+        }
         let mut state = self.lock();
         if state.queue.len() >= self.shared.depth {
             return Err(QueueError::Full {

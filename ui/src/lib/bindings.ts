@@ -309,6 +309,13 @@ export type Entry = {
 	trashed: number | null,
 	/**  How the image was enlarged from another (DiffuGen's upscale record), when it was. */
 	upscale: Upscaled | null,
+	/**
+	 *  Who asked DiffuGen for it: `app`, `api`, `openai`, `a1111-txt2img`, `cli`, `mcp`, ... (`None`: made elsewhere, or before
+	 *  DiffuGen recorded it).
+	 */
+	client: string | null,
+	/**  Seconds it waited in the queue and for the GPU before its render (`generation_seconds` does not count them). */
+	queue_seconds: number | null,
 };
 
 /**  What made a job fail. */

@@ -89,6 +89,8 @@ export function entry(id: number, overrides: Partial<Entry> = {}): Entry {
     source: "diffugen",
     trashed: null,
     upscale: null,
+    client: "app",
+    queue_seconds: 0,
     ...overrides,
   };
 }

@@ -303,7 +303,7 @@ describe("Gallery", () => {
 
   it("says where an image's parameters came from, and how long its render took", async () => {
     app.detail = null;
-    const e = entry(9, { source: "comfyui", generation_seconds: 75 });
+    const e = entry(9, { source: "comfyui", generation_seconds: 75, client: null, queue_seconds: null });
     mockCore(small([e]));
     render(Gallery);
     await fireEvent.click(await screen.findByTestId("gallery-item-9"));
@@ -311,6 +311,20 @@ describe("Gallery", () => {
     const took = screen.getByTestId("detail-time");
     expect(took.previousElementSibling?.textContent).toBe("Took");
     expect(took.textContent).toBe("1 min 15 s");
+    // An image from elsewhere says nothing about a client or a wait.
+    expect(screen.queryByTestId("detail-client")).toBeNull();
+    expect(screen.queryByTestId("detail-wait")).toBeNull();
+  });
+
+  it("says which client asked for an image and how long it waited, apart from its render time", async () => {
+    app.detail = null;
+    const e = entry(10, { client: "openai", generation_seconds: 2, queue_seconds: 12.4 });
+    mockCore(small([e]));
+    render(Gallery);
+    await fireEvent.click(await screen.findByTestId("gallery-item-10"));
+    await waitFor(() => expect(screen.getByTestId("detail-client").textContent).toBe("Open WebUI / OpenAI API"));
+    expect(screen.getByTestId("detail-time").textContent).toBe("2 s");
+    expect(screen.getByTestId("detail-wait").textContent).toBe("12 s");
   });
 
   it("delete moves the image to the trash and Undo restores it", async () => {
