@@ -601,6 +601,13 @@ async fn a_job_from_the_cli_against_the_app_joins_the_app_queue_and_reports_its_
         seen_by_app.last().unwrap().stage,
         Stage::Done { .. }
     ));
+    // The CLI asked for no preview; the app's Queue shows one anyway.
+    assert!(
+        seen_by_app
+            .iter()
+            .any(|e| matches!(e.stage, Stage::Preview { .. })),
+        "the window gets live previews of a job another client sent"
+    );
 
     let output = cli.await.unwrap();
     assert!(output.status.success(), "{}", support::stderr(&output));

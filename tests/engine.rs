@@ -928,3 +928,52 @@ async fn two_lanes_render_side_by_side_and_a_job_goes_to_the_lane_that_holds_its
     jobs.until_idle().await;
     assert!(jobs.lanes().iter().all(|l| l.job.is_none()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_job_says_when_it_should_start_once_its_model_has_run_here() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let jobs = queue_with(&Arc::new(engine()), Default::default());
+    let out = || Destination::Folder(ws.path("out"));
+    // While the queue is paused no waiting job says when it starts.
+    jobs.pause();
+    let a = jobs.submit(spec(&ws, 1), out(), "test").unwrap();
+    let b = jobs.submit(spec(&ws, 2), out(), "test").unwrap();
+    assert_eq!(
+        jobs.get(&a).unwrap().starts_in,
+        None,
+        "paused: nothing starts"
+    );
+    jobs.resume();
+    jobs.until_idle().await;
+    // Measured now: with the lane busy on one job, the next waits about as long as that job takes.
+    jobs.pause();
+    let c = jobs.submit(spec(&ws, 3), out(), "test").unwrap();
+    let d = jobs.submit(spec(&ws, 4), out(), "test").unwrap();
+    let took = jobs.engine().predict_seconds(&spec(&ws, 3), true).unwrap();
+    jobs.resume();
+    let waiting = jobs.queue();
+    let starts: Vec<Option<f64>> = waiting
+        .iter()
+        .filter(|j| j.id == c || j.id == d)
+        .map(|j| j.starts_in)
+        .collect();
+    match starts.as_slice() {
+        // Both still waiting: c now, d after c.
+        [Some(first), Some(second)] => {
+            assert!(*first < 0.5, "{starts:?}");
+            assert!(
+                (second - first - took).abs() < 0.5,
+                "{starts:?}, a job takes {took} s"
+            );
+        }
+        // The lane took c already: d starts when c's ETA runs out, within one job's time.
+        [Some(second)] => assert!(*second <= took + 0.5, "{starts:?}, a job takes {took} s"),
+        other => panic!("{other:?}"),
+    }
+    jobs.until_idle().await;
+    assert!(
+        jobs.get(&b).unwrap().starts_in.is_none(),
+        "an ended job has no start"
+    );
+}

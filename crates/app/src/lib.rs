@@ -204,6 +204,13 @@ impl Core {
             lanes: 1,
         })
         .await?;
+        // The Queue shows every job's live preview, whichever client sent it (a cheap latent projection per step).
+        runtime
+            .jobs()
+            .preview_every_job(Some(diffugen_engine::params::PreviewRequest {
+                mode: diffugen_engine::params::PreviewMode::Proj,
+                interval: 1,
+            }));
         let (doors, api_error) = match Doors::open(&runtime, doors).await {
             Ok(doors) => (doors, None),
             // A taken port must not keep the window from opening: run without the network doors, say why.

@@ -171,6 +171,28 @@ impl Estimator {
         (job.percent, estimate.map(|(_, r)| r))
     }
 
+    /// How long a job would take by the model's measured history (`None` before the model has run here): its load
+    /// unless `resident`, the prompt's encoding, `steps` for each of `images` at `width`×`height`, and decoding.
+    pub fn predict(
+        &self,
+        model: &str,
+        steps: u32,
+        images: u32,
+        width: u32,
+        height: u32,
+        resident: bool,
+    ) -> Option<f64> {
+        let h = self.history.get(model)?;
+        let megapixels = f64::from(width) * f64::from(height) / 1e6;
+        let images = f64::from(images.max(1));
+        Some(
+            if resident { 0.0 } else { h.load_seconds }
+                + h.encode_seconds
+                + f64::from(steps) * images * h.step_seconds_per_megapixel * megapixels
+                + h.decode_seconds_per_megapixel * megapixels * images,
+        )
+    }
+
     /// Ends the job; a successful one updates the model's history.
     pub fn finish(&mut self, succeeded: bool, now: Instant) {
         let Some(mut job) = self.job.take() else {
@@ -270,6 +292,39 @@ mod tests {
             pass: 1,
             passes: 1,
         }
+    }
+
+    #[test]
+    fn a_job_is_predicted_from_its_models_history_with_the_load_only_when_not_resident() {
+        let t0 = Instant::now();
+        let mut e = Estimator::default();
+        assert_eq!(
+            e.predict("m", 4, 1, 1000, 1000, false),
+            None,
+            "nothing measured yet"
+        );
+        e.start("m", 4, 1, 1000, 1000, t0);
+        let loading = Stage::LoadingModel {
+            part: 1,
+            tensors_loaded: 0,
+            tensors_total: 10,
+        };
+        e.observe(&loading, t0);
+        e.observe(&Stage::EncodingPrompt, t0 + Duration::from_secs(3));
+        for step in 1..=4 {
+            e.observe(
+                &sampling(step, 2.0),
+                t0 + Duration::from_secs(4 + 2 * u64::from(step)),
+            );
+        }
+        e.observe(&Stage::Decoding, t0 + Duration::from_secs(12));
+        e.finish(true, t0 + Duration::from_secs(13));
+        // Load 3 s, encode 3 s (until the first step), 2 s a step at one megapixel, decode 1 s.
+        let cold = e.predict("m", 4, 1, 1000, 1000, false).unwrap();
+        assert!((cold - (3.0 + 3.0 + 8.0 + 1.0)).abs() < 1e-6, "{cold}");
+        let warm = e.predict("m", 8, 1, 1000, 1000, true).unwrap();
+        assert!((warm - (3.0 + 16.0 + 1.0)).abs() < 1e-6, "{warm}");
+        assert_eq!(e.predict("other", 4, 1, 1000, 1000, true), None);
     }
 
     #[test]

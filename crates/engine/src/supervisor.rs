@@ -299,6 +299,23 @@ impl Engine {
         }
     }
 
+    /// How long `spec` would take on this engine by its measured history (`None` before its model has run here);
+    /// `resident` when the worker will already hold the model.
+    pub fn predict_seconds(&self, spec: &JobSpec, resident: bool) -> Option<f64> {
+        let (width, height) = spec.output_size();
+        self.estimator
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .predict(
+                &spec.model_id,
+                spec.total_steps(),
+                spec.count,
+                width,
+                height,
+                resident,
+            )
+    }
+
     /// Runs one validated job, reporting every stage to `on_event`, and returns its images.
     pub async fn generate(
         &self,

@@ -78,6 +78,9 @@ pub struct JobInfo {
     pub last_event: Option<JobEvent>,
     /// The render lane that runs (or ran) it, from 0; `None` while it waits.
     pub lane: Option<u32>,
+    /// While it waits: seconds from now until it should start, by the measured times of the jobs ahead of it on
+    /// their models (`None` while one of them has never run here, or the queue is paused).
+    pub starts_in: Option<f64>,
 }
 
 /// One render lane as the queue view shows it.
@@ -103,6 +106,8 @@ struct Shared {
     defaults: Mutex<JobDefaults>,
     /// One engine per render lane (lane `i` is `engines[i]`).
     engines: Vec<Arc<Engine>>,
+    /// The live preview a render that asks for none gets (see [`JobManager::preview_every_job`]).
+    preview: Mutex<Option<diffugen_engine::params::PreviewRequest>>,
     orchestrator: Option<Orchestrator>,
     gallery: Option<Arc<Gallery>>,
     depth: usize,
@@ -253,6 +258,7 @@ impl JobManager {
             shared: Arc::new(Shared {
                 wake: engines.iter().map(|_| Notify::new()).collect(),
                 engines,
+                preview: Mutex::new(None),
                 orchestrator,
                 gallery,
                 defaults: Mutex::new(defaults),
@@ -400,6 +406,16 @@ impl JobManager {
     /// The engine of lane 0 (the only one unless the queue has several lanes).
     pub fn engine(&self) -> &Arc<Engine> {
         &self.shared.engines[0]
+    }
+
+    /// Gives every render that asks for no live preview this one (`None`: none): the desktop app shows each job's
+    /// preview in its Queue, whichever client sent it.
+    pub fn preview_every_job(&self, preview: Option<diffugen_engine::params::PreviewRequest>) {
+        *self
+            .shared
+            .preview
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = preview;
     }
 
     /// Every lane's engine, lane 0 first.
@@ -573,16 +589,62 @@ impl JobManager {
     /// One job's state.
     pub fn get(&self, id: &str) -> Result<JobInfo, QueueError> {
         let state = self.lock();
-        let position = state
-            .queue
-            .iter()
-            .position(|q| q == id)
-            .map(|p| (p + state.running.len()) as u32);
-        state
+        let index = state.queue.iter().position(|q| q == id);
+        let position = index.map(|p| (p + state.running.len()) as u32);
+        let mut info = state
             .jobs
             .get(id)
             .map(|job| job.info(position))
-            .ok_or_else(|| QueueError::NotFound(id.to_string()))
+            .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
+        if let Some(index) = index {
+            info.starts_in = self.start_estimates(&state).get(index).copied().flatten();
+        }
+        Ok(info)
+    }
+
+    /// When each waiting job should start, in line order (seconds from now): every lane is free when its running
+    /// job's last ETA runs out (idle lanes now), and each waiting job goes to the lane free first, taking as long as
+    /// its model's measured history says (its load too unless that lane holds the model). `None` from the first job
+    /// whose start depends on a time never measured.
+    fn start_estimates(&self, state: &State) -> Vec<Option<f64>> {
+        // Paused, nothing starts until the user says.
+        if state.paused {
+            return vec![None; state.queue.len()];
+        }
+        let engines = &self.shared.engines;
+        let mut free: Vec<Option<f64>> = (0..engines.len())
+            .map(
+                |lane| match state.running.iter().find(|(_, l)| *l == lane) {
+                    None => Some(0.0),
+                    Some((id, _)) => state.jobs.get(id).and_then(Job::remaining_seconds),
+                },
+            )
+            .collect();
+        let mut held: Vec<Option<String>> = engines.iter().map(|e| e.loaded_model()).collect();
+        state
+            .queue
+            .iter()
+            .map(|id| {
+                let job = state.jobs.get(id)?;
+                let (lane, at) = free
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(lane, at)| at.map(|at| (lane, at)))
+                    .min_by(|a, b| a.1.total_cmp(&b.1))?;
+                let took = match &job.work {
+                    Some((Work::Generate(spec), _)) => engines.iter().find_map(|e| {
+                        e.predict_seconds(
+                            spec,
+                            held[lane].as_deref() == Some(spec.model_id.as_str()),
+                        )
+                    }),
+                    _ => None,
+                };
+                free[lane] = took.map(|took| at + took);
+                held[lane] = Some(job.model.clone());
+                Some(at)
+            })
+            .collect()
     }
 
     /// The newest live preview of a job, if it asked for previews and one has arrived.
@@ -615,11 +677,13 @@ impl JobManager {
             .filter_map(|(id, _)| state.jobs.get(id))
             .map(|j| j.info(Some(0)));
         let offset = state.running.len() as u32;
-        let waiting = state
-            .queue
-            .iter()
-            .enumerate()
-            .filter_map(|(i, id)| state.jobs.get(id).map(|j| j.info(Some(i as u32 + offset))));
+        let starts = self.start_estimates(&state);
+        let waiting = state.queue.iter().enumerate().filter_map(|(i, id)| {
+            state.jobs.get(id).map(|j| JobInfo {
+                starts_in: starts.get(i).copied().flatten(),
+                ..j.info(Some(i as u32 + offset))
+            })
+        });
         running.chain(waiting).collect()
     }
 

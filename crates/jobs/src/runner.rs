@@ -495,6 +495,14 @@ impl JobManager {
     fn apply_defaults(&self, spec: &mut JobSpec) -> Vec<String> {
         let defaults = self.defaults();
         spec.threads = spec.threads.or(defaults.threads);
+        if spec.preview.is_none() {
+            spec.preview = self
+                .shared
+                .preview
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+        }
         diffugen_engine::memory::apply_defaults(spec, &defaults.memory)
     }
 

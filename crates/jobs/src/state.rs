@@ -58,7 +58,15 @@ impl Job {
             error,
             last_event: last,
             lane: self.lane,
+            starts_in: None,
         }
+    }
+
+    /// Seconds left of a running job by its latest ETA, counted down since that event.
+    pub(crate) fn remaining_seconds(&self) -> Option<f64> {
+        let last = self.events.iter().rev().find(|e| e.eta_seconds.is_some())?;
+        let since = self.accepted.elapsed().as_secs_f64() - last.elapsed_seconds;
+        Some((last.eta_seconds? - since).max(0.0))
     }
 
     pub(crate) fn record(&mut self, event: JobEvent) {

@@ -488,6 +488,11 @@ export type JobInfo = {
 	last_event: JobEvent | null,
 	/**  The render lane that runs (or ran) it, from 0; `None` while it waits. */
 	lane: number | null,
+	/**
+	 *  While it waits: seconds from now until it should start, by the measured times of the jobs ahead of it on
+	 *  their models (`None` while one of them has never run here, or the queue is paused).
+	 */
+	starts_in: number | null,
 };
 
 /**  Where a job is in its life. */

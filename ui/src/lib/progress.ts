@@ -136,6 +136,18 @@ export function etaLeft(eta: number | null, at: number | null, now: number): num
 }
 
 /**
+ * The ETA to show after a new estimate: the countdown in progress (`shown`, from `etaLeft`) goes on while the
+ * estimate stays near it — step times are noisy, and a number that jumps 22, 18, 21, 23 s reads as broken — and the
+ * estimate replaces it when they part by more than 3 s and a quarter, or when the countdown ran out with work left.
+ */
+export function smoothEta(shown: number | null, estimate: number | null): number | null {
+  if (estimate == null) return null;
+  if (shown == null || shown < 1) return estimate;
+  const gap = Math.abs(estimate - shown);
+  return gap > Math.max(3, shown * 0.25) ? estimate : shown;
+}
+
+/**
  * What a screen reader hears about a running job: the phase when it changes, and within sampling (or upscaling)
  * only each quarter of the way (25 %, 50 %, 75 %), not every step or tile. With a hires fix (`pass` above 1) the
  * start of the second pass is heard too, even within a quarter.

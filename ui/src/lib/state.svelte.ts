@@ -26,7 +26,7 @@ import { dataUrlSize } from "./images";
 import type { PickedImage, Size } from "./images";
 import { emptyMemory, normalMemory } from "./memory";
 import { isHiresUpscaler } from "./hires";
-import { samplingPass, samplingStatus, stagePercent, stepEta, upscalingStatus } from "./progress";
+import { etaLeft, samplingPass, samplingStatus, smoothEta, stagePercent, stepEta, upscalingStatus } from "./progress";
 
 export type View = "generate" | "gallery" | "queue" | "models" | "settings";
 
@@ -133,6 +133,8 @@ export const app = $state({
   vram: null as VramSnapshot | null,
   lastSwitch: null as { to: string; milliseconds: number | null; at: number } | null,
   queue: [] as JobInfo[],
+  /** When `queue` was read (ms): a waiting job's `starts_in` counts down from then. */
+  queueAt: 0,
   jobs: {} as Record<string, LiveJob>,
   /** The ids `generate` answered in this window: the jobs Generate shows and Esc may cancel. Jobs from Open WebUI,
    * the API or the CLI only show in the Queue. */
@@ -421,6 +423,7 @@ export function refreshQueue(): Promise<void> {
     do {
       queueStale = false;
       app.queue = await commands.queue();
+      app.queueAt = Date.now();
       for (const info of app.queue) {
         const known = app.jobs[info.id];
         if (!known) app.jobs[info.id] = fromInfo(info);
@@ -618,7 +621,9 @@ function applyStage(job: LiveJob, event: JobEvent, now = Date.now()): void {
   // The core's own percent is time-based (it counts from when the job was accepted); the bar follows the work.
   job.percent = stagePercent(event, job.percent);
   if (event.phase !== "preview" && event.phase !== "warning" && event.phase !== "plan") {
-    job.eta = event.eta_seconds ?? stepEta(event);
+    // A new phase takes its estimate as it is; within one, the countdown goes on unless the estimate parts from it.
+    const estimate = event.eta_seconds ?? stepEta(event);
+    job.eta = event.phase === job.phase ? smoothEta(etaLeft(job.eta, job.etaAt, now), estimate) : estimate;
     job.etaAt = now;
   }
   switch (event.phase) {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { JobEvent } from "../lib/bindings";
-import { etaLeft, progressKey, samplingStatus, stagePercent, stepEta } from "../lib/progress";
+import { etaLeft, progressKey, samplingStatus, smoothEta, stagePercent, stepEta } from "../lib/progress";
 import { acceptedSize, imageSize } from "../lib/images";
 import { pngBytes } from "./fixtures";
 
@@ -44,6 +44,27 @@ describe("ETA", () => {
     expect(etaLeft(10, 1_000, 4_000)).toBe(7);
     expect(etaLeft(10, 1_000, 60_000)).toBe(0);
     expect(etaLeft(null, 1_000, 4_000)).toBeNull();
+  });
+
+  it("counts the ETA down through noisy estimates, and takes one that parts from it", () => {
+    // What a real-window session read on an 80-step job, an estimate every half second.
+    const estimates = [22, 18, 21, 20, 23, 22, 22, 21, 19, 18];
+    let eta: number | null = null;
+    let at = 0;
+    const shown: number[] = [];
+    estimates.forEach((estimate, i) => {
+      const now = i * 500;
+      eta = smoothEta(etaLeft(eta, at, now), estimate);
+      at = now;
+      shown.push(eta!);
+    });
+    expect(shown[0]).toBe(22);
+    for (let i = 1; i < shown.length; i++) expect(shown[i]).toBeCloseTo(shown[i - 1] - 0.5);
+    // A real slowdown (or speed-up) is taken as it is; so is an estimate once the countdown ran out.
+    expect(smoothEta(10, 20)).toBe(20);
+    expect(smoothEta(40, 20)).toBe(20);
+    expect(smoothEta(0.5, 6)).toBe(6);
+    expect(smoothEta(10, null)).toBeNull();
   });
 
   it("without the core's estimate, is the steps left at the last step rate", () => {

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { fireEvent, render, screen, waitFor, within } from "@testing-library/svelte";
 import { emit } from "@tauri-apps/api/event";
 import Queue from "../panels/Queue.svelte";
@@ -8,7 +8,7 @@ import type { JobInfo } from "../lib/bindings";
 import { entry, jobInfo, mockCore } from "./fixtures";
 
 function job(id: string, state: JobInfo["state"], source: string, position: number): JobInfo {
-  return { id, state, position, source, model: "tiny", prompt: `prompt of ${id}`, created: 1, finished: null, outputs: [], error: null, last_event: null, lane: state === "running" ? 0 : null };
+  return { id, state, position, source, model: "tiny", prompt: `prompt of ${id}`, created: 1, finished: null, outputs: [], error: null, last_event: null, lane: state === "running" ? 0 : null, starts_in: null };
 }
 
 describe("Queue", () => {
@@ -74,6 +74,22 @@ describe("Queue", () => {
     render(Queue);
     expect(screen.getByTestId("queue-running")).toBeTruthy();
     expect(screen.queryByTestId("job-lane")).toBeNull();
+  });
+
+  it("says when each waiting job should start, counting down each second, and nothing when the core cannot tell", async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    try {
+      const jobs = [job("a", "running", "api", 0), { ...job("b", "queued", "app", 1), starts_in: 40 }, { ...job("c", "queued", "app", 2), starts_in: null }];
+      mockCore({ queue: () => jobs });
+      await refreshQueue();
+      render(Queue);
+      const starts = screen.getAllByTestId("job-starts");
+      expect(starts.map((s) => s.textContent)).toEqual(["starts in about 40 s"]);
+      await vi.advanceTimersByTimeAsync(3000);
+      expect(screen.getByTestId("job-starts").textContent).toBe("starts in about 37 s");
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("says where jobs come from when the queue is empty", async () => {
