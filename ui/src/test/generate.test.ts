@@ -227,9 +227,11 @@ describe("Generate", () => {
     await waitFor(() => expect(screen.getByTestId("job-eta").textContent).toBe("ETA 9 s"));
     vi.advanceTimersByTime(3000);
     await waitFor(() => expect(screen.getByTestId("job-eta").textContent).toBe("ETA 6 s"));
-    // The next step brings a new estimate, counted down from then on.
+    // A new estimate near the countdown leaves it going (noise); one that parts from it replaces it.
     await emit("job-update", { job_id: "job-8", elapsed_seconds: 5, percent: null, eta_seconds: 8, phase: "sampling", image: 1, images: 1, step: 2, steps: 10, seconds_per_step: 1 });
-    await waitFor(() => expect(screen.getByTestId("job-eta").textContent).toBe("ETA 8 s"));
+    await waitFor(() => expect(screen.getByTestId("job-eta").textContent).toBe("ETA 6 s"));
+    await emit("job-update", { job_id: "job-8", elapsed_seconds: 5, percent: null, eta_seconds: 15, phase: "sampling", image: 1, images: 1, step: 3, steps: 10, seconds_per_step: 2 });
+    await waitFor(() => expect(screen.getByTestId("job-eta").textContent).toBe("ETA 15 s"));
     vi.advanceTimersByTime(20_000);
     await waitFor(() => expect(screen.getByTestId("job-eta").textContent).toBe("ETA 0 s"));
   });
