@@ -476,6 +476,68 @@ async fn the_cli_upscales_through_a_running_server_and_the_result_is_recorded_th
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_init_image_of_another_shape_is_stretched_cropped_or_fitted_as_each_dialect_asks() {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let (server, base, gallery) = serve(&ws).await;
+    let client = reqwest::Client::new();
+    let wide = png_b64(128, 64);
+    // The job API: the same seed and init image, three ways to bring it to 64×64.
+    let mut pixels = Vec::new();
+    for mode in ["stretch", "crop", "fill"] {
+        let (status, job) = post(
+            &client,
+            format!("{base}/api/v1/jobs"),
+            json!({"model": "tiny", "prompt": "a field", "width": 64, "height": 64, "steps": 2, "seed": 9,
+                   "init_image": {"base64": wide}, "strength": 0.3, "resize_mode": mode}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{mode}: {job}");
+        let (_, id) = finish(&client, &base, job["id"].as_str().unwrap()).await;
+        pixels.push(support::pixels(&gallery.get(id).unwrap().path));
+    }
+    assert!(pixels[0] != pixels[1] && pixels[1] != pixels[2] && pixels[0] != pixels[2]);
+    let (status, answer) = post(
+        &client,
+        format!("{base}/api/v1/jobs"),
+        json!({"model": "tiny", "prompt": "x", "width": 64, "height": 64, "resize_mode": "crop"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"]["param"], "resize_mode", "{answer}");
+
+    // A1111's img2img: resize_mode 1 ("Crop and resize") is the job API's crop; 3 (a latent upscale) is refused.
+    let (status, body) = post(
+        &client,
+        format!("{base}/sdapi/v1/img2img"),
+        json!({"prompt": "a field", "width": 64, "height": 64, "steps": 2, "seed": 9, "init_images": [wide],
+               "denoising_strength": 0.3, "resize_mode": 1, "sampler_name": "Euler a",
+               "override_settings": {"sd_model_checkpoint": "tiny"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(decoded_size(body["images"][0].as_str().unwrap()), (64, 64));
+    for (mode, says) in [
+        (json!(3), "latent upscale"),
+        (json!("Sideways"), "must be 0"),
+    ] {
+        let (status, answer) = post(
+            &client,
+            format!("{base}/sdapi/v1/img2img"),
+            json!({"prompt": "x", "width": 64, "height": 64, "init_images": [wide], "resize_mode": mode}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        let detail = answer["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("resize_mode") && detail.contains(says),
+            "{detail}"
+        );
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn each_image_records_which_client_asked_and_its_wait_apart_from_its_render_time() {
     let _gpu = support::ONE_AT_A_TIME.lock().await;
     let ws = Workspace::new();

@@ -177,3 +177,30 @@ fn every_invalid_field_is_reported_at_once() {
         ],
     );
 }
+
+#[test]
+fn a_resize_mode_that_is_not_one_or_without_an_init_image_is_refused_naming_the_flag() {
+    let ws = Workspace::new();
+    let init = ws.path("wide.png");
+    image::RgbImage::new(128, 64).save(&init).unwrap();
+    let init = init.display().to_string();
+    for (args, says) in [
+        (vec!["--resize-mode", "crop"], vec!["--init-image"]),
+        (
+            vec!["--init-image", &init, "--resize-mode", "sideways"],
+            vec!["--resize-mode", "stretch, crop or fill"],
+        ),
+    ] {
+        let mut all = vec!["generate", "-m", "tiny", "-p", "x"];
+        all.extend(args);
+        let output = ws.diffugen(&all);
+        assert!(!output.status.success(), "{all:?}");
+        let err = stderr(&output);
+        for text in says {
+            assert!(
+                err.contains(text),
+                "stderr for {all:?} lacks '{text}': {err}"
+            );
+        }
+    }
+}

@@ -40,6 +40,9 @@ pub struct GenerateForm {
     pub mask: Option<String>,
     /// How much of the init image to change, 0..1.
     pub strength: Option<f64>,
+    /// How an init image of another shape is brought to the size [default: stretch].
+    #[serde(default)]
+    pub resize_mode: Option<diffugen_engine::params::ResizeMode>,
     /// The advanced section's memory and speed options (placement, VRAM budget, VAE tiling, flash attention,
     /// mmap, step cache); empty leaves them to the model card, the settings and the planner.
     #[serde(default)]
@@ -182,6 +185,7 @@ impl GenerateForm {
                 .map(|u| data_url("mask", u))
                 .transpose()?,
             strength: self.strength.map(|s| s as f32),
+            resize_mode: self.init_image.as_ref().and(self.resize_mode),
             threads,
             preview: Some(PreviewRequest {
                 mode: diffugen_engine::params::PreviewMode::Proj,
@@ -236,6 +240,8 @@ impl GenerateForm {
                     .collect()
             },
             strength: init_image.as_ref().and(entry.strength),
+            // The init image kept is already at the render's size: nothing to resize.
+            resize_mode: None,
             init_image,
             mask: None,
             memory: diffugen_models::MemoryOptions::default(),

@@ -58,6 +58,10 @@ pub struct GenerateArgs {
     /// img2img: how much of the init image to repaint, 0..1 [default: 0.75]
     #[arg(long)]
     strength: Option<f32>,
+    /// img2img: how an init image of another shape is brought to the size: stretch, crop (to cover) or fill (fitted
+    /// inside, the bands filled with the image stretched) [default: stretch]
+    #[arg(long, value_name = "MODE", value_parser = parse_resize_mode, requires = "init_image")]
+    resize_mode: Option<diffugen_engine::params::ResizeMode>,
     /// Inpainting: white areas of this mask are repainted (needs --init-image).
     #[arg(long, value_name = "PATH")]
     mask: Option<PathBuf>,
@@ -238,6 +242,18 @@ fn parse_control_module(text: &str) -> Result<diffugen_engine::control::ControlM
     text.parse()
 }
 
+fn parse_resize_mode(text: &str) -> Result<diffugen_engine::params::ResizeMode, String> {
+    use diffugen_engine::params::ResizeMode;
+    match text.trim().to_ascii_lowercase().as_str() {
+        "stretch" => Ok(ResizeMode::Stretch),
+        "crop" => Ok(ResizeMode::Crop),
+        "fill" => Ok(ResizeMode::Fill),
+        other => Err(format!(
+            "'{other}' is not a resize mode: stretch, crop or fill"
+        )),
+    }
+}
+
 impl GenerateArgs {
     /// The ControlNet the `--control-*` flags ask for.
     fn control(&self) -> Option<diffugen_engine::control::ControlRequest> {
@@ -310,6 +326,7 @@ pub fn run(config: &Config, args: GenerateArgs) -> Result<ExitCode, String> {
         init_image: args.init_image.clone().map(ImageInput::Path),
         mask: args.mask.clone().map(ImageInput::Path),
         strength: args.strength,
+        resize_mode: args.resize_mode,
         threads: args.threads.or(config.settings.threads),
         preview: args.preview_every.map(|interval| PreviewRequest {
             mode: PreviewMode::Proj,

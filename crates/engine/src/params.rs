@@ -104,6 +104,9 @@ pub struct GenerateRequest {
     pub init_image: Option<ImageInput>,
     pub mask: Option<ImageInput>,
     pub strength: Option<f32>,
+    /// How an init image (and its mask) of another shape is brought to the render's size [default: stretch].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize_mode: Option<ResizeMode>,
     pub threads: Option<u32>,
     pub preview: Option<PreviewRequest>,
     /// Memory and speed options (placement, VRAM budget, VAE tiling, flash attention, mmap, step cache).
@@ -129,6 +132,20 @@ pub struct GenerateRequest {
     /// The vision model that scores it [default: the `critique_model` setting].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub critique_model: Option<String>,
+}
+
+/// How an init image of another size is brought to the render's (A1111's `resize_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, specta::Type)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeMode {
+    /// Stretched to the size, whatever its shape (A1111's "Just resize").
+    #[default]
+    Stretch,
+    /// Scaled to cover the size, the overflow cut off evenly on both sides ("Crop and resize").
+    Crop,
+    /// Scaled to fit inside the size, the bands beside it filled with the image's own stretched colours ("Resize and
+    /// fill").
+    Fill,
 }
 
 /// A LoRA resolved to its file.
@@ -407,6 +424,32 @@ fn load_image(input: &ImageInput) -> Result<(image::DynamicImage, Option<String>
     }
 }
 
+/// `image` brought to `width`×`height` by `mode`: stretched, cropped to cover, or fitted inside with the bands filled
+/// by the image itself stretched (so the edges continue rather than turning black).
+pub fn fitted(
+    image: &image::DynamicImage,
+    width: u32,
+    height: u32,
+    mode: ResizeMode,
+) -> image::DynamicImage {
+    use image::imageops::FilterType::Lanczos3;
+    if image.width() == width && image.height() == height {
+        return image.clone();
+    }
+    match mode {
+        ResizeMode::Stretch => image.resize_exact(width, height, Lanczos3),
+        ResizeMode::Crop => image.resize_to_fill(width, height, Lanczos3),
+        ResizeMode::Fill => {
+            let mut canvas = image.resize_exact(width, height, Lanczos3);
+            let inner = image.resize(width, height, Lanczos3);
+            let x = (width - inner.width()) / 2;
+            let y = (height - inner.height()) / 2;
+            image::imageops::overlay(&mut canvas, &inner, i64::from(x), i64::from(y));
+            canvas
+        }
+    }
+}
+
 pub(crate) fn to_raw(
     image: &image::DynamicImage,
     width: u32,
@@ -617,6 +660,13 @@ pub fn validate_resolved(
             check.fail("threads", format!("must be from 1 to 256, got {threads}"));
         }
     }
+    if request.resize_mode.is_some() && request.init_image.is_none() {
+        check.fail(
+            "resize_mode",
+            "only applies to an init image: give an init_image too, or leave resize_mode out",
+        );
+    }
+    let resize_mode = request.resize_mode.unwrap_or_default();
     let strength = match (request.strength, &request.init_image) {
         (Some(_), None) => {
             check.fail(
@@ -768,11 +818,11 @@ pub fn validate_resolved(
         strength,
         init_image: init
             .as_ref()
-            .map(|(image, _)| to_raw(image, width, height, 3)),
+            .map(|(image, _)| to_raw(&fitted(image, width, height, resize_mode), width, height, 3)),
         init_image_source: init.and_then(|(_, source)| source),
         mask: mask
             .as_ref()
-            .map(|(image, _)| to_raw(image, width, height, 1)),
+            .map(|(image, _)| to_raw(&fitted(image, width, height, resize_mode), width, height, 1)),
         mask_source: mask.and_then(|(_, source)| source),
         preview: request.preview.clone(),
         memory: memory.unwrap_or_default(),
@@ -789,6 +839,27 @@ pub fn validate_resolved(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_init_image_of_another_shape_is_stretched_cropped_or_fitted_as_asked() {
+        // 200×100: white along the top (y < 10) and the left (x < 20), black elsewhere.
+        let wide = image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(200, 100, |x, y| {
+            image::Luma([if y < 10 || x < 20 { 255 } else { 0 }])
+        }));
+        let white =
+            |image: &image::DynamicImage, x: u32, y: u32| image.to_luma8().get_pixel(x, y)[0] > 128;
+        let stretched = fitted(&wide, 100, 100, ResizeMode::Stretch);
+        assert!(white(&stretched, 5, 50) && white(&stretched, 50, 5) && !white(&stretched, 50, 27));
+        // Cropped to cover: the middle 100 columns; the left band is cut off, the top one kept.
+        let cropped = fitted(&wide, 100, 100, ResizeMode::Crop);
+        assert!(!white(&cropped, 5, 50) && white(&cropped, 50, 5));
+        // Fitted inside at half size, centred (rows 25..75); the band above shows the stretched image.
+        let filled = fitted(&wide, 100, 100, ResizeMode::Fill);
+        assert!(white(&filled, 50, 27) && !white(&filled, 50, 15) && white(&filled, 50, 5));
+        for image in [&stretched, &cropped, &filled] {
+            assert_eq!((image.width(), image.height()), (100, 100));
+        }
+    }
 
     #[test]
     fn an_init_image_without_a_size_keeps_its_aspect_ratio_at_the_models_native_area() {

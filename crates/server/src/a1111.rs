@@ -8,7 +8,7 @@ use axum::Json;
 use base64::Engine as _;
 use diffugen_engine::a1111;
 use diffugen_engine::params::{
-    HiresRequest, HiresUpscaler, ImageInput, LoraRequest, PreviewRequest,
+    HiresRequest, HiresUpscaler, ImageInput, LoraRequest, PreviewRequest, ResizeMode,
 };
 use diffugen_engine::{GenerateRequest, Stage};
 use diffugen_jobs::{JobState, Outcome};
@@ -91,6 +91,9 @@ struct A1111Request {
     init_images: Option<Vec<Value>>,
     mask: Option<Value>,
     denoising_strength: Option<f32>,
+    /// img2img: how an init image of another shape is brought to the size (0 just resize, 1 crop and resize, 2
+    /// resize and fill; 3, a latent upscale, is refused).
+    resize_mode: Option<Value>,
     /// `sd_model_checkpoint`, `CLIP_stop_at_last_layers` and DiffuGen's memory options.
     override_settings: Option<Map<String, Value>>,
     /// Hires fix (txt2img): a second pass at `hr_scale` times the size (or `hr_resize_x` × `hr_resize_y`).
@@ -239,6 +242,11 @@ fn request_from(
             ),
         ));
     }
+    let resize_mode = if img2img {
+        resize_mode_from(body.resize_mode.as_ref())?
+    } else {
+        None
+    };
     let (init_image, mask, strength) = if img2img {
         let first = body
             .init_images
@@ -280,6 +288,7 @@ fn request_from(
         init_image,
         mask,
         strength,
+        resize_mode,
         threads: None,
         memory: memory_overrides(&overrides)?,
         hires,
@@ -295,6 +304,31 @@ fn request_from(
             interval: 1,
         }),
     })
+}
+
+/// A1111's img2img `resize_mode` (a number, or its label) as DiffuGen's; `None` when left out (a stretch, as A1111's
+/// default 0).
+fn resize_mode_from(value: Option<&Value>) -> std::result::Result<Option<ResizeMode>, ApiError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let label = value.as_str().map(|s| s.trim().to_ascii_lowercase());
+    match (value.as_i64(), label.as_deref()) {
+        (Some(0), _) | (_, Some("just resize")) => Ok(Some(ResizeMode::Stretch)),
+        (Some(1), _) | (_, Some("crop and resize")) => Ok(Some(ResizeMode::Crop)),
+        (Some(2), _) | (_, Some("resize and fill")) => Ok(Some(ResizeMode::Fill)),
+        (Some(3), _) | (_, Some("just resize (latent upscale)")) => Err(ApiError::invalid(
+            "resize_mode",
+            "3 (just resize, latent upscale) is not available; send 0 (just resize), 1 (crop and resize) or 2 \
+             (resize and fill)",
+        )),
+        _ => Err(ApiError::invalid(
+            "resize_mode",
+            format!(
+                "must be 0 (just resize), 1 (crop and resize) or 2 (resize and fill), got {value}"
+            ),
+        )),
+    }
 }
 
 /// The memory and speed options a client sets in `override_settings` (DiffuGen's names: `placement`,

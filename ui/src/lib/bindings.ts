@@ -379,6 +379,8 @@ export type GenerateForm = {
 	mask: string | null,
 	/**  How much of the init image to change, 0..1. */
 	strength: number | null,
+	/**  How an init image of another shape is brought to the size [default: stretch]. */
+	resize_mode?: ResizeMode | null,
 	/**
 	 *  The advanced section's memory and speed options (placement, VRAM budget, VAE tiling, flash attention,
 	 *  mmap, step cache); empty leaves them to the model card, the settings and the planner.
@@ -765,6 +767,18 @@ export type Query = {
 
 /**  The queue was paused (`true`) or resumed, from the window or another door. */
 export type QueuePaused = boolean;
+
+/**  How an init image of another size is brought to the render's (A1111's `resize_mode`). */
+export type ResizeMode = 
+/**  Stretched to the size, whatever its shape (A1111's "Just resize"). */
+"stretch" | 
+/**  Scaled to cover the size, the overflow cut off evenly on both sides ("Crop and resize"). */
+"crop" | 
+/**
+ *  Scaled to fit inside the size, the bands beside it filled with the image's own stretched colours ("Resize and
+ *  fill").
+ */
+"fill";
 
 /**  What part a file plays. */
 export type Role = 

@@ -109,6 +109,7 @@ export function emptyForm(): GenerateForm {
     init_image: null,
     mask: null,
     strength: null,
+    resize_mode: null,
     memory: emptyMemory(),
     hires_scale: null,
     hires_upscaler: null,
@@ -227,6 +228,7 @@ export function clearInitImage(): void {
   form.init_image = null;
   form.mask = null;
   form.strength = null;
+  form.resize_mode = null;
   draft.init = null;
 }
 

@@ -563,6 +563,20 @@ describe("Generate: img2img in view", () => {
     expect(screen.getByTestId<HTMLSelectElement>("size").value).toBe("768x512");
   });
 
+  it("lets the user choose how an image of another shape is brought to size, and sends it", async () => {
+    const calls = await setup({ generate: () => "job-r" });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("advanced-toggle"));
+    await fireEvent.change(screen.getByTestId("init-image-input"), { target: { files: [pngFile("wide.png", 768, 512)] } });
+    const mode = await screen.findByTestId<HTMLSelectElement>("resize-mode");
+    expect(mode.value).toBe("stretch");
+    expect([...mode.options].map((o) => o.textContent)).toEqual(["Stretch to fit", "Crop to fill", "Fit inside (fill the bands)"]);
+    await fireEvent.change(mode, { target: { value: "crop" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "generate")).toBeTruthy());
+    expect(sentForm(calls).resize_mode).toBe("crop");
+  });
+
   it("offers the nearest size the engine takes for an image of an odd size", async () => {
     await setup();
     await fireEvent.click(screen.getByTestId("advanced-toggle"));
