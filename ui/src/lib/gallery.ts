@@ -6,7 +6,7 @@ import type { Entry, Page } from "./bindings";
 import { call, errorText, isAppError, plural } from "./api";
 import { plainText } from "./errors";
 import { readGalleryImage } from "./images";
-import { app, loadForm, refreshBoards, setInitImage, toast, toastError } from "./state.svelte";
+import { app, draft, loadForm, refreshBoards, setInitImage, toast, toastError } from "./state.svelte";
 
 /** The last part of a path or file name ("C:\\in\\holiday.jpg" → "holiday.jpg"). */
 export function baseName(path: string): string {
@@ -67,6 +67,13 @@ export async function useAsInitImage(id: number): Promise<boolean> {
     toastError(e);
     return false;
   }
+}
+
+/** Image `id` as the init image with the mask editor open ("Send to inpaint"); shows Generate. */
+export async function sendToInpaint(id: number): Promise<boolean> {
+  if (!(await useAsInitImage(id))) return false;
+  draft.inpaint = true;
+  return true;
 }
 
 /** Asks where to save a copy of image `id` (named `path`'s file name), and copies it there. */

@@ -166,6 +166,8 @@ export const draft = $state({
   seedLocked: false,
   init: null as InitImageInfo | null,
   control: null as InitImageInfo | null,
+  /** "Send to inpaint" asked for the mask editor: Generate shows the img2img controls and opens it. */
+  inpaint: false,
 });
 
 let nextToast = 1;

@@ -229,6 +229,15 @@ describe("Gallery", () => {
     expect(calls.find((c) => c.cmd === "gallery_image_data")?.args).toEqual({ id: 7 });
     expect(draft.init).toEqual({ name: "gallery image #7", size: { width: 512, height: 512 } });
     expect(app.view).toBe("generate");
+
+    // Send to inpaint: the same, and Generate opens the mask editor once the image is shown.
+    draft.inpaint = false;
+    app.view = "gallery";
+    await fireEvent.click(await screen.findByTestId("gallery-item-7"));
+    await fireEvent.click(await screen.findByTestId("detail-inpaint"));
+    await waitFor(() => expect(draft.inpaint).toBe(true));
+    expect(app.view).toBe("generate");
+    draft.inpaint = false;
   });
 
   it("← and → step through the images in the detail view", async () => {

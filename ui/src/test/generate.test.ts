@@ -327,6 +327,33 @@ describe("Generate", () => {
     expect(screen.getByTestId("init-chip").textContent).toContain("img2img: gallery image #12 · strength 0.75");
   });
 
+  it("Send to inpaint makes the result the init image and opens the mask editor over it", async () => {
+    await setup({ generate: () => "job-7", gallery_image_data: () => pngDataUrl(64, 64) });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(app.current).toBe("job-7"));
+    await finishJob("job-7", 1, 13);
+    await fireEvent.click(screen.getByTestId("result-inpaint"));
+    await waitFor(() => expect(form.init_image).toBe(pngDataUrl(64, 64)));
+    // The image's size comes when it loads (none in the test browser: given here).
+    const image = await screen.findByAltText("Init image gallery image #13");
+    Object.defineProperty(image, "naturalWidth", { value: 64 });
+    Object.defineProperty(image, "naturalHeight", { value: 64 });
+    await fireEvent.load(image);
+    expect(await screen.findByTestId("mask-editor")).toBeTruthy();
+    expect(draft.inpaint).toBe(false);
+  });
+
+  it("Upscale ×2 on a result queues its enlargement with the upscaler the gallery would use", async () => {
+    const calls = await setup({ generate: () => "job-9", upscalers: () => ["Lanczos", "Nearest", "4x-UltraSharp"], upscale_gallery_image: () => "up-9" });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(app.current).toBe("job-9"));
+    await finishJob("job-9", 1, 14);
+    await fireEvent.click(screen.getByTestId("result-upscale"));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "upscale_gallery_image")?.args).toEqual({ id: 14, scale: 2, upscaler: "4x-UltraSharp" }));
+  });
+
   it("a result whose file is gone says so in words, and the form keeps no init image", async () => {
     await setup({
       generate: () => "job-6",
