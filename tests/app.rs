@@ -196,6 +196,31 @@ async fn an_image_made_in_the_app_streams_every_step_and_preview_then_is_found_b
             .unwrap(),
         [gallery_id]
     );
+    // Export copies the files into a folder, never over one already there.
+    let folder = ws.path("export");
+    std::fs::create_dir_all(&folder).unwrap();
+    let folder_text = folder.display().to_string();
+    let first = core
+        .gallery_export_many(&[gallery_id], &folder_text)
+        .unwrap();
+    let second = core
+        .gallery_export_many(&[gallery_id], &folder_text)
+        .unwrap();
+    assert_ne!(first, second);
+    assert!(second[0].ends_with(" (2).png"), "{second:?}");
+    for path in first.iter().chain(&second) {
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            std::fs::read(core.gallery_entry(gallery_id).unwrap().path).unwrap()
+        );
+    }
+    let not_a_folder = core
+        .gallery_export_many(&[gallery_id], &first[0])
+        .unwrap_err();
+    assert!(
+        not_a_folder.message.contains("is not a folder"),
+        "{not_a_folder:?}"
+    );
     core.stop().await.unwrap();
 }
 

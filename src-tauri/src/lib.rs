@@ -378,6 +378,17 @@ fn gallery_save_as(core: CoreState<'_>, id: u32, destination: String) -> Result<
     core.gallery_save_as(id, &destination)
 }
 
+/// Copies the selected images into a folder the user picked; answers the written paths.
+#[tauri::command]
+#[specta::specta]
+fn gallery_export_many(
+    core: CoreState<'_>,
+    ids: Vec<u32>,
+    folder: String,
+) -> Result<Vec<String>, AppError> {
+    core.gallery_export_many(&ids, &folder)
+}
+
 /// Opens the image's folder in the file manager.
 #[tauri::command]
 #[specta::specta]
@@ -499,6 +510,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             gallery_set_tags,
             gallery_boards,
             gallery_save_as,
+            gallery_export_many,
             gallery_reveal,
             vram,
             vram_switch,

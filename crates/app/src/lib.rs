@@ -770,6 +770,47 @@ impl Core {
         Ok(())
     }
 
+    /// Copies several images into `folder` (the multi-select's Export), each under its own file name — a name
+    /// already there gets " (2)", " (3)", ... so nothing is overwritten. Returns the written paths; one that fails
+    /// stops the export naming how many were copied.
+    pub fn gallery_export_many(&self, ids: &[u32], folder: &str) -> Result<Vec<String>, AppError> {
+        let folder = Path::new(folder);
+        if !folder.is_dir() {
+            return Err(AppError::new(format!(
+                "{} is not a folder",
+                folder.display()
+            )));
+        }
+        let gallery = self.gallery()?;
+        let mut written = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let copied = gallery.get(id).map_err(AppError::from).and_then(|entry| {
+                let source = Path::new(&entry.path);
+                let target = free_name(folder, source);
+                std::fs::copy(source, &target).map_err(|e| {
+                    AppError::new(format!(
+                        "cannot copy image {id} to {}: {e}",
+                        target.display()
+                    ))
+                })?;
+                Ok(target.display().to_string())
+            });
+            match copied {
+                Ok(path) => written.push(path),
+                Err(e) if written.is_empty() => return Err(e),
+                Err(e) => {
+                    return Err(AppError::new(format!(
+                        "{} of {} images exported; {}",
+                        written.len(),
+                        ids.len(),
+                        e.message
+                    )))
+                }
+            }
+        }
+        Ok(written)
+    }
+
     /// The folder holding the image, to show in the file manager.
     pub fn gallery_folder(&self, id: u32) -> Result<PathBuf, AppError> {
         let entry = self.gallery()?.get(id)?;
@@ -877,4 +918,22 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| AppError::new(e.to_string()))?
+}
+
+/// `source`'s file name in `folder`, with " (2)", " (3)", ... before the extension while that name is taken.
+fn free_name(folder: &Path, source: &Path) -> PathBuf {
+    let stem = source
+        .file_stem()
+        .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+    let extension = source
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    let mut candidate = folder.join(format!("{stem}{extension}"));
+    let mut n = 2;
+    while candidate.exists() {
+        candidate = folder.join(format!("{stem} ({n}){extension}"));
+        n += 1;
+    }
+    candidate
 }

@@ -78,6 +78,8 @@ export const commands = {
 	galleryBoards: () => typedError<Board[], AppError>(__TAURI_INVOKE("gallery_boards")),
 	/**  Copies the image to a path the user picked in the save dialog. */
 	gallerySaveAs: (id: number, destination: string) => typedError<null, AppError>(__TAURI_INVOKE("gallery_save_as", { id, destination })),
+	/**  Copies the selected images into a folder the user picked; answers the written paths. */
+	galleryExportMany: (ids: number[], folder: string) => typedError<string[], AppError>(__TAURI_INVOKE("gallery_export_many", { ids, folder })),
 	/**  Opens the image's folder in the file manager. */
 	galleryReveal: (id: number) => typedError<null, AppError>(__TAURI_INVOKE("gallery_reveal", { id })),
 	vram: () => typedError<VramSnapshot, AppError>(__TAURI_INVOKE("vram")),

@@ -381,6 +381,32 @@ describe("Gallery multi-select", () => {
     expect(calls.some((c) => c.cmd === "gallery_favorite")).toBe(false);
   });
 
+  it("bulk Export copies the selected images into the folder picked, in one call, and says where", async () => {
+    const { calls } = setup(three(), [], {
+      "plugin:dialog|open": () => "/home/me/picked",
+      gallery_export_many: (a) => (a.ids as number[]).map((id) => `/home/me/picked/${id}.png`),
+    });
+    render(Gallery);
+    await waitFor(() => expect(shown()).toHaveLength(3));
+    await fireEvent.click(cell(1), { ctrlKey: true });
+    await fireEvent.click(cell(3), { ctrlKey: true });
+    await fireEvent.click(screen.getByTestId("bulk-export"));
+    await waitFor(() => expect(calls.filter((c) => c.cmd === "gallery_export_many").map((c) => c.args)).toEqual([{ ids: [1, 3], folder: "/home/me/picked" }]));
+    await waitFor(() => expect(app.toasts.map((t) => t.text)).toContain("2 images exported to /home/me/picked"));
+    // The selection stays (an export changes nothing in the gallery).
+    expect(screen.getByTestId("selection-bar")).toBeTruthy();
+  });
+
+  it("bulk Export does nothing when no folder is picked", async () => {
+    const { calls } = setup(three(), [], { "plugin:dialog|open": () => null, gallery_export_many: () => [] });
+    render(Gallery);
+    await waitFor(() => expect(shown()).toHaveLength(3));
+    await fireEvent.click(cell(2), { ctrlKey: true });
+    await fireEvent.click(screen.getByTestId("bulk-export"));
+    await waitFor(() => expect(calls.some((c) => c.cmd === "plugin:dialog|open")).toBe(true));
+    expect(calls.some((c) => c.cmd === "gallery_export_many")).toBe(false);
+  });
+
   it("bulk Delete moves the selected images to the trash in one call, and Undo brings every one back in one call", async () => {
     const { calls } = setup(three());
     render(Gallery);
