@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { fireEvent, render, screen, waitFor, within } from "@testing-library/svelte";
 import Gallery from "../panels/Gallery.svelte";
 import Toasts from "../components/Toasts.svelte";
@@ -527,6 +527,28 @@ describe("Gallery multi-select", () => {
     expect(alert.textContent).not.toMatch(/range:/i);
     expect(screen.getByTestId("selection-count").textContent).toBe("1 selected");
     expect([1, 2, 3].map(isSelected)).toEqual([true, false, false]);
+  });
+
+  it("Add to board… opens towards the left when there is no room on its right, and to the right otherwise", async () => {
+    setup(three(), ["Keepers"]);
+    render(Gallery);
+    await waitFor(() => expect(shown()).toHaveLength(3));
+    await fireEvent.click(cell(1), { ctrlKey: true });
+    Object.defineProperty(document.documentElement, "clientWidth", { value: 1024, configurable: true });
+    const place = (left: number) =>
+      vi.spyOn(HTMLElement.prototype, "getBoundingClientRect").mockReturnValue({ left, right: left + 230, top: 0, bottom: 200, width: 230, height: 200, x: left, y: 0, toJSON: () => ({}) } as DOMRect);
+    try {
+      // Where the window would place it: past the right edge at 1024 px, then well inside.
+      for (const [left, right] of [[900, true], [300, false]] as const) {
+        const rect = place(left);
+        await fireEvent.click(screen.getByTestId("bulk-add-to-board"));
+        await waitFor(() => expect(screen.getByTestId("bulk-add-to-board-list").classList.contains("right")).toBe(right));
+        await fireEvent.click(screen.getByTestId("bulk-add-to-board"));
+        rect.mockRestore();
+      }
+    } finally {
+      delete (document.documentElement as { clientWidth?: number }).clientWidth;
+    }
   });
 
   it("Add to board… files the selection into a board, a new one included; Remove from board takes it off", async () => {
