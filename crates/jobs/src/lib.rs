@@ -92,6 +92,8 @@ pub struct LaneInfo {
     pub model: Option<String>,
     /// The job it runs.
     pub job: Option<String>,
+    /// Its engine worker's process id, while one runs.
+    pub worker_pid: Option<u32>,
 }
 
 /// How a finished job ended.
@@ -433,6 +435,7 @@ impl JobManager {
             .map(|(lane, engine)| LaneInfo {
                 lane: lane as u32,
                 model: engine.loaded_model(),
+                worker_pid: engine.current_pid(),
                 job: state
                     .running
                     .iter()
