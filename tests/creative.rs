@@ -255,14 +255,7 @@ async fn finish(client: &reqwest::Client, base: &str, id: &str) -> (String, u32)
         .await
         .unwrap();
     assert!(events.contains("event: done"), "{events}");
-    let info: Value = client
-        .get(format!("{base}/api/v1/jobs/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = support::get_json(&client, format!("{base}/api/v1/jobs/{id}")).await;
     let gallery_id = info["outputs"][0]["gallery_id"].as_u64().unwrap() as u32;
     (events, gallery_id)
 }
@@ -298,14 +291,7 @@ async fn a1111_extras_enlarge_with_the_listed_upscalers_and_refuse_what_diffugen
     let client = reqwest::Client::new();
 
     // What a webui client offers: None, the resamplers and the ESRGAN models with their factor.
-    let list: Value = client
-        .get(format!("{base}/sdapi/v1/upscalers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = support::get_json(&client, format!("{base}/sdapi/v1/upscalers")).await;
     let names: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -437,12 +423,11 @@ async fn the_cli_upscales_through_a_running_server_and_the_result_is_recorded_th
     let entry = gallery.get(outputs[0].gallery_id.unwrap()).unwrap();
     assert_eq!(entry.prompt, "a lighthouse at dusk");
     assert_eq!(entry.upscale.as_ref().unwrap().upscaler, "tiny-esrgan-x2");
-    let job: Value = reqwest::get(format!("{base}/api/v1/jobs/{}", printed[0].job_id))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = support::get_json(
+        &reqwest::Client::new(),
+        format!("{base}/api/v1/jobs/{}", printed[0].job_id),
+    )
+    .await;
     assert_eq!(job["source"], "cli", "{job}");
 
     // The server's refusal names the field; a local-only flag is refused before anything is sent.
@@ -587,14 +572,7 @@ async fn each_image_records_which_client_asked_and_its_wait_apart_from_its_rende
     );
     assert!(waited >= 0.0 && took > 0.0, "waited {waited}, took {took}");
     // The gallery's API says so too.
-    let listed: Value = client
-        .get(format!("{base}/api/v1/gallery/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = support::get_json(&client, format!("{base}/api/v1/gallery/{id}")).await;
     assert_eq!(listed["client"], "api", "{listed}");
     assert!(listed["queue_seconds"].is_number(), "{listed}");
     server.shutdown().await.unwrap();
@@ -654,14 +632,7 @@ async fn a_hires_pass_enlarges_with_an_esrgan_model_named_as_a1111_and_the_job_a
     assert_eq!((image.width(), image.height()), (128, 128));
 
     // Its remix asks for the first pass's size and the same hires pass, and renders the same image again.
-    let remix: Value = client
-        .get(format!("{base}/api/v1/gallery/{id}/remix"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let remix = support::get_json(&client, format!("{base}/api/v1/gallery/{id}/remix")).await;
     assert_eq!(
         (&remix["width"], &remix["height"]),
         (&json!(64), &json!(64)),
@@ -1053,14 +1024,11 @@ async fn a_controlnet_steers_an_sd1_render_in_every_dialect_and_a_new_control_im
     );
 
     // Its remix carries the control map the render used (already through canny) and renders the same image again.
-    let remix: Value = client
-        .get(format!("{base}/api/v1/gallery/{}/remix", steered.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let remix = support::get_json(
+        &client,
+        format!("{base}/api/v1/gallery/{}/remix", steered.id),
+    )
+    .await;
     assert_eq!(
         (&remix["control"]["model"], &remix["control"]["module"]),
         (&json!("test-control"), &json!("none")),

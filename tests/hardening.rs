@@ -18,11 +18,6 @@ async fn get_text(client: &reqwest::Client, url: String) -> String {
     client.get(url).send().await.unwrap().text().await.unwrap()
 }
 
-/// A GET's body as JSON.
-async fn get_json(client: &reqwest::Client, url: String) -> Value {
-    client.get(url).send().await.unwrap().json().await.unwrap()
-}
-
 /// `POST /v1/images/edits` with a multipart form.
 async fn post_edit(
     client: &reqwest::Client,
@@ -178,7 +173,7 @@ async fn over_the_api_only_model_files_on_public_hosts_are_downloaded() {
         assert!(message.contains(says), "{url}: {message}");
     }
     let listed: serde_json::Value =
-        get_json(&client, format!("{base}/api/v1/models/downloads")).await;
+        support::get_json(&client, format!("{base}/api/v1/models/downloads")).await;
     assert_eq!(
         listed["downloads"],
         serde_json::json!([]),
@@ -268,7 +263,7 @@ async fn an_edit_without_a_size_keeps_the_photos_shape_and_its_remix_renders_the
 
     let entry = gallery.list(&Default::default()).unwrap().entries.remove(0);
     let remix: serde_json::Value =
-        get_json(&client, format!("{base}/api/v1/gallery/{}/remix", entry.id)).await;
+        support::get_json(&client, format!("{base}/api/v1/gallery/{}/remix", entry.id)).await;
     assert_eq!(remix["strength"], 0.5, "{remix:.200}");
     assert!(
         remix["init_image"]["base64"].is_string(),
@@ -445,7 +440,8 @@ async fn when_the_disk_is_full_every_dialect_fails_clearly_and_no_file_or_row_is
         "{events}"
     );
 
-    let gallery: serde_json::Value = get_json(&client, server.url("/api/v1/gallery")).await;
+    let gallery: serde_json::Value =
+        support::get_json(&client, server.url("/api/v1/gallery")).await;
     assert_eq!(gallery["entries"], serde_json::json!([]));
     // The small disk as the server sees it (its mount namespace, through /proc): nothing but the filler.
     let seen = std::path::PathBuf::from(format!("/proc/{}/root", server.child.id()))
@@ -481,7 +477,7 @@ async fn waiting_jobs_survive_a_killed_server_in_order_with_their_ids_and_the_cu
     let long = submit(150, "a long storm").await;
     let second = submit(2, "a calm sea").await;
     let third = submit(2, "a red kite").await;
-    let get = |url: String| get_json(&client, url);
+    let get = |url: String| support::get_json(&client, url);
     let deadline = Instant::now() + Duration::from_secs(60);
     while get(server.url(&format!("/api/v1/jobs/{long}"))).await["last_event"]["phase"]
         != "sampling"
@@ -884,10 +880,10 @@ async fn a_paused_queue_stays_paused_after_a_restart_and_its_waiting_job_waits_f
     drop(server);
 
     let server = ServeProcess::start(&ws).await;
-    let state = get_json(&client, server.url("/api/v1/queue/state")).await;
+    let state = support::get_json(&client, server.url("/api/v1/queue/state")).await;
     assert_eq!(state["paused"], true, "the pause outlives the restart");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let waiting = get_json(&client, server.url(&format!("/api/v1/jobs/{id}"))).await;
+    let waiting = support::get_json(&client, server.url(&format!("/api/v1/jobs/{id}"))).await;
     assert_eq!(waiting["state"], "queued", "{waiting}");
 
     client
@@ -897,6 +893,6 @@ async fn a_paused_queue_stays_paused_after_a_restart_and_its_waiting_job_waits_f
         .unwrap();
     let events = get_text(&client, server.url(&format!("/api/v1/jobs/{id}/events"))).await;
     assert!(events.contains("event: done"), "{events}");
-    let state = get_json(&client, server.url("/api/v1/queue/state")).await;
+    let state = support::get_json(&client, server.url("/api/v1/queue/state")).await;
     assert_eq!(state["paused"], false);
 }

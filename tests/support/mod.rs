@@ -206,3 +206,8 @@ pub fn pixels(path: &str) -> image::RgbImage {
         .unwrap_or_else(|e| panic!("{path}: {e}"))
         .to_rgb8()
 }
+
+/// A GET's body as JSON.
+pub async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}

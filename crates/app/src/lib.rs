@@ -623,10 +623,10 @@ impl Core {
     }
 
     /// Runs `one` on every id in order; on a failure the ones before it stay done and the message says so.
-    fn each(
+    fn each<T>(
         ids: &[u32],
-        mut one: impl FnMut(u32) -> Result<Entry, AppError>,
-    ) -> Result<Vec<Entry>, AppError> {
+        mut one: impl FnMut(u32) -> Result<T, AppError>,
+    ) -> Result<Vec<T>, AppError> {
         let mut done = Vec::with_capacity(ids.len());
         for &id in ids {
             match one(id) {
@@ -772,7 +772,7 @@ impl Core {
 
     /// Copies several images into `folder` (the multi-select's Export), each under its own file name — a name
     /// already there gets " (2)", " (3)", ... so nothing is overwritten. Returns the written paths; one that fails
-    /// stops the export naming how many were copied.
+    /// stops the export saying how many were copied (as every bulk action does).
     pub fn gallery_export_many(&self, ids: &[u32], folder: &str) -> Result<Vec<String>, AppError> {
         let folder = Path::new(folder);
         if !folder.is_dir() {
@@ -782,33 +782,18 @@ impl Core {
             )));
         }
         let gallery = self.gallery()?;
-        let mut written = Vec::with_capacity(ids.len());
-        for &id in ids {
-            let copied = gallery.get(id).map_err(AppError::from).and_then(|entry| {
-                let source = Path::new(&entry.path);
-                let target = free_name(folder, source);
-                std::fs::copy(source, &target).map_err(|e| {
-                    AppError::new(format!(
-                        "cannot copy image {id} to {}: {e}",
-                        target.display()
-                    ))
-                })?;
-                Ok(target.display().to_string())
-            });
-            match copied {
-                Ok(path) => written.push(path),
-                Err(e) if written.is_empty() => return Err(e),
-                Err(e) => {
-                    return Err(AppError::new(format!(
-                        "{} of {} images exported; {}",
-                        written.len(),
-                        ids.len(),
-                        e.message
-                    )))
-                }
-            }
-        }
-        Ok(written)
+        Self::each(ids, |id| {
+            let entry = gallery.get(id)?;
+            let source = Path::new(&entry.path);
+            let target = free_name(folder, source);
+            std::fs::copy(source, &target).map_err(|e| {
+                AppError::new(format!(
+                    "cannot copy image {id} to {}: {e}",
+                    target.display()
+                ))
+            })?;
+            Ok(target.display().to_string())
+        })
     }
 
     /// The folder holding the image, to show in the file manager.
