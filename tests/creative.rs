@@ -255,7 +255,7 @@ async fn finish(client: &reqwest::Client, base: &str, id: &str) -> (String, u32)
         .await
         .unwrap();
     assert!(events.contains("event: done"), "{events}");
-    let info = support::get_json(&client, format!("{base}/api/v1/jobs/{id}")).await;
+    let info = support::get_json(client, format!("{base}/api/v1/jobs/{id}")).await;
     let gallery_id = info["outputs"][0]["gallery_id"].as_u64().unwrap() as u32;
     (events, gallery_id)
 }
