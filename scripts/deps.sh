@@ -3,12 +3,13 @@
 # - cmake, libclang: compile the vendored stable-diffusion.cpp and generate its bindings;
 # - libwebkit2gtk-4.1, librsvg2, libayatana-appindicator3: the Tauri desktop app (WebKitGTK window);
 # - webkit2gtk-driver (WebKitWebDriver) and xvfb: the desktop end-to-end test in a real window without a screen;
-# - python3 with venv: schemathesis, run over the API by the tests (scripts/api-fuzz.sh).
+# - python3 with venv: schemathesis, run over the API by the tests (scripts/api-fuzz.sh);
+# - nats-server (JetStream included): the cluster's message server, started by the cluster tests on loopback.
 # Uses sudo when not root. Safe to run again.
 set -euo pipefail
 packages=(cmake libclang-dev build-essential pkg-config curl file
           libwebkit2gtk-4.1-dev librsvg2-dev libayatana-appindicator3-dev libssl-dev
-          webkit2gtk-driver xvfb xauth)
+          webkit2gtk-driver xvfb xauth nats-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -86,6 +86,8 @@ impl Service {
             durable_queue: false,
             watch_folders: false,
             lanes: 1,
+            gallery: true,
+            front: false,
         })
         .await
         .unwrap();

@@ -944,6 +944,8 @@ impl Service {
             durable_queue: true,
             watch_folders: false,
             lanes: 1,
+            gallery: true,
+            front: false,
         })
         .await
         .unwrap();

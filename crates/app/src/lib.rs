@@ -202,6 +202,8 @@ impl Core {
             durable_queue: true,
             watch_folders: true,
             lanes: 1,
+            gallery: true,
+            front: false,
         })
         .await?;
         // The Queue shows every job's live preview, whichever client sent it (a cheap latent projection per step).

@@ -69,6 +69,8 @@ async fn main() {
         durable_queue: true,
         watch_folders: false,
         lanes: 1,
+        gallery: true,
+        front: false,
     })
     .await
     .unwrap();

@@ -2,6 +2,7 @@
 //! engine worker (which is this same executable, started with a hidden subcommand), and reports progress.
 
 mod client;
+mod cluster;
 mod convert;
 mod fit;
 mod gallery;
@@ -40,6 +41,9 @@ enum Command {
     Upscale(Box<upscale::UpscaleArgs>),
     /// Serve the local HTTP API (OpenAI Images, DiffuGen's job API) until Ctrl+C.
     Serve(serve::ServeArgs),
+    /// Render jobs of a cluster: take them from a front's NATS JetStream queue (`serve --cluster`) for the models
+    /// in this machine's folders, until Ctrl+C.
+    Worker(cluster::WorkerArgs),
     /// The MCP tools over stdin/stdout for agents (in this process, or relayed to a running DiffuGen with
     /// --server).
     Mcp(mcp::McpArgs),
@@ -76,6 +80,8 @@ fn start_options(
         durable_queue,
         watch_folders: false,
         lanes,
+        gallery: true,
+        front: false,
     })
 }
 
@@ -86,6 +92,7 @@ impl Command {
             Command::Generate(args) => args.flags(),
             Command::Upscale(args) => args.flags(),
             Command::Serve(args) => args.flags(),
+            Command::Worker(args) => args.flags(),
             Command::Mcp(args) => args.flags(),
             Command::Vram(args) => args.flags(),
             _ => Flags::new(),
@@ -120,7 +127,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DIFFUGEN_LOG").unwrap_or_else(|_| {
                 // One-shot commands show the orchestrator's warnings themselves (as job events or messages).
-                if matches!(cli.command, Command::Serve(_)) {
+                if matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
                     "warn".into()
                 } else {
                     "warn,diffugen_vram=error".into()
@@ -142,6 +149,7 @@ fn main() -> ExitCode {
         Command::Upscale(args) => upscale::run(&paths, *args),
         Command::Models(args) => models::run(&paths, &args),
         Command::Serve(args) => serve::run(&paths, &args),
+        Command::Worker(args) => cluster::run_worker(&paths, &args),
         Command::Mcp(args) => mcp::run(&paths, &args),
         Command::Vram(args) => vram::run(&paths, &args),
         Command::Gallery(args) => gallery::run(&paths, &args),

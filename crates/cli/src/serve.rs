@@ -64,6 +64,18 @@ pub struct ServeArgs {
     /// Seconds a chat request through the gateway waits for a render to finish before it is refused
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     llm_wait_timeout: u64,
+    /// Be the front of a cluster on this NATS server (nats://host:4222, JetStream on): jobs go to a work queue there
+    /// and render on `diffugen worker`s (and here, unless --no-engine); their images come back to this gallery
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// With --cluster: render nothing here, only on the workers
+    #[arg(long)]
+    no_engine: bool,
+    /// With --cluster: the name this machine's own render worker has in the cluster
+    #[arg(long, default_value = "local", value_name = "NAME")]
+    name: String,
+    #[command(flatten)]
+    connection: crate::cluster::ClusterArgs,
 }
 
 impl ServeArgs {
@@ -92,7 +104,7 @@ pub const MAX_LANES: u32 = 16;
 
 /// `--lanes` from 1 to [`MAX_LANES`]; more than one only in a CPU-only build (a lane per GPU is not built yet, and
 /// extra lanes of a GPU build would all land on the first card).
-fn check_lanes(lanes: u32, gpu_build: bool) -> Result<(), String> {
+pub(crate) fn check_lanes(lanes: u32, gpu_build: bool) -> Result<(), String> {
     if !(1..=MAX_LANES).contains(&lanes) {
         return Err(format!(
             "--lanes must be from 1 to {MAX_LANES}, got {lanes}"
@@ -137,11 +149,24 @@ pub fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode, String> {
     let mut vram = args.vram.config(config)?;
     vram.llm_wait_timeout = std::time::Duration::from_secs(args.llm_wait_timeout);
     check_lanes(args.lanes, diffugen_engine::memory::GPU_BACKEND)?;
-    let options = crate::start_options(config, vram, args.queue_depth, true, args.lanes)?;
+    if args.no_engine && args.cluster.is_none() {
+        return Err("--no-engine needs --cluster: without a cluster, nothing would render".into());
+    }
+    if args.cluster.is_some() {
+        crate::cluster::check_name(&args.name)?;
+    }
+    let mut options = crate::start_options(config, vram, args.queue_depth, true, args.lanes)?;
+    options.front = args.cluster.is_some();
     let tokio = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     tokio.block_on(async {
         let runtime = Runtime::start(options).await.map_err(|e| e.to_string())?;
+        if let Some(url) = &args.cluster {
+            if let Err(e) = front(&runtime, url, args).await {
+                runtime.shutdown().await;
+                return Err(e);
+            }
+        }
         let doors = match Doors::open(&runtime, doors).await {
             Ok(doors) => doors,
             Err(e) => {
@@ -192,4 +217,25 @@ pub fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode, String> {
         closed?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Makes this server a cluster front on `url`: its queue's jobs go to the cluster; unless `--no-engine`, this
+/// machine renders too, as a worker named `--name`.
+async fn front(runtime: &Runtime, url: &str, args: &ServeArgs) -> Result<(), String> {
+    let cluster = args.connection.connect(url, "front").await?;
+    let own_worker = (!args.no_engine).then_some(args.name.as_str());
+    let front = runtime
+        .join_cluster(cluster, own_worker, args.connection.ack_wait()?)
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "cluster front on {}{}",
+        front.url(),
+        if args.no_engine {
+            " (rendering on the workers only)".to_string()
+        } else {
+            format!(" (this machine renders too, as worker '{}')", args.name)
+        }
+    );
+    Ok(())
 }

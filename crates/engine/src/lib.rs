@@ -21,6 +21,7 @@ pub mod output;
 pub mod params;
 pub mod protocol;
 pub mod raw;
+pub mod rebind;
 pub mod supervisor;
 pub mod tracker;
 pub mod upscale;

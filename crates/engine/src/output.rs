@@ -396,6 +396,57 @@ pub fn save(
     record: &Record,
 ) -> io::Result<PathBuf> {
     let bytes = encode_png(image, Some(record))?;
+    let mut base = if record.is_generated() {
+        format!(
+            "{}-{}-{}",
+            timestamp(record.created),
+            record.seed,
+            slug(&record.prompt)
+        )
+    } else {
+        timestamp(record.created)
+    };
+    if let Some(upscale) = &record.upscale {
+        base.push_str(&format!("-x{}", upscale.scale));
+    }
+    place(destination, index, &bytes, &base)
+}
+
+/// Writes a PNG made elsewhere (a cluster worker's image, its record inside) atomically to `destination`, named as
+/// the worker named it (`file_name`), and returns its final path.
+pub fn save_received(
+    destination: &Destination,
+    index: u32,
+    bytes: &[u8],
+    file_name: &str,
+) -> io::Result<PathBuf> {
+    let stem = Path::new(file_name)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Only the name's own characters: a worker does not choose the folder.
+    let base: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(120)
+        .collect();
+    let base = if base.is_empty() {
+        "image".into()
+    } else {
+        base
+    };
+    place(destination, index, bytes, &base)
+}
+
+/// Puts `bytes` at `destination` (image `index` of a batch): the exact file (a batch gets `-2`, `-3`, ...), or
+/// `base`.png in the folder without replacing anything (a name that exists gets the next suffix).
+fn place(destination: &Destination, index: u32, bytes: &[u8], base: &str) -> io::Result<PathBuf> {
     match destination {
         Destination::File(path) => {
             let target = if index == 0 {
@@ -415,28 +466,14 @@ pub fn save(
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            let tmp = write_temp(dir, &bytes)?;
+            let tmp = write_temp(dir, bytes)?;
             fs::rename(&tmp, &target).inspect_err(|_| {
                 let _ = fs::remove_file(&tmp);
             })?;
             Ok(target)
         }
         Destination::Folder(dir) => {
-            let tmp = write_temp(dir, &bytes)?;
-            let mut base = if record.is_generated() {
-                format!(
-                    "{}-{}-{}",
-                    timestamp(record.created),
-                    record.seed,
-                    slug(&record.prompt)
-                )
-            } else {
-                timestamp(record.created)
-            };
-            if let Some(upscale) = &record.upscale {
-                base.push_str(&format!("-x{}", upscale.scale));
-            }
-            // Link into place without replacing anything: a name that exists gets the next suffix.
+            let tmp = write_temp(dir, bytes)?;
             let result = (1..10_000).find_map(|n| {
                 let name = if n == 1 {
                     format!("{base}.png")

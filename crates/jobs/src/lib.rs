@@ -16,13 +16,19 @@ use serde::Serialize;
 use tokio::sync::{broadcast, Notify};
 
 pub mod assistant;
+mod remote;
 mod runner;
 mod state;
 mod store;
+use remote::remote_position;
+pub use remote::{Dispatch, ResultError};
 pub use runner::{fit_for, needed_vram, plan_stages, record_in_gallery};
 use state::{announce_positions, finish, Job, State};
 use store::StoredJob;
 pub use store::{JobStore, StoreError};
+
+/// [`JobInfo::worker`] of a job this machine's own lanes render.
+pub const LOCAL_WORKER: &str = "local";
 
 /// How many finished jobs stay queryable (and stay in the queue on disk).
 pub const HISTORY_KEPT: usize = 256;
@@ -78,6 +84,9 @@ pub struct JobInfo {
     pub last_event: Option<JobEvent>,
     /// The render lane that runs (or ran) it, from 0; `None` while it waits.
     pub lane: Option<u32>,
+    /// Who renders (or rendered) it: `local` (this machine's lanes), or the name of the cluster worker that took it
+    /// (`diffugen worker --name`); `None` while it waits.
+    pub worker: Option<String>,
     /// While it waits: seconds from now until it should start, by the measured times of the jobs ahead of it on
     /// their models (`None` while one of them has never run here, or the queue is paused).
     pub starts_in: Option<f64>,
@@ -121,6 +130,13 @@ struct Shared {
     idle: tokio::sync::watch::Sender<bool>,
     /// Pauses and resumes, for every door's live view.
     paused: broadcast::Sender<bool>,
+    /// A cluster front: no lane of its own runs a job; the cluster's dispatcher takes them
+    /// ([`JobManager::start_front`]).
+    front: bool,
+    /// Wakes the front's dispatcher.
+    dispatch: Notify,
+    /// The ids of jobs handed to the cluster that were cancelled here, for the front to tell the cluster.
+    remote_cancels: broadcast::Sender<String>,
 }
 
 /// What a job gets when it leaves something out, from the settings; changeable while the queue runs.
@@ -241,6 +257,19 @@ impl JobManager {
     /// The queue over several render lanes, one engine each (at least one). Lane 0 takes the GPU's turns with the
     /// orchestrator; the others render without one (CPU workers).
     pub fn start_lanes(engines: Vec<Arc<Engine>>, options: JobOptions) -> JobManager {
+        JobManager::build(engines, options, false)
+    }
+
+    /// The queue of a cluster front: jobs are accepted, listed, cancelled and recorded here as everywhere, but no
+    /// lane of this queue renders them — the cluster's dispatcher takes each waiting job in order
+    /// ([`JobManager::next_dispatch`]) and the render workers report back ([`JobManager::claim`],
+    /// [`JobManager::relay`], [`JobManager::complete`]). `engines` stay idle here (this machine renders, if it does,
+    /// as a cluster worker over another queue that shares them and the orchestrator).
+    pub fn start_front(engines: Vec<Arc<Engine>>, options: JobOptions) -> JobManager {
+        JobManager::build(engines, options, true)
+    }
+
+    fn build(engines: Vec<Arc<Engine>>, options: JobOptions, front: bool) -> JobManager {
         assert!(!engines.is_empty(), "a queue needs at least one lane");
         let JobOptions {
             depth,
@@ -272,6 +301,9 @@ impl JobManager {
                 idle: tokio::sync::watch::channel(true).0,
                 paused: broadcast::channel(16).0,
                 all: broadcast::channel(4096).0,
+                front,
+                dispatch: Notify::new(),
+                remote_cancels: broadcast::channel(256).0,
             }),
         };
         if let Some(store) = &store {
@@ -284,6 +316,9 @@ impl JobManager {
             }
         }
         for lane in 0..manager.shared.engines.len() {
+            if front {
+                break;
+            }
             let runner = manager.clone();
             tokio::spawn(async move { runner.run(lane).await });
         }
@@ -323,6 +358,9 @@ impl JobManager {
                 }
                 JobState::Running | JobState::Queued => {
                     let failure = match (saved.state, &job.work) {
+                        // A front's job renders in the cluster, which outlives the front: it is sent again (the
+                        // stream drops a copy it still holds) and its worker reports to the front again.
+                        (JobState::Running, Some(_)) if self.shared.front => None,
                         (JobState::Running, _) => Some((
                             "interrupted: DiffuGen stopped while this job was rendering",
                             FailureKind::Interrupted,
@@ -381,6 +419,7 @@ impl JobManager {
             state: JobState::Queued,
             events: Vec::new(),
             lane: None,
+            worker: None,
             last_preview: None,
             sender: broadcast::channel(1024).0,
             all: self.shared.all.clone(),
@@ -394,7 +433,10 @@ impl JobManager {
         loop {
             let empty = {
                 let state = self.lock();
-                state.queue.is_empty() && state.running.is_empty() && state.busy_lanes == 0
+                state.queue.is_empty()
+                    && state.running.is_empty()
+                    && state.remote.is_empty()
+                    && state.busy_lanes == 0
             };
             if *idle.borrow_and_update() && empty {
                 return;
@@ -447,6 +489,10 @@ impl JobManager {
 
     /// Wakes every lane's runner to look at the queue again.
     pub(crate) fn wake_lanes(&self) {
+        if self.shared.front {
+            self.shared.dispatch.notify_one();
+            return;
+        }
         for wake in &self.shared.wake {
             wake.notify_one();
         }
@@ -593,7 +639,10 @@ impl JobManager {
     pub fn get(&self, id: &str) -> Result<JobInfo, QueueError> {
         let state = self.lock();
         let index = state.queue.iter().position(|q| q == id);
-        let position = index.map(|p| (p + state.running.len()) as u32);
+        let position = match index {
+            Some(p) => Some((p + state.running.len() + state.remote.len()) as u32),
+            None => remote_position(&state, id),
+        };
         let mut info = state
             .jobs
             .get(id)
@@ -679,7 +728,16 @@ impl JobManager {
             .into_iter()
             .filter_map(|(id, _)| state.jobs.get(id))
             .map(|j| j.info(Some(0)));
-        let offset = state.running.len() as u32;
+        // A front's jobs in the cluster: the ones a worker renders, then the ones the stream holds, in order.
+        let mut remote: Vec<&String> = state.remote.iter().collect();
+        remote.sort_by_key(|id| state.jobs.get(*id).map(|j| j.state != JobState::Running));
+        let remote = remote.into_iter().filter_map(|id| {
+            state
+                .jobs
+                .get(id)
+                .map(|j| j.info(remote_position(&state, id)))
+        });
+        let offset = (state.running.len() + state.remote.len()) as u32;
         let starts = self.start_estimates(&state);
         let waiting = state.queue.iter().enumerate().filter_map(|(i, id)| {
             state.jobs.get(id).map(|j| JobInfo {
@@ -687,7 +745,7 @@ impl JobManager {
                 ..j.info(Some(i as u32 + offset))
             })
         });
-        running.chain(waiting).collect()
+        running.chain(remote).chain(waiting).collect()
     }
 
     /// Cancels a job: a waiting one leaves the queue, a running one is stopped by ending the engine worker.
@@ -710,6 +768,21 @@ impl JobManager {
             ));
             finish(&mut state, id);
             announce_positions(&mut state);
+            return Ok(true);
+        }
+        if state.remote.iter().any(|r| r == id) {
+            // In the cluster: ended here at once; the worker that holds it (or takes it later) is told.
+            let job = state.jobs.get_mut(id).expect("checked above");
+            let elapsed = job.accepted.elapsed().as_secs_f64();
+            job.record(JobEvent::new(
+                id,
+                elapsed,
+                Stage::Cancelled {
+                    reason: reason.to_string(),
+                },
+            ));
+            finish(&mut state, id);
+            let _ = self.shared.remote_cancels.send(id.to_string());
             return Ok(true);
         }
         if let Some(lane) = state.lane_of(id) {

@@ -50,6 +50,7 @@ impl JobManager {
                     if let Some(job) = state.jobs.get_mut(id) {
                         job.state = JobState::Running;
                         job.lane = Some(lane as u32);
+                        job.worker = Some(crate::LOCAL_WORKER.into());
                     }
                     if let Some(Err(e)) = state.store.as_ref().map(|s| s.set_running(id)) {
                         tracing::warn!(error = %e, "the queue on disk was not updated");

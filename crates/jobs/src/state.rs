@@ -24,6 +24,8 @@ pub(crate) struct Job {
     pub(crate) events: Vec<JobEvent>,
     /// The lane that took it.
     pub(crate) lane: Option<u32>,
+    /// Who renders (or rendered) it: `local`, or a cluster worker's name.
+    pub(crate) worker: Option<String>,
     /// The newest preview frame (previews are not kept in `events`).
     pub(crate) last_preview: Option<JobEvent>,
     pub(crate) sender: broadcast::Sender<JobEvent>,
@@ -58,6 +60,7 @@ impl Job {
             error,
             last_event: last,
             lane: self.lane,
+            worker: self.worker.clone(),
             starts_in: None,
         }
     }
@@ -106,6 +109,8 @@ pub(crate) struct State {
     pub(crate) store: Option<Arc<JobStore>>,
     /// While set, no lane takes a new job (the running ones finish).
     pub(crate) paused: bool,
+    /// A cluster front's jobs handed to the cluster, in the order they were sent, until they end.
+    pub(crate) remote: Vec<String>,
 }
 
 impl State {
@@ -159,6 +164,7 @@ pub(crate) fn finish(state: &mut State, id: &str) {
             }
         }
     }
+    state.remote.retain(|r| r != id);
     state.finished.push_back(id.to_string());
     let mut undoable = 0;
     for old in state.finished.iter().rev() {

@@ -87,6 +87,12 @@ pub struct StartOptions {
     /// Render lanes, one engine worker each (at least 1): lane 0 takes the GPU's turns with Ollama, the others are
     /// CPU workers (`diffugen serve --lanes N`).
     pub lanes: u32,
+    /// Records finished images in the data folder's gallery (a cluster worker sends its images to the front
+    /// instead).
+    pub gallery: bool,
+    /// A cluster front: the queue hands its jobs to the cluster instead of rendering them on its own lanes
+    /// ([`JobManager::start_front`]).
+    pub front: bool,
 }
 
 /// Model files appeared, changed or went in the model folders (the picker lists them again).
@@ -116,6 +122,10 @@ struct Inner {
     watching: bool,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     metrics: Metrics,
+    /// The cluster this runtime is the front of, once joined.
+    front: RwLock<Option<Arc<diffugen_cluster::Front>>>,
+    /// The cluster worker this runtime renders as, once it does.
+    worker: RwLock<Option<Arc<diffugen_cluster::Worker>>>,
 }
 
 impl Runtime {
@@ -130,6 +140,8 @@ impl Runtime {
             durable_queue,
             watch_folders,
             lanes,
+            gallery: record,
+            front,
         } = options;
         let vram = match vram {
             Some(vram) => vram,
@@ -162,16 +174,18 @@ impl Runtime {
         } else {
             None
         };
-        let jobs = JobManager::start_lanes(
-            engines,
-            JobOptions {
-                depth: queue_depth,
-                orchestrator: Some(orchestrator.clone()),
-                gallery: Some(Arc::new(gallery)),
-                defaults: config.job_defaults(),
-                store,
-            },
-        );
+        let options = JobOptions {
+            depth: queue_depth,
+            orchestrator: Some(orchestrator.clone()),
+            gallery: record.then(|| Arc::new(gallery)),
+            defaults: config.job_defaults(),
+            store,
+        };
+        let jobs = if front {
+            JobManager::start_front(engines, options)
+        } else {
+            JobManager::start_lanes(engines, options)
+        };
         let tasks = vec![
             orchestrator.start_meter(Duration::from_secs(1)),
             // Ollama's state is learned in the background, so a job never waits on an Ollama that is not running.
@@ -211,14 +225,30 @@ impl Runtime {
                 watching,
                 tasks: Mutex::new(metrics_tasks),
                 metrics,
+                front: RwLock::new(None),
+                worker: RwLock::new(None),
             }),
         };
         runtime.watch(&library);
         runtime
     }
 
-    /// Stops the background tasks and ends the engine worker.
+    /// Stops the background tasks, leaves the cluster (if in one) and ends the engine worker.
     pub async fn shutdown(&self) {
+        let worker = self
+            .inner
+            .worker
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(worker) = worker {
+            worker.leave().await;
+        }
+        self.inner
+            .front
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         for task in self
             .inner
             .tasks
@@ -230,6 +260,88 @@ impl Runtime {
         }
         *self.inner.watcher.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.engine().stop().await;
+    }
+
+    /// Joins a cluster as its front (the queue must be a front's: [`StartOptions::front`]): its jobs go to the
+    /// cluster's workers, and [`Runtime::cluster_status`] reports the cluster. With `own_worker` (a name), this
+    /// machine renders too, as a worker of that name over a queue of its own that shares this runtime's engines and
+    /// VRAM orchestrator.
+    pub async fn join_cluster(
+        &self,
+        cluster: diffugen_cluster::Cluster,
+        own_worker: Option<&str>,
+        ack_wait: Duration,
+    ) -> Result<Arc<diffugen_cluster::Front>, diffugen_cluster::ClusterError> {
+        let front = diffugen_cluster::Front::start(cluster.clone(), self.jobs().clone()).await?;
+        *self.inner.front.write().unwrap_or_else(|e| e.into_inner()) = Some(front.clone());
+        if let Some(name) = own_worker {
+            let jobs = self.jobs();
+            let own = JobManager::start_lanes(
+                jobs.engines().to_vec(),
+                JobOptions {
+                    depth: jobs.engines().len() * 2,
+                    orchestrator: jobs.orchestrator().cloned(),
+                    gallery: None,
+                    defaults: jobs.defaults(),
+                    store: None,
+                },
+            );
+            self.work_for_cluster(cluster, own, name, ack_wait).await?;
+        }
+        Ok(front)
+    }
+
+    /// Renders jobs of a cluster as the worker `name`, through `jobs` (this runtime's own queue for `diffugen
+    /// worker`, a queue over its engines for a front that renders too), for the models in this runtime's folders.
+    pub async fn work_for_cluster(
+        &self,
+        cluster: diffugen_cluster::Cluster,
+        jobs: JobManager,
+        name: &str,
+        ack_wait: Duration,
+    ) -> Result<Arc<diffugen_cluster::Worker>, diffugen_cluster::ClusterError> {
+        let library = {
+            let runtime = self.clone();
+            move || runtime.library()
+        };
+        let orchestrator = jobs.orchestrator().cloned();
+        let gpus = move || {
+            orchestrator
+                .as_ref()
+                .map(|o| {
+                    o.gpus()
+                        .into_iter()
+                        .map(|g| diffugen_cluster::protocol::GpuAnnouncement {
+                            name: g.name,
+                            total_bytes: g.total_bytes,
+                            free_bytes: g.free_bytes,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let options = diffugen_cluster::WorkerOptions {
+            name: name.to_string(),
+            ack_wait,
+            outputs: self.config().data_dir.join("worker-renders").join(name),
+            max_deliver: diffugen_cluster::DEFAULT_MAX_DELIVER,
+        };
+        let worker = diffugen_cluster::Worker::start(cluster, jobs, library, gpus, options).await?;
+        *self.inner.worker.write().unwrap_or_else(|e| e.into_inner()) = Some(worker.clone());
+        Ok(worker)
+    }
+
+    /// The cluster this runtime is the front of, as it stands (`None`: not a front).
+    pub async fn cluster_status(
+        &self,
+    ) -> Option<Result<diffugen_cluster::ClusterStatus, diffugen_cluster::ClusterError>> {
+        let front = self
+            .inner
+            .front
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        Some(front.status().await)
     }
 
     pub fn jobs(&self) -> &JobManager {

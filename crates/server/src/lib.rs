@@ -197,6 +197,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/queue/pause", post(native::pause))
         .route("/api/v1/queue/resume", post(native::resume))
         .route("/api/v1/queue/history", get(native::history))
+        .route("/api/v1/cluster", get(native::cluster))
         .route("/api/v1/models", get(models::list))
         .route("/api/v1/models/catalog", get(models::catalog))
         .route(

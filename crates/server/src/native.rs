@@ -202,6 +202,24 @@ pub async fn get_queue_state(State(state): State<AppState>) -> Json<Value> {
     queue_state(&state)
 }
 
+/// `GET /api/v1/cluster`: the cluster this server is the front of — its NATS server, the workers that announced
+/// themselves (name, models, lanes, GPUs, the jobs they render) and the jobs waiting in the stream. 404 when this
+/// server is not a cluster front; 503 when the NATS server does not answer.
+pub async fn cluster(
+    State(state): State<AppState>,
+) -> Result<Json<diffugen_cluster::ClusterStatus>, ApiError> {
+    match state.runtime.cluster_status().await {
+        Some(Ok(status)) => Ok(Json(status)),
+        Some(Err(e)) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            .code("cluster_unavailable")),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "this DiffuGen is not a cluster front (start it with `diffugen serve --cluster nats://HOST:PORT`)",
+        )
+        .code("not_a_cluster_front")),
+    }
+}
+
 /// `POST /api/v1/queue/pause`: the running job finishes, the waiting ones wait until `resume`.
 pub async fn pause(State(state): State<AppState>) -> Json<Value> {
     state.jobs().pause();

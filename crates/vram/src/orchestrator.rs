@@ -345,6 +345,11 @@ impl Orchestrator {
         Some((gpu.total_bytes, self.free_for_diffusion(gpu)))
     }
 
+    /// Every GPU as NVML reads it now (none without an NVIDIA GPU).
+    pub fn gpus(&self) -> Vec<crate::gpu::GpuReading> {
+        self.inner.gpu.read().unwrap_or_default()
+    }
+
     /// While DiffuGen shares the GPU with resident LLMs: the VRAM it holds itself to.
     pub fn sharing_budget(&self) -> Option<f64> {
         self.state().budget

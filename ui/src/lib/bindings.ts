@@ -493,6 +493,11 @@ export type JobInfo = {
 	/**  The render lane that runs (or ran) it, from 0; `None` while it waits. */
 	lane: number | null,
 	/**
+	 *  Who renders (or rendered) it: `local` (this machine's lanes), or the name of the cluster worker that took it
+	 *  (`diffugen worker --name`); `None` while it waits.
+	 */
+	worker: string | null,
+	/**
 	 *  While it waits: seconds from now until it should start, by the measured times of the jobs ahead of it on
 	 *  their models (`None` while one of them has never run here, or the queue is paused).
 	 */

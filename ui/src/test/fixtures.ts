@@ -250,6 +250,7 @@ export function jobInfo(id: string, overrides: Partial<JobInfo> = {}): JobInfo {
     error: null,
     last_event: null,
     lane: null,
+    worker: null,
     starts_in: null,
     ...overrides,
   };

@@ -8,7 +8,7 @@ import type { JobInfo } from "../lib/bindings";
 import { entry, jobInfo, mockCore } from "./fixtures";
 
 function job(id: string, state: JobInfo["state"], source: string, position: number): JobInfo {
-  return { id, state, position, source, model: "tiny", prompt: `prompt of ${id}`, created: 1, finished: null, outputs: [], error: null, last_event: null, lane: state === "running" ? 0 : null, starts_in: null };
+  return { id, state, position, source, model: "tiny", prompt: `prompt of ${id}`, created: 1, finished: null, outputs: [], error: null, last_event: null, lane: state === "running" ? 0 : null, worker: state === "running" ? "local" : null, starts_in: null };
 }
 
 describe("Queue", () => {
@@ -74,6 +74,14 @@ describe("Queue", () => {
     render(Queue);
     expect(screen.getByTestId("queue-running")).toBeTruthy();
     expect(screen.queryByTestId("job-lane")).toBeNull();
+  });
+
+  it("names the cluster worker rendering a job, and none for this machine's own lanes", async () => {
+    const jobs = [{ ...job("a", "running", "api", 0), worker: "gaming-pc" }, job("b", "running", "app", 0), job("c", "queued", "app", 2)];
+    mockCore({ queue: () => jobs });
+    await refreshQueue();
+    render(Queue);
+    expect(screen.getAllByTestId("job-worker").map((w) => w.textContent)).toEqual(["on gaming-pc"]);
   });
 
   it("says when each waiting job should start, counting down each second, and nothing when the core cannot tell", async () => {
