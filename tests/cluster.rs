@@ -7,22 +7,9 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use diffugen_testkit::nats::NatsServer as Nats;
 use serde_json::{json, Value};
 use support::Workspace;
-
-/// A real NATS server with JetStream, on a free loopback port, its store in a temporary folder.
-struct Nats {
-    child: Child,
-    url: String,
-    _store: tempfile::TempDir,
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -33,31 +20,7 @@ fn free_port() -> u16 {
 }
 
 fn nats_server() -> Nats {
-    let program = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).is_file())
-        .unwrap_or("nats-server");
-    let store = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = Command::new(program)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(store.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start {program} ({e}): install the nats-server package (scripts/deps.sh does)")
-        });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Nats {
-        child,
-        url: format!("nats://127.0.0.1:{port}"),
-        _store: store,
-    }
+    Nats::start()
 }
 
 /// A `diffugen` process that is killed when the test ends.
@@ -145,13 +108,25 @@ impl Api {
         support::get_json(&self.client, self.url(path)).await
     }
 
-    /// Submits a render of the test model; returns the job's id.
+    /// Submits a 64×64 render of the test model; returns the job's id.
     async fn submit(&self, model: &str, prompt: &str, seed: i64, steps: u32) -> String {
+        self.submit_sized(model, prompt, seed, steps, 64).await
+    }
+
+    /// Submits a `size`×`size` render of the test model; returns the job's id.
+    async fn submit_sized(
+        &self,
+        model: &str,
+        prompt: &str,
+        seed: i64,
+        steps: u32,
+        size: u32,
+    ) -> String {
         let response = self
             .client
             .post(self.url("/api/v1/jobs"))
             .json(
-                &json!({"model": model, "prompt": prompt, "width": 64, "height": 64,
+                &json!({"model": model, "prompt": prompt, "width": size, "height": size,
                           "steps": steps, "seed": seed, "threads": 1}),
             )
             .send()
@@ -437,4 +412,100 @@ fn a_worker_without_a_reachable_cluster_says_so_and_exits() {
     let alone = ws.diffugen(&["serve", "--no-engine", "--no-ollama-gateway"]);
     assert!(!alone.status.success());
     assert!(support::stderr(&alone).contains("--no-engine needs --cluster"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_front_that_renders_too_shares_the_jobs_with_a_worker_and_a_cancel_reaches_the_worker_holding_the_job(
+) {
+    let _serial = support::ONE_AT_A_TIME.lock().await;
+    let nats = nats_server();
+    let (front_ws, a_ws) = (Workspace::new(), Workspace::new());
+    let port = free_port();
+    // No --no-engine: the front renders too, as the worker named `local`.
+    let _front = diffugen(
+        &front_ws,
+        &[
+            "serve",
+            "--port",
+            &port.to_string(),
+            "--no-ollama-gateway",
+            "--cluster",
+            &nats.url,
+            "--ack-wait",
+            "2",
+        ],
+    );
+    let api = Api::up(port).await;
+    let _a = worker(&a_ws, &nats, "a");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api.get("/api/v1/cluster").await["workers"]
+        .as_array()
+        .map_or(0, Vec::len)
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "both workers announce themselves"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let long = api
+        .submit_sized("tiny", "an endless storm", 3, 150, 256)
+        .await;
+    let holder = loop {
+        let job = api.get(&format!("/api/v1/jobs/{long}")).await;
+        if job["last_event"]["phase"] == "sampling" {
+            break job["worker"].as_str().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the long job never sampled: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let short = api.submit("tiny", "a quick sketch", 4, 2).await;
+    let job = api.finished(&short, Duration::from_secs(120)).await;
+    assert_eq!(job["state"], "done", "{job}");
+    assert_ne!(
+        job["worker"],
+        holder.as_str(),
+        "the free worker took it: {job}"
+    );
+
+    let cancelled = api
+        .client
+        .post(api.url(&format!("/api/v1/jobs/{long}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert!(cancelled.status().is_success());
+    assert_eq!(
+        api.get(&format!("/api/v1/jobs/{long}")).await["state"],
+        "cancelled"
+    );
+    // The holder stops rendering it: its announcement no longer lists the job, long before 150 steps at 256×256 could end.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let cluster = api.get("/api/v1/cluster").await;
+        let still = cluster["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["jobs"].as_array().unwrap().contains(&json!(long)));
+        if !still {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker '{holder}' kept rendering a cancelled job: {cluster}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // And takes the next job.
+    let next = api.submit("tiny", "after the storm", 5, 2).await;
+    assert_eq!(
+        api.finished(&next, Duration::from_secs(120)).await["state"],
+        "done"
+    );
+    assert_eq!(api.gallery_count().await, 2);
 }

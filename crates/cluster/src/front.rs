@@ -63,12 +63,20 @@ impl Front {
             .subscribe("diffugen.result.*")
             .await
             .map_err(ClusterError::nats)?;
+        let given_up = client
+            .subscribe(format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.*",
+                protocol::STREAM
+            ))
+            .await
+            .map_err(ClusterError::nats)?;
         let tasks = vec![
             tokio::spawn(dispatch(cluster.clone(), jobs.clone())),
             tokio::spawn(answer_claims(cluster.clone(), jobs.clone(), claims)),
             tokio::spawn(relay_events(jobs.clone(), events)),
             tokio::spawn(take_results(cluster.clone(), jobs.clone(), results)),
             tokio::spawn(forward_cancels(cluster.clone(), jobs.clone())),
+            tokio::spawn(give_up(cluster.clone(), jobs.clone(), given_up)),
         ];
         Ok(Arc::new(Front {
             cluster,
@@ -317,6 +325,37 @@ async fn forward_cancels(cluster: Cluster, jobs: JobManager) {
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// A job the stream stopped delivering (every worker that took it died before finishing: JetStream's
+/// max-deliveries advisory) fails here with the reason, and leaves the stream.
+async fn give_up(cluster: Cluster, jobs: JobManager, mut advisories: async_nats::Subscriber) {
+    #[derive(serde::Deserialize)]
+    struct MaxDeliveries {
+        stream_seq: u64,
+        deliveries: u64,
+    }
+    while let Some(message) = advisories.next().await {
+        let Ok(advisory) = serde_json::from_slice::<MaxDeliveries>(&message.payload) else {
+            continue;
+        };
+        let Ok(held) = cluster.stream.get_raw_message(advisory.stream_seq).await else {
+            continue;
+        };
+        let Ok(job) = serde_json::from_slice::<JobMessage>(&held.payload) else {
+            continue;
+        };
+        let error = format!(
+            "given up after {} deliveries: every worker that took this job stopped before it finished (a crash, \
+             a kill, or a machine that went away); send it again, or check the workers",
+            advisory.deliveries
+        );
+        tracing::warn!(job = %job.id, deliveries = advisory.deliveries, "the cluster gave a job up");
+        let _ = jobs.fail_remote(&job.id, error, FailureKind::Interrupted);
+        if let Err(e) = cluster.stream.delete_message(advisory.stream_seq).await {
+            tracing::warn!(job = %job.id, error = %e, "a given-up job stays in the stream");
         }
     }
 }

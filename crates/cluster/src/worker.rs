@@ -537,7 +537,8 @@ enum End {
     Ended,
 }
 
-/// The next message of `consumer`, without waiting when it has none.
+/// The next message of `consumer`, without waiting when it has none (nor more than a few seconds for a server that
+/// does not answer the pull: one was seen to leave a no-wait pull unanswered right after a job was given up).
 async fn next_message(
     consumer: &jetstream::consumer::Consumer<pull::Config>,
 ) -> Result<Option<jetstream::Message>, ClusterError> {
@@ -547,9 +548,9 @@ async fn next_message(
         .messages()
         .await
         .map_err(ClusterError::nats)?;
-    match batch.next().await {
-        Some(Ok(message)) => Ok(Some(message)),
-        Some(Err(e)) => Err(ClusterError::nats(e)),
-        None => Ok(None),
+    match tokio::time::timeout(Duration::from_secs(3), batch.next()).await {
+        Ok(Some(Ok(message))) => Ok(Some(message)),
+        Ok(Some(Err(e))) => Err(ClusterError::nats(e)),
+        Ok(None) | Err(_) => Ok(None),
     }
 }

@@ -7,6 +7,7 @@ mod embedding;
 mod esrgan;
 pub mod gguf;
 mod model;
+pub mod nats;
 mod sd15;
 mod torch;
 
