@@ -677,3 +677,74 @@ fn the_cli_says_plainly_when_no_server_answers() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_cluster_in_its_settings_the_app_is_its_front_and_renders_through_it_as_the_worker_local(
+) {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let nats = diffugen_testkit::nats::NatsServer::start();
+    let ws = Workspace::new();
+    let core = core(&ws, serde_json::json!({ "cluster_url": nats.url })).await;
+    let info = core.info();
+    assert_eq!(info.cluster_url.as_deref(), Some(nats.url.as_str()));
+    assert_eq!(info.cluster_error, None);
+    let mut live = core.job_events();
+    let id = core.generate(form("a harbour at dawn")).await.unwrap();
+    let events = follow(&mut live, &id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.stage, Stage::Sampling { .. })),
+        "the steps came back from the cluster: {events:?}"
+    );
+    let Some(Stage::Done { outputs }) = events.last().map(|e| &e.stage) else {
+        panic!("{events:?}");
+    };
+    assert!(
+        outputs[0].gallery_id.is_some(),
+        "recorded in the app's gallery"
+    );
+    let job = core.jobs().get(&id).unwrap();
+    assert_eq!(
+        job.worker.as_deref(),
+        Some("local"),
+        "rendered here, as the cluster's worker `local`"
+    );
+    core.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_cannot_be_reached_leaves_the_app_rendering_here_and_says_why() {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let core = core(&ws, serde_json::json!({ "cluster_url": url })).await;
+    let info = core.info();
+    assert_eq!(info.cluster_url, None);
+    let error = info.cluster_error.unwrap();
+    assert!(
+        error.contains("cannot connect to the NATS server"),
+        "{error}"
+    );
+    assert!(error.contains("Rendering on this computer only"), "{error}");
+    let mut live = core.job_events();
+    let id = core.generate(form("a harbour at dusk")).await.unwrap();
+    let events = follow(&mut live, &id).await;
+    assert!(
+        matches!(events.last().map(|e| &e.stage), Some(Stage::Done { .. })),
+        "{events:?}"
+    );
+    core.stop().await.unwrap();
+
+    let bad = core_settings_check(&ws, "cluster_url", "http://nas.local:4222").await;
+    assert!(bad.contains("must start with nats:// or tls://"), "{bad}");
+}
+
+/// What the app says when `key` is set to `value` in Settings.
+async fn core_settings_check(ws: &Workspace, key: &str, value: &str) -> String {
+    let core = core(ws, serde_json::json!({})).await;
+    let error = core.check_setting(key, Some(value)).unwrap_err();
+    core.stop().await.unwrap();
+    assert_eq!(error.field.as_deref(), Some(key));
+    error.message
+}

@@ -99,6 +99,11 @@ pub struct AppInfo {
     pub gateway_url: Option<String>,
     /// Set when the API listens beyond this machine without a key.
     pub api_warning: Option<String>,
+    /// The cluster's NATS server while the app is its front (without a password).
+    pub cluster_url: Option<String>,
+    /// Why the app is not the front of the cluster its settings name (the server cannot be reached): it renders
+    /// everything on this computer meanwhile.
+    pub cluster_error: Option<String>,
 }
 
 /// A setting an environment variable fixes (the file's value is ignored while it is set).
@@ -154,6 +159,8 @@ pub struct Core {
     runtime: Runtime,
     doors: Doors,
     api_error: Option<String>,
+    cluster_url: Option<String>,
+    cluster_error: Option<String>,
 }
 
 /// Settings that only take effect when the background services start again (the API keeps serving images from
@@ -167,7 +174,16 @@ const RESTART_KEYS: &[&str] = &[
     "gateway_enabled",
     "gateway_port",
     "ollama_url",
+    "cluster_url",
 ];
+
+/// Why the app renders everything here although its settings name a cluster.
+fn cluster_unreachable(e: &diffugen_cluster::ClusterError) -> String {
+    format!(
+        "{e}. Rendering on this computer only: check the cluster URL in Settings (and that the NATS server runs with \
+         -js), then restart DiffuGen."
+    )
+}
 
 fn display(path: &Path) -> String {
     path.display().to_string()
@@ -193,19 +209,44 @@ impl Core {
             gateway_addr: (api && config.gateway_enabled())
                 .then(|| config.gateway_addr(IpAddr::from([127, 0, 0, 1]))),
         };
-        let runtime = Runtime::start(StartOptions {
-            config,
-            worker,
-            gpu,
+        // With a cluster in the settings, the app is its front and renders here too, as the worker `local`. A
+        // server that cannot be reached must not keep the window from opening: everything renders here, and the
+        // window says why.
+        let (cluster, mut cluster_error) = match config.cluster_url() {
+            Some(url) => match diffugen_cluster::Cluster::connect(&url, "app", None).await {
+                Ok(cluster) => (Some(cluster), None),
+                Err(e) => (None, Some(cluster_unreachable(&e))),
+            },
+            None => (None, None),
+        };
+        let start = |front: bool| StartOptions {
+            config: config.clone(),
+            worker: worker.clone(),
+            gpu: gpu.clone(),
             queue_depth: 64,
             vram: None,
             durable_queue: true,
             watch_folders: true,
             lanes: 1,
             gallery: true,
-            front: false,
-        })
-        .await?;
+            front,
+        };
+        let mut runtime = Runtime::start(start(cluster.is_some())).await?;
+        let mut cluster_url = None;
+        if let Some(cluster) = cluster {
+            let url = cluster.url().to_string();
+            match runtime
+                .join_cluster(cluster, Some("local"), diffugen_cluster::DEFAULT_ACK_WAIT)
+                .await
+            {
+                Ok(_) => cluster_url = Some(url),
+                Err(e) => {
+                    runtime.shutdown().await;
+                    cluster_error = Some(cluster_unreachable(&e));
+                    runtime = Runtime::start(start(false)).await?;
+                }
+            }
+        }
         // The Queue shows every job's live preview, whichever client sent it (a cheap latent projection per step).
         runtime
             .jobs()
@@ -234,6 +275,8 @@ impl Core {
             runtime,
             doors,
             api_error,
+            cluster_url,
+            cluster_error,
         })
     }
 
@@ -327,6 +370,8 @@ impl Core {
             settings_file: display(&config.settings_file()),
             api_url,
             api_error: self.api_error.clone(),
+            cluster_url: self.cluster_url.clone(),
+            cluster_error: self.cluster_error.clone(),
             gateway_url: self
                 .doors
                 .gateway

@@ -410,6 +410,14 @@ impl Config {
     }
 
     /// Whether the local API runs (the app's switch; `serve` always runs it).
+    /// The NATS server of the cluster the desktop app is the front of (`cluster_url`; an empty one is none).
+    pub fn cluster_url(&self) -> Option<String> {
+        self.settings
+            .cluster_url
+            .clone()
+            .filter(|u| !u.trim().is_empty())
+    }
+
     pub fn api_enabled(&self) -> bool {
         self.settings.api_enabled != Some(false)
     }

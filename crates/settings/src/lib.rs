@@ -53,6 +53,10 @@ pub struct Settings {
     /// The Ollama vision model that scores results for jobs that ask for a critique (`critique`), e.g.
     /// `qwen2.5vl:7b` or `llava` [no default: a text-only LLM cannot see the image].
     pub critique_model: Option<String>,
+    /// The desktop app is the front of a cluster on this NATS server (`nats://host:4222`, `tls://...`; a user and
+    /// password or a token in the URL): its jobs render on the cluster's workers, and on this computer as the worker
+    /// `local` [default: none — everything renders here].
+    pub cluster_url: Option<String>,
 }
 
 /// A settings problem, naming the file and the key.
@@ -154,11 +158,34 @@ fn validate(s: &Settings) -> Result<(), SettingsError> {
             message,
         })?;
     }
+    if let Some(url) = s.cluster_url.as_deref().filter(|u| !u.trim().is_empty()) {
+        check_cluster_url(url).map_err(|message| SettingsError::Invalid {
+            key: "cluster_url".into(),
+            message,
+        })?;
+    }
     if s.threads == Some(0) {
         return Err(SettingsError::Invalid {
             key: "threads".into(),
             message: "use at least 1 thread".into(),
         });
+    }
+    Ok(())
+}
+
+/// A NATS server's URL as DiffuGen takes it: `nats://` or `tls://`, a host, an optional port.
+pub fn check_cluster_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("nats://")
+        .or_else(|| url.strip_prefix("tls://"))
+        .ok_or_else(|| {
+            "must start with nats:// or tls:// (e.g. nats://192.168.1.20:4222)".to_string()
+        })?;
+    let host = rest.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() || host.contains('/') || host.chars().any(char::is_whitespace) {
+        return Err(
+            "needs a host and an optional port after the scheme, e.g. nats://nas.local:4222".into(),
+        );
     }
     Ok(())
 }
@@ -303,6 +330,27 @@ pub fn set(data_dir: &Path, key: &str, text: Option<&str>) -> Result<Settings, S
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_cluster_url_needs_the_nats_or_tls_scheme_and_a_host() {
+        for good in [
+            "nats://127.0.0.1:4222",
+            "tls://nas.local",
+            "nats://user:pa@ss@nas.local:4222",
+        ] {
+            assert_eq!(check_cluster_url(good), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("http://nas.local:4222", "must start with nats:// or tls://"),
+            ("nas.local:4222", "must start with nats:// or tls://"),
+            ("nats://", "needs a host"),
+            ("nats://nas.local:4222/path", "needs a host"),
+        ] {
+            let error = check_cluster_url(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -133,6 +133,13 @@ export type AppInfo = {
 	gateway_url: string | null,
 	/**  Set when the API listens beyond this machine without a key. */
 	api_warning: string | null,
+	/**  The cluster's NATS server while the app is its front (without a password). */
+	cluster_url: string | null,
+	/**
+	 *  Why the app is not the front of the cluster its settings name (the server cannot be reached): it renders
+	 *  everything on this computer meanwhile.
+	 */
+	cluster_error: string | null,
 };
 
 /**  A gallery board and how many images it holds. */
@@ -854,6 +861,12 @@ export type Settings = {
 	 *  `qwen2.5vl:7b` or `llava` [no default: a text-only LLM cannot see the image].
 	 */
 	critique_model?: string | null,
+	/**
+	 *  The desktop app is the front of a cluster on this NATS server (`nats://host:4222`, `tls://...`; a user and
+	 *  password or a token in the URL): its jobs render on the cluster's workers, and on this computer as the worker
+	 *  `local` [default: none — everything renders here].
+	 */
+	cluster_url?: string | null,
 };
 
 /**  What the job is doing. */

@@ -58,6 +58,8 @@ export const info: AppInfo = {
   settings_file: "/data/settings.json",
   api_url: "http://127.0.0.1:5199",
   api_error: null,
+  cluster_url: null,
+  cluster_error: null,
   gateway_url: "http://127.0.0.1:11435",
   api_warning: null,
 };

@@ -20,6 +20,30 @@ describe("Settings", () => {
     await waitFor(() => expect(screen.getByText("Some changes apply when DiffuGen restarts.")).toBeTruthy());
   });
 
+  it("saves a cluster URL trimmed, clears it when emptied, and names a bad one at the field", async () => {
+    app.info = info;
+    app.settings = { extra_models_dirs: [] };
+    app.toasts = [];
+    const calls = mockCore({
+      set_setting: (a) => {
+        if (typeof a.value === "string" && !/^(nats|tls):\/\//.test(a.value)) {
+          throw { field: "cluster_url", message: "invalid setting cluster_url: must start with nats:// or tls:// (e.g. nats://192.168.1.20:4222)" };
+        }
+        return { settings: { extra_models_dirs: [], cluster_url: a.value as string | null }, restart_needed: true };
+      },
+    });
+    render(SettingsPanel);
+    const field = screen.getByTestId("cluster-url");
+    await fireEvent.change(field, { target: { value: "  nats://nas.local:4222 " } });
+    await waitFor(() => expect(calls.filter((c) => c.cmd === "set_setting").map((c) => c.args)).toEqual([{ key: "cluster_url", value: "nats://nas.local:4222" }]));
+    await waitFor(() => expect(screen.getByText("Some changes apply when DiffuGen restarts.")).toBeTruthy());
+    await fireEvent.change(field, { target: { value: "" } });
+    await waitFor(() => expect(calls.filter((c) => c.cmd === "set_setting").at(-1)?.args).toEqual({ key: "cluster_url", value: null }));
+    await fireEvent.change(field, { target: { value: "http://nas.local:4222" } });
+    expect((await screen.findByRole("alert")).textContent).toContain("Must start with nats:// or tls:// (e.g. nats://192.168.1.20:4222)");
+    expect(field.getAttribute("aria-invalid")).toBe("true");
+  });
+
   it("warns when the API would be reachable from the network without a key", () => {
     mockCore();
     app.info = info;
