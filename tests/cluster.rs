@@ -193,10 +193,9 @@ async fn a_front_without_an_engine_and_two_workers_share_a_stream_of_jobs_record
 ) {
     let _serial = support::ONE_AT_A_TIME.lock().await;
     let nats = nats_server();
-    // The front validates with its own folders; each worker renders from its own (other paths, same models),
-    // and only worker b holds `solo`.
+    // Each machine has its own folders: worker b alone holds `solo` — the front knows it only from b's announcement.
     let (front_ws, a_ws, b_ws) = (
-        with_solo(Workspace::new()),
+        Workspace::new(),
         Workspace::new(),
         with_solo(Workspace::new()),
     );
@@ -205,6 +204,51 @@ async fn a_front_without_an_engine_and_two_workers_share_a_stream_of_jobs_record
     let api = Api::up(port).await;
     let _a = worker(&a_ws, &nats, "a");
     let _b = worker(&b_ws, &nats, "b");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let models = api.get("/v1/models").await;
+        let ids: Vec<&str> = models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["id"].as_str())
+            .collect();
+        if ids.contains(&"solo") {
+            assert_eq!(
+                ids,
+                ["tiny", "solo"],
+                "the front's own models, then its workers'"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the front never listed worker b's model: {models}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sd_models = api.get("/sdapi/v1/sd-models").await;
+    assert!(
+        sd_models
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["model_name"] == "solo" && m["filename"].is_null()),
+        "A1111 clients see it too, with no file here: {sd_models}"
+    );
+    let unknown = api
+        .client
+        .post(api.url("/api/v1/jobs"))
+        .json(&json!({"model": "nowhere", "prompt": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    let said = unknown.text().await.unwrap();
+    assert!(
+        said.contains("unknown model 'nowhere'") && said.contains("solo"),
+        "{said}"
+    );
 
     let mut jobs = Vec::new();
     for (i, model) in ["tiny", "tiny", "solo", "tiny", "solo", "tiny"]

@@ -16,7 +16,7 @@ use crate::{Announcement, Cluster, ClusterError};
 const INLINE_JOB_BYTES: usize = 512 * 1024;
 
 /// The cluster as its front sees it (`GET /api/v1/cluster`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, specta::Type)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ClusterStatus {
     /// The NATS server (without a password).
     pub url: String,
@@ -29,6 +29,8 @@ pub struct ClusterStatus {
 /// A running front. Dropping it stops its tasks.
 pub struct Front {
     cluster: Cluster,
+    /// The workers' latest announcements, read every few seconds.
+    known: Arc<Mutex<Vec<Announcement>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -78,15 +80,51 @@ impl Front {
             tokio::spawn(forward_cancels(cluster.clone(), jobs.clone())),
             tokio::spawn(give_up(cluster.clone(), jobs.clone(), given_up)),
         ];
-        Ok(Arc::new(Front {
-            cluster,
+        let known = Arc::new(Mutex::new(cluster.workers().await.unwrap_or_default()));
+        let front = Arc::new(Front {
+            cluster: cluster.clone(),
+            known: known.clone(),
             tasks: Mutex::new(tasks),
-        }))
+        });
+        let watch = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                match cluster.workers().await {
+                    Ok(workers) => *known.lock().unwrap_or_else(|e| e.into_inner()) = workers,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the workers' announcements were not read")
+                    }
+                }
+            }
+        });
+        front
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(watch);
+        Ok(front)
     }
 
     /// The workers that announced themselves lately.
     pub async fn workers(&self) -> Result<Vec<Announcement>, ClusterError> {
         self.cluster.workers().await
+    }
+
+    /// The models the workers render, as they announced them lately (the same id may come from several workers:
+    /// `Library::with_remote` keeps the first), for checking jobs here: their files are the workers', so none is
+    /// named.
+    pub fn remote_models(&self) -> Vec<diffugen_models::ResolvedModel> {
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known
+            .iter()
+            .flat_map(|w| &w.cards)
+            .map(|card| diffugen_models::ResolvedModel {
+                id: card.id.clone(),
+                family: card.family,
+                components: Default::default(),
+                defaults: card.defaults.clone(),
+            })
+            .collect()
     }
 
     /// The cluster as the front sees it: its server, its workers, the jobs waiting in the stream.

@@ -129,11 +129,14 @@ pub struct ResultRequest {
 }
 
 /// What a worker tells the cluster about itself (key-value bucket [`WORKERS_BUCKET`], key = its name).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Announcement {
     pub name: String,
     /// The model ids it can render (checkpoints and presets), and its upscaler models.
     pub models: Vec<String>,
+    /// Each of its models' family and defaults, so that a front without the model's files can check a job for it.
+    #[serde(default)]
+    pub cards: Vec<ModelCard>,
     pub upscalers: Vec<String>,
     /// Its render lanes.
     pub lanes: u32,
@@ -145,8 +148,16 @@ pub struct Announcement {
     pub version: String,
 }
 
+/// A model a worker renders, as a front checks jobs for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub id: String,
+    pub family: diffugen_models::Family,
+    pub defaults: diffugen_models::FamilyDefaults,
+}
+
 /// One GPU of a worker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuAnnouncement {
     pub name: String,
     pub total_bytes: f64,

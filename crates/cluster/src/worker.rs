@@ -125,9 +125,20 @@ impl Worker {
 
     fn announcement(&self) -> Announcement {
         let library = (self.library)();
+        let models = library.ids();
+        let cards = models
+            .iter()
+            .filter_map(|id| library.resolve(id).ok())
+            .map(|m| protocol::ModelCard {
+                id: m.id,
+                family: m.family,
+                defaults: m.defaults,
+            })
+            .collect();
         Announcement {
             name: self.options.name.clone(),
-            models: library.ids(),
+            models,
+            cards,
             upscalers: library.upscalers().into_iter().map(|e| e.id).collect(),
             lanes: self.jobs.engines().len() as u32,
             gpus: (self.gpus)(),

@@ -23,7 +23,8 @@ pub struct ModelCard {
     pub name: String,
     pub family: Family,
     pub variant: Option<String>,
-    /// `checkpoint`, `preset` or `assembled` (pieces found in the folders).
+    /// `checkpoint`, `preset` or `assembled` (pieces found in the folders), or `cluster` (a model only a cluster's
+    /// workers hold).
     pub source: String,
     /// (component, path) pairs: `model`, or `diffusion_model` + `vae` + `clip_l` + ...
     pub components: Vec<CardComponent>,
@@ -237,6 +238,33 @@ impl Library {
             Some(name) => load_preset(path, &name, Some(&self.dirs())),
             None => resolve_file(path),
         })
+    }
+
+    /// Cards for the models only other machines render (a cluster front's workers), `source` `cluster`: no file
+    /// here, so no size or estimate.
+    pub fn remote_cards(&self) -> Vec<ModelCard> {
+        self.remote_only()
+            .into_iter()
+            .map(|m| ModelCard {
+                name: m.id.clone(),
+                id: m.id,
+                family: m.family,
+                variant: None,
+                source: "cluster".into(),
+                components: Vec::new(),
+                quantization: None,
+                parameters: 0.0,
+                size_bytes: 0.0,
+                default_width: m.defaults.width,
+                default_height: m.defaults.height,
+                default_steps: m.defaults.steps,
+                default_cfg_scale: f64::from(m.defaults.cfg_scale),
+                default_sampler: m.defaults.sampler,
+                estimated_bytes: 0.0,
+                aliases: Vec::new(),
+                error: None,
+            })
+            .collect()
     }
 
     /// Writes a card's components and defaults as a preset (`<models>/<id>.preset.json`) to edit and keep.

@@ -96,6 +96,9 @@ pub struct Library {
     models_dir: PathBuf,
     /// Other tools' folders scanned too (an A1111 `models/Stable-diffusion`, a ComfyUI `models/` tree).
     extra_dirs: Vec<PathBuf>,
+    /// Models other machines render (a cluster front's workers), known by id, family and defaults; their files are
+    /// theirs, so a job resolved to one names no file (the worker finds its own by the id).
+    remote: std::sync::Arc<Vec<ResolvedModel>>,
 }
 
 /// Folder names other tools keep LoRAs in; they are searched for LoRAs, not listed as models.
@@ -203,7 +206,35 @@ impl Library {
         Library {
             models_dir: models_dir.into(),
             extra_dirs: Vec::new(),
+            remote: Default::default(),
         }
+    }
+
+    /// This library plus models other machines render (a cluster's workers): `resolve` and `ids` know them too,
+    /// after this machine's own (an id here wins).
+    pub fn with_remote(mut self, remote: Vec<ResolvedModel>) -> Library {
+        let mut unique: Vec<ResolvedModel> = Vec::new();
+        for model in remote {
+            // The first machine's card of an id wins.
+            if !unique.iter().any(|m| m.id == model.id) {
+                unique.push(model);
+            }
+        }
+        self.remote = std::sync::Arc::new(unique);
+        self
+    }
+
+    /// The models other machines render that this machine's folders do not hold, by id.
+    pub fn remote_only(&self) -> Vec<ResolvedModel> {
+        if self.remote.is_empty() {
+            return Vec::new();
+        }
+        let here = self.local_ids();
+        self.remote
+            .iter()
+            .filter(|m| !here.contains(&m.id))
+            .cloned()
+            .collect()
     }
 
     /// DiffuGen's own folder plus other tools' folders, all scanned recursively.
@@ -211,6 +242,7 @@ impl Library {
         Library {
             models_dir: models_dir.into(),
             extra_dirs,
+            remote: Default::default(),
         }
     }
 
@@ -368,8 +400,16 @@ impl Library {
         entry
     }
 
-    /// The ids `resolve` accepts: every usable card (checkpoints, presets, assembled models).
+    /// The ids `resolve` accepts: every usable card (checkpoints, presets, assembled models), then the models only
+    /// other machines render.
     pub fn ids(&self) -> Vec<String> {
+        let mut ids = self.local_ids();
+        let remote: Vec<String> = self.remote_only().into_iter().map(|m| m.id).collect();
+        ids.extend(remote);
+        ids
+    }
+
+    fn local_ids(&self) -> Vec<String> {
         self.cards()
             .into_iter()
             .filter(|c| c.error.is_none())
@@ -413,6 +453,9 @@ impl Library {
         }
         if let Some(found) = self.resolve_card(spec) {
             return found;
+        }
+        if let Some(remote) = self.remote.iter().find(|m| m.id == spec) {
+            return Ok(remote.clone());
         }
         Err(ModelError::UnknownId {
             id: spec.to_string(),
@@ -685,4 +728,46 @@ pub(crate) fn load_preset(
         components,
         defaults,
     })
+}
+
+#[cfg(test)]
+mod remote_tests {
+    use super::*;
+
+    fn remote(id: &str, family: Family) -> ResolvedModel {
+        ResolvedModel {
+            id: id.into(),
+            family,
+            components: Components::default(),
+            defaults: FamilyDefaults::for_family(family, id),
+        }
+    }
+
+    #[test]
+    fn a_front_knows_its_workers_models_after_its_own_and_a_card_says_they_are_in_the_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let library = Library::new(dir.path()).with_remote(vec![
+            remote("sdxl-turbo", Family::Sdxl),
+            remote("sdxl-turbo", Family::Sd1),
+        ]);
+        let found = library.resolve("sdxl-turbo").unwrap();
+        assert_eq!(found.family, Family::Sdxl, "the first worker's card");
+        assert_eq!(
+            found.components,
+            Components::default(),
+            "no file of this machine"
+        );
+        assert!(library.ids().ends_with(&["sdxl-turbo".to_string()]));
+        let cards = library.remote_cards();
+        assert_eq!(cards.len(), 1);
+        assert_eq!(
+            (cards[0].source.as_str(), cards[0].default_steps),
+            ("cluster", found.defaults.steps)
+        );
+        let unknown = library.resolve("nowhere").unwrap_err().to_string();
+        assert!(
+            unknown.contains("sdxl-turbo"),
+            "the error lists it: {unknown}"
+        );
+    }
 }

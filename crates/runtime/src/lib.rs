@@ -302,7 +302,7 @@ impl Runtime {
     ) -> Result<Arc<diffugen_cluster::Worker>, diffugen_cluster::ClusterError> {
         let library = {
             let runtime = self.clone();
-            move || runtime.library()
+            move || runtime.local_library()
         };
         let orchestrator = jobs.orchestrator().cloned();
         let gpus = move || {
@@ -392,6 +392,22 @@ impl Runtime {
 
     /// The model folders requests are resolved against.
     pub fn library(&self) -> Library {
+        let library = self.local_library();
+        let front = self
+            .inner
+            .front
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match front {
+            // A front also knows the models its workers render, to check and accept jobs for them.
+            Some(front) => library.with_remote(front.remote_models()),
+            None => library,
+        }
+    }
+
+    /// This machine's own models folders (what it can render itself).
+    fn local_library(&self) -> Library {
         self.inner
             .library
             .read()

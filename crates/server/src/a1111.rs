@@ -445,13 +445,17 @@ pub async fn img2img(
 }
 
 pub async fn sd_models(State(state): State<AppState>) -> Json<Value> {
-    let models: Vec<Value> = state
-        .library()
+    let library = state.library();
+    let mut models: Vec<Value> = library
         .scan()
         .into_iter()
         .filter(|m| m.error.is_none() && m.role == Role::Checkpoint)
         .map(|m| json!({ "title": m.id, "model_name": m.id, "hash": null, "sha256": null, "filename": m.path, "config": null }))
         .collect();
+    // On a cluster front, the models only its workers hold (their files are on the workers).
+    models.extend(library.remote_only().into_iter().map(|m| {
+        json!({ "title": m.id, "model_name": m.id, "hash": null, "sha256": null, "filename": null, "config": null })
+    }));
     Json(Value::Array(models))
 }
 

@@ -567,7 +567,10 @@ export type ModelCard = {
 	name: string,
 	family: Family,
 	variant: string | null,
-	/**  `checkpoint`, `preset` or `assembled` (pieces found in the folders). */
+	/**
+	 *  `checkpoint`, `preset` or `assembled` (pieces found in the folders), or `cluster` (a model only a cluster's
+	 *  workers hold).
+	 */
 	source: string,
 	/**  (component, path) pairs: `model`, or `diffusion_model` + `vae` + `clip_l` + ... */
 	components: CardComponent[],
