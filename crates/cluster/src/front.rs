@@ -301,6 +301,19 @@ async fn store_result(
                 };
             }
         };
+        if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            remove(&written);
+            let error = format!(
+                "worker '{}' sent image {} that is not a PNG; nothing was written",
+                request.worker, image.object
+            );
+            let _ = jobs.fail_remote(id, error.clone(), FailureKind::Storage);
+            return Reply {
+                ok: false,
+                ended: true,
+                reason: Some(error),
+            };
+        }
         let (destination, file_name) = (destination.clone(), image.file_name.clone());
         let placed = tokio::task::spawn_blocking(move || {
             diffugen_engine::output::save_received(&destination, index as u32, &bytes, &file_name)

@@ -36,6 +36,9 @@ impl ClusterError {
     }
 }
 
+/// The largest image (or job) taken from the object store: a 16-image batch of 4096×4096 PNGs fits.
+pub const MAX_OBJECT_BYTES: u64 = 1 << 30;
+
 /// How long a worker may go without a sign of life on a job before the stream gives the job to another worker.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
@@ -181,14 +184,22 @@ impl Cluster {
         Ok(())
     }
 
+    /// An object's bytes, at most [`MAX_OBJECT_BYTES`] (a larger one is refused, not read).
     async fn get_object(&self, name: &str) -> Result<Vec<u8>, ClusterError> {
         use tokio::io::AsyncReadExt;
-        let mut object = self.objects.get(name).await.map_err(ClusterError::nats)?;
+        let object = self.objects.get(name).await.map_err(ClusterError::nats)?;
         let mut bytes = Vec::new();
         object
+            .take(MAX_OBJECT_BYTES + 1)
             .read_to_end(&mut bytes)
             .await
             .map_err(ClusterError::nats)?;
+        if bytes.len() as u64 > MAX_OBJECT_BYTES {
+            return Err(ClusterError::Nats(format!(
+                "object {name} is larger than {} MiB",
+                MAX_OBJECT_BYTES >> 20
+            )));
+        }
         Ok(bytes)
     }
 

@@ -137,3 +137,66 @@ async fn a_claim_for_a_job_cancelled_while_it_waited_is_refused_as_ended() {
         .unwrap()
         .contains("has already ended (Cancelled)"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_that_is_not_a_png_is_refused_and_fails_the_job_without_writing_anything() {
+    let nats = NatsServer::start();
+    let cluster = Cluster::connect(&nats.url, "test", None).await.unwrap();
+    let jobs = front_queue();
+    let _front = Front::start(cluster, jobs.clone()).await.unwrap();
+    let outputs = tempfile::tempdir().unwrap();
+    let id = jobs
+        .submit_work(lanczos(), Destination::Folder(outputs.path().into()), "api")
+        .unwrap();
+    // A hostile (or broken) worker: it claims the job and sends back something else than a PNG.
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let ask = |subject: String, body: Vec<u8>| {
+        let client = client.clone();
+        async move {
+            let reply = client.request(subject, body.into()).await.unwrap();
+            serde_json::from_slice::<protocol::Reply>(&reply.payload).unwrap()
+        }
+    };
+    let claim = protocol::Claim {
+        worker: "mallory".into(),
+        delivery: 1,
+    };
+    let claimed = ask(
+        protocol::job_topic("claim", &id),
+        serde_json::to_vec(&claim).unwrap(),
+    )
+    .await;
+    assert!(claimed.ok);
+    let js = jetstream::new(client.clone());
+    let objects = js.get_object_store(protocol::OBJECTS_BUCKET).await.unwrap();
+    let mut script: &[u8] = b"#!/bin/sh\necho not an image\n";
+    objects.put("results/evil/0", &mut script).await.unwrap();
+    let result = protocol::ResultRequest {
+        worker: "mallory".into(),
+        images: vec![protocol::ResultImage {
+            object: "results/evil/0".into(),
+            file_name: "../../.bashrc".into(),
+            output: diffugen_engine::Output {
+                path: "/etc/passwd".into(),
+                seed: 1,
+                width: 64,
+                height: 64,
+                gallery_id: None,
+            },
+        }],
+    };
+    let reply = ask(
+        protocol::job_topic("result", &id),
+        serde_json::to_vec(&result).unwrap(),
+    )
+    .await;
+    assert!(!reply.ok && reply.ended, "refused for good");
+    let error = jobs.get(&id).unwrap().error.unwrap();
+    assert!(error.contains("not a PNG"), "{error}");
+    assert_eq!(jobs.get(&id).unwrap().state, JobState::Failed);
+    assert_eq!(
+        std::fs::read_dir(outputs.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}

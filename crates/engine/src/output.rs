@@ -571,6 +571,28 @@ pub fn remove_stale_temps(dir: &Path) -> usize {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_image_from_elsewhere_lands_in_the_folder_whatever_name_it_came_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let destination = Destination::Folder(dir.path().to_path_buf());
+        for name in ["../../evil.png", "/etc/passwd", "a b/c.png", ""] {
+            let path = save_received(&destination, 0, b"\x89PNG", name).unwrap();
+            assert_eq!(
+                path.parent(),
+                Some(dir.path()),
+                "{name} -> {}",
+                path.display()
+            );
+        }
+        let again = save_received(&destination, 0, b"\x89PNG", "../../evil.png").unwrap();
+        assert_eq!(
+            again.file_name().unwrap(),
+            "evil-2.png",
+            "nothing is replaced"
+        );
+    }
+
     use super::*;
 
     #[test]
