@@ -467,8 +467,12 @@ impl JobManager {
         &self.shared.engines
     }
 
-    /// The render lanes: the model each holds and the job each runs.
+    /// The render lanes: the model each holds and the job each runs (none on a cluster front: its jobs render on
+    /// the workers, which [`JobInfo::worker`] names).
     pub fn lanes(&self) -> Vec<LaneInfo> {
+        if self.shared.front {
+            return Vec::new();
+        }
         let state = self.lock();
         self.shared
             .engines
