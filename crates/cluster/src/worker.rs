@@ -196,21 +196,13 @@ impl Worker {
     }
 
     /// The subject tokens to pull from, in order: the models a lane holds in memory, then every other model and
-    /// upscaler here, then the jobs that need no model.
-    fn tokens(&self) -> Vec<String> {
-        let library = (self.library)();
-        let mut models: Vec<String> = self
-            .jobs
-            .engines()
-            .iter()
-            .filter_map(|e| e.loaded_model())
-            .collect();
-        models.extend(library.ids());
-        models.extend(library.upscalers().into_iter().map(|e| e.id));
+    /// upscaler here (`here`, the folders' ids, read every few seconds), then the jobs that need no model.
+    fn tokens(&self, here: &[String]) -> Vec<String> {
+        let held = self.jobs.engines().iter().filter_map(|e| e.loaded_model());
         let mut tokens: Vec<String> = Vec::new();
-        for token in models
-            .iter()
-            .map(|m| protocol::model_token(m))
+        for token in held
+            .chain(here.iter().cloned())
+            .map(|m| protocol::model_token(&m))
             .chain([BUILTIN.to_string()])
         {
             if !tokens.contains(&token) {
@@ -218,6 +210,14 @@ impl Worker {
             }
         }
         tokens
+    }
+
+    /// The ids of the models and upscalers in this machine's folders.
+    fn here(&self) -> Vec<String> {
+        let library = (self.library)();
+        let mut ids = library.ids();
+        ids.extend(library.upscalers().into_iter().map(|e| e.id));
+        ids
     }
 
     async fn consumer(
@@ -257,6 +257,11 @@ impl Worker {
         };
         let free = Arc::new(tokio::sync::Semaphore::new(lanes));
         let mut consumers = HashMap::new();
+        // The folders are read again every few seconds, not at every look for work.
+        let mut here = match worker.upgrade() {
+            Some(w) => (std::time::Instant::now(), w.here()),
+            None => return,
+        };
         loop {
             let Ok(lane) = free.clone().acquire_owned().await else {
                 return;
@@ -266,7 +271,10 @@ impl Worker {
                     return;
                 };
                 let mut taken = None;
-                for token in this.tokens() {
+                if here.0.elapsed() > Duration::from_secs(5) {
+                    here = (std::time::Instant::now(), this.here());
+                }
+                for token in this.tokens(&here.1) {
                     let consumer = match this.consumer(&mut consumers, &token).await {
                         Ok(consumer) => consumer,
                         Err(e) => {

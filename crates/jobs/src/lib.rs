@@ -316,7 +316,11 @@ impl JobManager {
             }
         }
         // A front's jobs render in the cluster: none of its lanes runs.
-        let lanes = if front { 0 } else { manager.shared.engines.len() };
+        let lanes = if front {
+            0
+        } else {
+            manager.shared.engines.len()
+        };
         for lane in 0..lanes {
             let runner = manager.clone();
             tokio::spawn(async move { runner.run(lane).await });
