@@ -123,6 +123,11 @@ impl Worker {
         &self.options.name
     }
 
+    /// The queue it renders through.
+    pub fn jobs(&self) -> &JobManager {
+        &self.jobs
+    }
+
     fn announcement(&self) -> Announcement {
         let library = (self.library)();
         let models = library.ids();

@@ -431,6 +431,16 @@ impl Runtime {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = library;
         self.jobs().set_defaults(config.job_defaults());
+        // A front that renders too does it through its cluster worker's own queue.
+        let worker = self
+            .inner
+            .worker
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(worker) = worker {
+            worker.jobs().set_defaults(config.job_defaults());
+        }
         if let Some(orchestrator) = self.orchestrator() {
             let fresh = config.vram_config()?;
             let mut vram = orchestrator.config();
