@@ -55,13 +55,14 @@ export async function remixImage(id: number, record: Entry | null = null): Promi
   }
 }
 
-/** Image `id` as the form's init image (img2img); shows Generate. */
-export async function useAsInitImage(id: number): Promise<boolean> {
+/** Image `id` as the form's init image (img2img); shows Generate. `inpaint`: with the mask editor open. */
+export async function useAsInitImage(id: number, inpaint = false): Promise<boolean> {
   try {
     setInitImage(await readGalleryImage(id));
     app.detail = null;
     app.view = "generate";
-    toast(`Image #${id} set as the init image (img2img)`);
+    if (inpaint) draft.inpaint = true;
+    toast(inpaint ? `Image #${id} ready to inpaint: paint the mask` : `Image #${id} set as the init image (img2img)`);
     return true;
   } catch (e) {
     toastError(e);
@@ -70,10 +71,8 @@ export async function useAsInitImage(id: number): Promise<boolean> {
 }
 
 /** Image `id` as the init image with the mask editor open ("Send to inpaint"); shows Generate. */
-export async function sendToInpaint(id: number): Promise<boolean> {
-  if (!(await useAsInitImage(id))) return false;
-  draft.inpaint = true;
-  return true;
+export function sendToInpaint(id: number): Promise<boolean> {
+  return useAsInitImage(id, true);
 }
 
 /** Asks where to save a copy of image `id` (named `path`'s file name), and copies it there. */

@@ -255,6 +255,9 @@ export function resetForm(): void {
   draft.control = null;
 }
 
+/** How often at most the queue is asked again for its waiting jobs' estimated starts while a job runs. */
+const QUEUE_ESTIMATE_EVERY_MS = 3000;
+
 /** Where the form is kept between runs. */
 export const FORM_KEY = "diffugen.generate-form.v1";
 
@@ -727,7 +730,13 @@ export function applyJobEvent(event: JobEvent): void {
   const ended = ["done", "failed", "cancelled"].includes(event.phase);
   // A job that starts (its first loading or upscaling event) moves from the waiting list to the running one.
   const started = before !== "running" && job.state === "running";
-  if (!known || ended || started || event.phase === "queued") void refreshQueue();
+  // While jobs wait, their estimated starts follow the running job's latest ETA (asked again at most every 3 s).
+  const newEta =
+    job.state === "running" &&
+    typeof event.eta_seconds === "number" &&
+    Date.now() - app.queueAt > QUEUE_ESTIMATE_EVERY_MS &&
+    app.queue.some((q) => q.state === "queued");
+  if (!known || ended || started || event.phase === "queued" || newEta) void refreshQueue();
   if (ended) {
     void refreshHistory().catch(() => {});
     // Another client's last preview is of no more use (the Queue shows previews of running jobs only).

@@ -195,6 +195,17 @@ describe("Generate", () => {
     expect(end).toBeLessThan(100);
   });
 
+  it("says when the window's own waiting job should start, as the queue estimates it", async () => {
+    const waiting = { id: "job-7", state: "queued", position: 1, source: "app", model: "tiny", prompt: "x", created: 1, finished: null, outputs: [], error: null, last_event: null, lane: null, worker: null, starts_in: 30 };
+    await setup({ generate: () => "job-7", queue: () => [waiting] });
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
+    await fireEvent.click(screen.getByTestId("generate"));
+    await waitFor(() => expect(app.current).toBe("job-7"));
+    await emit("job-update", { job_id: "job-7", elapsed_seconds: 1, percent: null, eta_seconds: null, phase: "queued", position: 1 });
+    await waitFor(() => expect(screen.getByTestId("job-phase").textContent).toBe("Waiting (1 ahead)"));
+    await waitFor(() => expect(screen.getByTestId("job-starts").textContent).toMatch(/^starts in about (30|29|28) s$/));
+  });
+
   it("follows a job live: phase, step i/N, it/s, ETA, the preview, then the finished image", async () => {
     await setup({ generate: () => "job-7" });
     await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
@@ -608,7 +619,7 @@ describe("Generate: img2img in view", () => {
     await setup();
     await fireEvent.click(screen.getByTestId("advanced-toggle"));
     await fireEvent.change(screen.getByTestId("init-image-input"), { target: { files: [pngFile("photo.png", 1000, 750)] } });
-    expect((await screen.findByTestId("use-image-size")).textContent).toContain("Use image size (1024×768)");
+    expect((await screen.findByTestId("use-image-size")).textContent).toContain("Use the nearest size the model takes (1024×768)");
   });
 
   it("a picture dropped anywhere on the form becomes the init image", async () => {

@@ -3,7 +3,7 @@ import { fireEvent, render, screen, waitFor, within } from "@testing-library/sve
 import { emit } from "@tauri-apps/api/event";
 import Queue from "../panels/Queue.svelte";
 import App from "../App.svelte";
-import { app, refreshQueue, start } from "../lib/state.svelte";
+import { app, applyJobEvent, refreshQueue, start } from "../lib/state.svelte";
 import type { JobInfo } from "../lib/bindings";
 import { entry, jobInfo, mockCore } from "./fixtures";
 
@@ -74,6 +74,21 @@ describe("Queue", () => {
     render(Queue);
     expect(screen.getByTestId("queue-running")).toBeTruthy();
     expect(screen.queryByTestId("job-lane")).toBeNull();
+  });
+
+  it("asks again for a waiting job's start when the running job's ETA moves, so the two agree", async () => {
+    let startsIn = 12;
+    mockCore({ queue: () => [job("a", "running", "api", 0), { ...job("b", "queued", "app", 1), starts_in: startsIn }] });
+    const sampling = (eta: number) => ({ job_id: "a", elapsed_seconds: 5, percent: null, eta_seconds: eta, phase: "sampling", image: 1, images: 1, step: 1, steps: 20, seconds_per_step: 1 }) as never;
+    applyJobEvent(sampling(12));
+    await refreshQueue();
+    render(Queue);
+    await waitFor(() => expect(screen.getByTestId("job-starts").textContent).toMatch(/starts in about 1[12] s/));
+    // The running job's ETA grows (its first steps were slower than the model's history said).
+    startsIn = 23;
+    app.queueAt = Date.now() - 4000;
+    applyJobEvent(sampling(23));
+    await waitFor(() => expect(screen.getByTestId("job-starts").textContent).toMatch(/starts in about 2[23] s/));
   });
 
   it("names the cluster worker rendering a job, and none for this machine's own lanes", async () => {
