@@ -536,8 +536,12 @@ export async function cancelJob(id: string): Promise<boolean> {
     return false;
   }
   if (wasWaiting) {
-    toast("Job cancelled", "info", {
-      label: "Undo",
+    // Another client's job: it was told of the cancel, and putting the request back in line makes a new job that
+    // client does not follow — the toast says so instead of promising an undo.
+    const source = app.queue.find((j) => j.id === id)?.source;
+    const foreign = source !== undefined && source !== "app" && !isOwn(id);
+    toast(foreign ? "Job cancelled; the client that sent it was told" : "Job cancelled", "info", {
+      label: foreign ? "Queue it again as a new job" : "Undo",
       run: () => void requeue(id, position).catch(toastError),
     });
   }

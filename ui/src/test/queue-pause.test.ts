@@ -109,6 +109,21 @@ describe("Queue: cancel with Undo", () => {
     expect(screen.queryByText("Job cancelled")).toBeNull();
   });
 
+  it("cancelling another client's waiting job says its client was told, and offers it again as a new job, not an undo", async () => {
+    app.own = {};
+    const calls = core();
+    await refreshQueue();
+    render(Queue);
+    render(Toasts);
+    const w2 = app.queue.find((j) => j.id === "w2")!;
+    w2.source = "api";
+    await fireEvent.click(screen.getByRole("button", { name: "Cancel job 3: prompt of w2" }));
+    const toast = (await screen.findByText("Job cancelled; the client that sent it was told")).closest(".toast") as HTMLElement;
+    expect(within(toast).queryByRole("button", { name: "Undo" })).toBeNull();
+    await fireEvent.click(within(toast).getByRole("button", { name: "Queue it again as a new job" }));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "requeue_job")?.args).toEqual({ id: "w2", position: 1 }));
+  });
+
   it("the running job's Cancel offers no Undo", async () => {
     core();
     await refreshQueue();
