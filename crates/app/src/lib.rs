@@ -388,13 +388,10 @@ impl Core {
     /// Model cards, files and LoRAs (the folders are read on a blocking thread).
     pub async fn models(&self) -> ModelList {
         let library = self.library();
-        let (cards, files) = tokio::task::spawn_blocking(move || {
-            let mut cards = library.cards();
-            cards.extend(library.remote_cards());
-            (cards, library.scan())
-        })
-        .await
-        .unwrap_or_default();
+        let (cards, files) =
+            tokio::task::spawn_blocking(move || (library.all_cards(), library.scan()))
+                .await
+                .unwrap_or_default();
         let mut loras: Vec<String> = files
             .iter()
             .filter(|f| f.role == diffugen_models::Role::Lora && f.error.is_none())

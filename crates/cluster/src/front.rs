@@ -9,7 +9,7 @@ use diffugen_jobs::{JobManager, ResultError};
 use futures_util::StreamExt;
 
 use crate::protocol::{self, Claim, JobMessage, Reply, ResultRequest, WorkerEvent, WAKE};
-use crate::{Announcement, Cluster, ClusterError};
+use crate::{Announcement, Cluster, ClusterError, Tasks};
 
 /// A job larger than this travels through the object store (NATS refuses messages over its `max_payload`, 1 MiB by
 /// default).
@@ -31,20 +31,8 @@ pub struct Front {
     cluster: Cluster,
     /// The workers' latest announcements, read every few seconds.
     known: Arc<Mutex<Vec<Announcement>>>,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            task.abort();
-        }
-    }
+    /// Stopped when the front is dropped.
+    _tasks: Tasks,
 }
 
 impl Front {
@@ -72,6 +60,7 @@ impl Front {
             ))
             .await
             .map_err(ClusterError::nats)?;
+        let known = Arc::new(Mutex::new(cluster.workers().await.unwrap_or_default()));
         let tasks = vec![
             tokio::spawn(dispatch(cluster.clone(), jobs.clone())),
             tokio::spawn(answer_claims(cluster.clone(), jobs.clone(), claims)),
@@ -79,30 +68,15 @@ impl Front {
             tokio::spawn(take_results(cluster.clone(), jobs.clone(), results)),
             tokio::spawn(forward_cancels(cluster.clone(), jobs.clone())),
             tokio::spawn(give_up(cluster.clone(), jobs.clone(), given_up)),
+            tokio::spawn(watch_workers(cluster.clone(), known.clone())),
         ];
-        let known = Arc::new(Mutex::new(cluster.workers().await.unwrap_or_default()));
-        let front = Arc::new(Front {
-            cluster: cluster.clone(),
-            known: known.clone(),
-            tasks: Mutex::new(tasks),
-        });
-        let watch = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                match cluster.workers().await {
-                    Ok(workers) => *known.lock().unwrap_or_else(|e| e.into_inner()) = workers,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "the workers' announcements were not read")
-                    }
-                }
-            }
-        });
-        front
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(watch);
-        Ok(front)
+        let front = Front {
+            cluster,
+            known,
+            _tasks: Tasks::default(),
+        };
+        front._tasks.extend(tasks);
+        Ok(Arc::new(front))
     }
 
     /// The workers that announced themselves lately.
@@ -407,6 +381,17 @@ async fn give_up(cluster: Cluster, jobs: JobManager, mut advisories: async_nats:
         let _ = jobs.fail_remote(&job.id, error, FailureKind::Interrupted);
         if let Err(e) = cluster.stream.delete_message(advisory.stream_seq).await {
             tracing::warn!(job = %job.id, error = %e, "a given-up job stays in the stream");
+        }
+    }
+}
+
+/// Keeps the workers' latest announcements for [`Front::remote_models`].
+async fn watch_workers(cluster: Cluster, known: Arc<Mutex<Vec<Announcement>>>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        match cluster.workers().await {
+            Ok(workers) => *known.lock().unwrap_or_else(|e| e.into_inner()) = workers,
+            Err(e) => tracing::debug!(error = %e, "the workers' announcements were not read"),
         }
     }
 }

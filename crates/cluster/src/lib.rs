@@ -235,6 +235,31 @@ impl Cluster {
     }
 }
 
+/// Background tasks that end together: when [`Tasks::abort_all`] is called, or when dropped.
+#[derive(Default)]
+struct Tasks(std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>);
+
+impl Tasks {
+    fn extend(&self, tasks: impl IntoIterator<Item = tokio::task::JoinHandle<()>>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(tasks);
+    }
+
+    fn abort_all(&self) {
+        for task in self.0.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        self.abort_all();
+    }
+}
+
 /// `url` without the password (or token) it may carry, for messages and logs.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

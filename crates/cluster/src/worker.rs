@@ -19,7 +19,7 @@ use crate::protocol::{
     self, Announcement, Claim, GpuAnnouncement, JobMessage, Reply, ResultImage, ResultRequest,
     WorkerEvent, BUILTIN, WAKE,
 };
-use crate::{Cluster, ClusterError};
+use crate::{Cluster, ClusterError, Tasks};
 
 /// How a worker runs.
 pub struct WorkerOptions {
@@ -45,20 +45,7 @@ pub struct Worker {
     options: WorkerOptions,
     /// The front's job ids it renders, with this queue's ids for them.
     running: Mutex<HashMap<String, String>>,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            task.abort();
-        }
-    }
+    tasks: Tasks,
 }
 
 impl Worker {
@@ -88,7 +75,7 @@ impl Worker {
             gpus: Box::new(gpus),
             options,
             running: Mutex::new(HashMap::new()),
-            tasks: Mutex::new(Vec::new()),
+            tasks: Tasks::default(),
         });
         worker.announce().await?;
         let tasks = vec![
@@ -96,25 +83,14 @@ impl Worker {
             tokio::spawn(Worker::heartbeat(Arc::downgrade(&worker))),
             tokio::spawn(Worker::take_cancels(Arc::downgrade(&worker), cancels)),
         ];
-        worker
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(tasks);
+        worker.tasks.extend(tasks);
         tracing::info!(worker = %worker.options.name, cluster = %worker.cluster.url(), "taking jobs from the cluster");
         Ok(worker)
     }
 
     /// Leaves the cluster: no more jobs, the announcement removed. Jobs it still renders finish and are delivered.
     pub async fn leave(&self) {
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            task.abort();
-        }
+        self.tasks.abort_all();
         let _ = self.cluster.workers.delete(&self.options.name).await;
     }
 

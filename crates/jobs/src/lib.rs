@@ -762,34 +762,23 @@ impl JobManager {
         if !state.jobs.contains_key(id) {
             return Err(QueueError::NotFound(id.to_string()));
         }
-        if let Some(index) = state.queue.iter().position(|q| q == id) {
-            state.queue.remove(index);
+        let waiting = state.queue.iter().position(|q| q == id);
+        // In the cluster, a job ends here at once; the worker that holds it (or takes it later) is told.
+        let remote = state.remote.iter().any(|r| r == id);
+        if waiting.is_some() || remote {
+            if let Some(index) = waiting {
+                state.queue.remove(index);
+            }
             let job = state.jobs.get_mut(id).expect("checked above");
-            let elapsed = job.accepted.elapsed().as_secs_f64();
-            job.record(JobEvent::new(
-                id,
-                elapsed,
-                Stage::Cancelled {
-                    reason: reason.to_string(),
-                },
-            ));
+            job.record_now(Stage::Cancelled {
+                reason: reason.to_string(),
+            });
             finish(&mut state, id);
-            announce_positions(&mut state);
-            return Ok(true);
-        }
-        if state.remote.iter().any(|r| r == id) {
-            // In the cluster: ended here at once; the worker that holds it (or takes it later) is told.
-            let job = state.jobs.get_mut(id).expect("checked above");
-            let elapsed = job.accepted.elapsed().as_secs_f64();
-            job.record(JobEvent::new(
-                id,
-                elapsed,
-                Stage::Cancelled {
-                    reason: reason.to_string(),
-                },
-            ));
-            finish(&mut state, id);
-            let _ = self.shared.remote_cancels.send(id.to_string());
+            if remote {
+                let _ = self.shared.remote_cancels.send(id.to_string());
+            } else {
+                announce_positions(&mut state);
+            }
             return Ok(true);
         }
         if let Some(lane) = state.lane_of(id) {

@@ -26,6 +26,24 @@ pub enum ResultError {
     Ended { id: String, state: JobState },
 }
 
+/// Job `id` while it has not ended: a worker's report about it is still wanted.
+fn unfinished<'a>(
+    state: &'a mut State,
+    id: &str,
+) -> Result<&'a mut crate::state::Job, ResultError> {
+    let job = state
+        .jobs
+        .get_mut(id)
+        .ok_or_else(|| ResultError::NotFound(id.to_string()))?;
+    if job.state.is_final() {
+        return Err(ResultError::Ended {
+            id: id.to_string(),
+            state: job.state,
+        });
+    }
+    Ok(job)
+}
+
 /// Where a front's job in the cluster stands in line: the jobs sent before it that no worker has taken yet.
 pub(crate) fn remote_position(state: &State, id: &str) -> Option<u32> {
     let job = state.jobs.get(id)?;
@@ -113,17 +131,7 @@ impl JobManager {
     /// worker's, and the job's events say so.
     pub fn claim(&self, id: &str, worker: &str, delivery: u32) -> Result<(), ResultError> {
         let mut state = self.lock();
-        let job = state
-            .jobs
-            .get_mut(id)
-            .ok_or_else(|| ResultError::NotFound(id.to_string()))?;
-        if job.state.is_final() {
-            return Err(ResultError::Ended {
-                id: id.to_string(),
-                state: job.state,
-            });
-        }
-        let elapsed = job.accepted.elapsed().as_secs_f64();
+        let job = unfinished(&mut state, id)?;
         let before = job.worker.replace(worker.to_string());
         if delivery > 1 || before.as_deref().is_some_and(|b| b != worker) {
             let message = match before.filter(|b| b != worker) {
@@ -133,7 +141,7 @@ impl JobManager {
                 ),
                 None => format!("delivered again (delivery {delivery}): worker '{worker}' renders it"),
             };
-            job.record(JobEvent::new(id, elapsed, Stage::Warning { message }));
+            job.record_now(Stage::Warning { message });
         }
         job.state = JobState::Running;
         if let Some(index) = state.queue.iter().position(|q| q == id) {
@@ -180,18 +188,7 @@ impl JobManager {
 
     /// Whether a worker's images for job `id` are still wanted (before it sends them).
     pub fn wants_result(&self, id: &str) -> Result<(), ResultError> {
-        let state = self.lock();
-        let job = state
-            .jobs
-            .get(id)
-            .ok_or_else(|| ResultError::NotFound(id.to_string()))?;
-        if job.state.is_final() {
-            return Err(ResultError::Ended {
-                id: id.to_string(),
-                state: job.state,
-            });
-        }
-        Ok(())
+        unfinished(&mut self.lock(), id).map(|_| ())
     }
 
     /// Where the front writes job `id`'s images (the job's destination here).
@@ -211,7 +208,7 @@ impl JobManager {
         mut outputs: Vec<Output>,
     ) -> Result<Vec<Output>, ResultError> {
         self.wants_result(id)?;
-        let mut stage = match &self.shared.gallery {
+        let stage = match &self.shared.gallery {
             Some(gallery) => match crate::runner::record_in_gallery(gallery, &mut outputs) {
                 Ok(()) => Stage::Done {
                     outputs: outputs.clone(),
@@ -226,23 +223,10 @@ impl JobManager {
             },
         };
         let mut state = self.lock();
-        let job = state
-            .jobs
-            .get_mut(id)
-            .ok_or_else(|| ResultError::NotFound(id.to_string()))?;
-        if job.state.is_final() {
-            // Cancelled while the images were written: the gallery keeps them, the job stays cancelled.
-            return Err(ResultError::Ended {
-                id: id.to_string(),
-                state: job.state,
-            });
-        }
+        // Cancelled while the images were written: the gallery keeps them, the job stays cancelled.
+        let job = unfinished(&mut state, id)?;
         job.worker = Some(worker.to_string());
-        if let Stage::Done { outputs: done } = &mut stage {
-            done.clone_from(&outputs);
-        }
-        let elapsed = job.accepted.elapsed().as_secs_f64();
-        job.record(JobEvent::new(id, elapsed, stage));
+        job.record_now(stage);
         finish(&mut state, id);
         Ok(outputs)
     }
@@ -260,8 +244,7 @@ impl JobManager {
             .get_mut(id)
             .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
         if !job.state.is_final() {
-            let elapsed = job.accepted.elapsed().as_secs_f64();
-            job.record(JobEvent::new(id, elapsed, Stage::Failed { error, kind }));
+            job.record_now(Stage::Failed { error, kind });
             finish(&mut state, id);
         }
         Ok(())

@@ -72,6 +72,12 @@ impl Job {
         Some((last.eta_seconds? - since).max(0.0))
     }
 
+    /// Records `stage` as happening now, timed from when the queue accepted the job.
+    pub(crate) fn record_now(&mut self, stage: Stage) {
+        let event = JobEvent::new(&self.id, self.accepted.elapsed().as_secs_f64(), stage);
+        self.record(event);
+    }
+
     pub(crate) fn record(&mut self, event: JobEvent) {
         if event.stage.is_final() {
             self.state = match event.stage {
@@ -191,14 +197,9 @@ pub(crate) fn announce_positions(state: &mut State) {
     }
     for (index, id) in waiting.iter().enumerate() {
         if let Some(job) = state.jobs.get_mut(id) {
-            let elapsed = job.accepted.elapsed().as_secs_f64();
-            job.record(JobEvent::new(
-                id,
-                elapsed,
-                Stage::Queued {
-                    position: index as u32 + offset,
-                },
-            ));
+            job.record_now(Stage::Queued {
+                position: index as u32 + offset,
+            });
         }
     }
 }

@@ -240,6 +240,14 @@ impl Library {
         })
     }
 
+    /// This machine's cards, then those of the models only other machines render (a cluster front's workers):
+    /// what a model list shows.
+    pub fn all_cards(&self) -> Vec<ModelCard> {
+        let mut cards = self.cards();
+        cards.extend(self.remote_cards());
+        cards
+    }
+
     /// Cards for the models only other machines render (a cluster front's workers), `source` `cluster`: no file
     /// here, so no size or estimate.
     pub fn remote_cards(&self) -> Vec<ModelCard> {

@@ -17,14 +17,10 @@ use crate::{ApiError, AppState};
 /// `GET /api/v1/models`: model cards (checkpoints, presets, assembled multi-file models) and every file found.
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
     let library = state.library();
-    let (cards, files) = tokio::task::spawn_blocking(move || {
-        let mut cards = library.cards();
-        // On a cluster front, the models only its workers hold.
-        cards.extend(library.remote_cards());
-        (cards, library.scan())
-    })
-    .await
-    .unwrap_or_default();
+    // On a cluster front, the models only its workers hold come after this machine's.
+    let (cards, files) = tokio::task::spawn_blocking(move || (library.all_cards(), library.scan()))
+        .await
+        .unwrap_or_default();
     Json(json!({ "cards": cards, "files": files }))
 }
 
