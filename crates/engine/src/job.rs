@@ -36,6 +36,14 @@ impl Work {
         }
     }
 
+    /// The size of the images it makes (after a hires pass, or of an upscale's first image), when known.
+    pub fn output_size(&self) -> Option<(u32, u32)> {
+        match self {
+            Work::Generate(spec) => Some(spec.output_size()),
+            Work::Upscale(spec) => spec.inputs.first().map(|i| spec.output_size(&i.image)),
+        }
+    }
+
     /// Reads a job's work as the queue stored it; a bare `JobSpec` is a render (queues written before upscaling).
     pub fn from_json(text: &str) -> serde_json::Result<Work> {
         serde_json::from_str(text).or_else(|_| {

@@ -90,6 +90,10 @@ pub struct JobInfo {
     /// While it waits: seconds from now until it should start, by the measured times of the jobs ahead of it on
     /// their models (`None` while one of them has never run here, or the queue is paused).
     pub starts_in: Option<f64>,
+    /// The size of the images it makes (the final one, after a hires pass or an upscale): asked for while it waits
+    /// or runs, as made once done; `None` when it ended without images and is no longer held in full.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
 }
 
 /// One render lane as the queue view shows it.
@@ -414,6 +418,7 @@ impl JobManager {
             id: id.to_string(),
             model,
             prompt,
+            size: work.as_ref().and_then(|(w, _)| w.output_size()),
             work,
             source,
             created,
@@ -671,15 +676,26 @@ impl JobManager {
             return vec![None; state.queue.len()];
         }
         let engines = &self.shared.engines;
+        let mut held: Vec<Option<String>> = engines.iter().map(|e| e.loaded_model()).collect();
+        // What a job takes on a lane: warm when the lane holds its model.
+        let predict = |job: &Job, held: &Option<String>| match &job.work {
+            Some((Work::Generate(spec), _)) => engines.iter().find_map(|e| {
+                e.predict_seconds(spec, held.as_deref() == Some(spec.model_id.as_str()))
+            }),
+            _ => None,
+        };
         let mut free: Vec<Option<f64>> = (0..engines.len())
             .map(
                 |lane| match state.running.iter().find(|(_, l)| *l == lane) {
                     None => Some(0.0),
-                    Some((id, _)) => state.jobs.get(id).and_then(Job::remaining_seconds),
+                    // A job that has just started has no ETA of its own yet: the whole job's prediction stands in.
+                    Some((id, _)) => state.jobs.get(id).and_then(|job| {
+                        job.remaining_seconds()
+                            .or_else(|| predict(job, &held[lane]))
+                    }),
                 },
             )
             .collect();
-        let mut held: Vec<Option<String>> = engines.iter().map(|e| e.loaded_model()).collect();
         state
             .queue
             .iter()
@@ -690,16 +706,7 @@ impl JobManager {
                     .enumerate()
                     .filter_map(|(lane, at)| at.map(|at| (lane, at)))
                     .min_by(|a, b| a.1.total_cmp(&b.1))?;
-                let took = match &job.work {
-                    Some((Work::Generate(spec), _)) => engines.iter().find_map(|e| {
-                        e.predict_seconds(
-                            spec,
-                            held[lane].as_deref() == Some(spec.model_id.as_str()),
-                        )
-                    }),
-                    _ => None,
-                };
-                free[lane] = took.map(|took| at + took);
+                free[lane] = predict(job, &held[lane]).map(|took| at + took);
                 held[lane] = Some(job.model.clone());
                 Some(at)
             })

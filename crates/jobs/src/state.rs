@@ -26,6 +26,8 @@ pub(crate) struct Job {
     pub(crate) lane: Option<u32>,
     /// Who renders (or rendered) it: `local`, or a cluster worker's name.
     pub(crate) worker: Option<String>,
+    /// The size its images were asked for, kept when `work` is dropped at its end.
+    pub(crate) size: Option<(u32, u32)>,
     /// The newest preview frame (previews are not kept in `events`).
     pub(crate) last_preview: Option<JobEvent>,
     pub(crate) sender: broadcast::Sender<JobEvent>,
@@ -47,6 +49,7 @@ impl Job {
             Some(Stage::Cancelled { reason }) => (Vec::new(), Some(reason.clone())),
             _ => (Vec::new(), None),
         };
+        let size = outputs.first().map(|o| (o.width, o.height)).or(self.size);
         JobInfo {
             id: self.id.clone(),
             state: self.state,
@@ -62,6 +65,8 @@ impl Job {
             lane: self.lane,
             worker: self.worker.clone(),
             starts_in: None,
+            width: size.map(|s| s.0),
+            height: size.map(|s| s.1),
         }
     }
 

@@ -509,6 +509,12 @@ export type JobInfo = {
 	 *  their models (`None` while one of them has never run here, or the queue is paused).
 	 */
 	starts_in: number | null,
+	/**
+	 *  The size of the images it makes (the final one, after a hires pass or an upscale): asked for while it waits
+	 *  or runs, as made once done; `None` when it ended without images and is no longer held in full.
+	 */
+	width: number | null,
+	height: number | null,
 };
 
 /**  Where a job is in its life. */

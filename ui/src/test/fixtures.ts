@@ -254,6 +254,8 @@ export function jobInfo(id: string, overrides: Partial<JobInfo> = {}): JobInfo {
     lane: null,
     worker: null,
     starts_in: null,
+    width: 512,
+    height: 512,
     ...overrides,
   };
 }

@@ -8,7 +8,7 @@ import type { JobInfo } from "../lib/bindings";
 import { entry, jobInfo, mockCore } from "./fixtures";
 
 function job(id: string, state: JobInfo["state"], source: string, position: number): JobInfo {
-  return { id, state, position, source, model: "tiny", prompt: `prompt of ${id}`, created: 1, finished: null, outputs: [], error: null, last_event: null, lane: state === "running" ? 0 : null, worker: state === "running" ? "local" : null, starts_in: null };
+  return { id, state, position, source, model: "tiny", prompt: `prompt of ${id}`, created: 1, finished: null, outputs: [], error: null, last_event: null, lane: state === "running" ? 0 : null, worker: state === "running" ? "local" : null, starts_in: null, width: 512, height: 768 };
 }
 
 describe("Queue", () => {
@@ -21,6 +21,9 @@ describe("Queue", () => {
     const waiting = screen.getAllByTestId("queue-waiting");
     expect(waiting.map((w) => w.textContent?.includes("prompt of b"))).toEqual([true, false]);
     expect(waiting[1].textContent).toContain("AUTOMATIC1111 API");
+    // Each job says the size it makes.
+    expect(within(waiting[0]).getByTestId("job-size").textContent).toBe("512×768");
+    expect(screen.getByTestId("queue-running").textContent).toContain("512×768");
     await fireEvent.click(screen.getByRole("button", { name: "Move job 2: prompt of b down" }));
     await waitFor(() => expect(calls.find((c) => c.cmd === "move_job")?.args).toEqual({ id: "b", position: 1 }));
     await fireEvent.click(screen.getByRole("button", { name: "Cancel job 3: prompt of c" }));
@@ -226,6 +229,8 @@ describe("Queue: finished jobs", () => {
       prompt: "a harbour at night",
       model: "flux-schnell",
       created: 1_760_000_000,
+      width: 768,
+      height: 1024,
       outputs: [
         { path: "/o/1.png", seed: 1, width: 512, height: 512, gallery_id: 77 },
         { path: "/o/2.png", seed: 2, width: 512, height: 512, gallery_id: 78 },
@@ -253,6 +258,7 @@ describe("Queue: finished jobs", () => {
     expect(done.textContent).toContain(new Date(1_760_000_000 * 1000).toLocaleString());
     expect(within(done).getByTestId<HTMLImageElement>("history-thumb").src).toContain("thumb-77");
     expect(done.textContent).toContain("+1");
+    expect(within(done).getByTestId("history-size").textContent).toBe("768×1024");
 
     expect(within(failed).getByTestId("history-state").textContent).toBe("Failed");
     expect(failed.textContent).toContain("DiffuGen API");
@@ -260,6 +266,7 @@ describe("Queue: finished jobs", () => {
     expect(reason.textContent).toContain("disk is full");
     expect(reason.textContent).not.toContain("os error");
     expect(within(failed).queryByTestId("history-thumb")).toBeNull();
+    expect(within(failed).getByTestId("history-size").textContent).toBe("512×512");
 
     expect(within(cancelled).getByTestId("history-state").textContent).toBe("Cancelled");
     expect(cancelled.textContent).toContain("cancelled by the user");

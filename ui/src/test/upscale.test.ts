@@ -266,13 +266,13 @@ describe("An upscale job's progress", () => {
 
   it("the Queue's running row shows the upscaler, 'Upscaling — tile 3 of 9', the bar and the ETA", async () => {
     reset();
-    const jobs: JobInfo[] = [jobInfo("up-3", { state: "running", position: null, model: "4x-UltraSharp", prompt: "a lighthouse at dusk" })];
+    const jobs: JobInfo[] = [jobInfo("up-3", { state: "running", position: null, model: "4x-UltraSharp", prompt: "a lighthouse at dusk", width: 2048, height: 2048 })];
     mockCore({ queue: () => jobs });
     await start();
     render(Queue);
     await event("up-3", tile(3, 9), 20);
     const row = screen.getByTestId("queue-running");
-    await waitFor(() => expect(row.textContent).toContain("4x-UltraSharp · Upscaling — tile 3 of 9 · ETA 20 s"));
+    await waitFor(() => expect(row.textContent).toContain("4x-UltraSharp · 2048×2048 · Upscaling — tile 3 of 9 · ETA 20 s"));
     expect(row.textContent).toContain("a lighthouse at dusk");
     expect(row.textContent).not.toContain("step");
     expect(within(row).getByRole("progressbar").getAttribute("aria-valuenow")).toBe("39");
@@ -327,7 +327,7 @@ describe("An upscale job's progress", () => {
 
     queue = [jobInfo("up-9", { state: "running", position: null, model: "Lanczos", prompt: "a lighthouse at dusk" })];
     await event("up-9", tile(1, 1), 1);
-    await waitFor(() => expect(screen.getByTestId("queue-running").textContent).toContain("Lanczos · Upscaling — tile 1 of 1"));
+    await waitFor(() => expect(screen.getByTestId("queue-running").textContent).toContain("Lanczos · 512×512 · Upscaling — tile 1 of 1"));
 
     queue = [];
     history = [jobInfo("up-9", { state: "done", model: "Lanczos", prompt: "a lighthouse at dusk", outputs: [done] })];
