@@ -273,6 +273,47 @@ async fn a_remix_of_a_hires_render_loads_the_first_pass_and_the_esrgan_pass_and_
     core.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remix_of_an_inpainting_brings_back_its_init_image_mask_and_strength_and_renders_the_same_image(
+) {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let core = core(&ws, serde_json::json!({})).await;
+    let mut live = core.job_events();
+    let rendered = |events: Vec<JobEvent>| match events.last().map(|e| e.stage.clone()) {
+        Some(Stage::Done { outputs }) => outputs[0].gallery_id.unwrap(),
+        other => panic!("the job did not finish: {other:?}"),
+    };
+    // A 32×32 picture and a mask over its middle, both stretched to the render's 64×64.
+    let picture = format!("data:image/png;base64,{}", square_png());
+    let id = core
+        .generate(GenerateForm {
+            init_image: Some(picture.clone()),
+            mask: Some(picture),
+            strength: Some(0.6),
+            resize_mode: Some(diffugen_engine::params::ResizeMode::Stretch),
+            ..form("a lantern in the fog")
+        })
+        .await
+        .unwrap();
+    let first = rendered(follow(&mut live, &id).await);
+    let entry = core.gallery_entry(first).unwrap();
+
+    let remixed = core.gallery_remix(first).unwrap();
+    assert!(remixed.init_image.is_some(), "the init image comes back");
+    assert!(remixed.mask.is_some(), "the mask comes back");
+    assert_eq!((remixed.strength, remixed.seed), (Some(0.6), Some(7.0)));
+    // What comes back is already at the render's size: nothing is resized again.
+    assert_eq!(remixed.resize_mode, None);
+    let id = core.generate(remixed).await.unwrap();
+    let again = rendered(follow(&mut live, &id).await);
+    assert!(
+        support::pixels(&core.gallery_entry(again).unwrap().path) == support::pixels(&entry.path),
+        "the remix renders the same image"
+    );
+    core.stop().await.unwrap();
+}
+
 fn square_png() -> String {
     use base64::Engine as _;
     let mut bytes = std::io::Cursor::new(Vec::new());

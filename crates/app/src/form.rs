@@ -196,18 +196,16 @@ impl GenerateForm {
 
     /// A gallery image's parameters loaded back into the form ("remix"). The seed is kept so the same image
     /// comes back until the user changes something; LoRAs written into the prompt stay there only. `init` is the
-    /// init image DiffuGen kept for an img2img result: it comes back with its strength.
+    /// init image DiffuGen kept for an img2img result: it comes back with its strength, and an inpainting's with
+    /// its mask.
     pub fn from_entry(
         entry: &Entry,
         init: Option<&std::path::Path>,
         extras: &diffugen_gallery::RemixExtras,
     ) -> GenerateForm {
-        let init_image = init.and_then(|path| std::fs::read(path).ok()).map(|bytes| {
-            format!(
-                "data:image/png;base64,{}",
-                base64::engine::general_purpose::STANDARD.encode(bytes)
-            )
-        });
+        let init_image = init
+            .and_then(|path| std::fs::read(path).ok())
+            .map(|bytes| png_data_url(&bytes));
         let loras_in_prompt = entry.prompt.contains("<lora:");
         let hires = extras.hires.as_ref();
         // The form asks for a hires pass by scale over the first pass's size.
@@ -242,8 +240,12 @@ impl GenerateForm {
             strength: init_image.as_ref().and(entry.strength),
             // The init image kept is already at the render's size: nothing to resize.
             resize_mode: None,
+            // An inpainting's mask comes back with its init image (alone it would mean nothing).
+            mask: init_image
+                .as_ref()
+                .and(extras.mask.as_ref())
+                .map(|bytes| png_data_url(bytes)),
             init_image,
-            mask: None,
             memory: diffugen_models::MemoryOptions::default(),
             hires_scale: hires.map(|h| {
                 (f64::from(h.width) / f64::from(h.first_width.max(1)) * 100.0).round() / 100.0
@@ -253,12 +255,7 @@ impl GenerateForm {
             hires_steps: hires.map(|h| h.steps),
             hires_denoise: hires.map(|h| h.denoising_strength),
             control_model: control.map(|c| c.model.clone()),
-            control_image: control.map(|c| {
-                format!(
-                    "data:image/png;base64,{}",
-                    base64::engine::general_purpose::STANDARD.encode(&c.map)
-                )
-            }),
+            control_image: control.map(|c| png_data_url(&c.map)),
             // The map kept is the one the render used, already through its preprocessor.
             control_module: control.map(|_| diffugen_engine::control::ControlModule::None),
             control_strength: control.map(|c| c.strength),
@@ -266,6 +263,14 @@ impl GenerateForm {
             control_high: None,
         }
     }
+}
+
+/// PNG bytes as the data URL the form holds its pictures in.
+fn png_data_url(bytes: &[u8]) -> String {
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }
 
 #[cfg(test)]
@@ -299,6 +304,7 @@ mod tests {
                 denoising_strength: 0.45,
             }),
             control: None,
+            mask: None,
         };
         let form = GenerateForm::from_entry(&entry(768, 1152), None, &extras);
         assert_eq!((form.width, form.height), (Some(512), Some(768)));
@@ -323,6 +329,7 @@ mod tests {
                 strength: 0.8,
                 map: map.clone(),
             }),
+            mask: None,
         };
         let form = GenerateForm::from_entry(&entry(512, 512), None, &extras);
         assert_eq!(
@@ -342,5 +349,28 @@ mod tests {
             (form.width, form.height, form.hires_scale),
             (Some(512), Some(512), None)
         );
+    }
+
+    #[test]
+    fn a_remixed_inpainting_brings_back_its_mask_with_the_init_image_and_no_mask_without_one() {
+        let mask = vec![0x89, b'P', b'N', b'G', 9, 9];
+        let init =
+            std::env::temp_dir().join(format!("diffugen-form-init-{}.png", std::process::id()));
+        std::fs::write(&init, [0x89, b'P', b'N', b'G', 1]).unwrap();
+        let extras = RemixExtras {
+            hires: None,
+            control: None,
+            mask: Some(mask.clone()),
+        };
+        let mut inpainted = entry(64, 64);
+        inpainted.strength = Some(0.6);
+        let form = GenerateForm::from_entry(&inpainted, Some(&init), &extras);
+        std::fs::remove_file(&init).unwrap();
+        assert_eq!(form.mask, Some(png_data_url(&mask)));
+        assert_eq!(form.strength, Some(0.6));
+        assert!(form.init_image.is_some());
+        // The init image is gone: a mask alone would mean nothing, so neither comes back.
+        let form = GenerateForm::from_entry(&inpainted, None, &extras);
+        assert_eq!((form.init_image, form.mask), (None, None));
     }
 }

@@ -88,6 +88,8 @@ pub struct LoraUse {
 pub struct RemixExtras {
     pub hires: Option<RemixHires>,
     pub control: Option<RemixControl>,
+    /// An inpainting's mask (PNG bytes, at the render's size), while it is still in the inputs folder.
+    pub mask: Option<Vec<u8>>,
 }
 
 /// A recorded hires pass: the first pass's size and the pass itself.
@@ -730,7 +732,7 @@ impl Gallery {
 
     /// The entry's parameters as a job request ("remix"): same model, prompts, size, steps, cfg, sampler,
     /// scheduler, seed and LoRAs — for an img2img or inpainting result its init image (as base64, the way the
-    /// job API takes images) and strength, for a hires result its hires pass (from the first pass's size), and for a
+    /// job API takes images), strength and mask, for a hires result its hires pass (from the first pass's size), and for a
     /// ControlNet render its control map, model and strength.
     pub fn remix(&self, id: u32) -> Result<serde_json::Value, GalleryError> {
         use base64::Engine as _;
@@ -753,6 +755,10 @@ impl Gallery {
         if let Some(bytes) = init.and_then(|path| std::fs::read(path).ok()) {
             request["init_image"] = serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) });
             request["strength"] = serde_json::json!(e.strength);
+            // An inpainting repaints what its mask covers: without it, the remix would rework the whole image.
+            if let Some(mask) = &kept.mask {
+                request["mask"] = serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(mask) });
+            }
         }
         if let Some(hires) = kept.hires {
             request["width"] = serde_json::json!(hires.first_width);
@@ -822,8 +828,9 @@ impl Gallery {
         Ok(request)
     }
 
-    /// What DiffuGen's own record of an entry keeps beyond the gallery's columns: its hires pass and its ControlNet
-    /// (with the control map, when it is still in the inputs folder). Nothing for images from elsewhere.
+    /// What DiffuGen's own record of an entry keeps beyond the gallery's columns: its hires pass, its ControlNet
+    /// (with the control map) and an inpainting's mask — pictures only while they are still in the inputs folder.
+    /// Nothing for images from elsewhere.
     pub fn remix_extras(&self, entry: &Entry) -> RemixExtras {
         let record = diffugen_pngtext::read(Path::new(&entry.path))
             .ok()
@@ -861,7 +868,16 @@ impl Gallery {
                     map: std::fs::read(map).ok()?,
                 })
             });
-        RemixExtras { hires, control }
+        let mask = record
+            .get("mask")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|recorded| self.kept_input(entry, recorded))
+            .and_then(|path| std::fs::read(path).ok());
+        RemixExtras {
+            hires,
+            control,
+            mask,
+        }
     }
 
     /// A picture a record names, when it is a PNG DiffuGen kept in the inputs folder beside the entry's image: a path

@@ -33,7 +33,8 @@ export async function remixImage(id: number, record: Entry | null = null): Promi
     }
     if (values.seed == null && record?.seed != null) values.seed = record.seed;
     if (values.init_image && values.strength == null && record?.strength != null) values.strength = record.strength;
-    const initName = record?.init_image ? baseName(record.init_image) : `init image of #${id}`;
+    // The kept copy is named by its hash: the chip names the image it belongs to instead.
+    const initName = `the init image of #${id}`;
     loadForm(values, values.init_image ? initName : null);
     app.detail = null;
     const seed = values.seed != null && values.seed >= 0 ? `seed ${values.seed} locked` : "seed random";

@@ -175,9 +175,10 @@ describe("Gallery", () => {
     await waitFor(() => expect(screen.getByTestId("detail").textContent).toContain("holiday.png"));
     await fireEvent.click(screen.getByTestId("remix"));
     const chip = await screen.findByTestId("init-chip");
-    expect(chip.textContent).toContain("img2img: holiday.png · strength 0.40");
+    // The kept copy's file is named by its hash: the chip names the image it came with.
+    expect(chip.textContent).toContain("img2img: the init image of #6 · strength 0.40");
     expect(screen.queryByTestId("init-size-mismatch")).toBeNull();
-    expect(draft.init).toEqual({ name: "holiday.png", size: { width: 512, height: 768 } });
+    expect(draft.init).toEqual({ name: "the init image of #6", size: { width: 512, height: 768 } });
     expect(app.toasts.map((t) => t.text).join()).not.toContain("didn't keep");
     await fireEvent.click(screen.getByTestId("generate"));
     await waitFor(() => expect(calls.find((c) => c.cmd === "generate")).toBeTruthy());
