@@ -9,10 +9,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    const USAGE: &str = "usage: diffugen-e2e-fixture <data dir> [--synthetic N] [--creative]";
     let mut args = std::env::args().skip(1);
-    let Some(data_dir) = args.next().map(PathBuf::from) else {
-        eprintln!("usage: diffugen-e2e-fixture <data dir> [--synthetic N]");
-        return ExitCode::from(2);
+    let data_dir = match args.next() {
+        Some(help) if help == "--help" || help == "-h" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        // An option where the folder belongs is a mistake, not a folder to create.
+        Some(dir) if !dir.starts_with('-') => PathBuf::from(dir),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
     };
     let mut synthetic = 0u32;
     let mut creative = false;
@@ -24,7 +33,7 @@ fn main() -> ExitCode {
         match (arg.as_str(), args.next().map(|n| n.parse::<u32>())) {
             ("--synthetic", Some(Ok(n))) => synthetic = n,
             _ => {
-                eprintln!("usage: diffugen-e2e-fixture <data dir> [--synthetic N] [--creative]; got '{arg}'");
+                eprintln!("{USAGE}; got '{arg}'");
                 return ExitCode::from(2);
             }
         }
