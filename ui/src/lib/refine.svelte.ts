@@ -58,7 +58,7 @@ export async function refineImage(id: number, strength: number = refining.streng
   const at = refineStrength(strength);
   try {
     const job = await call(commands.galleryRefine(id, at));
-    trackOwnJob(job);
+    trackOwnJob(job, `Refine of image #${id} at strength ${strengthText(at)}`);
     toast(`Refining at strength ${strengthText(at)} — it's in the queue`);
     void refreshQueue().catch(() => {});
     return job;

@@ -61,6 +61,14 @@ export interface LiveJob {
   plan: string | null;
 }
 
+/** Where an own job came from: made from an image rather than from the form. */
+export interface JobOrigin {
+  /** What it is, in words: "Upscale ×2 of image #12 with Lanczos". */
+  text: string;
+  /** The job Generate showed when this one was asked for. */
+  from: string | null;
+}
+
 /** A smaller copy of a model being made, as its `convertProgress` events tell. */
 export interface Conversion {
   id: string;
@@ -142,6 +150,9 @@ export const app = $state({
   own: {} as Record<string, boolean>,
   /** The job the Generate panel follows: one of this window's own (the newest started, or the one running). */
   current: null as string | null,
+  /** What an own job made from an image is ("Upscale ×2 of image #12 with Lanczos"), and the job Generate showed
+   * when it was asked for, so the panel can say what replaced that result and go back to it. */
+  origins: {} as Record<string, JobOrigin>,
   /** Finished, failed and cancelled jobs of every source, newest first (`queue_history`). */
   history: [] as JobInfo[],
   /** Whether the queue is paused (by this window or the HTTP API): the running job finishes, no waiting job starts. */
@@ -258,8 +269,14 @@ export function resetForm(): void {
 /** How often at most the queue is asked again for its waiting jobs' estimated starts while a job runs. */
 const QUEUE_ESTIMATE_EVERY_MS = 3000;
 
-/** Where the form is kept between runs. */
-export const FORM_KEY = "diffugen.generate-form.v1";
+/** Where the form is kept between runs: one per data folder, so two profiles (say `DIFFUGEN_DATA_DIR` for work
+ * and the default at home) each keep their own. */
+export function formKey(dataDir: string): string {
+  return `diffugen.generate-form.v1:${dataDir}`;
+}
+
+/** The key of this window's data folder, known once the core said where that is. */
+let currentFormKey: string | null = null;
 
 /** What of the form survives a restart: every parameter but the images (too large for the storage, and private). */
 type SavedForm = Pick<
@@ -310,10 +327,10 @@ const isNumberOrNull = (v: unknown): v is number | null => v === null || (typeof
 const isStringOrNull = (v: unknown): v is string | null => v === null || typeof v === "string";
 
 /** The form as last saved, each field checked (what is missing or malformed keeps its default). */
-function readSavedForm(): Partial<SavedForm> | null {
+function readSavedForm(key: string): Partial<SavedForm> | null {
   let raw: unknown;
   try {
-    const text = localStorage.getItem(FORM_KEY);
+    const text = localStorage.getItem(key);
     if (!text) return null;
     raw = JSON.parse(text);
   } catch {
@@ -347,9 +364,11 @@ function readSavedForm(): Partial<SavedForm> | null {
   return out;
 }
 
-/** Puts the saved form back; returns whether there was one. */
-export function restoreForm(): boolean {
-  const saved = readSavedForm();
+/** Puts back the form saved for the data folder `dataDir`, and saves there from now on; returns whether there
+ * was one. */
+export function restoreForm(dataDir: string): boolean {
+  currentFormKey = formKey(dataDir);
+  const saved = readSavedForm(currentFormKey);
   if (!saved) return false;
   const { seed_locked, ...values } = saved;
   Object.assign(form, values);
@@ -358,8 +377,10 @@ export function restoreForm(): boolean {
 }
 
 function writeForm(saved: SavedForm): void {
+  // Before the data folder is known there is nowhere to save to (and nothing typed yet to lose).
+  if (!currentFormKey) return;
   try {
-    localStorage.setItem(FORM_KEY, JSON.stringify(saved));
+    localStorage.setItem(currentFormKey, JSON.stringify(saved));
   } catch {
     // Storage full or unavailable: the form still works, it is just not kept.
   }
@@ -478,8 +499,9 @@ const isActive = (job: LiveJob | undefined) => !!job && (job.state === "running"
  * A job `generate` just answered: it is this window's own. Generate follows it, unless it still follows another of
  * its own jobs that is queued or running (that one goes first; this one is followed when it starts).
  */
-export function trackOwnJob(id: string): void {
+export function trackOwnJob(id: string, origin?: string): void {
   app.own[id] = true;
+  if (origin) app.origins[id] = { text: origin, from: app.current !== id ? app.current : null };
   const current = app.current ? app.jobs[app.current] : undefined;
   if (!isOwn(app.current) || !isActive(current) || app.current === id) app.current = id;
 }
@@ -831,7 +853,14 @@ export function applyConvertUpdate(update: ConvertUpdate): void {
 
 /** Loads everything and follows the core's events. Returns a function that stops following. */
 export async function start(): Promise<() => void> {
-  const restored = restoreForm();
+  // The data folder first: the saved form belongs to it.
+  let restored = false;
+  try {
+    app.info = await commands.appInfo();
+    restored = restoreForm(app.info.data_dir);
+  } catch (e) {
+    toastError(e);
+  }
   const stops = await Promise.all([
     events.jobUpdate.listen((e) => applyJobEvent(e.payload)),
     events.vramUpdate.listen((e) => applyVramEvent(e.payload)),
@@ -845,9 +874,6 @@ export async function start(): Promise<() => void> {
     }),
   ]);
   const loads = await Promise.allSettled([
-    commands.appInfo().then((info) => {
-      app.info = info;
-    }),
     commands.getSettings().then((settings) => {
       app.settings = settings;
     }),

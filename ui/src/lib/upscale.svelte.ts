@@ -61,7 +61,7 @@ export function scaleText(scale: number): string {
 export async function upscaleImage(id: number, scale: number, upscaler: string): Promise<string | null> {
   try {
     const job = await call(commands.upscaleGalleryImage(id, scale, upscaler));
-    trackOwnJob(job);
+    trackOwnJob(job, `Upscale ×${scaleText(scale)} of image #${id} with ${upscaler}`);
     toast(`Upscaling ×${scaleText(scale)} with ${upscaler} — it's in the queue`);
     void refreshQueue().catch(() => {});
     return job;

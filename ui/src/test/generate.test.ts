@@ -109,6 +109,9 @@ describe("Generate", () => {
     expect(Number.isInteger(rolled) && rolled >= 0).toBe(true);
     expect(screen.getByTestId("seed-lock").getAttribute("aria-pressed")).toBe("false");
     expect(screen.getByTestId("seed-state").textContent).toContain("each image gets a new random seed");
+    // The number set aside is said to be unused until the lock closes, and looks it.
+    expect(screen.getByTestId("seed-state").textContent).toContain(`${rolled} is used only once you lock it`);
+    expect(seed.classList.contains("unused")).toBe(true);
     await fireEvent.click(screen.getByTestId("generate"));
     await waitFor(() => expect(calls.filter((c) => c.cmd === "generate")).toHaveLength(1));
     expect(sentForm(calls).seed).toBe(-1);
@@ -116,6 +119,7 @@ describe("Generate", () => {
     await fireEvent.click(screen.getByTestId("seed-lock"));
     expect(screen.getByTestId("seed-lock").getAttribute("aria-pressed")).toBe("true");
     expect(Number(seed.value)).toBe(rolled);
+    expect(seed.classList.contains("unused")).toBe(false);
     await fireEvent.click(screen.getByTestId("generate"));
     await waitFor(() => expect(calls.filter((c) => c.cmd === "generate")).toHaveLength(2));
     expect((calls.filter((c) => c.cmd === "generate")[1].args.form as { seed: number }).seed).toBe(rolled);
@@ -196,7 +200,7 @@ describe("Generate", () => {
   });
 
   it("says when the window's own waiting job should start, as the queue estimates it", async () => {
-    const waiting = { id: "job-7", state: "queued", position: 1, source: "app", model: "tiny", prompt: "x", created: 1, finished: null, outputs: [], error: null, last_event: null, lane: null, worker: null, starts_in: 30 };
+    const waiting = { id: "job-7", state: "queued", position: 1, source: "app", model: "tiny", prompt: "x", created: 1, finished: null, outputs: [], error: null, last_event: null, lane: null, worker: null, starts_in: 30, width: 512, height: 512 };
     await setup({ generate: () => "job-7", queue: () => [waiting] });
     await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "x" } });
     await fireEvent.click(screen.getByTestId("generate"));
@@ -308,6 +312,10 @@ describe("Generate", () => {
     await waitFor(() => expect(screen.getByTestId("job-phase").textContent).toBe("Encoding the prompt"));
     await fireEvent.keyDown(screen.getByTestId("prompt"), { key: "Escape" });
     await waitFor(() => expect(calls.find((c) => c.cmd === "cancel_job")?.args).toEqual({ id: "job-9" }));
+    // The core ends it: the panel says so in a sentence, and the empty canvas says nothing was saved.
+    await emit("job-update", { job_id: "job-9", elapsed_seconds: 1, percent: null, eta_seconds: null, phase: "cancelled", reason: "cancelled in the app" });
+    await waitFor(() => expect(screen.getByTestId("job-reason").textContent).toBe("Cancelled in the app"));
+    expect(screen.getByTestId("result-placeholder").textContent).toContain("nothing was saved");
   });
 
   it("Reuse seed on a finished result locks its seed in the form", async () => {
@@ -363,6 +371,14 @@ describe("Generate", () => {
     await finishJob("job-9", 1, 14);
     await fireEvent.click(screen.getByTestId("result-upscale"));
     await waitFor(() => expect(calls.find((c) => c.cmd === "upscale_gallery_image")?.args).toEqual({ id: 14, scale: 2, upscaler: "4x-UltraSharp" }));
+    // The enlargement takes the result's place, saying what it is, with the way back to the image it came from.
+    await waitFor(() => expect(app.current).toBe("up-9"));
+    await emit("job-update", { job_id: "up-9", elapsed_seconds: 0.1, percent: null, eta_seconds: null, phase: "queued", position: 0 });
+    expect((await screen.findByTestId("job-origin")).textContent).toContain("Upscale ×2 of image #14 with 4x-UltraSharp");
+    await fireEvent.click(screen.getByTestId("show-previous-result"));
+    expect(app.current).toBe("job-9");
+    expect(screen.queryByTestId("job-origin")).toBeNull();
+    expect(screen.getByTestId("result-image").getAttribute("src")).toContain("14");
   });
 
   it("a result whose file is gone says so in words, and the form keeps no init image", async () => {
@@ -989,8 +1005,13 @@ describe("Enhance (the prompt assistant)", () => {
     await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "a dog" } });
     await waitFor(() => expect((screen.getByTestId("enhance-button") as HTMLButtonElement).disabled).toBe(true));
     const line = screen.getByTestId("enhance-no-ollama");
-    expect(line.textContent).toContain("Ollama isn't running");
+    expect(line.textContent).toContain("Needs Ollama, which isn't running");
+    // How to set it up: read by a screen reader and in the tooltip, without a paragraph on screen.
+    expect(line.textContent).toContain("start it (ollama serve) or set its URL in Settings");
+    expect(line.getAttribute("title")).toContain("Ollama isn't running — start it (ollama serve) or set its URL in Settings.");
     expect(line.textContent).not.toContain("os error");
+    // Nothing to choose while it cannot run.
+    expect(screen.queryByTestId("enhance-count")).toBeNull();
     expect(screen.getByTestId("enhance-button").getAttribute("aria-describedby")).toBe("enhance-no-ollama");
   });
 

@@ -2,14 +2,17 @@ import { describe, expect, it } from "vitest";
 import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/svelte";
 import { flushSync } from "svelte";
 import Generate from "../panels/Generate.svelte";
-import { app, draft, emptyForm, form, FORM_KEY, start } from "../lib/state.svelte";
-import { card, mockCore, models } from "./fixtures";
+import { app, draft, emptyForm, form, formKey, start } from "../lib/state.svelte";
+import { card, info, mockCore, models } from "./fixtures";
+
+/** The key of the fixtures' data folder. */
+const FORM_KEY = formKey(info.data_dir);
 
 const twoModels = () => models([card(), card({ id: "second", name: "second model" })]);
 
-async function open() {
+async function open(dataDir = info.data_dir) {
   app.toasts = [];
-  mockCore({ list_models: twoModels });
+  mockCore({ list_models: twoModels, app_info: () => ({ ...info, data_dir: dataDir }) });
   const stop = await start();
   render(Generate);
   await screen.findByTestId("model-picker");
@@ -61,6 +64,21 @@ describe("Generate: the form survives a restart", () => {
     expect(screen.getByLabelText<HTMLSelectElement>("Sampler").value).toBe("dpm++2m");
     expect(screen.getByLabelText<HTMLSelectElement>("Scheduler").value).toBe("karras");
     expect(screen.getByLabelText("detail-tweaker weight")).toBeTruthy();
+  });
+
+  it("keeps one form per data folder: another profile starts from its own", async () => {
+    const stop = await open("/work-profile");
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "a product shot" } });
+    restart(stop);
+
+    const home = await open("/home-profile");
+    expect(screen.getByTestId<HTMLTextAreaElement>("prompt").value).toBe("");
+    await fireEvent.input(screen.getByTestId("prompt"), { target: { value: "a cat" } });
+    restart(home);
+
+    await open("/work-profile");
+    expect(screen.getByTestId<HTMLTextAreaElement>("prompt").value).toBe("a product shot");
+    expect(localStorage.getItem(formKey("/home-profile"))).toContain("a cat");
   });
 
   it("does not keep the init image (it stays private and out of the storage)", async () => {
