@@ -275,6 +275,9 @@ export function formKey(dataDir: string): string {
   return `diffugen.generate-form.v1:${dataDir}`;
 }
 
+/** Where versions before the per-folder key kept the one form: taken over by the first folder opened, once. */
+const LEGACY_FORM_KEY = "diffugen.generate-form.v1";
+
 /** The key of this window's data folder, known once the core said where that is. */
 let currentFormKey: string | null = null;
 
@@ -368,12 +371,26 @@ function readSavedForm(key: string): Partial<SavedForm> | null {
  * was one. */
 export function restoreForm(dataDir: string): boolean {
   currentFormKey = formKey(dataDir);
+  adoptLegacyForm(currentFormKey);
   const saved = readSavedForm(currentFormKey);
   if (!saved) return false;
   const { seed_locked, ...values } = saved;
   Object.assign(form, values);
   draft.seedLocked = (seed_locked ?? false) && form.seed != null && form.seed >= 0;
   return true;
+}
+
+/** A form saved before forms were kept per data folder moves to `key` (when that has none), so an update loses
+ * nothing. */
+function adoptLegacyForm(key: string): void {
+  try {
+    const legacy = localStorage.getItem(LEGACY_FORM_KEY);
+    if (legacy === null) return;
+    if (localStorage.getItem(key) === null) localStorage.setItem(key, legacy);
+    localStorage.removeItem(LEGACY_FORM_KEY);
+  } catch {
+    // Storage unavailable: nothing to move.
+  }
 }
 
 function writeForm(saved: SavedForm): void {

@@ -81,6 +81,16 @@ describe("Generate: the form survives a restart", () => {
     expect(localStorage.getItem(formKey("/home-profile"))).toContain("a cat");
   });
 
+  it("a form saved by a version without per-folder forms comes back in the first folder opened, once", async () => {
+    localStorage.setItem("diffugen.generate-form.v1", JSON.stringify({ prompt: "from before the update", steps: 9 }));
+    const stop = await open("/work-profile");
+    expect(screen.getByTestId<HTMLTextAreaElement>("prompt").value).toBe("from before the update");
+    expect(localStorage.getItem("diffugen.generate-form.v1")).toBeNull();
+    restart(stop);
+    await open("/home-profile");
+    expect(screen.getByTestId<HTMLTextAreaElement>("prompt").value).toBe("");
+  });
+
   it("does not keep the init image (it stays private and out of the storage)", async () => {
     const stop = await open();
     form.init_image = "data:image/png;base64,AAAA";
