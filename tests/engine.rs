@@ -74,12 +74,7 @@ async fn a_second_job_on_the_same_model_reuses_the_resident_model() {
         cold.worker_pid, warm.worker_pid,
         "the same worker process served both jobs"
     );
-    assert!(
-        warm.seconds < cold.seconds,
-        "warm {:.2}s is not faster than cold {:.2}s",
-        warm.seconds,
-        cold.seconds
-    );
+    // How much faster the warm job is belongs to a benchmark (a noisy machine can slow any one run), not here.
     engine.stop().await;
 }
 
