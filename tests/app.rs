@@ -68,6 +68,14 @@ fn form(prompt: &str) -> GenerateForm {
 }
 
 /// The events of job `id` from `live` until its final one.
+/// The gallery id of a finished job's first image (its events as `follow` collected them).
+fn rendered(events: Vec<JobEvent>) -> u32 {
+    match events.last().map(|e| e.stage.clone()) {
+        Some(Stage::Done { outputs }) => outputs[0].gallery_id.unwrap(),
+        other => panic!("the job did not finish: {other:?}"),
+    }
+}
+
 async fn follow(live: &mut tokio::sync::broadcast::Receiver<JobEvent>, id: &str) -> Vec<JobEvent> {
     let mut events = Vec::new();
     tokio::time::timeout(Duration::from_secs(120), async {
@@ -233,10 +241,6 @@ async fn a_remix_of_a_hires_render_loads_the_first_pass_and_the_esrgan_pass_and_
     let core = core(&ws, serde_json::json!({})).await;
     assert!(core.upscalers().contains(&"tiny-esrgan-x2".to_string()));
     let mut live = core.job_events();
-    let rendered = |events: Vec<JobEvent>| match events.last().map(|e| e.stage.clone()) {
-        Some(Stage::Done { outputs }) => outputs[0].gallery_id.unwrap(),
-        other => panic!("the job did not finish: {other:?}"),
-    };
     let id = core
         .generate(GenerateForm {
             hires_scale: Some(2.0),
@@ -280,10 +284,6 @@ async fn a_remix_of_an_inpainting_brings_back_its_init_image_mask_and_strength_a
     let ws = Workspace::new();
     let core = core(&ws, serde_json::json!({})).await;
     let mut live = core.job_events();
-    let rendered = |events: Vec<JobEvent>| match events.last().map(|e| e.stage.clone()) {
-        Some(Stage::Done { outputs }) => outputs[0].gallery_id.unwrap(),
-        other => panic!("the job did not finish: {other:?}"),
-    };
     // A 32×32 picture and a mask over its middle, both stretched to the render's 64×64.
     let picture = format!("data:image/png;base64,{}", square_png());
     let id = core
