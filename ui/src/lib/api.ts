@@ -124,6 +124,18 @@ export function plural(count: number, noun: string, nouns = `${noun}s`): string 
   return `${count.toLocaleString()} ${count === 1 ? noun : nouns}`;
 }
 
+/**
+ * An amount of memory (VRAM, RAM) the way the core and GPU tools write it: binary units, "3.2 GiB", and "480 MiB"
+ * under a tenth of a GiB. File sizes on disk use {@link formatBytes}.
+ */
+export function formatMemory(bytes: number | null | undefined): string {
+  if (bytes == null || !isFinite(bytes)) return "–";
+  const gib = bytes / 2 ** 30;
+  if (bytes > 0 && gib < 0.1) return `${Math.max(1, Math.round(bytes / 2 ** 20))} MiB`;
+  return `${gib.toFixed(1)} GiB`;
+}
+
+/** A file's size on disk, in decimal units as file managers and download pages write them: "1.3 GB". */
 export function formatBytes(bytes: number | null | undefined): string {
   if (bytes == null || !isFinite(bytes)) return "–";
   const units = ["B", "KB", "MB", "GB", "TB"];

@@ -107,6 +107,12 @@ export function plainText(raw: string): string | null {
   return capitalize(known.text);
 }
 
+/** Why a job failed or was cancelled, as a sentence: plain words for a known OS failure, and the core's own reasons
+ * ("cancelled in the app") with a capital. */
+export function reasonSentence(raw: string): string {
+  return capitalize(plainText(raw) ?? raw);
+}
+
 /** Any failure as a user should read it, with the raw message kept as its detail when it was replaced. */
 export function plainError(e: unknown): PlainError {
   const raw = errorText(e);

@@ -1,7 +1,7 @@
 // The memory and speed options in words and checked before they leave the window, and the memory planner's answer
 // as the model picker's one line ("fits on the GPU" / "fits with offload (...)" / "does not fit: ...").
 import type { MemoryOptions, Part, Placement, PlacementChoice, Plan } from "./bindings";
-import { formatBytes } from "./api";
+import { formatMemory } from "./api";
 
 /** The placement keys the form edits (sd.cpp places all text encoders together). */
 export const PLACEMENT_GROUPS = ["diffusion", "text_encoders", "vae"] as const;
@@ -153,9 +153,11 @@ export function fitLine(plan: Plan): { fit: Fit; text: string } {
   return { fit: "offload", text: `Fits with offload (${details.join(", ")})` };
 }
 
-/** "peak ~4.1 GB VRAM, ~2.0 GB RAM". */
+/** "peak ~3.8 GiB VRAM, ~1.9 GiB RAM"; a plan that uses no VRAM (the CPU) names the RAM only. */
 export function planPeaks(plan: Plan): string {
-  return `peak ~${formatBytes(plan.estimated_vram_peak_bytes)} VRAM, ~${formatBytes(plan.estimated_ram_peak_bytes)} RAM`;
+  const ram = `~${formatMemory(plan.estimated_ram_peak_bytes)} RAM`;
+  if (!plan.estimated_vram_peak_bytes) return `peak ${ram}`;
+  return `peak ~${formatMemory(plan.estimated_vram_peak_bytes)} VRAM, ${ram}`;
 }
 
 /** The parts of a model a smaller copy can be made of, from its card's components (none for one-file checkpoints). */

@@ -16,7 +16,7 @@ import Toasts from "../components/Toasts.svelte";
 import { app, form, refreshModels, refreshQueue, start } from "../lib/state.svelte";
 import type { Entry } from "../lib/bindings";
 import { emit } from "@tauri-apps/api/event";
-import { card, entry, info, jobInfo, mockCore, models, pngFile, vram } from "./fixtures";
+import { card, entry, info, jobInfo, mockCore, models, pngFile, vram, GIB } from "./fixtures";
 
 /**
  * The rules that cannot work in jsdom, off; every other rule stays on. jsdom has no layout or rendering, so it cannot
@@ -353,8 +353,8 @@ describe("accessibility (axe-core)", () => {
         weight_type: a.weightType,
         current_bytes: 883e6,
         expected_bytes: 470e6,
-        vram_now_bytes: 3e9,
-        vram_after_bytes: 2.6e9,
+        vram_now_bytes: 3 * GIB,
+        vram_after_bytes: 2.6 * GIB,
         new_model_id: "tiny-q8_0",
       }),
     });
@@ -403,6 +403,9 @@ describe("accessibility (axe-core)", () => {
       { id: 2, text: "The model could not be loaded", kind: "error", detail: "error: out of memory (os error 12)" },
     ];
     const { container } = render(Toasts);
+    await screen.findByText("The model could not be loaded");
+    await expectNoAxeViolations(container);
+    await fireEvent.click(screen.getByTestId("toasts-more"));
     await screen.findByText("Saved");
     await expectNoAxeViolations(container);
   });

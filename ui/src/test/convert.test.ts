@@ -5,7 +5,7 @@ import Models from "../panels/Models.svelte";
 import { app, start } from "../lib/state.svelte";
 import type { ConversionPreview, Part, QuantType } from "../lib/bindings";
 import type { Handler } from "./fixtures";
-import { card, mockCore, models } from "./fixtures";
+import { card, mockCore, models, GIB } from "./fixtures";
 
 const SIZES: Partial<Record<QuantType, number>> = { q8_0: 470e6, q4_k: 260e6 };
 
@@ -20,8 +20,8 @@ function preview(a: Record<string, unknown>): ConversionPreview {
     weight_type: type,
     current_bytes: 883e6,
     expected_bytes: SIZES[type] ?? 300e6,
-    vram_now_bytes: 3e9,
-    vram_after_bytes: type === "q8_0" ? 2.6e9 : 2.4e9,
+    vram_now_bytes: 3 * GIB,
+    vram_after_bytes: type === "q8_0" ? 2.6 * GIB : 2.4 * GIB,
     new_model_id: name.replace(/\.gguf$/, ""),
   };
 }
@@ -65,13 +65,13 @@ describe("Models: make a smaller copy", () => {
     expect(within(dialog).queryByTestId("convert-part")).toBeNull();
 
     const shown = await within(dialog).findByTestId("convert-preview");
-    expect(text(shown)).toBe("883 MB → 470 MB, VRAM need 3.0 GB → 2.6 GB");
+    expect(text(shown)).toBe("883 MB → 470 MB, VRAM need 3.0 GiB → 2.6 GiB");
     expect(text(within(dialog).getByTestId("convert-output-path"))).toBe("Writes /data/models/tiny-q8_0.gguf, listed as tiny-q8_0");
     expect(cmds(calls, "preview_conversion")[0].args).toEqual({ model: "tiny", part: null, weightType: "q8_0", output: null });
     expect(cmds(calls, "convert_model")).toHaveLength(0);
 
     await fireEvent.change(within(dialog).getByTestId("convert-type"), { target: { value: "q4_k" } });
-    await waitFor(() => expect(text(within(dialog).getByTestId("convert-preview"))).toBe("883 MB → 260 MB, VRAM need 3.0 GB → 2.4 GB"));
+    await waitFor(() => expect(text(within(dialog).getByTestId("convert-preview"))).toBe("883 MB → 260 MB, VRAM need 3.0 GiB → 2.4 GiB"));
     await fireEvent.input(within(dialog).getByTestId("convert-output"), { target: { value: "tiny-small.gguf" } });
     await waitFor(() => expect(text(within(dialog).getByTestId("convert-output-path"))).toContain("/data/models/tiny-small.gguf"));
     expect(cmds(calls, "preview_conversion").at(-1)?.args).toEqual({ model: "tiny", part: null, weightType: "q4_k", output: "tiny-small.gguf" });

@@ -2,8 +2,10 @@ import { describe, expect, it } from "vitest";
 import { fireEvent, render, screen, waitFor } from "@testing-library/svelte";
 import Generate from "../panels/Generate.svelte";
 import { app, emptyForm, form, start } from "../lib/state.svelte";
+import { formatMemory } from "../lib/api";
+import { planPeaks } from "../lib/memory";
 import type { Handler } from "./fixtures";
-import { card, mockCore, models, plan } from "./fixtures";
+import { card, mockCore, models, plan, GIB } from "./fixtures";
 
 const cards = [
   card(),
@@ -16,13 +18,13 @@ const plans: Record<string, ReturnType<typeof plan>> = {
   "flux-q8": plan({
     placement: { diffusion: "gpu", clip_l: "cpu", t5xxl: "cpu", vae: "gpu" },
     vae_tiling: true,
-    estimated_vram_peak_bytes: 7.4e9,
-    estimated_ram_peak_bytes: 10.2e9,
+    estimated_vram_peak_bytes: 7.4 * GIB,
+    estimated_ram_peak_bytes: 10.2 * GIB,
   }),
   "flux-dev": plan({
     fits: false,
-    estimated_vram_peak_bytes: 23.6e9,
-    estimated_ram_peak_bytes: 12e9,
+    estimated_vram_peak_bytes: 23.6 * GIB,
+    estimated_ram_peak_bytes: 12 * GIB,
     advice: [
       "it needs about 22.0 GiB of VRAM and 11.2 GiB of RAM at best, with 6.5 GiB and 28.0 GiB available",
       "make a smaller copy of the diffusion diffusion model (6.3 GiB at q4_k): diffugen models convert flux-dev --part diffusion --type q4_k",
@@ -54,13 +56,13 @@ describe("Model picker: does the model fit", () => {
     const calls = await setup();
     await waitFor(() => expect(fitLine().dataset.fit).toBe("gpu"));
     expect(fitLine().textContent).toContain("Fits on the GPU");
-    expect(fitLine().textContent).toContain("peak ~3.2 GB VRAM, ~1.1 GB RAM");
+    expect(fitLine().textContent).toContain("peak ~3.2 GiB VRAM, ~1.1 GiB RAM");
     expect(planCalls(calls)[0].args).toEqual({ model: "tiny", width: null, height: null });
 
     await pick("flux-q8");
     await waitFor(() => expect(fitLine().dataset.fit).toBe("offload"));
     expect(fitLine().textContent).toContain("Fits with offload (text encoders on the CPU, VAE tiled)");
-    expect(fitLine().textContent).toContain("peak ~7.4 GB VRAM, ~10.2 GB RAM");
+    expect(fitLine().textContent).toContain("peak ~7.4 GiB VRAM, ~10.2 GiB RAM");
 
     await pick("flux-dev");
     await waitFor(() => expect(fitLine().dataset.fit).toBe("none"));
@@ -90,5 +92,15 @@ describe("Model picker: does the model fit", () => {
     expect(fitLine().textContent).toBe("Memory need not estimated");
     expect(fitLine().classList.contains("muted")).toBe(true);
     expect(screen.queryByRole("alert")).toBeNull();
+  });
+});
+
+describe("Memory amounts", () => {
+  it("are written in binary units as the core writes them, and a plan without VRAM names its RAM only", () => {
+    expect(formatMemory(8 * GIB)).toBe("8.0 GiB");
+    expect(formatMemory(0.05 * GIB)).toBe("51 MiB");
+    expect(formatMemory(0)).toBe("0.0 GiB");
+    expect(planPeaks(plan({ estimated_vram_peak_bytes: 0, estimated_ram_peak_bytes: 1.3 * GIB }))).toBe("peak ~1.3 GiB RAM");
+    expect(planPeaks(plan())).toBe("peak ~3.2 GiB VRAM, ~1.1 GiB RAM");
   });
 });

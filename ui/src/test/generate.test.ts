@@ -55,7 +55,7 @@ describe("Generate", () => {
     const tiny = screen.getByTestId("model-option-tiny");
     expect(tiny.textContent).toContain("sdxs");
     expect(tiny.textContent).toContain("883 MB");
-    expect(tiny.textContent).toContain("3.0 GB VRAM");
+    expect(tiny.textContent).toContain("3.0 GiB VRAM");
     const flux = screen.getByTestId("model-option-flux1-dev");
     expect(flux.getAttribute("aria-disabled")).toBe("true");
     expect(flux.textContent).toContain("no t5xxl text encoder found");

@@ -34,7 +34,7 @@ describe("Models", () => {
     });
     await refreshModels();
     render(Models);
-    expect(screen.getByTestId("card-tiny").textContent).toContain("3.0 GB VRAM");
+    expect(screen.getByTestId("card-tiny").textContent).toContain("3.0 GiB VRAM");
     expect(screen.getByTestId("card-flux1-schnell").textContent).toContain("keep one or save a preset");
   });
 

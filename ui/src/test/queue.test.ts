@@ -269,7 +269,7 @@ describe("Queue: finished jobs", () => {
     expect(within(failed).getByTestId("history-size").textContent).toBe("512×512");
 
     expect(within(cancelled).getByTestId("history-state").textContent).toBe("Cancelled");
-    expect(cancelled.textContent).toContain("cancelled by the user");
+    expect(within(cancelled).getByTestId("history-reason").textContent).toBe("Cancelled by the user");
   });
 
   it("a finished row opens its image in the gallery's detail view", async () => {

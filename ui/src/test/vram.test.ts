@@ -4,7 +4,7 @@ import { emit } from "@tauri-apps/api/event";
 import VramMeter from "../panels/VramMeter.svelte";
 import App from "../App.svelte";
 import { app, start } from "../lib/state.svelte";
-import { mockCore, vram } from "./fixtures";
+import { mockCore, vram, GIB } from "./fixtures";
 
 const ollamaDown = {
   url: "http://127.0.0.1:11434",
@@ -25,8 +25,8 @@ describe("VRAM chip", () => {
     app.vram = vram();
     render(VramMeter);
     const chip = screen.getByTestId("vram-chip");
-    expect(screen.getByTestId("vram-chip-text").textContent).toBe("6.0/8.0 GB");
-    expect(chip.getAttribute("aria-label")).toBe("6.0/8.0 GB of GPU memory used, no hand-over in force");
+    expect(screen.getByTestId("vram-chip-text").textContent).toBe("6.0/8.0 GiB");
+    expect(chip.getAttribute("aria-label")).toBe("6.0/8.0 GiB of GPU memory used, no hand-over in force");
     expect(chip.getAttribute("aria-expanded")).toBe("false");
     expect(screen.queryByTestId("vram-details")).toBeNull();
   });
@@ -37,8 +37,8 @@ describe("VRAM chip", () => {
     render(VramMeter);
     const before = screen.getByTestId("vram-chip-text").textContent!.length;
     const gpu = vram().gpu.gpus[0];
-    app.vram = vram({ phase: "diffusion", gpu: { ...vram().gpu, gpus: [{ ...gpu, used_bytes: 7.2e9, free_bytes: 0.8e9 }] } });
-    await waitFor(() => expect(screen.getByTestId("vram-chip-text").textContent).toBe("7.2/8.0 GB"));
+    app.vram = vram({ phase: "diffusion", gpu: { ...vram().gpu, gpus: [{ ...gpu, used_bytes: 7.2 * GIB, free_bytes: 0.8 * GIB }] } });
+    await waitFor(() => expect(screen.getByTestId("vram-chip-text").textContent).toBe("7.2/8.0 GiB"));
     expect(screen.getByTestId("vram-chip-text").textContent!.length).toBe(before);
   });
 
@@ -49,7 +49,7 @@ describe("VRAM chip", () => {
     const details = await openDetails();
     expect(screen.getByTestId("vram-chip").getAttribute("aria-expanded")).toBe("true");
     expect(details.textContent).toContain("NVIDIA GeForce RTX 4060");
-    expect(details.textContent).toContain("2.0 GB free of 8.0 GB");
+    expect(details.textContent).toContain("2.0 GiB free of 8.0 GiB");
     const widths = [...details.querySelectorAll<HTMLElement>(".bar > span")].map((s) => s.style.width);
     expect(widths).toEqual(["58.75%", "12.5%", "3.75%"]);
     expect(screen.getByTestId("vram-phase").textContent).toBe("idle");
@@ -76,11 +76,11 @@ describe("VRAM chip", () => {
 
   it("shows the VRAM budget DiffuGen holds itself to while it shares the GPU with the LLM", async () => {
     mockCore();
-    app.vram = vram({ phase: "diffusion", engine: { worker_pid: 4242, loaded_model: "sd15", estimated_bytes: 2e9, budget_bytes: 5.5e9 } });
+    app.vram = vram({ phase: "diffusion", engine: { worker_pid: 4242, loaded_model: "sd15", estimated_bytes: 2 * GIB, budget_bytes: 5.5 * GIB } });
     render(VramMeter);
     await openDetails();
     expect(screen.getByTestId("vram-budget").textContent).toContain("sharing");
-    expect(screen.getByTestId("vram-budget").textContent).toContain("5.5 GB");
+    expect(screen.getByTestId("vram-budget").textContent).toContain("5.5 GiB");
   });
 
   it("shows no budget when DiffuGen does not share the GPU", async () => {

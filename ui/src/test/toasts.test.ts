@@ -1,0 +1,54 @@
+// The toasts: one at a time unless asked, so a burst of messages never covers the buttons that caused them.
+import { beforeEach, describe, expect, it } from "vitest";
+import { fireEvent, render, screen, waitFor } from "@testing-library/svelte";
+import Toasts from "../components/Toasts.svelte";
+import { app, dismiss, toast } from "../lib/state.svelte";
+
+const texts = () => [...document.querySelectorAll(".toast")].map((t) => t.querySelector("span")?.textContent);
+
+describe("Toasts", () => {
+  beforeEach(() => {
+    app.toasts = [];
+  });
+
+  it("three messages in a row show only the newest, with a button counting the two others", async () => {
+    render(Toasts);
+    toast("Upscaled ×2");
+    toast("Added to “Keepers”");
+    toast("Image moved to the trash", "info", { label: "Undo", run: () => {} });
+    await waitFor(() => expect(texts()).toEqual(["Image moved to the trash"]));
+    expect(screen.getByTestId("toasts-more").textContent).toBe("2 more messages");
+    expect(screen.getByTestId("toasts-more").getAttribute("aria-expanded")).toBe("false");
+  });
+
+  it("the count button opens every message, oldest first, and folds them again", async () => {
+    render(Toasts);
+    toast("First");
+    toast("Second");
+    await fireEvent.click(await screen.findByText("1 more message"));
+    expect(texts()).toEqual(["First", "Second"]);
+    expect(screen.getByTestId("toasts-more").getAttribute("aria-expanded")).toBe("true");
+    await fireEvent.click(screen.getByText("Show the newest only"));
+    expect(texts()).toEqual(["Second"]);
+  });
+
+  it("an error stays in sight when a later message arrives", async () => {
+    render(Toasts);
+    toast("Image 3 is locked by another program", "error", undefined, "os error 32");
+    toast("Saved");
+    toast("2 images moved to the trash", "info", { label: "Undo", run: () => {} });
+    await waitFor(() => expect(texts()).toEqual(["Image 3 is locked by another program", "2 images moved to the trash"]));
+    expect(screen.getByTestId("toasts-more").textContent).toBe("1 more message");
+  });
+
+  it("when the others are dismissed the count goes and the list folds back for the next burst", async () => {
+    render(Toasts);
+    toast("First");
+    toast("Second");
+    await fireEvent.click(await screen.findByText("1 more message"));
+    dismiss(app.toasts[0].id);
+    await waitFor(() => expect(screen.queryByTestId("toasts-more")).toBeNull());
+    toast("Third");
+    await waitFor(() => expect(texts()).toEqual(["Third"]));
+  });
+});
