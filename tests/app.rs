@@ -789,3 +789,43 @@ async fn core_settings_check(ws: &Workspace, key: &str, value: &str) -> String {
     assert_eq!(error.field.as_deref(), Some(key));
     error.message
 }
+
+/// The window's plain (non-async) commands run on its main thread, outside the tokio runtime: a download, a
+/// conversion or a pause started from there must start, not panic (a panic there aborts the whole app).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_that_start_work_can_be_called_from_the_windows_thread_outside_the_runtime() {
+    let _gpu = support::ONE_AT_A_TIME.lock().await;
+    let ws = Workspace::new();
+    let core = Arc::new(core(&ws, serde_json::json!({})).await);
+    let mut conversions = core.convert_events();
+    let window = core.clone();
+    let (download, conversion, paused) = std::thread::spawn(move || {
+        assert!(tokio::runtime::Handle::try_current().is_err());
+        let download = window.download("sd-turbo", None);
+        let conversion = window.convert_model("tiny", None, diffugen_models::QuantType::Q8_0, None);
+        let paused = window.set_queue_paused(true) && !window.set_queue_paused(false);
+        (download, conversion, paused)
+    })
+    .join()
+    .expect("no command panics outside the runtime");
+    let download = download.expect("the download starts");
+    assert!(core.downloads().iter().any(|d| d.id == download));
+    let conversion = conversion.expect("the conversion starts");
+    assert!(paused, "the queue paused and resumed");
+    // The conversion runs to its end in the runtime (no network is needed for it).
+    let ended = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let update = conversions.recv().await.unwrap();
+            if update.id == conversion && update.event.is_final() {
+                return update.event;
+            }
+        }
+    })
+    .await
+    .expect("the conversion ends");
+    assert!(
+        matches!(ended, diffugen_engine::convert::ConvertEvent::Done { .. }),
+        "{ended:?}"
+    );
+    let _ = core.cancel_download(&download);
+}

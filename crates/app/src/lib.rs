@@ -157,6 +157,9 @@ pub struct CoreOptions {
 /// The running app: the runtime, the doors it opened, and why the API is missing when it is.
 pub struct Core {
     runtime: Runtime,
+    /// The tokio runtime the core started on: the window's plain (non-async) commands run on its main thread,
+    /// outside any runtime, and what they start (a download, a conversion, a cancel's retry) is spawned here.
+    handle: tokio::runtime::Handle,
     doors: Doors,
     api_error: Option<String>,
     cluster_url: Option<String>,
@@ -273,6 +276,7 @@ impl Core {
         };
         Ok(Core {
             runtime,
+            handle: tokio::runtime::Handle::current(),
             doors,
             api_error,
             cluster_url,
@@ -442,8 +446,14 @@ impl Core {
         diffugen_downloads::catalog()
     }
 
+    /// Inside the core's tokio runtime until the guard is dropped: for a plain command that starts a task.
+    fn entered(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.handle.enter()
+    }
+
     /// Starts a download of a catalog model or a URL into the models folder.
     pub fn download(&self, target: &str, sha256: Option<String>) -> Result<String, AppError> {
+        let _inside = self.entered();
         let config = self.config();
         let plan = diffugen_downloads::plan(target, &config.models_dir, sha256, config.hf_token())
             .map_err(|e| match e {
@@ -460,6 +470,7 @@ impl Core {
     }
 
     pub fn cancel_download(&self, id: &str) -> Result<(), AppError> {
+        let _inside = self.entered();
         if self.runtime.downloads().cancel(id) {
             Ok(())
         } else {
@@ -610,11 +621,13 @@ impl Core {
     }
 
     pub fn cancel_job(&self, id: &str) -> Result<bool, AppError> {
+        let _inside = self.entered();
         Ok(self.runtime.jobs().cancel(id, "cancelled in the app")?)
     }
 
     /// Moves a waiting job to `position` among the waiting jobs (0 = next).
     pub fn move_job(&self, id: &str, position: u32) -> Result<(), AppError> {
+        let _inside = self.entered();
         if self.runtime.jobs().move_to(id, position)? {
             Ok(())
         } else {
@@ -626,11 +639,13 @@ impl Core {
 
     /// Puts a cancelled or failed job back in line (undo a cancel, run a failed job again); the new job's id.
     pub fn requeue_job(&self, id: &str, position: Option<u32>) -> Result<String, AppError> {
+        let _inside = self.entered();
         Ok(self.runtime.jobs().requeue(id, position)?)
     }
 
     /// Pauses or resumes the queue (the running job finishes either way); returns whether it is paused.
     pub fn set_queue_paused(&self, paused: bool) -> bool {
+        let _inside = self.entered();
         if paused {
             self.runtime.jobs().pause();
         } else {
@@ -919,6 +934,7 @@ impl Core {
     /// VRAM policy apply at once; the outputs folder applies to the app's next job at once and to the API after a
     /// restart; the network settings after a restart.
     pub fn settings_changed(&self, key: &str) -> Result<SettingChange, AppError> {
+        let _inside = self.entered();
         let config = self
             .runtime
             .reload_config()

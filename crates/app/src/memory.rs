@@ -65,6 +65,7 @@ impl Core {
         weight_type: QuantType,
         output: Option<String>,
     ) -> Result<String, AppError> {
+        let _inside = self.entered();
         let library = self.library();
         let conversion = library
             .plan_conversion(model, part, weight_type, output.as_deref())
