@@ -181,6 +181,9 @@ export const draft = $state({
   inpaint: false,
 });
 
+/** Which of the Generate form's folding sections are open: kept while the user visits other panels. */
+export const sections = $state({ advanced: false, memory: false, hires: false, control: false });
+
 let nextToast = 1;
 
 export function toast(

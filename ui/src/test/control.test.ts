@@ -107,7 +107,8 @@ describe("Generate: ControlNet", () => {
     const image = screen.getByTestId<HTMLImageElement>("control-image");
     expect(image.src).toMatch(/^data:image\/png;base64,/);
     expect(screen.getByTestId("control-image-name").textContent).toContain("pose-map.png · 512×768");
-    expect(screen.getByLabelText<HTMLSelectElement>("Preprocessor").selectedOptions[0].textContent).toBe("None — a map made elsewhere (depth, pose, lineart…), used as it is");
+    expect(screen.getByLabelText<HTMLSelectElement>("Preprocessor").selectedOptions[0].textContent).toBe("None");
+    expect(screen.getByTestId("control-module-what").textContent).toBe("a map made elsewhere (depth, pose, lineart…), used as it is");
     expect(screen.getByTestId<HTMLImageElement>("control-map").src).toBe(image.src);
     expect(screen.queryByLabelText("Low threshold")).toBeNull();
     expect(previews(calls)).toEqual([]);

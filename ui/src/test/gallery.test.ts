@@ -311,6 +311,24 @@ describe("Gallery", () => {
     expect(from.classList.contains("unset")).toBe(true);
   });
 
+  it("a date typed only in part stays visible and marked as not filtering, and Clear empties it", async () => {
+    app.detail = null;
+    mockCore();
+    render(Gallery);
+    const from = screen.getByTestId<HTMLInputElement>("gallery-from");
+    // The browser keeps a part-typed date out of `value` and says so in `validity.badInput`.
+    Object.defineProperty(from, "validity", { configurable: true, value: { badInput: true } });
+    await fireEvent.input(from, { target: { value: "" } });
+    await fireEvent.blur(from);
+    expect(from.classList.contains("unset")).toBe(false);
+    expect(from.getAttribute("aria-invalid")).toBe("true");
+    expect(from.title).toBe("This date is not complete: it does not filter yet");
+    Object.defineProperty(from, "validity", { configurable: true, value: { badInput: false } });
+    await fireEvent.click(screen.getByRole("button", { name: "Clear the dates" }));
+    expect(from.classList.contains("unset")).toBe(true);
+    expect(from.getAttribute("aria-invalid")).toBeNull();
+  });
+
   it("says where an image's parameters came from, and how long its render took", async () => {
     app.detail = null;
     const e = entry(9, { source: "comfyui", generation_seconds: 75, client: null, queue_seconds: null });

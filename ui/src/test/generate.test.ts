@@ -1037,3 +1037,16 @@ describe("the assistant's and the critic's events on a live job", () => {
     expect(app.jobs["job-a"].status).toBe("Scored 3/10 by llava:7b: rendering another take");
   });
 });
+
+describe("Generate's folding sections", () => {
+  it("stay open while the user visits another panel and comes back", async () => {
+    mockCore();
+    const first = render(Generate);
+    await fireEvent.click(screen.getByTestId("advanced-toggle"));
+    expect(screen.getByTestId("advanced-toggle").getAttribute("aria-expanded")).toBe("true");
+    first.unmount();
+    render(Generate);
+    expect(screen.getByTestId("advanced-toggle").getAttribute("aria-expanded")).toBe("true");
+    expect(screen.getByText("Sampler")).toBeTruthy();
+  });
+});

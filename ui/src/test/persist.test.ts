@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/svelte";
 import { flushSync } from "svelte";
 import Generate from "../panels/Generate.svelte";
-import { app, draft, emptyForm, form, formKey, start } from "../lib/state.svelte";
+import { app, draft, emptyForm, form, formKey, sections, start } from "../lib/state.svelte";
 import { card, info, mockCore, models } from "./fixtures";
 
 /** The key of the fixtures' data folder. */
@@ -26,6 +26,7 @@ function restart(stop: () => void) {
   cleanup();
   Object.assign(form, emptyForm());
   Object.assign(draft, { seedLocked: false, init: null });
+  Object.assign(sections, { advanced: false, memory: false, hires: false, control: false });
 }
 
 describe("Generate: the form survives a restart", () => {

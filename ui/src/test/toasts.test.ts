@@ -32,13 +32,18 @@ describe("Toasts", () => {
     expect(texts()).toEqual(["Second"]);
   });
 
-  it("an error stays in sight when a later message arrives", async () => {
+  it("an error folded behind a later message turns the count red and names it; opening shows it", async () => {
     render(Toasts);
     toast("Image 3 is locked by another program", "error", undefined, "os error 32");
     toast("Saved");
     toast("2 images moved to the trash", "info", { label: "Undo", run: () => {} });
-    await waitFor(() => expect(texts()).toEqual(["Image 3 is locked by another program", "2 images moved to the trash"]));
-    expect(screen.getByTestId("toasts-more").textContent).toBe("1 more message");
+    await waitFor(() => expect(texts()).toEqual(["2 images moved to the trash"]));
+    const more = screen.getByTestId("toasts-more");
+    expect(more.textContent).toBe("2 more messages (1 error)");
+    expect(more.classList.contains("error")).toBe(true);
+    await fireEvent.click(more);
+    expect(texts()).toEqual(["Image 3 is locked by another program", "Saved", "2 images moved to the trash"]);
+    expect(screen.getByRole("alert").textContent).toContain("Image 3 is locked by another program");
   });
 
   it("when the others are dismissed the count goes and the list folds back for the next burst", async () => {
