@@ -736,6 +736,17 @@ async fn a_killed_servers_worker_does_not_outlive_it_and_its_lanes_are_listed() 
         let info = get(format!("{base}/api/v1/jobs/{id}")).await.unwrap();
         let lanes = get(format!("{base}/api/v1/queue/state")).await.unwrap()["lanes"].clone();
         assert_eq!(lanes.as_array().map(Vec::len), Some(2), "{lanes}");
+        // A CPU-only build: the default device takes the turns with Ollama, the second lane is a CPU worker.
+        assert_eq!(
+            lanes[0]["device"],
+            serde_json::json!({"kind": "default"}),
+            "{lanes}"
+        );
+        assert_eq!(
+            lanes[1]["device"],
+            serde_json::json!({"kind": "cpu"}),
+            "{lanes}"
+        );
         if info["last_event"]["phase"] == "sampling" {
             let lane = &lanes[info["lane"].as_u64().unwrap() as usize];
             assert_eq!(lane["job"], id.as_str(), "{lanes}");

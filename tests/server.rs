@@ -1790,7 +1790,7 @@ async fn a_paused_queue_holds_its_jobs_until_resumed_and_a_cancelled_job_can_be_
     let job = json!({"model": "tiny", "prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2, "threads": 2});
 
     // One lane, idle before its first job: no model, no job.
-    let lanes = json!([{"lane": 0, "model": null, "job": null, "worker_pid": null}]);
+    let lanes = json!([{"lane": 0, "device": {"kind": "default"}, "model": null, "job": null, "worker_pid": null}]);
     let (status, paused) = api.post("/api/v1/queue/pause", json!({})).await;
     assert_eq!(
         (status, &paused),

@@ -1203,3 +1203,133 @@ fn serve_keeps_the_gateway_on_this_machine_when_the_api_listens_on_the_network()
         "{line}"
     );
 }
+
+/// Two simulated cards: the fake's GPU as card 0, where Ollama's models live, and an idle card 1 beside it.
+struct TwoCards(FakeOllama);
+
+impl diffugen_vram::GpuProbe for TwoCards {
+    fn read(&self) -> Result<Vec<diffugen_vram::GpuReading>, String> {
+        let mut cards = diffugen_vram::GpuProbe::read(&self.0)?;
+        let total = cards[0].total_bytes;
+        let desktop = 0.25 * GIB as f64;
+        cards.push(diffugen_vram::GpuReading {
+            index: 1,
+            name: "Simulated idle GPU".into(),
+            total_bytes: total,
+            used_bytes: desktop,
+            free_bytes: total - desktop,
+            processes: Vec::new(),
+        });
+        Ok(cards)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_lane_per_gpu_only_the_llms_card_is_handed_over_and_the_other_renders_beside_the_llm(
+) {
+    use diffugen_vram::LaneDevice;
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let fake = FakeOllama::start(&[(QWEN, 4.7)]).await;
+    fake.preload(QWEN, -1);
+    // The LLM takes two seconds to leave card 0: a job on card 1 must not wait for that.
+    fake.set_release_delay(Duration::from_secs(2));
+    let devices = [LaneDevice::Gpu { index: 0 }, LaneDevice::Gpu { index: 1 }];
+    let engines: Vec<Arc<diffugen_engine::Engine>> = devices
+        .iter()
+        .map(|d| Arc::new(engine().with_env(d.worker_env())))
+        .collect();
+    let cards = devices
+        .iter()
+        .zip(&engines)
+        .map(|(d, e)| {
+            let e: Arc<dyn diffugen_vram::DiffusionEngine> = e.clone();
+            (d.card().unwrap(), e)
+        })
+        .collect();
+    let orchestrator = Orchestrator::with_cards(
+        config(Policy::Always),
+        OllamaClient::new(&fake.url()).unwrap(),
+        Arc::new(TwoCards(fake.clone())),
+        cards,
+    );
+    let jobs = JobManager::start_on_devices(
+        engines.iter().cloned().zip(devices).collect(),
+        diffugen_jobs::JobOptions {
+            depth: 8,
+            orchestrator: Some(orchestrator.clone()),
+            gallery: None,
+            defaults: diffugen_jobs::JobDefaults::default(),
+            store: None,
+        },
+    );
+    let rig = Rig {
+        ws: Workspace::new(),
+        fake,
+        orchestrator,
+        jobs,
+    };
+    let (a, b) = (rig.submit(11), rig.submit(12));
+    let (events_a, events_b) = tokio::join!(rig.follow(&a), rig.follow(&b));
+    let lane = |id: &str| rig.jobs.get(id).unwrap().lane;
+    let mut by_lane = [(lane(&a), events_a), (lane(&b), events_b)];
+    by_lane.sort_by_key(|(lane, _)| *lane);
+    let [(Some(0), on_llm_card), (Some(1), on_idle_card)] = by_lane else {
+        panic!(
+            "the two jobs did not run one on each lane: {:?}",
+            [lane(&a), lane(&b)]
+        );
+    };
+    done_at(&on_llm_card);
+    done_at(&on_idle_card);
+
+    let unload = rig
+        .fake
+        .when(&Happening::UnloadRequested(QWEN.into()))
+        .expect("the LLM was unloaded for the job on its card");
+    assert!(on_llm_card
+        .iter()
+        .any(|(_, e)| matches!(e.stage, Stage::FreeingVram { .. })));
+    assert!(first_sampling(&on_llm_card).duration_since(unload) >= Duration::from_secs(2));
+    // The job on the other card never asked Ollama for anything and sampled while the LLM was still leaving.
+    assert!(!on_idle_card
+        .iter()
+        .any(|(_, e)| matches!(e.stage, Stage::FreeingVram { .. } | Stage::Preparing { .. })));
+    let plan = on_idle_card.iter().find_map(|(_, e)| match &e.stage {
+        Stage::Plan { plan, .. } => Some(plan.clone()),
+        _ => None,
+    });
+    // Card 1 has 7.75 GiB free (less the planner's reserve); card 0, with the 4.7 GiB LLM, has at most 3.3.
+    let available = plan
+        .expect("the job on card 1 was planned")
+        .vram_available_bytes
+        .unwrap_or(0.0);
+    assert!(
+        available > 7.0 * GIB as f64,
+        "planned for card 1's memory, not the LLM's card: {available}"
+    );
+    assert!(
+        first_sampling(&on_idle_card) < unload + Duration::from_secs(2),
+        "card 1's job waited for card 0's hand-over"
+    );
+
+    // The worker on card 1 stays resident, seeing only its card.
+    let pid = engines[1]
+        .current_pid()
+        .expect("card 1's worker stays resident after its job");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    for var in ["CUDA_VISIBLE_DEVICES=1", "CUDA_DEVICE_ORDER=PCI_BUS_ID"] {
+        assert!(
+            environ.split('\0').any(|v| v == var),
+            "{var} missing: {environ}"
+        );
+    }
+
+    // The LLM comes back once, when the queue is empty.
+    rig.settle(Phase::Llm).await;
+    assert_eq!(rig.fake.count(is_unload), 1);
+    assert_eq!(rig.fake.count(is_load), 1);
+    // Card 0's worker was ended for the LLM; card 1's keeps its model.
+    assert_eq!(engines[0].current_pid(), None);
+    assert_eq!(engines[1].current_pid(), Some(pid));
+}

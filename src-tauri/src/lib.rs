@@ -192,6 +192,12 @@ fn queue_paused(core: CoreState<'_>) -> bool {
 
 #[tauri::command]
 #[specta::specta]
+fn queue_lanes(core: CoreState<'_>) -> Vec<diffugen_jobs::LaneInfo> {
+    core.lanes()
+}
+
+#[tauri::command]
+#[specta::specta]
 async fn gallery_page(core: CoreState<'_>, query: Query) -> Result<Page, AppError> {
     core.gallery_page(query).await
 }
@@ -486,6 +492,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             requeue_job,
             set_queue_paused,
             queue_paused,
+            queue_lanes,
             gallery_page,
             gallery_count,
             gallery_entry,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use diffugen_downloads::{CatalogEntry, DownloadEvent, PullInfo};
 use diffugen_engine::{Destination, JobEvent, WorkerCommand};
 use diffugen_gallery::{Entry, Gallery, Page, Query};
-use diffugen_jobs::{JobInfo, JobManager};
+use diffugen_jobs::{JobInfo, JobManager, LaneInfo};
 use diffugen_models::{Library, ModelCard, ModelEntry};
 use diffugen_runtime::{Config, Runtime, StartError, StartOptions};
 use diffugen_server::{Doors, DoorsConfig, ServerConfig};
@@ -656,6 +656,11 @@ impl Core {
 
     pub fn queue_paused(&self) -> bool {
         self.runtime.jobs().is_paused()
+    }
+
+    /// The render lanes: where each renders (its GPU when it has one of its own), the model it holds, its job.
+    pub fn lanes(&self) -> Vec<LaneInfo> {
+        self.runtime.jobs().lanes()
     }
 
     pub async fn gallery_page(&self, query: Query) -> Result<Page, AppError> {

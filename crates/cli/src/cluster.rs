@@ -48,7 +48,7 @@ pub struct WorkerArgs {
     /// name it
     #[arg(long)]
     name: String,
-    /// Render lanes on this machine (1 to 16; more than one needs a CPU-only build, as for serve)
+    /// Render lanes on this machine (1 to 16; a GPU build runs one per GPU, as for serve)
     #[arg(long, default_value_t = 1, value_name = "N")]
     lanes: u32,
     #[command(flatten)]
@@ -84,7 +84,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
 pub fn run_worker(config: &Config, args: &WorkerArgs) -> Result<ExitCode, String> {
     check_name(&args.name)?;
     args.connection.ack_wait()?;
-    crate::serve::check_lanes(args.lanes, diffugen_engine::memory::GPU_BACKEND)?;
+    crate::serve::check_lanes(args.lanes)?;
     let vram = args.vram.config(config)?;
     let mut options = crate::start_options(config, vram, 64, false, args.lanes)?;
     options.gallery = false;

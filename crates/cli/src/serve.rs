@@ -42,8 +42,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 32)]
     queue_depth: usize,
     /// Render lanes: engine workers that render side by side, each taking the next job (a job for a model one of
-    /// them holds goes to that one). Lane 0 shares the GPU with Ollama; the others are CPU workers, so more than one
-    /// lane needs a CPU-only build for now (1 to 16)
+    /// them holds goes to that one). A GPU build runs one per GPU (lane i on card i, as nvidia-smi numbers them),
+    /// taking turns with Ollama only on the card its LLMs live on; a CPU-only build runs CPU workers (1 to 16)
     #[arg(long, default_value_t = 1, value_name = "N")]
     lanes: u32,
     #[command(flatten)]
@@ -102,18 +102,12 @@ impl ServeArgs {
 /// The most render lanes `serve` runs.
 pub const MAX_LANES: u32 = 16;
 
-/// `--lanes` from 1 to [`MAX_LANES`]; more than one only in a CPU-only build (a lane per GPU is not built yet, and
-/// extra lanes of a GPU build would all land on the first card).
-pub(crate) fn check_lanes(lanes: u32, gpu_build: bool) -> Result<(), String> {
+/// `--lanes` from 1 to [`MAX_LANES`] (a GPU build's lanes are then checked against its cards when it starts:
+/// `diffugen_runtime::lane_devices`).
+pub(crate) fn check_lanes(lanes: u32) -> Result<(), String> {
     if !(1..=MAX_LANES).contains(&lanes) {
         return Err(format!(
             "--lanes must be from 1 to {MAX_LANES}, got {lanes}"
-        ));
-    }
-    if lanes > 1 && gpu_build {
-        return Err(format!(
-            "--lanes {lanes}: several lanes run CPU workers, and this build renders on the GPU; a lane per GPU is \
-             not available yet (use a CPU-only build for CPU lanes)"
         ));
     }
     Ok(())
@@ -148,7 +142,7 @@ pub fn run(config: &Config, args: &ServeArgs) -> Result<ExitCode, String> {
     };
     let mut vram = args.vram.config(config)?;
     vram.llm_wait_timeout = std::time::Duration::from_secs(args.llm_wait_timeout);
-    check_lanes(args.lanes, diffugen_engine::memory::GPU_BACKEND)?;
+    check_lanes(args.lanes)?;
     if args.no_engine && args.cluster.is_none() {
         return Err("--no-engine needs --cluster: without a cluster, nothing would render".into());
     }

@@ -114,6 +114,8 @@ impl RecentLog {
 pub struct Engine {
     recent_log: RecentLog,
     command: WorkerCommand,
+    /// Set in each worker's environment (a lane's card: `LaneDevice::worker_env`).
+    env: Vec<(String, String)>,
     worker: tokio::sync::Mutex<Option<Worker>>,
     cancel: Mutex<Option<(String, oneshot::Sender<String>)>>,
     estimator: Mutex<Estimator>,
@@ -127,6 +129,7 @@ impl Engine {
         Engine {
             recent_log: RecentLog::default(),
             command,
+            env: Vec::new(),
             worker: tokio::sync::Mutex::new(None),
             cancel: Mutex::new(None),
             estimator: Mutex::new(Estimator::default()),
@@ -135,9 +138,16 @@ impl Engine {
         }
     }
 
+    /// The same engine with `env` set in each of its workers' environment (a render lane confined to its card).
+    pub fn with_env(mut self, env: Vec<(String, String)>) -> Engine {
+        self.env = env;
+        self
+    }
+
     async fn spawn(&self) -> Result<Worker, EngineError> {
         let mut child = Command::new(&self.command.program)
             .args(&self.command.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,7 +1,7 @@
 //! The job queue shared by every front door (HTTP routes now, the desktop app and CLI-against-a-server later).
 //!
 //! Jobs run first in, first out, on the queue's render lanes: one engine worker each (one lane by default; `--lanes N`
-//! runs N CPU workers side by side). A free lane takes the first waiting job, except that a job whose model another
+//! runs N side by side: a lane per GPU on a GPU build, CPU workers otherwise). A free lane takes the first waiting job, except that a job whose model another
 //! free lane holds is left to that lane, and a lane takes a job for its own model first. The queue is bounded, so a flood of
 //! requests is told to come back later instead of piling up. Every job keeps its events, so a subscriber that
 //! arrives late — an SSE client reconnecting, the app opening — replays what already happened and then follows live.
@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use diffugen_engine::{Destination, Engine, FailureKind, JobEvent, JobSpec, Output, Stage, Work};
 use diffugen_gallery::Gallery;
-use diffugen_vram::Orchestrator;
+use diffugen_vram::{LaneDevice, Orchestrator};
 use serde::Serialize;
 use tokio::sync::{broadcast, Notify};
 
@@ -99,8 +99,11 @@ pub struct JobInfo {
 /// One render lane as the queue view shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, specta::Type)]
 pub struct LaneInfo {
-    /// From 0; lane 0 takes the GPU's turns with Ollama (the VRAM orchestrator), the others run on the CPU.
+    /// From 0.
     pub lane: u32,
+    /// Where it renders: `default` (the build's device, taking every job's turn with Ollama), `gpu` with the card's
+    /// `index` (its worker sees only that card), or `cpu`.
+    pub device: LaneDevice,
     /// The model its worker holds in memory.
     pub model: Option<String>,
     /// The job it runs.
@@ -121,6 +124,8 @@ struct Shared {
     defaults: Mutex<JobDefaults>,
     /// One engine per render lane (lane `i` is `engines[i]`).
     engines: Vec<Arc<Engine>>,
+    /// Where each lane renders (lane `i` on `devices[i]`).
+    devices: Vec<LaneDevice>,
     /// The live preview a render that asks for none gets (see [`JobManager::preview_every_job`]).
     preview: Mutex<Option<diffugen_engine::params::PreviewRequest>>,
     orchestrator: Option<Orchestrator>,
@@ -261,7 +266,18 @@ impl JobManager {
     /// The queue over several render lanes, one engine each (at least one). Lane 0 takes the GPU's turns with the
     /// orchestrator; the others render without one (CPU workers).
     pub fn start_lanes(engines: Vec<Arc<Engine>>, options: JobOptions) -> JobManager {
-        JobManager::build(engines, options, false)
+        let devices = LaneDevice::for_lanes(engines.len() as u32, None);
+        JobManager::start_on_devices(engines.into_iter().zip(devices).collect(), options)
+    }
+
+    /// The queue over render lanes each on its device: a lane on a GPU plans its jobs for that card and takes a
+    /// turn with Ollama only when an LLM lives there ([`Orchestrator::needs_turn`]); a `Default` lane takes every
+    /// job's turn; a CPU lane none.
+    pub fn start_on_devices(
+        lanes: Vec<(Arc<Engine>, LaneDevice)>,
+        options: JobOptions,
+    ) -> JobManager {
+        JobManager::build(lanes, options, false)
     }
 
     /// The queue of a cluster front: jobs are accepted, listed, cancelled and recorded here as everywhere, but no
@@ -270,11 +286,17 @@ impl JobManager {
     /// [`JobManager::relay`], [`JobManager::complete`]). `engines` stay idle here (this machine renders, if it does,
     /// as a cluster worker over another queue that shares them and the orchestrator).
     pub fn start_front(engines: Vec<Arc<Engine>>, options: JobOptions) -> JobManager {
-        JobManager::build(engines, options, true)
+        let devices = LaneDevice::for_lanes(engines.len() as u32, None);
+        JobManager::build(engines.into_iter().zip(devices).collect(), options, true)
     }
 
-    fn build(engines: Vec<Arc<Engine>>, options: JobOptions, front: bool) -> JobManager {
-        assert!(!engines.is_empty(), "a queue needs at least one lane");
+    fn build(
+        lanes: Vec<(Arc<Engine>, LaneDevice)>,
+        options: JobOptions,
+        front: bool,
+    ) -> JobManager {
+        assert!(!lanes.is_empty(), "a queue needs at least one lane");
+        let (engines, devices): (Vec<_>, Vec<_>) = lanes.into_iter().unzip();
         let JobOptions {
             depth,
             orchestrator,
@@ -293,6 +315,7 @@ impl JobManager {
             shared: Arc::new(Shared {
                 wake: engines.iter().map(|_| Notify::new()).collect(),
                 engines,
+                devices,
                 preview: Mutex::new(None),
                 orchestrator,
                 gallery,
@@ -470,6 +493,11 @@ impl JobManager {
             .unwrap_or_else(|e| e.into_inner()) = preview;
     }
 
+    /// Where each lane renders, lane 0 first.
+    pub fn devices(&self) -> &[LaneDevice] {
+        &self.shared.devices
+    }
+
     /// Every lane's engine, lane 0 first.
     pub fn engines(&self) -> &[Arc<Engine>] {
         &self.shared.engines
@@ -488,6 +516,7 @@ impl JobManager {
             .enumerate()
             .map(|(lane, engine)| LaneInfo {
                 lane: lane as u32,
+                device: self.shared.devices[lane],
                 model: engine.loaded_model(),
                 worker_pid: engine.current_pid(),
                 job: state

@@ -1,13 +1,14 @@
 //! The queue's runners, one per render lane: each takes its next job, makes room on the GPU (the orchestrator's
-//! diffusion turn, the memory plan; lane 0 only — the other lanes are CPU workers), runs it on its engine, records its
-//! images in the gallery, ends it, and frees an idle model after the keep-alive.
+//! diffusion turn on the lane's card when the LLMs live there, and the memory plan for that card; a CPU lane needs
+//! neither), runs it on its engine, records its images in the gallery, ends it, and frees an idle model after the
+//! keep-alive.
 
 use std::time::Instant;
 
 use diffugen_engine::{Engine, FailureKind, JobEvent, JobSpec, Output, Stage, Work};
 use diffugen_gallery::Gallery;
 use diffugen_vram::share::Fit;
-use diffugen_vram::{DiffusionLease, Orchestrator};
+use diffugen_vram::{DiffusionLease, LaneDevice, Orchestrator};
 use tokio::sync::oneshot;
 
 use crate::state::finish;
@@ -17,12 +18,7 @@ impl JobManager {
     pub(crate) async fn run(self, lane: usize) {
         // Held across back-to-back jobs so the LLM is not reloaded between them; dropped when the queue drains.
         let mut lease: Option<DiffusionLease> = None;
-        // Lane 0 takes the GPU's turns with Ollama; the other lanes are CPU workers.
-        let orchestrated = if lane == 0 {
-            self.shared.orchestrator.clone()
-        } else {
-            None
-        };
+        let device = self.shared.devices[lane];
         let engine = self.shared.engines[lane].clone();
         // From taking a job until idle again with the lease given back.
         let mut busy = false;
@@ -146,9 +142,21 @@ impl JobManager {
             }
             // Lanczos and nearest run on the CPU: they need no turn on the GPU.
             let needs_gpu = !matches!(&work, Work::Upscale(spec) if spec.needed_vram() == 0.0);
-            if let (Some(orchestrator), None, true) = (&orchestrated, &lease, needs_gpu) {
+            // The orchestrator and the card of a job that takes its turn with the LLMs: every job of the default
+            // lane; on a GPU lane, one whose card holds an LLM (or a lease already); never a CPU lane's.
+            let orchestrated: Option<(Orchestrator, u32)> = match device {
+                LaneDevice::Cpu => None,
+                LaneDevice::Default => self.shared.orchestrator.clone().map(|o| (o, 0)),
+                LaneDevice::Gpu { index } => self
+                    .shared
+                    .orchestrator
+                    .clone()
+                    .filter(|o| lease.is_some() || o.needs_turn(index))
+                    .map(|o| (o, index)),
+            };
+            if let (Some((orchestrator, card)), None, true) = (&orchestrated, &lease, needs_gpu) {
                 match self
-                    .prepare(orchestrator, &id, &mut work, accepted, &mut record)
+                    .prepare(orchestrator, *card, &id, &mut work, accepted, &mut record)
                     .await
                 {
                     Ok(acquired) => lease = Some(acquired),
@@ -161,9 +169,13 @@ impl JobManager {
                     }
                 }
             } else if let Work::Generate(spec) = &mut work {
-                let orchestrator = orchestrated.as_ref();
-                let budget = orchestrator.and_then(Orchestrator::sharing_budget);
-                for stage in plan_stages(orchestrator, spec, budget) {
+                // Planned for the lane's card as it is now (beside the LLMs on another card, or within the budget
+                // of a shared turn).
+                let gpu = device
+                    .card()
+                    .and_then(|card| self.shared.orchestrator.as_ref().map(|o| (o, card)));
+                let budget = orchestrated.as_ref().and_then(|(o, _)| o.sharing_budget());
+                for stage in plan_stages(gpu, spec, budget) {
                     record(JobEvent::new(&id, accepted.elapsed().as_secs_f64(), stage));
                 }
             }
@@ -176,7 +188,7 @@ impl JobManager {
                 (Work::Generate(spec), Some(asked)) => {
                     self.render_critiqued(
                         &engine,
-                        orchestrated.as_ref(),
+                        orchestrated.as_ref().map(|(o, card)| (o, *card)),
                         &id,
                         spec,
                         &destination,
@@ -216,9 +228,8 @@ impl JobManager {
                 finish(&mut state, &id);
                 !state.queue.is_empty()
             };
-            let orchestrator = orchestrated.as_ref();
             // Hand the GPU back when the queue is empty, or between jobs when an LLM request is waiting for it.
-            if !more || orchestrator.is_some_and(|o| o.llm_waiting()) {
+            if !more || orchestrated.as_ref().is_some_and(|(o, _)| o.llm_waiting()) {
                 // Given back before the next job is taken, so the LLMs are restored (or the waiting request served)
                 // before the GPU is asked for again.
                 if let Some(lease) = lease.take() {
@@ -310,7 +321,7 @@ impl JobManager {
     async fn render_critiqued(
         &self,
         engine: &Engine,
-        orchestrated: Option<&Orchestrator>,
+        orchestrated: Option<(&Orchestrator, u32)>,
         id: &str,
         spec: &mut JobSpec,
         destination: &diffugen_engine::Destination,
@@ -322,10 +333,10 @@ impl JobManager {
         let mut takes: Vec<(JobEvent, f64)> = Vec::new();
         for attempt in 1..=2u32 {
             if attempt > 1 {
-                if let (Some(orchestrator), None) = (orchestrated, &*lease) {
+                if let (Some((orchestrator, card)), None) = (orchestrated, &*lease) {
                     let mut work = Work::Generate(Box::new(spec.clone()));
                     match self
-                        .prepare(orchestrator, id, &mut work, accepted, record)
+                        .prepare(orchestrator, card, id, &mut work, accepted, record)
                         .await
                     {
                         Ok(acquired) => *lease = Some(acquired),
@@ -531,6 +542,7 @@ impl JobManager {
     async fn prepare(
         &self,
         orchestrator: &Orchestrator,
+        card: u32,
         id: &str,
         work: &mut Work,
         accepted: Instant,
@@ -539,7 +551,7 @@ impl JobManager {
         let (cancel_tx, cancel_rx) = oneshot::channel();
         self.lock().preparing.push((id.to_string(), cancel_tx));
         let mut planner: Box<dyn FnMut(f64) -> Fit + Send> = match &*work {
-            Work::Generate(spec) => Box::new(fit_for(spec, orchestrator)),
+            Work::Generate(spec) => Box::new(fit_for(spec, orchestrator, card)),
             Work::Upscale(spec) => {
                 let vram_bytes = spec.needed_vram();
                 Box::new(move |_free: f64| Fit {
@@ -557,7 +569,7 @@ impl JobManager {
             ));
         };
         let result = tokio::select! {
-            lease = orchestrator.acquire_diffusion_planned(&mut planner, &mut on_stage) => {
+            lease = orchestrator.acquire_diffusion_planned_on(card, &mut planner, &mut on_stage) => {
                 lease.map_err(|e| Stage::Failed { error: e.to_string(), kind: FailureKind::Gpu })
             }
             reason = cancel_rx => Err(Stage::Cancelled {
@@ -567,7 +579,7 @@ impl JobManager {
         self.lock().preparing.retain(|(p, _)| p != id);
         let (lease, budget) = result?;
         if let Work::Generate(spec) = work {
-            for stage in plan_stages(Some(orchestrator), spec, budget) {
+            for stage in plan_stages(Some((orchestrator, card)), spec, budget) {
                 record(JobEvent::new(id, accepted.elapsed().as_secs_f64(), stage));
             }
         }
@@ -575,12 +587,16 @@ impl JobManager {
     }
 }
 
-/// The job's memory planner as the orchestrator asks it: with `free` bytes of VRAM, would the job fit, how much
-/// would it take, and how long would it run.
-pub fn fit_for(spec: &JobSpec, orchestrator: &Orchestrator) -> impl FnMut(f64) -> Fit + Send {
+/// The job's memory planner as the orchestrator asks it: with `free` bytes of VRAM on card `card`, would the job
+/// fit, how much would it take, and how long would it run.
+pub fn fit_for(
+    spec: &JobSpec,
+    orchestrator: &Orchestrator,
+    card: u32,
+) -> impl FnMut(f64) -> Fit + Send {
     let mut spec = spec.clone();
     let total = orchestrator
-        .gpu_memory_for_diffusion()
+        .gpu_memory_for_diffusion_on(card)
         .map(|(total, _)| total);
     move |free: f64| {
         let gpu = total.map(|t| (t, free.min(t)));
@@ -607,14 +623,15 @@ pub fn fit_for(spec: &JobSpec, orchestrator: &Orchestrator) -> impl FnMut(f64) -
 /// Plans a job's memory (where each part runs, tiling, budget) with what the GPU and RAM hold now, keeps the plan
 /// in the spec for the worker, and returns the stages that tell the job's clients: the plan, and a warning with
 /// advice when even the best plan does not fit (the job still runs: the estimate errs on the generous side).
-/// `budget`: the VRAM the job may use when it shares the GPU with resident LLMs (else what is free now).
+/// `gpu`: the orchestrator that reads the cards and the card the job renders on (`None`: the CPU). `budget`: the
+/// VRAM the job may use when it shares the GPU with resident LLMs (else what is free now).
 pub fn plan_stages(
-    orchestrator: Option<&Orchestrator>,
+    gpu: Option<(&Orchestrator, u32)>,
     spec: &mut JobSpec,
     budget: Option<f64>,
 ) -> Vec<Stage> {
-    let gpu = orchestrator
-        .and_then(Orchestrator::gpu_memory_for_diffusion)
+    let gpu = gpu
+        .and_then(|(orchestrator, card)| orchestrator.gpu_memory_for_diffusion_on(card))
         .map(|(total, free)| (total, budget.map_or(free, |b| b.min(total))));
     let resources = diffugen_engine::memory::resources(gpu);
     match diffugen_engine::memory::plan_job(spec, &resources) {

@@ -407,11 +407,14 @@ impl Plan {
         if let Some(b) = self.max_vram_gib {
             text.push_str(&format!(", diffusion weights streamed under {b:.1} GiB"));
         }
-        format!(
-            "{text}; peak ~{:.1} GiB VRAM, ~{:.1} GiB RAM",
-            self.estimated_vram_peak_bytes / GIB,
-            self.estimated_ram_peak_bytes / GIB
-        )
+        let ram = self.estimated_ram_peak_bytes / GIB;
+        if self.estimated_vram_peak_bytes > 0.0 {
+            let vram = self.estimated_vram_peak_bytes / GIB;
+            format!("{text}; peak ~{vram:.1} GiB VRAM, ~{ram:.1} GiB RAM")
+        } else {
+            // All on the CPU: "~0.0 GiB VRAM" would only puzzle.
+            format!("{text}; peak ~{ram:.1} GiB RAM")
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use diffugen_engine::{Engine, WorkerCommand};
 use diffugen_gallery::Gallery;
 use diffugen_jobs::{JobManager, JobOptions};
 use diffugen_models::{FolderWatcher, Library};
-use diffugen_vram::{GpuProbe, Orchestrator, VramConfig};
+use diffugen_vram::{GpuProbe, LaneDevice, Orchestrator, VramConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -48,6 +48,9 @@ pub enum StartError {
     Worker(std::io::Error),
     #[error("cannot start the async runtime: {0}")]
     Async(std::io::Error),
+    /// More render lanes than this machine can run (a lane per GPU on a GPU build).
+    #[error("{0}")]
+    Lanes(String),
     /// The HTTP API's port (a door opens it; the runtime keeps the variant so every start error is one type).
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -68,6 +71,32 @@ impl StartError {
     }
 }
 
+/// Where each of `lanes` render lanes runs. A GPU build with several lanes gets one per card NVML reads (lane `i`
+/// on card `i`), and refuses more lanes than cards; otherwise lane 0 is the build's default device (taking the
+/// GPU's turns with Ollama) and the others are CPU lanes.
+pub fn lane_devices(
+    lanes: u32,
+    gpu_build: bool,
+    readings: &[diffugen_vram::GpuReading],
+) -> Result<Vec<LaneDevice>, String> {
+    if !gpu_build || lanes <= 1 {
+        return Ok(LaneDevice::for_lanes(lanes, None));
+    }
+    let cards: Vec<u32> = readings.iter().map(|g| g.index).collect();
+    if (lanes as usize) > cards.len() {
+        return Err(format!(
+            "--lanes {lanes}: a lane renders on a GPU of its own and NVML sees {} here{}",
+            cards.len(),
+            if cards.is_empty() {
+                " (several lanes on a GPU build need NVIDIA cards that NVML can read)"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(LaneDevice::for_lanes(lanes, Some(&cards)))
+}
+
 /// What to start beyond the configuration.
 pub struct StartOptions {
     pub config: Config,
@@ -84,8 +113,9 @@ pub struct StartOptions {
     pub durable_queue: bool,
     /// Watches the model folders and reports changes ([`Runtime::model_events`]).
     pub watch_folders: bool,
-    /// Render lanes, one engine worker each (at least 1): lane 0 takes the GPU's turns with Ollama, the others are
-    /// CPU workers (`diffugen serve --lanes N`).
+    /// Render lanes, one engine worker each (at least 1; `diffugen serve --lanes N`): on a GPU build with several,
+    /// a lane per card ([`lane_devices`]); otherwise lane 0 takes the GPU's turns with Ollama and the others are CPU
+    /// workers.
     pub lanes: u32,
     /// Records finished images in the data folder's gallery (a cluster worker sends its images to the front
     /// instead).
@@ -149,17 +179,29 @@ impl Runtime {
         };
         let ollama = config.ollama_client()?;
         let gallery = config.gallery()?;
-        let engines: Vec<Arc<Engine>> = (0..lanes.max(1))
-            .map(|_| Arc::new(Engine::new(worker.clone())))
+        let readings = gpu.read().unwrap_or_default();
+        let devices = lane_devices(lanes, diffugen_engine::memory::GPU_BACKEND, &readings)
+            .map_err(StartError::Lanes)?;
+        let engines: Vec<Arc<Engine>> = devices
+            .iter()
+            .map(|device| Arc::new(Engine::new(worker.clone()).with_env(device.worker_env())))
             .collect();
-        let engine = engines[0].clone();
-        // VRAM budgets are checked against the card at validation.
+        // VRAM budgets are checked against the cards at validation (the largest: a lane may be on any).
         diffugen_engine::memory::set_vram_total(
-            gpu.read()
-                .ok()
-                .and_then(|g| g.first().map(|g| g.total_bytes)),
+            readings
+                .iter()
+                .map(|g| g.total_bytes)
+                .max_by(f64::total_cmp),
         );
-        let orchestrator = Orchestrator::new(vram, ollama, gpu, engine.clone());
+        let cards: Vec<(u32, Arc<dyn diffugen_vram::DiffusionEngine>)> = devices
+            .iter()
+            .zip(&engines)
+            .filter_map(|(device, engine)| {
+                let engine: Arc<dyn diffugen_vram::DiffusionEngine> = engine.clone();
+                device.card().map(|card| (card, engine))
+            })
+            .collect();
+        let orchestrator = Orchestrator::with_cards(vram, ollama, gpu, cards);
         let store = if durable_queue {
             let path = config.data_dir.join(QUEUE_FILE);
             match diffugen_jobs::JobStore::open(&path, diffugen_jobs::HISTORY_KEPT) {
@@ -184,7 +226,7 @@ impl Runtime {
         let jobs = if front {
             JobManager::start_front(engines, options)
         } else {
-            JobManager::start_lanes(engines, options)
+            JobManager::start_on_devices(engines.into_iter().zip(devices).collect(), options)
         };
         let tasks = vec![
             orchestrator.start_meter(Duration::from_secs(1)),
@@ -276,8 +318,9 @@ impl Runtime {
         *self.inner.front.write().unwrap_or_else(|e| e.into_inner()) = Some(front.clone());
         if let Some(name) = own_worker {
             let jobs = self.jobs();
-            let own = JobManager::start_lanes(
-                jobs.engines().to_vec(),
+            let lanes = jobs.engines().iter().cloned();
+            let own = JobManager::start_on_devices(
+                lanes.zip(jobs.devices().iter().copied()).collect(),
                 JobOptions {
                     depth: jobs.engines().len() * 2,
                     orchestrator: jobs.orchestrator().cloned(),
@@ -510,4 +553,48 @@ impl Runtime {
 
 fn display(path: &Path) -> String {
     path.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(index: u32) -> diffugen_vram::GpuReading {
+        diffugen_vram::GpuReading {
+            index,
+            name: format!("GPU {index}"),
+            total_bytes: 8.0 * 1024.0 * 1024.0 * 1024.0,
+            used_bytes: 0.0,
+            free_bytes: 8.0 * 1024.0 * 1024.0 * 1024.0,
+            processes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_gpu_build_runs_a_lane_per_card_and_refuses_more_lanes_than_cards() {
+        let two = [card(0), card(1)];
+        assert_eq!(
+            lane_devices(2, true, &two).unwrap(),
+            vec![LaneDevice::Gpu { index: 0 }, LaneDevice::Gpu { index: 1 }]
+        );
+        assert_eq!(
+            lane_devices(1, true, &two).unwrap(),
+            vec![LaneDevice::Default]
+        );
+        let refused = lane_devices(3, true, &two).unwrap_err();
+        assert!(
+            refused.contains("--lanes 3") && refused.contains("NVML sees 2"),
+            "{refused}"
+        );
+        let none = lane_devices(2, true, &[]).unwrap_err();
+        assert!(none.contains("NVML sees 0"), "{none}");
+    }
+
+    #[test]
+    fn a_cpu_build_runs_the_default_lane_and_cpu_lanes_whatever_cards_it_sees() {
+        assert_eq!(
+            lane_devices(3, false, &[card(0), card(1)]).unwrap(),
+            vec![LaneDevice::Default, LaneDevice::Cpu, LaneDevice::Cpu]
+        );
+    }
 }

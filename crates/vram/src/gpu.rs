@@ -39,6 +39,58 @@ pub struct GpuProcess {
     pub owner: Owner,
 }
 
+/// Where a render lane's engine worker renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LaneDevice {
+    /// Whatever the build renders on (the first GPU of a GPU build, the CPU otherwise), taking every job's turn
+    /// with Ollama: the one lane of a default setup.
+    Default,
+    /// GPU `index` in NVML's numbering, the only card its worker sees; its jobs take a turn with Ollama only when
+    /// an LLM lives on that card (or its memory cannot be told apart).
+    Gpu { index: u32 },
+    /// The CPU only (an extra lane of a build without a GPU backend): never a turn with Ollama.
+    Cpu,
+}
+
+impl LaneDevice {
+    /// The card whose memory the lane's jobs are planned for (`Default` plans for the first card).
+    pub fn card(self) -> Option<u32> {
+        match self {
+            LaneDevice::Default => Some(0),
+            LaneDevice::Gpu { index } => Some(index),
+            LaneDevice::Cpu => None,
+        }
+    }
+
+    /// The lanes of a queue: `lanes` of them; with several lanes and `cards` (the GPUs DiffuGen may use, in NVML's
+    /// numbering), lane `i` renders on `cards[i]`; else one `Default` lane followed by CPU lanes.
+    pub fn for_lanes(lanes: u32, cards: Option<&[u32]>) -> Vec<LaneDevice> {
+        (0..lanes.max(1) as usize)
+            .map(|lane| match (cards.filter(|_| lanes > 1), lane) {
+                (Some(cards), lane) => cards
+                    .get(lane)
+                    .map_or(LaneDevice::Cpu, |&index| LaneDevice::Gpu { index }),
+                (None, 0) => LaneDevice::Default,
+                (None, _) => LaneDevice::Cpu,
+            })
+            .collect()
+    }
+
+    /// The environment that confines a worker to its card: CUDA's numbering made NVML's (PCI bus order, as
+    /// `nvidia-smi` counts), then only that card visible to CUDA and to Vulkan.
+    pub fn worker_env(self) -> Vec<(String, String)> {
+        let LaneDevice::Gpu { index } = self else {
+            return Vec::new();
+        };
+        vec![
+            ("CUDA_DEVICE_ORDER".into(), "PCI_BUS_ID".into()),
+            ("CUDA_VISIBLE_DEVICES".into(), index.to_string()),
+            ("GGML_VK_VISIBLE_DEVICES".into(), index.to_string()),
+        ]
+    }
+}
+
 /// Something that can read the GPUs: NVML on a real machine, a simulation in tests.
 pub trait GpuProbe: Send + Sync {
     /// Every GPU, or why none can be read (the message is shown to users as is).
@@ -145,12 +197,18 @@ pub fn process_name(pid: u32) -> String {
         .unwrap_or_default()
 }
 
+/// Whether `process` is Ollama's: its server is `ollama`, its runners `ollama runner` or, in older versions,
+/// `ollama_llama_server`.
+pub fn is_ollama(process: &GpuProcess) -> bool {
+    process.name.starts_with("ollama")
+}
+
 /// Sorts a GPU process into DiffuGen / Ollama / other: DiffuGen by its own pids, Ollama by program name (the
 /// server is `ollama`; its runners are `ollama runner` or, in older versions, `ollama_llama_server`).
 pub fn classify(process: &mut GpuProcess, diffugen_pids: &[u32]) {
     process.owner = if diffugen_pids.contains(&process.pid) {
         Owner::Diffugen
-    } else if process.name.starts_with("ollama") {
+    } else if is_ollama(process) {
         Owner::Ollama
     } else {
         Owner::Other

@@ -14,7 +14,7 @@ pub mod share;
 pub mod snapshot;
 
 pub use diffusion::{DiffusionEngine, Progress};
-pub use gpu::{GpuProbe, GpuReading, NoGpu, Nvml};
+pub use gpu::{GpuProbe, GpuReading, LaneDevice, NoGpu, Nvml};
 pub use ollama::{KeepAlive, OllamaClient, OllamaError};
 pub use orchestrator::{
     AfterQueue, DiffusionLease, LlmLease, Orchestrator, Phase, Policy, SwitchError, SwitchReport,

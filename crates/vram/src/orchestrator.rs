@@ -67,13 +67,20 @@ struct State {
     budget: Option<f64>,
     /// The last diffusion job's estimated need, for the meter's fallback.
     last_need: Option<f64>,
+    /// The card whose lane holds (or last held) the diffusion turn: its worker is the one ended when the GPU goes
+    /// back to the LLMs.
+    turn_card: Option<u32>,
+    /// The card the LLMs live on, as NVML last showed Ollama's processes (the first card until seen): a lane there
+    /// always takes its turn.
+    llm_card: u32,
 }
 
 struct Inner {
     config: Mutex<VramConfig>,
     ollama: OllamaClient,
     gpu: Arc<dyn GpuProbe>,
-    engine: Arc<dyn DiffusionEngine>,
+    /// Each GPU lane's engine with its card, the first one's first (it stands for a single-lane setup).
+    engines: Vec<(u32, Arc<dyn DiffusionEngine>)>,
     turns: Arc<RwLock<()>>,
     switch: tokio::sync::Mutex<()>,
     state: Mutex<State>,
@@ -125,19 +132,33 @@ pub struct LlmLease {
 }
 
 impl Orchestrator {
+    /// The orchestrator of one engine on the first card.
     pub fn new(
         config: VramConfig,
         ollama: OllamaClient,
         gpu: Arc<dyn GpuProbe>,
         engine: Arc<dyn DiffusionEngine>,
     ) -> Orchestrator {
+        Orchestrator::with_cards(config, ollama, gpu, vec![(0, engine)])
+    }
+
+    /// The orchestrator of several GPU lanes: `engines` pairs each lane's engine with its card (NVML's index); the
+    /// first stands for the setup where one is meant (the meter's engine line, an explicit switch). Empty: no
+    /// engine is tracked.
+    pub fn with_cards(
+        config: VramConfig,
+        ollama: OllamaClient,
+        gpu: Arc<dyn GpuProbe>,
+        engines: Vec<(u32, Arc<dyn DiffusionEngine>)>,
+    ) -> Orchestrator {
         let (events, _) = broadcast::channel(256);
+        let llm_card = engines.first().map_or(0, |(card, _)| *card);
         Orchestrator {
             inner: Arc::new(Inner {
                 config: Mutex::new(config),
                 ollama,
                 gpu,
-                engine,
+                engines,
                 turns: Arc::new(RwLock::new(())),
                 switch: tokio::sync::Mutex::new(()),
                 state: Mutex::new(State {
@@ -151,6 +172,8 @@ impl Orchestrator {
                     ollama_checked: None,
                     budget: None,
                     last_need: None,
+                    turn_card: None,
+                    llm_card,
                 }),
                 events,
             }),
@@ -340,9 +363,75 @@ impl Orchestrator {
     /// DiffuGen's own worker holds (its model is replaced or reused). Whether Ollama's models go is decided when
     /// the GPU is taken ([`Orchestrator::acquire_diffusion_planned`]). `None` without a GPU reading.
     pub fn gpu_memory_for_diffusion(&self) -> Option<(f64, f64)> {
+        self.gpu_memory_for_diffusion_on(self.first_card())
+    }
+
+    /// [`Orchestrator::gpu_memory_for_diffusion`] for card `card` (NVML's index). `None` without a reading of it.
+    pub fn gpu_memory_for_diffusion_on(&self, card: u32) -> Option<(f64, f64)> {
         let gpus = self.inner.gpu.read().ok()?;
-        let gpu = gpus.first()?;
+        let gpu = card_of(&gpus, card)?;
         Some((gpu.total_bytes, self.free_for_diffusion(gpu)))
+    }
+
+    /// Whether a job on card `card` must take its turn with the LLMs: on the LLMs' card, on one where NVML shows
+    /// an Ollama process, or where it cannot tell (no reading of the card, or memory in use that no listed process
+    /// explains). A lane on another card renders beside the LLMs without asking.
+    pub fn needs_turn(&self, card: u32) -> bool {
+        if card == self.state().llm_card {
+            return true;
+        }
+        let Ok(gpus) = self.inner.gpu.read() else {
+            return true;
+        };
+        self.learn_llm_card(&gpus);
+        let Some(gpu) = card_of(&gpus, card) else {
+            return true;
+        };
+        let listed: f64 = gpu.processes.iter().filter_map(|p| p.used_bytes).sum();
+        let unexplained = gpu.used_bytes - listed - UNLISTED_SLACK;
+        card == self.state().llm_card
+            || gpu.processes.iter().any(crate::gpu::is_ollama)
+            || (gpu.processes.is_empty() && unexplained > 0.0)
+    }
+
+    /// The worker processes of every lane's engine, while they run.
+    fn worker_pids(&self) -> Vec<u32> {
+        self.inner
+            .engines
+            .iter()
+            .filter_map(|(_, engine)| engine.worker_pid())
+            .collect()
+    }
+
+    /// The card whose lane the first engine is.
+    fn first_card(&self) -> u32 {
+        self.inner.engines.first().map_or(0, |(card, _)| *card)
+    }
+
+    /// Remembers the card where NVML shows the most of Ollama's memory as the LLMs' card.
+    fn learn_llm_card(&self, gpus: &[crate::gpu::GpuReading]) {
+        let ollama = |g: &crate::gpu::GpuReading| -> f64 {
+            g.processes
+                .iter()
+                .filter(|p| crate::gpu::is_ollama(p))
+                .map(|p| p.used_bytes.unwrap_or(1.0))
+                .sum()
+        };
+        let home = gpus
+            .iter()
+            .map(|g| (g.index, ollama(g)))
+            .filter(|(_, bytes)| *bytes > 0.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((card, _)) = home {
+            let mut state = self.state();
+            if state.llm_card != card {
+                tracing::info!(
+                    card,
+                    "the LLMs live on this GPU: its lane takes turns with them"
+                );
+                state.llm_card = card;
+            }
+        }
     }
 
     /// Every GPU as NVML reads it now (none without an NVIDIA GPU).
@@ -355,9 +444,9 @@ impl Orchestrator {
         self.state().budget
     }
 
-    /// Free VRAM plus what DiffuGen's own worker holds.
+    /// Free VRAM plus what DiffuGen's own workers hold there.
     fn free_for_diffusion(&self, gpu: &crate::gpu::GpuReading) -> f64 {
-        let pids: Vec<u32> = self.inner.engine.worker_pid().into_iter().collect();
+        let pids = self.worker_pids();
         let own: f64 = gpu
             .processes
             .iter()
@@ -375,7 +464,7 @@ impl Orchestrator {
         need_bytes: f64,
         on_stage: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<DiffusionLease, SwitchError> {
-        self.acquire(Need::Bytes(need_bytes), on_stage)
+        self.acquire(Need::Bytes(need_bytes), self.first_card(), on_stage)
             .await
             .map(|(lease, _)| lease)
     }
@@ -388,12 +477,25 @@ impl Orchestrator {
         planner: &mut (dyn FnMut(f64) -> Fit + Send),
         on_stage: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<(DiffusionLease, Option<f64>), SwitchError> {
-        self.acquire(Need::Planned(planner), on_stage).await
+        self.acquire(Need::Planned(planner), self.first_card(), on_stage)
+            .await
+    }
+
+    /// [`Orchestrator::acquire_diffusion_planned`] for a lane on card `card`: the room is made and confirmed on
+    /// that card, and its worker is the one ended when the GPU goes back to the LLMs.
+    pub async fn acquire_diffusion_planned_on(
+        &self,
+        card: u32,
+        planner: &mut (dyn FnMut(f64) -> Fit + Send),
+        on_stage: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<(DiffusionLease, Option<f64>), SwitchError> {
+        self.acquire(Need::Planned(planner), card, on_stage).await
     }
 
     async fn acquire(
         &self,
         need: Need<'_>,
+        card: u32,
         on_stage: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<(DiffusionLease, Option<f64>), SwitchError> {
         self.state().counters.requests += 1;
@@ -411,6 +513,7 @@ impl Orchestrator {
             turn: Some(turn),
         };
         let _switch = self.inner.switch.lock().await;
+        self.state().turn_card = Some(card);
         if let Need::Bytes(bytes) = need {
             self.state().last_need = Some(bytes);
         }
@@ -418,7 +521,7 @@ impl Orchestrator {
             let budget = self.state().budget;
             return Ok((lease, budget));
         }
-        let budget = self.make_room(need, false, on_stage).await?.1;
+        let budget = self.make_room(need, false, card, on_stage).await?.1;
         Ok((lease, budget))
     }
 
@@ -449,7 +552,16 @@ impl Orchestrator {
         let started = Instant::now();
         self.set_phase(Phase::Switching, why.reason());
         // Ending the worker returns every byte it held, the CUDA context included; the next job starts a new one.
-        self.inner.engine.stop().await;
+        // The worker is the one on the card that held the turn (the LLMs' card for an explicit switch).
+        let card = {
+            let state = self.state();
+            state.turn_card.unwrap_or(state.llm_card)
+        };
+        let engine = self.inner.engines.iter().find(|(c, _)| *c == card);
+        if let Some((_, engine)) = engine.or(self.inner.engines.first()) {
+            engine.stop().await;
+        }
+        self.state().turn_card = None;
         let pending = std::mem::take(&mut self.state().to_restore);
         let mut report = SwitchReport {
             phase: Phase::Llm,
@@ -540,7 +652,11 @@ impl Orchestrator {
     pub async fn switch_to_diffusion(&self) -> Result<SwitchReport, SwitchError> {
         let _turn = self.inner.turns.clone().write_owned().await;
         let _switch = self.inner.switch.lock().await;
-        let (report, _) = self.make_room(Need::Bytes(0.0), true, &mut |_| {}).await?;
+        let card = self.state().llm_card;
+        self.state().turn_card = Some(card);
+        let (report, _) = self
+            .make_room(Need::Bytes(0.0), true, card, &mut |_| {})
+            .await?;
         self.state().pinned = true;
         Ok(report)
     }
@@ -568,11 +684,19 @@ impl HandOver {
     }
 }
 
-/// Which resident models must go for a job that needs `need_bytes`.
+/// Memory in use on a card that lists no process, below which it is taken for the driver's and the desktop's own.
+const UNLISTED_SLACK: f64 = 512.0 * 1024.0 * 1024.0;
+
+/// Card `card` among `gpus` (NVML's index).
+fn card_of(gpus: &[crate::gpu::GpuReading], card: u32) -> Option<&crate::gpu::GpuReading> {
+    gpus.iter().find(|g| g.index == card)
+}
+
+/// Which resident models must go for a job that needs `need_bytes` on the card read as `gpu`.
 fn choose_victims(
     policy: Policy,
     loaded: &[LoadedModel],
-    gpu: Option<&Vec<crate::gpu::GpuReading>>,
+    gpu: Option<&crate::gpu::GpuReading>,
     need_bytes: f64,
 ) -> Vec<LoadedModel> {
     match policy {
@@ -580,7 +704,7 @@ fn choose_victims(
         Policy::Always => loaded.to_vec(),
         Policy::Auto | Policy::Share => {
             let on_gpu = || loaded.iter().filter(|m| m.size_vram > 0).cloned();
-            match gpu.and_then(|g| g.first()) {
+            match gpu {
                 // No GPU reading: nothing proves there is room, so anything on the GPU goes.
                 None => on_gpu().collect(),
                 Some(reading) => {

@@ -31,6 +31,7 @@ export const commands = {
 	/**  Pauses (`true`) or resumes the queue; returns whether it is paused. */
 	setQueuePaused: (paused: boolean) => __TAURI_INVOKE<boolean>("set_queue_paused", { paused }),
 	queuePaused: () => __TAURI_INVOKE<boolean>("queue_paused"),
+	queueLanes: () => __TAURI_INVOKE<LaneInfo[]>("queue_lanes"),
 	galleryPage: (query: Query) => typedError<Page, AppError>(__TAURI_INVOKE("gallery_page", { query })),
 	galleryCount: (query: Query) => typedError<number, AppError>(__TAURI_INVOKE("gallery_count", { query })),
 	galleryEntry: (id: number) => typedError<Entry, AppError>(__TAURI_INVOKE("gallery_entry", { id })),
@@ -522,6 +523,38 @@ export type JobState = "queued" | "running" | "done" | "failed" | "cancelled";
 
 /**  A job's progress (every source: the app, the API, the CLI against the server), previews included. */
 export type JobUpdate = JobEvent;
+
+/**  Where a render lane's engine worker renders. */
+export type LaneDevice = 
+/**
+ *  Whatever the build renders on (the first GPU of a GPU build, the CPU otherwise), taking every job's turn
+ *  with Ollama: the one lane of a default setup.
+ */
+{ kind: "default" } | 
+/**
+ *  GPU `index` in NVML's numbering, the only card its worker sees; its jobs take a turn with Ollama only when
+ *  an LLM lives on that card (or its memory cannot be told apart).
+ */
+{ kind: "gpu"; index: number } | 
+/**  The CPU only (an extra lane of a build without a GPU backend): never a turn with Ollama. */
+{ kind: "cpu" };
+
+/**  One render lane as the queue view shows it. */
+export type LaneInfo = {
+	/**  From 0. */
+	lane: number,
+	/**
+	 *  Where it renders: `default` (the build's device, taking every job's turn with Ollama), `gpu` with the card's
+	 *  `index` (its worker sees only that card), or `cpu`.
+	 */
+	device: LaneDevice,
+	/**  The model its worker holds in memory. */
+	model: string | null,
+	/**  The job it runs. */
+	job: string | null,
+	/**  Its engine worker's process id, while one runs. */
+	worker_pid: number | null,
+};
 
 /**  A model Ollama holds in memory. */
 export type LlmModel = {

@@ -11,6 +11,8 @@ import type {
   GenerateForm,
   JobEvent,
   JobInfo,
+  LaneDevice,
+  LaneInfo,
   ModelCard,
   ModelList,
   Output,
@@ -155,6 +157,8 @@ export const app = $state({
   origins: {} as Record<string, JobOrigin>,
   /** Finished, failed and cancelled jobs of every source, newest first (`queue_history`). */
   history: [] as JobInfo[],
+  /** The render lanes: where each renders, the model it holds and its job (read with the queue). */
+  lanes: [] as LaneInfo[],
   /** Whether the queue is paused (by this window or the HTTP API): the running job finishes, no waiting job starts. */
   paused: false,
   /** The gallery's boards, with their image counts. */
@@ -180,6 +184,13 @@ export const draft = $state({
   /** "Send to inpaint" asked for the mask editor: Generate shows the img2img controls and opens it. */
   inpaint: false,
 });
+
+/** A lane's device in words ("GPU 1", "CPU"); `null` for the default device, which needs no name. */
+export function deviceName(device: LaneDevice | undefined): string | null {
+  if (device?.kind === "gpu") return `GPU ${device.index}`;
+  if (device?.kind === "cpu") return "CPU";
+  return null;
+}
 
 /** Which of the Generate form's folding sections are open: kept while the user visits other panels. */
 export const sections = $state({ advanced: false, memory: false, hires: false, control: false });
@@ -470,7 +481,7 @@ export function refreshQueue(): Promise<void> {
   queueLoad = (async () => {
     do {
       queueStale = false;
-      app.queue = await commands.queue();
+      [app.queue, app.lanes] = await Promise.all([commands.queue(), commands.queueLanes()]);
       app.queueAt = Date.now();
       for (const info of app.queue) {
         const known = app.jobs[info.id];

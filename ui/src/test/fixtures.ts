@@ -190,6 +190,7 @@ export function mockCore(overrides: Record<string, Handler> = {}) {
     get_settings: (): Settings => ({ extra_models_dirs: [] }),
     list_models: () => ok(models()),
     queue: (): JobInfo[] => [],
+    queue_lanes: () => [],
     list_downloads: () => [],
     vram: () => vram(),
     catalog: () => catalog,

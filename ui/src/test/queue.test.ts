@@ -4,7 +4,7 @@ import { emit } from "@tauri-apps/api/event";
 import Queue from "../panels/Queue.svelte";
 import App from "../App.svelte";
 import { app, applyJobEvent, refreshQueue, start } from "../lib/state.svelte";
-import type { JobInfo } from "../lib/bindings";
+import type { JobInfo, LaneInfo } from "../lib/bindings";
 import { entry, jobInfo, mockCore } from "./fixtures";
 
 function job(id: string, state: JobInfo["state"], source: string, position: number): JobInfo {
@@ -77,6 +77,14 @@ describe("Queue", () => {
     render(Queue);
     expect(screen.getByTestId("queue-running")).toBeTruthy();
     expect(screen.queryByTestId("job-lane")).toBeNull();
+  });
+
+  it("names each running job's GPU when the lanes have a card each", async () => {
+    const gpuLanes: LaneInfo[] = [0, 1].map((i) => ({ lane: i, device: { kind: "gpu", index: i }, model: "tiny", job: i ? "b" : "a", worker_pid: 100 + i }));
+    mockCore({ queue: () => [{ ...job("a", "running", "api", 0), lane: 0 }, { ...job("b", "running", "app", 0), lane: 1 }], queue_lanes: () => gpuLanes });
+    await refreshQueue();
+    render(Queue);
+    expect(screen.getAllByTestId("job-lane").map((l) => l.textContent)).toEqual(["Lane 1 · GPU 0", "Lane 2 · GPU 1"]);
   });
 
   it("asks again for a waiting job's start when the running job's ETA moves, so the two agree", async () => {

@@ -2,7 +2,7 @@ import { afterEach, vi } from "vitest";
 import { flushSync } from "svelte";
 import { cleanup } from "@testing-library/svelte";
 import { clearMocks } from "@tauri-apps/api/mocks";
-import { draft, emptyForm, form, sections } from "../lib/state.svelte";
+import { app, draft, emptyForm, form, sections } from "../lib/state.svelte";
 import { resetUpscaling } from "../lib/upscale.svelte";
 import { resetRefining } from "../lib/refine.svelte";
 
@@ -36,6 +36,8 @@ afterEach(() => {
   // The form is shared and saved in the storage as it changes: each test starts from an empty one.
   Object.assign(form, emptyForm());
   Object.assign(draft, { seedLocked: false, init: null, control: null });
+  // The lanes are read with the queue: none until a test's core reports some.
+  app.lanes = [];
   // So are the form's open sections.
   Object.assign(sections, { advanced: false, memory: false, hires: false, control: false });
   // The upscaler picked is kept for the session: each test starts a new one.

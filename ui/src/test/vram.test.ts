@@ -168,4 +168,19 @@ describe("Without Ollama", () => {
     expect(app.toasts[0].text).toBe("Cannot write the state file — DiffuGen isn't allowed to use that file or folder (permission denied).");
     expect(app.toasts[0].detail).toContain("os error 13");
   });
+
+  it("lists which lane renders on each card when the lanes have a GPU each", async () => {
+    mockCore();
+    const card0 = vram().gpu.gpus[0];
+    app.vram = vram({ gpu: { ...vram().gpu, gpus: [card0, { ...card0, index: 1, name: "Second GPU" }] } });
+    app.lanes = [
+      { lane: 0, device: { kind: "gpu", index: 0 }, model: null, job: null, worker_pid: null },
+      { lane: 1, device: { kind: "gpu", index: 1 }, model: "sd15", job: "j1", worker_pid: 4242 },
+    ];
+    render(VramMeter);
+    const details = await openDetails();
+    expect(within(details).getByTestId("vram-lane-0").textContent?.trim()).toBe("Lane 1 renders here");
+    expect(within(details).getByTestId("vram-lane-1").textContent?.trim()).toBe("Lane 2 renders here (rendering) · holds sd15");
+    app.lanes = [];
+  });
 });

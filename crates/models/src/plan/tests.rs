@@ -92,6 +92,11 @@ fn sd15_at_512_runs_wholly_on_an_8_gib_card_without_tiling() {
     assert!(!plan.vae_tiling);
     assert!(!plan.flash_attn);
     assert_eq!(plan.max_vram_gib, None);
+    assert!(
+        plan.summary().contains(" GiB VRAM, ~"),
+        "{}",
+        plan.summary()
+    );
 }
 
 #[test]
@@ -160,6 +165,11 @@ fn without_a_gpu_everything_runs_on_the_cpu_and_the_vae_tiles_when_ram_is_short(
     assert!(plan.placement.values().all(|p| *p == Placement::Cpu));
     assert_eq!(plan.estimated_vram_peak_bytes, 0.0);
     assert!(!plan.vae_tiling);
+    let summary = plan.summary();
+    assert!(
+        summary.contains("; peak ~") && summary.ends_with(" GiB RAM") && !summary.contains("VRAM"),
+        "a plan on the CPU names its RAM peak only: {summary}"
+    );
     let tight = Resources {
         ram_free: 4.0 * GIB,
         ..none

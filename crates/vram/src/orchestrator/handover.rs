@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use crate::diffusion::Progress;
 
 use super::{
-    choose_victims, stats_of, Need, Orchestrator, Phase, Policy, SwitchError, SwitchReport,
-    VramConfig,
+    card_of, choose_victims, stats_of, Need, Orchestrator, Phase, Policy, SwitchError,
+    SwitchReport, VramConfig,
 };
 use crate::gpu::GpuReading;
 use crate::ollama::{LoadedModel, OllamaError, Retry};
@@ -29,6 +29,7 @@ impl Orchestrator {
         &self,
         need: Need<'_>,
         force: bool,
+        card: u32,
         on_stage: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<(SwitchReport, Option<f64>), SwitchError> {
         let started = Instant::now();
@@ -62,9 +63,9 @@ impl Orchestrator {
             return Ok((report, None));
         };
         let gpu = self.inner.gpu.read();
-        let reading = gpu.as_ref().ok().and_then(|g| g.first());
+        let reading = gpu.as_ref().ok().and_then(|g| card_of(g, card));
         let (need_bytes, budget) = self.room_for(need, policy, &loaded, reading, on_stage);
-        let victims = choose_victims(policy, &loaded, gpu.as_ref().ok(), need_bytes);
+        let victims = choose_victims(policy, &loaded, reading, need_bytes);
         if victims.is_empty() {
             let reason = if loaded.is_empty() {
                 "no LLM is loaded"
@@ -84,7 +85,7 @@ impl Orchestrator {
         // Where NVML works, the model leaving /api/ps is not enough: wait for the driver to show the memory back.
         if let Some(before) = free_before.filter(|_| released.confirmed) {
             let expected = before + 0.75 * released.vram_bytes;
-            if released.vram_bytes > 0.0 && !self.wait_for_free(expected, deadline).await {
+            if released.vram_bytes > 0.0 && !self.wait_for_free(card, expected, deadline).await {
                 let message = format!(
                     "the GPU's free memory did not rise by {:.1} GiB within {:.0} s",
                     0.75 * released.vram_bytes / f64::from(1u32 << 30),
@@ -302,14 +303,14 @@ impl Orchestrator {
         }
     }
 
-    async fn wait_for_free(&self, bytes: f64, deadline: Instant) -> bool {
+    async fn wait_for_free(&self, card: u32, bytes: f64, deadline: Instant) -> bool {
         loop {
             let free = self
                 .inner
                 .gpu
                 .read()
                 .ok()
-                .and_then(|g| g.first().map(|g| g.free_bytes));
+                .and_then(|g| card_of(&g, card).map(|g| g.free_bytes));
             match free {
                 Some(free) if free >= bytes => return true,
                 None => return true,

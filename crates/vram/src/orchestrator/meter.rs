@@ -26,8 +26,12 @@ impl Orchestrator {
                 .await
                 .unwrap_or_else(|e| Err(format!("the GPU reading failed: {e}")))
         };
-        let engine_pid = self.inner.engine.worker_pid();
-        let loaded_model = self.inner.engine.loaded_model();
+        if let Ok(gpus) = &gpu {
+            self.learn_llm_card(gpus);
+        }
+        let first = self.inner.engines.first().map(|(_, engine)| engine);
+        let engine_pid = first.and_then(|e| e.worker_pid());
+        let loaded_model = first.and_then(|e| e.loaded_model());
         let config = self.config();
         let state = self.state();
         let models: Vec<LlmModel> = loaded
@@ -37,7 +41,7 @@ impl Orchestrator {
         let ollama_vram = models.iter().fold(0.0, |sum, m| sum + m.vram_bytes);
         let estimate = loaded_model.as_ref().and(state.last_need);
         let mut own = vec![std::process::id()];
-        own.extend(engine_pid);
+        own.extend(self.worker_pids());
         let gpu = match gpu {
             Ok(gpus) => GpuStatus {
                 available: true,
