@@ -288,6 +288,21 @@ try {
     const overflow = await browser.execute(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     if (overflow > 0) throw new Error(`the ${id} panel scrolls sideways by ${overflow} px at 1024x700`);
   }
+  // Download on a catalog card starts a download (it may fail here without internet) and the app keeps running:
+  // the window's plain commands run outside the async runtime, where starting one once aborted the app.
+  await (await browser.$('[data-testid="nav-models"]')).click();
+  const upscaler = await browser.$('[data-testid="catalog-download-RealESRGAN_x4plus_anime_6B"]');
+  await upscaler.scrollIntoView();
+  await upscaler.click();
+  const row = await browser.$('[data-testid="download"]');
+  await row.waitForExist({ timeout: 20_000, timeoutMsg: "Download started nothing (or the app went away)" });
+  await browser.pause(1000);
+  if ((await browser.getTitle()) !== "DiffuGen") throw new Error("the window is gone after Download");
+  const pulls = await browser.execute(() => [...document.querySelectorAll('[data-testid="download"]')].map((d) => d.textContent));
+  const cancel = await row.$("button.danger");
+  if (await cancel.isExisting()) await cancel.click();
+  console.log(`e2e: Download started a download and the app kept running: ${JSON.stringify(pulls).slice(0, 200)}`);
+
   await (await browser.$('[data-testid="nav-generate"]')).click();
   await browser.pause(300);
   await browser.saveScreenshot(join(out, "generate-1024x700.png"));
