@@ -412,10 +412,19 @@ fn gallery_reveal(core: CoreState<'_>, id: u32) -> Result<(), AppError> {
         .spawn()
         .map(drop)
         .map_err(|e| {
-            AppError::new(format!(
-                "cannot open {} with {opener}: {e}",
-                folder.display()
-            ))
+            if e.kind() == std::io::ErrorKind::NotFound {
+                // The program is missing, not the folder: say which, and where the folder is.
+                AppError::new(format!(
+                    "Show in folder needs the program {opener}, which is not installed here (on Linux it comes \
+                     with xdg-utils); the image is in {}",
+                    folder.display()
+                ))
+            } else {
+                AppError::new(format!(
+                    "cannot open {} with {opener}: {e}",
+                    folder.display()
+                ))
+            }
         })
 }
 

@@ -94,6 +94,8 @@ export interface Toast {
   /** The raw message behind `text`, for the curious and for bug reports. */
   detail?: string | null;
   action?: { label: string; run: () => void };
+  /** An error kept for its details but folded into the toasts' count after a while, so it covers nothing. */
+  folded?: boolean;
 }
 
 /** The init image's name and pixel size (the form itself holds its data URL). */
@@ -205,14 +207,23 @@ export function toast(
 ): void {
   const id = nextToast++;
   app.toasts.push({ id, text, kind, action, detail });
-  // Errors with details stay until dismissed: the user may want to open them.
-  if (!(kind === "error" && detail)) setTimeout(() => dismiss(id), action ? 8000 : 5000);
+  // Errors with details stay until dismissed (the user may want to open them), folded into the count after a while.
+  if (kind === "error" && detail) setTimeout(() => fold(id), ERROR_SHOWN_MS);
+  else setTimeout(() => dismiss(id), action ? 8000 : 5000);
 }
 
 /** A failure in plain words (an OS error never shows raw: it becomes the toast's details). */
 export function toastError(e: unknown): void {
   const plain = plainError(e);
   toast(plain.text, "error", undefined, plain.detail);
+}
+
+/** How long an error with details stays in sight before it folds into the toasts' count. */
+export const ERROR_SHOWN_MS = 10_000;
+
+function fold(id: number): void {
+  const t = app.toasts.find((t) => t.id === id);
+  if (t) t.folded = true;
 }
 
 export function dismiss(id: number): void {
@@ -826,6 +837,11 @@ export function applyDownloadEvent(event: DownloadEvent): void {
   if (!pull || ["done", "failed", "cancelled"].includes(event.stage)) {
     void refreshDownloads();
     if (event.stage === "done" && event.file === event.files) void refreshModels();
+  }
+  // A failure is told wherever the user is (the Models page shows the row; another panel would not).
+  if (event.stage === "failed") {
+    const plain = plainError(event.error);
+    toast(`Download of ${pull?.name ?? "a model"} failed: ${plain.text}`, "error", undefined, plain.detail);
   }
 }
 

@@ -54,6 +54,17 @@ describe("Models", () => {
     await waitFor(() => expect(screen.getByTestId("download").textContent).toContain("1.0 GB of 2.0 GB · 50.0 MB/s · ETA 20 s"));
   });
 
+  it("a download that fails says so in a toast, wherever the user is", async () => {
+    app.downloads = [];
+    app.toasts = [];
+    mockCore({ list_downloads: () => [{ id: "dl-9", name: "sd-turbo", state: "running", last_event: null }] });
+    await start();
+    await waitFor(() => expect(app.downloads).toHaveLength(1));
+    await emit("download-update", { id: "dl-9", file: 1, files: 1, stage: "failed", error: "the download of https://x.invalid/sd.safetensors kept failing" });
+    await waitFor(() => expect(app.toasts.map((t) => t.text).join(" | ")).toContain("Download of sd-turbo failed"));
+    expect(app.toasts.find((t) => t.text.startsWith("Download of"))?.kind).toBe("error");
+  });
+
   it("marks a catalog upscaler as an upscaler, not by a model family, and downloads it like a model", async () => {
     const esrgan = { ...catalog[0], id: "RealESRGAN_x4plus_anime_6B", name: "Real-ESRGAN x4plus anime 6B", kind: "upscaler" as const, family: "esrgan" as const, recommended_low_vram: false };
     const calls = mockCore({ catalog: () => [catalog[0], esrgan], start_download: () => "dl-2" });

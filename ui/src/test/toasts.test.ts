@@ -1,8 +1,8 @@
 // The toasts: one at a time unless asked, so a burst of messages never covers the buttons that caused them.
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { fireEvent, render, screen, waitFor } from "@testing-library/svelte";
 import Toasts from "../components/Toasts.svelte";
-import { app, dismiss, toast } from "../lib/state.svelte";
+import { app, dismiss, ERROR_SHOWN_MS, toast } from "../lib/state.svelte";
 
 const texts = () => [...document.querySelectorAll(".toast")].map((t) => t.querySelector("span")?.textContent);
 
@@ -55,5 +55,22 @@ describe("Toasts", () => {
     await waitFor(() => expect(screen.queryByTestId("toasts-more")).toBeNull());
     toast("Third");
     await waitFor(() => expect(texts()).toEqual(["Third"]));
+  });
+
+  it("an error kept for its details folds into a red count after a while, so it covers nothing for good", async () => {
+    vi.useFakeTimers();
+    render(Toasts);
+    toast("Show in folder needs the program xdg-open", "error", undefined, "No such file or directory (os error 2)");
+    await vi.advanceTimersByTimeAsync(100);
+    expect(texts()).toEqual(["Show in folder needs the program xdg-open"]);
+    await vi.advanceTimersByTimeAsync(ERROR_SHOWN_MS);
+    expect(texts()).toEqual([]);
+    const more = screen.getByTestId("toasts-more");
+    expect(more.textContent).toBe("1 message (1 error)");
+    expect(more.classList.contains("error")).toBe(true);
+    // Still there to read: the count opens it.
+    await fireEvent.click(more);
+    expect(texts()).toEqual(["Show in folder needs the program xdg-open"]);
+    vi.useRealTimers();
   });
 });
