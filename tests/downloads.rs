@@ -527,6 +527,30 @@ async fn downloads_beyond_the_limit_wait_their_turn() {
     assert_eq!(files_in(second_dir.path()), ["tiny-model.gguf"]);
 }
 
+#[tokio::test]
+async fn asking_again_for_a_download_that_is_running_gets_the_same_download() {
+    let (_server, url) = Server::start(Behaviour {
+        ranges: true,
+        slow: Some(Duration::from_millis(5)),
+        ..Behaviour::default()
+    })
+    .await;
+    let downloads = Downloads::new(2);
+    let dir = tempfile::tempdir().unwrap();
+    let first = downloads.start(diffugen_downloads::plan(&url, dir.path(), None, None).unwrap());
+    let again = downloads.start(diffugen_downloads::plan(&url, dir.path(), None, None).unwrap());
+    assert_eq!(again, first, "a double click starts no second copy");
+    assert_eq!(downloads.list().len(), 1);
+    let (_, state, mut live) = downloads.subscribe(&first).unwrap();
+    if state != PullState::Done {
+        while !matches!(live.recv().await.unwrap().stage, DownloadStage::Done { .. }) {}
+    }
+    // Once it has ended, asking again is a new download.
+    let later = downloads.start(diffugen_downloads::plan(&url, dir.path(), None, None).unwrap());
+    assert_ne!(later, first);
+    downloads.cancel(&later);
+}
+
 #[test]
 fn models_pull_downloads_a_url_into_the_models_folder_and_survives_a_dropped_connection() {
     let runtime = tokio::runtime::Runtime::new().unwrap();

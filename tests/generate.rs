@@ -316,6 +316,9 @@ fn models_convert_makes_a_q8_0_copy_that_is_listed_and_renders() {
     );
     assert_eq!(done["model_id"], "tiny-q8_0");
     assert!(ws.models_dir().join("tiny-q8_0.gguf").exists());
+    // The copy reads as what it is, though sd.cpp kept the test model's convolutions (most of its weights) in f16.
+    let copy = diffugen_models::inspect(&ws.models_dir().join("tiny-q8_0.gguf"));
+    assert_eq!(copy.quantization.as_deref(), Some("q8_0"));
     assert!(!ws.models_dir().join("tiny-q8_0.gguf.part").exists());
 
     let (events, output) =

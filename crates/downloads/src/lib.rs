@@ -303,6 +303,8 @@ pub struct PullInfo {
 
 struct Pull {
     name: String,
+    /// What it fetches where: a second start of the same files while this one waits or runs gets this pull.
+    key: Vec<(String, String, Option<String>)>,
     state: PullState,
     events: Vec<DownloadEvent>,
     sender: broadcast::Sender<DownloadEvent>,
@@ -345,8 +347,19 @@ impl Downloads {
         self.pulls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts a pull (it waits while `limit` others run). Returns its id.
+    /// Starts a pull (it waits while `limit` others run). Returns its id. The same files asked for again while
+    /// their pull waits or runs (a double click) get that pull's id instead of a second copy racing the first.
     pub fn start(&self, plan: PullPlan) -> String {
+        let key: Vec<(String, String, Option<String>)> = plan
+            .files
+            .iter()
+            .map(|f| (f.url.clone(), f.dest_dir.clone(), f.file_name.clone()))
+            .collect();
+        if let Some((id, _)) = self.lock().iter().find(|(_, p)| {
+            p.key == key && matches!(p.state, PullState::Waiting | PullState::Running)
+        }) {
+            return id.clone();
+        }
         let id = format!(
             "dl-{}",
             self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -357,6 +370,7 @@ impl Downloads {
             id.clone(),
             Pull {
                 name: plan.name.clone(),
+                key,
                 state: PullState::Waiting,
                 events: Vec::new(),
                 sender,

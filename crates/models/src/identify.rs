@@ -269,14 +269,50 @@ fn diffusion_family(
     }
 }
 
-/// The dominant weight type of matrices (`f16`, `q8_0`, `q4_k`, ...), `None` when there are none.
+/// The weight type of the matrices (`f16`, `q8_0`, `q4_k`, ...), `None` when there are none: the quantized type
+/// that holds the most weights when it holds at least a fifth of them (sd.cpp's quantized copies keep some layers,
+/// convolutions among them, in f16, which may still be the larger part), else the dominant type.
 pub fn quantization(tensors: &[Tensor]) -> Option<String> {
     let mut counts: HashMap<&str, u64> = HashMap::new();
     for t in tensors.iter().filter(|t| t.shape.len() >= 2) {
         *counts.entry(t.dtype.as_str()).or_default() += t.elements();
     }
-    counts
-        .into_iter()
-        .max_by_key(|(_, n)| *n)
-        .map(|(d, _)| d.to_string())
+    let total: u64 = counts.values().sum();
+    let quantized = counts
+        .iter()
+        .filter(|(d, _)| !matches!(**d, "f32" | "f16" | "bf16" | "f64"))
+        .max_by_key(|(_, n)| **n)
+        .filter(|(_, n)| **n * 5 >= total)
+        .map(|(d, _)| d.to_string());
+    quantized.or_else(|| {
+        counts
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(d, _)| d.to_string())
+    })
+}
+
+#[cfg(test)]
+mod quantization_tests {
+    use super::*;
+
+    fn tensor(dtype: &str, rows: u64) -> Tensor {
+        Tensor {
+            name: format!("{dtype}.{rows}"),
+            shape: vec![rows, 64],
+            dtype: dtype.into(),
+        }
+    }
+
+    #[test]
+    fn a_quantized_copy_that_keeps_its_convolutions_in_f16_reads_as_its_quantized_type() {
+        // As sd.cpp's q8_0 copy of the test model: more f16 weights than q8_0 ones, yet a q8_0 copy.
+        let copy = [tensor("f16", 60), tensor("q8_0", 40), tensor("f32", 1)];
+        assert_eq!(quantization(&copy).as_deref(), Some("q8_0"));
+        // A few quantized matrices in an f16 model do not make it a quantized one.
+        let mostly_f16 = [tensor("f16", 95), tensor("q4_k", 5)];
+        assert_eq!(quantization(&mostly_f16).as_deref(), Some("f16"));
+        assert_eq!(quantization(&[tensor("bf16", 10)]).as_deref(), Some("bf16"));
+        assert_eq!(quantization(&[]), None);
+    }
 }
