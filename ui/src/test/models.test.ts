@@ -54,6 +54,18 @@ describe("Models", () => {
     await waitFor(() => expect(screen.getByTestId("download").textContent).toContain("1.0 GB of 2.0 GB · 50.0 MB/s · ETA 20 s"));
   });
 
+  it("Download URL starts the download of the typed URL and empties the field", async () => {
+    app.downloads = [];
+    const calls = mockCore({ start_download: () => "dl-3" });
+    await start();
+    render(Models);
+    const field = await screen.findByLabelText<HTMLInputElement>("Model URL");
+    await fireEvent.input(field, { target: { value: "https://example.com/model.safetensors" } });
+    await fireEvent.click(screen.getByText("Download URL"));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "start_download")?.args).toEqual({ target: "https://example.com/model.safetensors", sha256: null }));
+    await waitFor(() => expect(field.value).toBe(""));
+  });
+
   it("a download that fails says so in a toast, wherever the user is", async () => {
     app.downloads = [];
     app.toasts = [];
