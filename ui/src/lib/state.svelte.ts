@@ -207,8 +207,9 @@ export function toast(
 ): void {
   const id = nextToast++;
   app.toasts.push({ id, text, kind, action, detail });
-  // Errors with details stay until dismissed (the user may want to open them), folded into the count after a while.
-  if (kind === "error" && detail) setTimeout(() => fold(id), ERROR_SHOWN_MS);
+  // Errors stay until dismissed (the user may want to read them again, or open their details), folded into the
+  // count after a while so they cover nothing for good.
+  if (kind === "error") setTimeout(() => fold(id), ERROR_SHOWN_MS);
   else setTimeout(() => dismiss(id), action ? 8000 : 5000);
 }
 
@@ -218,7 +219,7 @@ export function toastError(e: unknown): void {
   toast(plain.text, "error", undefined, plain.detail);
 }
 
-/** How long an error with details stays in sight before it folds into the toasts' count. */
+/** How long an error stays in sight before it folds into the toasts' count. */
 export const ERROR_SHOWN_MS = 10_000;
 
 function fold(id: number): void {

@@ -73,4 +73,14 @@ describe("Toasts", () => {
     expect(texts()).toEqual(["Show in folder needs the program xdg-open"]);
     vi.useRealTimers();
   });
+
+  it("an error without details folds the same way rather than vanishing unread", async () => {
+    vi.useFakeTimers();
+    render(Toasts);
+    toast("Download of sd-turbo failed: the download kept failing", "error");
+    await vi.advanceTimersByTimeAsync(ERROR_SHOWN_MS + 100);
+    expect(texts()).toEqual([]);
+    expect(screen.getByTestId("toasts-more").textContent).toBe("1 message (1 error)");
+    vi.useRealTimers();
+  });
 });
