@@ -496,6 +496,14 @@ async fn cancel_stops_the_download_and_leaves_nothing_behind() {
     );
 }
 
+/// Waits until pull `id` is done.
+async fn until_done(downloads: &Downloads, id: &str) {
+    let (_, state, mut live) = downloads.subscribe(id).unwrap();
+    if state != PullState::Done {
+        while !matches!(live.recv().await.unwrap().stage, DownloadStage::Done { .. }) {}
+    }
+}
+
 #[tokio::test]
 async fn downloads_beyond_the_limit_wait_their_turn() {
     let (_server, url) = Server::start(Behaviour {
@@ -519,10 +527,7 @@ async fn downloads_beyond_the_limit_wait_their_turn() {
     let states: Vec<PullState> = downloads.list().iter().map(|p| p.state).collect();
     assert_eq!(states, [PullState::Running, PullState::Waiting]);
     for id in [first, second] {
-        let (_, state, mut live) = downloads.subscribe(&id).unwrap();
-        if state != PullState::Done {
-            while !matches!(live.recv().await.unwrap().stage, DownloadStage::Done { .. }) {}
-        }
+        until_done(&downloads, &id).await;
     }
     assert_eq!(files_in(second_dir.path()), ["tiny-model.gguf"]);
 }
@@ -541,10 +546,7 @@ async fn asking_again_for_a_download_that_is_running_gets_the_same_download() {
     let again = downloads.start(diffugen_downloads::plan(&url, dir.path(), None, None).unwrap());
     assert_eq!(again, first, "a double click starts no second copy");
     assert_eq!(downloads.list().len(), 1);
-    let (_, state, mut live) = downloads.subscribe(&first).unwrap();
-    if state != PullState::Done {
-        while !matches!(live.recv().await.unwrap().stage, DownloadStage::Done { .. }) {}
-    }
+    until_done(&downloads, &first).await;
     // Once it has ended, asking again is a new download.
     let later = downloads.start(diffugen_downloads::plan(&url, dir.path(), None, None).unwrap());
     assert_ne!(later, first);
