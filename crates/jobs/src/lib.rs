@@ -232,6 +232,12 @@ fn now_unix() -> f64 {
         .as_secs_f64()
 }
 
+/// `engines` as the lanes of a machine without a lane per GPU: the default device first, then CPU lanes.
+fn default_devices(engines: Vec<Arc<Engine>>) -> Vec<(Arc<Engine>, LaneDevice)> {
+    let devices = LaneDevice::for_lanes(engines.len() as u32, None);
+    engines.into_iter().zip(devices).collect()
+}
+
 impl JobManager {
     /// Starts the queue's runner on the current tokio runtime. `depth` bounds the jobs waiting (not counting the
     /// one running).
@@ -266,8 +272,7 @@ impl JobManager {
     /// The queue over several render lanes, one engine each (at least one). Lane 0 takes the GPU's turns with the
     /// orchestrator; the others render without one (CPU workers).
     pub fn start_lanes(engines: Vec<Arc<Engine>>, options: JobOptions) -> JobManager {
-        let devices = LaneDevice::for_lanes(engines.len() as u32, None);
-        JobManager::start_on_devices(engines.into_iter().zip(devices).collect(), options)
+        JobManager::start_on_devices(default_devices(engines), options)
     }
 
     /// The queue over render lanes each on its device: a lane on a GPU plans its jobs for that card and takes a
@@ -286,8 +291,16 @@ impl JobManager {
     /// [`JobManager::relay`], [`JobManager::complete`]). `engines` stay idle here (this machine renders, if it does,
     /// as a cluster worker over another queue that shares them and the orchestrator).
     pub fn start_front(engines: Vec<Arc<Engine>>, options: JobOptions) -> JobManager {
-        let devices = LaneDevice::for_lanes(engines.len() as u32, None);
-        JobManager::build(engines.into_iter().zip(devices).collect(), options, true)
+        JobManager::start_front_on_devices(default_devices(engines), options)
+    }
+
+    /// [`JobManager::start_front`] with each engine's device: a front that renders too hands them on to the queue
+    /// its own cluster worker renders through ([`JobManager::devices`]).
+    pub fn start_front_on_devices(
+        lanes: Vec<(Arc<Engine>, LaneDevice)>,
+        options: JobOptions,
+    ) -> JobManager {
+        JobManager::build(lanes, options, true)
     }
 
     fn build(

@@ -144,16 +144,13 @@ impl JobManager {
             let needs_gpu = !matches!(&work, Work::Upscale(spec) if spec.needed_vram() == 0.0);
             // The orchestrator and the card of a job that takes its turn with the LLMs: every job of the default
             // lane; on a GPU lane, one whose card holds an LLM (or a lease already); never a CPU lane's.
-            let orchestrated: Option<(Orchestrator, u32)> = match device {
-                LaneDevice::Cpu => None,
-                LaneDevice::Default => self.shared.orchestrator.clone().map(|o| (o, 0)),
-                LaneDevice::Gpu { index } => self
-                    .shared
-                    .orchestrator
-                    .clone()
-                    .filter(|o| lease.is_some() || o.needs_turn(index))
-                    .map(|o| (o, index)),
-            };
+            let orchestrated: Option<(Orchestrator, u32)> = device.card().and_then(|card| {
+                let turn = |o: &Orchestrator| {
+                    device == LaneDevice::Default || lease.is_some() || o.needs_turn(card)
+                };
+                let orchestrator = self.shared.orchestrator.clone().filter(turn)?;
+                Some((orchestrator, card))
+            });
             if let (Some((orchestrator, card)), None, true) = (&orchestrated, &lease, needs_gpu) {
                 match self
                     .prepare(orchestrator, *card, &id, &mut work, accepted, &mut record)

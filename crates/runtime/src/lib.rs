@@ -223,10 +223,11 @@ impl Runtime {
             defaults: config.job_defaults(),
             store,
         };
+        let lanes = engines.into_iter().zip(devices).collect();
         let jobs = if front {
-            JobManager::start_front(engines, options)
+            JobManager::start_front_on_devices(lanes, options)
         } else {
-            JobManager::start_on_devices(engines.into_iter().zip(devices).collect(), options)
+            JobManager::start_on_devices(lanes, options)
         };
         let tasks = vec![
             orchestrator.start_meter(Duration::from_secs(1)),
