@@ -99,6 +99,21 @@ function memory() {
   return result;
 }
 
+/** The app's processes alive now (pid and kind), to tell after a lost session whether the app or its page went away. */
+function processes() {
+  const found = [];
+  for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      if (cmdline[0] === bin) found.push(`${pid} ${cmdline.includes("engine-worker") ? "engine worker" : "app"}`);
+      else if (/WebKit(Web|Network)Process/.test(cmdline[0] ?? "")) found.push(`${pid} ${cmdline[0].split("/").pop()}`);
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return found;
+}
+
 function percentile(values, p) {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
@@ -108,6 +123,7 @@ const data = mkdtempSync(join(tmpdir(), "diffugen-e2e-"));
 let driver;
 let browser;
 const bench = {};
+let lastSeen = [];
 try {
   console.log(`e2e: preparing ${data} (test model, ${SYNTHETIC} gallery entries)`);
   execFileSync(fixture, [data, "--synthetic", String(SYNTHETIC)], { stdio: ["ignore", "inherit", "inherit"] });
@@ -351,6 +367,7 @@ try {
       }
       requestAnimationFrame(step);
     });
+  lastSeen = processes();
   const first = await scrollFrames();
   await browser.pause(500);
   const frames = await scrollFrames();
@@ -399,6 +416,7 @@ try {
   console.log(`e2e: passed; screenshots in ${out}`);
 } catch (e) {
   console.error(`e2e: FAILED: ${e?.stack ?? e}`);
+  console.error(`e2e: processes before the last step: ${JSON.stringify(lastSeen)}; now: ${JSON.stringify(processes())}`);
   if (browser) await browser.saveScreenshot(join(out, "failure.png")).catch(() => {});
   process.exitCode = 1;
 } finally {

@@ -173,10 +173,11 @@ fn catalog(json: bool) -> Result<ExitCode, String> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<18} {:<10} {:>9}  NAME", "ID", "FAMILY", "SIZE");
+    let width = entries.iter().map(|e| e.id.len()).max().unwrap_or(0).max(2);
+    println!("{:<width$} {:<10} {:>9}  NAME", "ID", "FAMILY", "SIZE");
     for e in &entries {
         println!(
-            "{:<18} {:<10} {:>9}  {}{} ({} file{}; {})",
+            "{:<width$} {:<10} {:>9}  {}{} ({} file{}; {})",
             e.id,
             e.family,
             human_size(e.bytes()),

@@ -47,6 +47,9 @@ pub enum CatalogKind {
     Model,
     /// An upscaling (ESRGAN) model: written into the `ESRGAN` folder, offered wherever an upscaler is chosen.
     Upscaler,
+    /// A ControlNet: written into the `controlnet` folder, offered as a control model to the family it fits.
+    #[serde(rename = "controlnet")]
+    ControlNet,
 }
 
 /// A model DiffuGen offers to download.
@@ -594,6 +597,31 @@ mod tests {
             .iter()
             .filter(|e| e.kind == CatalogKind::Model)
             .all(|e| e.family != diffugen_models::Family::Esrgan));
+    }
+
+    #[test]
+    fn a_catalog_controlnet_lands_in_the_controlnet_folder_without_a_preset_and_fits_sd1() {
+        let entry = catalog()
+            .into_iter()
+            .find(|e| e.kind == CatalogKind::ControlNet)
+            .expect("the catalog offers a ControlNet");
+        // sd.cpp's ControlNet runs beside SD 1.x UNets only.
+        assert_eq!(entry.family, diffugen_models::Family::Sd1);
+        let plan = plan(&entry.id, Path::new("/m"), None, None).unwrap();
+        assert!(
+            plan.preset.is_none(),
+            "a ControlNet is not a model to render with"
+        );
+        assert_eq!(plan.files.len(), 1);
+        assert_eq!(plan.files[0].dest_dir, "/m/controlnet");
+        let name = download::file_name_from_url(&plan.files[0].url).unwrap();
+        assert_eq!(Path::new(&name).file_stem().unwrap(), entry.id.as_str());
+        let file = &entry.files[0];
+        assert_eq!(plan.files[0].sha256.as_deref(), Some(file.sha256.as_str()));
+        assert_eq!(plan.files[0].size, Some(file.bytes));
+        assert!(file.sha256.len() == 64 && file.sha256.chars().all(|c| c.is_ascii_hexdigit()));
+        let json = serde_json::to_value(&entry).unwrap();
+        assert_eq!(json["kind"], "controlnet");
     }
 
     #[test]

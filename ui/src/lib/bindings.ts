@@ -193,7 +193,9 @@ export type CatalogKind =
 /**  A model to render with (a checkpoint, or a set written as a preset): listed in the model picker. */
 "model" | 
 /**  An upscaling (ESRGAN) model: written into the `ESRGAN` folder, offered wherever an upscaler is chosen. */
-"upscaler";
+"upscaler" | 
+/**  A ControlNet: written into the `controlnet` folder, offered as a control model to the family it fits. */
+"controlnet";
 
 /**  A preprocessor, by A1111's sd-webui-controlnet name. */
 export type ControlModule = 

@@ -88,6 +88,8 @@ describe("Generate: ControlNet", () => {
     expect(empty.textContent).toContain("controlnet/");
     expect(empty.textContent).toContain("/data/models/controlnet/");
     expect(describedBy(screen.getByLabelText("ControlNet model"))).toContain("No ControlNet installed");
+    await fireEvent.click(screen.getByTestId("control-get"));
+    expect(app.view).toBe("models");
   });
 
   it("offers a ControlNet copied into the models folder without reopening the form", async () => {

@@ -89,6 +89,25 @@ describe("Models", () => {
     await waitFor(() => expect(calls.find((c) => c.cmd === "start_download")?.args).toEqual({ target: "RealESRGAN_x4plus_anime_6B", sha256: null }));
   });
 
+  it("marks a catalog ControlNet with the models it fits and keeps it out of the model badges", async () => {
+    const canny = {
+      ...catalog[0],
+      id: "control_v11p_sd15_canny",
+      name: "ControlNet 1.1 Canny (SD 1.5)",
+      kind: "controlnet" as const,
+      family: "sd1" as const,
+      recommended_low_vram: false,
+    };
+    const calls = mockCore({ catalog: () => [catalog[0], canny], start_download: () => "dl-3" });
+    await start();
+    render(Models);
+    const badge = await screen.findByTestId("catalog-controlnet");
+    expect(badge.textContent).toBe("ControlNet · SD 1.x");
+    expect(badge.closest("article")!.textContent).toContain("ControlNet 1.1 Canny (SD 1.5)");
+    await fireEvent.click(within(badge.closest("article")!).getByText("Download"));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "start_download")?.args).toEqual({ target: "control_v11p_sd15_canny", sha256: null }));
+  });
+
   it("lists a model copied into a model folder without a rescan by hand", async () => {
     let listed = [card()];
     mockCore({ list_models: () => models(listed) });
