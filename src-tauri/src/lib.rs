@@ -4,7 +4,9 @@
 //!
 //! What lives here and nowhere else: the window, the settings store (tauri-plugin-store writing the same
 //! `settings.json` the headless `diffugen` reads), dialogs, the `gallery://` image scheme, forwarding the core's
-//! live events to the window, and asking before closing while jobs run.
+//! live events to the window, asking before closing while jobs run, and loading the page again when its process dies.
+
+mod page;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -652,6 +654,9 @@ pub fn run() -> ExitCode {
             forward(handle, core.convert_events(), ConvertProgress);
             forward(handle, core.model_events(), ModelsUpdate);
             app.manage(core);
+            for window in app.webview_windows().values() {
+                page::reload_when_lost(window);
+            }
             Ok(())
         })
         .on_window_event(|window, event| {

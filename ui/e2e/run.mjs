@@ -5,7 +5,8 @@
 // idle memory, and frame times while scrolling a 100,000-entry gallery.
 //
 // Environment: DIFFUGEN_DESKTOP_BIN (the app), DIFFUGEN_E2E_FIXTURE (prepares the data folder), TAURI_DRIVER
-// (default: tauri-driver on PATH), E2E_OUT (screenshots and bench.json; default e2e/out).
+// (default: tauri-driver on PATH), E2E_OUT (screenshots and bench.json; default e2e/out), E2E_LOSE_PAGE=1 (kills the
+// window's web process during the gallery scroll, to check the recovery described there).
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, connect } from "node:net";
@@ -99,19 +100,24 @@ function memory() {
   return result;
 }
 
-/** The app's processes alive now (pid and kind), to tell after a lost session whether the app or its page went away. */
+/** The app's processes alive now, to tell after a lost session whether the app or only its page went away. */
 function processes() {
   const found = [];
   for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
     try {
       const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-      if (cmdline[0] === bin) found.push(`${pid} ${cmdline.includes("engine-worker") ? "engine worker" : "app"}`);
-      else if (/WebKit(Web|Network)Process/.test(cmdline[0] ?? "")) found.push(`${pid} ${cmdline[0].split("/").pop()}`);
+      if (cmdline[0] === bin) found.push({ pid: Number(pid), kind: cmdline.includes("engine-worker") ? "engine worker" : "app" });
+      else if (/WebKit(Web|Network)Process/.test(cmdline[0] ?? "")) {
+        const ppid = Number(/PPid:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
+        found.push({ pid: Number(pid), kind: cmdline[0].split("/").pop(), ppid });
+      }
     } catch {
       // The process ended while we looked.
     }
   }
-  return found;
+  // Only the web processes of this app.
+  const apps = new Set(found.filter((p) => p.kind === "app").map((p) => p.pid));
+  return found.filter((p) => !("ppid" in p) || apps.has(p.ppid));
 }
 
 function percentile(values, p) {
@@ -124,6 +130,7 @@ let driver;
 let browser;
 const bench = {};
 let lastSeen = [];
+let appLog = "";
 try {
   console.log(`e2e: preparing ${data} (test model, ${SYNTHETIC} gallery entries)`);
   execFileSync(fixture, [data, "--synthetic", String(SYNTHETIC)], { stdio: ["ignore", "inherit", "inherit"] });
@@ -140,22 +147,29 @@ try {
   delete env.OLLAMA_HOST;
   driver = spawn(tauriDriver, ["--port", String(driverPort), "--native-port", String(nativePort)], {
     env,
-    stdio: ["ignore", "inherit", "inherit"],
+    stdio: ["ignore", "inherit", "pipe"],
+  });
+  // The app's log (its stderr reaches us through the driver), shown as it comes and kept for the checks below.
+  driver.stderr.on("data", (chunk) => {
+    process.stderr.write(chunk);
+    appLog = (appLog + chunk).slice(-200_000);
   });
   await waitForPort(driverPort, 20_000);
 
+  const session = () =>
+    remote({
+      hostname: "127.0.0.1",
+      port: driverPort,
+      logLevel: "warn",
+      connectionRetryTimeout: 120_000,
+      capabilities: {
+        browserName: "wry",
+        "wdio:enforceWebDriverClassic": true,
+        "tauri:options": { application: bin },
+      },
+    });
   const launched = performance.now();
-  browser = await remote({
-    hostname: "127.0.0.1",
-    port: driverPort,
-    logLevel: "warn",
-    connectionRetryTimeout: 120_000,
-    capabilities: {
-      browserName: "wry",
-      "wdio:enforceWebDriverClassic": true,
-      "tauri:options": { application: bin },
-    },
-  });
+  browser = await session();
   const generate = await browser.$('[data-testid="generate"]');
   await generate.waitForClickable({ timeout: 60_000 });
   bench.launch_to_interactive_ms = Math.round(performance.now() - launched);
@@ -326,19 +340,21 @@ try {
   console.log("e2e: no panel scrolls sideways at 1024x700");
 
   // Scrolling the whole gallery (100,000 synthetic entries + the real image and its remix): frame times.
-  await (await browser.$('[data-testid="nav-gallery"]')).click();
-  await (await browser.$('[data-testid="gallery-search"]')).waitForDisplayed();
-  await browser.execute(() => {
-    const input = document.querySelector('[data-testid="gallery-search"]');
-    input.value = "";
-    input.dispatchEvent(new Event("input", { bubbles: true }));
-  });
-  await browser.waitUntil(async () => (await countText()).replace(/\D/g, "") === String(SYNTHETIC + 2), {
-    timeout: 15_000,
-    timeoutMsg: "the gallery did not list every entry",
-  });
-  await browser.pause(500);
-  await browser.setTimeout({ script: 180_000 });
+  const showWholeGallery = async () => {
+    await (await browser.$('[data-testid="nav-gallery"]')).click();
+    await (await browser.$('[data-testid="gallery-search"]')).waitForDisplayed();
+    await browser.execute(() => {
+      const input = document.querySelector('[data-testid="gallery-search"]');
+      input.value = "";
+      input.dispatchEvent(new Event("input", { bubbles: true }));
+    });
+    await browser.waitUntil(async () => (await countText()).replace(/\D/g, "") === String(SYNTHETIC + 2), {
+      timeout: 15_000,
+      timeoutMsg: "the gallery did not list every entry",
+    });
+    await browser.pause(500);
+    await browser.setTimeout({ script: 180_000 });
+  };
   // Scrolls 100 px per frame (6,000 px/s at 60 Hz, a fast flick) for 240 frames; per frame: the time since the last one, and the time our script plus
   // style and layout took (the rest of a frame is painting and compositing).
   const scrollFrames = () =>
@@ -367,10 +383,54 @@ try {
       }
       requestAnimationFrame(step);
     });
-  lastSeen = processes();
-  const first = await scrollFrames();
-  await browser.pause(500);
-  const frames = await scrollFrames();
+  const scrollTwice = async () => {
+    lastSeen = processes();
+    let losing;
+    if (process.env.E2E_LOSE_PAGE && !bench.page_lost) {
+      losing = setTimeout(() => {
+        for (const p of processes().filter((p) => p.kind === "WebKitWebProcess")) process.kill(p.pid, "SIGKILL");
+      }, 3000);
+    }
+    try {
+      const first = await scrollFrames();
+      await browser.pause(500);
+      return [first, await scrollFrames()];
+    } finally {
+      clearTimeout(losing);
+    }
+  };
+  await showWholeGallery();
+  let first;
+  let frames;
+  try {
+    [first, frames] = await scrollTwice();
+  } catch (e) {
+    // WebKit's web process (the page) has crashed here now and then under Xvfb, in WebKit's own code. The app must
+    // outlive that and load its page again (src-tauri/src/page.rs); WebKit ends the WebDriver session with the page,
+    // so the check goes on in a new app on the same data. A lost app, a page not loaded again, or a second loss fail.
+    if (!/invalid session id|page crash or hang|Could not parse script result/.test(String(e?.message ?? e))) throw e;
+    const now = processes();
+    console.log(`e2e: the page was lost during the gallery scroll (${String(e?.message ?? e).split("\n")[0]}); processes before: ${JSON.stringify(lastSeen)}, after: ${JSON.stringify(now)}`);
+    const app = now.find((p) => p.kind === "app");
+    if (!app) throw new Error("the app itself ended while its gallery scrolled");
+    const pages = new Set(lastSeen.filter((p) => p.kind === "WebKitWebProcess").map((p) => p.pid));
+    const until = Date.now() + 20_000;
+    while (!(appLog.includes("loading the page again") && processes().some((p) => p.kind === "WebKitWebProcess" && !pages.has(p.pid)))) {
+      if (Date.now() > until) throw new Error("the app did not load its page again after its web process ended");
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    console.log("e2e: the app outlived its page's crash and loaded the page again; scrolling again in a new session");
+    bench.page_lost = true;
+    await browser.deleteSession().catch(() => {});
+    process.kill(app.pid, "SIGTERM");
+    const gone = Date.now() + 10_000;
+    while (processes().some((p) => p.pid === app.pid) && Date.now() < gone) await new Promise((r) => setTimeout(r, 100));
+    if (processes().some((p) => p.pid === app.pid)) process.kill(app.pid, "SIGKILL");
+    browser = await session();
+    await (await browser.$('[data-testid="generate"]')).waitForClickable({ timeout: 60_000 });
+    await showWholeGallery();
+    [first, frames] = await scrollTwice();
+  }
   const deltas = frames.deltas.slice(1);
   const firstDeltas = first.deltas.slice(1);
   bench.gallery_scroll_first_pass = {
@@ -413,10 +473,11 @@ try {
     bench.gallery_scroll.over_16_7ms_percent,
     bench.gallery_scroll.cells_in_dom,
   );
+  if (bench.page_lost) console.log("e2e: note: WebKit's page process crashed once during the gallery scroll; the app loaded its page again");
   console.log(`e2e: passed; screenshots in ${out}`);
 } catch (e) {
   console.error(`e2e: FAILED: ${e?.stack ?? e}`);
-  console.error(`e2e: processes before the last step: ${JSON.stringify(lastSeen)}; now: ${JSON.stringify(processes())}`);
+  console.error(`e2e: processes before the gallery scroll: ${JSON.stringify(lastSeen)}; now: ${JSON.stringify(processes())}`);
   if (browser) await browser.saveScreenshot(join(out, "failure.png")).catch(() => {});
   process.exitCode = 1;
 } finally {
