@@ -827,5 +827,39 @@ async fn commands_that_start_work_can_be_called_from_the_windows_thread_outside_
         matches!(ended, diffugen_engine::convert::ConvertEvent::Done { .. }),
         "{ended:?}"
     );
-    let _ = core.cancel_download(&download);
+    // Cancelled, the download can be tried again from the window's thread, and then removed from the list.
+    let cancelled = |core: &diffugen_app::Core, id: &str| {
+        core.downloads()
+            .iter()
+            .any(|d| d.id == id && d.state == diffugen_downloads::PullState::Cancelled)
+    };
+    core.cancel_download(&download).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cancelled(&core, &download) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            core.downloads()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let window = core.clone();
+    let again = std::thread::spawn(move || window.retry_download(&download))
+        .join()
+        .expect("trying again does not panic outside the runtime")
+        .expect("a cancelled download can be tried again");
+    let ids: Vec<String> = core.downloads().into_iter().map(|d| d.id).collect();
+    assert_eq!(ids, std::slice::from_ref(&again));
+    core.cancel_download(&again).unwrap();
+    while !cancelled(&core, &again) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            core.downloads()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    core.dismiss_download(&again).unwrap();
+    assert!(core.downloads().is_empty());
+    assert!(core.dismiss_download(&again).is_err());
 }

@@ -5,7 +5,7 @@
 mod support;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -496,12 +496,123 @@ async fn cancel_stops_the_download_and_leaves_nothing_behind() {
     );
 }
 
+#[tokio::test]
+async fn cancel_during_the_pause_before_a_retry_stops_at_once_not_after_the_pause() {
+    // Nothing listens on this port: every try fails at once and the pauses between tries grow (up to 8 s).
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/model.safetensors");
+    let (cancel, rx) = tokio::sync::watch::channel(false);
+    let (retrying, mut retried) = tokio::sync::mpsc::unbounded_channel();
+    let request = request(&url, dir.path(), None);
+    let task = tokio::spawn(async move {
+        download(&request, rx, &mut |stage| {
+            if let DownloadStage::Retrying { attempt, .. } = stage {
+                let _ = retrying.send(attempt);
+            }
+        })
+        .await
+    });
+    // The third try has failed: its pause is 2 s.
+    while retried.recv().await.unwrap() < 3 {}
+    let asked = Instant::now();
+    cancel.send(true).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the download ends on cancel")
+        .unwrap();
+    assert!(
+        matches!(result, Err(DownloadError::Cancelled)),
+        "{result:?}"
+    );
+    // Well before that pause would have ended.
+    assert!(
+        asked.elapsed() < Duration::from_millis(1500),
+        "cancelled after {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        files_in(dir.path()).is_empty(),
+        "{:?}",
+        files_in(dir.path())
+    );
+}
+
 /// Waits until pull `id` is done.
 async fn until_done(downloads: &Downloads, id: &str) {
     let (_, state, mut live) = downloads.subscribe(id).unwrap();
     if state != PullState::Done {
         while !matches!(live.recv().await.unwrap().stage, DownloadStage::Done { .. }) {}
     }
+}
+
+/// Waits until pull `id` is listed as `state`.
+async fn until_listed(downloads: &Downloads, id: &str, state: PullState) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !downloads
+        .list()
+        .iter()
+        .any(|p| p.id == id && p.state == state)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{id} never {state:?}: {:?}",
+            downloads.list()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_download_can_be_tried_again_to_the_end_and_an_ended_one_dismissed() {
+    let (_server, url) = Server::start(Behaviour {
+        ranges: true,
+        slow: Some(Duration::from_millis(10)),
+        ..Behaviour::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let downloads = Downloads::new(2);
+    let id = downloads.start(diffugen_downloads::plan(&url, dir.path(), None, None).unwrap());
+    let (_, _, mut live) = downloads.subscribe(&id).unwrap();
+    while !matches!(
+        live.recv().await.unwrap().stage,
+        DownloadStage::Progress { .. }
+    ) {}
+    assert_eq!(
+        downloads.retry(&id),
+        None,
+        "a running download is not started twice"
+    );
+    assert!(!downloads.dismiss(&id), "a running download stays listed");
+    assert!(downloads.cancel(&id));
+    until_listed(&downloads, &id, PullState::Cancelled).await;
+
+    let again = downloads
+        .retry(&id)
+        .expect("a cancelled download can be tried again");
+    assert_ne!(again, id);
+    until_listed(&downloads, &again, PullState::Done).await;
+    let listed: Vec<String> = downloads.list().into_iter().map(|p| p.id).collect();
+    assert_eq!(
+        listed,
+        std::slice::from_ref(&again),
+        "the new try takes the old row's place"
+    );
+    assert_eq!(files_in(dir.path()), ["tiny-model.gguf"]);
+    assert_eq!(
+        downloads.retry(&again),
+        None,
+        "a finished download is not fetched again"
+    );
+    assert_eq!(downloads.retry("dl-999"), None);
+
+    assert!(downloads.dismiss(&again));
+    assert!(downloads.list().is_empty());
+    assert!(!downloads.dismiss(&again));
 }
 
 #[tokio::test]

@@ -896,3 +896,74 @@ async fn a_paused_queue_stays_paused_after_a_restart_and_its_waiting_job_waits_f
     let state = support::get_json(&client, server.url("/api/v1/queue/state")).await;
     assert_eq!(state["paused"], false);
 }
+
+/// `initialize` on `/mcp`, as an MCP client opens a session.
+async fn open_mcp_session(client: &reqwest::Client, base: &str) -> reqwest::Response {
+    client
+        .post(format!("{base}/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-03-26",
+                "capabilities": {},
+                "clientInfo": {"name": "flood", "version": "1"}
+            }
+        }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_flood_of_mcp_sessions_stops_at_the_cap_with_a_503_and_a_closed_session_makes_room() {
+    let ws = Workspace::new();
+    let (server, base) = support::serve_api(&ws, JobManager::new(Arc::new(engine()), 4)).await;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for _ in 0..diffugen_server::mcp::MAX_SESSIONS {
+        let opened = open_mcp_session(&client, &base).await;
+        assert_eq!(opened.status(), 200);
+        let id = opened.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        ids.push(id);
+    }
+    let refused = open_mcp_session(&client, &base).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "60");
+    let body: Value = refused.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "{} MCP sessions are open",
+            diffugen_server::mcp::MAX_SESSIONS
+        )),
+        "{message}"
+    );
+    assert!(message.contains("DELETE /mcp"), "{message}");
+    // An open session keeps working while new ones are refused.
+    let listed = client
+        .post(format!("{base}/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &ids[0])
+        .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(listed.status().is_success(), "{}", listed.status());
+    // Closing one makes room for the next client.
+    let closed = client
+        .delete(format!("{base}/mcp"))
+        .header("mcp-session-id", ids.pop().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(closed.status().is_success(), "{}", closed.status());
+    let reopened = open_mcp_session(&client, &base).await;
+    assert_eq!(reopened.status(), 200);
+    server.shutdown().await.unwrap();
+}

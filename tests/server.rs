@@ -1185,6 +1185,7 @@ async fn the_openapi_document_is_valid_and_describes_exactly_the_routes_the_serv
     let source = [
         include_str!("../crates/server/src/lib.rs"),
         include_str!("../crates/server/src/legacy.rs"),
+        include_str!("../crates/server/src/mcp.rs"),
     ]
     .concat();
     let mounted: std::collections::BTreeSet<String> = source

@@ -144,6 +144,18 @@ fn cancel_download(core: CoreState<'_>, id: String) -> Result<(), AppError> {
 
 #[tauri::command]
 #[specta::specta]
+fn retry_download(core: CoreState<'_>, id: String) -> Result<String, AppError> {
+    core.retry_download(&id)
+}
+
+#[tauri::command]
+#[specta::specta]
+fn dismiss_download(core: CoreState<'_>, id: String) -> Result<(), AppError> {
+    core.dismiss_download(&id)
+}
+
+#[tauri::command]
+#[specta::specta]
 async fn generate(core: CoreState<'_>, form: GenerateForm) -> Result<String, AppError> {
     core.generate(form).await
 }
@@ -495,6 +507,8 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             start_download,
             list_downloads,
             cancel_download,
+            retry_download,
+            dismiss_download,
             generate,
             queue,
             queue_history,

@@ -332,6 +332,20 @@ try {
   const cancel = await row.$("button.danger");
   if (await cancel.isExisting()) await cancel.click();
   console.log(`e2e: Download started a download and the app kept running: ${JSON.stringify(pulls).slice(0, 200)}`);
+  // Ended (cancelled here, or failed without internet), the row offers Try again and Remove; Remove takes it away.
+  const remove = await browser.$('[data-testid="download-remove"]');
+  await remove.waitForClickable({ timeout: 15_000, timeoutMsg: "the ended download offers no Remove" });
+  if (!(await (await browser.$('[data-testid="download-retry"]')).isExisting())) throw new Error("the ended download offers no Try again");
+  await remove.click();
+  await browser.waitUntil(async () => !(await (await browser.$('[data-testid="download"]')).isExisting()), {
+    timeout: 10_000,
+    timeoutMsg: "Remove left the download in the list",
+  });
+  console.log("e2e: the ended download offered Try again, and Remove took it off the list");
+  const canny = await browser.$('[data-testid="catalog-controlnet"]');
+  await canny.scrollIntoView();
+  if ((await canny.getText()) !== "ControlNet · SD 1.x") throw new Error(`the catalog's ControlNet reads '${await canny.getText()}'`);
+  await browser.saveScreenshot(join(out, "models-1024x700.png"));
 
   await (await browser.$('[data-testid="nav-generate"]')).click();
   await browser.pause(300);

@@ -478,6 +478,27 @@ impl Core {
         }
     }
 
+    /// Runs a failed or cancelled download again; returns the new download's id (it takes the old one's row).
+    pub fn retry_download(&self, id: &str) -> Result<String, AppError> {
+        let _inside = self.entered();
+        self.runtime.downloads().retry(id).ok_or_else(|| {
+            AppError::new(format!(
+                "download '{id}' cannot be tried again: only a failed or cancelled download can"
+            ))
+        })
+    }
+
+    /// Takes an ended download off the list.
+    pub fn dismiss_download(&self, id: &str) -> Result<(), AppError> {
+        if self.runtime.downloads().dismiss(id) {
+            Ok(())
+        } else {
+            Err(AppError::new(format!(
+                "download '{id}' cannot be removed: only an ended download can"
+            )))
+        }
+    }
+
     /// Checks the form against the model and queues it. Returns the job id.
     pub async fn generate(&self, form: GenerateForm) -> Result<String, AppError> {
         if form.model.trim().is_empty() {

@@ -350,7 +350,14 @@ async fn run(
             return Err(DownloadError::Cancelled);
         }
         attempt += 1;
-        let response = match send(&client, &parsed, request, offset).await {
+        let sent = tokio::select! {
+            sent = send(&client, &parsed, request, offset) => sent,
+            _ = cancelled(&mut cancel) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(DownloadError::Cancelled);
+            }
+        };
+        let response = match sent {
             Ok(r) => r,
             Err(Sent::Refused(e)) => {
                 let _ = tokio::fs::remove_file(&part).await;
@@ -369,7 +376,7 @@ async fn run(
                     reason,
                     resume_from: offset as f64,
                 });
-                tokio::time::sleep(retry_pause(failures)).await;
+                pause_unless_cancelled(&mut cancel, retry_pause(failures), &part).await?;
                 continue;
             }
         };
@@ -446,7 +453,7 @@ async fn run(
                     reason: format!("the server answered {status}"),
                     resume_from: offset as f64,
                 });
-                tokio::time::sleep(retry_pause(failures)).await;
+                pause_unless_cancelled(&mut cancel, retry_pause(failures), &part).await?;
                 continue;
             }
             _ => {
@@ -592,7 +599,7 @@ async fn run(
             reason,
             resume_from: offset as f64,
         });
-        tokio::time::sleep(retry_pause(failures)).await;
+        pause_unless_cancelled(&mut cancel, retry_pause(failures), &part).await?;
     };
     on_stage(DownloadStage::Progress {
         bytes: total as f64,
@@ -625,6 +632,29 @@ async fn run(
         verified,
     });
     Ok(target)
+}
+
+/// Resolves once the download is cancelled (never, when nobody can cancel it any more).
+async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The pause before the next try; a cancel during it stops the download at once (and removes the partial file)
+/// instead of after the pause.
+async fn pause_unless_cancelled(
+    cancel: &mut watch::Receiver<bool>,
+    pause: Duration,
+    part: &Path,
+) -> Result<(), DownloadError> {
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => Ok(()),
+        _ = cancelled(cancel) => {
+            let _ = tokio::fs::remove_file(part).await;
+            Err(DownloadError::Cancelled)
+        }
+    }
 }
 
 /// How a request went before its body: an answer, a refusal that retrying cannot change, or a failure worth a retry.

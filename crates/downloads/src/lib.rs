@@ -306,6 +306,8 @@ pub struct PullInfo {
 
 struct Pull {
     name: String,
+    /// What it runs, for a second try.
+    plan: PullPlan,
     /// What it fetches where: a second start of the same files while this one waits or runs gets this pull.
     key: Vec<(String, String, Option<String>)>,
     state: PullState,
@@ -373,6 +375,7 @@ impl Downloads {
             id.clone(),
             Pull {
                 name: plan.name.clone(),
+                plan: plan.clone(),
                 key,
                 state: PullState::Waiting,
                 events: Vec::new(),
@@ -445,6 +448,34 @@ impl Downloads {
                 publish(&self.all, pull, event);
             }
         }
+    }
+
+    /// Runs a failed or cancelled pull again (a download resumes from what its last try kept). Its row gives way to
+    /// the new pull, whose id is returned; `None` for an unknown id or a pull that did not end that way.
+    pub fn retry(&self, id: &str) -> Option<String> {
+        let plan = {
+            let mut pulls = self.lock();
+            let ended = pulls
+                .get(id)
+                .is_some_and(|p| matches!(p.state, PullState::Failed | PullState::Cancelled));
+            if !ended {
+                return None;
+            }
+            pulls.remove(id)?.plan
+        };
+        Some(self.start(plan))
+    }
+
+    /// Takes an ended pull (done, failed or cancelled) off the list; `false` for an unknown id or one still going.
+    pub fn dismiss(&self, id: &str) -> bool {
+        let mut pulls = self.lock();
+        let ended = pulls.get(id).is_some_and(|p| {
+            matches!(
+                p.state,
+                PullState::Done | PullState::Failed | PullState::Cancelled
+            )
+        });
+        ended && pulls.remove(id).is_some()
     }
 
     /// Every pull, newest last.

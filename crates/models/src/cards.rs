@@ -50,8 +50,46 @@ pub struct CardComponent {
     pub path: String,
 }
 
+/// A card's name from its id: words apart, a quantization type kept whole (`tiny-sdxs-q8_0` is "tiny sdxs q8_0",
+/// `flux1-schnell-Q4_K_S` is "flux1 schnell Q4_K_S").
 fn display_name(id: &str) -> String {
-    id.replace(['_', '-'], " ")
+    let mut words: Vec<String> = Vec::new();
+    for piece in id.split('-') {
+        let parts: Vec<&str> = piece.split('_').collect();
+        let mut i = 0;
+        while i < parts.len() {
+            let mut word = parts[i].to_string();
+            if is_quant_head(parts[i]) {
+                while i + 1 < parts.len() && is_quant_tail(parts[i + 1]) {
+                    i += 1;
+                    word.push('_');
+                    word.push_str(parts[i]);
+                }
+            }
+            if !word.is_empty() {
+                words.push(word);
+            }
+            i += 1;
+        }
+    }
+    words.join(" ")
+}
+
+/// `q8`, `Q4`, `iq3`: the start of a GGUF quantization type.
+fn is_quant_head(part: &str) -> bool {
+    let lower = part.to_ascii_lowercase();
+    lower
+        .strip_prefix("iq")
+        .or_else(|| lower.strip_prefix('q'))
+        .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// What follows a quantization type's start: `0`, `1`, `K`, `M`, `S`, `L`, `XS`, `XXS`, `NL`.
+fn is_quant_tail(part: &str) -> bool {
+    matches!(
+        part.to_ascii_lowercase().as_str(),
+        "0" | "1" | "k" | "m" | "s" | "l" | "xs" | "xxs" | "nl"
+    )
 }
 
 /// The pieces a standalone diffusion model of `family` needs besides itself: (component, role-family) pairs.
@@ -361,5 +399,22 @@ fn card(entry: &ModelEntry, source: &str, resolved: Result<ResolvedModel, String
         estimated_bytes: estimated,
         aliases: Vec::new(),
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::display_name;
+
+    #[test]
+    fn a_cards_name_parts_its_words_but_keeps_a_quantization_type_whole() {
+        assert_eq!(display_name("tiny-sdxs-q8_0"), "tiny sdxs q8_0");
+        assert_eq!(display_name("flux1-schnell-Q4_K_S"), "flux1 schnell Q4_K_S");
+        assert_eq!(display_name("z_image_turbo_IQ4_XS"), "z image turbo IQ4_XS");
+        assert_eq!(display_name("sd_turbo"), "sd turbo");
+        assert_eq!(display_name("v1-5-pruned-emaonly"), "v1 5 pruned emaonly");
+        // A "q" word that is no quantization stays a word.
+        assert_eq!(display_name("my_q8_model"), "my q8 model");
+        assert_eq!(display_name("qwen_image"), "qwen image");
     }
 }

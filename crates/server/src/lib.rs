@@ -228,7 +228,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(gallery::remove_from_board),
         )
         .route("/metrics", get(metrics::scrape))
-        .route_service("/mcp", mcp::http_service(state.clone()))
+        .merge(mcp::routes(state.clone()))
         .route("/api/v1/vram", get(vram::snapshot))
         .route("/api/v1/vram/events", get(vram::events))
         .route("/api/v1/vram/llm", post(vram::to_llm))

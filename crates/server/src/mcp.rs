@@ -47,18 +47,62 @@ pub struct Mcp {
     tool_router: ToolRouter<Mcp>,
 }
 
-/// The streamable HTTP transport for `/mcp`: sessions in memory, the host and origin checks left to the server's
-/// own guard (which knows `--allowed-host`), bodies as large as the API's.
-pub fn http_service(state: AppState) -> StreamableHttpService<Mcp, LocalSessionManager> {
+/// How many MCP sessions may be open at once over HTTP. A session ends when its client deletes it or after five
+/// idle minutes (rmcp's keep-alive); past this many, a client opening another is answered 503 until one ends, so a
+/// flood of `initialize` requests cannot grow the server's memory without bound.
+pub const MAX_SESSIONS: usize = 64;
+
+/// `/mcp` over the streamable HTTP transport: sessions in memory and at most [`MAX_SESSIONS`] of them, the host and
+/// origin checks left to the server's own guard (which knows `--allowed-host`), bodies as large as the API's.
+pub fn routes<S: Clone + Send + Sync + 'static>(state: AppState) -> axum::Router<S> {
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
         .with_max_request_body_bytes(crate::BODY_LIMIT)
         .with_sse_keep_alive(Some(Duration::from_secs(15)));
-    StreamableHttpService::new(
+    let sessions = std::sync::Arc::new(LocalSessionManager::default());
+    let service = StreamableHttpService::new(
         move || Ok(Mcp::new(state.clone())),
-        LocalSessionManager::default().into(),
+        sessions.clone(),
         config,
-    )
+    );
+    axum::Router::new()
+        .route_service("/mcp", service)
+        .route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let sessions = sessions.clone();
+                async move { limit_sessions(&sessions, request, next).await }
+            },
+        ))
+}
+
+/// Refuses a request that opens a session (a POST without `Mcp-Session-Id`) while [`MAX_SESSIONS`] are open.
+async fn limit_sessions(
+    sessions: &LocalSessionManager,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let opens = request.method() == axum::http::Method::POST
+        && !request.headers().contains_key("mcp-session-id");
+    let open = sessions.sessions.read().await.len();
+    if opens && open >= MAX_SESSIONS {
+        let message = format!(
+            "{open} MCP sessions are open, the most this server keeps: close one (DELETE /mcp with its \
+             Mcp-Session-Id) or wait until an idle one ends (after 5 minutes)"
+        );
+        tracing::warn!("{message}");
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "60")],
+            axum::Json(json!({
+                "jsonrpc": "2.0",
+                "id": null,
+                "error": {"code": -32000, "message": message},
+            })),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Serves the tools over stdin/stdout until the client closes them.

@@ -66,6 +66,40 @@ describe("Models", () => {
     await waitFor(() => expect(field.value).toBe(""));
   });
 
+  it("a failed download can be tried again and an ended one removed from the list", async () => {
+    app.downloads = [];
+    let listed = [
+      { id: "dl-1", name: "sd-turbo", state: "failed" as const, last_event: null },
+      { id: "dl-2", name: "flux-schnell-q4", state: "done" as const, last_event: null },
+      { id: "dl-3", name: "RealESRGAN_x4plus_anime_6B", state: "running" as const, last_event: null },
+    ];
+    const calls = mockCore({
+      list_downloads: () => listed,
+      retry_download: () => {
+        listed = [{ id: "dl-4", name: "sd-turbo", state: "running", last_event: null }, ...listed.slice(1)];
+        return "dl-4";
+      },
+      dismiss_download: (args) => {
+        listed = listed.filter((p) => p.id !== args.id);
+        return null;
+      },
+    });
+    await start();
+    render(Models);
+    const rows = await screen.findAllByTestId("download");
+    expect(rows).toHaveLength(3);
+    // Running: only Cancel. Done: Remove. Failed: Try again and Remove.
+    expect(within(rows[2]).queryByTestId("download-retry")).toBeNull();
+    expect(within(rows[2]).queryByTestId("download-remove")).toBeNull();
+    expect(within(rows[1]).queryByTestId("download-retry")).toBeNull();
+    await fireEvent.click(within(rows[0]).getByTestId("download-retry"));
+    await waitFor(() => expect(calls.find((c) => c.cmd === "retry_download")?.args).toEqual({ id: "dl-1" }));
+    await waitFor(() => expect(app.downloads.map((d) => d.id)).toEqual(["dl-4", "dl-2", "dl-3"]));
+    const done = screen.getAllByTestId("download")[1];
+    await fireEvent.click(within(done).getByRole("button", { name: "Remove flux-schnell-q4 from the list" }));
+    await waitFor(() => expect(app.downloads.map((d) => d.id)).toEqual(["dl-4", "dl-3"]));
+  });
+
   it("a download that fails says so in a toast, wherever the user is", async () => {
     app.downloads = [];
     app.toasts = [];
