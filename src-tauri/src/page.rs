@@ -50,6 +50,10 @@ pub(crate) fn reload_when_lost(window: &tauri::WebviewWindow) {
         webview
             .inner()
             .connect_web_process_terminated(move |view, reason| {
+                // Ended on purpose (the window closing), not lost.
+                if reason == webkit2gtk::WebProcessTerminationReason::TerminatedByApi {
+                    return;
+                }
                 if budget.borrow_mut().allow(Instant::now()) {
                     tracing::error!(?reason, "the window's page process ended; loading the page again");
                     view.reload();

@@ -450,7 +450,7 @@ impl Downloads {
         }
     }
 
-    /// Runs a failed or cancelled pull again (a download resumes from what its last try kept). Its row gives way to
+    /// Runs a failed or cancelled pull again (a failed download resumes from the part it kept). Its row gives way to
     /// the new pull, whose id is returned; `None` for an unknown id or a pull that did not end that way.
     pub fn retry(&self, id: &str) -> Option<String> {
         let plan = {

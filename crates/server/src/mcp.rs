@@ -84,8 +84,11 @@ async fn limit_sessions(
     use axum::response::IntoResponse;
     let opens = request.method() == axum::http::Method::POST
         && !request.headers().contains_key("mcp-session-id");
+    if !opens {
+        return next.run(request).await;
+    }
     let open = sessions.sessions.read().await.len();
-    if opens && open >= MAX_SESSIONS {
+    if open >= MAX_SESSIONS {
         let message = format!(
             "{open} MCP sessions are open, the most this server keeps: close one (DELETE /mcp with its \
              Mcp-Session-Id) or wait until an idle one ends (after 5 minutes)"
