@@ -790,6 +790,22 @@ async fn core_settings_check(ws: &Workspace, key: &str, value: &str) -> String {
     error.message
 }
 
+/// Waits until download `id` is listed as cancelled, failing at `deadline`.
+async fn until_cancelled(core: &diffugen_app::Core, id: &str, deadline: std::time::Instant) {
+    while !core
+        .downloads()
+        .iter()
+        .any(|d| d.id == id && d.state == diffugen_downloads::PullState::Cancelled)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} never cancelled: {:?}",
+            core.downloads()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The window's plain (non-async) commands run on its main thread, outside the tokio runtime: a download, a
 /// conversion or a pause started from there must start, not panic (a panic there aborts the whole app).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -828,21 +844,9 @@ async fn commands_that_start_work_can_be_called_from_the_windows_thread_outside_
         "{ended:?}"
     );
     // Cancelled, the download can be tried again from the window's thread, and then removed from the list.
-    let cancelled = |core: &diffugen_app::Core, id: &str| {
-        core.downloads()
-            .iter()
-            .any(|d| d.id == id && d.state == diffugen_downloads::PullState::Cancelled)
-    };
-    core.cancel_download(&download).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !cancelled(&core, &download) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{:?}",
-            core.downloads()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    core.cancel_download(&download).unwrap();
+    until_cancelled(&core, &download, deadline).await;
     let window = core.clone();
     let again = std::thread::spawn(move || window.retry_download(&download))
         .join()
@@ -851,14 +855,7 @@ async fn commands_that_start_work_can_be_called_from_the_windows_thread_outside_
     let ids: Vec<String> = core.downloads().into_iter().map(|d| d.id).collect();
     assert_eq!(ids, std::slice::from_ref(&again));
     core.cancel_download(&again).unwrap();
-    while !cancelled(&core, &again) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{:?}",
-            core.downloads()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_cancelled(&core, &again, deadline).await;
     core.dismiss_download(&again).unwrap();
     assert!(core.downloads().is_empty());
     assert!(core.dismiss_download(&again).is_err());

@@ -470,13 +470,7 @@ async fn cancel_stops_the_download_and_leaves_nothing_behind() {
     let downloads = Downloads::new(2);
     let plan = diffugen_downloads::plan(&url, dir.path(), None, None).unwrap();
     let id = downloads.start(plan);
-    let (_, _, mut live) = downloads.subscribe(&id).unwrap();
-    loop {
-        let event = live.recv().await.unwrap();
-        if matches!(event.stage, DownloadStage::Progress { .. }) {
-            break;
-        }
-    }
+    let mut live = until_progress(&downloads, &id).await;
     assert!(downloads.cancel(&id));
     loop {
         let event = tokio::time::timeout(Duration::from_secs(10), live.recv())
@@ -541,6 +535,19 @@ async fn cancel_during_the_pause_before_a_retry_stops_at_once_not_after_the_paus
     );
 }
 
+/// Waits until pull `id` has fetched its first bytes; its live events from there on.
+async fn until_progress(
+    downloads: &Downloads,
+    id: &str,
+) -> tokio::sync::broadcast::Receiver<diffugen_downloads::DownloadEvent> {
+    let (_, _, mut live) = downloads.subscribe(id).unwrap();
+    while !matches!(
+        live.recv().await.unwrap().stage,
+        DownloadStage::Progress { .. }
+    ) {}
+    live
+}
+
 /// Waits until pull `id` is done.
 async fn until_done(downloads: &Downloads, id: &str) {
     let (_, state, mut live) = downloads.subscribe(id).unwrap();
@@ -577,11 +584,7 @@ async fn a_cancelled_download_can_be_tried_again_to_the_end_and_an_ended_one_dis
     let dir = tempfile::tempdir().unwrap();
     let downloads = Downloads::new(2);
     let id = downloads.start(diffugen_downloads::plan(&url, dir.path(), None, None).unwrap());
-    let (_, _, mut live) = downloads.subscribe(&id).unwrap();
-    while !matches!(
-        live.recv().await.unwrap().stage,
-        DownloadStage::Progress { .. }
-    ) {}
+    until_progress(&downloads, &id).await;
     assert_eq!(
         downloads.retry(&id),
         None,
@@ -630,11 +633,7 @@ async fn downloads_beyond_the_limit_wait_their_turn() {
         downloads.start(diffugen_downloads::plan(&url, first_dir.path(), None, None).unwrap());
     let second =
         downloads.start(diffugen_downloads::plan(&url, second_dir.path(), None, None).unwrap());
-    let (_, _, mut live) = downloads.subscribe(&first).unwrap();
-    while !matches!(
-        live.recv().await.unwrap().stage,
-        DownloadStage::Progress { .. }
-    ) {}
+    until_progress(&downloads, &first).await;
     let states: Vec<PullState> = downloads.list().iter().map(|p| p.state).collect();
     assert_eq!(states, [PullState::Running, PullState::Waiting]);
     for id in [first, second] {

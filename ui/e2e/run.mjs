@@ -69,55 +69,42 @@ async function waitForPort(port, timeoutMs) {
   throw new Error(`nothing listens on port ${port} after ${timeoutMs} ms`);
 }
 
-/** Resident memory (MB) of the app's main process and of its web view processes; the engine worker apart. */
-function memory() {
-  const result = { app_mb: 0, webview_mb: 0, engine_worker_mb: 0 };
-  const procs = readdirSync("/proc").filter((p) => /^\d+$/.test(p));
-  const info = new Map();
-  for (const pid of procs) {
+/** The app's processes alive now (the app, its engine worker, the app's WebKit web and network processes), with their
+ * resident memory: the benchmarks' memory figures, and after a lost session whether the app or only its page went away. */
+function processes() {
+  const all = [];
+  for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
     try {
       const status = readFileSync(`/proc/${pid}/status`, "utf8");
       const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
       const ppid = Number(/PPid:\s+(\d+)/.exec(status)?.[1] ?? 0);
-      const rss = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
-      info.set(Number(pid), { ppid, rss, cmdline });
+      const rss_kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+      all.push({ pid: Number(pid), ppid, rss_kb, cmdline });
     } catch {
       // The process ended while we looked.
     }
   }
-  const apps = [...info].filter(([, p]) => p.cmdline[0] === bin);
-  for (const [pid, p] of apps) {
-    if (p.cmdline.includes("engine-worker")) {
-      result.engine_worker_mb += p.rss;
-      continue;
-    }
-    result.app_mb += p.rss;
-    for (const [, child] of info) {
-      if (child.ppid === pid && /WebKit(Web|Network)Process/.test(child.cmdline[0] ?? "")) result.webview_mb += child.rss;
-    }
+  const worker = (p) => p.cmdline.includes("engine-worker");
+  const apps = new Set(all.filter((p) => p.cmdline[0] === bin && !worker(p)).map((p) => p.pid));
+  const found = [];
+  for (const p of all) {
+    let kind = null;
+    if (p.cmdline[0] === bin) kind = worker(p) ? "engine worker" : "app";
+    else if (apps.has(p.ppid) && /WebKit(Web|Network)Process/.test(p.cmdline[0] ?? "")) kind = p.cmdline[0].split("/").pop();
+    if (kind) found.push({ pid: p.pid, kind, rss_kb: p.rss_kb });
+  }
+  return found;
+}
+
+/** Resident memory (MB) of the app's main process and of its web view processes; the engine worker apart. */
+function memory() {
+  const result = { app_mb: 0, webview_mb: 0, engine_worker_mb: 0 };
+  for (const p of processes()) {
+    const key = p.kind === "app" ? "app_mb" : p.kind === "engine worker" ? "engine_worker_mb" : "webview_mb";
+    result[key] += p.rss_kb / 1024;
   }
   for (const key of Object.keys(result)) result[key] = Math.round(result[key]);
   return result;
-}
-
-/** The app's processes alive now, to tell after a lost session whether the app or only its page went away. */
-function processes() {
-  const found = [];
-  for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
-    try {
-      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-      if (cmdline[0] === bin) found.push({ pid: Number(pid), kind: cmdline.includes("engine-worker") ? "engine worker" : "app" });
-      else if (/WebKit(Web|Network)Process/.test(cmdline[0] ?? "")) {
-        const ppid = Number(/PPid:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
-        found.push({ pid: Number(pid), kind: cmdline[0].split("/").pop(), ppid });
-      }
-    } catch {
-      // The process ended while we looked.
-    }
-  }
-  // Only the web processes of this app.
-  const apps = new Set(found.filter((p) => p.kind === "app").map((p) => p.pid));
-  return found.filter((p) => !("ppid" in p) || apps.has(p.ppid));
 }
 
 function percentile(values, p) {
